@@ -1,0 +1,86 @@
+// Package postgres opens kluis's connection pool, runs transactions, and
+// translates database errors into kluis errors. Feature stores build on it;
+// no other package speaks to pgx's error types.
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// DB is kluis's handle on Postgres: a pgx pool plus the transaction helper.
+type DB struct {
+	Pool *pgxpool.Pool
+}
+
+// Open connects to the database at url and checks that it answers. The pool
+// is sized for a small service; pgx's defaults apply otherwise.
+func Open(ctx context.Context, url string) (*DB, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		// pgx's parse errors can quote the URL, password included: say only
+		// that it did not parse.
+		return nil, fmt.Errorf("postgres: KLUIS_DATABASE_URL does not parse as a Postgres URL")
+	}
+	if cfg.ConnConfig.ConnectTimeout == 0 || cfg.ConnConfig.ConnectTimeout > 5*time.Second {
+		cfg.ConnConfig.ConnectTimeout = 5 * time.Second
+	}
+	cfg.ConnConfig.RuntimeParams["application_name"] = "kluis"
+	// Every statement is bounded, so a stuck query cannot hold a connection
+	// (and the request waiting on it) forever.
+	if _, ok := cfg.ConnConfig.RuntimeParams["statement_timeout"]; !ok {
+		cfg.ConnConfig.RuntimeParams["statement_timeout"] = "30000"
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: open pool: %w", Translate(err))
+	}
+	return &DB{Pool: pool}, nil
+}
+
+// Close closes every connection of the pool.
+func (db *DB) Close() { db.Pool.Close() }
+
+// Ping checks that the database answers a query; /readyz uses it.
+func (db *DB) Ping(ctx context.Context) error {
+	var one int
+	if err := db.Pool.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil {
+		return Translate(err)
+	}
+	return nil
+}
+
+// maxAttempts bounds the retries of a transaction that failed on a
+// serialization failure or a deadlock.
+const maxAttempts = 3
+
+// InTx runs fn in a transaction and commits it when fn returns nil. A
+// serialization failure or deadlock reruns fn (fn must therefore be safe to
+// run again); any other error rolls back and is returned translated.
+func (db *DB) InTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
+	var err error
+	for attempt := 0; attempt < maxAttempts; attempt++ {
+		err = db.inTxOnce(ctx, fn)
+		if !IsRetryable(err) {
+			return err
+		}
+	}
+	return err
+}
+
+func (db *DB) inTxOnce(ctx context.Context, fn func(tx pgx.Tx) error) error {
+	tx, err := db.Pool.Begin(ctx)
+	if err != nil {
+		return Translate(err)
+	}
+	// Rollback after Commit is a no-op in pgx.
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	if err := fn(tx); err != nil {
+		return Translate(err)
+	}
+	return Translate(tx.Commit(ctx))
+}
