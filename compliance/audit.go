@@ -1,0 +1,146 @@
+// Package compliance holds what kluis does for accountability and the rights of
+// data subjects: the hash-chained audit log, and (with their issues) retention,
+// erasure, legal holds and subject export.
+package compliance
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/postgres"
+)
+
+// Actor kinds: who did what an entry records.
+const (
+	ActorUser      = "user"
+	ActorService   = "service"
+	ActorStaff     = "staff"
+	ActorSystem    = "system"
+	ActorProvider  = "provider"
+	ActorAnonymous = "anonymous"
+)
+
+// Outcomes of an audited action.
+const (
+	OutcomeSuccess = "success"
+	OutcomeDenied  = "denied"
+	OutcomeFailure = "failure"
+)
+
+// Entry is one audited action. It carries identifiers only: never a secret,
+// never a token, never personal data. People are named through keyed
+// pseudonyms computed by the Auditor, so that entries survive erasure without
+// naming the person while compliance can still find them.
+type Entry struct {
+	ActorKind string
+	// Actor names the actor: a user's subject id (stored only as its
+	// pseudonym), a service name, a staff member's id, a job's name; empty
+	// for anonymous callers.
+	Actor string
+	// Action says what was done, dotted: "credential.reveal", "authn.failed".
+	Action string
+	// Target is the identifier acted on ("cred_…", "itm_…"), or empty.
+	Target  string
+	Outcome string
+	// Subject is the data subject's external id (the user token's sub) the
+	// action concerns, or empty; stored only as its pseudonym.
+	Subject   string
+	RequestID string
+	// Details holds further identifiers, reasons and counts. Values must be
+	// safe to keep for years: no secrets, no personal data.
+	Details map[string]any
+}
+
+// Pseudonymizer computes keyed pseudonyms: the same input gives the same
+// pseudonym under the same key, and without the key a pseudonym cannot be
+// linked to its input. The vault's system keys provide one.
+type Pseudonymizer interface {
+	Pseudonym(kind, value string) string
+}
+
+// Auditor writes audit entries. Append writes inside the caller's transaction,
+// so an entry exists exactly when the change it records does.
+type Auditor struct {
+	db     *postgres.DB
+	pseudo Pseudonymizer
+	clock  kluis.Clock
+}
+
+// NewAuditor returns an Auditor writing to db, naming people through pseudo.
+func NewAuditor(db *postgres.DB, pseudo Pseudonymizer, clock kluis.Clock) *Auditor {
+	if clock == nil {
+		clock = kluis.SystemClock{}
+	}
+	return &Auditor{db: db, pseudo: pseudo, clock: clock}
+}
+
+// Pseudonym returns the pseudonym under which entries name a data subject, so
+// that compliance can find a subject's entries.
+func (a *Auditor) Pseudonym(subject string) string {
+	return a.pseudo.Pseudonym("subject", subject)
+}
+
+// Append writes e in tx. The entry is durable when tx commits and is chained
+// by the sealer shortly after.
+func (a *Auditor) Append(ctx context.Context, tx pgx.Tx, e Entry) error {
+	if err := validate(e); err != nil {
+		return err
+	}
+	actor := e.Actor
+	if e.ActorKind == ActorUser && actor != "" {
+		actor = a.Pseudonym(actor)
+	}
+	var subject *string
+	if e.Subject != "" {
+		p := a.Pseudonym(e.Subject)
+		subject = &p
+	}
+	details := e.Details
+	if details == nil {
+		details = map[string]any{}
+	}
+	raw, err := json.Marshal(details)
+	if err != nil {
+		return fmt.Errorf("audit: encode details: %w", err)
+	}
+	_, err = tx.Exec(ctx, `
+		INSERT INTO audit_entries (occurred_at, actor_kind, actor, action, target, outcome, subject_pseudonym, request_id, details)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+		a.clock.Now(), e.ActorKind, actor, e.Action, e.Target, e.Outcome, subject, e.RequestID, raw)
+	if err != nil {
+		return kluis.Unavailable("audit log", postgres.Translate(err))
+	}
+	return nil
+}
+
+// Record writes e in a transaction of its own, for actions that change
+// nothing else (a refused request, a failed authentication). An error means
+// the entry was not written: the caller fails closed.
+func (a *Auditor) Record(ctx context.Context, e Entry) error {
+	err := a.db.InTx(ctx, func(tx pgx.Tx) error { return a.Append(ctx, tx, e) })
+	if err != nil && kluis.ErrorCode(err) != kluis.EInvalid {
+		return kluis.Unavailable("audit log", err)
+	}
+	return err
+}
+
+func validate(e Entry) error {
+	switch e.ActorKind {
+	case ActorUser, ActorService, ActorStaff, ActorSystem, ActorProvider, ActorAnonymous:
+	default:
+		return kluis.Errorf(kluis.EInvalid, "audit: unknown actor kind %q", e.ActorKind)
+	}
+	switch e.Outcome {
+	case OutcomeSuccess, OutcomeDenied, OutcomeFailure:
+	default:
+		return kluis.Errorf(kluis.EInvalid, "audit: unknown outcome %q", e.Outcome)
+	}
+	if e.Action == "" {
+		return kluis.Errorf(kluis.EInvalid, "audit: action is required")
+	}
+	return nil
+}

@@ -1,0 +1,274 @@
+package compliance
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/kluis-dev/kluis/postgres"
+)
+
+// sealerLock is the advisory-lock key that lets one sealer at a time extend
+// the chain, across all instances.
+const sealerLock int64 = 0x6b6c756973_01 // "kluis" 01
+
+// DefaultSealBatch is how many entries one sealing transaction chains.
+const DefaultSealBatch = 1000
+
+// genesis is the previous hash of the first entry in the chain.
+var genesis = make([]byte, sha256.Size)
+
+// chainRow is an entry as the chain sees it: the stored fields, read back from
+// Postgres so that the hash covers exactly what is stored.
+type chainRow struct {
+	seq        int64
+	occurredAt time.Time
+	actorKind  string
+	actor      string
+	action     string
+	target     string
+	outcome    string
+	subject    *string
+	requestID  string
+	details    string // jsonb as text: Postgres normalises it, so it is stable
+}
+
+const entryColumns = `e.seq, e.occurred_at, e.actor_kind, e.actor, e.action, e.target, e.outcome, e.subject_pseudonym, e.request_id, e.details::text`
+
+func scanRow(row pgx.Row, r *chainRow) error {
+	return row.Scan(&r.seq, &r.occurredAt, &r.actorKind, &r.actor, &r.action, &r.target, &r.outcome, &r.subject, &r.requestID, &r.details)
+}
+
+// entryHash is SHA-256 over a domain tag, the previous hash, the chain
+// position and every stored field, each length-prefixed so that no two
+// different entries encode alike.
+func entryHash(prev []byte, pos int64, r chainRow) []byte {
+	h := sha256.New()
+	h.Write([]byte("kluis-audit-v1\x00"))
+	h.Write(prev)
+	writeInt(h, pos)
+	writeInt(h, r.seq)
+	writeInt(h, r.occurredAt.UnixMicro())
+	for _, s := range []string{r.actorKind, r.actor, r.action, r.target, r.outcome} {
+		writeString(h, s)
+	}
+	if r.subject == nil {
+		h.Write([]byte{0})
+	} else {
+		h.Write([]byte{1})
+		writeString(h, *r.subject)
+	}
+	writeString(h, r.requestID)
+	writeString(h, r.details)
+	return h.Sum(nil)
+}
+
+func writeInt(h hash.Hash, v int64) {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], uint64(v))
+	h.Write(b[:])
+}
+
+func writeString(h hash.Hash, s string) {
+	writeInt(h, int64(len(s)))
+	h.Write([]byte(s))
+}
+
+// Sealer chains audit entries in batches: entries are written concurrently
+// by requests (no global lock on their path) and one sealer at a time, across
+// instances, appends them to the chain in the order it finds them.
+type Sealer struct {
+	db    *postgres.DB
+	batch int
+	now   func() time.Time
+}
+
+// NewSealer returns a sealer over db that chains up to batch entries per
+// transaction (DefaultSealBatch when batch ≤ 0).
+func NewSealer(db *postgres.DB, batch int) *Sealer {
+	if batch <= 0 {
+		batch = DefaultSealBatch
+	}
+	return &Sealer{db: db, batch: batch, now: func() time.Time { return time.Now().UTC() }}
+}
+
+// SealPending chains every entry waiting to be sealed and returns how many it
+// chained. If another sealer holds the lock it returns 0 at once.
+func (s *Sealer) SealPending(ctx context.Context) (int, error) {
+	total := 0
+	for {
+		n, err := s.sealBatch(ctx)
+		total += n
+		if err != nil || n < s.batch {
+			return total, err
+		}
+	}
+}
+
+func (s *Sealer) sealBatch(ctx context.Context) (int, error) {
+	sealed := 0
+	err := s.db.InTx(ctx, func(tx pgx.Tx) error {
+		sealed = 0
+		var locked bool
+		if err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock($1)`, sealerLock).Scan(&locked); err != nil || !locked {
+			return err
+		}
+		pos, prev, err := chainHead(ctx, tx)
+		if err != nil {
+			return err
+		}
+		rows, err := tx.Query(ctx, `SELECT `+entryColumns+`
+			FROM audit_pending p JOIN audit_entries e ON e.seq = p.seq
+			ORDER BY p.seq LIMIT $1`, s.batch)
+		if err != nil {
+			return err
+		}
+		pending, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (chainRow, error) {
+			var r chainRow
+			return r, scanRow(row, &r)
+		})
+		if err != nil {
+			return err
+		}
+		now := s.now()
+		links := make([][]any, 0, len(pending))
+		seqs := make([]int64, 0, len(pending))
+		for _, r := range pending {
+			pos++
+			h := entryHash(prev, pos, r)
+			links = append(links, []any{pos, r.seq, prev, h, now})
+			seqs = append(seqs, r.seq)
+			prev = h
+		}
+		if len(links) == 0 {
+			return nil
+		}
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"audit_chain"},
+			[]string{"pos", "entry_seq", "prev_hash", "hash", "sealed_at"}, pgx.CopyFromRows(links)); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM audit_pending WHERE seq = ANY($1)`, seqs); err != nil {
+			return err
+		}
+		sealed = len(links)
+		return nil
+	})
+	return sealed, err
+}
+
+func chainHead(ctx context.Context, tx pgx.Tx) (int64, []byte, error) {
+	var pos int64
+	var h []byte
+	err := tx.QueryRow(ctx, `SELECT pos, hash FROM audit_chain ORDER BY pos DESC LIMIT 1`).Scan(&pos, &h)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, genesis, nil
+	}
+	return pos, h, err
+}
+
+// Run seals pending entries every interval until ctx ends, so that no entry
+// stays unsealed for much longer than interval. Errors are reported to
+// onError and retried at the next tick.
+func (s *Sealer) Run(ctx context.Context, interval time.Duration, onError func(error)) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if _, err := s.SealPending(ctx); err != nil && ctx.Err() == nil && onError != nil {
+				onError(err)
+			}
+		}
+	}
+}
+
+// VerifyResult is what a walk of the chain found.
+type VerifyResult struct {
+	OK bool `json:"ok"`
+	// Entries is the number of sealed entries walked.
+	Entries int64 `json:"entries"`
+	// Unsealed is the number of entries written but not yet chained.
+	Unsealed int64 `json:"unsealed"`
+	// FirstBadSeq names the first entry (by seq) whose link does not match.
+	FirstBadSeq *int64 `json:"first_bad_seq,omitempty"`
+	// FirstBadPos is the chain position where the walk broke.
+	FirstBadPos *int64 `json:"first_bad_pos,omitempty"`
+	// Reason says what did not match; it names no data.
+	Reason string `json:"reason,omitempty"`
+}
+
+// verifyPage bounds the rows read per query during a walk.
+const verifyPage = 5000
+
+// Verify walks the whole chain in order, recomputing every hash, and stops at
+// the first entry that does not match: an edited entry, an edited or missing
+// link, or a link out of order.
+func Verify(ctx context.Context, db *postgres.DB) (VerifyResult, error) {
+	res := VerifyResult{OK: true}
+	prev, last := genesis, int64(0)
+	for {
+		n, bad, err := verifyPageFrom(ctx, db, &prev, &last, &res)
+		if err != nil {
+			return res, fmt.Errorf("audit verify: %w", postgres.Translate(err))
+		}
+		if bad || n < verifyPage {
+			break
+		}
+	}
+	err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM audit_entries e
+		WHERE NOT EXISTS (SELECT 1 FROM audit_chain c WHERE c.entry_seq = e.seq)`).Scan(&res.Unsealed)
+	if err != nil {
+		return res, fmt.Errorf("audit verify: %w", postgres.Translate(err))
+	}
+	return res, nil
+}
+
+func verifyPageFrom(ctx context.Context, db *postgres.DB, prev *[]byte, last *int64, res *VerifyResult) (int, bool, error) {
+	rows, err := db.Pool.Query(ctx, `SELECT c.pos, c.prev_hash, c.hash, `+entryColumns+`
+		FROM audit_chain c JOIN audit_entries e ON e.seq = c.entry_seq
+		WHERE c.pos > $1 ORDER BY c.pos LIMIT $2`, *last, verifyPage)
+	if err != nil {
+		return 0, false, err
+	}
+	defer rows.Close()
+	n := 0
+	for rows.Next() {
+		n++
+		var pos int64
+		var storedPrev, storedHash []byte
+		var r chainRow
+		if err := rows.Scan(&pos, &storedPrev, &storedHash, &r.seq, &r.occurredAt, &r.actorKind, &r.actor, &r.action,
+			&r.target, &r.outcome, &r.subject, &r.requestID, &r.details); err != nil {
+			return n, false, err
+		}
+		if reason := checkLink(*prev, *last, pos, storedPrev, storedHash, r); reason != "" {
+			res.OK, res.Reason = false, reason
+			res.FirstBadSeq, res.FirstBadPos = &r.seq, &pos
+			return n, true, nil
+		}
+		res.Entries++
+		*prev, *last = storedHash, pos
+	}
+	return n, false, rows.Err()
+}
+
+func checkLink(prev []byte, last, pos int64, storedPrev, storedHash []byte, r chainRow) string {
+	switch {
+	case pos != last+1:
+		return fmt.Sprintf("chain position %d follows %d: links are missing", pos, last)
+	case subtle.ConstantTimeCompare(storedPrev, prev) != 1:
+		return "the link's previous hash does not match the entry before it"
+	case subtle.ConstantTimeCompare(entryHash(prev, pos, r), storedHash) != 1:
+		return "the entry's contents do not match its hash"
+	}
+	return ""
+}
