@@ -1,0 +1,229 @@
+package vault
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/postgres"
+)
+
+// Credential kinds (credentials.kind).
+const (
+	KindBankAccessToken = "bank_access_token"
+	KindAccountNumber   = "account_number"
+)
+
+func validKind(kind string) bool {
+	return kind == KindBankAccessToken || kind == KindAccountNumber
+}
+
+// Credential is an opened credential. Secret is the plaintext (JSON): the
+// caller zeroes it (Zero) as soon as it is done. Printing or logging a
+// Credential never shows the secret.
+type Credential struct {
+	Ref        string
+	Kind       string
+	SubjectID  string
+	KeyVersion uint32
+	Secret     []byte
+}
+
+// String shows the credential without its secret, so that %v and %+v are
+// safe.
+func (c Credential) String() string {
+	return fmt.Sprintf("Credential{Ref:%s Kind:%s SubjectID:%s KeyVersion:%d Secret:[redacted]}", c.Ref, c.Kind, c.SubjectID, c.KeyVersion)
+}
+
+// GoString makes %#v as safe as %v.
+func (c Credential) GoString() string { return c.String() }
+
+// LogValue keeps the secret out of slog output.
+func (c Credential) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("ref", c.Ref), slog.String("kind", c.Kind), slog.String("subject_id", c.SubjectID))
+}
+
+// Zero overwrites the secret.
+func (c *Credential) Zero() { clear(c.Secret) }
+
+// CredentialInfo describes a stored credential without opening it.
+type CredentialInfo struct {
+	Ref        string
+	Kind       string
+	SubjectID  string
+	KeyVersion uint32
+	CreatedAt  time.Time
+}
+
+// Store seals credentials into the credentials table and opens them again.
+// It is safe for concurrent use.
+type Store struct {
+	db   *postgres.DB
+	ring *KeyRing
+	sys  *SystemKeys
+}
+
+// NewStore returns a credential store. sys gives the blind-index key; it may
+// be nil if no caller seals with a blind index.
+func NewStore(db *postgres.DB, ring *KeyRing, sys *SystemKeys) *Store {
+	return &Store{db: db, ring: ring, sys: sys}
+}
+
+// Seal encrypts secret (JSON) for the subject under the subject's current
+// key and inserts it in the caller's transaction, so that the caller's audit
+// entry commits or rolls back with it. blindIndexInput, when not empty, is an
+// account number whose blind index is stored for FindByBlindIndex. It returns
+// the new credential's ref. When the key provider cannot be reached it fails
+// with kluis EUnavailable and stores nothing.
+func (s *Store) Seal(ctx context.Context, tx pgx.Tx, subjectID, kind string, secret []byte, blindIndexInput string) (string, error) {
+	if !validKind(kind) {
+		return "", kluis.Errorf(kluis.EInvalid, "unknown credential kind")
+	}
+	if !kluis.ValidID(PrefixSubject, subjectID) {
+		return "", kluis.Errorf(kluis.EInvalid, "invalid subject")
+	}
+	if len(secret) == 0 || len(secret) > MaxSecretSize {
+		return "", kluis.Errorf(kluis.EInvalid, "secret is empty or too large")
+	}
+	var blindIndex []byte
+	if blindIndexInput != "" {
+		if s.sys == nil {
+			return "", kluis.Errorf(kluis.EInternal, "internal error")
+		}
+		if blindIndex = s.sys.BlindIndex(blindIndexInput); blindIndex == nil {
+			return "", kluis.Errorf(kluis.EInvalid, "invalid account number")
+		}
+	}
+	ref := kluis.NewID(kluis.PrefixCredential)
+	var envelope []byte
+	var keyVersion uint32
+	err := s.ring.withCurrentKey(ctx, tx, subjectID, func(version uint32, key []byte) error {
+		var err error
+		keyVersion = version
+		envelope, err = SealEnvelope(key, Binding{SubjectID: subjectID, Ref: ref, Kind: kind, KeyVersion: version}, secret)
+		return err
+	})
+	if err != nil {
+		return "", fmt.Errorf("vault: seal credential: %w", err)
+	}
+	_, err = tx.Exec(ctx, `
+		INSERT INTO credentials (ref, subject_id, kind, key_version, envelope, blind_index)
+		VALUES ($1, $2, $3, $4, $5, $6)`,
+		ref, subjectID, kind, keyVersion, envelope, blindIndex)
+	if err != nil {
+		return "", fmt.Errorf("vault: store credential: %w", postgres.Translate(err))
+	}
+	return ref, nil
+}
+
+// Open reads and decrypts the credential ref. An unknown ref, and a
+// credential whose subject key was destroyed (erased), are ENotFound; a
+// record that does not authenticate (tampered, or moved from its row) is an
+// internal error; a key provider that cannot be reached is EUnavailable.
+func (s *Store) Open(ctx context.Context, ref string) (Credential, error) {
+	return s.OpenIn(ctx, s.db.Pool, ref)
+}
+
+// OpenIn is Open on the caller's pool or transaction.
+func (s *Store) OpenIn(ctx context.Context, q Querier, ref string) (Credential, error) {
+	if !kluis.ValidID(kluis.PrefixCredential, ref) {
+		return Credential{}, kluis.Errorf(kluis.ENotFound, "not found")
+	}
+	var (
+		c        = Credential{Ref: ref}
+		envelope []byte
+		sk       storedKey
+		wrapped  []byte
+		rootVer  *string
+	)
+	// One round trip: the record and its key's row. A missing key row means
+	// the subject's keys were destroyed.
+	err := q.QueryRow(ctx, `
+		SELECT c.subject_id, c.kind, c.key_version, c.envelope, k.wrapped, k.root_version
+		FROM credentials c
+		LEFT JOIN keystore.subject_keys k ON k.subject_id = c.subject_id AND k.version = c.key_version
+		WHERE c.ref = $1`, ref).Scan(&c.SubjectID, &c.Kind, &c.KeyVersion, &envelope, &wrapped, &rootVer)
+	if err != nil {
+		return Credential{}, fmt.Errorf("vault: read credential: %w", postgres.Translate(err))
+	}
+	if wrapped == nil || rootVer == nil {
+		return Credential{}, kluis.Errorf(kluis.ENotFound, "not found")
+	}
+	sk = storedKey{version: c.KeyVersion, wrapped: wrapped, rootVersion: *rootVer}
+	b := Binding{SubjectID: c.SubjectID, Ref: ref, Kind: c.Kind, KeyVersion: c.KeyVersion}
+	err = s.ring.withStoredKey(ctx, c.SubjectID, sk, func(key []byte) error {
+		var err error
+		c.Secret, err = OpenEnvelope(key, b, envelope)
+		return err
+	})
+	if errors.Is(err, ErrMalformedEnvelope) || errors.Is(err, ErrEnvelopeAuth) {
+		return Credential{}, kluis.Wrap(kluis.EInternal, "internal error", fmt.Errorf("vault: open credential: %w", err))
+	}
+	if err != nil {
+		return Credential{}, fmt.Errorf("vault: open credential: %w", err)
+	}
+	return c, nil
+}
+
+// Destroy deletes the credential ref in the caller's transaction; an unknown
+// ref is ENotFound.
+func (s *Store) Destroy(ctx context.Context, tx pgx.Tx, ref string) error {
+	if !kluis.ValidID(kluis.PrefixCredential, ref) {
+		return kluis.Errorf(kluis.ENotFound, "not found")
+	}
+	tag, err := tx.Exec(ctx, `DELETE FROM credentials WHERE ref = $1`, ref)
+	if err != nil {
+		return fmt.Errorf("vault: destroy credential: %w", postgres.Translate(err))
+	}
+	if tag.RowsAffected() == 0 {
+		return kluis.Errorf(kluis.ENotFound, "not found")
+	}
+	return nil
+}
+
+// DestroySubjectCredentials deletes every credential of the subject in the
+// caller's transaction (erasure, after DestroySubjectKeys) and returns how
+// many it deleted.
+func (s *Store) DestroySubjectCredentials(ctx context.Context, tx pgx.Tx, subjectID string) (int, error) {
+	tag, err := tx.Exec(ctx, `DELETE FROM credentials WHERE subject_id = $1`, subjectID)
+	if err != nil {
+		return 0, fmt.Errorf("vault: destroy credentials: %w", postgres.Translate(err))
+	}
+	return int(tag.RowsAffected()), nil
+}
+
+// FindByBlindIndex lists the credentials of the kind whose blind index is
+// that of accountNumber, oldest first, without opening any. It finds across
+// subjects: callers that must stay within one subject filter on SubjectID.
+func (s *Store) FindByBlindIndex(ctx context.Context, q Querier, kind, accountNumber string) ([]CredentialInfo, error) {
+	if !validKind(kind) {
+		return nil, kluis.Errorf(kluis.EInvalid, "unknown credential kind")
+	}
+	if s.sys == nil {
+		return nil, kluis.Errorf(kluis.EInternal, "internal error")
+	}
+	idx := s.sys.BlindIndex(accountNumber)
+	if idx == nil {
+		return nil, kluis.Errorf(kluis.EInvalid, "invalid account number")
+	}
+	rows, err := q.Query(ctx, `
+		SELECT ref, kind, subject_id, key_version, created_at FROM credentials
+		WHERE kind = $1 AND blind_index = $2 ORDER BY created_at, ref`, kind, idx)
+	if err != nil {
+		return nil, fmt.Errorf("vault: find credentials: %w", postgres.Translate(err))
+	}
+	infos, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (CredentialInfo, error) {
+		var ci CredentialInfo
+		err := r.Scan(&ci.Ref, &ci.Kind, &ci.SubjectID, &ci.KeyVersion, &ci.CreatedAt)
+		return ci, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("vault: find credentials: %w", postgres.Translate(err))
+	}
+	return infos, nil
+}

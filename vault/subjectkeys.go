@@ -1,0 +1,216 @@
+package vault
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/postgres"
+)
+
+// Identifier prefixes of the vault's own objects (the rest are in id.go).
+const (
+	PrefixSubject    = "sub_"
+	PrefixSubjectKey = "sk_"
+)
+
+// Querier is what the vault needs of a pool or a transaction: *pgxpool.Pool
+// and pgx.Tx both satisfy it.
+type Querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// KeyRing gives out subject keys: it creates a subject's first key through the
+// key provider, unwraps stored keys, and keeps unwrapped keys in a bounded
+// cache. It is safe for concurrent use and holds no database handle of its
+// own: every method runs on the caller's pool or transaction, so that a key
+// created for a record is committed, or rolled back, with the record.
+type KeyRing struct {
+	provider KeyProvider
+	cache    *keyCache
+}
+
+// NewKeyRing returns a key ring over provider with the given cache bounds.
+func NewKeyRing(provider KeyProvider, opts CacheOptions) *KeyRing {
+	return &KeyRing{provider: provider, cache: newKeyCache(opts)}
+}
+
+// storedKey is a subject key's row in keystore.subject_keys.
+type storedKey struct {
+	version     uint32
+	wrapped     []byte
+	rootVersion string
+}
+
+// providerKeyID is the identity a subject key is bound to at the provider
+// (KMS encryption context, for one): a wrapped key copied to another subject
+// or version does not unwrap. The subject id is random and internal, never
+// personal data.
+func providerKeyID(subjectID string, version uint32) string {
+	return subjectID + "/v" + strconv.FormatUint(uint64(version), 10)
+}
+
+// withCurrentKey calls fn with the subject's newest key and its version,
+// creating version 1 on first use. The key passed to fn is zeroed when fn
+// returns; fn must not keep it.
+func (r *KeyRing) withCurrentKey(ctx context.Context, q Querier, subjectID string, fn func(version uint32, key []byte) error) error {
+	// Two tries: a first try that loses the race to create version 1 reads
+	// the winner's key on the second.
+	for attempt := 0; attempt < 2; attempt++ {
+		sk, found, err := currentSubjectKey(ctx, q, subjectID)
+		if err != nil {
+			return err
+		}
+		if found {
+			return r.withStoredKey(ctx, subjectID, sk, func(key []byte) error { return fn(sk.version, key) })
+		}
+		created, err := r.createFirstKey(ctx, q, subjectID, fn)
+		if err != nil || created {
+			return err
+		}
+	}
+	return kluis.Errorf(kluis.EInternal, "internal error")
+}
+
+// createFirstKey makes version 1 of a subject's key and, if this call's row
+// won, calls fn with it. created is false when another transaction's row won.
+func (r *KeyRing) createFirstKey(ctx context.Context, q Querier, subjectID string, fn func(version uint32, key []byte) error) (created bool, err error) {
+	const version = 1
+	dk, err := r.provider.GenerateDataKey(ctx, providerKeyID(subjectID, version))
+	if err != nil {
+		return false, providerError("generate subject key", err)
+	}
+	defer clear(dk.Plaintext)
+	if len(dk.Plaintext) != keySize {
+		return false, kluis.Errorf(kluis.EInternal, "internal error")
+	}
+	// ON CONFLICT: another instance (or transaction) creating the same
+	// subject's first key at the same moment waits for ours, or we for
+	// theirs, and exactly one version 1 exists.
+	tag, err := q.Exec(ctx, `
+		INSERT INTO keystore.subject_keys (id, subject_id, version, wrapped, root_version)
+		VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT (subject_id, version) DO NOTHING`,
+		kluis.NewID(PrefixSubjectKey), subjectID, version, dk.Wrapped.Ciphertext, dk.Wrapped.RootVersion)
+	if err != nil {
+		return false, fmt.Errorf("vault: store subject key: %w", postgres.Translate(err))
+	}
+	if tag.RowsAffected() == 0 {
+		return false, nil
+	}
+	// Cached against its wrapped bytes: if the caller's transaction rolls
+	// back, the next key made for this subject has other wrapped bytes and
+	// this entry is never used.
+	r.cache.put(cacheKey{subjectID, version}, dk.Wrapped.Ciphertext, dk.Plaintext)
+	return true, fn(version, dk.Plaintext)
+}
+
+// withKeyVersion calls fn with the given version of the subject's key; a
+// version that does not exist (never made, or destroyed) is ENotFound.
+func (r *KeyRing) withKeyVersion(ctx context.Context, q Querier, subjectID string, version uint32, fn func(key []byte) error) error {
+	var sk storedKey
+	err := q.QueryRow(ctx, `
+		SELECT version, wrapped, root_version FROM keystore.subject_keys
+		WHERE subject_id = $1 AND version = $2`, subjectID, version).
+		Scan(&sk.version, &sk.wrapped, &sk.rootVersion)
+	if err != nil {
+		return fmt.Errorf("vault: read subject key: %w", postgres.Translate(err))
+	}
+	return r.withStoredKey(ctx, subjectID, sk, fn)
+}
+
+// withStoredKey unwraps sk (through the cache) and calls fn with it.
+func (r *KeyRing) withStoredKey(ctx context.Context, subjectID string, sk storedKey, fn func(key []byte) error) error {
+	id := cacheKey{subject: subjectID, version: sk.version}
+	key, err := r.cache.get(ctx, id, sk.wrapped, func(ctx context.Context) ([]byte, error) {
+		k, err := r.provider.Unwrap(ctx, providerKeyID(subjectID, sk.version), WrappedKey{Ciphertext: sk.wrapped, RootVersion: sk.rootVersion})
+		if err != nil {
+			return nil, providerError("unwrap subject key", err)
+		}
+		return k, nil
+	})
+	if err != nil {
+		return err
+	}
+	defer clear(key)
+	return fn(key)
+}
+
+func currentSubjectKey(ctx context.Context, q Querier, subjectID string) (storedKey, bool, error) {
+	var sk storedKey
+	err := q.QueryRow(ctx, `
+		SELECT version, wrapped, root_version FROM keystore.subject_keys
+		WHERE subject_id = $1 ORDER BY version DESC LIMIT 1`, subjectID).
+		Scan(&sk.version, &sk.wrapped, &sk.rootVersion)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return storedKey{}, false, nil
+	}
+	if err != nil {
+		return storedKey{}, false, fmt.Errorf("vault: read subject key: %w", postgres.Translate(err))
+	}
+	return sk, true, nil
+}
+
+// DestroySubjectKeys deletes every key of the subject in the caller's
+// transaction and evicts them from this instance's cache (crypto-shredding):
+// once the transaction commits, nothing sealed for the subject opens again,
+// wherever a copy of it survives. It returns how many key versions it
+// deleted. Other instances stop using their cached copies at once too, since
+// every use checks the key store; their memory copies age out within
+// CacheOptions.MaxAge.
+func (r *KeyRing) DestroySubjectKeys(ctx context.Context, tx pgx.Tx, subjectID string) (int, error) {
+	tag, err := tx.Exec(ctx, `DELETE FROM keystore.subject_keys WHERE subject_id = $1`, subjectID)
+	if err != nil {
+		return 0, fmt.Errorf("vault: destroy subject keys: %w", postgres.Translate(err))
+	}
+	r.cache.evictSubject(subjectID)
+	return int(tag.RowsAffected()), nil
+}
+
+// Stats reports what the key cache did, for metrics.
+func (r *KeyRing) Stats() CacheStats { return r.cache.snapshot() }
+
+// Expire evicts and zeroes cached keys past their age. Lookups do it too;
+// RunJanitor calls it so that idle keys do not outlive their age.
+func (r *KeyRing) Expire() { r.cache.expire() }
+
+// RunJanitor expires cached keys every interval until ctx ends, then zeroes
+// every cached key.
+func (r *KeyRing) RunJanitor(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			r.cache.purge()
+			return
+		case <-t.C:
+			r.cache.expire()
+		}
+	}
+}
+
+// Purge zeroes and forgets every cached key, for shutdown.
+func (r *KeyRing) Purge() { r.cache.purge() }
+
+// providerError turns a key provider's failure into a kluis error: a provider
+// that cannot be reached is Unavailable (503 and Retry-After), a refusal is
+// internal (it means misconfiguration or tampering, which a retry does not
+// mend).
+func providerError(op string, err error) error {
+	if errors.Is(err, ErrKeyUnavailable) || errors.Is(err, context.DeadlineExceeded) {
+		return kluis.Unavailable("key provider", fmt.Errorf("vault: %s: %w", op, err))
+	}
+	if errors.Is(err, context.Canceled) {
+		return err
+	}
+	return kluis.Wrap(kluis.EInternal, "internal error", fmt.Errorf("vault: %s: %w", op, err))
+}

@@ -1,0 +1,60 @@
+package vault
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/postgres"
+)
+
+// maxExternalIDLen matches the subjects.external_id check.
+const maxExternalIDLen = 255
+
+// EnsureSubject returns the internal id of the data subject whose external id
+// (the `sub` of their token) is externalID, creating the subject on first
+// sight. Other tables refer to the internal id only, so that erasure removes
+// the link to the person by deleting one row (DeleteSubject). Concurrent calls
+// for one external id return the same id.
+func EnsureSubject(ctx context.Context, q Querier, externalID string) (string, error) {
+	if externalID == "" || len(externalID) > maxExternalIDLen {
+		return "", kluis.Errorf(kluis.EInvalid, "invalid subject")
+	}
+	var id string
+	// The no-op update makes RETURNING give the existing row's id on a
+	// conflict; with DO NOTHING it would return nothing.
+	err := q.QueryRow(ctx, `
+		INSERT INTO subjects (id, external_id) VALUES ($1, $2)
+		ON CONFLICT (external_id) DO UPDATE SET external_id = EXCLUDED.external_id
+		RETURNING id`, kluis.NewID(PrefixSubject), externalID).Scan(&id)
+	if err != nil {
+		return "", fmt.Errorf("vault: ensure subject: %w", postgres.Translate(err))
+	}
+	return id, nil
+}
+
+// LookupSubject returns the internal id of the subject with externalID, or
+// ENotFound.
+func LookupSubject(ctx context.Context, q Querier, externalID string) (string, error) {
+	var id string
+	err := q.QueryRow(ctx, `SELECT id FROM subjects WHERE external_id = $1`, externalID).Scan(&id)
+	if err != nil {
+		return "", fmt.Errorf("vault: lookup subject: %w", postgres.Translate(err))
+	}
+	return id, nil
+}
+
+// DeleteSubject deletes the subject's row, and with it the only link between
+// the internal id and the person. Rows that still refer to the subject (its
+// credentials, for one) make it fail with EInvalid: erasure deletes them
+// first, after destroying the subject's keys.
+func DeleteSubject(ctx context.Context, q Querier, subjectID string) error {
+	tag, err := q.Exec(ctx, `DELETE FROM subjects WHERE id = $1`, subjectID)
+	if err != nil {
+		return fmt.Errorf("vault: delete subject: %w", postgres.Translate(err))
+	}
+	if tag.RowsAffected() == 0 {
+		return kluis.Errorf(kluis.ENotFound, "not found")
+	}
+	return nil
+}

@@ -1,0 +1,218 @@
+package vault
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/postgres"
+)
+
+// Names of the system keys kluis uses.
+const (
+	// SystemKeyBlindIndex keys the blind indexes of account numbers.
+	SystemKeyBlindIndex = "blind-index"
+	// SystemKeyAuditPseudonym keys the pseudonyms audit entries carry in
+	// place of personal data.
+	SystemKeyAuditPseudonym = "audit-pseudonym"
+	// SystemKeyVerification keys the HMACs of micro-deposit amounts and
+	// verification codes.
+	SystemKeyVerification = "verification"
+)
+
+// DefaultSystemKeys are the keys LoadSystemKeys loads when given no names.
+var DefaultSystemKeys = []string{SystemKeyBlindIndex, SystemKeyAuditPseudonym, SystemKeyVerification}
+
+// Domain-separation labels, so that one key's MACs for one purpose are never
+// valid for another.
+const (
+	labelBlindIndex = "kluis/blind-index/account-number/v1"
+	labelPseudonym  = "kluis/audit-pseudonym/v1"
+	labelMAC        = "kluis/mac/v1"
+)
+
+// systemKey is one unwrapped system key.
+type systemKey struct {
+	version uint32
+	key     []byte
+}
+
+// SystemKeys holds kluis's own HMAC keys, unwrapped at start and kept in
+// memory for the life of the process. It is safe for concurrent use.
+type SystemKeys struct {
+	mu   sync.RWMutex
+	keys map[string]systemKey
+}
+
+// LoadSystemKeys reads the newest version of each named key from
+// keystore.system_keys and unwraps it; a name with no key yet gets version 1
+// from the provider, stored wrapped. Two instances starting at once make one
+// key (ON CONFLICT), and both use it. With no names, DefaultSystemKeys.
+func LoadSystemKeys(ctx context.Context, db *postgres.DB, provider KeyProvider, names ...string) (*SystemKeys, error) {
+	if len(names) == 0 {
+		names = DefaultSystemKeys
+	}
+	s := &SystemKeys{keys: make(map[string]systemKey, len(names))}
+	for _, name := range names {
+		k, err := loadSystemKey(ctx, db.Pool, provider, name)
+		if err != nil {
+			s.Close()
+			return nil, err
+		}
+		s.keys[name] = k
+	}
+	return s, nil
+}
+
+func systemKeyID(name string, version uint32) string {
+	return fmt.Sprintf("system/%s/v%d", name, version)
+}
+
+func loadSystemKey(ctx context.Context, q Querier, provider KeyProvider, name string) (systemKey, error) {
+	for attempt := 0; attempt < 2; attempt++ {
+		var sk storedKey
+		err := q.QueryRow(ctx, `
+			SELECT version, wrapped, root_version FROM keystore.system_keys
+			WHERE name = $1 ORDER BY version DESC LIMIT 1`, name).
+			Scan(&sk.version, &sk.wrapped, &sk.rootVersion)
+		if err == nil {
+			key, err := provider.Unwrap(ctx, systemKeyID(name, sk.version), WrappedKey{Ciphertext: sk.wrapped, RootVersion: sk.rootVersion})
+			if err != nil {
+				return systemKey{}, providerError("unwrap system key "+name, err)
+			}
+			if len(key) != keySize {
+				clear(key)
+				return systemKey{}, kluis.Errorf(kluis.EInternal, "internal error")
+			}
+			return systemKey{version: sk.version, key: key}, nil
+		}
+		if !errors.Is(err, pgx.ErrNoRows) {
+			return systemKey{}, fmt.Errorf("vault: read system key %s: %w", name, postgres.Translate(err))
+		}
+		k, created, err := createSystemKey(ctx, q, provider, name)
+		if err != nil || created {
+			return k, err
+		}
+	}
+	return systemKey{}, kluis.Errorf(kluis.EInternal, "internal error")
+}
+
+func createSystemKey(ctx context.Context, q Querier, provider KeyProvider, name string) (systemKey, bool, error) {
+	dk, err := provider.GenerateDataKey(ctx, systemKeyID(name, 1))
+	if err != nil {
+		return systemKey{}, false, providerError("generate system key "+name, err)
+	}
+	if len(dk.Plaintext) != keySize {
+		clear(dk.Plaintext)
+		return systemKey{}, false, kluis.Errorf(kluis.EInternal, "internal error")
+	}
+	tag, err := q.Exec(ctx, `
+		INSERT INTO keystore.system_keys (name, version, wrapped, root_version)
+		VALUES ($1, 1, $2, $3) ON CONFLICT (name, version) DO NOTHING`,
+		name, dk.Wrapped.Ciphertext, dk.Wrapped.RootVersion)
+	if err != nil {
+		clear(dk.Plaintext)
+		return systemKey{}, false, fmt.Errorf("vault: store system key %s: %w", name, postgres.Translate(err))
+	}
+	if tag.RowsAffected() == 0 {
+		clear(dk.Plaintext)
+		return systemKey{}, false, nil
+	}
+	return systemKey{version: 1, key: dk.Plaintext}, true, nil
+}
+
+// key returns the named key, or an error naming the missing key (a name is
+// not a secret).
+func (s *SystemKeys) key(name string) (systemKey, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	k, ok := s.keys[name]
+	if !ok {
+		return systemKey{}, fmt.Errorf("vault: system key %q not loaded", name)
+	}
+	return k, nil
+}
+
+// mac is HMAC-SHA256 under the named key of the label and parts, each
+// prefixed by its length (uint32 big-endian) so that parts cannot shift.
+func (s *SystemKeys) mac(name, label string, parts ...[]byte) ([]byte, error) {
+	k, err := s.key(name)
+	if err != nil {
+		return nil, err
+	}
+	m := hmac.New(sha256.New, k.key)
+	var n [4]byte
+	for _, p := range append([][]byte{[]byte(label)}, parts...) {
+		binary.BigEndian.PutUint32(n[:], uint32(len(p)))
+		m.Write(n[:])
+		m.Write(p)
+	}
+	return m.Sum(nil), nil
+}
+
+// MAC returns HMAC-SHA256 under the named system key of parts (length-
+// prefixed, and separated from the blind-index and pseudonym MACs). Feature
+// packages use it for values they compare but must not store, such as
+// micro-deposit amounts; compare results with hmac.Equal.
+func (s *SystemKeys) MAC(name string, parts ...[]byte) ([]byte, error) {
+	return s.mac(name, labelMAC, parts...)
+}
+
+// NormalizeAccountNumber keeps only the ASCII digits of an account number, so
+// that "0001 2345-67" and "0001234567" index alike.
+func NormalizeAccountNumber(s string) string {
+	out := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		if s[i] >= '0' && s[i] <= '9' {
+			out = append(out, s[i])
+		}
+	}
+	return string(out)
+}
+
+// BlindIndex returns the 32-byte blind index of an account number: HMAC-SHA256
+// under the blind-index key of its digits. It returns nil when the account
+// number has no digits or the blind-index key is not loaded; Store.Seal
+// refuses a nil index.
+func (s *SystemKeys) BlindIndex(accountNumber string) []byte {
+	digits := NormalizeAccountNumber(accountNumber)
+	if digits == "" {
+		return nil
+	}
+	idx, err := s.mac(SystemKeyBlindIndex, labelBlindIndex, []byte(digits))
+	if err != nil {
+		return nil
+	}
+	return idx
+}
+
+// Pseudonym returns a stable, keyed pseudonym for a value of the given kind
+// (for example kind "subject" and the subject id): 32 hex characters (128
+// bits) of HMAC-SHA256 under the audit-pseudonym key. Without the key, a
+// pseudonym cannot be linked to its value, even by someone who can guess the
+// values. It returns "" when the key is not loaded.
+func (s *SystemKeys) Pseudonym(kind, value string) string {
+	m, err := s.mac(SystemKeyAuditPseudonym, labelPseudonym, []byte(kind), []byte(value))
+	if err != nil {
+		return ""
+	}
+	return hex.EncodeToString(m[:16])
+}
+
+// Close zeroes every key; the SystemKeys is unusable afterwards.
+func (s *SystemKeys) Close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for name, k := range s.keys {
+		clear(k.key)
+		delete(s.keys, name)
+	}
+}
