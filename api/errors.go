@@ -1,0 +1,129 @@
+package api
+
+import (
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/kluis-dev/kluis"
+)
+
+// Extra codes the HTTP layer itself produces.
+const (
+	eMethodNotAllowed = "method_not_allowed"
+)
+
+// statusOf is the one table from error code to HTTP status. Codes not in it
+// (the more specific ones a feature adds, such as verification_mismatch) are
+// looked up in extraStatus, and anything else is a 500.
+var statusOf = map[string]int{
+	kluis.EInvalid:          http.StatusBadRequest,
+	kluis.EUnauthenticated:  http.StatusUnauthorized,
+	kluis.EForbidden:        http.StatusForbidden,
+	kluis.ENotFound:         http.StatusNotFound,
+	eMethodNotAllowed:       http.StatusMethodNotAllowed,
+	kluis.EConflict:         http.StatusConflict,
+	kluis.ETooLarge:         http.StatusRequestEntityTooLarge,
+	kluis.EUnsupportedMedia: http.StatusUnsupportedMediaType,
+	kluis.EUnprocessable:    http.StatusUnprocessableEntity,
+	kluis.ERateLimited:      http.StatusTooManyRequests,
+	kluis.EUnavailable:      http.StatusServiceUnavailable,
+	kluis.EInternal:         http.StatusInternalServerError,
+}
+
+// RegisterErrorStatus adds a specific code (such as "verification_mismatch")
+// to the table. Feature handlers call it from an init function.
+func RegisterErrorStatus(code string, status int) { statusOf[code] = status }
+
+// retryAfterSeconds is what a 503 tells clients to wait.
+const retryAfterSeconds = 5
+
+// errorBody is API.md's error shape.
+type errorBody struct {
+	Error map[string]any `json:"error"`
+}
+
+// errorHandler is echo's HTTPErrorHandler: every error leaves kluis through
+// here, as JSON in the contract's shape, with the request id. Only internal
+// errors and unavailability are logged with their cause; the body never
+// carries a cause, a stack trace or SQL.
+func errorHandler(logger *slog.Logger) echo.HTTPErrorHandler {
+	return func(err error, c echo.Context) {
+		if c.Response().Committed {
+			return
+		}
+		code, message, fields := classify(err)
+		status, ok := statusOf[code]
+		if !ok {
+			status = http.StatusInternalServerError
+		}
+		rid := requestID(c)
+		if status >= 500 {
+			logger.ErrorContext(c.Request().Context(), "request failed",
+				"request_id", rid, "code", code, "route", c.Path(), "cause", err.Error())
+		}
+		h := c.Response().Header()
+		switch status {
+		case http.StatusServiceUnavailable:
+			h.Set("Retry-After", strconv.Itoa(retryAfterSeconds))
+		case http.StatusTooManyRequests:
+			if ra, ok := fields["retry_after_seconds"].(int); ok {
+				h.Set("Retry-After", strconv.Itoa(ra))
+			}
+		}
+		body := map[string]any{"code": code, "message": message, "request_id": rid}
+		for k, v := range fields {
+			if _, reserved := body[k]; !reserved {
+				body[k] = v
+			}
+		}
+		if c.Request().Method == http.MethodHead {
+			_ = c.NoContent(status)
+			return
+		}
+		_ = c.JSON(status, errorBody{Error: body})
+	}
+}
+
+// classify turns any error into (code, safe message, extra fields).
+func classify(err error) (string, string, map[string]any) {
+	var ke *kluis.Error
+	if errors.As(err, &ke) {
+		return ke.Code, ke.Message, ke.Fields
+	}
+	var he *echo.HTTPError
+	if errors.As(err, &he) {
+		return fromHTTPStatus(he.Code)
+	}
+	return kluis.EInternal, "internal error", nil
+}
+
+// fromHTTPStatus maps the errors echo raises itself (no route, wrong method,
+// body too large) onto the contract's codes, with messages of our own rather
+// than echo's.
+func fromHTTPStatus(status int) (string, string, map[string]any) {
+	switch status {
+	case http.StatusNotFound:
+		return kluis.ENotFound, "not found", nil
+	case http.StatusMethodNotAllowed:
+		return eMethodNotAllowed, "method not allowed", nil
+	case http.StatusRequestEntityTooLarge:
+		return kluis.ETooLarge, "request body is larger than 1 MiB", nil
+	case http.StatusUnsupportedMediaType:
+		return kluis.EUnsupportedMedia, "request body must be application/json", nil
+	case http.StatusUnauthorized:
+		return kluis.EUnauthenticated, "authentication required", nil
+	case http.StatusForbidden:
+		return kluis.EForbidden, "forbidden", nil
+	case http.StatusBadRequest:
+		return kluis.EInvalid, "invalid request", nil
+	case http.StatusServiceUnavailable:
+		return kluis.EUnavailable, "service unavailable, try again later", nil
+	case http.StatusTooManyRequests:
+		return kluis.ERateLimited, "too many requests", nil
+	}
+	return kluis.EInternal, "internal error", nil
+}

@@ -1,0 +1,58 @@
+package api
+
+import (
+	"net"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// httpMetrics counts requests by listener, method, route template and
+// status. Labels never hold ids, subjects or anything a caller chose.
+type httpMetrics struct {
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+func newHTTPMetrics(reg *prometheus.Registry) *httpMetrics {
+	m := &httpMetrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kluis_http_requests_total", Help: "HTTP requests by listener, method, route and status.",
+		}, []string{"listener", "method", "route", "status"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "kluis_http_request_duration_seconds", Help: "HTTP request latency by listener and route.",
+			Buckets: prometheus.DefBuckets,
+		}, []string{"listener", "route"}),
+	}
+	reg.MustRegister(m.requests, m.duration)
+	// Registering the runtime collectors twice (two listeners, one registry)
+	// is refused; ignore that.
+	_ = reg.Register(collectors.NewGoCollector())
+	_ = reg.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// knownMethods keeps the method label bounded: anything else is "other".
+var knownMethods = map[string]bool{"GET": true, "POST": true, "PUT": true, "PATCH": true, "DELETE": true, "HEAD": true, "OPTIONS": true}
+
+func (m *httpMetrics) observe(listener, method, route string, status int, elapsed time.Duration) {
+	if !knownMethods[method] {
+		method = "other"
+	}
+	m.requests.WithLabelValues(listener, method, route, strconv.Itoa(status)).Inc()
+	m.duration.WithLabelValues(listener, route).Observe(elapsed.Seconds())
+}
+
+func (d *Deps) metricsHandler() echo.HandlerFunc {
+	h := promhttp.HandlerFor(d.Registry, promhttp.HandlerOpts{})
+	return echo.WrapHandler(h)
+}
+
+func prefixToIPNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}

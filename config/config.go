@@ -1,0 +1,337 @@
+// Package config reads kluis's settings from the environment, exactly as
+// API.md names them, and validates them at start: every bad value is reported
+// with its variable's name, and production refuses insecure settings rather
+// than falling back to them.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is kluis's whole configuration.
+type Config struct {
+	Env         string // "development" or "production"
+	DatabaseURL string
+
+	PublicAddr        string
+	InternalAddr      string
+	PublicTLSCert     string
+	PublicTLSKey      string
+	InternalTLSCert   string
+	InternalTLSKey    string
+	InternalClientCA  string
+	ServicePolicyFile string
+	TrustedProxies    []netip.Prefix
+	RequestTimeout    time.Duration
+	AuditSealInterval time.Duration
+	ShutdownGrace     time.Duration
+	JWKSFile          string
+	JWKSURL           string
+	JWTIssuer         string
+	JWTAudience       string
+	StaffJWTAudience  string
+	KeyProvider       string // "local", "awskms" or "transit"
+	LocalKEKFile      string
+	AWSKMSKeyID       string
+	TransitMount      string
+	TransitKey        string
+	BankProvider      string // "sandbox" or "plaid"
+	PlaidClientID     string
+	PlaidSecret       string
+	PlaidBaseURL      string
+	RedisURL          string
+	LogLevel          string
+}
+
+// Production reports whether kluis runs with production's safety rules.
+func (c *Config) Production() bool { return c.Env == "production" }
+
+// InternalTLS reports whether the internal listener is configured (it is
+// served only with mutual TLS).
+func (c *Config) InternalTLS() bool {
+	return c.InternalTLSCert != "" || c.InternalTLSKey != "" || c.InternalClientCA != ""
+}
+
+// Getenv looks a variable up; os.Getenv in production, a map in tests.
+type Getenv func(string) string
+
+// FromEnv reads the configuration from the process environment.
+func FromEnv() (*Config, error) { return Load(os.Getenv) }
+
+// Load reads the configuration through getenv and validates it. The error
+// lists every problem found, one per line, each naming its variable.
+func Load(getenv Getenv) (*Config, error) {
+	r := reader{getenv: getenv}
+	c := &Config{
+		Env:               r.str("KLUIS_ENV", "development"),
+		DatabaseURL:       r.str("KLUIS_DATABASE_URL", ""),
+		PublicAddr:        r.str("KLUIS_PUBLIC_ADDR", "127.0.0.1:8080"),
+		InternalAddr:      r.str("KLUIS_INTERNAL_ADDR", "127.0.0.1:8081"),
+		PublicTLSCert:     r.str("KLUIS_PUBLIC_TLS_CERT", ""),
+		PublicTLSKey:      r.str("KLUIS_PUBLIC_TLS_KEY", ""),
+		InternalTLSCert:   r.str("KLUIS_INTERNAL_TLS_CERT", ""),
+		InternalTLSKey:    r.str("KLUIS_INTERNAL_TLS_KEY", ""),
+		InternalClientCA:  r.str("KLUIS_INTERNAL_CLIENT_CA", ""),
+		ServicePolicyFile: r.str("KLUIS_SERVICE_POLICY_FILE", ""),
+		TrustedProxies:    r.cidrs("KLUIS_TRUSTED_PROXIES"),
+		RequestTimeout:    r.duration("KLUIS_REQUEST_TIMEOUT", 10*time.Second, time.Second, 5*time.Minute),
+		AuditSealInterval: r.duration("KLUIS_AUDIT_SEAL_INTERVAL", time.Second, 10*time.Millisecond, time.Minute),
+		ShutdownGrace:     r.duration("KLUIS_SHUTDOWN_GRACE", 15*time.Second, 0, 5*time.Minute),
+		JWKSFile:          r.str("KLUIS_JWT_JWKS_FILE", ""),
+		JWKSURL:           r.str("KLUIS_JWT_JWKS_URL", ""),
+		JWTIssuer:         r.str("KLUIS_JWT_ISSUER", ""),
+		JWTAudience:       r.str("KLUIS_JWT_AUDIENCE", "kluis"),
+		StaffJWTAudience:  r.str("KLUIS_STAFF_JWT_AUDIENCE", "kluis-staff"),
+		KeyProvider:       r.str("KLUIS_KEY_PROVIDER", "local"),
+		LocalKEKFile:      r.str("KLUIS_LOCAL_KEK_FILE", ""),
+		AWSKMSKeyID:       r.str("KLUIS_AWSKMS_KEY_ID", ""),
+		TransitMount:      r.str("KLUIS_TRANSIT_MOUNT", "transit"),
+		TransitKey:        r.str("KLUIS_TRANSIT_KEY", "kluis"),
+		BankProvider:      r.str("KLUIS_BANK_PROVIDER", "sandbox"),
+		PlaidClientID:     r.str("PLAID_CLIENT_ID", ""),
+		PlaidSecret:       r.str("PLAID_SECRET", ""),
+		PlaidBaseURL:      r.str("PLAID_BASE_URL", ""),
+		RedisURL:          r.str("KLUIS_REDIS_URL", ""),
+		LogLevel:          r.str("KLUIS_LOG_LEVEL", "info"),
+	}
+	c.validate(&r)
+	if len(r.problems) > 0 {
+		return nil, errors.New("configuration: " + strings.Join(r.problems, "\n  "))
+	}
+	return c, nil
+}
+
+// LoadDatabaseOnly reads just what the database commands (migrate, jobs,
+// audit verify) need, so that they run without the listeners' settings.
+func LoadDatabaseOnly(getenv Getenv) (*Config, error) {
+	r := reader{getenv: getenv}
+	c := &Config{DatabaseURL: r.str("KLUIS_DATABASE_URL", ""), LogLevel: r.str("KLUIS_LOG_LEVEL", "info")}
+	r.require("KLUIS_DATABASE_URL", c.DatabaseURL)
+	r.databaseURL(c.DatabaseURL)
+	r.oneOf("KLUIS_LOG_LEVEL", c.LogLevel, "debug", "info", "warn", "error")
+	if len(r.problems) > 0 {
+		return nil, errors.New("configuration: " + strings.Join(r.problems, "\n  "))
+	}
+	return c, nil
+}
+
+func (c *Config) validate(r *reader) {
+	r.oneOf("KLUIS_ENV", c.Env, "development", "production")
+	r.require("KLUIS_DATABASE_URL", c.DatabaseURL)
+	r.databaseURL(c.DatabaseURL)
+	r.addr("KLUIS_PUBLIC_ADDR", c.PublicAddr)
+	r.addr("KLUIS_INTERNAL_ADDR", c.InternalAddr)
+	r.pair("KLUIS_PUBLIC_TLS_CERT", c.PublicTLSCert, "KLUIS_PUBLIC_TLS_KEY", c.PublicTLSKey)
+	c.validateInternal(r)
+	c.validateJWT(r)
+	c.validateKeys(r)
+	c.validateBank(r)
+	if c.RedisURL != "" {
+		if u, err := url.Parse(c.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
+			r.bad("KLUIS_REDIS_URL", "must be a redis:// or rediss:// URL")
+		}
+	}
+	r.oneOf("KLUIS_LOG_LEVEL", c.LogLevel, "debug", "info", "warn", "error")
+	if c.Production() {
+		c.validateProduction(r)
+	}
+}
+
+func (c *Config) validateInternal(r *reader) {
+	if !c.InternalTLS() {
+		return
+	}
+	r.require("KLUIS_INTERNAL_TLS_CERT", c.InternalTLSCert)
+	r.require("KLUIS_INTERNAL_TLS_KEY", c.InternalTLSKey)
+	r.require("KLUIS_INTERNAL_CLIENT_CA", c.InternalClientCA)
+	r.require("KLUIS_SERVICE_POLICY_FILE", c.ServicePolicyFile)
+	r.file("KLUIS_INTERNAL_TLS_CERT", c.InternalTLSCert)
+	r.file("KLUIS_INTERNAL_TLS_KEY", c.InternalTLSKey)
+	r.file("KLUIS_INTERNAL_CLIENT_CA", c.InternalClientCA)
+	r.file("KLUIS_SERVICE_POLICY_FILE", c.ServicePolicyFile)
+}
+
+func (c *Config) validateJWT(r *reader) {
+	switch {
+	case c.JWKSFile == "" && c.JWKSURL == "":
+		r.bad("KLUIS_JWT_JWKS_FILE", "one of KLUIS_JWT_JWKS_FILE or KLUIS_JWT_JWKS_URL is required")
+	case c.JWKSFile != "" && c.JWKSURL != "":
+		r.bad("KLUIS_JWT_JWKS_FILE", "set KLUIS_JWT_JWKS_FILE or KLUIS_JWT_JWKS_URL, not both")
+	case c.JWKSFile != "":
+		r.file("KLUIS_JWT_JWKS_FILE", c.JWKSFile)
+	default:
+		if u, err := url.Parse(c.JWKSURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			r.bad("KLUIS_JWT_JWKS_URL", "must be an https URL")
+		}
+	}
+	r.require("KLUIS_JWT_ISSUER", c.JWTIssuer)
+	r.require("KLUIS_JWT_AUDIENCE", c.JWTAudience)
+	r.require("KLUIS_STAFF_JWT_AUDIENCE", c.StaffJWTAudience)
+	if c.JWTAudience != "" && c.JWTAudience == c.StaffJWTAudience {
+		r.bad("KLUIS_STAFF_JWT_AUDIENCE", "must differ from KLUIS_JWT_AUDIENCE, or a user token would pass as a staff token")
+	}
+}
+
+func (c *Config) validateKeys(r *reader) {
+	switch c.KeyProvider {
+	case "local":
+		r.require("KLUIS_LOCAL_KEK_FILE", c.LocalKEKFile)
+	case "awskms":
+		r.require("KLUIS_AWSKMS_KEY_ID", c.AWSKMSKeyID)
+	case "transit":
+		r.require("KLUIS_TRANSIT_MOUNT", c.TransitMount)
+		r.require("KLUIS_TRANSIT_KEY", c.TransitKey)
+	default:
+		r.bad("KLUIS_KEY_PROVIDER", "must be local, awskms or transit")
+	}
+}
+
+func (c *Config) validateBank(r *reader) {
+	switch c.BankProvider {
+	case "sandbox":
+	case "plaid":
+		r.require("PLAID_CLIENT_ID", c.PlaidClientID)
+		r.require("PLAID_SECRET", c.PlaidSecret)
+		r.require("PLAID_BASE_URL", c.PlaidBaseURL)
+		if c.PlaidBaseURL != "" {
+			if u, err := url.Parse(c.PlaidBaseURL); err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+				r.bad("PLAID_BASE_URL", "must be an https URL")
+			}
+		}
+	default:
+		r.bad("KLUIS_BANK_PROVIDER", "must be sandbox or plaid")
+	}
+}
+
+// validateProduction refuses what is fine on a laptop and dangerous with real
+// data: the local root key, the sandbox bank, an internal listener without
+// mutual TLS, and plain-HTTP endpoints for keys and banks.
+func (c *Config) validateProduction(r *reader) {
+	if c.KeyProvider == "local" {
+		r.bad("KLUIS_KEY_PROVIDER", "production refuses the local root key: use awskms or transit")
+	}
+	if c.BankProvider == "sandbox" {
+		r.bad("KLUIS_BANK_PROVIDER", "production refuses the sandbox provider")
+	}
+	if !c.InternalTLS() {
+		r.bad("KLUIS_INTERNAL_TLS_CERT", "production requires mutual TLS on the internal listener (KLUIS_INTERNAL_TLS_CERT, KLUIS_INTERNAL_TLS_KEY, KLUIS_INTERNAL_CLIENT_CA)")
+	}
+	if strings.HasPrefix(c.JWKSURL, "http://") {
+		r.bad("KLUIS_JWT_JWKS_URL", "production requires https")
+	}
+	if strings.HasPrefix(c.PlaidBaseURL, "http://") {
+		r.bad("PLAID_BASE_URL", "production requires https")
+	}
+}
+
+// reader collects problems instead of stopping at the first, so that an
+// operator fixes the whole environment in one go.
+type reader struct {
+	getenv   Getenv
+	problems []string
+}
+
+func (r *reader) bad(name, why string) { r.problems = append(r.problems, name+": "+why) }
+
+func (r *reader) str(name, def string) string {
+	if v := strings.TrimSpace(r.getenv(name)); v != "" {
+		return v
+	}
+	return def
+}
+
+func (r *reader) require(name, v string) {
+	if v == "" {
+		r.bad(name, "is required")
+	}
+}
+
+func (r *reader) oneOf(name, v string, allowed ...string) {
+	for _, a := range allowed {
+		if v == a {
+			return
+		}
+	}
+	r.bad(name, fmt.Sprintf("must be one of %s", strings.Join(allowed, ", ")))
+}
+
+// databaseURL checks the URL's shape without ever echoing it: it may hold a
+// password.
+func (r *reader) databaseURL(v string) {
+	if v == "" {
+		return
+	}
+	u, err := url.Parse(v)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		r.bad("KLUIS_DATABASE_URL", "must be a postgres:// URL")
+	}
+}
+
+func (r *reader) addr(name, v string) {
+	if _, err := netip.ParseAddrPort(v); err == nil {
+		return
+	}
+	host, port, ok := strings.Cut(v, ":")
+	if p, err := strconv.Atoi(port); !ok || err != nil || p < 0 || p > 65535 || strings.ContainsAny(host, "/ ") {
+		r.bad(name, "must be host:port")
+	}
+}
+
+func (r *reader) pair(nameA, a, nameB, b string) {
+	if (a == "") != (b == "") {
+		r.bad(nameA, "must be set together with "+nameB)
+	}
+	r.file(nameA, a)
+	r.file(nameB, b)
+}
+
+func (r *reader) file(name, path string) {
+	if path == "" {
+		return
+	}
+	if st, err := os.Stat(path); err != nil || st.IsDir() {
+		r.bad(name, "is not a readable file")
+	}
+}
+
+func (r *reader) cidrs(name string) []netip.Prefix {
+	v := strings.TrimSpace(r.getenv(name))
+	if v == "" {
+		return nil
+	}
+	var out []netip.Prefix
+	for _, s := range strings.Split(v, ",") {
+		s = strings.TrimSpace(s)
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			if a, aerr := netip.ParseAddr(s); aerr == nil {
+				p = netip.PrefixFrom(a, a.BitLen())
+			} else {
+				r.bad(name, fmt.Sprintf("%q is not a CIDR", s))
+				continue
+			}
+		}
+		out = append(out, p.Masked())
+	}
+	return out
+}
+
+func (r *reader) duration(name string, def, lo, hi time.Duration) time.Duration {
+	v := strings.TrimSpace(r.getenv(name))
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < lo || d > hi {
+		r.bad(name, fmt.Sprintf("must be a duration between %s and %s", lo, hi))
+		return def
+	}
+	return d
+}
