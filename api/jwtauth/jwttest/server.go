@@ -18,6 +18,7 @@ type Server struct {
 
 	mu     sync.Mutex
 	keys   []Key
+	raw    []byte
 	status int
 }
 
@@ -33,16 +34,18 @@ func NewServer(t testing.TB, keys ...Key) *Server {
 	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		s.fetches.Add(1)
 		s.mu.Lock()
-		keys, status := slices.Clone(s.keys), s.status
+		keys, raw, status := slices.Clone(s.keys), s.raw, s.status
 		s.mu.Unlock()
 		if status != http.StatusOK {
 			http.Error(w, "unavailable", status)
 			return
 		}
-		raw, err := jwksJSON(keys)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
+		if raw == nil {
+			var err error
+			if raw, err = jwksJSON(keys); err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
+			}
 		}
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(raw)
@@ -77,6 +80,14 @@ func (s *Server) Rotate(t testing.TB, kid string) Key {
 	k := NewECKey(t, kid)
 	s.AddKey(k)
 	return k
+}
+
+// SetRaw serves raw as the JWKS document instead of the keys (see RawJWKS),
+// or the keys again when raw is nil.
+func (s *Server) SetRaw(raw []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.raw = raw
 }
 
 // FailWith makes the server answer status (say 503) instead of the JWKS, or
