@@ -16,10 +16,10 @@ import (
 // MaxBodyBytes is the largest request body kluis reads (API.md: 1 MiB).
 const MaxBodyBytes = 1 << 20
 
-// decodeJSON reads the request body as exactly one JSON object into v,
+// DecodeJSON reads the request body as exactly one JSON object into v,
 // refusing unknown fields, trailing data and bodies over MaxBodyBytes. Its
 // errors name the problem without echoing the caller's bytes back.
-func decodeJSON(c echo.Context, v any) error {
+func DecodeJSON(c echo.Context, v any) error {
 	body, err := io.ReadAll(c.Request().Body)
 	if err != nil {
 		var tooLarge *http.MaxBytesError

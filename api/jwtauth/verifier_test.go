@@ -28,7 +28,7 @@ func baseOptions() jwtauth.Options {
 }
 
 // newVerifier builds a verifier on o, closed when the test ends.
-func newVerifier(t *testing.T, o jwtauth.Options) *jwtauth.Verifier {
+func newVerifier(t testing.TB, o jwtauth.Options) *jwtauth.Verifier {
 	t.Helper()
 	v, err := jwtauth.New(t.Context(), o)
 	if err != nil {
@@ -39,7 +39,7 @@ func newVerifier(t *testing.T, o jwtauth.Options) *jwtauth.Verifier {
 }
 
 // fileVerifier is a verifier on a JWKS file of the kit's default keys.
-func fileVerifier(t *testing.T, edit ...func(*jwtauth.Options)) *jwtauth.Verifier {
+func fileVerifier(t testing.TB, edit ...func(*jwtauth.Options)) *jwtauth.Verifier {
 	t.Helper()
 	o := baseOptions()
 	o.JWKSFile = jwttest.WriteJWKS(t)

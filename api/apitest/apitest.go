@@ -1,0 +1,218 @@
+// Package apitest starts kluis's two listeners for tests: a real database,
+// the real audit log, the real token verifier over test keys, and the
+// internal listener behind mutual TLS with a throwaway CA. Feature tests build
+// on it to test through HTTP exactly as clients do.
+package apitest
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"io"
+	"log"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/kluis-dev/kluis/api"
+	"github.com/kluis-dev/kluis/api/devpki"
+	"github.com/kluis-dev/kluis/api/jwtauth"
+	"github.com/kluis-dev/kluis/api/jwtauth/jwttest"
+	"github.com/kluis-dev/kluis/compliance"
+	"github.com/kluis-dev/kluis/postgres"
+	"github.com/kluis-dev/kluis/postgres/pgtest"
+)
+
+// Policy is the service policy the test listeners run with.
+const Policy = `
+services:
+  payments:
+    reveal:
+      kinds: [bank_access_token, account_number]
+      purposes: [payment_initiation, balance_check]
+  reporting:
+    reveal:
+      kinds: [account_number]
+      purposes: [statement]
+  compliance-console:
+    compliance: true
+`
+
+// Pseudonyms is a keyed pseudonymizer with a fixed test key.
+type Pseudonyms struct{}
+
+// Pseudonym implements compliance.Pseudonymizer.
+func (Pseudonyms) Pseudonym(kind, value string) string {
+	m := hmac.New(sha256.New, []byte("apitest pseudonym key"))
+	m.Write([]byte(kind + "\x00" + value))
+	return hex.EncodeToString(m.Sum(nil)[:16])
+}
+
+// Env is a running pair of listeners.
+type Env struct {
+	DB       *postgres.DB
+	DBURL    string
+	Deps     *api.Deps
+	Public   *httptest.Server
+	Internal *httptest.Server
+	CA       *devpki.CA
+	// Logs holds everything the server logged, for canary searches.
+	Logs *SyncBuffer
+	// Echo instances, so a test can add a route before requests arrive.
+	PublicEcho, InternalEcho *echo.Echo
+}
+
+// Option adjusts Deps before the listeners start.
+type Option func(*api.Deps)
+
+// Start builds Deps over a fresh database and starts both listeners.
+func Start(t *testing.T, opts ...Option) *Env {
+	t.Helper()
+	ctx := context.Background()
+	db, u := pgtest.Open(t)
+	logs := &SyncBuffer{}
+	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	verifier, err := jwtauth.New(ctx, jwtauth.Options{
+		JWKSFile: jwttest.WriteJWKS(t, jwttest.DefaultKeys()...), Issuer: jwttest.Issuer,
+		UserAudience: jwttest.UserAudience, StaffAudience: jwttest.StaffAudience, Logger: logger,
+	})
+	if err != nil {
+		t.Fatalf("apitest: verifier: %v", err)
+	}
+	t.Cleanup(verifier.Close)
+	policy, err := api.ParsePolicy([]byte(Policy))
+	if err != nil {
+		t.Fatalf("apitest: policy: %v", err)
+	}
+	d := &api.Deps{
+		DB: db, Auditor: compliance.NewAuditor(db, Pseudonyms{}, nil), Pseudonyms: Pseudonyms{},
+		Auth: api.JWTAuthenticator{Verifier: verifier}, Policy: policy, Logger: logger,
+		Ready:          map[string]func(context.Context) error{"database": db.Ping},
+		RequestTimeout: 5 * time.Second,
+	}
+	for _, o := range opts {
+		o(d)
+	}
+	env := &Env{DB: db, DBURL: u, Deps: d, Logs: logs}
+	env.PublicEcho = api.NewPublic(d)
+	env.Public = httptest.NewServer(env.PublicEcho)
+	t.Cleanup(env.Public.Close)
+	env.startInternal(t)
+	return env
+}
+
+func (env *Env) startInternal(t *testing.T) {
+	t.Helper()
+	ca, err := devpki.NewCA("kluis test CA", 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env.CA = ca
+	dir := t.TempDir()
+	server, err := ca.Server("127.0.0.1", "localhost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile, err := server.Write(dir, "server")
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile, err := ca.WriteCA(dir, "ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := api.InternalTLSConfig(certFile, keyFile, caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env.InternalEcho = api.NewInternal(env.Deps)
+	srv := httptest.NewUnstartedServer(env.InternalEcho)
+	srv.TLS = cfg
+	// Refused handshakes are expected in these tests; keep them out of the output.
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	env.Internal = srv
+}
+
+// ServiceClient returns an HTTP client presenting a client certificate for
+// service (as a spiffe:// URI SAN, and as CN) signed by the test CA.
+func (env *Env) ServiceClient(t *testing.T, service string) *http.Client {
+	t.Helper()
+	pair, err := env.CA.Client(service, "spiffe://kluis.test/"+service)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ClientWith(t, env.CA, &pair)
+}
+
+// ClientWith returns a client that trusts ca and presents pair (none if nil).
+func ClientWith(t *testing.T, ca *devpki.CA, pair *devpki.Pair) *http.Client {
+	t.Helper()
+	cfg := &tls.Config{RootCAs: ca.Pool(), MinVersion: tls.VersionTLS12}
+	if pair != nil {
+		cert, err := pair.TLS()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}, Timeout: 10 * time.Second}
+}
+
+// Do sends a request and returns the status, headers and body.
+func Do(t *testing.T, c *http.Client, method, url, token, contentType, body string) (int, http.Header, string) {
+	t.Helper()
+	var r io.Reader
+	if body != "" {
+		r = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, url, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	if c == nil {
+		c = http.DefaultClient
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, string(b)
+}
+
+// SyncBuffer is a bytes buffer safe for concurrent writers.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+// Write implements io.Writer.
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// String returns everything written so far.
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
