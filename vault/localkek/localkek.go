@@ -221,7 +221,7 @@ func (p *Provider) Rewrap(ctx context.Context, keys []vault.RewrapItem) ([]vault
 		}
 		plaintext, err := p.open(k.KeyID, k.Wrapped)
 		if err != nil {
-			return nil, fmt.Errorf("localkek: rewrap item %d: %w", i, err)
+			return nil, fmt.Errorf("rewrap item %d: %w", i, err)
 		}
 		out[i], err = p.wrap(k.KeyID, plaintext)
 		clear(plaintext)

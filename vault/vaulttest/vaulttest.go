@@ -372,6 +372,7 @@ func wantErr(t *testing.T, err, target error, secrets ...[]byte) {
 		t.Fatalf("got %v, want %v", err, target)
 	}
 	AssertNoSecret(t, err, secrets...)
+	t.Logf("error as callers see it: %v", err)
 }
 
 // AssertNoSecret fails t if err's text contains any of secrets, raw or in
