@@ -1,0 +1,119 @@
+package config_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/kluis-dev/kluis/config"
+)
+
+func env(t *testing.T, overrides map[string]string) config.Getenv {
+	t.Helper()
+	dir := t.TempDir()
+	jwks := filepath.Join(dir, "jwks.json")
+	if err := os.WriteFile(jwks, []byte(`{"keys":[]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	base := map[string]string{
+		"KLUIS_DATABASE_URL":   "postgres://kluis:secret-password@db:5432/kluis",
+		"KLUIS_JWT_JWKS_FILE":  jwks,
+		"KLUIS_JWT_ISSUER":     "https://idp.example/",
+		"KLUIS_LOCAL_KEK_FILE": filepath.Join(dir, "kek"),
+	}
+	for k, v := range overrides {
+		base[k] = v
+	}
+	return func(k string) string { return base[k] }
+}
+
+func TestTheDefaultsMatchTheContract(t *testing.T) {
+	c, err := config.Load(env(t, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := []string{c.Env, c.PublicAddr, c.InternalAddr, c.JWTAudience, c.StaffJWTAudience, c.KeyProvider, c.TransitMount, c.TransitKey, c.BankProvider, c.LogLevel}
+	want := []string{"development", "127.0.0.1:8080", "127.0.0.1:8081", "kluis", "kluis-staff", "local", "transit", "kluis", "sandbox", "info"}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("defaults = %v, want %v", got, want)
+	}
+	if c.RequestTimeout.String() != "10s" {
+		t.Fatalf("request timeout = %s, want 10s", c.RequestTimeout)
+	}
+}
+
+func TestEveryBadValueIsNamed(t *testing.T) {
+	cases := []struct {
+		name      string
+		overrides map[string]string
+		want      []string
+	}{
+		{"missing database and issuer", map[string]string{"KLUIS_DATABASE_URL": "", "KLUIS_JWT_ISSUER": ""},
+			[]string{"KLUIS_DATABASE_URL: is required", "KLUIS_JWT_ISSUER: is required"}},
+		{"unknown env", map[string]string{"KLUIS_ENV": "staging"}, []string{"KLUIS_ENV"}},
+		{"unknown key provider", map[string]string{"KLUIS_KEY_PROVIDER": "rot13"}, []string{"KLUIS_KEY_PROVIDER"}},
+		{"awskms without a key", map[string]string{"KLUIS_KEY_PROVIDER": "awskms"}, []string{"KLUIS_AWSKMS_KEY_ID: is required"}},
+		{"plaid without credentials", map[string]string{"KLUIS_BANK_PROVIDER": "plaid"},
+			[]string{"PLAID_CLIENT_ID", "PLAID_SECRET", "PLAID_BASE_URL"}},
+		{"bad proxy CIDR", map[string]string{"KLUIS_TRUSTED_PROXIES": "10.0.0.0/8, nonsense"}, []string{"KLUIS_TRUSTED_PROXIES"}},
+		{"same audiences", map[string]string{"KLUIS_STAFF_JWT_AUDIENCE": "kluis"}, []string{"KLUIS_STAFF_JWT_AUDIENCE"}},
+		{"both JWKS sources", map[string]string{"KLUIS_JWT_JWKS_URL": "https://idp.example/jwks"}, []string{"not both"}},
+		{"bad log level", map[string]string{"KLUIS_LOG_LEVEL": "loud"}, []string{"KLUIS_LOG_LEVEL"}},
+		{"bad timeout", map[string]string{"KLUIS_REQUEST_TIMEOUT": "forever"}, []string{"KLUIS_REQUEST_TIMEOUT"}},
+		{"half an internal TLS setup", map[string]string{"KLUIS_INTERNAL_TLS_CERT": "/nonexistent.crt"},
+			[]string{"KLUIS_INTERNAL_TLS_KEY: is required", "KLUIS_INTERNAL_CLIENT_CA: is required", "KLUIS_SERVICE_POLICY_FILE: is required"}},
+		{"not a postgres URL", map[string]string{"KLUIS_DATABASE_URL": "mysql://root:hunter2@db/x"}, []string{"KLUIS_DATABASE_URL"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := config.Load(env(t, tc.overrides))
+			if err == nil {
+				t.Fatal("bad configuration accepted")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not say %q", err, w)
+				}
+			}
+			for _, secret := range []string{"secret-password", "hunter2"} {
+				if strings.Contains(err.Error(), secret) {
+					t.Errorf("error repeats a password: %q", err)
+				}
+			}
+		})
+	}
+}
+
+func TestProductionRefusesTheLocalKeyTheSandboxAndAnInternalListenerWithoutMutualTLS(t *testing.T) {
+	_, err := config.Load(env(t, map[string]string{"KLUIS_ENV": "production"}))
+	if err == nil {
+		t.Fatal("production started with development settings")
+	}
+	for _, want := range []string{"refuses the local root key", "refuses the sandbox provider", "requires mutual TLS"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+}
+
+func TestProductionStartsWithProductionSettings(t *testing.T) {
+	dir := t.TempDir()
+	files := map[string]string{}
+	for _, n := range []string{"cert", "key", "ca", "policy"} {
+		p := filepath.Join(dir, n)
+		if err := os.WriteFile(p, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		files[n] = p
+	}
+	_, err := config.Load(env(t, map[string]string{
+		"KLUIS_ENV": "production", "KLUIS_KEY_PROVIDER": "awskms", "KLUIS_AWSKMS_KEY_ID": "alias/kluis",
+		"KLUIS_BANK_PROVIDER": "plaid", "PLAID_CLIENT_ID": "id", "PLAID_SECRET": "s", "PLAID_BASE_URL": "https://production.plaid.example",
+		"KLUIS_INTERNAL_TLS_CERT": files["cert"], "KLUIS_INTERNAL_TLS_KEY": files["key"],
+		"KLUIS_INTERNAL_CLIENT_CA": files["ca"], "KLUIS_SERVICE_POLICY_FILE": files["policy"],
+	}))
+	if err != nil {
+		t.Fatalf("production settings refused: %v", err)
+	}
+}
