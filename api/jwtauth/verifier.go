@@ -31,11 +31,18 @@ const (
 	// MaxSubjectBytes bounds sub, which kluis stores as the data subject.
 	MaxSubjectBytes = 255
 
-	DefaultLeeway                    = 30 * time.Second
-	MaxLeeway                        = 2 * time.Minute
-	DefaultRefreshInterval           = 5 * time.Minute
+	// DefaultLeeway and MaxLeeway bound the clock skew forgiven on exp, nbf
+	// and iat.
+	DefaultLeeway = 30 * time.Second
+	MaxLeeway     = 2 * time.Minute
+	// DefaultRefreshInterval is how often a JWKS URL is fetched in the
+	// background.
+	DefaultRefreshInterval = 5 * time.Minute
+	// DefaultUnknownKIDRefreshInterval is the floor between fetches caused by
+	// unknown kids.
 	DefaultUnknownKIDRefreshInterval = 30 * time.Second
-	DefaultHTTPTimeout               = 10 * time.Second
+	// DefaultHTTPTimeout bounds one JWKS fetch.
+	DefaultHTTPTimeout = 10 * time.Second
 
 	// RoleCompliance and MethodMFA are what a staff token must carry in roles
 	// and amr.

@@ -69,6 +69,8 @@ func Malicious(t testing.TB) []Case {
 		{"expiry extended after signing", editPayload(t, Token(t, WithExpiresIn(-hour)), "exp", time.Now().Add(hour).Unix())},
 		{"signature removed", strings.Join(strings.Split(good, ".")[:2], ".") + "."},
 		{"signature of another token", swapSignature(good, other)},
+		{"attacker's key embedded in a jwk header", Token(t, WithKey(Key{ID: "attacker-1", Signer: ImpostorKey().Signer}), WithHeader("jwk", PublicJWK(t, Key{ID: "attacker-1", Signer: ImpostorKey().Signer})))},
+		{"jku header pointing at the attacker's JWKS", Token(t, WithKey(Key{ID: "attacker-1", Signer: ImpostorKey().Signer}), WithHeader("jku", "https://evil.example/jwks.json"))},
 		{"kid ../../dev/null", Token(t, WithKID("../../dev/null"))},
 		{"kid ' OR 1=1--", Token(t, WithKID("' OR 1=1--"))},
 		{"kid as a number", Token(t, WithKID(1))},

@@ -57,6 +57,9 @@ func NewServer(t testing.TB, keys ...Key) *Server {
 // URL is the JWKS address.
 func (s *Server) URL() string { return s.srv.URL + "/.well-known/jwks.json" }
 
+// Client is an HTTP client for the server.
+func (s *Server) Client() *http.Client { return s.srv.Client() }
+
 // Fetches is how many times the JWKS has been requested.
 func (s *Server) Fetches() int { return int(s.fetches.Load()) }
 
