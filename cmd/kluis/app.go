@@ -1,0 +1,123 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/kluis-dev/kluis/compliance"
+	"github.com/kluis-dev/kluis/config"
+	"github.com/kluis-dev/kluis/logging"
+	"github.com/kluis-dev/kluis/migrations"
+	"github.com/kluis-dev/kluis/postgres"
+	"github.com/kluis-dev/kluis/vault"
+	"github.com/kluis-dev/kluis/vault/awskms"
+	"github.com/kluis-dev/kluis/vault/localkek"
+	"github.com/kluis-dev/kluis/vault/transit"
+)
+
+// app is kluis built from its configuration: the parts every command that
+// touches data needs.
+type app struct {
+	cfg     *config.Config
+	log     *slog.Logger
+	db      *postgres.DB
+	keys    vault.KeyProvider
+	sys     *vault.SystemKeys
+	ring    *vault.KeyRing
+	store   *vault.Store
+	auditor *compliance.Auditor
+	closers []func()
+}
+
+// startupWait bounds how long start-up waits for the key provider: kluis
+// will not serve without it (fail closed), but a provider that is a few
+// seconds late should not need a restart.
+const startupWait = 30 * time.Second
+
+func newLogger(cfg *config.Config, out io.Writer) (*slog.Logger, error) {
+	level, err := logging.ParseLevel(cfg.LogLevel)
+	if err != nil {
+		return nil, err
+	}
+	return logging.New(out, level), nil
+}
+
+// build connects to the database and the key provider and loads the system
+// keys. It refuses to run on a schema with pending migrations.
+func build(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*app, error) {
+	a := &app{cfg: cfg, log: logger}
+	pending, err := migrations.Pending(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("check migrations: %w", err)
+	}
+	if pending {
+		return nil, fmt.Errorf("the database schema is out of date: run `kluis migrate` first")
+	}
+	if a.db, err = postgres.Open(ctx, cfg.DatabaseURL); err != nil {
+		return nil, err
+	}
+	a.closers = append(a.closers, a.db.Close)
+	if a.keys, err = newKeyProvider(ctx, cfg, logger); err != nil {
+		a.close()
+		return nil, err
+	}
+	if c, ok := a.keys.(interface{ Close() error }); ok {
+		a.closers = append(a.closers, func() { _ = c.Close() })
+	}
+	if a.sys, err = loadSystemKeys(ctx, a.db, a.keys, logger); err != nil {
+		a.close()
+		return nil, err
+	}
+	a.closers = append(a.closers, a.sys.Close)
+	a.ring = vault.NewKeyRing(a.keys, vault.CacheOptions{})
+	a.closers = append(a.closers, a.ring.Purge)
+	a.store = vault.NewStore(a.db, a.ring, a.sys)
+	a.auditor = compliance.NewAuditor(a.db, a.sys, nil)
+	return a, nil
+}
+
+// close releases what build opened, newest first.
+func (a *app) close() {
+	for i := len(a.closers) - 1; i >= 0; i-- {
+		a.closers[i]()
+	}
+}
+
+// loadSystemKeys retries while the key provider is unavailable, up to
+// startupWait: kluis does not start without its keys.
+func loadSystemKeys(ctx context.Context, db *postgres.DB, keys vault.KeyProvider, logger *slog.Logger) (*vault.SystemKeys, error) {
+	deadline := time.Now().Add(startupWait)
+	wait := 500 * time.Millisecond
+	for {
+		sys, err := vault.LoadSystemKeys(ctx, db, keys)
+		if err == nil {
+			return sys, nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return nil, fmt.Errorf("load system keys: %w", err)
+		}
+		logger.Warn("key provider not usable yet; retrying", "cause", err.Error())
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, 5*time.Second)
+	}
+}
+
+// newKeyProvider builds the root-key provider the configuration names.
+func newKeyProvider(ctx context.Context, cfg *config.Config, logger *slog.Logger) (vault.KeyProvider, error) {
+	switch cfg.KeyProvider {
+	case "local":
+		return localkek.New(cfg.LocalKEKFile)
+	case "awskms":
+		return awskms.New(ctx, cfg.AWSKMSKeyID)
+	case "transit":
+		return transit.New(cfg.TransitMount, cfg.TransitKey, transit.WithLogger(logger))
+	}
+	return nil, fmt.Errorf("unknown key provider %q", cfg.KeyProvider)
+}

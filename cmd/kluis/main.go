@@ -1,0 +1,77 @@
+// Command kluis is the one binary of kluis: the server, its migrations, its
+// scheduled jobs, audit verification, key rotation, and a development setup.
+//
+//	kluis serve | migrate | jobs list | jobs run NAME | audit verify | keys rotate | dev | version
+//
+// Configuration comes from the environment (API.md, README).
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+}
+
+const usage = `usage: kluis <command>
+
+commands:
+  serve          run the public and internal listeners, the audit sealer and the scheduler
+  migrate        apply the schema migrations that are not applied yet
+  jobs list      list the scheduled jobs and their last runs
+  jobs run NAME  run one scheduled job now
+  audit verify   walk the audit chain; exit 1 naming the first bad entry
+  keys rotate    rewrap subject keys under the newest root key and renew old ones
+  dev            a first look on this machine: database, keys, certificates, server
+  version        print the version
+`
+
+// run executes one command and returns the process's exit code: 0 on
+// success, 1 when the command ran and failed, 2 for a usage error.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	cmd, rest := args[0], args[1:]
+	var err error
+	switch {
+	case cmd == "serve" && len(rest) == 0:
+		err = serve(ctx, getenv, stdout)
+	case cmd == "migrate" && len(rest) == 0:
+		err = migrate(ctx, getenv, stdout)
+	case cmd == "jobs" && len(rest) == 1 && rest[0] == "list":
+		err = jobsList(ctx, getenv, stdout)
+	case cmd == "jobs" && len(rest) == 2 && rest[0] == "run":
+		err = jobsRun(ctx, getenv, stdout, rest[1])
+	case cmd == "audit" && len(rest) == 1 && rest[0] == "verify":
+		err = auditVerify(ctx, getenv, stdout)
+	case cmd == "keys" && len(rest) == 1 && rest[0] == "rotate":
+		err = keysRotate(ctx, getenv, stdout)
+	case cmd == "dev" && len(rest) == 0:
+		err = dev(ctx, getenv, stdout)
+	case cmd == "version" && len(rest) == 0:
+		fmt.Fprintln(stdout, "kluis", version)
+	case cmd == "help" || cmd == "-h" || cmd == "--help":
+		fmt.Fprint(stdout, usage)
+	default:
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "kluis:", err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,193 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kluis-dev/kluis/api"
+	"github.com/kluis-dev/kluis/api/jwtauth"
+	"github.com/kluis-dev/kluis/compliance"
+	"github.com/kluis-dev/kluis/config"
+)
+
+// serve runs both listeners, the audit sealer and the scheduler until ctx
+// ends, then drains requests for up to the shutdown grace.
+func serve(ctx context.Context, getenv func(string) string, out io.Writer) error {
+	cfg, err := config.Load(getenv)
+	if err != nil {
+		return err
+	}
+	logger, err := newLogger(cfg, out)
+	if err != nil {
+		return err
+	}
+	a, err := build(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	defer a.close()
+	return a.serve(ctx, nil)
+}
+
+// serve runs the listeners. ready, if not nil, receives the bound addresses
+// once both listen (tests and `kluis dev` use it).
+func (a *app) serve(ctx context.Context, ready chan<- [2]string) error {
+	deps, err := a.deps(ctx)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	servers, listeners, err := a.listen(deps)
+	if err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, len(servers))
+	for i := range servers {
+		wg.Add(1)
+		go func(srv *http.Server, ln net.Listener) {
+			defer wg.Done()
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errs <- err
+			}
+		}(servers[i], listeners[i])
+	}
+	a.background(ctx, &wg)
+	addrs := [2]string{listeners[0].Addr().String()}
+	if len(listeners) > 1 {
+		addrs[1] = listeners[1].Addr().String()
+	}
+	a.log.Info("kluis serving", "public", addrs[0], "internal", addrs[1], "env", a.cfg.Env,
+		"key_provider", a.cfg.KeyProvider, "bank_provider", a.cfg.BankProvider)
+	if ready != nil {
+		ready <- addrs
+	}
+	select {
+	case <-ctx.Done():
+	case err = <-errs:
+	}
+	a.shutdown(servers)
+	cancel()
+	wg.Wait()
+	return err
+}
+
+// deps builds what the handlers need.
+func (a *app) deps(ctx context.Context) (*api.Deps, error) {
+	verifier, err := jwtauth.New(ctx, jwtauth.Options{
+		JWKSFile: a.cfg.JWKSFile, JWKSURL: a.cfg.JWKSURL, Issuer: a.cfg.JWTIssuer,
+		UserAudience: a.cfg.JWTAudience, StaffAudience: a.cfg.StaffJWTAudience, Logger: a.log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.closers = append(a.closers, verifier.Close)
+	var policy *api.Policy
+	if a.cfg.ServicePolicyFile != "" {
+		if policy, err = api.LoadPolicy(a.cfg.ServicePolicyFile); err != nil {
+			return nil, err
+		}
+	}
+	return &api.Deps{
+		DB: a.db, Auditor: a.auditor, Pseudonyms: a.sys, Auth: api.JWTAuthenticator{Verifier: verifier},
+		Policy: policy, Logger: a.log, Registry: prometheus.NewRegistry(),
+		Ready: map[string]func(context.Context) error{
+			"database":     a.db.Ping,
+			"key_provider": newProviderCheck(a.keys).check,
+		},
+		TrustedProxies: a.cfg.TrustedProxies, RequestTimeout: a.cfg.RequestTimeout,
+		PublicTLS: a.cfg.PublicTLSCert != "",
+	}, nil
+}
+
+// listen binds the public listener and, when configured, the internal one
+// (mutual TLS only: without its TLS settings it is not started at all).
+func (a *app) listen(deps *api.Deps) ([]*http.Server, []net.Listener, error) {
+	errLog := log.New(slogWriter{a.log}, "", 0)
+	pub := api.NewHTTPServer(a.cfg.PublicAddr, api.NewPublic(deps), a.cfg.RequestTimeout)
+	pub.ErrorLog = errLog
+	if a.cfg.PublicTLSCert != "" {
+		tc, err := api.PublicTLSConfig(a.cfg.PublicTLSCert, a.cfg.PublicTLSKey)
+		if err != nil {
+			return nil, nil, err
+		}
+		pub.TLSConfig = tc
+	}
+	servers := []*http.Server{pub}
+	if a.cfg.InternalTLS() {
+		tc, err := api.InternalTLSConfig(a.cfg.InternalTLSCert, a.cfg.InternalTLSKey, a.cfg.InternalClientCA)
+		if err != nil {
+			return nil, nil, err
+		}
+		in := api.NewHTTPServer(a.cfg.InternalAddr, api.NewInternal(deps), a.cfg.RequestTimeout)
+		in.TLSConfig, in.ErrorLog = tc, errLog
+		servers = append(servers, in)
+	} else {
+		a.log.Warn("internal listener not started: KLUIS_INTERNAL_TLS_CERT, KLUIS_INTERNAL_TLS_KEY and KLUIS_INTERNAL_CLIENT_CA are not set")
+	}
+	var listeners []net.Listener
+	for _, srv := range servers {
+		ln, err := net.Listen("tcp", srv.Addr)
+		if err != nil {
+			for _, l := range listeners {
+				l.Close()
+			}
+			return nil, nil, fmt.Errorf("listen on %s: %w", srv.Addr, err)
+		}
+		if srv.TLSConfig != nil {
+			ln = tls.NewListener(ln, srv.TLSConfig)
+		}
+		listeners = append(listeners, ln)
+	}
+	return servers, listeners, nil
+}
+
+// background starts the long-running parts that stop with ctx: the audit
+// sealer and the subject-key cache janitor.
+func (a *app) background(ctx context.Context, wg *sync.WaitGroup) {
+	sealer := compliance.NewSealer(a.db, 0)
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		sealer.Run(ctx, a.cfg.AuditSealInterval, func(err error) {
+			a.log.Error("audit sealer failed; retrying", "cause", err.Error())
+		})
+	}()
+	go func() {
+		defer wg.Done()
+		a.ring.RunJanitor(ctx, 30*time.Second)
+	}()
+}
+
+func (a *app) shutdown(servers []*http.Server) {
+	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownGrace)
+	defer cancel()
+	for _, srv := range servers {
+		if err := srv.Shutdown(ctx); err != nil {
+			a.log.Warn("shutdown did not drain in time", "addr", srv.Addr, "cause", err.Error())
+		}
+	}
+	a.log.Info("kluis stopped")
+}
+
+// slogWriter sends net/http's own error log (refused TLS handshakes, say) to
+// slog at debug level: they are the client's problem, not kluis's.
+type slogWriter struct{ log *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	w.log.Debug("http server", "detail", string(p))
+	return len(p), nil
+}
