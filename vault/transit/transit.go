@@ -76,6 +76,7 @@ type Provider struct {
 }
 
 type options struct {
+	ctx       context.Context
 	address   string
 	token     string
 	timeout   time.Duration
@@ -86,6 +87,10 @@ type options struct {
 
 // Option configures a Provider.
 type Option func(*options)
+
+// WithContext ties background token renewal to ctx as well as to Close:
+// renewal stops when either happens.
+func WithContext(ctx context.Context) Option { return func(o *options) { o.ctx = ctx } }
 
 // WithAddress sets Vault's address, overriding VAULT_ADDR.
 func WithAddress(addr string) Option { return func(o *options) { o.address = addr } }
@@ -122,7 +127,7 @@ func New(mount, key string, opts ...Option) (*Provider, error) {
 	if !keyPattern.MatchString(key) || key == "." || key == ".." {
 		return nil, fmt.Errorf("transit: invalid key name %q", key)
 	}
-	o := options{batchSize: DefaultBatchSize, logger: slog.Default()}
+	o := options{ctx: context.Background(), batchSize: DefaultBatchSize, logger: slog.Default()}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -155,7 +160,7 @@ func New(mount, key string, opts ...Option) (*Provider, error) {
 	if client.Token() == "" {
 		return nil, errors.New("transit: no Vault token: set VAULT_TOKEN")
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(o.ctx)
 	p := &Provider{
 		client:    client,
 		mount:     mount,
@@ -170,6 +175,7 @@ func New(mount, key string, opts ...Option) (*Provider, error) {
 }
 
 // Close stops token renewal and waits for it to end. Safe to call twice.
+// Calls made after Close still work; only renewal has stopped.
 func (p *Provider) Close() error {
 	p.once.Do(p.cancel)
 	<-p.done

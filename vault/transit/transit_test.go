@@ -292,6 +292,21 @@ func TestARenewableTokenIsRenewedUntilClose(t *testing.T) {
 	}
 }
 
+func TestRenewalStopsWithItsContext(t *testing.T) {
+	t.Parallel()
+	srv := transittest.NewServer(t)
+	srv.SetToken("renewable-token", time.Hour, true)
+	ctx, cancel := context.WithCancel(context.Background())
+	p := newProvider(t, srv, transittest.DefaultKey, transit.WithToken("renewable-token"), transit.WithContext(ctx))
+	waitFor(t, 10*time.Second, func() bool { return srv.Calls(transittest.CallRenewSelf) >= 1 })
+	cancel()
+	// Close returns only once renewal has ended; with the context gone it
+	// has nothing left to stop.
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestATokenThatCannotRenewIsLeftAlone(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
