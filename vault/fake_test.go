@@ -6,6 +6,7 @@ import (
 	"crypto/cipher"
 	"crypto/rand"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -15,7 +16,9 @@ import (
 // call fail with ErrKeyUnavailable, one that makes it refuse, and an optional
 // gate that holds Unwrap until the test opens it.
 type fakeProvider struct {
-	aead cipher.AEAD
+	mu     sync.Mutex
+	roots  map[string]cipher.AEAD // by root version
+	latest string
 
 	generates atomic.Int64
 	unwraps   atomic.Int64
@@ -29,6 +32,14 @@ type fakeProvider struct {
 var _ KeyProvider = (*fakeProvider)(nil)
 
 func newFakeProvider() *fakeProvider {
+	p := &fakeProvider{roots: make(map[string]cipher.AEAD)}
+	p.rotateRoot("1")
+	return p
+}
+
+// rotateRoot makes a new root key version the newest; retireRoot forgets one,
+// so that keys still wrapped under it no longer unwrap.
+func (p *fakeProvider) rotateRoot(version string) {
 	root := make([]byte, 32)
 	_, _ = rand.Read(root)
 	block, err := aes.NewCipher(root)
@@ -39,7 +50,26 @@ func newFakeProvider() *fakeProvider {
 	if err != nil {
 		panic(err)
 	}
-	return &fakeProvider{aead: aead}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.roots[version] = aead
+	p.latest = version
+}
+
+func (p *fakeProvider) retireRoot(version string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.roots, version)
+}
+
+func (p *fakeProvider) root(version string) (cipher.AEAD, string, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if version == "" {
+		version = p.latest
+	}
+	a, ok := p.roots[version]
+	return a, version, ok
 }
 
 func (p *fakeProvider) fail() error {
@@ -52,10 +82,12 @@ func (p *fakeProvider) fail() error {
 	return nil
 }
 
-func (p *fakeProvider) wrap(keyID string, key []byte) []byte {
-	nonce := make([]byte, p.aead.NonceSize())
+// wrap wraps key under the newest root version.
+func (p *fakeProvider) wrap(keyID string, key []byte) WrappedKey {
+	aead, version, _ := p.root("")
+	nonce := make([]byte, aead.NonceSize())
 	_, _ = rand.Read(nonce)
-	return p.aead.Seal(nonce, nonce, key, []byte(keyID))
+	return WrappedKey{Ciphertext: aead.Seal(nonce, nonce, key, []byte(keyID)), RootVersion: version}
 }
 
 func (p *fakeProvider) GenerateDataKey(ctx context.Context, keyID string) (DataKey, error) {
@@ -65,7 +97,7 @@ func (p *fakeProvider) GenerateDataKey(ctx context.Context, keyID string) (DataK
 	}
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
-	return DataKey{Plaintext: key, Wrapped: WrappedKey{Ciphertext: p.wrap(keyID, key), RootVersion: "1"}}, nil
+	return DataKey{Plaintext: key, Wrapped: p.wrap(keyID, key)}, nil
 }
 
 func (p *fakeProvider) Unwrap(ctx context.Context, keyID string, w WrappedKey) ([]byte, error) {
@@ -80,11 +112,15 @@ func (p *fakeProvider) Unwrap(ctx context.Context, keyID string, w WrappedKey) (
 	if err := p.fail(); err != nil {
 		return nil, err
 	}
-	n := p.aead.NonceSize()
+	aead, _, ok := p.root(w.RootVersion)
+	if !ok || w.RootVersion == "" {
+		return nil, fmt.Errorf("fake: unknown root version: %w", ErrKeyRefused)
+	}
+	n := aead.NonceSize()
 	if len(w.Ciphertext) < n {
 		return nil, fmt.Errorf("fake: short wrapped key: %w", ErrKeyRefused)
 	}
-	key, err := p.aead.Open(nil, w.Ciphertext[:n], w.Ciphertext[n:], []byte(keyID))
+	key, err := aead.Open(nil, w.Ciphertext[:n], w.Ciphertext[n:], []byte(keyID))
 	if err != nil {
 		return nil, fmt.Errorf("fake: cannot unwrap: %w", ErrKeyRefused)
 	}
@@ -98,7 +134,7 @@ func (p *fakeProvider) Rewrap(ctx context.Context, items []RewrapItem) ([]Wrappe
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, WrappedKey{Ciphertext: p.wrap(it.KeyID, key), RootVersion: "1"})
+		out = append(out, p.wrap(it.KeyID, key))
 		clear(key)
 	}
 	return out, nil
@@ -108,7 +144,8 @@ func (p *fakeProvider) Describe(ctx context.Context) (RootKeyInfo, error) {
 	if err := p.fail(); err != nil {
 		return RootKeyInfo{}, err
 	}
-	return RootKeyInfo{Provider: "fake", KeyID: "fake", LatestVersion: "1"}, nil
+	_, latest, _ := p.root("")
+	return RootKeyInfo{Provider: "fake", KeyID: "fake", LatestVersion: latest}, nil
 }
 
 // fakeClock is a settable clock.

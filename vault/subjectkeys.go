@@ -62,15 +62,19 @@ func providerKeyID(subjectID string, version uint32) string {
 // creating version 1 on first use. The key passed to fn is zeroed when fn
 // returns; fn must not keep it.
 func (r *KeyRing) withCurrentKey(ctx context.Context, q Querier, subjectID string, fn func(version uint32, key []byte) error) error {
-	// Two tries: a first try that loses the race to create version 1 reads
-	// the winner's key on the second.
-	for attempt := 0; attempt < 2; attempt++ {
+	// Three reads at most: one that finds no key; a second, in a new
+	// snapshot, in case a re-seal replaced the key while the first waited on
+	// its lock; a third after losing the race to create version 1.
+	for attempt := 0; attempt < 3; attempt++ {
 		sk, found, err := currentSubjectKey(ctx, q, subjectID)
 		if err != nil {
 			return err
 		}
 		if found {
 			return r.withStoredKey(ctx, subjectID, sk, func(key []byte) error { return fn(sk.version, key) })
+		}
+		if attempt == 0 {
+			continue
 		}
 		created, err := r.createFirstKey(ctx, q, subjectID, fn)
 		if err != nil || created {
@@ -113,20 +117,6 @@ func (r *KeyRing) createFirstKey(ctx context.Context, q Querier, subjectID strin
 	return true, fn(version, dk.Plaintext)
 }
 
-// withKeyVersion calls fn with the given version of the subject's key; a
-// version that does not exist (never made, or destroyed) is ENotFound.
-func (r *KeyRing) withKeyVersion(ctx context.Context, q Querier, subjectID string, version uint32, fn func(key []byte) error) error {
-	var sk storedKey
-	err := q.QueryRow(ctx, `
-		SELECT version, wrapped, root_version FROM keystore.subject_keys
-		WHERE subject_id = $1 AND version = $2`, subjectID, version).
-		Scan(&sk.version, &sk.wrapped, &sk.rootVersion)
-	if err != nil {
-		return fmt.Errorf("vault: read subject key: %w", postgres.Translate(err))
-	}
-	return r.withStoredKey(ctx, subjectID, sk, fn)
-}
-
 // withStoredKey unwraps sk (through the cache) and calls fn with it.
 func (r *KeyRing) withStoredKey(ctx context.Context, subjectID string, sk storedKey, fn func(key []byte) error) error {
 	id := cacheKey{subject: subjectID, version: sk.version}
@@ -144,11 +134,16 @@ func (r *KeyRing) withStoredKey(ctx context.Context, subjectID string, sk stored
 	return fn(key)
 }
 
+// currentSubjectKey reads the subject's newest key and holds a key-share lock
+// on its row until the caller's transaction ends: a re-seal (which locks the
+// row for update and then deletes it) waits for the record being sealed under
+// it and re-seals that record too, instead of deleting the key from under it.
 func currentSubjectKey(ctx context.Context, q Querier, subjectID string) (storedKey, bool, error) {
 	var sk storedKey
 	err := q.QueryRow(ctx, `
 		SELECT version, wrapped, root_version FROM keystore.subject_keys
-		WHERE subject_id = $1 ORDER BY version DESC LIMIT 1`, subjectID).
+		WHERE subject_id = $1 ORDER BY version DESC LIMIT 1
+		FOR KEY SHARE`, subjectID).
 		Scan(&sk.version, &sk.wrapped, &sk.rootVersion)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return storedKey{}, false, nil
