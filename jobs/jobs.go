@@ -128,7 +128,8 @@ type Scheduler struct {
 	names    []string // in registration order
 	started  bool
 	stopping bool
-	runs     sync.WaitGroup // runs in progress; Add only under mu while !stopping
+	stopCtx  context.Context // Start's context, once started
+	runs     sync.WaitGroup  // runs in progress; Add only under mu while !stopping
 	done     chan struct{}
 }
 
@@ -211,6 +212,7 @@ func (s *Scheduler) Start(ctx context.Context) error {
 		return kluis.Errorf(kluis.EConflict, "jobs: scheduler already started")
 	}
 	s.started = true
+	s.stopCtx = ctx
 	c := cron.New(
 		cron.WithLocation(time.UTC),
 		cron.WithParser(parser),
@@ -286,8 +288,16 @@ func (s *Scheduler) run(ctx context.Context, j Job) (RunResult, error) {
 		return RunResult{Job: j.Name}, kluis.Wrap(kluis.EUnavailable, "the job scheduler is stopping", ErrStopped)
 	}
 	s.runs.Add(1)
+	stopCtx := s.stopCtx
 	s.mu.Unlock()
 	defer s.runs.Done()
+	if stopCtx != nil {
+		// A run started by RunNow on a running scheduler stops with it too.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		defer context.AfterFunc(stopCtx, cancel)()
+	}
 	return s.execute(ctx, j)
 }
 

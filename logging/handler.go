@@ -56,6 +56,9 @@ func (h *Handler) WithAttrs(attrs []slog.Attr) slog.Handler {
 // WithGroup opens a group; under a group with a sensitive name (a
 // "credentials" group, say) every value is masked.
 func (h *Handler) WithGroup(name string) slog.Handler {
+	if name == "" {
+		return h
+	}
 	return &Handler{inner: h.inner.WithGroup(Scrub(name)), masked: h.masked || SensitiveKey(name)}
 }
 
@@ -126,7 +129,14 @@ func scrubbedString(s string) slog.Value {
 // scrubbed message; anything else goes through encoding/json (as the JSON
 // handler would have done) and comes back as maps, slices, strings and
 // numbers, masked key by key.
-func anyValue(x any, depth int) slog.Value {
+func anyValue(x any, depth int) (v slog.Value) {
+	defer func() {
+		// A value whose Error or MarshalJSON panics (a nil receiver, say)
+		// must not take the logging goroutine down with it.
+		if recover() != nil {
+			v = slog.StringValue("!PANIC while formatting a value")
+		}
+	}()
 	switch x := x.(type) {
 	case nil:
 		return slog.AnyValue(nil)

@@ -201,3 +201,17 @@ func BenchmarkLogLine(b *testing.B) {
 		}
 	})
 }
+
+// nilErr panics when its Error method is called on a nil pointer.
+type nilErr struct{ msg string }
+
+func (e *nilErr) Error() string { return e.msg }
+
+func TestAValueThatPanicsWhileFormattingDoesNotCrashTheLogger(t *testing.T) {
+	var buf bytes.Buffer
+	var err *nilErr
+	logging.New(&buf, slog.LevelInfo).Info("x", "err", error(err), "request_id", "req_abc")
+	if !strings.Contains(buf.String(), "req_abc") {
+		t.Errorf("output = %q, want the line written", buf.String())
+	}
+}

@@ -103,7 +103,9 @@ func normalizeKey(key string, dst []byte) []byte {
 var (
 	// bearerRe matches an HTTP credential: the scheme stays readable, the
 	// credential goes.
-	bearerRe = regexp.MustCompile(`(?i)\b(bearer|basic)(\s+)[A-Za-z0-9\-._~+/]+=*`)
+	// Bearer is matched in any case (as HTTP does); Basic only as written in
+	// a header, so that prose such as "basic check" stays readable.
+	bearerRe = regexp.MustCompile(`\b((?i:bearer)|Basic|BASIC)(\s+)[A-Za-z0-9\-._~+/]+=*`)
 	// jwtRe matches a JWT (or JWE) and, more broadly, any base64url-encoded
 	// JSON object: "eyJ" is `{"` encoded, and such blobs are tokens or
 	// signed payloads far more often than anything worth reading in a log.
@@ -121,8 +123,8 @@ var (
 //     as 1.234567s and 10:04:05.123456 stay readable;
 //   - 13 to 19 digits separated by single spaces or dashes that pass the Luhn
 //     check (card numbers);
-//   - South African phone numbers, +27 and nine digits or 0 and nine digits,
-//     with or without spaces or dashes;
+//   - South African phone numbers, +27 (or 27, or 0027) and nine digits or 0
+//     and nine digits, with or without spaces or dashes;
 //   - bearer and basic credentials, JWT-shaped strings, Plaid tokens.
 //
 // A string with nothing to mask is returned as is, without allocating.
@@ -259,8 +261,11 @@ func windowMask(s string, w []span, d int) (span, bool) {
 	switch {
 	case d == 10 && s[first.start] == '0':
 		return m, true // 0XX XXX XXXX
-	case d == 11 && first.start > 0 && s[first.start-1] == '+' && strings.HasPrefix(s[first.start:], "27"):
-		m.start-- // +27 XX XXX XXXX, plus sign included
+	case d == 11 && strings.HasPrefix(s[first.start:], "27"),
+		d == 13 && strings.HasPrefix(s[first.start:], "0027"):
+		if first.start > 0 && s[first.start-1] == '+' {
+			m.start-- // +27 XX XXX XXXX, plus sign included
+		}
 		return m, true
 	case d >= 13 && d <= 19 && (len(w) == 1 || luhn(s, w)):
 		return m, true
