@@ -1,0 +1,133 @@
+// Package banklink links end users' bank accounts through an aggregator:
+// link sessions, items (one login at one institution) and their accounts,
+// provider webhooks, and access-token rotation. Providers (Plaid, the
+// sandbox) implement Provider, each in its own package.
+package banklink
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/kluis-dev/kluis"
+)
+
+// Provider is a bank-data aggregator. Access tokens and public tokens are
+// secrets: implementations never put them in errors, logs or URLs.
+//
+// Errors are kluis errors (wrapped) with these codes: CodeItemLoginRequired,
+// CodeRateLimited (with retry_after_seconds where the provider says),
+// CodeInstitutionDown, CodeInvalidToken, CodeInvalidCredentials,
+// CodeProductNotSupported, kluis.EUnavailable when the provider cannot be
+// reached or fails, and kluis.EInternal for anything unexpected.
+type Provider interface {
+	// Name is "sandbox" or "plaid".
+	Name() string
+	// CreateLinkToken starts a link flow (new, or update mode when
+	// AccessToken is set) and returns the token the app's Link UI opens.
+	CreateLinkToken(ctx context.Context, req LinkTokenRequest) (LinkToken, error)
+	// ExchangePublicToken trades the public token the Link UI returned for
+	// a long-lived access token.
+	ExchangePublicToken(ctx context.Context, publicToken string) (Exchange, error)
+	// GetAccounts returns the item's institution and accounts.
+	GetAccounts(ctx context.Context, accessToken string) (ItemAccounts, error)
+	// GetAuth returns account and routing numbers (instant auth), or
+	// CodeProductNotSupported where the institution cannot give them.
+	GetAuth(ctx context.Context, accessToken string) ([]AuthNumbers, error)
+	// RemoveItem revokes kluis's access to the item at the provider.
+	RemoveItem(ctx context.Context, accessToken string) error
+	// RotateAccessToken invalidates accessToken and returns its successor.
+	// The old token stops working at once: store the new one first.
+	RotateAccessToken(ctx context.Context, accessToken string) (string, error)
+	// VerifyWebhook checks a webhook's signature over its raw body and
+	// parses it. A bad or missing signature is CodeBadSignature.
+	VerifyWebhook(ctx context.Context, header http.Header, body []byte) (WebhookEvent, error)
+}
+
+// LinkTokenRequest asks for a link token.
+type LinkTokenRequest struct {
+	// ClientUserID identifies the user to the provider: a pseudonym, never
+	// the user's own id or anything personal.
+	ClientUserID string
+	Products     []string
+	// AccessToken is set for update mode (repairing an item's login).
+	AccessToken string
+	// WebhookURL is where the provider sends item events, if any.
+	WebhookURL string
+}
+
+// LinkToken is what the app's Link UI opens.
+type LinkToken struct {
+	Token     string
+	ExpiresAt time.Time
+}
+
+// Exchange is the result of exchanging a public token.
+type Exchange struct {
+	AccessToken    string
+	ProviderItemID string
+}
+
+// Institution is a bank as the provider names it.
+type Institution struct {
+	ID   string
+	Name string
+}
+
+// ProviderAccount is one account of an item, with no full number.
+type ProviderAccount struct {
+	ProviderAccountID string
+	Name              string
+	Mask              string // last 4 digits
+	Type              string // depository, credit, ...
+	Subtype           string // checking, savings, ...
+}
+
+// ItemAccounts is an item's institution and accounts.
+type ItemAccounts struct {
+	ProviderItemID string
+	Institution    Institution
+	Accounts       []ProviderAccount
+}
+
+// AuthNumbers are one account's full numbers (secrets).
+type AuthNumbers struct {
+	ProviderAccountID string
+	AccountNumber     string
+	RoutingNumber     string
+}
+
+// Webhook event kinds kluis acts on; anything else is KindUnknown (recorded,
+// ignored).
+const (
+	EventLoginRequired = "login_required"
+	EventRevoked       = "revoked"
+	EventNewAccounts   = "new_accounts"
+	EventUnknown       = "unknown"
+)
+
+// WebhookEvent is a verified provider webhook.
+type WebhookEvent struct {
+	// ID identifies the event for deduplication (for Plaid: a hash of the
+	// verified body).
+	ID             string
+	Kind           string
+	ProviderType   string // the provider's own type and code, for the record
+	ProviderCode   string
+	ProviderItemID string
+}
+
+// Error codes of provider errors (kluis.Error codes; api maps them).
+const (
+	CodeItemLoginRequired   = "item_login_required"
+	CodeRateLimited         = kluis.ERateLimited
+	CodeInstitutionDown     = "institution_down"
+	CodeInvalidToken        = "invalid_token"
+	CodeInvalidCredentials  = "invalid_credentials"
+	CodeProductNotSupported = "product_not_supported"
+	CodeBadSignature        = "bad_signature"
+)
+
+// ErrProvider is wrapped by every error a provider returns, for errors.Is.
+var ErrProvider = errors.New("bank provider error")
