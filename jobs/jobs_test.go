@@ -489,3 +489,35 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.b.String()
 }
+
+func TestARunNowOnAStartedSchedulerStopsWithIt(t *testing.T) {
+	t.Parallel()
+	db, _ := pgtest.Open(t)
+	started := make(chan struct{})
+	s := newScheduler(t, db, "host-a:1", jobs.Job{Name: "long", Schedule: "@yearly", Run: func(ctx context.Context, _ *jobs.Run) error {
+		close(started)
+		<-ctx.Done()
+		return ctx.Err()
+	}})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		res jobs.RunResult
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		res, err := s.RunNow(context.Background(), "long")
+		done <- result{res, err}
+	}()
+	<-started
+	cancel()
+	r := <-done
+	if r.err == nil || r.res.Error != "job cancelled: the scheduler stopped" {
+		t.Errorf("RunNow = %+v, %v; want the run cancelled by the stop", r.res, r.err)
+	}
+	<-s.Done()
+}

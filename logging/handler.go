@@ -15,7 +15,10 @@ import (
 // with WithAttrs and those inside groups included), the values of
 // slog.LogValuers, and values of kind Any (errors, structs, maps), which it
 // formats and scrubs itself so that the wrapped handler only ever sees
-// strings, numbers and plain maps and slices.
+// strings, numbers and plain maps and slices. Numbers of magnitude 100000 or
+// more are masked like six-digit runs in strings: an account number logged
+// as an int64 is still an account number. Booleans, durations and times
+// pass unchanged.
 type Handler struct {
 	inner slog.Handler
 	// masked is set under a group whose name is sensitive: every value
