@@ -1,0 +1,376 @@
+package plaid
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"golang.org/x/sync/singleflight"
+	"golang.org/x/time/rate"
+
+	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/banklink"
+)
+
+// VerificationHeader carries Plaid's webhook signature: a compact JWT.
+const VerificationHeader = "Plaid-Verification"
+
+// Webhook freshness, as Plaid documents it: a webhook whose iat is more than
+// five minutes old is refused (a replay); an iat ahead of our clock is
+// allowed only by a small leeway for clock skew.
+const (
+	MaxWebhookAge    = 5 * time.Minute
+	WebhookClockSkew = 30 * time.Second
+)
+
+// Bounds on what is parsed before the signature is checked.
+const (
+	maxHeaderBytes = 4096
+	maxKidBytes    = 128
+	// unknownKidTTL is how long a kid Plaid does not know is refused
+	// without asking again.
+	unknownKidTTL = 5 * time.Minute
+)
+
+// webhookClaims are the claims of a Plaid-Verification JWT.
+type webhookClaims struct {
+	RequestBodySHA256 string `json:"request_body_sha256"`
+	jwt.RegisteredClaims
+}
+
+// errBadSignature is the cause kept under every refusal; the reason stays in
+// the wrapped error for logs, never in the message.
+var errBadSignature = errors.New("plaid webhook: bad signature")
+
+func badSignature(reason string) error {
+	return providerError(banklink.CodeBadSignature, "plaid webhook: signature refused", fmt.Errorf("%w: %s", errBadSignature, reason))
+}
+
+// VerifyWebhook implements banklink.Provider, following Plaid's webhook
+// verification: the Plaid-Verification JWT must be ES256 (anything else is
+// refused before any key is fetched), its kid must name a live key from
+// /webhook_verification_key/get, its signature must hold, its iat must be
+// within five minutes, and its request_body_sha256 must equal the SHA-256 of
+// body (compared in constant time). Every refusal is CodeBadSignature; only
+// when Plaid cannot be reached for an unknown key is the error
+// kluis.EUnavailable, so that the webhook is retried rather than dropped.
+//
+// Event kinds: ITEM/ERROR with ITEM_LOGIN_REQUIRED, ITEM/PENDING_EXPIRATION
+// and ITEM/PENDING_DISCONNECT are EventLoginRequired (each asks for the user
+// to go through update mode before or after access lapses; acting early
+// costs only a prompt), ITEM/USER_PERMISSION_REVOKED is EventRevoked,
+// ITEM/NEW_ACCOUNTS_AVAILABLE is EventNewAccounts; anything else is
+// EventUnknown. The event ID is the hex SHA-256 of body.
+func (p *Provider) VerifyWebhook(ctx context.Context, header http.Header, body []byte) (banklink.WebhookEvent, error) {
+	sum := sha256.Sum256(body)
+	bodyHash := hex.EncodeToString(sum[:])
+	if err := p.verifySignature(ctx, header.Get(VerificationHeader), bodyHash); err != nil {
+		return banklink.WebhookEvent{}, err
+	}
+	ev, err := parseWebhook(body)
+	if err != nil {
+		return banklink.WebhookEvent{}, err
+	}
+	ev.ID = bodyHash
+	return ev, nil
+}
+
+// verifySignature checks the JWT in two passes: cheap checks on the
+// unverified token first (algorithm, kid, freshness, body hash), so that
+// junk never causes a key fetch, then the signature with the key, and the
+// same claims again from the verified token.
+func (p *Provider) verifySignature(ctx context.Context, token, bodyHash string) error {
+	if token == "" {
+		return badSignature("missing header")
+	}
+	if len(token) > maxHeaderBytes {
+		return badSignature("header too long")
+	}
+	kid, err := checkJOSEHeader(token)
+	if err != nil {
+		return badSignature(err.Error())
+	}
+	var unverified webhookClaims
+	if _, _, err := jwt.NewParser().ParseUnverified(token, &unverified); err != nil {
+		return badSignature("malformed token")
+	}
+	if err := p.checkClaims(&unverified, bodyHash); err != nil {
+		return badSignature(err.Error())
+	}
+	key, err := p.webhookKey(ctx, kid)
+	if err != nil {
+		return err
+	}
+	var claims webhookClaims
+	parser := jwt.NewParser(
+		jwt.WithValidMethods([]string{jwt.SigningMethodES256.Alg()}),
+		jwt.WithIssuedAt(),
+		jwt.WithLeeway(WebhookClockSkew),
+		jwt.WithTimeFunc(p.clock.Now),
+	)
+	_, err = parser.ParseWithClaims(token, &claims, func(t *jwt.Token) (any, error) {
+		if t.Method != jwt.SigningMethodES256 {
+			return nil, errors.New("not ES256")
+		}
+		return key, nil
+	})
+	if err != nil {
+		return badSignature("signature or claims invalid")
+	}
+	if err := p.checkClaims(&claims, bodyHash); err != nil {
+		return badSignature(err.Error())
+	}
+	return nil
+}
+
+// joseHeader is the part of the JWT header looked at before the signature.
+type joseHeader struct {
+	Alg string `json:"alg"`
+	Kid string `json:"kid"`
+}
+
+// checkJOSEHeader decodes the JWT header by hand and refuses any algorithm
+// but ES256 before anything else happens, and returns the kid.
+func checkJOSEHeader(token string) (string, error) {
+	head, _, ok := strings.Cut(token, ".")
+	if !ok {
+		return "", errors.New("not a JWT")
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(head)
+	if err != nil {
+		return "", errors.New("header not base64url")
+	}
+	var h joseHeader
+	if err := json.Unmarshal(raw, &h); err != nil {
+		return "", errors.New("header not JSON")
+	}
+	if h.Alg != jwt.SigningMethodES256.Alg() {
+		return "", errors.New("algorithm not ES256")
+	}
+	if h.Kid == "" || len(h.Kid) > maxKidBytes || !printableASCII(h.Kid) {
+		return "", errors.New("kid missing or malformed")
+	}
+	return h.Kid, nil
+}
+
+func printableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x21 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// checkClaims requires a fresh iat and the body's hash.
+func (p *Provider) checkClaims(c *webhookClaims, bodyHash string) error {
+	if c.IssuedAt == nil {
+		return errors.New("no iat")
+	}
+	now := p.clock.Now()
+	iat := c.IssuedAt.Time
+	if now.Sub(iat) > MaxWebhookAge {
+		return errors.New("iat too old")
+	}
+	if iat.Sub(now) > WebhookClockSkew {
+		return errors.New("iat in the future")
+	}
+	if subtle.ConstantTimeCompare([]byte(c.RequestBodySHA256), []byte(bodyHash)) != 1 {
+		return errors.New("body hash mismatch")
+	}
+	return nil
+}
+
+// keyCache holds Plaid's webhook verification keys by kid: bounded, each
+// entry refetched after ttl, fetches of uncached kids rate-limited and
+// collapsed, and kids Plaid does not know remembered for a while.
+type keyCache struct {
+	ttl     time.Duration
+	size    int
+	limiter *rate.Limiter
+	group   *singleflight.Group
+
+	mu      *sync.Mutex
+	keys    map[string]cachedKey
+	unknown map[string]time.Time
+}
+
+type cachedKey struct {
+	key     *ecdsa.PublicKey
+	fetched time.Time
+}
+
+// jwk is JWKPublicKey from the spec.
+type jwk struct {
+	Alg       string `json:"alg"`
+	Crv       string `json:"crv"`
+	Kid       string `json:"kid"`
+	Kty       string `json:"kty"`
+	Use       string `json:"use"`
+	X         string `json:"x"`
+	Y         string `json:"y"`
+	CreatedAt int64  `json:"created_at"`
+	ExpiredAt *int64 `json:"expired_at"`
+}
+
+type webhookKeyRequest struct {
+	KeyID string `json:"key_id"`
+}
+
+type webhookKeyResponse struct {
+	Key jwk `json:"key"`
+}
+
+// webhookKey returns the live key for kid, from the cache or from Plaid.
+func (p *Provider) webhookKey(ctx context.Context, kid string) (*ecdsa.PublicKey, error) {
+	now := p.clock.Now()
+	c := &p.keys
+	c.mu.Lock()
+	if k, ok := c.keys[kid]; ok && now.Sub(k.fetched) < c.ttl {
+		c.mu.Unlock()
+		return k.key, nil
+	}
+	if at, ok := c.unknown[kid]; ok && now.Sub(at) < unknownKidTTL {
+		c.mu.Unlock()
+		return nil, badSignature("kid recently unknown")
+	}
+	c.mu.Unlock()
+	v, err, _ := c.group.Do(kid, func() (any, error) {
+		if !c.limiter.AllowN(p.clock.Now(), 1) {
+			return nil, badSignature("key fetches rate-limited")
+		}
+		return p.fetchWebhookKey(ctx, kid)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(*ecdsa.PublicKey), nil
+}
+
+// fetchWebhookKey asks Plaid for kid's key and caches it if it is live.
+func (p *Provider) fetchWebhookKey(ctx context.Context, kid string) (*ecdsa.PublicKey, error) {
+	var out webhookKeyResponse
+	err := p.call(ctx, epWebhookKeyGet, webhookKeyRequest{KeyID: kid}, &out)
+	switch code := kluis.ErrorCode(err); {
+	case err == nil:
+	case code == kluis.EUnavailable || code == banklink.CodeRateLimited:
+		return nil, err
+	default:
+		// Plaid refused the kid: remember that for a while.
+		p.keys.remember(kid, p.clock.Now())
+		return nil, badSignature("kid unknown to Plaid")
+	}
+	if out.Key.ExpiredAt != nil {
+		// Refused like an unknown kid, so it is not asked for again soon.
+		p.keys.remember(kid, p.clock.Now())
+		return nil, badSignature("key expired")
+	}
+	if out.Key.Kid != kid {
+		return nil, badSignature("key answer for another kid")
+	}
+	key, err := ecKey(out.Key)
+	if err != nil {
+		return nil, badSignature(err.Error())
+	}
+	p.keys.put(kid, key, p.clock.Now())
+	return key, nil
+}
+
+// ecKey turns a P-256 JWK into a public key, checking the point is on the
+// curve.
+func ecKey(k jwk) (*ecdsa.PublicKey, error) {
+	if k.Kty != "EC" || k.Crv != "P-256" || (k.Alg != "" && k.Alg != "ES256") || (k.Use != "" && k.Use != "sig") {
+		return nil, errors.New("key is not a P-256 signing key")
+	}
+	x, errX := base64.RawURLEncoding.DecodeString(k.X)
+	y, errY := base64.RawURLEncoding.DecodeString(k.Y)
+	if errX != nil || errY != nil || len(x) != 32 || len(y) != 32 {
+		return nil, errors.New("key coordinates malformed")
+	}
+	point := append(append([]byte{4}, x...), y...)
+	key, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), point)
+	if err != nil {
+		return nil, errors.New("key not on the curve")
+	}
+	return key, nil
+}
+
+func (c *keyCache) put(kid string, key *ecdsa.PublicKey, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.keys[kid]; !ok && len(c.keys) >= c.size {
+		oldest := ""
+		for k, v := range c.keys {
+			if oldest == "" || v.fetched.Before(c.keys[oldest].fetched) {
+				oldest = k
+			}
+		}
+		delete(c.keys, oldest)
+	}
+	c.keys[kid] = cachedKey{key: key, fetched: now}
+	delete(c.unknown, kid)
+}
+
+// remember notes a kid Plaid does not know, in a map bounded by dropping it
+// whole when full (it only saves fetches, which the limiter bounds anyway).
+func (c *keyCache) remember(kid string, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.unknown == nil || len(c.unknown) >= 1024 {
+		c.unknown = make(map[string]time.Time)
+	}
+	c.unknown[kid] = now
+	delete(c.keys, kid)
+}
+
+// webhookBody is the part of a Plaid webhook kluis reads.
+type webhookBody struct {
+	WebhookType string `json:"webhook_type"`
+	WebhookCode string `json:"webhook_code"`
+	ItemID      string `json:"item_id"`
+	Error       *struct {
+		ErrorCode string `json:"error_code"`
+	} `json:"error"`
+}
+
+// parseWebhook reads a verified body and names its event kind.
+func parseWebhook(body []byte) (banklink.WebhookEvent, error) {
+	var b webhookBody
+	if err := json.Unmarshal(body, &b); err != nil {
+		return banklink.WebhookEvent{}, providerError(kluis.EInternal, "plaid webhook: signed body is not JSON", nil)
+	}
+	ev := banklink.WebhookEvent{
+		Kind:           banklink.EventUnknown,
+		ProviderType:   safeToken(b.WebhookType),
+		ProviderCode:   safeToken(b.WebhookCode),
+		ProviderItemID: safeToken(b.ItemID),
+	}
+	if b.WebhookType != "ITEM" {
+		return ev, nil
+	}
+	switch b.WebhookCode {
+	case "ERROR":
+		if b.Error != nil && b.Error.ErrorCode == "ITEM_LOGIN_REQUIRED" {
+			ev.Kind = banklink.EventLoginRequired
+		}
+	case "PENDING_EXPIRATION", "PENDING_DISCONNECT":
+		ev.Kind = banklink.EventLoginRequired
+	case "USER_PERMISSION_REVOKED":
+		ev.Kind = banklink.EventRevoked
+	case "NEW_ACCOUNTS_AVAILABLE":
+		ev.Kind = banklink.EventNewAccounts
+	}
+	return ev, nil
+}
