@@ -15,6 +15,7 @@ import (
 
 	"github.com/kluis-dev/kluis/compliance"
 	"github.com/kluis-dev/kluis/postgres"
+	"github.com/kluis-dev/kluis/vault"
 )
 
 // Deps is what the handlers need. The same Deps builds both listeners.
@@ -24,7 +25,9 @@ type Deps struct {
 	Pseudonyms compliance.Pseudonymizer
 	Auth       Authenticator
 	Policy     *Policy
-	Logger     *slog.Logger
+	// Vault seals and opens credentials.
+	Vault  *vault.Store
+	Logger *slog.Logger
 	// Registry collects kluis's metrics; /metrics serves it.
 	Registry *prometheus.Registry
 	// Ready lists the dependencies /readyz checks, by name.

@@ -48,6 +48,13 @@ type Config struct {
 	PlaidBaseURL      string
 	RedisURL          string
 	LogLevel          string
+	// KeyCryptoperiod: subject keys older than this get a new version when
+	// the rotation job runs.
+	KeyCryptoperiod time.Duration
+	// Bounds of the unwrapped subject-key cache.
+	KeyCacheMaxAge  time.Duration
+	KeyCacheMaxUses int
+	KeyCacheMaxKeys int
 }
 
 // Production reports whether kluis runs with production's safety rules.
@@ -100,6 +107,10 @@ func Load(getenv Getenv) (*Config, error) {
 		PlaidBaseURL:      r.str("PLAID_BASE_URL", ""),
 		RedisURL:          r.str("KLUIS_REDIS_URL", ""),
 		LogLevel:          r.str("KLUIS_LOG_LEVEL", "info"),
+		KeyCryptoperiod:   r.duration("KLUIS_KEY_CRYPTOPERIOD", 365*24*time.Hour, time.Hour, 5*365*24*time.Hour),
+		KeyCacheMaxAge:    r.duration("KLUIS_KEY_CACHE_MAX_AGE", 5*time.Minute, time.Second, 24*time.Hour),
+		KeyCacheMaxUses:   r.integer("KLUIS_KEY_CACHE_MAX_USES", 10000, 1, 100000000),
+		KeyCacheMaxKeys:   r.integer("KLUIS_KEY_CACHE_MAX_KEYS", 10000, 1, 10000000),
 	}
 	c.validate(&r)
 	if len(r.problems) > 0 {
@@ -321,6 +332,19 @@ func (r *reader) cidrs(name string) []netip.Prefix {
 		out = append(out, p.Masked())
 	}
 	return out
+}
+
+func (r *reader) integer(name string, def, lo, hi int) int {
+	v := strings.TrimSpace(r.getenv(name))
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < lo || n > hi {
+		r.bad(name, fmt.Sprintf("must be a whole number between %d and %d", lo, hi))
+		return def
+	}
+	return n
 }
 
 func (r *reader) duration(name string, def, lo, hi time.Duration) time.Duration {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -48,7 +49,7 @@ func TestTheStoreWorksOnTheLocalRootKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	for {
-		n, err := vault.NewKeyRing(p, vault.CacheOptions{}).RewrapBatch(ctx, db, 10)
+		n, err := vault.NewKeyRing(p, vault.CacheOptions{}).RewrapBatch(ctx, db, 10, time.Now())
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -30,7 +30,12 @@ const DefaultRewrapBatch = 100
 // keys) whose root version is not the provider's newest, in one transaction,
 // and returns how many it rewrapped; 0 means nothing is left. Rows another
 // instance is rewrapping are skipped, so runs may overlap.
-func (r *KeyRing) RewrapBatch(ctx context.Context, db *postgres.DB, batch int) (int, error) {
+//
+// A provider that hides its versions (KMS: LatestVersion "") cannot say which
+// keys are behind, so every key wrapped before cutoff is rewrapped (KMS
+// ReEncrypt moves it to the newest backing key); a run takes its start as the
+// cutoff, and a rewrapped key is not taken again in the same run.
+func (r *KeyRing) RewrapBatch(ctx context.Context, db *postgres.DB, batch int, cutoff time.Time) (int, error) {
 	if batch <= 0 {
 		batch = DefaultRewrapBatch
 	}
@@ -41,16 +46,16 @@ func (r *KeyRing) RewrapBatch(ctx context.Context, db *postgres.DB, batch int) (
 	var n int
 	err = db.InTx(ctx, func(tx pgx.Tx) error {
 		var err error
-		n, err = r.rewrapTable(ctx, tx, info.LatestVersion, batch, `
+		n, err = r.rewrapTable(ctx, tx, info.LatestVersion, batch, cutoff, `
 			SELECT id, subject_id || '/v' || version, wrapped, root_version FROM keystore.subject_keys
-			WHERE root_version <> $1 ORDER BY id LIMIT $2 FOR NO KEY UPDATE SKIP LOCKED`,
+			WHERE (root_version <> $1 OR ($1 = '' AND wrapped_at < $3)) ORDER BY id LIMIT $2 FOR NO KEY UPDATE SKIP LOCKED`,
 			`UPDATE keystore.subject_keys SET wrapped = $2, root_version = $3, wrapped_at = now() WHERE id = $1`)
 		if err != nil || n > 0 {
 			return err
 		}
-		n, err = r.rewrapTable(ctx, tx, info.LatestVersion, batch, `
+		n, err = r.rewrapTable(ctx, tx, info.LatestVersion, batch, cutoff, `
 			SELECT name || '/' || version, 'system/' || name || '/v' || version, wrapped, root_version FROM keystore.system_keys
-			WHERE root_version <> $1 ORDER BY name, version LIMIT $2 FOR NO KEY UPDATE SKIP LOCKED`,
+			WHERE (root_version <> $1 OR ($1 = '' AND wrapped_at < $3)) ORDER BY name, version LIMIT $2 FOR NO KEY UPDATE SKIP LOCKED`,
 			`UPDATE keystore.system_keys SET wrapped = $2, root_version = $3, wrapped_at = now() WHERE name || '/' || version = $1`)
 		return err
 	})
@@ -61,8 +66,8 @@ func (r *KeyRing) RewrapBatch(ctx context.Context, db *postgres.DB, batch int) (
 // key, provider key id, wrapped, root version); updateSQL takes (row key,
 // wrapped, root version). The provider key ids match providerKeyID and
 // systemKeyID.
-func (r *KeyRing) rewrapTable(ctx context.Context, tx pgx.Tx, latest string, batch int, selectSQL, updateSQL string) (int, error) {
-	rows, err := tx.Query(ctx, selectSQL, latest, batch)
+func (r *KeyRing) rewrapTable(ctx context.Context, tx pgx.Tx, latest string, batch int, cutoff time.Time, selectSQL, updateSQL string) (int, error) {
+	rows, err := tx.Query(ctx, selectSQL, latest, batch, cutoff)
 	if err != nil {
 		return 0, fmt.Errorf("vault: read keys to rewrap: %w", postgres.Translate(err))
 	}

@@ -24,7 +24,7 @@ func TestRewrapMovesEveryKeyToTheNewestRootVersion(t *testing.T) {
 
 	var batches []int
 	for {
-		n, err := v.ring.RewrapBatch(ctx, v.db, 2)
+		n, err := v.ring.RewrapBatch(ctx, v.db, 2, time.Now())
 		if err != nil {
 			t.Fatal(err)
 		}

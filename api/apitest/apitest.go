@@ -6,15 +6,13 @@ package apitest
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
 	"crypto/tls"
-	"encoding/hex"
 	"io"
 	"log"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -27,8 +25,11 @@ import (
 	"github.com/kluis-dev/kluis/api/jwtauth"
 	"github.com/kluis-dev/kluis/api/jwtauth/jwttest"
 	"github.com/kluis-dev/kluis/compliance"
+	"github.com/kluis-dev/kluis/logging"
 	"github.com/kluis-dev/kluis/postgres"
 	"github.com/kluis-dev/kluis/postgres/pgtest"
+	"github.com/kluis-dev/kluis/vault"
+	"github.com/kluis-dev/kluis/vault/localkek"
 )
 
 // Policy is the service policy the test listeners run with.
@@ -46,14 +47,28 @@ services:
     compliance: true
 `
 
-// Pseudonyms is a keyed pseudonymizer with a fixed test key.
-type Pseudonyms struct{}
+func localProvider(t *testing.T) vault.KeyProvider {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "kek.b64")
+	if err := localkek.Generate(path); err != nil {
+		t.Fatal(err)
+	}
+	p, err := localkek.New(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
 
-// Pseudonym implements compliance.Pseudonymizer.
-func (Pseudonyms) Pseudonym(kind, value string) string {
-	m := hmac.New(sha256.New, []byte("apitest pseudonym key"))
-	m.Write([]byte(kind + "\x00" + value))
-	return hex.EncodeToString(m.Sum(nil)[:16])
+// testWriter copies server logs into the test's own log when -v is given,
+// which helps when a test fails.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	if testing.Verbose() {
+		w.t.Log(strings.TrimRight(string(p), "\n"))
+	}
+	return len(p), nil
 }
 
 // Env is a running pair of listeners.
@@ -66,6 +81,11 @@ type Env struct {
 	CA       *devpki.CA
 	// Logs holds everything the server logged, for canary searches.
 	Logs *SyncBuffer
+	// The vault the listeners use.
+	Keys   vault.KeyProvider
+	Ring   *vault.KeyRing
+	Store  *vault.Store
+	System *vault.SystemKeys
 	// Echo instances, so a test can add a route before requests arrive.
 	PublicEcho, InternalEcho *echo.Echo
 }
@@ -73,13 +93,28 @@ type Env struct {
 // Option adjusts Deps before the listeners start.
 type Option func(*api.Deps)
 
-// Start builds Deps over a fresh database and starts both listeners.
+// Start builds Deps over a fresh database, with the local development key
+// provider, and starts both listeners.
 func Start(t *testing.T, opts ...Option) *Env {
+	t.Helper()
+	return StartWith(t, localProvider(t), opts...)
+}
+
+// StartWith is Start with the given root-key provider (a KMS or Transit
+// provider pointed at an in-test server, say).
+func StartWith(t *testing.T, keys vault.KeyProvider, opts ...Option) *Env {
 	t.Helper()
 	ctx := context.Background()
 	db, u := pgtest.Open(t)
 	logs := &SyncBuffer{}
-	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	logger := logging.New(io.MultiWriter(logs, testWriter{t}), slog.LevelDebug)
+	sys, err := vault.LoadSystemKeys(ctx, db, keys)
+	if err != nil {
+		t.Fatalf("apitest: system keys: %v", err)
+	}
+	t.Cleanup(sys.Close)
+	ring := vault.NewKeyRing(keys, vault.CacheOptions{})
+	store := vault.NewStore(db, ring, sys)
 	verifier, err := jwtauth.New(ctx, jwtauth.Options{
 		JWKSFile: jwttest.WriteJWKS(t, jwttest.DefaultKeys()...), Issuer: jwttest.Issuer,
 		UserAudience: jwttest.UserAudience, StaffAudience: jwttest.StaffAudience, Logger: logger,
@@ -93,15 +128,18 @@ func Start(t *testing.T, opts ...Option) *Env {
 		t.Fatalf("apitest: policy: %v", err)
 	}
 	d := &api.Deps{
-		DB: db, Auditor: compliance.NewAuditor(db, Pseudonyms{}, nil), Pseudonyms: Pseudonyms{},
-		Auth: api.JWTAuthenticator{Verifier: verifier}, Policy: policy, Logger: logger,
-		Ready:          map[string]func(context.Context) error{"database": db.Ping},
+		DB: db, Auditor: compliance.NewAuditor(db, sys, nil), Pseudonyms: sys,
+		Auth: api.JWTAuthenticator{Verifier: verifier}, Policy: policy, Vault: store, Logger: logger,
+		Ready: map[string]func(context.Context) error{
+			"database":     db.Ping,
+			"key_provider": func(ctx context.Context) error { _, err := keys.Describe(ctx); return err },
+		},
 		RequestTimeout: 5 * time.Second,
 	}
 	for _, o := range opts {
 		o(d)
 	}
-	env := &Env{DB: db, DBURL: u, Deps: d, Logs: logs}
+	env := &Env{DB: db, DBURL: u, Deps: d, Logs: logs, Keys: keys, Ring: ring, Store: store, System: sys}
 	env.PublicEcho = api.NewPublic(d)
 	env.Public = httptest.NewServer(env.PublicEcho)
 	t.Cleanup(env.Public.Close)

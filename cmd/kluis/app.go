@@ -72,7 +72,9 @@ func build(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*app, 
 		return nil, err
 	}
 	a.closers = append(a.closers, a.sys.Close)
-	a.ring = vault.NewKeyRing(a.keys, vault.CacheOptions{})
+	a.ring = vault.NewKeyRing(a.keys, vault.CacheOptions{
+		MaxAge: cfg.KeyCacheMaxAge, MaxUses: cfg.KeyCacheMaxUses, MaxKeys: cfg.KeyCacheMaxKeys,
+	})
 	a.closers = append(a.closers, a.ring.Purge)
 	a.store = vault.NewStore(a.db, a.ring, a.sys)
 	a.auditor = compliance.NewAuditor(a.db, a.sys, nil)

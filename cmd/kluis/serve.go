@@ -50,8 +50,15 @@ func (a *app) serve(ctx context.Context, ready chan<- [2]string) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
+	sched, err := a.scheduler()
+	if err != nil {
+		return err
+	}
 	servers, listeners, err := a.listen(deps)
 	if err != nil {
+		return err
+	}
+	if err := sched.Start(ctx); err != nil {
 		return err
 	}
 	var wg sync.WaitGroup
@@ -82,6 +89,7 @@ func (a *app) serve(ctx context.Context, ready chan<- [2]string) error {
 	a.shutdown(servers)
 	cancel()
 	wg.Wait()
+	<-sched.Done()
 	return err
 }
 
@@ -103,7 +111,7 @@ func (a *app) deps(ctx context.Context) (*api.Deps, error) {
 	}
 	return &api.Deps{
 		DB: a.db, Auditor: a.auditor, Pseudonyms: a.sys, Auth: api.JWTAuthenticator{Verifier: verifier},
-		Policy: policy, Logger: a.log, Registry: prometheus.NewRegistry(),
+		Policy: policy, Vault: a.store, Logger: a.log, Registry: prometheus.NewRegistry(),
 		Ready: map[string]func(context.Context) error{
 			"database":     a.db.Ping,
 			"key_provider": newProviderCheck(a.keys).check,
