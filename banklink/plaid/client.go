@@ -242,7 +242,7 @@ var messages = map[string]string{
 
 // kindOf decides the kluis code of an answer that was not 200.
 func kindOf(status int, perr plaidError) string {
-	if k, ok := errorKinds[perr.ErrorCode]; ok {
+	if k, ok := errorKinds[safeCode(perr.ErrorCode)]; ok {
 		return k
 	}
 	if k, ok := typeKinds[perr.ErrorType]; ok {
@@ -266,9 +266,9 @@ func classify(ep endpoint, o outcome) error {
 	ae := &apiError{
 		Endpoint:  ep.path,
 		Status:    o.status,
-		Type:      safeToken(o.perr.ErrorType),
-		Code:      safeToken(o.perr.ErrorCode),
-		RequestID: safeToken(o.perr.RequestID),
+		Type:      safeCode(o.perr.ErrorType),
+		Code:      safeCode(o.perr.ErrorCode),
+		RequestID: safeRequestID(o.perr.RequestID),
 	}
 	kind := kindOf(o.status, o.perr)
 	detail := "HTTP " + strconv.Itoa(o.status)
@@ -306,9 +306,9 @@ func providerError(code, msg string, cause error) *kluis.Error {
 	return kluis.Wrap(code, msg, errors.Join(causes...))
 }
 
-// safeToken passes identifiers such as error codes and request ids, and
-// drops anything else, so that a strange answer cannot smuggle text into an
-// error message.
+// safeToken passes identifiers such as webhook codes and item ids, and
+// drops anything else, so that a strange body cannot smuggle text into what
+// kluis records.
 func safeToken(s string) string {
 	if len(s) == 0 || len(s) > 64 {
 		return ""
@@ -317,6 +317,44 @@ func safeToken(s string) string {
 		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_' || c == '-' || c == '.') {
 			return ""
 		}
+	}
+	return s
+}
+
+// safeCode passes Plaid's error types and codes, which are upper-case
+// words joined by underscores, and drops anything else (digits too: an
+// account number echoed back must not pass).
+func safeCode(s string) string {
+	if len(s) > 64 {
+		return ""
+	}
+	for _, c := range s {
+		if !(c >= 'A' && c <= 'Z' || c == '_') {
+			return ""
+		}
+	}
+	return s
+}
+
+// safeRequestID passes Plaid's request ids (15 alphanumerics, with
+// letters) and drops anything else: a string of digits could be an account
+// number echoed back, and a long one the secret (30 characters).
+func safeRequestID(s string) string {
+	if len(s) > 24 {
+		return ""
+	}
+	letters := false
+	for _, c := range s {
+		switch {
+		case c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z':
+			letters = true
+		case c >= '0' && c <= '9':
+		default:
+			return ""
+		}
+	}
+	if !letters {
+		return ""
 	}
 	return s
 }

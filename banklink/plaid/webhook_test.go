@@ -1,0 +1,239 @@
+package plaid_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/banklink"
+	"github.com/kluis-dev/kluis/banklink/plaid"
+	"github.com/kluis-dev/kluis/banklink/plaid/plaidtest"
+)
+
+// webhookFixture is a fake Plaid and an adapter sharing one fake clock.
+func webhookFixture(t *testing.T, mutate ...func(*plaid.Options)) (*plaidtest.Server, *plaid.Provider, *fakeClock) {
+	t.Helper()
+	clock := newFakeClock()
+	srv := newServer(t, plaidtest.WithClock(clock))
+	mutate = append([]func(*plaid.Options){func(o *plaid.Options) { o.Clock = clock }}, mutate...)
+	return srv, newProvider(t, srv, mutate...), clock
+}
+
+func TestAValidWebhookIsAccepted(t *testing.T) {
+	t.Parallel()
+	srv, p, _ := webhookFixture(t)
+	wh := srv.LoginRequiredWebhook("item-1")
+	ev, err := p.VerifyWebhook(context.Background(), wh.Header, wh.Body)
+	if err != nil {
+		t.Fatalf("VerifyWebhook: %v", err)
+	}
+	sum := sha256.Sum256(wh.Body)
+	want := banklink.WebhookEvent{ID: hex.EncodeToString(sum[:]), Kind: banklink.EventLoginRequired, ProviderType: "ITEM", ProviderCode: "ERROR", ProviderItemID: "item-1"}
+	if ev != want {
+		t.Errorf("event = %+v, want %+v", ev, want)
+	}
+}
+
+func TestForgedWebhooksAreRefused(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		forgery plaidtest.Forgery
+		// fetches is how many key fetches the refusal may cost.
+		fetches int
+		// reason is what the kept cause says, for logs.
+		reason string
+	}{
+		{"HS256 keyed with the public key", plaidtest.HS256, 0, "algorithm not ES256"},
+		{"alg none", plaidtest.AlgNone, 0, "algorithm not ES256"},
+		{"RS256", plaidtest.RS256, 0, "algorithm not ES256"},
+		{"iat six minutes old", plaidtest.StaleIat, 0, "iat too old"},
+		{"iat five minutes ahead", plaidtest.FutureIat, 0, "iat in the future"},
+		{"no iat", plaidtest.NoIat, 0, "no iat"},
+		{"the hash of another body", plaidtest.BodyMismatch, 0, "body hash mismatch"},
+		{"a kid Plaid never published", plaidtest.UnknownKid, 1, "kid unknown to Plaid"},
+		{"a key Plaid has expired", plaidtest.ExpiredKey, 1, "key expired"},
+		{"another key under the current kid", plaidtest.WrongKey, 1, "signature or claims invalid"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			srv, p, _ := webhookFixture(t)
+			body := []byte(`{"webhook_type":"ITEM","webhook_code":"USER_PERMISSION_REVOKED","item_id":"item-1"}`)
+			wh := srv.Sign(body, tt.forgery)
+			_, err := p.VerifyWebhook(context.Background(), wh.Header, wh.Body)
+			wantCode(t, err, banklink.CodeBadSignature)
+			if cause := errors.Unwrap(err); cause == nil || !strings.Contains(cause.Error(), tt.reason) {
+				t.Errorf("cause %v, want the reason %q", cause, tt.reason)
+			}
+			if n := srv.Calls(plaidtest.EndpointWebhookKeyGet); n > tt.fetches {
+				t.Errorf("key fetches = %d, want at most %d", n, tt.fetches)
+			}
+		})
+	}
+}
+
+func TestTamperedOrMissingSignaturesAreRefused(t *testing.T) {
+	t.Parallel()
+	srv, p, _ := webhookFixture(t)
+	valid := srv.FireWebhook("item-1", "ITEM", "NEW_ACCOUNTS_AVAILABLE", nil)
+	tok := valid.Header.Get(plaidtest.VerificationHeader)
+	oneByte := append([]byte(nil), valid.Body...)
+	oneByte[len(oneByte)-2] ^= 0x01
+	flipSig := []byte(tok)
+	flipSig[len(flipSig)-3] ^= 0x01
+	tests := []struct {
+		name   string
+		header http.Header
+		body   []byte
+	}{
+		{"one byte of the body changed", valid.Header, oneByte},
+		{"an empty body", valid.Header, nil},
+		{"no header", http.Header{}, valid.Body},
+		{"an empty header", http.Header{plaidtest.VerificationHeader: {""}}, valid.Body},
+		{"a garbage header", http.Header{plaidtest.VerificationHeader: {"not a jwt at all"}}, valid.Body},
+		{"three dots of garbage", http.Header{plaidtest.VerificationHeader: {"a.b.c"}}, valid.Body},
+		{"a changed signature", http.Header{plaidtest.VerificationHeader: {string(flipSig)}}, valid.Body},
+		{"a huge header", http.Header{plaidtest.VerificationHeader: {tok + string(make([]byte, 5000))}}, valid.Body},
+		{"the token twice", http.Header{plaidtest.VerificationHeader: {tok + "." + tok}}, valid.Body},
+		{"the token without its signature", http.Header{plaidtest.VerificationHeader: {tok[:strings.LastIndex(tok, ".")+1]}}, valid.Body},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := p.VerifyWebhook(context.Background(), tt.header, tt.body)
+			wantCode(t, err, banklink.CodeBadSignature)
+		})
+	}
+	if _, err := p.VerifyWebhook(context.Background(), valid.Header, valid.Body); err != nil {
+		t.Fatalf("the untouched webhook was refused: %v", err)
+	}
+}
+
+func TestFreshnessFollowsTheClock(t *testing.T) {
+	t.Parallel()
+	srv, p, clock := webhookFixture(t)
+	wh := srv.FireWebhook("item-1", "ITEM", "WEBHOOK_UPDATE_ACKNOWLEDGED", nil)
+	clock.Advance(4*time.Minute + 59*time.Second)
+	if _, err := p.VerifyWebhook(context.Background(), wh.Header, wh.Body); err != nil {
+		t.Fatalf("a webhook just under five minutes old was refused: %v", err)
+	}
+	clock.Advance(2 * time.Second)
+	_, err := p.VerifyWebhook(context.Background(), wh.Header, wh.Body)
+	wantCode(t, err, banklink.CodeBadSignature)
+}
+
+func TestTheKeyIsFetchedOnceThenCached(t *testing.T) {
+	t.Parallel()
+	srv, p, clock := webhookFixture(t, func(o *plaid.Options) { o.WebhookKeyCacheTTL = time.Hour })
+	for i := range 5 {
+		wh := srv.FireWebhook("item-1", "ITEM", "NEW_ACCOUNTS_AVAILABLE", map[string]any{"n": i})
+		if _, err := p.VerifyWebhook(context.Background(), wh.Header, wh.Body); err != nil {
+			t.Fatalf("webhook %d: %v", i, err)
+		}
+	}
+	if n := srv.Calls(plaidtest.EndpointWebhookKeyGet); n != 1 {
+		t.Fatalf("key fetches = %d, want 1", n)
+	}
+
+	// After the TTL the key is fetched again, and an expiry is noticed.
+	clock.Advance(time.Hour + time.Second)
+	srv.ExpireKey(srv.CurrentKid())
+	wh := srv.FireWebhook("item-1", "ITEM", "NEW_ACCOUNTS_AVAILABLE", nil)
+	_, err := p.VerifyWebhook(context.Background(), wh.Header, wh.Body)
+	wantCode(t, err, banklink.CodeBadSignature)
+	if n := srv.Calls(plaidtest.EndpointWebhookKeyGet); n != 2 {
+		t.Errorf("key fetches = %d, want 2", n)
+	}
+
+	// A rotated key is fetched under its new kid.
+	srv.RotateKey()
+	wh = srv.FireWebhook("item-1", "ITEM", "NEW_ACCOUNTS_AVAILABLE", nil)
+	if _, err := p.VerifyWebhook(context.Background(), wh.Header, wh.Body); err != nil {
+		t.Fatalf("webhook under a rotated key: %v", err)
+	}
+}
+
+func TestUnknownKidsDoNotDriveKeyFetches(t *testing.T) {
+	t.Parallel()
+	srv, p, _ := webhookFixture(t)
+	body := []byte(`{"webhook_type":"ITEM","webhook_code":"ERROR","item_id":"item-1"}`)
+	forged := srv.Sign(body, plaidtest.UnknownKid)
+	for range 3 {
+		_, err := p.VerifyWebhook(context.Background(), forged.Header, forged.Body)
+		wantCode(t, err, banklink.CodeBadSignature)
+	}
+	if n := srv.Calls(plaidtest.EndpointWebhookKeyGet); n != 1 {
+		t.Errorf("one unknown kid cost %d fetches, want 1", n)
+	}
+	for range 20 {
+		wh := srv.Sign(body, plaidtest.UnknownKid) // a new kid each time
+		_, err := p.VerifyWebhook(context.Background(), wh.Header, wh.Body)
+		wantCode(t, err, banklink.CodeBadSignature)
+	}
+	if n := srv.Calls(plaidtest.EndpointWebhookKeyGet); n > 3 {
+		t.Errorf("21 unknown kids cost %d fetches, want at most the burst of 3", n)
+	}
+}
+
+func TestAKeyFetchPlaidCannotAnswerIsUnavailable(t *testing.T) {
+	t.Parallel()
+	srv, p, _ := webhookFixture(t, func(o *plaid.Options) { o.MaxRetries = -1 })
+	srv.FailNext(plaidtest.EndpointWebhookKeyGet, 1, "INTERNAL_SERVER_ERROR")
+	wh := srv.FireWebhook("item-1", "ITEM", "ERROR", nil)
+	_, err := p.VerifyWebhook(context.Background(), wh.Header, wh.Body)
+	wantCode(t, err, kluis.EUnavailable)
+	// Plaid retries the webhook; by then the key can be fetched.
+	if _, err := p.VerifyWebhook(context.Background(), wh.Header, wh.Body); err != nil {
+		t.Fatalf("the retried webhook was refused: %v", err)
+	}
+}
+
+func TestWebhookKinds(t *testing.T) {
+	t.Parallel()
+	srv, p, _ := webhookFixture(t)
+	loginErr := map[string]any{"error": map[string]any{"error_code": "ITEM_LOGIN_REQUIRED", "error_type": "ITEM_ERROR"}}
+	otherErr := map[string]any{"error": map[string]any{"error_code": "INSTITUTION_DOWN", "error_type": "INSTITUTION_ERROR"}}
+	tests := []struct {
+		name        string
+		typ, code   string
+		extra       map[string]any
+		want        string
+		wantCodeStr string
+	}{
+		{"an item error asking for a login", "ITEM", "ERROR", loginErr, banklink.EventLoginRequired, "ERROR"},
+		{"another item error", "ITEM", "ERROR", otherErr, banklink.EventUnknown, "ERROR"},
+		{"consent about to expire", "ITEM", "PENDING_EXPIRATION", map[string]any{"consent_expiration_time": "2025-04-01T00:00:00Z"}, banklink.EventLoginRequired, "PENDING_EXPIRATION"},
+		{"a pending disconnect", "ITEM", "PENDING_DISCONNECT", map[string]any{"reason": "INSTITUTION_MIGRATION"}, banklink.EventLoginRequired, "PENDING_DISCONNECT"},
+		{"consent revoked", "ITEM", "USER_PERMISSION_REVOKED", nil, banklink.EventRevoked, "USER_PERMISSION_REVOKED"},
+		{"new accounts", "ITEM", "NEW_ACCOUNTS_AVAILABLE", nil, banklink.EventNewAccounts, "NEW_ACCOUNTS_AVAILABLE"},
+		{"a repaired login", "ITEM", "LOGIN_REPAIRED", nil, banklink.EventUnknown, "LOGIN_REPAIRED"},
+		{"a transactions update", "TRANSACTIONS", "SYNC_UPDATES_AVAILABLE", nil, banklink.EventUnknown, "SYNC_UPDATES_AVAILABLE"},
+		{"an auth webhook with the same code", "AUTH", "USER_PERMISSION_REVOKED", nil, banklink.EventUnknown, "USER_PERMISSION_REVOKED"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			wh := srv.FireWebhook("item-9", tt.typ, tt.code, tt.extra)
+			ev, err := p.VerifyWebhook(context.Background(), wh.Header, wh.Body)
+			if err != nil {
+				t.Fatalf("VerifyWebhook: %v", err)
+			}
+			if ev.Kind != tt.want || ev.ProviderType != tt.typ || ev.ProviderCode != tt.wantCodeStr || ev.ProviderItemID != "item-9" {
+				t.Errorf("event = %+v, want kind %s", ev, tt.want)
+			}
+		})
+	}
+}
+
+func TestASignedBodyThatIsNotJSONIsInternal(t *testing.T) {
+	t.Parallel()
+	srv, p, _ := webhookFixture(t)
+	wh := srv.Sign([]byte("not json"), plaidtest.Valid)
+	_, err := p.VerifyWebhook(context.Background(), wh.Header, wh.Body)
+	wantCode(t, err, kluis.EInternal)
+}
