@@ -318,3 +318,37 @@ func TestRedirectsAreNotFollowed(t *testing.T) {
 		t.Errorf("the redirect was followed %d times", n)
 	}
 }
+
+func TestEveryEndpointsRequestsWereCheckedAgainstTheSpec(t *testing.T) {
+	t.Parallel()
+	clock := newFakeClock()
+	srv := newServer(t, plaidtest.WithClock(clock))
+	p := newProvider(t, srv, func(o *plaid.Options) { o.Clock = clock })
+	ctx := context.Background()
+	ex := link(t, srv, p, plaidtest.InstitutionAuth)
+	if _, err := p.CreateLinkToken(ctx, banklink.LinkTokenRequest{ClientUserID: "pseudo-user-1", AccessToken: ex.AccessToken}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.GetAccounts(ctx, ex.AccessToken); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.GetAuth(ctx, ex.AccessToken); err != nil {
+		t.Fatal(err)
+	}
+	wh := srv.FireWebhook(ex.ProviderItemID, "ITEM", "NEW_ACCOUNTS_AVAILABLE", nil)
+	if _, err := p.VerifyWebhook(ctx, wh.Header, wh.Body); err != nil {
+		t.Fatal(err)
+	}
+	fresh, err := p.RotateAccessToken(ctx, ex.AccessToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.RemoveItem(ctx, fresh); err != nil {
+		t.Fatal(err)
+	}
+	for _, ep := range []string{plaidtest.EndpointLinkTokenCreate, plaidtest.EndpointPublicTokenExchange, plaidtest.EndpointAccountsGet, plaidtest.EndpointAuthGet, plaidtest.EndpointItemRemove, plaidtest.EndpointAccessTokenInvalidate, plaidtest.EndpointWebhookKeyGet} {
+		if srv.Validated(ep) == 0 {
+			t.Errorf("no request to %s was checked against the spec", ep)
+		}
+	}
+}

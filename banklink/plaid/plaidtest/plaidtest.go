@@ -140,6 +140,7 @@ type Server struct {
 	faults       map[string][]Fault
 	latency      map[string]time.Duration
 	calls        map[string]int
+	validated    map[string]int
 	keys         map[string]*signingKey
 	currentKid   string
 
@@ -178,6 +179,7 @@ func NewServer(t testing.TB, opts ...Option) *Server {
 		faults:       map[string][]Fault{},
 		latency:      map[string]time.Duration{},
 		calls:        map[string]int{},
+		validated:    map[string]int{},
 		keys:         map[string]*signingKey{},
 		done:         make(chan struct{}),
 	}
@@ -215,6 +217,14 @@ func (s *Server) Calls(endpoint string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.calls[endpoint]
+}
+
+// Validated returns how many requests to endpoint were checked against
+// the spec, so a test can show that the check ran.
+func (s *Server) Validated(endpoint string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.validated[endpoint]
 }
 
 // SetLatency delays every answer of endpoint by d (the request's context
@@ -362,6 +372,9 @@ func (s *Server) handle(r *http.Request, spec *Spec, path string, body []byte) a
 		return plaidError(http.StatusNotFound, "INVALID_REQUEST", "NOT_FOUND", "unknown endpoint "+path)
 	}
 	if spec != nil {
+		s.mu.Lock()
+		s.validated[path]++
+		s.mu.Unlock()
 		if v := spec.ValidateRequest(r, path, body); len(v) > 0 {
 			for _, msg := range v {
 				s.t.Errorf("plaidtest: spec violation: %s", shorten(msg))
