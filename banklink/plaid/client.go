@@ -99,7 +99,9 @@ func (p *Provider) attempt(ctx context.Context, ep endpoint, body []byte) outcom
 	defer cancel()
 	var written atomic.Bool
 	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
-		WroteRequest: func(httptrace.WroteRequestInfo) { written.Store(true) },
+		// A request whose write failed is incomplete: Plaid cannot act on
+		// half a JSON body, so only a complete write counts.
+		WroteRequest: func(info httptrace.WroteRequestInfo) { written.Store(info.Err == nil) },
 	})
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.baseURL+ep.path, bytes.NewReader(body))
 	if err != nil {

@@ -238,7 +238,8 @@ func (p *Provider) webhookKey(ctx context.Context, kid string) (*ecdsa.PublicKey
 	now := p.clock.Now()
 	c := &p.keys
 	c.mu.Lock()
-	if k, ok := c.keys[kid]; ok && now.Sub(k.fetched) < c.ttl {
+	k, known := c.keys[kid]
+	if known && now.Sub(k.fetched) < c.ttl {
 		c.mu.Unlock()
 		return k.key, nil
 	}
@@ -248,7 +249,10 @@ func (p *Provider) webhookKey(ctx context.Context, kid string) (*ecdsa.PublicKey
 	}
 	c.mu.Unlock()
 	v, err, _ := c.group.Do(kid, func() (any, error) {
-		if !c.limiter.AllowN(p.clock.Now(), 1) {
+		// Refreshing a cached kid happens once per TTL at most; only kids
+		// never seen, which anyone can invent, draw on the limiter, so that
+		// a flood of them cannot starve a refresh.
+		if !known && !c.limiter.AllowN(p.clock.Now(), 1) {
 			return nil, badSignature("key fetches rate-limited")
 		}
 		return p.fetchWebhookKey(ctx, kid)

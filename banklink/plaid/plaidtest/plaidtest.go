@@ -17,6 +17,15 @@
 // OpenAPI description (ValidateAgainst), failing the test on a violation.
 // CreatePublicToken does what Plaid's /sandbox/public_token/create does, so
 // a test can complete a link flow.
+//
+// A test of another package drives the real adapter against it:
+//
+//	srv := plaidtest.NewServer(t, plaidtest.WithSpec(plaidtest.LoadSpec(t)))
+//	p, _ := plaid.New(plaid.Options{ClientID: srv.ClientID, Secret: srv.Secret, BaseURL: srv.URL})
+//	public, _ := srv.CreatePublicToken(plaidtest.InstitutionAuth)
+//	ex, _ := p.ExchangePublicToken(ctx, public)
+//	wh := srv.LoginRequiredWebhook(ex.ProviderItemID)
+//	req, _ := wh.Request(ctx, kluisURL+"/webhooks/plaid") // signed as Plaid signs
 package plaidtest
 
 import (
