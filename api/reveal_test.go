@@ -20,7 +20,7 @@ import (
 
 // sealFor stores a credential for the subject with external id sub, as the
 // linking and manual-entry features do, and returns its ref.
-func sealFor(t *testing.T, env *apitest.Env, sub, kind, secret string) string {
+func sealFor(t testing.TB, env *apitest.Env, sub, kind, secret string) string {
 	t.Helper()
 	ctx := context.Background()
 	var ref string

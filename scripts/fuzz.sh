@@ -5,7 +5,7 @@ set -euo pipefail
 time=${1:-10s}
 status=0
 while IFS= read -r file; do
-  pkg="./$(dirname "$file")"
+  pkg="./$(dirname "${file#./}")"
   for target in $(grep -oE '^func (Fuzz[A-Za-z0-9_]+)' "$file" | awk '{print $2}'); do
     echo "fuzz: $pkg $target for $time"
     if ! go test -run '^$' -fuzz "^${target}\$" -fuzztime "$time" "$pkg" >/tmp/kluis-fuzz.log 2>&1; then

@@ -47,7 +47,7 @@ services:
     compliance: true
 `
 
-func localProvider(t *testing.T) vault.KeyProvider {
+func localProvider(t testing.TB) vault.KeyProvider {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "kek.b64")
 	if err := localkek.Generate(path); err != nil {
@@ -62,7 +62,7 @@ func localProvider(t *testing.T) vault.KeyProvider {
 
 // testWriter copies server logs into the test's own log when -v is given,
 // which helps when a test fails.
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	if testing.Verbose() {
@@ -95,14 +95,14 @@ type Option func(*api.Deps)
 
 // Start builds Deps over a fresh database, with the local development key
 // provider, and starts both listeners.
-func Start(t *testing.T, opts ...Option) *Env {
+func Start(t testing.TB, opts ...Option) *Env {
 	t.Helper()
 	return StartWith(t, localProvider(t), opts...)
 }
 
 // StartWith is Start with the given root-key provider (a KMS or Transit
 // provider pointed at an in-test server, say).
-func StartWith(t *testing.T, keys vault.KeyProvider, opts ...Option) *Env {
+func StartWith(t testing.TB, keys vault.KeyProvider, opts ...Option) *Env {
 	t.Helper()
 	ctx := context.Background()
 	db, u := pgtest.Open(t)
@@ -147,7 +147,7 @@ func StartWith(t *testing.T, keys vault.KeyProvider, opts ...Option) *Env {
 	return env
 }
 
-func (env *Env) startInternal(t *testing.T) {
+func (env *Env) startInternal(t testing.TB) {
 	t.Helper()
 	ca, err := devpki.NewCA("kluis test CA", 24*time.Hour)
 	if err != nil {
@@ -183,7 +183,7 @@ func (env *Env) startInternal(t *testing.T) {
 
 // ServiceClient returns an HTTP client presenting a client certificate for
 // service (as a spiffe:// URI SAN, and as CN) signed by the test CA.
-func (env *Env) ServiceClient(t *testing.T, service string) *http.Client {
+func (env *Env) ServiceClient(t testing.TB, service string) *http.Client {
 	t.Helper()
 	pair, err := env.CA.Client(service, "spiffe://kluis.test/"+service)
 	if err != nil {
@@ -193,7 +193,7 @@ func (env *Env) ServiceClient(t *testing.T, service string) *http.Client {
 }
 
 // ClientWith returns a client that trusts ca and presents pair (none if nil).
-func ClientWith(t *testing.T, ca *devpki.CA, pair *devpki.Pair) *http.Client {
+func ClientWith(t testing.TB, ca *devpki.CA, pair *devpki.Pair) *http.Client {
 	t.Helper()
 	cfg := &tls.Config{RootCAs: ca.Pool(), MinVersion: tls.VersionTLS12}
 	if pair != nil {
@@ -207,7 +207,7 @@ func ClientWith(t *testing.T, ca *devpki.CA, pair *devpki.Pair) *http.Client {
 }
 
 // Do sends a request and returns the status, headers and body.
-func Do(t *testing.T, c *http.Client, method, url, token, contentType, body string) (int, http.Header, string) {
+func Do(t testing.TB, c *http.Client, method, url, token, contentType, body string) (int, http.Header, string) {
 	t.Helper()
 	var r io.Reader
 	if body != "" {
