@@ -13,6 +13,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/kluis-dev/kluis/api/ratelimit"
 	"github.com/kluis-dev/kluis/compliance"
 	"github.com/kluis-dev/kluis/postgres"
 	"github.com/kluis-dev/kluis/vault"
@@ -37,6 +38,10 @@ type Deps struct {
 	RequestTimeout time.Duration
 	// PublicTLS and InternalTLS say whether the listeners serve TLS, for HSTS.
 	PublicTLS bool
+	// RateLimiter counts requests (ratelimit.NewMemory if nil); RateLimits
+	// says how many (DefaultRateLimits if nil).
+	RateLimiter ratelimit.Limiter
+	RateLimits  *RateLimits
 
 	metrics *httpMetrics
 }
@@ -51,6 +56,13 @@ func (d *Deps) defaults() {
 	if d.metrics == nil {
 		d.metrics = newHTTPMetrics(d.Registry)
 	}
+	if d.RateLimiter == nil {
+		d.RateLimiter = ratelimit.NewMemory(0)
+	}
+	if d.RateLimits == nil {
+		l := DefaultRateLimits()
+		d.RateLimits = &l
+	}
 }
 
 // base builds an echo instance with kluis's middleware in its order:
@@ -63,7 +75,7 @@ func (d *Deps) base(listener string, tls bool) *echo.Echo {
 	e.HTTPErrorHandler = errorHandler(d.Logger)
 	e.IPExtractor = ipExtractor(d.TrustedProxies)
 	e.Use(withRequestID, secureHeaders(tls), accessLog(d.Logger, listener, d.metrics),
-		recoverPanics(d.Logger), withDeadline(d.RequestTimeout), requireJSON, limitBody)
+		recoverPanics(d.Logger), d.limitAddress(listener), withDeadline(d.RequestTimeout), requireJSON, limitBody)
 	e.GET("/openapi.yaml", serveOpenAPI)
 	return e
 }
@@ -88,7 +100,7 @@ func NewPublic(d *Deps) *echo.Echo {
 	e := d.base("public", d.PublicTLS)
 	e.GET("/healthz", healthz)
 	e.GET("/readyz", d.readyz)
-	v1 := e.Group("/v1", d.requireUser)
+	v1 := e.Group("/v1", d.requireUser, d.limitCaller)
 	_ = v1 // feature routes are added by RoutePublic hooks
 	for _, r := range publicRoutes {
 		r(d, v1)
@@ -101,7 +113,7 @@ func NewPublic(d *Deps) *echo.Echo {
 // also need a staff token.
 func NewInternal(d *Deps) *echo.Echo {
 	e := d.base("internal", true)
-	svc := e.Group("", d.requireService)
+	svc := e.Group("", d.requireService, d.limitCaller)
 	svc.GET("/metrics", d.metricsHandler())
 	svc.GET("/healthz", healthz)
 	svc.GET("/readyz", d.readyz)

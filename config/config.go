@@ -55,6 +55,20 @@ type Config struct {
 	KeyCacheMaxAge  time.Duration
 	KeyCacheMaxUses int
 	KeyCacheMaxKeys int
+	// Rate limits: every public request per client address, every /v1
+	// request per user, every internal request per service, and per caller
+	// on the sensitive operations.
+	RateAddress, RateSubject, RateService                                   Rate
+	RateLinkSession, RateTokenExchange, RateVerificationConfirm, RateReveal Rate
+	// IdempotencyTTL is how long an Idempotency-Key's answer is kept.
+	IdempotencyTTL time.Duration
+}
+
+// Rate is a limit of Events per Per (a burst of Events); zero Events is no
+// limit. Read from "N/s", "N/m", "N/h" or "off".
+type Rate struct {
+	Events int
+	Per    time.Duration
 }
 
 // Production reports whether kluis runs with production's safety rules.
@@ -111,7 +125,15 @@ func Load(getenv Getenv) (*Config, error) {
 		KeyCacheMaxAge:    r.duration("KLUIS_KEY_CACHE_MAX_AGE", 5*time.Minute, time.Second, 24*time.Hour),
 		KeyCacheMaxUses:   r.integer("KLUIS_KEY_CACHE_MAX_USES", 10000, 1, 100000000),
 		KeyCacheMaxKeys:   r.integer("KLUIS_KEY_CACHE_MAX_KEYS", 10000, 1, 10000000),
+		RateAddress:       r.rate("KLUIS_RATE_LIMIT_ADDRESS", Rate{1200, time.Minute}),
+		RateSubject:       r.rate("KLUIS_RATE_LIMIT_SUBJECT", Rate{600, time.Minute}),
+		RateService:       r.rate("KLUIS_RATE_LIMIT_SERVICE", Rate{10000, time.Second}),
+		RateLinkSession:   r.rate("KLUIS_RATE_LIMIT_LINK_SESSION", Rate{20, time.Minute}),
+		RateTokenExchange: r.rate("KLUIS_RATE_LIMIT_TOKEN_EXCHANGE", Rate{20, time.Minute}),
+		RateReveal:        r.rate("KLUIS_RATE_LIMIT_REVEAL", Rate{2000, time.Second}),
+		IdempotencyTTL:    r.duration("KLUIS_IDEMPOTENCY_TTL", 24*time.Hour, 24*time.Hour, 30*24*time.Hour),
 	}
+	c.RateVerificationConfirm = r.rate("KLUIS_RATE_LIMIT_VERIFICATION_CONFIRM", Rate{10, time.Minute})
 	c.validate(&r)
 	if len(r.problems) > 0 {
 		return nil, errors.New("configuration: " + strings.Join(r.problems, "\n  "))
@@ -358,4 +380,23 @@ func (r *reader) duration(name string, def, lo, hi time.Duration) time.Duration 
 		return def
 	}
 	return d
+}
+
+// rate reads "N/s", "N/m" or "N/h" (1 <= N <= 1000000), or "off".
+func (r *reader) rate(name string, def Rate) Rate {
+	v := strings.TrimSpace(r.getenv(name))
+	if v == "" {
+		return def
+	}
+	if v == "off" || v == "0" {
+		return Rate{}
+	}
+	n, unit, ok := strings.Cut(v, "/")
+	events, err := strconv.Atoi(n)
+	per, known := map[string]time.Duration{"s": time.Second, "m": time.Minute, "h": time.Hour}[unit]
+	if !ok || err != nil || !known || events < 1 || events > 1000000 {
+		r.bad(name, "must be N/s, N/m or N/h (1 <= N <= 1000000), or off")
+		return def
+	}
+	return Rate{Events: events, Per: per}
 }

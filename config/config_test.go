@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kluis-dev/kluis/config"
 )
@@ -56,6 +57,9 @@ func TestEveryBadValueIsNamed(t *testing.T) {
 		{"awskms without a key", map[string]string{"KLUIS_KEY_PROVIDER": "awskms"}, []string{"KLUIS_AWSKMS_KEY_ID: is required"}},
 		{"plaid without credentials", map[string]string{"KLUIS_BANK_PROVIDER": "plaid"},
 			[]string{"PLAID_CLIENT_ID", "PLAID_SECRET", "PLAID_BASE_URL"}},
+		{"a rate without a unit", map[string]string{"KLUIS_RATE_LIMIT_ADDRESS": "100"}, []string{"KLUIS_RATE_LIMIT_ADDRESS"}},
+		{"a rate per day", map[string]string{"KLUIS_RATE_LIMIT_REVEAL": "5/d"}, []string{"KLUIS_RATE_LIMIT_REVEAL"}},
+		{"idempotency kept under a day", map[string]string{"KLUIS_IDEMPOTENCY_TTL": "1h"}, []string{"KLUIS_IDEMPOTENCY_TTL"}},
 		{"bad proxy CIDR", map[string]string{"KLUIS_TRUSTED_PROXIES": "10.0.0.0/8, nonsense"}, []string{"KLUIS_TRUSTED_PROXIES"}},
 		{"same audiences", map[string]string{"KLUIS_STAFF_JWT_AUDIENCE": "kluis"}, []string{"KLUIS_STAFF_JWT_AUDIENCE"}},
 		{"both JWKS sources", map[string]string{"KLUIS_JWT_JWKS_URL": "https://idp.example/jwks"}, []string{"not both"}},
@@ -115,5 +119,21 @@ func TestProductionStartsWithProductionSettings(t *testing.T) {
 	}))
 	if err != nil {
 		t.Fatalf("production settings refused: %v", err)
+	}
+}
+
+func TestRateLimitsDefaultAndParse(t *testing.T) {
+	c, err := config.Load(env(t, map[string]string{"KLUIS_RATE_LIMIT_SUBJECT": "30/s", "KLUIS_RATE_LIMIT_LINK_SESSION": "off"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.RateReveal != (config.Rate{Events: 2000, Per: time.Second}) {
+		t.Fatalf("reveal = %+v, want the default 2000/s (API.md: at least 1,000 a second)", c.RateReveal)
+	}
+	if c.RateSubject != (config.Rate{Events: 30, Per: time.Second}) || c.RateLinkSession != (config.Rate{}) {
+		t.Fatalf("subject = %+v, link session = %+v; want 30/s and off", c.RateSubject, c.RateLinkSession)
+	}
+	if c.IdempotencyTTL != 24*time.Hour {
+		t.Fatalf("idempotency TTL = %s, want 24h", c.IdempotencyTTL)
 	}
 }

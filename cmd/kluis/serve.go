@@ -17,6 +17,7 @@ import (
 
 	"github.com/kluis-dev/kluis/api"
 	"github.com/kluis-dev/kluis/api/jwtauth"
+	"github.com/kluis-dev/kluis/api/ratelimit"
 	"github.com/kluis-dev/kluis/compliance"
 	"github.com/kluis-dev/kluis/config"
 )
@@ -109,9 +110,16 @@ func (a *app) deps(ctx context.Context) (*api.Deps, error) {
 			return nil, err
 		}
 	}
+	registry := prometheus.NewRegistry()
+	limiter, err := a.rateLimiter(registry)
+	if err != nil {
+		return nil, err
+	}
+	limits := rateLimits(a.cfg)
 	return &api.Deps{
 		DB: a.db, Auditor: a.auditor, Pseudonyms: a.sys, Auth: api.JWTAuthenticator{Verifier: verifier},
-		Policy: policy, Vault: a.store, Logger: a.log, Registry: prometheus.NewRegistry(),
+		Policy: policy, Vault: a.store, Logger: a.log, Registry: registry,
+		RateLimiter: limiter, RateLimits: &limits,
 		Ready: map[string]func(context.Context) error{
 			"database":     a.db.Ping,
 			"key_provider": newProviderCheck(a.keys).check,
@@ -198,4 +206,35 @@ type slogWriter struct{ log *slog.Logger }
 func (w slogWriter) Write(p []byte) (int, error) {
 	w.log.Debug("http server", "detail", string(p))
 	return len(p), nil
+}
+
+// rateLimiter counts in Redis when KLUIS_REDIS_URL is set, falling back to
+// per-instance memory while Redis is unreachable; in memory otherwise.
+func (a *app) rateLimiter(reg prometheus.Registerer) (ratelimit.Limiter, error) {
+	mem := ratelimit.NewMemory(0)
+	if a.cfg.RedisURL == "" {
+		return mem, nil
+	}
+	rdb, err := ratelimit.NewRedisClient(a.cfg.RedisURL)
+	if err != nil {
+		return nil, err
+	}
+	a.closers = append(a.closers, func() { _ = rdb.Close() })
+	return ratelimit.NewFallback(ratelimit.NewRedis(rdb, "kluis:"), mem, a.log, reg), nil
+}
+
+// rateLimits turns the configured rates into the api's limits.
+func rateLimits(cfg *config.Config) api.RateLimits {
+	limit := func(r config.Rate) ratelimit.Limit {
+		return ratelimit.Limit{Rate: r.Events, Period: r.Per, Burst: r.Events}
+	}
+	return api.RateLimits{
+		Address: limit(cfg.RateAddress), Subject: limit(cfg.RateSubject), Service: limit(cfg.RateService),
+		Operations: map[string]ratelimit.Limit{
+			api.OpLinkSession:         limit(cfg.RateLinkSession),
+			api.OpTokenExchange:       limit(cfg.RateTokenExchange),
+			api.OpVerificationConfirm: limit(cfg.RateVerificationConfirm),
+			api.OpReveal:              limit(cfg.RateReveal),
+		},
+	}
 }

@@ -1,0 +1,131 @@
+package api
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/api/ratelimit"
+)
+
+// Operations with limits of their own (RateLimits.Operations), named by
+// method and route template.
+const (
+	OpLinkSession          = "POST /v1/link/sessions"
+	OpTokenExchange        = "POST /v1/link/sessions/:id/exchange"
+	OpVerificationConfirm  = "POST /v1/verifications/:id/confirm"
+	OpReveal               = "POST /internal/v1/credentials/:ref/reveal"
+	retryAfterSecondsField = "retry_after_seconds"
+)
+
+// RateLimits are the limits kluis enforces. A zero Limit turns one off.
+type RateLimits struct {
+	// Address limits every request to the public listener per client
+	// address (echo's RealIP, which believes X-Forwarded-For only from
+	// TrustedProxies). It is checked before authentication, so it also
+	// bounds token guessing.
+	Address ratelimit.Limit
+	// Subject limits every /v1 request per user (the token's sub).
+	Subject ratelimit.Limit
+	// Service limits every internal request per calling service.
+	Service ratelimit.Limit
+	// Operations are tighter limits on sensitive routes, keyed by
+	// "METHOD /route/template" (the Op constants) and counted per caller
+	// (user or service) on top of the limits above.
+	Operations map[string]ratelimit.Limit
+}
+
+// DefaultRateLimits leave room for an app's and a service's steady traffic
+// (reveal: 2,000 a second per service, API.md asks for at least 1,000) and
+// stop bursts of guessing on the sensitive routes.
+func DefaultRateLimits() RateLimits {
+	return RateLimits{
+		Address: ratelimit.Limit{Rate: 1200, Period: time.Minute, Burst: 1200},
+		Subject: ratelimit.Limit{Rate: 600, Period: time.Minute, Burst: 600},
+		Service: ratelimit.Limit{Rate: 10000, Period: time.Second, Burst: 10000},
+		Operations: map[string]ratelimit.Limit{
+			OpLinkSession:         {Rate: 20, Period: time.Minute, Burst: 20},
+			OpTokenExchange:       {Rate: 20, Period: time.Minute, Burst: 20},
+			OpVerificationConfirm: {Rate: 10, Period: time.Minute, Burst: 10},
+			OpReveal:              {Rate: 2000, Period: time.Second, Burst: 2000},
+		},
+	}
+}
+
+// limitAddress counts every public request against its client's address.
+// The internal listener's callers are services, limited per service after
+// their certificate is checked (limitCaller).
+func (d *Deps) limitAddress(listener string) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		if listener != "public" {
+			return next
+		}
+		return func(c echo.Context) error {
+			ip := c.RealIP()
+			if ip == "" {
+				ip = "unknown"
+			}
+			if err := d.allow(c, "address", ip, d.RateLimits.Address); err != nil {
+				return err
+			}
+			return next(c)
+		}
+	}
+}
+
+// limitCaller counts an authenticated request against its caller (the user
+// on /v1, the service on the internal listener) and, on a sensitive route,
+// against the caller's count for that operation.
+func (d *Deps) limitCaller(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		kind, who, limit := "user", Subject(c), d.RateLimits.Subject
+		if who == "" {
+			kind, who, limit = "service", serviceName(c), d.RateLimits.Service
+		}
+		if err := d.allow(c, kind, who, limit); err != nil {
+			return err
+		}
+		op := c.Request().Method + " " + c.Path()
+		if l, ok := d.RateLimits.Operations[op]; ok {
+			if err := d.allow(c, "op:"+op+":"+kind, who, l); err != nil {
+				return err
+			}
+		}
+		return next(c)
+	}
+}
+
+// allow counts one event for (name, identity) and returns the 429 when the
+// limit is spent. The identity (an address, a subject) reaches the store
+// only as a keyed pseudonym. A limiter that cannot answer fails closed with
+// 503; the configured limiter falls back to memory instead of failing.
+func (d *Deps) allow(c echo.Context, name, identity string, limit ratelimit.Limit) error {
+	if limit.IsZero() {
+		return nil
+	}
+	res, err := d.RateLimiter.Allow(c.Request().Context(), name+":"+d.limitKey(name, identity), limit)
+	if err != nil {
+		return kluis.Unavailable("rate limiter", err)
+	}
+	if res.Allowed {
+		return nil
+	}
+	return kluis.Errorf(kluis.ERateLimited, "too many requests, try again later").
+		With(retryAfterSecondsField, ratelimit.RetryAfterSeconds(res.RetryAfter))
+}
+
+// limitKey pseudonymizes an identity for the limiter's store: keyed when a
+// pseudonymizer is configured (addresses are too few to hide behind a plain
+// hash), and the same on every instance that shares the system keys.
+func (d *Deps) limitKey(name, identity string) string {
+	if d.Pseudonyms != nil {
+		if p := d.Pseudonyms.Pseudonym("ratelimit:"+name, identity); p != "" {
+			return p
+		}
+	}
+	sum := sha256.Sum256([]byte("kluis/ratelimit/v1\x00" + name + "\x00" + identity))
+	return hex.EncodeToString(sum[:16])
+}
