@@ -28,6 +28,11 @@ func (testPseudonyms) Pseudonym(kind, value string) string {
 
 func newAuditor(t *testing.T) (*compliance.Auditor, *postgres.DB) {
 	t.Helper()
+	return newAuditorTB(t)
+}
+
+func newAuditorTB(t testing.TB) (*compliance.Auditor, *postgres.DB) {
+	t.Helper()
 	db, _ := pgtest.Open(t)
 	return compliance.NewAuditor(db, testPseudonyms{}, nil), db
 }
