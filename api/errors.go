@@ -63,7 +63,7 @@ func errorHandler(logger *slog.Logger) echo.HTTPErrorHandler {
 		rid := requestID(c)
 		if status >= 500 {
 			logger.ErrorContext(c.Request().Context(), "request failed",
-				"request_id", rid, "code", code, "route", c.Path(), "cause", err.Error())
+				"request_id", rid, "code", code, "route", c.Path(), "cause", causeOf(err))
 		}
 		h := c.Response().Header()
 		switch status {
@@ -86,6 +86,19 @@ func errorHandler(logger *slog.Logger) echo.HTTPErrorHandler {
 		}
 		_ = c.JSON(status, errorBody{Error: body})
 	}
+}
+
+// causeOf describes what lies under err for the log: kluis.Error hides its
+// cause from Error() (so it cannot leak into a body), but an operator needs
+// it. The logger's redaction layer still scrubs it.
+func causeOf(err error) string {
+	if inner := errors.Unwrap(err); inner != nil {
+		var ke *kluis.Error
+		if errors.As(err, &ke) {
+			return err.Error() + ": " + causeOf(inner)
+		}
+	}
+	return err.Error()
 }
 
 // classify turns any error into (code, safe message, extra fields).
