@@ -27,9 +27,9 @@ func perMinute(n int) ratelimit.Limit {
 	return ratelimit.Limit{Rate: n, Period: time.Minute, Burst: n}
 }
 
-// get sends a GET with an optional X-Forwarded-For and returns the status
+// limitGet sends a GET with an optional X-Forwarded-For and returns the status
 // and headers.
-func get(t *testing.T, c *http.Client, url, token, xff string) (int, http.Header) {
+func limitGet(t *testing.T, c *http.Client, url, token, xff string) (int, http.Header) {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodGet, url, nil)
 	if err != nil {
@@ -66,7 +66,7 @@ func mustBeLimited(t *testing.T, status int, h http.Header) {
 func TestABurstBeyondTheAddressLimitGets429WithRetryAfter(t *testing.T) {
 	env := apitest.Start(t, withLimits(api.RateLimits{Address: perMinute(5)}))
 	for i := 0; i < 5; i++ {
-		if status, _ := get(t, nil, env.Public.URL+"/healthz", "", ""); status != 200 {
+		if status, _ := limitGet(t, nil, env.Public.URL+"/healthz", "", ""); status != 200 {
 			t.Fatalf("request %d = %d, want 200 within the limit", i, status)
 		}
 	}
@@ -80,7 +80,7 @@ func TestANewForwardedForFromAnUntrustedPeerDoesNotResetTheLimit(t *testing.T) {
 	var status int
 	var h http.Header
 	for i := 0; i < 6; i++ {
-		status, h = get(t, nil, env.Public.URL+"/healthz", "", fmt.Sprintf("203.0.113.%d", i+1))
+		status, h = limitGet(t, nil, env.Public.URL+"/healthz", "", fmt.Sprintf("203.0.113.%d", i+1))
 	}
 	mustBeLimited(t, status, h)
 }
@@ -90,14 +90,14 @@ func TestBehindATrustedProxyTheForwardedAddressIsTheClient(t *testing.T) {
 		d.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 	})
 	for i := 0; i < 10; i++ {
-		if status, _ := get(t, nil, env.Public.URL+"/healthz", "", fmt.Sprintf("203.0.113.%d", i+1)); status != 200 {
+		if status, _ := limitGet(t, nil, env.Public.URL+"/healthz", "", fmt.Sprintf("203.0.113.%d", i+1)); status != 200 {
 			t.Fatalf("client %d = %d, want 200: each forwarded client has its own limit", i, status)
 		}
 	}
 	var status int
 	var h http.Header
 	for i := 0; i < 4; i++ {
-		status, h = get(t, nil, env.Public.URL+"/healthz", "", "198.51.100.7")
+		status, h = limitGet(t, nil, env.Public.URL+"/healthz", "", "198.51.100.7")
 	}
 	mustBeLimited(t, status, h)
 }
@@ -108,10 +108,10 @@ func TestTheSubjectLimitCountsPerUser(t *testing.T) {
 	var status int
 	var h http.Header
 	for i := 0; i < 4; i++ {
-		status, h = get(t, nil, env.Public.URL+"/v1/nothing-here", alice, "")
+		status, h = limitGet(t, nil, env.Public.URL+"/v1/nothing-here", alice, "")
 	}
 	mustBeLimited(t, status, h)
-	if status, _ := get(t, nil, env.Public.URL+"/v1/nothing-here", bob, ""); status != 404 {
+	if status, _ := limitGet(t, nil, env.Public.URL+"/v1/nothing-here", bob, ""); status != 404 {
 		t.Fatalf("bob = %d, want 404: alice's count is not bob's", status)
 	}
 }
@@ -150,7 +150,7 @@ func TestTwoInstancesSharingRedisEnforceOneLimit(t *testing.T) {
 		if i%2 == 1 {
 			url = two.Public.URL
 		}
-		if status, h = get(t, nil, url+"/healthz", "", ""); status == 200 {
+		if status, h = limitGet(t, nil, url+"/healthz", "", ""); status == 200 {
 			allowed++
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/kluis-dev/kluis/api/idempotency"
 	"github.com/kluis-dev/kluis/api/ratelimit"
 	"github.com/kluis-dev/kluis/compliance"
 	"github.com/kluis-dev/kluis/postgres"
@@ -42,6 +43,10 @@ type Deps struct {
 	// says how many (DefaultRateLimits if nil).
 	RateLimiter ratelimit.Limiter
 	RateLimits  *RateLimits
+	// IdempotencyTTL is how long Idempotency-Key answers are kept (24 h if
+	// zero; API.md: at least 24 hours).
+	IdempotencyTTL time.Duration
+	idem           *idempotency.Store
 
 	metrics *httpMetrics
 }
@@ -62,6 +67,12 @@ func (d *Deps) defaults() {
 	if d.RateLimits == nil {
 		l := DefaultRateLimits()
 		d.RateLimits = &l
+	}
+	if d.IdempotencyTTL < 24*time.Hour {
+		d.IdempotencyTTL = 24 * time.Hour
+	}
+	if d.idem == nil && d.DB != nil {
+		d.idem = idempotency.NewStore(d.DB)
 	}
 }
 
@@ -100,7 +111,7 @@ func NewPublic(d *Deps) *echo.Echo {
 	e := d.base("public", d.PublicTLS)
 	e.GET("/healthz", healthz)
 	e.GET("/readyz", d.readyz)
-	v1 := e.Group("/v1", d.requireUser, d.limitCaller)
+	v1 := e.Group("/v1", d.requireUser, d.limitCaller, d.idempotent)
 	_ = v1 // feature routes are added by RoutePublic hooks
 	for _, r := range publicRoutes {
 		r(d, v1)
@@ -117,8 +128,8 @@ func NewInternal(d *Deps) *echo.Echo {
 	svc.GET("/metrics", d.metricsHandler())
 	svc.GET("/healthz", healthz)
 	svc.GET("/readyz", d.readyz)
-	internal := svc.Group("/internal/v1")
-	comp := svc.Group("/compliance/v1", d.requireStaff)
+	internal := svc.Group("/internal/v1", d.idempotent)
+	comp := svc.Group("/compliance/v1", d.requireStaff, d.idempotent)
 	comp.POST("/audit/verify", d.verifyAudit)
 	for _, r := range internalRoutes {
 		r(d, internal, comp)

@@ -119,7 +119,7 @@ func (a *app) deps(ctx context.Context) (*api.Deps, error) {
 	return &api.Deps{
 		DB: a.db, Auditor: a.auditor, Pseudonyms: a.sys, Auth: api.JWTAuthenticator{Verifier: verifier},
 		Policy: policy, Vault: a.store, Logger: a.log, Registry: registry,
-		RateLimiter: limiter, RateLimits: &limits,
+		RateLimiter: limiter, RateLimits: &limits, IdempotencyTTL: a.cfg.IdempotencyTTL,
 		Ready: map[string]func(context.Context) error{
 			"database":     a.db.Ping,
 			"key_provider": newProviderCheck(a.keys).check,

@@ -1,0 +1,256 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"sort"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/api/idempotency"
+)
+
+// Error codes of the Idempotency-Key rules (API.md).
+const (
+	EIdempotencyKeyReused = "idempotency_key_reused"
+	EIdempotencyKeyInUse  = "idempotency_key_in_use"
+)
+
+func init() {
+	RegisterErrorStatus(EIdempotencyKeyReused, http.StatusUnprocessableEntity)
+	RegisterErrorStatus(EIdempotencyKeyInUse, http.StatusConflict)
+}
+
+const (
+	headerIdempotencyKey = "Idempotency-Key"
+	// headerReplayed marks an answer replayed from the store.
+	headerReplayed = "Idempotent-Replayed"
+	// storeTimeout bounds storing or releasing an answer after the handler
+	// ran, on a context that outlives the request's.
+	storeTimeout = 3 * time.Second
+	// purgeOneIn: about one keyed request in this many also deletes a batch
+	// of expired keys, so the table does not grow without a scheduled job.
+	purgeOneIn = 256
+)
+
+// replayedHeaders are the response headers stored and replayed with a body;
+// the rest (no-store and friends) every answer gets anyway.
+var replayedHeaders = []string{echo.HeaderContentType, echo.HeaderLocation}
+
+// idempotent applies API.md's Idempotency-Key rules to POSTs: the first
+// request with a key runs and its answer (below 500) is stored sealed; the
+// same key with the same request replays it; with another request, 422;
+// while the first runs, 409. Keys are scoped to the caller, so one caller's
+// key never meets another's. A 5xx releases the key, so that a retry runs.
+//
+// Reveal refuses a key with 400: its answer is a secret, and a stored copy
+// would outlive the credential's erasure; a reveal is safe to repeat (each
+// one is audited), so it needs no key.
+func (d *Deps) idempotent(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		r := c.Request()
+		values := r.Header.Values(headerIdempotencyKey)
+		if r.Method != http.MethodPost || len(values) == 0 {
+			return next(c)
+		}
+		if len(values) > 1 || !validIdempotencyKey(values[0]) {
+			return kluis.Errorf(kluis.EInvalid, "Idempotency-Key must be one header of 1 to 255 printable ASCII characters")
+		}
+		if r.Method+" "+c.Path() == OpReveal {
+			return kluis.Errorf(kluis.EInvalid, "Idempotency-Key is not accepted on reveal: a reveal is safe to repeat, and its answer is never stored")
+		}
+		if d.idem == nil {
+			return next(c)
+		}
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			var tooLarge *http.MaxBytesError
+			if errors.As(err, &tooLarge) {
+				return kluis.Errorf(kluis.ETooLarge, "request body is larger than 1 MiB")
+			}
+			return kluis.Errorf(kluis.EInvalid, "request body could not be read")
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		claim := d.claimFor(c, values[0], body)
+		return d.runOnce(c, next, claim)
+	}
+}
+
+// runOnce claims the key and runs the handler, or answers from the store.
+func (d *Deps) runOnce(c echo.Context, next echo.HandlerFunc, claim *idempotency.Claim) error {
+	ctx := c.Request().Context()
+	outcome, stored, err := d.idem.Begin(ctx, claim)
+	switch {
+	case errors.Is(err, idempotency.ErrSealed):
+		d.Logger.ErrorContext(ctx, "stored idempotent answer does not open", "request_id", requestID(c))
+		return kluis.Errorf(kluis.EInternal, "internal error")
+	case err != nil:
+		return err
+	case outcome == idempotency.Replay:
+		return replay(c, stored)
+	case outcome == idempotency.InUse:
+		return kluis.Errorf(EIdempotencyKeyInUse, "a request with this Idempotency-Key is still running; retry later")
+	case outcome == idempotency.Reused:
+		return kluis.Errorf(EIdempotencyKeyReused, "this Idempotency-Key was used with a different request")
+	}
+	if rand.IntN(purgeOneIn) == 0 {
+		go d.purgeIdempotencyKeys()
+	}
+	capture := &captureWriter{ResponseWriter: c.Response().Writer}
+	c.Response().Writer = capture
+	finished := false
+	defer func() {
+		if !finished { // a panic: let a retry run
+			d.settle(c, claim, nil)
+		}
+	}()
+	if err := next(c); err != nil {
+		// Answer here, so that the answer can be stored; the deadline's
+		// 503 is decided here too, as withDeadline would.
+		c.Error(deadlineError(ctx, err))
+	}
+	finished = true
+	d.settle(c, claim, capture)
+	return nil
+}
+
+// settle stores the answer, or releases the key after a 5xx (or a panic,
+// capture nil), on a context that survives the request's deadline.
+func (d *Deps) settle(c echo.Context, claim *idempotency.Claim, capture *captureWriter) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request().Context()), storeTimeout)
+	defer cancel()
+	status := c.Response().Status
+	var err error
+	if capture == nil || status >= 500 || !c.Response().Committed {
+		err = d.idem.Release(ctx, claim)
+	} else {
+		headers := http.Header{}
+		for _, h := range replayedHeaders {
+			if v := c.Response().Header().Get(h); v != "" {
+				headers.Set(h, v)
+			}
+		}
+		err = d.idem.Complete(ctx, claim, idempotency.Response{Status: status, Headers: headers, Body: capture.buf.Bytes()})
+	}
+	if err != nil {
+		// The claim lapses after its lock time; until then the key answers 409.
+		d.Logger.WarnContext(ctx, "idempotency key not settled", "request_id", requestID(c), "cause", err.Error())
+	}
+}
+
+func (d *Deps) purgeIdempotencyKeys() {
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	if _, err := d.idem.Purge(ctx, 1000); err != nil {
+		d.Logger.Warn("purge of expired idempotency keys failed", "cause", err.Error())
+	}
+}
+
+// replay writes a stored answer.
+func replay(c echo.Context, r *idempotency.Response) error {
+	for _, h := range replayedHeaders {
+		if v := r.Headers.Get(h); v != "" {
+			c.Response().Header().Set(h, v)
+		}
+	}
+	c.Response().Header().Set(headerReplayed, "true")
+	c.Response().WriteHeader(r.Status)
+	_, err := c.Response().Write(r.Body)
+	return err
+}
+
+// claimFor names the caller's key and fingerprints the request. The caller
+// and key are stored only hashed; the body key is derived from the raw key
+// and a system key, so a copy of the table opens no stored answer.
+func (d *Deps) claimFor(c echo.Context, key string, body []byte) *idempotency.Claim {
+	scope := idempotencyScope(c)
+	names := c.ParamNames()
+	params := make([]string, 0, len(names))
+	for i, n := range names {
+		params = append(params, n+"="+c.ParamValues()[i])
+	}
+	sort.Strings(params)
+	parts := [][]byte{[]byte(c.Request().Method), []byte(c.Path())}
+	for _, p := range params {
+		parts = append(parts, []byte(p))
+	}
+	parts = append(parts, body)
+	scopeHash := idempotency.Hash("kluis/idempotency/scope/v1", []byte(d.pseudonym("idempotency-scope", scope)))
+	secret := d.pseudonym("idempotency-body", scope+"\x00"+key)
+	return &idempotency.Claim{
+		ScopeHash:   scopeHash,
+		KeyHash:     idempotency.Hash("kluis/idempotency/key/v1", []byte(key)),
+		Fingerprint: idempotency.Hash("kluis/idempotency/request/v1", parts...),
+		BodyKey:     idempotency.Hash("kluis/idempotency/body/v1", []byte(secret), []byte(key)),
+		LockFor:     d.RequestTimeout + storeTimeout + 5*time.Second,
+		TTL:         d.IdempotencyTTL,
+	}
+}
+
+// pseudonym is a keyed pseudonym when the system keys are there, else a
+// plain hash (tests without keys).
+func (d *Deps) pseudonym(kind, value string) string {
+	if d.Pseudonyms != nil {
+		if p := d.Pseudonyms.Pseudonym(kind, value); p != "" {
+			return p
+		}
+	}
+	sum := sha256.Sum256([]byte(kind + "\x00" + value))
+	return hex.EncodeToString(sum[:])
+}
+
+// idempotencyScope is the caller a key belongs to: the staff member on
+// compliance routes, the user on /v1, else the service.
+func idempotencyScope(c echo.Context) string {
+	if s := StaffID(c); s != "" {
+		return "staff:" + s
+	}
+	if s := Subject(c); s != "" {
+		return "user:" + s
+	}
+	return "service:" + serviceName(c)
+}
+
+// validIdempotencyKey: 1 to 255 printable ASCII characters (API.md).
+func validIdempotencyKey(k string) bool {
+	if len(k) < 1 || len(k) > 255 {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		if k[i] < 0x20 || k[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// captureWriter copies what the handler writes, for the store.
+type captureWriter struct {
+	http.ResponseWriter
+	buf bytes.Buffer
+}
+
+func (w *captureWriter) Write(p []byte) (int, error) {
+	w.buf.Write(p)
+	return w.ResponseWriter.Write(p)
+}
+
+// Unwrap lets http.ResponseController reach the connection's writer.
+func (w *captureWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// deadlineError is withDeadline's rule: an internal error after the
+// request's deadline passed is a dependency that did not answer in time.
+func deadlineError(ctx context.Context, err error) error {
+	if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) && kluis.ErrorCode(err) == kluis.EInternal {
+		return kluis.Unavailable("a dependency", err)
+	}
+	return err
+}
