@@ -15,6 +15,7 @@ import (
 
 	"github.com/kluis-dev/kluis/api/idempotency"
 	"github.com/kluis-dev/kluis/api/ratelimit"
+	"github.com/kluis-dev/kluis/banklink"
 	"github.com/kluis-dev/kluis/compliance"
 	"github.com/kluis-dev/kluis/postgres"
 	"github.com/kluis-dev/kluis/vault"
@@ -39,6 +40,9 @@ type Deps struct {
 	RequestTimeout time.Duration
 	// PublicTLS and InternalTLS say whether the listeners serve TLS, for HSTS.
 	PublicTLS bool
+	// BankLink is bank linking (link sessions, items, accounts, provider
+	// webhooks); nil leaves its routes out.
+	BankLink *banklink.Service
 	// RateLimiter counts requests (ratelimit.NewMemory if nil); RateLimits
 	// says how many (DefaultRateLimits if nil).
 	RateLimiter ratelimit.Limiter
@@ -116,6 +120,9 @@ func NewPublic(d *Deps) *echo.Echo {
 	for _, r := range publicRoutes {
 		r(d, v1)
 	}
+	for _, r := range publicRootRoutes {
+		r(d, e)
+	}
 	return e
 }
 
@@ -140,6 +147,9 @@ func NewInternal(d *Deps) *echo.Echo {
 // Route hooks let feature handlers (in this package, one file per feature)
 // add their routes without the constructors above growing a line per route.
 var (
-	publicRoutes   []func(d *Deps, v1 *echo.Group)
-	internalRoutes []func(d *Deps, internal, compliance *echo.Group)
+	publicRoutes []func(d *Deps, v1 *echo.Group)
+	// publicRootRoutes add public routes outside /v1, with no user token
+	// (provider webhooks, which carry their own signatures).
+	publicRootRoutes []func(d *Deps, e *echo.Echo)
+	internalRoutes   []func(d *Deps, internal, compliance *echo.Group)
 )

@@ -116,7 +116,7 @@ func (a *app) deps(ctx context.Context) (*api.Deps, error) {
 		return nil, err
 	}
 	limits := rateLimits(a.cfg)
-	return &api.Deps{
+	return a.withDepHooks(&api.Deps{
 		DB: a.db, Auditor: a.auditor, Pseudonyms: a.sys, Auth: api.JWTAuthenticator{Verifier: verifier},
 		Policy: policy, Vault: a.store, Logger: a.log, Registry: registry,
 		RateLimiter: limiter, RateLimits: &limits, IdempotencyTTL: a.cfg.IdempotencyTTL,
@@ -126,7 +126,7 @@ func (a *app) deps(ctx context.Context) (*api.Deps, error) {
 		},
 		TrustedProxies: a.cfg.TrustedProxies, RequestTimeout: a.cfg.RequestTimeout,
 		PublicTLS: a.cfg.PublicTLSCert != "",
-	}, nil
+	}, nil)
 }
 
 // listen binds the public listener and, when configured, the internal one

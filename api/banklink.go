@@ -1,0 +1,306 @@
+package api
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/banklink"
+	"github.com/kluis-dev/kluis/compliance"
+)
+
+// Statuses of bank-linking errors. A bad login, a token the provider does
+// not know and a product the institution lacks are the caller's to fix
+// (422); a login that must be repaired in update mode, and a link session
+// that is no longer open, conflict with the item's or session's state
+// (409); an institution that is down is a dependency that is down (503,
+// with Retry-After); a webhook whose signature does not verify is 401.
+func init() {
+	RegisterErrorStatus(banklink.CodeInvalidCredentials, http.StatusUnprocessableEntity)
+	RegisterErrorStatus(banklink.CodeInvalidToken, http.StatusUnprocessableEntity)
+	RegisterErrorStatus(banklink.CodeProductNotSupported, http.StatusUnprocessableEntity)
+	RegisterErrorStatus(banklink.CodeItemLoginRequired, http.StatusConflict)
+	RegisterErrorStatus(banklink.CodeLinkSessionClosed, http.StatusConflict)
+	RegisterErrorStatus(banklink.CodeInstitutionDown, http.StatusServiceUnavailable)
+	RegisterErrorStatus(banklink.CodeBadSignature, http.StatusUnauthorized)
+
+	publicRoutes = append(publicRoutes, func(d *Deps, v1 *echo.Group) {
+		if d.BankLink == nil {
+			return
+		}
+		v1.POST("/link/sessions", d.createLinkSession)
+		v1.POST("/link/sessions/:id/exchange", d.exchangePublicToken)
+		v1.GET("/items", d.listItems)
+		v1.GET("/items/:id", d.getItem)
+		v1.DELETE("/items/:id", d.deleteItem)
+		v1.GET("/accounts", d.listAccounts)
+		v1.GET("/accounts/:id", d.getAccount)
+		if d.BankLink.Sandbox() {
+			v1.POST("/sandbox/public-token", d.sandboxPublicToken)
+			v1.POST("/sandbox/items/:id/fire-webhook", d.sandboxFireWebhook)
+		}
+	})
+	publicRootRoutes = append(publicRootRoutes, func(d *Deps, e *echo.Echo) {
+		if d.BankLink != nil {
+			e.POST("/webhooks/:provider", d.providerWebhook)
+		}
+	})
+	internalRoutes = append(internalRoutes, func(d *Deps, internal, _ *echo.Group) {
+		if d.BankLink == nil {
+			return
+		}
+		internal.GET("/items/:id", d.internalItem)
+		internal.GET("/accounts/:id", d.internalAccount)
+	})
+}
+
+// The JSON shapes of API.md. None of them carries a credential or a full
+// account number; the internal ones add references only.
+type (
+	institutionJSON struct {
+		ID   string `json:"id"`
+		Name string `json:"name"`
+	}
+	accountJSON struct {
+		ID                 string `json:"id"`
+		ItemID             string `json:"item_id,omitempty"`
+		Name               string `json:"name"`
+		Mask               string `json:"mask"`
+		Type               string `json:"type"`
+		Subtype            string `json:"subtype"`
+		VerificationStatus string `json:"verification_status"`
+	}
+	itemJSON struct {
+		ID          string          `json:"id"`
+		Institution institutionJSON `json:"institution"`
+		Status      string          `json:"status"`
+		CreatedAt   time.Time       `json:"created_at"`
+		Accounts    []accountJSON   `json:"accounts"`
+	}
+	internalAccountJSON struct {
+		accountJSON
+		AccountNumberRef *string `json:"account_number_ref"`
+	}
+	internalItemJSON struct {
+		ID            string                `json:"id"`
+		Institution   institutionJSON       `json:"institution"`
+		Status        string                `json:"status"`
+		CreatedAt     time.Time             `json:"created_at"`
+		CredentialRef string                `json:"credential_ref"`
+		Accounts      []internalAccountJSON `json:"accounts"`
+	}
+	linkSessionJSON struct {
+		ID        string    `json:"id"`
+		LinkToken string    `json:"link_token"`
+		Status    string    `json:"status"`
+		Mode      string    `json:"mode"`
+		ItemID    string    `json:"item_id,omitempty"`
+		ExpiresAt time.Time `json:"expires_at"`
+	}
+)
+
+func toAccount(a banklink.Account) accountJSON {
+	return accountJSON{ID: a.ID, ItemID: a.ItemID, Name: a.Name, Mask: a.Mask, Type: a.Type, Subtype: a.Subtype,
+		VerificationStatus: a.VerificationStatus}
+}
+
+func toItem(it banklink.Item) itemJSON {
+	out := itemJSON{ID: it.ID, Institution: institutionJSON{it.InstitutionID, it.InstitutionName}, Status: it.Status,
+		CreatedAt: it.CreatedAt.UTC(), Accounts: make([]accountJSON, 0, len(it.Accounts))}
+	for _, a := range it.Accounts {
+		out.Accounts = append(out.Accounts, toAccount(a))
+	}
+	return out
+}
+
+func toInternalAccount(a banklink.Account) internalAccountJSON {
+	out := internalAccountJSON{accountJSON: toAccount(a)}
+	if a.AccountNumberRef != "" {
+		ref := a.AccountNumberRef
+		out.AccountNumberRef = &ref
+	}
+	return out
+}
+
+func actorOf(c echo.Context) banklink.Actor { return banklink.User(Subject(c), requestID(c)) }
+
+type createLinkSessionRequest struct {
+	Products []string `json:"products"`
+	ItemID   string   `json:"item_id"`
+}
+
+func (d *Deps) createLinkSession(c echo.Context) error {
+	var req createLinkSessionRequest
+	if err := DecodeJSON(c, &req); err != nil {
+		return err
+	}
+	s, err := d.BankLink.CreateLinkSession(c.Request().Context(), actorOf(c), req.Products, req.ItemID)
+	if err != nil {
+		return err
+	}
+	c.Response().Header().Set(echo.HeaderCacheControl, "no-store")
+	return c.JSON(http.StatusCreated, linkSessionJSON{ID: s.ID, LinkToken: s.LinkToken, Status: s.Status, Mode: s.Mode,
+		ItemID: s.ItemID, ExpiresAt: s.ExpiresAt.UTC()})
+}
+
+type exchangeRequest struct {
+	PublicToken string `json:"public_token"`
+}
+
+func (d *Deps) exchangePublicToken(c echo.Context) error {
+	var req exchangeRequest
+	if err := DecodeJSON(c, &req); err != nil {
+		return err
+	}
+	it, created, err := d.BankLink.Exchange(c.Request().Context(), actorOf(c), c.Param("id"), req.PublicToken)
+	if err != nil {
+		return err
+	}
+	status := http.StatusOK
+	if created {
+		status = http.StatusCreated
+	}
+	return c.JSON(status, map[string]any{"item": toItem(it)})
+}
+
+func (d *Deps) listItems(c echo.Context) error {
+	items, err := d.BankLink.Items(c.Request().Context(), Subject(c))
+	if err != nil {
+		return err
+	}
+	out := make([]itemJSON, 0, len(items))
+	for _, it := range items {
+		out = append(out, toItem(it))
+	}
+	return c.JSON(http.StatusOK, map[string]any{"items": out})
+}
+
+func (d *Deps) getItem(c echo.Context) error {
+	it, err := d.BankLink.Item(c.Request().Context(), Subject(c), c.Param("id"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, toItem(it))
+}
+
+func (d *Deps) deleteItem(c echo.Context) error {
+	if err := d.BankLink.DeleteItem(c.Request().Context(), actorOf(c), c.Param("id")); err != nil {
+		return err
+	}
+	return c.NoContent(http.StatusNoContent)
+}
+
+func (d *Deps) listAccounts(c echo.Context) error {
+	accts, err := d.BankLink.Accounts(c.Request().Context(), Subject(c))
+	if err != nil {
+		return err
+	}
+	out := make([]accountJSON, 0, len(accts))
+	for _, a := range accts {
+		out = append(out, toAccount(a))
+	}
+	return c.JSON(http.StatusOK, map[string]any{"accounts": out})
+}
+
+func (d *Deps) getAccount(c echo.Context) error {
+	a, err := d.BankLink.Account(c.Request().Context(), Subject(c), c.Param("id"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, toAccount(a))
+}
+
+func (d *Deps) internalItem(c echo.Context) error {
+	it, err := d.BankLink.InternalItem(c.Request().Context(), c.Param("id"))
+	if err != nil {
+		return err
+	}
+	out := internalItemJSON{ID: it.ID, Institution: institutionJSON{it.InstitutionID, it.InstitutionName}, Status: it.Status,
+		CreatedAt: it.CreatedAt.UTC(), CredentialRef: it.CredentialRef, Accounts: make([]internalAccountJSON, 0, len(it.Accounts))}
+	for _, a := range it.Accounts {
+		out.Accounts = append(out.Accounts, toInternalAccount(a))
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+func (d *Deps) internalAccount(c echo.Context) error {
+	a, err := d.BankLink.InternalAccount(c.Request().Context(), c.Param("id"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, toInternalAccount(a))
+}
+
+type sandboxPublicTokenRequest struct {
+	LinkSessionID string `json:"link_session_id"`
+	InstitutionID string `json:"institution_id"`
+	Username      string `json:"username"`
+	Password      string `json:"password"`
+}
+
+func (d *Deps) sandboxPublicToken(c echo.Context) error {
+	var req sandboxPublicTokenRequest
+	if err := DecodeJSON(c, &req); err != nil {
+		return err
+	}
+	tok, err := d.BankLink.SandboxPublicToken(c.Request().Context(), actorOf(c), req.LinkSessionID, banklink.SandboxLink{
+		InstitutionID: req.InstitutionID, Username: req.Username, Password: req.Password})
+	if err != nil {
+		return err
+	}
+	c.Response().Header().Set(echo.HeaderCacheControl, "no-store")
+	return c.JSON(http.StatusCreated, map[string]string{"public_token": tok})
+}
+
+type fireWebhookRequest struct {
+	Code string `json:"code"`
+}
+
+func (d *Deps) sandboxFireWebhook(c echo.Context) error {
+	var req fireWebhookRequest
+	if err := DecodeJSON(c, &req); err != nil {
+		return err
+	}
+	res, err := d.BankLink.SandboxFireWebhook(c.Request().Context(), actorOf(c), c.Param("id"), req.Code)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, map[string]any{"event_id": res.EventID, "kind": res.Kind, "outcome": res.Outcome})
+}
+
+// providerWebhook takes a provider's webhook. It needs no user token: the
+// provider's own signature over the raw body is checked by the provider
+// adapter. A refused signature is audited (without the body) and is 401.
+func (d *Deps) providerWebhook(c echo.Context) error {
+	body, err := io.ReadAll(c.Request().Body)
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return kluis.Errorf(kluis.ETooLarge, "request body is larger than 1 MiB")
+		}
+		return kluis.Errorf(kluis.EInvalid, "request body could not be read")
+	}
+	provider := c.Param("provider")
+	res, err := d.BankLink.HandleWebhook(c.Request().Context(), provider, c.Request().Header, body, requestID(c))
+	if kluis.ErrorCode(err) == banklink.CodeBadSignature {
+		details := map[string]any{"reason": "webhook signature refused", "route": routeOf(c), "provider": clip(provider)}
+		if ip := c.RealIP(); ip != "" {
+			details["client"] = d.Pseudonyms.Pseudonym("client_ip", ip)
+		}
+		if aerr := d.Auditor.Record(c.Request().Context(), compliance.Entry{
+			ActorKind: compliance.ActorAnonymous, Action: "webhook.refused", Outcome: compliance.OutcomeDenied,
+			RequestID: requestID(c), Details: details,
+		}); aerr != nil {
+			return aerr
+		}
+		return kluis.Errorf(banklink.CodeBadSignature, "the webhook signature does not verify")
+	}
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, map[string]any{"received": true, "duplicate": res.Duplicate})
+}

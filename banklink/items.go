@@ -1,0 +1,138 @@
+package banklink
+
+import (
+	"context"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/kluis-dev/kluis"
+)
+
+// Items lists the subject's items (removed ones are gone) with their
+// accounts.
+func (s *Service) Items(ctx context.Context, sub string) ([]Item, error) {
+	subjectID, err := s.subjectOf(ctx, sub)
+	if kluis.ErrorCode(err) == kluis.ENotFound {
+		return []Item{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	items, err := listItems(ctx, s.db.Pool, subjectID)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.withAccounts(ctx, s.db.Pool, items); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+// Item returns the subject's item with its accounts; another subject's
+// item, a removed one and an unknown id are all the same ENotFound.
+func (s *Service) Item(ctx context.Context, sub, id string) (Item, error) {
+	if !kluis.ValidID(kluis.PrefixItem, id) {
+		return Item{}, notFound()
+	}
+	subjectID, err := s.subjectOf(ctx, sub)
+	if err != nil {
+		return Item{}, err
+	}
+	return s.item(ctx, id, subjectID)
+}
+
+// InternalItem returns any live item, for internal services (with its
+// credential reference and its accounts' number references).
+func (s *Service) InternalItem(ctx context.Context, id string) (Item, error) {
+	if !kluis.ValidID(kluis.PrefixItem, id) {
+		return Item{}, notFound()
+	}
+	return s.item(ctx, id, "")
+}
+
+func (s *Service) item(ctx context.Context, id, subjectID string) (Item, error) {
+	it, err := getItem(ctx, s.db.Pool, id, subjectID, false)
+	if err != nil {
+		return Item{}, err
+	}
+	items := []Item{it}
+	if err := s.withAccounts(ctx, s.db.Pool, items); err != nil {
+		return Item{}, err
+	}
+	return items[0], nil
+}
+
+// Accounts lists the subject's accounts, linked and manual.
+func (s *Service) Accounts(ctx context.Context, sub string) ([]Account, error) {
+	subjectID, err := s.subjectOf(ctx, sub)
+	if kluis.ErrorCode(err) == kluis.ENotFound {
+		return []Account{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return listAccounts(ctx, s.db.Pool, subjectID)
+}
+
+// Account returns the subject's account; another subject's is ENotFound.
+func (s *Service) Account(ctx context.Context, sub, id string) (Account, error) {
+	if !kluis.ValidID(kluis.PrefixAccount, id) {
+		return Account{}, notFound()
+	}
+	subjectID, err := s.subjectOf(ctx, sub)
+	if err != nil {
+		return Account{}, err
+	}
+	return getAccount(ctx, s.db.Pool, id, subjectID)
+}
+
+// InternalAccount returns any live account, for internal services.
+func (s *Service) InternalAccount(ctx context.Context, id string) (Account, error) {
+	if !kluis.ValidID(kluis.PrefixAccount, id) {
+		return Account{}, notFound()
+	}
+	return getAccount(ctx, s.db.Pool, id, "")
+}
+
+// DeleteItem unlinks the subject's item: access is revoked at the provider
+// first (a provider that cannot be reached fails the call and changes
+// nothing), then the item is removed and its credentials (the access token
+// and its accounts' numbers) destroyed, in one transaction with the audit
+// entry. A token the provider no longer knows (the user revoked it there)
+// counts as revoked.
+func (s *Service) DeleteItem(ctx context.Context, actor Actor, id string) error {
+	it, err := s.Item(ctx, actor.Name, id)
+	if err != nil {
+		return err
+	}
+	if it.CredentialRef != "" {
+		token, err := s.accessToken(ctx, it.CredentialRef)
+		if err != nil {
+			return err
+		}
+		if err := s.provider.RemoveItem(ctx, token); err != nil && kluis.ErrorCode(err) != CodeInvalidToken {
+			return providerErr("remove item", err)
+		}
+	}
+	return s.db.InTx(ctx, func(tx pgx.Tx) error {
+		refs, ok, err := markItemRemoved(ctx, tx, it.ID, it.Status, it.CredentialRef, s.now())
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return kluis.Errorf(kluis.EConflict, "the item changed while it was being removed; try again")
+		}
+		destroyed := 0
+		for _, ref := range append(refs, it.CredentialRef) {
+			if ref == "" {
+				continue
+			}
+			if err := s.vault.Destroy(ctx, tx, ref); err != nil && kluis.ErrorCode(err) != kluis.ENotFound {
+				return err
+			}
+			destroyed++
+		}
+		return s.appendAudit(ctx, tx, actor, "item.removed", it.ID, actor.Name, map[string]any{
+			"from": it.Status, "credentials_destroyed": destroyed, "provider": it.Provider})
+	})
+}

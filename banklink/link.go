@@ -1,0 +1,433 @@
+package banklink
+
+import (
+	"context"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/vault"
+)
+
+// Products a link session may ask for.
+var knownProducts = map[string]bool{"auth": true, "transactions": true, "balance": true, "identity": true}
+
+// Bounds on caller input.
+const (
+	maxPublicTokenLen = 512
+	maxProducts       = 8
+)
+
+// exchangeLease is how long one exchange may talk to the provider before a
+// concurrent call may take over; exchangePoll is how often the others look.
+const (
+	exchangeLease = 30 * time.Second
+	exchangePoll  = 25 * time.Millisecond
+)
+
+// CreateLinkSession starts a link flow for the subject sub: a new item, or
+// update mode for itemID (which sub must own, active or login_required).
+// The link token is in the answer only.
+func (s *Service) CreateLinkSession(ctx context.Context, actor Actor, products []string, itemID string) (LinkSession, error) {
+	if len(products) == 0 {
+		products = []string{"auth"}
+	}
+	if len(products) > maxProducts {
+		return LinkSession{}, kluis.Errorf(kluis.EInvalid, "too many products")
+	}
+	for _, p := range products {
+		if !knownProducts[p] {
+			return LinkSession{}, kluis.Errorf(kluis.EInvalid, "products may hold only auth, transactions, balance and identity")
+		}
+	}
+	subjectID, err := vault.EnsureSubject(ctx, s.db.Pool, actor.Name)
+	if err != nil {
+		return LinkSession{}, err
+	}
+	row := sessionRow{ID: kluis.NewID(kluis.PrefixLinkSession), SubjectID: subjectID, Provider: s.provider.Name(),
+		Mode: ModeNew, Status: SessionCreated, Products: products}
+	req := LinkTokenRequest{Products: products, WebhookURL: s.webhook}
+	if req.ClientUserID, err = s.clientUserID(subjectID); err != nil {
+		return LinkSession{}, err
+	}
+	ttl := NewSessionTTL
+	if itemID != "" {
+		if !kluis.ValidID(kluis.PrefixItem, itemID) {
+			return LinkSession{}, notFound()
+		}
+		it, err := getItem(ctx, s.db.Pool, itemID, subjectID, false)
+		if err != nil {
+			return LinkSession{}, err
+		}
+		if it.Status != ItemActive && it.Status != ItemLoginRequired {
+			return LinkSession{}, kluis.Errorf(kluis.EConflict, "only an active item or one whose login is required can be updated")
+		}
+		if req.AccessToken, err = s.accessToken(ctx, it.CredentialRef); err != nil {
+			return LinkSession{}, err
+		}
+		row.Mode, row.ItemID, ttl = ModeUpdate, it.ID, UpdateSessionTTL
+	}
+	lt, err := s.provider.CreateLinkToken(ctx, req)
+	if err != nil {
+		return LinkSession{}, providerErr("create link token", err)
+	}
+	now := s.now()
+	row.ExpiresAt = now.Add(ttl)
+	if !lt.ExpiresAt.IsZero() && lt.ExpiresAt.Before(row.ExpiresAt) {
+		row.ExpiresAt = lt.ExpiresAt.UTC()
+	}
+	row.ExpiresAt = row.ExpiresAt.Truncate(time.Microsecond)
+	err = s.db.InTx(ctx, func(tx pgx.Tx) error {
+		if err := insertSession(ctx, tx, row, now); err != nil {
+			return err
+		}
+		return s.appendAudit(ctx, tx, actor, "link_session.created", row.ID, actor.Name,
+			map[string]any{"mode": row.Mode, "item_id": row.ItemID, "provider": row.Provider})
+	})
+	if err != nil {
+		return LinkSession{}, err
+	}
+	return LinkSession{ID: row.ID, Mode: row.Mode, ItemID: row.ItemID, Status: row.Status, LinkToken: lt.Token, ExpiresAt: row.ExpiresAt}, nil
+}
+
+// openSession reads the subject's session, with expiry computed: an open
+// session past its deadline reads as expired before the job marks it.
+func (s *Service) openSession(ctx context.Context, q querier, sub, id string) (sessionRow, string, error) {
+	if !kluis.ValidID(kluis.PrefixLinkSession, id) {
+		return sessionRow{}, "", notFound()
+	}
+	subjectID, err := s.subjectOf(ctx, sub)
+	if err != nil {
+		return sessionRow{}, "", err
+	}
+	row, err := getSession(ctx, q, id, subjectID)
+	if err != nil {
+		return sessionRow{}, "", err
+	}
+	if (row.Status == SessionCreated || row.Status == SessionSucceeded) && !s.now().Before(row.ExpiresAt) {
+		row.Status = SessionExpired
+	}
+	return row, subjectID, nil
+}
+
+func sessionClosed(status string) error {
+	return kluis.Errorf(CodeLinkSessionClosed, "the link session is %s; start a new one", status)
+}
+
+// SandboxPublicToken plays the user finishing the sandbox's Link UI for the
+// session: it logs in at the institution (a bad login is
+// CodeInvalidCredentials) and moves the session to succeeded, keeping only
+// the public token's hash. Only the sandbox provider has it.
+func (s *Service) SandboxPublicToken(ctx context.Context, actor Actor, sessionID string, login SandboxLink) (string, error) {
+	linker, ok := s.provider.(SandboxLinker)
+	if !ok {
+		return "", notFound()
+	}
+	row, _, err := s.openSession(ctx, s.db.Pool, actor.Name, sessionID)
+	if err != nil {
+		return "", err
+	}
+	if row.Status != SessionCreated {
+		return "", sessionClosed(row.Status)
+	}
+	login.AccessToken = ""
+	if row.Mode == ModeUpdate {
+		it, err := getItem(ctx, s.db.Pool, row.ItemID, row.SubjectID, false)
+		if err != nil {
+			return "", err
+		}
+		if login.AccessToken, err = s.accessToken(ctx, it.CredentialRef); err != nil {
+			return "", err
+		}
+		login.InstitutionID = it.InstitutionID
+	}
+	tok, err := linker.CompleteLink(ctx, login)
+	if err != nil {
+		return "", providerErr("complete sandbox link", err)
+	}
+	hash, err := s.publicTokenHash(tok)
+	if err != nil {
+		return "", err
+	}
+	err = s.db.InTx(ctx, func(tx pgx.Tx) error {
+		ok, err := markSucceeded(ctx, tx, row.ID, hash, s.now())
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return sessionClosed("no longer open")
+		}
+		return s.appendAudit(ctx, tx, actor, "link_session.succeeded", row.ID, actor.Name, map[string]any{"mode": row.Mode})
+	})
+	if err != nil {
+		return "", err
+	}
+	return tok, nil
+}
+
+// Exchange trades the session's public token for an item. The first call
+// that succeeds creates the item (created is true); the same token again
+// returns the same item. Concurrent calls with one token make one provider
+// exchange: one holds the session's lease, the others wait for its item.
+// In update mode it repairs the session's item instead (login_required →
+// active) once the provider accepts its access token again.
+func (s *Service) Exchange(ctx context.Context, actor Actor, sessionID, publicToken string) (Item, bool, error) {
+	if publicToken == "" || len(publicToken) > maxPublicTokenLen {
+		return Item{}, false, kluis.Errorf(kluis.EInvalid, "public_token is required")
+	}
+	hash, err := s.publicTokenHash(publicToken)
+	if err != nil {
+		return Item{}, false, err
+	}
+	for {
+		row, subjectID, err := s.openSession(ctx, s.db.Pool, actor.Name, sessionID)
+		if err != nil {
+			return Item{}, false, err
+		}
+		switch {
+		case row.Status == SessionExchanged && sameHash(row.PublicTokenHash, hash):
+			it, err := s.Item(ctx, actor.Name, row.ExchangedItemID)
+			return it, false, err
+		case row.Status == SessionExpired || row.Status == SessionExited || row.Status == SessionExchanged:
+			return Item{}, false, sessionClosed(row.Status)
+		case row.Status == SessionSucceeded && !sameHash(row.PublicTokenHash, hash):
+			return Item{}, false, kluis.Errorf(CodeInvalidToken, "the public token does not belong to this link session")
+		}
+		now := s.now()
+		old, claimed, err := claimExchange(ctx, s.db.Pool, row.ID, subjectID, hash, now, now.Add(exchangeLease))
+		if err != nil {
+			return Item{}, false, err
+		}
+		if !claimed {
+			// Another call holds the lease: wait for its outcome.
+			select {
+			case <-ctx.Done():
+				return Item{}, false, kluis.Unavailable("link session exchange", ctx.Err())
+			case <-time.After(exchangePoll):
+			}
+			continue
+		}
+		row.Status = SessionSucceeded
+		var it Item
+		if row.Mode == ModeUpdate {
+			it, err = s.exchangeUpdate(ctx, actor, row, hash)
+		} else {
+			it, err = s.exchangeNew(ctx, actor, row, hash, publicToken)
+		}
+		if err != nil {
+			// A token the provider refused must not lock a session that
+			// was open to any token before this call.
+			refused := kluis.ErrorCode(err) == CodeInvalidToken && old == SessionCreated
+			if rerr := releaseClaim(context.WithoutCancel(ctx), s.db.Pool, row.ID, hash, refused); rerr != nil {
+				s.log.Error("release link session lease", "link_session", row.ID, "cause", rerr.Error())
+			}
+			return Item{}, false, err
+		}
+		return it, true, nil
+	}
+}
+
+// exchangeNew exchanges the public token at the provider, reads the item's
+// accounts and numbers, and stores the item with its token and numbers
+// sealed, all in one transaction with the session's transition.
+func (s *Service) exchangeNew(ctx context.Context, actor Actor, row sessionRow, hash []byte, publicToken string) (Item, error) {
+	ex, err := s.provider.ExchangePublicToken(ctx, publicToken)
+	if err != nil {
+		return Item{}, providerErr("exchange public token", err)
+	}
+	accts, numbers, err := s.fetchAccounts(ctx, ex.AccessToken)
+	if err != nil {
+		// The token is live at the provider but kluis keeps no item for
+		// it: revoke it rather than leave access nobody can use or end.
+		s.removeQuietly(ex.AccessToken)
+		return Item{}, err
+	}
+	it := Item{ID: kluis.NewID(kluis.PrefixItem), SubjectID: row.SubjectID, Provider: s.provider.Name(),
+		ProviderItemID: ex.ProviderItemID, InstitutionID: accts.Institution.ID, InstitutionName: accts.Institution.Name,
+		Status: ItemActive}
+	if it.ProviderItemID == "" {
+		it.ProviderItemID = accts.ProviderItemID
+	}
+	now := s.now()
+	err = s.db.InTx(ctx, func(tx pgx.Tx) error {
+		var err error
+		if it.CredentialRef, err = s.sealAccessToken(ctx, tx, row.SubjectID, ex.AccessToken); err != nil {
+			return err
+		}
+		if err := insertItem(ctx, tx, it, now); err != nil {
+			return err
+		}
+		added, err := s.addAccounts(ctx, tx, it, accts.Accounts, numbers, now)
+		if err != nil {
+			return err
+		}
+		ok, err := markExchanged(ctx, tx, row.ID, hash, it.ID, now)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return sessionClosed("no longer open")
+		}
+		if err := s.appendAudit(ctx, tx, actor, "link_session.exchanged", row.ID, actor.Name, map[string]any{"item_id": it.ID}); err != nil {
+			return err
+		}
+		return s.appendAudit(ctx, tx, actor, "item.linked", it.ID, actor.Name, map[string]any{
+			"provider": it.Provider, "institution_id": it.InstitutionID, "credential_ref": it.CredentialRef, "accounts": added})
+	})
+	if err != nil {
+		s.removeQuietly(ex.AccessToken)
+		return Item{}, err
+	}
+	return s.Item(ctx, actor.Name, it.ID)
+}
+
+// exchangeUpdate finishes update mode: the provider must accept the item's
+// access token again; then the item is active, and any new accounts added.
+func (s *Service) exchangeUpdate(ctx context.Context, actor Actor, row sessionRow, hash []byte) (Item, error) {
+	it, err := getItem(ctx, s.db.Pool, row.ItemID, row.SubjectID, false)
+	if err != nil {
+		return Item{}, err
+	}
+	token, err := s.accessToken(ctx, it.CredentialRef)
+	if err != nil {
+		return Item{}, err
+	}
+	accts, numbers, err := s.fetchAccounts(ctx, token)
+	if err != nil {
+		return Item{}, err
+	}
+	now := s.now()
+	err = s.db.InTx(ctx, func(tx pgx.Tx) error {
+		locked, err := getItem(ctx, tx, it.ID, row.SubjectID, true)
+		if err != nil {
+			return err
+		}
+		repaired, err := setItemStatus(ctx, tx, locked.ID, []string{ItemLoginRequired}, ItemActive, now)
+		if err != nil {
+			return err
+		}
+		if !repaired && locked.Status != ItemActive {
+			return kluis.Errorf(kluis.EConflict, "the item can no longer be updated")
+		}
+		added, err := s.addAccounts(ctx, tx, locked, accts.Accounts, numbers, now)
+		if err != nil {
+			return err
+		}
+		ok, err := markExchanged(ctx, tx, row.ID, hash, locked.ID, now)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return sessionClosed("no longer open")
+		}
+		if err := s.appendAudit(ctx, tx, actor, "link_session.exchanged", row.ID, actor.Name, map[string]any{"item_id": locked.ID, "mode": ModeUpdate}); err != nil {
+			return err
+		}
+		if repaired {
+			if err := s.appendAudit(ctx, tx, actor, "item.login_repaired", locked.ID, actor.Name,
+				map[string]any{"from": ItemLoginRequired, "to": ItemActive}); err != nil {
+				return err
+			}
+		}
+		if added > 0 {
+			return s.appendAudit(ctx, tx, actor, "item.accounts_added", locked.ID, actor.Name, map[string]any{"accounts": added})
+		}
+		return nil
+	})
+	if err != nil {
+		return Item{}, err
+	}
+	return s.Item(ctx, actor.Name, it.ID)
+}
+
+// fetchAccounts reads an item's institution, accounts and (where the
+// institution has instant auth) their numbers.
+func (s *Service) fetchAccounts(ctx context.Context, token string) (ItemAccounts, map[string]AuthNumbers, error) {
+	accts, err := s.provider.GetAccounts(ctx, token)
+	if err != nil {
+		return ItemAccounts{}, nil, providerErr("get accounts", err)
+	}
+	numbers := map[string]AuthNumbers{}
+	auth, err := s.provider.GetAuth(ctx, token)
+	switch {
+	case kluis.ErrorCode(err) == CodeProductNotSupported:
+		// No instant auth here: the accounts are linked without numbers
+		// and verification falls back to micro-deposits.
+	case err != nil:
+		return ItemAccounts{}, nil, providerErr("get auth", err)
+	default:
+		for _, n := range auth {
+			numbers[n.ProviderAccountID] = n
+		}
+	}
+	return accts, numbers, nil
+}
+
+// addAccounts inserts the accounts the item does not have yet, sealing
+// their numbers when known, and returns how many it added.
+func (s *Service) addAccounts(ctx context.Context, tx pgx.Tx, it Item, accts []ProviderAccount, numbers map[string]AuthNumbers, now time.Time) (int, error) {
+	existing, err := accountsOf(ctx, tx, []string{it.ID})
+	if err != nil {
+		return 0, err
+	}
+	have := map[string]bool{}
+	for _, a := range existing {
+		have[a.ProviderAccountID] = true
+	}
+	added := 0
+	for _, pa := range accts {
+		if pa.ProviderAccountID == "" || have[pa.ProviderAccountID] {
+			continue
+		}
+		a := Account{ID: kluis.NewID(kluis.PrefixAccount), SubjectID: it.SubjectID, ItemID: it.ID,
+			ProviderAccountID: pa.ProviderAccountID, Name: clip(pa.Name), Mask: safeMask(pa.Mask),
+			Type: clip(pa.Type), Subtype: clip(pa.Subtype)}
+		if n, ok := numbers[pa.ProviderAccountID]; ok && vault.NormalizeAccountNumber(n.AccountNumber) != "" {
+			if a.AccountNumberRef, err = s.sealNumbers(ctx, tx, it.SubjectID, n); err != nil {
+				return 0, err
+			}
+			if a.Mask == "" {
+				a.Mask = lastFour(vault.NormalizeAccountNumber(n.AccountNumber))
+			}
+		}
+		ok, err := insertAccount(ctx, tx, a, now)
+		if err != nil {
+			return 0, err
+		}
+		if ok {
+			added++
+		}
+	}
+	return added, nil
+}
+
+// safeMask keeps a mask only if it is at most four digits: a provider that
+// sent more must not get a full number into a clear column.
+func safeMask(m string) string {
+	if len(m) > 4 {
+		return ""
+	}
+	for _, c := range m {
+		if c < '0' || c > '9' {
+			return ""
+		}
+	}
+	return m
+}
+
+func lastFour(digits string) string {
+	if len(digits) <= 4 {
+		return digits
+	}
+	return digits[len(digits)-4:]
+}
+
+// removeQuietly revokes a token kluis could not store, best effort.
+func (s *Service) removeQuietly(token string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.provider.RemoveItem(ctx, token); err != nil {
+		s.log.Warn("could not revoke an item kluis did not keep", "code", kluis.ErrorCode(err), "cause", err.Error())
+	}
+}

@@ -1,0 +1,122 @@
+package banklink
+
+import (
+	"context"
+	"net/http"
+	"time"
+)
+
+// Link session states (DESIGN.md): created → succeeded (public token issued,
+// kept only as a keyed hash) → exchanged; created or succeeded → expired at
+// the deadline; exited when the user leaves Link.
+const (
+	SessionCreated   = "created"
+	SessionSucceeded = "succeeded"
+	SessionExchanged = "exchanged"
+	SessionExpired   = "expired"
+	SessionExited    = "exited"
+)
+
+// Link session modes: a new item, or update mode to repair an item's login.
+const (
+	ModeNew    = "new"
+	ModeUpdate = "update"
+)
+
+// Deadlines of link sessions (DESIGN.md).
+const (
+	NewSessionTTL    = 4 * time.Hour
+	UpdateSessionTTL = 30 * time.Minute
+	PublicTokenTTL   = 30 * time.Minute
+)
+
+// Item states: active ⇄ login_required; active → revoked → removed; any →
+// removed when the user unlinks.
+const (
+	ItemActive        = "active"
+	ItemLoginRequired = "login_required"
+	ItemRevoked       = "revoked"
+	ItemRemoved       = "removed"
+)
+
+// VerificationUnverified is every account's first verification status.
+const VerificationUnverified = "unverified"
+
+// Codes of errors the Service adds to the provider's.
+const (
+	// CodeLinkSessionClosed: the session is expired, exited, or already
+	// exchanged with another public token.
+	CodeLinkSessionClosed = "link_session_closed"
+)
+
+// LinkSession is a link session as the caller sees it. LinkToken is set
+// only in the answer that created the session: it is never stored.
+type LinkSession struct {
+	ID        string
+	Mode      string
+	ItemID    string
+	Status    string
+	LinkToken string
+	ExpiresAt time.Time
+}
+
+// Item is one login at one institution, with its accounts. CredentialRef is
+// the sealed access token's reference, for the internal API only.
+type Item struct {
+	ID              string
+	SubjectID       string
+	Provider        string
+	ProviderItemID  string
+	InstitutionID   string
+	InstitutionName string
+	Status          string
+	CredentialRef   string
+	CreatedAt       time.Time
+	Accounts        []Account
+}
+
+// Account is a bank account: linked through an item, or (ItemID empty)
+// entered by hand. AccountNumberRef is the sealed numbers' reference, for
+// the internal API only.
+type Account struct {
+	ID                 string
+	SubjectID          string
+	ItemID             string
+	ProviderAccountID  string
+	Name               string
+	Mask               string
+	Type               string
+	Subtype            string
+	VerificationStatus string
+	AccountNumberRef   string
+	CreatedAt          time.Time
+}
+
+// SandboxLink is what a user types into the sandbox's Link UI.
+type SandboxLink struct {
+	InstitutionID string
+	Username      string
+	Password      string
+	// AccessToken is set in update mode: the item whose login is repaired.
+	AccessToken string
+}
+
+// SandboxLinker is implemented by the sandbox provider only: it plays the
+// user finishing Link, which a real provider's own UI does. Its errors are
+// Provider errors (CodeInvalidCredentials for a bad login,
+// CodeInstitutionDown, CodeProductNotSupported).
+type SandboxLinker interface {
+	CompleteLink(ctx context.Context, req SandboxLink) (publicToken string, err error)
+	// SignedWebhook builds a webhook about the item, signed as the sandbox
+	// signs them, and changes the sandbox's own state to match (a login
+	// that is now required, an access that is revoked, a new account).
+	// code is one of the SandboxWebhook* codes; another is EInvalid.
+	SignedWebhook(ctx context.Context, providerItemID, code string) (http.Header, []byte, error)
+}
+
+// Codes of the webhooks the sandbox can fire.
+const (
+	SandboxWebhookLoginRequired     = "LOGIN_REQUIRED"
+	SandboxWebhookPermissionRevoked = "PERMISSION_REVOKED"
+	SandboxWebhookNewAccounts       = "NEW_ACCOUNTS"
+)

@@ -1,0 +1,457 @@
+// Package sandbox is a bank-data provider for development and tests that
+// behaves like an aggregator without one: institutions, a login, public and
+// access tokens, accounts with numbers, item removal, token rotation, and
+// signed webhooks. Its state lives in Postgres (the sandbox_* tables), so
+// every kluis instance shares it and it survives a restart of `kluis dev`.
+// Tokens are random and stored only as SHA-256 hashes; account numbers are
+// derived from the sandbox's secret, never stored.
+//
+// Institutions: ins_sandbox (instant auth), ins_sandbox_noauth (no instant
+// auth: GetAuth is CodeProductNotSupported), ins_sandbox_down (every call is
+// CodeInstitutionDown). The one good login is user_good / pass_good.
+//
+// Webhooks carry Kluis-Sandbox-Signature: t=<unix seconds>,v1=<hex
+// HMAC-SHA256 over "<t>.<body>">, checked in constant time and refused
+// outside a five-minute window.
+package sandbox
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/big"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/banklink"
+	"github.com/kluis-dev/kluis/postgres"
+)
+
+// Name is the provider's name (the {provider} of its webhook route).
+const Name = "sandbox"
+
+// Sandbox institutions and login.
+const (
+	InstitutionAuth   = "ins_sandbox"
+	InstitutionNoAuth = "ins_sandbox_noauth"
+	InstitutionDown   = "ins_sandbox_down"
+	GoodUsername      = "user_good"
+	GoodPassword      = "pass_good"
+)
+
+// SignatureHeader carries a sandbox webhook's signature.
+const SignatureHeader = "Kluis-Sandbox-Signature"
+
+// WebhookWindow is how far a webhook's timestamp may be from now.
+const WebhookWindow = 5 * time.Minute
+
+// routingNumber is every sandbox account's routing number (a valid ABA
+// checksum, of no real bank's sandbox).
+const routingNumber = "011000015"
+
+type institution struct {
+	name string
+	auth bool
+	down bool
+}
+
+var institutions = map[string]institution{
+	InstitutionAuth:   {name: "Sandbox Bank", auth: true},
+	InstitutionNoAuth: {name: "Sandbox Credit Union", auth: false},
+	InstitutionDown:   {name: "Sandbox Down Bank", auth: true, down: true},
+}
+
+// Options configures the sandbox.
+type Options struct {
+	DB *postgres.DB
+	// Secret signs webhooks and derives account numbers: at least 32
+	// bytes, the same on every instance (kluis derives it from its
+	// system keys).
+	Secret []byte
+	Clock  kluis.Clock
+}
+
+// Provider is the sandbox provider. It is safe for concurrent use.
+type Provider struct {
+	db     *postgres.DB
+	secret []byte
+	clock  kluis.Clock
+}
+
+var (
+	_ banklink.Provider      = (*Provider)(nil)
+	_ banklink.SandboxLinker = (*Provider)(nil)
+)
+
+// New checks opts and returns the sandbox.
+func New(opts Options) (*Provider, error) {
+	if opts.DB == nil || len(opts.Secret) < 32 {
+		return nil, errors.New("sandbox: a database and a secret of at least 32 bytes are required")
+	}
+	p := &Provider{db: opts.DB, secret: append([]byte(nil), opts.Secret...), clock: opts.Clock}
+	if p.clock == nil {
+		p.clock = kluis.SystemClock{}
+	}
+	return p, nil
+}
+
+// Name implements banklink.Provider.
+func (p *Provider) Name() string { return Name }
+
+func fail(code, message string) error { return kluis.Wrap(code, message, banklink.ErrProvider) }
+
+func invalidToken() error {
+	return fail(banklink.CodeInvalidToken, "the token is unknown, used, expired or revoked")
+}
+
+func dbFail(err error) error {
+	if kluis.ErrorCode(postgres.Translate(err)) == kluis.EUnavailable {
+		return kluis.Unavailable("bank provider", errors.Join(banklink.ErrProvider, err))
+	}
+	return kluis.Wrap(kluis.EInternal, "internal error", errors.Join(banklink.ErrProvider, postgres.Translate(err)))
+}
+
+// random returns prefix and 128 random bits in hex.
+func random(prefix string) string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return prefix + hex.EncodeToString(b[:])
+}
+
+func hash(token string) []byte {
+	h := sha256.Sum256([]byte(token))
+	return h[:]
+}
+
+// CreateLinkToken implements banklink.Provider. The token is random and
+// not kept: the sandbox's Link UI is kluis's own sandbox route.
+func (p *Provider) CreateLinkToken(_ context.Context, req banklink.LinkTokenRequest) (banklink.LinkToken, error) {
+	if req.ClientUserID == "" {
+		return banklink.LinkToken{}, fail(kluis.EInvalid, "client_user_id is required")
+	}
+	ttl := banklink.NewSessionTTL
+	if req.AccessToken != "" {
+		ttl = banklink.UpdateSessionTTL
+	}
+	return banklink.LinkToken{Token: random("link-sandbox-"), ExpiresAt: p.clock.Now().Add(ttl)}, nil
+}
+
+// CompleteLink implements banklink.SandboxLinker: it checks the login and
+// returns a public token (single use, 30 minutes). In update mode it
+// repairs the item's login.
+func (p *Provider) CompleteLink(ctx context.Context, req banklink.SandboxLink) (string, error) {
+	instID := req.InstitutionID
+	var itemID string
+	if req.AccessToken != "" {
+		err := p.db.Pool.QueryRow(ctx, `SELECT provider_item_id, institution_id FROM sandbox_items
+			WHERE access_token_hash = $1 AND removed_at IS NULL`, hash(req.AccessToken)).Scan(&itemID, &instID)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return "", invalidToken()
+		}
+		if err != nil {
+			return "", dbFail(err)
+		}
+	}
+	inst, ok := institutions[instID]
+	if !ok {
+		return "", fail(kluis.EInvalid, "unknown sandbox institution: use ins_sandbox, ins_sandbox_noauth or ins_sandbox_down")
+	}
+	if inst.down {
+		return "", fail(banklink.CodeInstitutionDown, "the institution is down, try again later")
+	}
+	if subtle.ConstantTimeCompare([]byte(req.Username), []byte(GoodUsername))&
+		subtle.ConstantTimeCompare([]byte(req.Password), []byte(GoodPassword)) != 1 {
+		return "", fail(banklink.CodeInvalidCredentials, "the username or password is incorrect")
+	}
+	tok := random("public-sandbox-")
+	now := p.clock.Now()
+	if itemID != "" {
+		if _, err := p.db.Pool.Exec(ctx, `UPDATE sandbox_items SET login_required = false WHERE provider_item_id = $1`, itemID); err != nil {
+			return "", dbFail(err)
+		}
+	}
+	_, err := p.db.Pool.Exec(ctx, `INSERT INTO sandbox_public_tokens (token_hash, institution_id, provider_item_id, expires_at)
+		VALUES ($1, $2, NULLIF($3, ''), $4)`, hash(tok), instID, itemID, now.Add(banklink.PublicTokenTTL))
+	if err != nil {
+		return "", dbFail(err)
+	}
+	return tok, nil
+}
+
+// ExchangePublicToken implements banklink.Provider: a new item with two
+// accounts, and its access token.
+func (p *Provider) ExchangePublicToken(ctx context.Context, publicToken string) (banklink.Exchange, error) {
+	now := p.clock.Now()
+	ex := banklink.Exchange{AccessToken: random("access-sandbox-"), ProviderItemID: random("item-sandbox-")}
+	err := p.db.InTx(ctx, func(tx pgx.Tx) error {
+		var instID string
+		err := tx.QueryRow(ctx, `UPDATE sandbox_public_tokens SET used_at = $2
+			WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2 AND provider_item_id IS NULL
+			RETURNING institution_id`, hash(publicToken), now).Scan(&instID)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return invalidToken()
+		}
+		if err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `INSERT INTO sandbox_items (provider_item_id, institution_id, access_token_hash, created_at)
+			VALUES ($1, $2, $3, $4)`, ex.ProviderItemID, instID, hash(ex.AccessToken), now)
+		return err
+	})
+	if kluis.ErrorCode(err) == banklink.CodeInvalidToken {
+		return banklink.Exchange{}, invalidToken()
+	}
+	if err != nil {
+		return banklink.Exchange{}, dbFail(err)
+	}
+	return ex, nil
+}
+
+// sandboxItem is an item's state.
+type sandboxItem struct {
+	id            string
+	institutionID string
+	loginRequired bool
+	newAccounts   int
+}
+
+// liveItem finds the item an access token opens and refuses it as an
+// aggregator would: unknown token, institution down, login required.
+func (p *Provider) liveItem(ctx context.Context, token string) (sandboxItem, institution, error) {
+	var it sandboxItem
+	err := p.db.Pool.QueryRow(ctx, `SELECT provider_item_id, institution_id, login_required, new_accounts FROM sandbox_items
+		WHERE access_token_hash = $1 AND removed_at IS NULL`, hash(token)).Scan(&it.id, &it.institutionID, &it.loginRequired, &it.newAccounts)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return sandboxItem{}, institution{}, invalidToken()
+	}
+	if err != nil {
+		return sandboxItem{}, institution{}, dbFail(err)
+	}
+	inst := institutions[it.institutionID]
+	if inst.down {
+		return sandboxItem{}, institution{}, fail(banklink.CodeInstitutionDown, "the institution is down, try again later")
+	}
+	if it.loginRequired {
+		return sandboxItem{}, institution{}, fail(banklink.CodeItemLoginRequired, "the item's login is required: use update mode")
+	}
+	return it, inst, nil
+}
+
+// accounts are the item's accounts: a checking and a savings account, and
+// one more per new-accounts webhook fired.
+func (p *Provider) accounts(it sandboxItem) []banklink.ProviderAccount {
+	subtypes := []string{"checking", "savings"}
+	for i := 0; i < it.newAccounts; i++ {
+		subtypes = append(subtypes, "savings")
+	}
+	out := make([]banklink.ProviderAccount, len(subtypes))
+	for i, st := range subtypes {
+		num := p.accountNumber(it.id, i)
+		out[i] = banklink.ProviderAccount{
+			ProviderAccountID: p.accountID(it.id, i), Name: fmt.Sprintf("Sandbox %s %d", st, i+1),
+			Mask: num[len(num)-4:], Type: "depository", Subtype: st,
+		}
+	}
+	return out
+}
+
+func (p *Provider) derive(label, itemID string, i int) []byte {
+	m := hmac.New(sha256.New, p.secret)
+	m.Write([]byte(label))
+	m.Write([]byte{0})
+	m.Write([]byte(itemID))
+	var n [8]byte
+	binary.BigEndian.PutUint64(n[:], uint64(i))
+	m.Write(n[:])
+	return m.Sum(nil)
+}
+
+func (p *Provider) accountID(itemID string, i int) string {
+	return "acct-sandbox-" + hex.EncodeToString(p.derive("account-id", itemID, i)[:12])
+}
+
+// accountNumber is a 12-digit number derived from the secret.
+func (p *Provider) accountNumber(itemID string, i int) string {
+	n := new(big.Int).SetBytes(p.derive("account-number", itemID, i))
+	s := n.Mod(n, big.NewInt(1e11)).String()
+	return "9" + strings.Repeat("0", 11-len(s)) + s
+}
+
+// GetAccounts implements banklink.Provider.
+func (p *Provider) GetAccounts(ctx context.Context, accessToken string) (banklink.ItemAccounts, error) {
+	it, inst, err := p.liveItem(ctx, accessToken)
+	if err != nil {
+		return banklink.ItemAccounts{}, err
+	}
+	return banklink.ItemAccounts{
+		ProviderItemID: it.id,
+		Institution:    banklink.Institution{ID: it.institutionID, Name: inst.name},
+		Accounts:       p.accounts(it),
+	}, nil
+}
+
+// GetAuth implements banklink.Provider.
+func (p *Provider) GetAuth(ctx context.Context, accessToken string) ([]banklink.AuthNumbers, error) {
+	it, inst, err := p.liveItem(ctx, accessToken)
+	if err != nil {
+		return nil, err
+	}
+	if !inst.auth {
+		return nil, fail(banklink.CodeProductNotSupported, "the institution does not support instant auth")
+	}
+	accts := p.accounts(it)
+	out := make([]banklink.AuthNumbers, len(accts))
+	for i, a := range accts {
+		out[i] = banklink.AuthNumbers{ProviderAccountID: a.ProviderAccountID, AccountNumber: p.accountNumber(it.id, i), RoutingNumber: routingNumber}
+	}
+	return out, nil
+}
+
+// RemoveItem implements banklink.Provider: the token stops working.
+func (p *Provider) RemoveItem(ctx context.Context, accessToken string) error {
+	tag, err := p.db.Pool.Exec(ctx, `UPDATE sandbox_items SET removed_at = $2, access_token_hash = NULL
+		WHERE access_token_hash = $1 AND removed_at IS NULL`, hash(accessToken), p.clock.Now())
+	if err != nil {
+		return dbFail(err)
+	}
+	if tag.RowsAffected() == 0 {
+		return invalidToken()
+	}
+	return nil
+}
+
+// RotateAccessToken implements banklink.Provider: the old token dies at
+// once.
+func (p *Provider) RotateAccessToken(ctx context.Context, accessToken string) (string, error) {
+	fresh := random("access-sandbox-")
+	tag, err := p.db.Pool.Exec(ctx, `UPDATE sandbox_items SET access_token_hash = $2
+		WHERE access_token_hash = $1 AND removed_at IS NULL`, hash(accessToken), hash(fresh))
+	if err != nil {
+		return "", dbFail(err)
+	}
+	if tag.RowsAffected() == 0 {
+		return "", invalidToken()
+	}
+	return fresh, nil
+}
+
+// webhookBody is a sandbox webhook.
+type webhookBody struct {
+	EventID     string `json:"event_id"`
+	WebhookType string `json:"webhook_type"`
+	WebhookCode string `json:"webhook_code"`
+	ItemID      string `json:"item_id"`
+}
+
+var codePattern = regexp.MustCompile(`^[A-Z][A-Z0-9_]{0,63}$`)
+
+// SignedWebhook implements banklink.SandboxLinker. LOGIN_REQUIRED makes the
+// item's calls fail until update mode; PERMISSION_REVOKED kills its token;
+// NEW_ACCOUNTS adds an account. Any other code (upper case, digits and
+// underscores) is signed and sent as is: an event kluis does not know.
+func (p *Provider) SignedWebhook(ctx context.Context, providerItemID, code string) (http.Header, []byte, error) {
+	if !codePattern.MatchString(code) {
+		return nil, nil, kluis.Errorf(kluis.EInvalid, "code must be LOGIN_REQUIRED, PERMISSION_REVOKED, NEW_ACCOUNTS or another upper-case code")
+	}
+	var sql string
+	switch code {
+	case banklink.SandboxWebhookLoginRequired:
+		sql = `UPDATE sandbox_items SET login_required = true WHERE provider_item_id = $1 AND removed_at IS NULL`
+	case banklink.SandboxWebhookPermissionRevoked:
+		sql = `UPDATE sandbox_items SET removed_at = now(), access_token_hash = NULL WHERE provider_item_id = $1 AND removed_at IS NULL`
+	case banklink.SandboxWebhookNewAccounts:
+		sql = `UPDATE sandbox_items SET new_accounts = new_accounts + 1 WHERE provider_item_id = $1 AND removed_at IS NULL`
+	}
+	if sql != "" {
+		if _, err := p.db.Pool.Exec(ctx, sql, providerItemID); err != nil {
+			return nil, nil, dbFail(err)
+		}
+	}
+	body, err := json.Marshal(webhookBody{EventID: random("evt-sandbox-"), WebhookType: "ITEM", WebhookCode: code, ItemID: providerItemID})
+	if err != nil {
+		return nil, nil, err
+	}
+	h := http.Header{}
+	h.Set("Content-Type", "application/json")
+	h.Set(SignatureHeader, p.Sign(p.clock.Now(), body))
+	return h, body, nil
+}
+
+// Sign returns the signature header value for body sent at t.
+func (p *Provider) Sign(t time.Time, body []byte) string {
+	ts := strconv.FormatInt(t.Unix(), 10)
+	return "t=" + ts + ",v1=" + hex.EncodeToString(p.mac(ts, body))
+}
+
+func (p *Provider) mac(ts string, body []byte) []byte {
+	m := hmac.New(sha256.New, p.secret)
+	m.Write([]byte(ts))
+	m.Write([]byte("."))
+	m.Write(body)
+	return m.Sum(nil)
+}
+
+var eventIDPattern = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,128}$`)
+
+func badSignature() error {
+	return fail(banklink.CodeBadSignature, "sandbox webhook: signature refused")
+}
+
+// VerifyWebhook implements banklink.Provider.
+func (p *Provider) VerifyWebhook(_ context.Context, header http.Header, body []byte) (banklink.WebhookEvent, error) {
+	raw := header.Get(SignatureHeader)
+	if raw == "" || len(raw) > 256 {
+		return banklink.WebhookEvent{}, badSignature()
+	}
+	var ts, sig string
+	for _, part := range strings.Split(raw, ",") {
+		k, v, _ := strings.Cut(strings.TrimSpace(part), "=")
+		switch k {
+		case "t":
+			ts = v
+		case "v1":
+			sig = v
+		}
+	}
+	sec, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil {
+		return banklink.WebhookEvent{}, badSignature()
+	}
+	got, err := hex.DecodeString(sig)
+	if err != nil || !hmac.Equal(got, p.mac(ts, body)) {
+		return banklink.WebhookEvent{}, badSignature()
+	}
+	if d := p.clock.Now().Sub(time.Unix(sec, 0)); d > WebhookWindow || d < -WebhookWindow {
+		return banklink.WebhookEvent{}, badSignature()
+	}
+	var w webhookBody
+	if err := json.Unmarshal(body, &w); err != nil || !eventIDPattern.MatchString(w.EventID) {
+		return banklink.WebhookEvent{}, fail(kluis.EInvalid, "sandbox webhook: malformed body")
+	}
+	ev := banklink.WebhookEvent{ID: w.EventID, Kind: banklink.EventUnknown, ProviderType: w.WebhookType,
+		ProviderCode: w.WebhookCode, ProviderItemID: w.ItemID}
+	if w.WebhookType == "ITEM" {
+		switch w.WebhookCode {
+		case banklink.SandboxWebhookLoginRequired:
+			ev.Kind = banklink.EventLoginRequired
+		case banklink.SandboxWebhookPermissionRevoked:
+			ev.Kind = banklink.EventRevoked
+		case banklink.SandboxWebhookNewAccounts:
+			ev.Kind = banklink.EventNewAccounts
+		}
+	}
+	return ev, nil
+}

@@ -1,0 +1,226 @@
+package banklink
+
+import (
+	"context"
+	"crypto/hmac"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/compliance"
+	"github.com/kluis-dev/kluis/postgres"
+	"github.com/kluis-dev/kluis/vault"
+)
+
+// MACer computes keyed MACs under a named system key (vault.SystemKeys).
+// The Service uses it for the public-token hash and the pseudonymous
+// client_user_id it shows providers.
+type MACer interface {
+	MAC(name string, parts ...[]byte) ([]byte, error)
+}
+
+// Options builds a Service. Every field but Clock, Logger and WebhookURL is
+// required.
+type Options struct {
+	DB       *postgres.DB
+	Vault    *vault.Store
+	Auditor  *compliance.Auditor
+	Provider Provider
+	Keys     MACer
+	// KeyName is the system key Keys uses (default vault.SystemKeyVerification);
+	// every MAC is domain-separated by a label of its own.
+	KeyName string
+	Clock   kluis.Clock
+	Logger  *slog.Logger
+	// WebhookURL is given to the provider in link tokens: where it should
+	// send item events (https://…/webhooks/<provider>). Empty: none.
+	WebhookURL string
+}
+
+// Service is bank linking: link sessions, exchange, items, accounts,
+// provider webhooks and access-token rotation. It holds no state of its own
+// (Postgres does), so any number of instances can run. It is safe for
+// concurrent use.
+type Service struct {
+	db       *postgres.DB
+	vault    *vault.Store
+	audit    *compliance.Auditor
+	provider Provider
+	keys     MACer
+	keyName  string
+	clock    kluis.Clock
+	log      *slog.Logger
+	webhook  string
+}
+
+// New checks opts and returns a Service.
+func New(opts Options) (*Service, error) {
+	if opts.DB == nil || opts.Vault == nil || opts.Auditor == nil || opts.Provider == nil || opts.Keys == nil {
+		return nil, errors.New("banklink: DB, Vault, Auditor, Provider and Keys are required")
+	}
+	s := &Service{db: opts.DB, vault: opts.Vault, audit: opts.Auditor, provider: opts.Provider, keys: opts.Keys,
+		keyName: opts.KeyName, clock: opts.Clock, log: opts.Logger, webhook: opts.WebhookURL}
+	if s.keyName == "" {
+		s.keyName = vault.SystemKeyVerification
+	}
+	if s.clock == nil {
+		s.clock = kluis.SystemClock{}
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	return s, nil
+}
+
+// ProviderName is the configured provider's name ("sandbox", "plaid").
+func (s *Service) ProviderName() string { return s.provider.Name() }
+
+// Sandbox reports whether the provider is the sandbox, whose own routes
+// exist only then.
+func (s *Service) Sandbox() bool {
+	_, ok := s.provider.(SandboxLinker)
+	return ok
+}
+
+func (s *Service) now() time.Time { return s.clock.Now().UTC() }
+
+// mac is a keyed MAC with a label of its own.
+func (s *Service) mac(label string, parts ...[]byte) ([]byte, error) {
+	m, err := s.keys.MAC(s.keyName, append([][]byte{[]byte("kluis/banklink/" + label)}, parts...)...)
+	if err != nil {
+		return nil, kluis.Wrap(kluis.EUnavailable, "key store unavailable, try again later", errors.Join(kluis.ErrUnavailable, err))
+	}
+	return m, nil
+}
+
+// publicTokenHash is what link_sessions keeps of a public token.
+func (s *Service) publicTokenHash(token string) ([]byte, error) {
+	return s.mac("public-token", []byte(token))
+}
+
+// clientUserID is the pseudonym a provider knows the subject by.
+func (s *Service) clientUserID(subjectID string) (string, error) {
+	m, err := s.mac("client-user-id", []byte(subjectID))
+	if err != nil {
+		return "", err
+	}
+	return "kluis-" + hex.EncodeToString(m[:16]), nil
+}
+
+// sameHash compares two hashes in constant time.
+func sameHash(a, b []byte) bool { return len(a) > 0 && hmac.Equal(a, b) }
+
+// subjectOf returns the internal id of an existing subject, or ENotFound:
+// a caller that never linked anything owns nothing.
+func (s *Service) subjectOf(ctx context.Context, sub string) (string, error) {
+	id, err := vault.LookupSubject(ctx, s.db.Pool, sub)
+	if err != nil {
+		if kluis.ErrorCode(err) == kluis.ENotFound {
+			return "", notFound()
+		}
+		return "", err
+	}
+	return id, nil
+}
+
+// accessToken opens an item's sealed access token. The caller zeroes
+// nothing: the token is a Go string from here on, kept only for the call.
+func (s *Service) accessToken(ctx context.Context, ref string) (string, error) {
+	if ref == "" {
+		return "", kluis.Errorf(kluis.EConflict, "the item has no access token")
+	}
+	cred, err := s.vault.Open(ctx, ref)
+	if err != nil {
+		return "", err
+	}
+	defer cred.Zero()
+	var sec struct {
+		AccessToken string `json:"access_token"`
+	}
+	if err := json.Unmarshal(cred.Secret, &sec); err != nil || sec.AccessToken == "" {
+		return "", kluis.Wrap(kluis.EInternal, "internal error", errors.New("banklink: access token credential is malformed"))
+	}
+	return sec.AccessToken, nil
+}
+
+// sealAccessToken seals an access token for the subject in tx.
+func (s *Service) sealAccessToken(ctx context.Context, tx pgx.Tx, subjectID, token string) (string, error) {
+	secret, err := json.Marshal(struct {
+		AccessToken string `json:"access_token"`
+		Provider    string `json:"provider"`
+	}{token, s.provider.Name()})
+	if err != nil {
+		return "", err
+	}
+	defer clear(secret)
+	return s.vault.Seal(ctx, tx, subjectID, vault.KindBankAccessToken, secret, "")
+}
+
+// sealNumbers seals an account's numbers for the subject in tx, with the
+// blind index of the account number.
+func (s *Service) sealNumbers(ctx context.Context, tx pgx.Tx, subjectID string, n AuthNumbers) (string, error) {
+	secret, err := json.Marshal(struct {
+		AccountNumber string `json:"account_number"`
+		RoutingNumber string `json:"routing_number"`
+	}{n.AccountNumber, n.RoutingNumber})
+	if err != nil {
+		return "", err
+	}
+	defer clear(secret)
+	return s.vault.Seal(ctx, tx, subjectID, vault.KindAccountNumber, secret, n.AccountNumber)
+}
+
+// Actor says who asked for a change, for its audit entry.
+type Actor struct {
+	Kind      string // compliance.ActorUser, ActorProvider, ActorSystem
+	Name      string // the user's external id (sub), the provider, the job
+	RequestID string
+}
+
+// User is the actor for a user's request.
+func User(sub, requestID string) Actor {
+	return Actor{Kind: compliance.ActorUser, Name: sub, RequestID: requestID}
+}
+
+// appendAudit writes one audit entry in tx.
+func (s *Service) appendAudit(ctx context.Context, tx pgx.Tx, a Actor, action, target, externalSub string, details map[string]any) error {
+	return s.audit.Append(ctx, tx, compliance.Entry{
+		ActorKind: a.Kind, Actor: a.Name, Action: action, Target: target, Outcome: compliance.OutcomeSuccess,
+		Subject: externalSub, RequestID: a.RequestID, Details: details,
+	})
+}
+
+// withAccounts fills in the items' live accounts.
+func (s *Service) withAccounts(ctx context.Context, q querier, items []Item) error {
+	if len(items) == 0 {
+		return nil
+	}
+	ids := make([]string, len(items))
+	for i, it := range items {
+		ids[i] = it.ID
+	}
+	accts, err := accountsOf(ctx, q, ids)
+	if err != nil {
+		return err
+	}
+	byItem := map[string][]Account{}
+	for _, a := range accts {
+		byItem[a.ItemID] = append(byItem[a.ItemID], a)
+	}
+	for i := range items {
+		items[i].Accounts = byItem[items[i].ID]
+		if items[i].Accounts == nil {
+			items[i].Accounts = []Account{}
+		}
+	}
+	return nil
+}
+
+// providerErr names the provider call that failed, keeping its code.
+func providerErr(op string, err error) error { return fmt.Errorf("banklink: %s: %w", op, err) }

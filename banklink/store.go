@@ -1,0 +1,423 @@
+package banklink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/postgres"
+)
+
+// querier is what the store's reads run on: the pool or a transaction.
+type querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// dbErr translates a database error and names the operation.
+func dbErr(op string, err error) error {
+	return fmt.Errorf("banklink: %s: %w", op, postgres.Translate(err))
+}
+
+// sessionRow is a link session as stored.
+type sessionRow struct {
+	ID              string
+	SubjectID       string
+	Provider        string
+	Mode            string
+	ItemID          string
+	Status          string
+	Products        []string
+	PublicTokenHash []byte
+	ClaimedUntil    *time.Time
+	ExchangedItemID string
+	ExpiresAt       time.Time
+}
+
+func insertSession(ctx context.Context, tx pgx.Tx, s sessionRow, now time.Time) error {
+	_, err := tx.Exec(ctx, `
+		INSERT INTO link_sessions (id, subject_id, provider, mode, item_id, status, products, expires_at, created_at, updated_at)
+		VALUES ($1, $2, $3, $4, NULLIF($5, ''), $6, $7, $8, $9, $9)`,
+		s.ID, s.SubjectID, s.Provider, s.Mode, s.ItemID, s.Status, s.Products, s.ExpiresAt, now)
+	if err != nil {
+		return dbErr("insert link session", err)
+	}
+	return nil
+}
+
+// getSession reads the subject's session; another subject's is ENotFound.
+func getSession(ctx context.Context, q querier, id, subjectID string) (sessionRow, error) {
+	var s sessionRow
+	var itemID, exchanged *string
+	err := q.QueryRow(ctx, `
+		SELECT id, subject_id, provider, mode, item_id, status, products, public_token_hash,
+		       exchange_claimed_until, exchanged_item_id, expires_at
+		FROM link_sessions WHERE id = $1 AND subject_id = $2`, id, subjectID).Scan(
+		&s.ID, &s.SubjectID, &s.Provider, &s.Mode, &itemID, &s.Status, &s.Products, &s.PublicTokenHash,
+		&s.ClaimedUntil, &exchanged, &s.ExpiresAt)
+	if err != nil {
+		return sessionRow{}, dbErr("read link session", err)
+	}
+	s.ItemID, s.ExchangedItemID = deref(itemID), deref(exchanged)
+	return s, nil
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+// markSucceeded records the public token's hash: created → succeeded, with
+// the public token's own deadline.
+func markSucceeded(ctx context.Context, tx pgx.Tx, id string, hash []byte, now time.Time) (bool, error) {
+	tag, err := tx.Exec(ctx, `
+		UPDATE link_sessions SET status = 'succeeded', public_token_hash = $2,
+		       expires_at = LEAST(expires_at, $3::timestamptz + $4::interval), updated_at = $3
+		WHERE id = $1 AND status = 'created' AND expires_at > $3`,
+		id, hash, now, PublicTokenTTL)
+	if err != nil {
+		return false, dbErr("mark link session succeeded", err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// claimExchange takes the session's exchange lease for the public token of
+// hash: a created session records the hash and becomes succeeded (a
+// provider whose own Link UI issued the token); a succeeded one must carry
+// the same hash and no live lease. It returns the status the session had.
+func claimExchange(ctx context.Context, q querier, id, subjectID string, hash []byte, now, until time.Time) (string, bool, error) {
+	var old string
+	err := q.QueryRow(ctx, `
+		UPDATE link_sessions s SET status = 'succeeded', public_token_hash = $3, exchange_claimed_until = $5,
+		       expires_at = CASE WHEN o.status = 'created' THEN LEAST(s.expires_at, $4::timestamptz + $6::interval) ELSE s.expires_at END,
+		       updated_at = $4
+		FROM (SELECT id, status FROM link_sessions WHERE id = $1 AND subject_id = $2 FOR UPDATE) o
+		WHERE s.id = o.id AND s.expires_at > $4 AND (
+		      s.status = 'created'
+		   OR (s.status = 'succeeded' AND s.public_token_hash = $3
+		       AND (s.exchange_claimed_until IS NULL OR s.exchange_claimed_until < $4)))
+		RETURNING o.status`, id, subjectID, hash, now, until, PublicTokenTTL).Scan(&old)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, dbErr("claim link session", err)
+	}
+	return old, true, nil
+}
+
+// releaseClaim gives the lease back after a failed exchange. A session that
+// was created before this claim goes back to created, so that a token the
+// provider refused does not lock the session to its hash.
+func releaseClaim(ctx context.Context, q querier, id string, hash []byte, toCreated bool) error {
+	sql := `UPDATE link_sessions SET exchange_claimed_until = NULL, updated_at = now()
+		WHERE id = $1 AND status = 'succeeded' AND public_token_hash = $2`
+	if toCreated {
+		sql = `UPDATE link_sessions SET exchange_claimed_until = NULL, status = 'created', public_token_hash = NULL, updated_at = now()
+		WHERE id = $1 AND status = 'succeeded' AND public_token_hash = $2`
+	}
+	if _, err := q.Exec(ctx, sql, id, hash); err != nil {
+		return dbErr("release link session", err)
+	}
+	return nil
+}
+
+// markExchanged is the one transition that makes an exchange count:
+// succeeded → exchanged, only for the token of hash.
+func markExchanged(ctx context.Context, tx pgx.Tx, id string, hash []byte, itemID string, now time.Time) (bool, error) {
+	tag, err := tx.Exec(ctx, `
+		UPDATE link_sessions SET status = 'exchanged', exchanged_item_id = $3, exchange_claimed_until = NULL, updated_at = $4
+		WHERE id = $1 AND status = 'succeeded' AND public_token_hash = $2`, id, hash, itemID, now)
+	if err != nil {
+		return false, dbErr("mark link session exchanged", err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// expireSessions sets expired on open sessions past their deadline.
+func expireSessions(ctx context.Context, q querier, now time.Time, limit int) (int, error) {
+	tag, err := q.Exec(ctx, `
+		UPDATE link_sessions SET status = 'expired', exchange_claimed_until = NULL, updated_at = $1
+		WHERE id IN (SELECT id FROM link_sessions WHERE status IN ('created', 'succeeded') AND expires_at <= $1
+		             ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)`, now, limit)
+	if err != nil {
+		return 0, dbErr("expire link sessions", err)
+	}
+	return int(tag.RowsAffected()), nil
+}
+
+func insertItem(ctx context.Context, tx pgx.Tx, it Item, now time.Time) error {
+	_, err := tx.Exec(ctx, `
+		INSERT INTO items (id, subject_id, provider, provider_item_id, institution_id, institution_name, status,
+		                   credential_ref, access_token_rotated_at, created_at, updated_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $9)`,
+		it.ID, it.SubjectID, it.Provider, it.ProviderItemID, it.InstitutionID, it.InstitutionName, it.Status, it.CredentialRef, now)
+	if err != nil {
+		return dbErr("insert item", err)
+	}
+	return nil
+}
+
+// insertAccount adds an item's account unless the item already has it; it
+// reports whether it did.
+func insertAccount(ctx context.Context, tx pgx.Tx, a Account, now time.Time) (bool, error) {
+	tag, err := tx.Exec(ctx, `
+		INSERT INTO accounts (id, subject_id, item_id, provider_account_id, name, mask, type, subtype, account_number_ref, created_at, updated_at)
+		VALUES ($1, $2, NULLIF($3, ''), NULLIF($4, ''), $5, $6, $7, $8, NULLIF($9, ''), $10, $10)
+		ON CONFLICT (item_id, provider_account_id) DO NOTHING`,
+		a.ID, a.SubjectID, a.ItemID, a.ProviderAccountID, a.Name, a.Mask, a.Type, a.Subtype, a.AccountNumberRef, now)
+	if err != nil {
+		return false, dbErr("insert account", err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+const itemColumns = `id, subject_id, provider, provider_item_id, institution_id, institution_name, status,
+	COALESCE(credential_ref, ''), created_at`
+
+func scanItem(r pgx.Row) (Item, error) {
+	var it Item
+	err := r.Scan(&it.ID, &it.SubjectID, &it.Provider, &it.ProviderItemID, &it.InstitutionID, &it.InstitutionName,
+		&it.Status, &it.CredentialRef, &it.CreatedAt)
+	return it, err
+}
+
+// getItem reads an item that is not removed. subjectID, when not empty,
+// must own it: another subject's item is ENotFound like a missing one.
+// forUpdate locks the row in the caller's transaction.
+func getItem(ctx context.Context, q querier, id, subjectID string, forUpdate bool) (Item, error) {
+	sql := `SELECT ` + itemColumns + ` FROM items WHERE id = $1 AND status <> 'removed' AND ($2 = '' OR subject_id = $2)`
+	if forUpdate {
+		sql += ` FOR UPDATE`
+	}
+	it, err := scanItem(q.QueryRow(ctx, sql, id, subjectID))
+	if err != nil {
+		return Item{}, dbErr("read item", err)
+	}
+	return it, nil
+}
+
+// itemByProviderID finds the (not removed) item a provider names, locked.
+func itemByProviderID(ctx context.Context, tx pgx.Tx, provider, providerItemID string) (Item, bool, error) {
+	it, err := scanItem(tx.QueryRow(ctx, `SELECT `+itemColumns+` FROM items
+		WHERE provider = $1 AND provider_item_id = $2 AND status <> 'removed' FOR UPDATE`, provider, providerItemID))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Item{}, false, nil
+	}
+	if err != nil {
+		return Item{}, false, dbErr("read item", err)
+	}
+	return it, true, nil
+}
+
+// itemTokenRef reads the credential reference and status of the live item
+// a provider names; status is "" when there is none.
+func itemTokenRef(ctx context.Context, q querier, provider, providerItemID string) (string, string, error) {
+	var ref, status string
+	err := q.QueryRow(ctx, `SELECT COALESCE(credential_ref, ''), status FROM items
+		WHERE provider = $1 AND provider_item_id = $2 AND status <> 'removed'`, provider, providerItemID).Scan(&ref, &status)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", "", nil
+	}
+	if err != nil {
+		return "", "", dbErr("read item", err)
+	}
+	return ref, status, nil
+}
+
+func listItems(ctx context.Context, q querier, subjectID string) ([]Item, error) {
+	rows, err := q.Query(ctx, `SELECT `+itemColumns+` FROM items
+		WHERE subject_id = $1 AND status <> 'removed' ORDER BY created_at, id`, subjectID)
+	if err != nil {
+		return nil, dbErr("list items", err)
+	}
+	items, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Item, error) { return scanItem(r) })
+	if err != nil {
+		return nil, dbErr("list items", err)
+	}
+	return items, nil
+}
+
+// setItemStatus is a conditional transition: from one of from to to.
+func setItemStatus(ctx context.Context, tx pgx.Tx, id string, from []string, to string, now time.Time) (bool, error) {
+	tag, err := tx.Exec(ctx, `UPDATE items SET status = $3, updated_at = $4 WHERE id = $1 AND status = ANY($2)`, id, from, to, now)
+	if err != nil {
+		return false, dbErr("update item", err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// markItemRemoved is the removal transition: it drops the credential
+// reference (the caller destroys the credential next), and takes the item's
+// accounts out of use, returning their number references (and a pending
+// rotated token's) to destroy.
+func markItemRemoved(ctx context.Context, tx pgx.Tx, id, fromStatus, credRef string, now time.Time) ([]string, bool, error) {
+	var pending string
+	err := tx.QueryRow(ctx, `
+		UPDATE items i SET status = 'removed', credential_ref = NULL, pending_credential_ref = NULL, removed_at = $4, updated_at = $4
+		FROM (SELECT id, pending_credential_ref FROM items WHERE id = $1 FOR UPDATE) o
+		WHERE i.id = o.id AND i.status = $2 AND i.credential_ref IS NOT DISTINCT FROM NULLIF($3, '')
+		RETURNING COALESCE(o.pending_credential_ref, '')`, id, fromStatus, credRef, now).Scan(&pending)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, dbErr("remove item", err)
+	}
+	rows, err := tx.Query(ctx, `
+		WITH old AS (SELECT id, account_number_ref FROM accounts WHERE item_id = $1 AND removed_at IS NULL FOR UPDATE)
+		UPDATE accounts a SET removed_at = $2, updated_at = $2, account_number_ref = NULL
+		FROM old WHERE a.id = old.id RETURNING COALESCE(old.account_number_ref, '')`, id, now)
+	if err != nil {
+		return nil, false, dbErr("remove accounts", err)
+	}
+	refs, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, false, dbErr("remove accounts", err)
+	}
+	return append(refs, pending), true, nil
+}
+
+const accountColumns = `id, subject_id, COALESCE(item_id, ''), COALESCE(provider_account_id, ''), name, mask, type, subtype,
+	verification_status, COALESCE(account_number_ref, ''), created_at`
+
+func scanAccount(r pgx.Row) (Account, error) {
+	var a Account
+	err := r.Scan(&a.ID, &a.SubjectID, &a.ItemID, &a.ProviderAccountID, &a.Name, &a.Mask, &a.Type, &a.Subtype,
+		&a.VerificationStatus, &a.AccountNumberRef, &a.CreatedAt)
+	return a, err
+}
+
+func collectAccounts(rows pgx.Rows, err error) ([]Account, error) {
+	if err != nil {
+		return nil, dbErr("list accounts", err)
+	}
+	accts, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Account, error) { return scanAccount(r) })
+	if err != nil {
+		return nil, dbErr("list accounts", err)
+	}
+	return accts, nil
+}
+
+// accountsOf lists the live accounts of the given items.
+func accountsOf(ctx context.Context, q querier, itemIDs []string) ([]Account, error) {
+	return collectAccounts(q.Query(ctx, `SELECT `+accountColumns+` FROM accounts
+		WHERE item_id = ANY($1) AND removed_at IS NULL ORDER BY created_at, id`, itemIDs))
+}
+
+// listAccounts lists the subject's live accounts, linked and manual.
+func listAccounts(ctx context.Context, q querier, subjectID string) ([]Account, error) {
+	return collectAccounts(q.Query(ctx, `SELECT `+accountColumns+` FROM accounts
+		WHERE subject_id = $1 AND removed_at IS NULL ORDER BY created_at, id`, subjectID))
+}
+
+// getAccount reads a live account; subjectID, when not empty, must own it.
+func getAccount(ctx context.Context, q querier, id, subjectID string) (Account, error) {
+	a, err := scanAccount(q.QueryRow(ctx, `SELECT `+accountColumns+` FROM accounts
+		WHERE id = $1 AND removed_at IS NULL AND ($2 = '' OR subject_id = $2)`, id, subjectID))
+	if err != nil {
+		return Account{}, dbErr("read account", err)
+	}
+	return a, nil
+}
+
+// externalSubject is the subject's external id, which audit entries take
+// (and store only as a pseudonym).
+func externalSubject(ctx context.Context, q querier, subjectID string) (string, error) {
+	var ext string
+	if err := q.QueryRow(ctx, `SELECT external_id FROM subjects WHERE id = $1`, subjectID).Scan(&ext); err != nil {
+		return "", dbErr("read subject", err)
+	}
+	return ext, nil
+}
+
+// webhookSeen reports whether the event was recorded already.
+func webhookSeen(ctx context.Context, q querier, provider, eventID string) (bool, error) {
+	var seen bool
+	err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM provider_webhook_events WHERE provider = $1 AND event_id = $2)`,
+		provider, eventID).Scan(&seen)
+	if err != nil {
+		return false, dbErr("read webhook event", err)
+	}
+	return seen, nil
+}
+
+// recordWebhook inserts the event once; false means it was a duplicate.
+func recordWebhook(ctx context.Context, tx pgx.Tx, provider string, ev WebhookEvent, itemID, outcome string, now time.Time) (bool, error) {
+	tag, err := tx.Exec(ctx, `
+		INSERT INTO provider_webhook_events (provider, event_id, kind, provider_type, provider_code, provider_item_id, item_id, outcome, received_at)
+		VALUES ($1, $2, $3, $4, $5, $6, NULLIF($7, ''), $8, $9)
+		ON CONFLICT (provider, event_id) DO NOTHING`,
+		provider, ev.ID, ev.Kind, clip(ev.ProviderType), clip(ev.ProviderCode), clip(ev.ProviderItemID), itemID, outcome, now)
+	if err != nil {
+		return false, dbErr("record webhook event", err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+func clip(s string) string {
+	if len(s) > 128 {
+		return s[:128]
+	}
+	return s
+}
+
+// rotationRow is an item whose access token is due for rotation, or whose
+// rotated token is sealed but not yet switched to.
+type rotationRow struct {
+	ID, SubjectID, CredentialRef, PendingRef string
+}
+
+// itemsDueForRotation lists live items with a pending switch, then items
+// whose token is older than cutoff.
+func itemsDueForRotation(ctx context.Context, q querier, cutoff time.Time, limit int) ([]rotationRow, error) {
+	rows, err := q.Query(ctx, `
+		SELECT id, subject_id, credential_ref, COALESCE(pending_credential_ref, '') FROM items
+		WHERE status IN ('active', 'login_required') AND (pending_credential_ref IS NOT NULL OR access_token_rotated_at < $1)
+		ORDER BY pending_credential_ref IS NULL, access_token_rotated_at LIMIT $2`, cutoff, limit)
+	if err != nil {
+		return nil, dbErr("list items to rotate", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (rotationRow, error) {
+		var x rotationRow
+		return x, r.Scan(&x.ID, &x.SubjectID, &x.CredentialRef, &x.PendingRef)
+	})
+	if err != nil {
+		return nil, dbErr("list items to rotate", err)
+	}
+	return out, nil
+}
+
+// setPendingCredential records a sealed successor token, only while the
+// item still points at oldRef.
+func setPendingCredential(ctx context.Context, tx pgx.Tx, id, oldRef, newRef string, now time.Time) (bool, error) {
+	tag, err := tx.Exec(ctx, `UPDATE items SET pending_credential_ref = $3, updated_at = $4
+		WHERE id = $1 AND credential_ref = $2 AND pending_credential_ref IS NULL AND status <> 'removed'`, id, oldRef, newRef, now)
+	if err != nil {
+		return false, dbErr("store rotated token", err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// switchCredential points the item at its pending token.
+func switchCredential(ctx context.Context, tx pgx.Tx, id, oldRef, newRef string, now time.Time) (bool, error) {
+	tag, err := tx.Exec(ctx, `UPDATE items SET credential_ref = $3, pending_credential_ref = NULL,
+		access_token_rotated_at = $4, updated_at = $4
+		WHERE id = $1 AND credential_ref = $2 AND pending_credential_ref = $3 AND status <> 'removed'`, id, oldRef, newRef, now)
+	if err != nil {
+		return false, dbErr("switch rotated token", err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// notFound is the one answer for a missing object and another subject's:
+// the same code and message, so the two cannot be told apart.
+func notFound() error { return kluis.Errorf(kluis.ENotFound, "not found") }

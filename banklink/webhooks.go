@@ -1,0 +1,194 @@
+package banklink
+
+import (
+	"context"
+	"net/http"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/compliance"
+)
+
+// Outcomes recorded for a webhook event.
+const (
+	WebhookApplied     = "applied"
+	WebhookNoChange    = "no_change"
+	WebhookIgnored     = "ignored"
+	WebhookUnknownItem = "unknown_item"
+)
+
+// WebhookResult says what HandleWebhook did.
+type WebhookResult struct {
+	EventID   string
+	Kind      string
+	Duplicate bool
+	Outcome   string
+	ItemID    string
+}
+
+// HandleWebhook verifies a provider webhook over its raw body, records it
+// once, and acts on it: login_required and revoked move the item (a
+// conditional transition with its audit entry, in the transaction that
+// records the event), new_accounts adds the item's new accounts. A
+// duplicate is recorded nowhere and changes nothing; an unknown event type
+// is recorded and ignored. A webhook for another provider than the one
+// configured is ENotFound; a bad signature is CodeBadSignature and changes
+// nothing.
+func (s *Service) HandleWebhook(ctx context.Context, provider string, header http.Header, body []byte, requestID string) (WebhookResult, error) {
+	if provider != s.provider.Name() {
+		return WebhookResult{}, notFound()
+	}
+	ev, err := s.provider.VerifyWebhook(ctx, header, body)
+	if err != nil {
+		return WebhookResult{}, providerErr("verify webhook", err)
+	}
+	if ev.ID == "" {
+		return WebhookResult{}, kluis.Errorf(CodeBadSignature, "webhook refused")
+	}
+	res := WebhookResult{EventID: ev.ID, Kind: ev.Kind}
+	seen, err := webhookSeen(ctx, s.db.Pool, provider, ev.ID)
+	if err != nil {
+		return res, err
+	}
+	if seen {
+		res.Duplicate = true
+		return res, nil
+	}
+	// New accounts need the provider: ask before the transaction, so that
+	// no row stays locked across a call to it.
+	var fetched *ItemAccounts
+	var numbers map[string]AuthNumbers
+	if ev.Kind == EventNewAccounts {
+		if fetched, numbers, err = s.fetchNewAccounts(ctx, provider, ev.ProviderItemID); err != nil {
+			return res, err
+		}
+	}
+	actor := Actor{Kind: compliance.ActorProvider, Name: provider, RequestID: requestID}
+	err = s.db.InTx(ctx, func(tx pgx.Tx) error {
+		res.Duplicate, res.Outcome, res.ItemID = false, WebhookIgnored, ""
+		it, found, err := s.webhookItem(ctx, tx, provider, ev)
+		if err != nil {
+			return err
+		}
+		if found {
+			res.ItemID = it.ID
+		}
+		if res.Outcome, err = s.applyWebhook(ctx, tx, actor, ev, it, found, fetched, numbers); err != nil {
+			return err
+		}
+		fresh, err := recordWebhook(ctx, tx, provider, ev, res.ItemID, res.Outcome, s.now())
+		if err != nil {
+			return err
+		}
+		if !fresh {
+			res.Duplicate = true
+			return errDuplicate
+		}
+		return nil
+	})
+	if res.Duplicate {
+		return WebhookResult{EventID: ev.ID, Kind: ev.Kind, Duplicate: true}, nil
+	}
+	return res, err
+}
+
+// errDuplicate rolls back a webhook's transaction when a concurrent
+// delivery of the same event was recorded first.
+var errDuplicate = kluis.Errorf(kluis.EConflict, "duplicate webhook")
+
+func (s *Service) webhookItem(ctx context.Context, tx pgx.Tx, provider string, ev WebhookEvent) (Item, bool, error) {
+	if ev.ProviderItemID == "" {
+		return Item{}, false, nil
+	}
+	return itemByProviderID(ctx, tx, provider, ev.ProviderItemID)
+}
+
+// applyWebhook makes the event's transition and returns the outcome to
+// record.
+func (s *Service) applyWebhook(ctx context.Context, tx pgx.Tx, actor Actor, ev WebhookEvent, it Item, found bool, fetched *ItemAccounts, numbers map[string]AuthNumbers) (string, error) {
+	if ev.Kind == EventUnknown {
+		return WebhookIgnored, nil
+	}
+	if !found {
+		return WebhookUnknownItem, nil
+	}
+	var (
+		from   []string
+		to     string
+		action string
+	)
+	switch ev.Kind {
+	case EventLoginRequired:
+		from, to, action = []string{ItemActive}, ItemLoginRequired, "item.login_required"
+	case EventRevoked:
+		from, to, action = []string{ItemActive, ItemLoginRequired}, ItemRevoked, "item.revoked"
+	case EventNewAccounts:
+		if fetched == nil || it.Status != ItemActive {
+			return WebhookNoChange, nil
+		}
+		added, err := s.addAccounts(ctx, tx, it, fetched.Accounts, numbers, s.now())
+		if err != nil || added == 0 {
+			return WebhookNoChange, err
+		}
+		ext, err := externalSubject(ctx, tx, it.SubjectID)
+		if err != nil {
+			return "", err
+		}
+		return WebhookApplied, s.appendAudit(ctx, tx, actor, "item.accounts_added", it.ID, ext, map[string]any{
+			"accounts": added, "event_id": ev.ID})
+	default:
+		return WebhookIgnored, nil
+	}
+	changed, err := setItemStatus(ctx, tx, it.ID, from, to, s.now())
+	if err != nil || !changed {
+		return WebhookNoChange, err
+	}
+	ext, err := externalSubject(ctx, tx, it.SubjectID)
+	if err != nil {
+		return "", err
+	}
+	return WebhookApplied, s.appendAudit(ctx, tx, actor, action, it.ID, ext, map[string]any{
+		"from": it.Status, "to": to, "event_id": ev.ID, "provider_code": clip(ev.ProviderCode)})
+}
+
+// fetchNewAccounts reads the accounts of the item a new_accounts event
+// names; nil when kluis has no live item for it.
+func (s *Service) fetchNewAccounts(ctx context.Context, provider, providerItemID string) (*ItemAccounts, map[string]AuthNumbers, error) {
+	ref, status, err := itemTokenRef(ctx, s.db.Pool, provider, providerItemID)
+	if err != nil {
+		return nil, nil, err
+	}
+	if status != ItemActive {
+		return nil, nil, nil
+	}
+	token, err := s.accessToken(ctx, ref)
+	if err != nil {
+		return nil, nil, err
+	}
+	accts, numbers, err := s.fetchAccounts(ctx, token)
+	if err != nil {
+		return nil, nil, err
+	}
+	return &accts, numbers, nil
+}
+
+// SandboxFireWebhook has the sandbox fire a webhook about the subject's
+// item (SandboxWebhook* codes, or any other upper-case code for an event
+// kluis does not know) and delivers it through HandleWebhook, signature
+// check included, exactly as POST /webhooks/sandbox would.
+func (s *Service) SandboxFireWebhook(ctx context.Context, actor Actor, itemID, code string) (WebhookResult, error) {
+	linker, ok := s.provider.(SandboxLinker)
+	if !ok {
+		return WebhookResult{}, notFound()
+	}
+	it, err := s.Item(ctx, actor.Name, itemID)
+	if err != nil {
+		return WebhookResult{}, err
+	}
+	header, body, err := linker.SignedWebhook(ctx, it.ProviderItemID, code)
+	if err != nil {
+		return WebhookResult{}, err
+	}
+	return s.HandleWebhook(ctx, s.provider.Name(), header, body, actor.RequestID)
+}

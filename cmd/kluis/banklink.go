@@ -1,0 +1,154 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/kluis-dev/kluis/api"
+	"github.com/kluis-dev/kluis/banklink"
+	"github.com/kluis-dev/kluis/banklink/plaid"
+	"github.com/kluis-dev/kluis/banklink/sandbox"
+	"github.com/kluis-dev/kluis/jobs"
+	"github.com/kluis-dev/kluis/vault"
+)
+
+// Bank-linking settings not (yet) in config.Config, read from the
+// environment here:
+//
+//	KLUIS_BANK_TOKEN_MAX_AGE   access tokens older than this are rotated (default 90d; Go durations or "<n>d")
+//	KLUIS_BANK_WEBHOOK_URL     where providers send item events, given in link tokens (default: none)
+const (
+	envTokenMaxAge = "KLUIS_BANK_TOKEN_MAX_AGE"
+	envWebhookURL  = "KLUIS_BANK_WEBHOOK_URL"
+)
+
+// depHooks let features add to the handlers' Deps, one file per feature.
+var depHooks []func(a *app, d *api.Deps) error
+
+func init() {
+	depHooks = append(depHooks, func(a *app, d *api.Deps) error {
+		svc, err := a.bankLink()
+		if err != nil {
+			return err
+		}
+		d.BankLink = svc
+		return nil
+	})
+	jobHooks = append(jobHooks, registerBankJobs)
+}
+
+// withDepHooks runs every dep hook on d.
+func (a *app) withDepHooks(d *api.Deps, err error) (*api.Deps, error) {
+	if err != nil {
+		return nil, err
+	}
+	for _, hook := range depHooks {
+		if err := hook(a, d); err != nil {
+			return nil, err
+		}
+	}
+	return d, nil
+}
+
+// bankServices keeps one banklink.Service per app, shared by the handlers
+// and the jobs (the Plaid adapter caches webhook keys).
+var bankServices sync.Map // *app → *banklink.Service
+
+// bankLink builds (once per app) the provider the configuration names and
+// the bank-linking service over it.
+func (a *app) bankLink() (*banklink.Service, error) {
+	if s, ok := bankServices.Load(a); ok {
+		return s.(*banklink.Service), nil
+	}
+	provider, err := a.bankProvider()
+	if err != nil {
+		return nil, err
+	}
+	svc, err := banklink.New(banklink.Options{
+		DB: a.db, Vault: a.store, Auditor: a.auditor, Provider: provider, Keys: a.sys,
+		Logger: a.log, WebhookURL: os.Getenv(envWebhookURL),
+	})
+	if err != nil {
+		return nil, err
+	}
+	actual, _ := bankServices.LoadOrStore(a, svc)
+	a.closers = append(a.closers, func() { bankServices.Delete(a) })
+	return actual.(*banklink.Service), nil
+}
+
+// bankProvider builds the sandbox or the Plaid adapter. The sandbox's
+// secret is derived from the system keys, so that every instance signs
+// and derives alike without another secret to configure.
+func (a *app) bankProvider() (banklink.Provider, error) {
+	switch a.cfg.BankProvider {
+	case "sandbox":
+		secret, err := a.sys.MAC(vault.SystemKeyVerification, []byte("kluis/banklink/sandbox-secret"))
+		if err != nil {
+			return nil, fmt.Errorf("sandbox secret: %w", err)
+		}
+		return sandbox.New(sandbox.Options{DB: a.db, Secret: secret})
+	case "plaid":
+		return plaid.New(plaid.Options{ClientID: a.cfg.PlaidClientID, Secret: a.cfg.PlaidSecret, BaseURL: a.cfg.PlaidBaseURL})
+	}
+	return nil, fmt.Errorf("unknown bank provider %q", a.cfg.BankProvider)
+}
+
+// registerBankJobs adds access-token rotation and link-session expiry.
+func registerBankJobs(a *app, s *jobs.Scheduler) error {
+	svc, err := a.bankLink()
+	if err != nil {
+		return err
+	}
+	maxAge, err := parseDays(os.Getenv(envTokenMaxAge), banklink.DefaultTokenMaxAge)
+	if err != nil {
+		return fmt.Errorf("%s: %w", envTokenMaxAge, err)
+	}
+	if err := s.Register(jobs.Job{
+		Name: "bank-token-rotation", Schedule: "23 4 * * *", Timeout: 2 * time.Hour,
+		Run: func(ctx context.Context, run *jobs.Run) error {
+			res, err := svc.RotateAccessTokens(ctx, maxAge, 0)
+			run.Set("rotated", int64(res.Rotated))
+			run.Set("finished", int64(res.Finished))
+			run.Set("failed", int64(res.Failed))
+			if err == nil && res.Failed > 0 {
+				err = fmt.Errorf("%d access tokens could not be rotated; the next run retries them", res.Failed)
+			}
+			return err
+		},
+	}); err != nil {
+		return err
+	}
+	return s.Register(jobs.Job{
+		Name: "link-session-expiry", Schedule: "*/10 * * * *", Timeout: 5 * time.Minute,
+		Run: func(ctx context.Context, run *jobs.Run) error {
+			n, err := svc.ExpireLinkSessions(ctx, 0)
+			run.Set("expired", int64(n))
+			return err
+		},
+	})
+}
+
+// parseDays reads a Go duration, or a whole number of days as "<n>d";
+// empty is def.
+func parseDays(s string, def time.Duration) (time.Duration, error) {
+	if s == "" {
+		return def, nil
+	}
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		days, err := strconv.Atoi(n)
+		if err != nil || days <= 0 {
+			return 0, fmt.Errorf("must be a positive duration such as 90d or 2160h")
+		}
+		return time.Duration(days) * 24 * time.Hour, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("must be a positive duration such as 90d or 2160h")
+	}
+	return d, nil
+}
