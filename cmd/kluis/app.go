@@ -14,6 +14,7 @@ import (
 	"github.com/kluis-dev/kluis/postgres"
 	"github.com/kluis-dev/kluis/vault"
 	"github.com/kluis-dev/kluis/vault/awskms"
+	"github.com/kluis-dev/kluis/vault/breaker"
 	"github.com/kluis-dev/kluis/vault/localkek"
 	"github.com/kluis-dev/kluis/vault/transit"
 )
@@ -64,6 +65,7 @@ func build(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*app, 
 		a.close()
 		return nil, err
 	}
+	a.keys = breaker.New(a.keys, breaker.Options{}) // a dead provider is not hammered; callers get 503 at once
 	if c, ok := a.keys.(interface{ Close() error }); ok {
 		a.closers = append(a.closers, func() { _ = c.Close() })
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/kluis-dev/kluis/api/ratelimit"
 	"github.com/kluis-dev/kluis/compliance"
 	"github.com/kluis-dev/kluis/config"
+	"github.com/kluis-dev/kluis/vault/breaker"
 )
 
 // serve runs both listeners, the audit sealer and the scheduler until ctx
@@ -111,6 +112,9 @@ func (a *app) deps(ctx context.Context) (*api.Deps, error) {
 		}
 	}
 	registry := prometheus.NewRegistry()
+	if b, ok := a.keys.(*breaker.Provider); ok {
+		registry.MustRegister(b.Collector())
+	}
 	limiter, err := a.rateLimiter(registry)
 	if err != nil {
 		return nil, err
