@@ -830,3 +830,37 @@ func TestRotationFailuresAreCountedAndRetriedNextRun(t *testing.T) {
 		t.Fatal("the stored token is not the live one at Plaid")
 	}
 }
+
+func TestAnExpiredLinkSessionDoesNotExchangeAndTheJobMarksIt(t *testing.T) {
+	be := startBank(t, false)
+	tok := userToken(t, "user_expiry")
+	s := be.newSession(t, tok, "")
+	if d := time.Until(s.ExpiresAt); d > banklink.NewSessionTTL || d < banklink.NewSessionTTL-time.Minute {
+		t.Fatalf("a new session expires in %v, want 4h", d)
+	}
+	pub := be.sandboxPublicToken(t, tok, s.ID, sandbox.InstitutionAuth)
+	var exp time.Time
+	_ = be.DB.Pool.QueryRow(context.Background(), `SELECT expires_at FROM link_sessions WHERE id = $1`, s.ID).Scan(&exp)
+	if d := time.Until(exp); d > banklink.PublicTokenTTL || d < banklink.PublicTokenTTL-time.Minute {
+		t.Fatalf("with a public token the session expires in %v, want 30m", d)
+	}
+	if _, err := be.DB.Pool.Exec(context.Background(), `UPDATE link_sessions SET expires_at = now() - interval '1 second'`); err != nil {
+		t.Fatal(err)
+	}
+	status, _, body := be.call(t, "POST", "/v1/link/sessions/"+s.ID+"/exchange", tok, fmt.Sprintf(`{"public_token":%q}`, pub))
+	mustError(t, status, body, 409, "link_session_closed")
+	n, err := be.svc.ExpireLinkSessions(context.Background(), 0)
+	if err != nil || n != 1 {
+		t.Fatalf("expired %d sessions, %v", n, err)
+	}
+	var st string
+	_ = be.DB.Pool.QueryRow(context.Background(), `SELECT status FROM link_sessions WHERE id = $1`, s.ID).Scan(&st)
+	if st != "expired" {
+		t.Fatalf("session is %s", st)
+	}
+	var items int
+	_ = be.DB.Pool.QueryRow(context.Background(), `SELECT count(*) FROM items`).Scan(&items)
+	if items != 0 {
+		t.Fatal("an expired session made an item")
+	}
+}
