@@ -2,9 +2,13 @@ package api_test
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -264,5 +268,108 @@ func waitFor(t *testing.T, within time.Duration, cond func() bool) {
 			t.Fatalf("did not recover within %s", within)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// Server limits: what keeps slow or greedy clients from holding kluis.
+
+// TestASlowlorisClientIsCutOff trickles a request's headers one line a
+// second: the server closes the connection once the read-header timeout
+// (5 s) has passed, instead of waiting for the headers to end.
+func TestASlowlorisClientIsCutOff(t *testing.T) {
+	t.Parallel()
+	srv := api.NewHTTPServer("127.0.0.1:0", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {}), time.Second)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { srv.Close() })
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	start := time.Now()
+	if _, err := io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: kluis\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; ; i++ {
+		if _, err := io.WriteString(c, "X-Trickle: "+strconv.Itoa(i)+"\r\n"); err != nil {
+			break // cut off
+		}
+		_ = c.SetReadDeadline(time.Now().Add(time.Second))
+		if _, err := c.Read(make([]byte, 1)); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+			break // closed by the server
+		}
+		if time.Since(start) > 5*time.Second+correctnessBound+time.Second {
+			t.Fatalf("still connected after %s of trickled headers", time.Since(start))
+		}
+	}
+}
+
+// TestOversizedHeadersAreRefused sends 100 KiB of headers: 431.
+func TestOversizedHeadersAreRefused(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {}))
+	srv.Config = api.NewHTTPServer("", srv.Config.Handler, time.Second)
+	srv.Start()
+	t.Cleanup(srv.Close)
+	req, _ := http.NewRequest(http.MethodGet, srv.URL, nil)
+	req.Header.Set("X-Big", strings.Repeat("a", 100<<10))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("status = %d, want 431", resp.StatusCode)
+	}
+}
+
+// TestBothListenersRefuseTLS11 checks the TLS floor of both listeners: a
+// TLS 1.1 client is refused, a TLS 1.2 one is served.
+func TestBothListenersRefuseTLS11(t *testing.T) {
+	env := apitest.Start(t)
+	pair, err := env.CA.Server("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile, err := pair.Write(t.TempDir(), "public")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pubTLS, err := api.PublicTLSConfig(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := httptest.NewUnstartedServer(env.PublicEcho)
+	pub.TLS = pubTLS
+	pub.StartTLS()
+	t.Cleanup(pub.Close)
+	client, err := env.CA.Client("payments", "spiffe://kluis.test/payments")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := client.TLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, addr := range map[string]string{"public": pub.Listener.Addr().String(), "internal": env.Internal.Listener.Addr().String()} {
+		for _, v := range []struct {
+			version uint16
+			ok      bool
+		}{{tls.VersionTLS11, false}, {tls.VersionTLS12, true}, {tls.VersionTLS13, true}} {
+			cfg := &tls.Config{RootCAs: env.CA.Pool(), MinVersion: tls.VersionTLS10, MaxVersion: v.version, // #nosec G402 -- the test offers old versions on purpose
+				Certificates: []tls.Certificate{cert}}
+			c, err := tls.Dial("tcp", addr, cfg)
+			if err == nil {
+				err = c.Handshake()
+				c.Close()
+			}
+			if (err == nil) != v.ok {
+				t.Errorf("%s listener, client at most %s: handshake error %v, want ok %v", name, tls.VersionName(v.version), err, v.ok)
+			}
+		}
 	}
 }
