@@ -87,17 +87,29 @@ func (a *Auditor) Pseudonym(subject string) string {
 // Append writes e in tx. The entry is durable when tx commits and is chained
 // by the sealer shortly after.
 func (a *Auditor) Append(ctx context.Context, tx pgx.Tx, e Entry) error {
+	var subject *string
+	if e.Subject != "" {
+		p := a.Pseudonym(e.Subject)
+		subject = &p
+	}
+	return a.appendEntry(ctx, tx, e, subject)
+}
+
+// appendPseudonymous is Append for an entry about a subject known only by
+// pseudonym (e.Subject is ignored): the steps of an erasure that run after
+// the subject's external id is gone, and acts on records that keep only the
+// pseudonym.
+func (a *Auditor) appendPseudonymous(ctx context.Context, tx pgx.Tx, e Entry, pseudonym string) error {
+	return a.appendEntry(ctx, tx, e, &pseudonym)
+}
+
+func (a *Auditor) appendEntry(ctx context.Context, tx pgx.Tx, e Entry, subject *string) error {
 	if err := validate(e); err != nil {
 		return err
 	}
 	actor := e.Actor
 	if e.ActorKind == ActorUser && actor != "" {
 		actor = a.Pseudonym(actor)
-	}
-	var subject *string
-	if e.Subject != "" {
-		p := a.Pseudonym(e.Subject)
-		subject = &p
 	}
 	details := e.Details
 	if details == nil {

@@ -168,6 +168,11 @@ func chainHead(ctx context.Context, tx pgx.Tx) (int64, []byte, error) {
 	var h []byte
 	err := tx.QueryRow(ctx, `SELECT pos, hash FROM audit_chain ORDER BY pos DESC LIMIT 1`).Scan(&pos, &h)
 	if errors.Is(err, pgx.ErrNoRows) {
+		// Retention may have purged every link: the chain goes on from the
+		// newest checkpoint, not from the start.
+		err = tx.QueryRow(ctx, `SELECT pos, hash FROM audit_checkpoints ORDER BY pos DESC LIMIT 1`).Scan(&pos, &h)
+	}
+	if errors.Is(err, pgx.ErrNoRows) {
 		return 0, genesis, nil
 	}
 	return pos, h, err
@@ -204,6 +209,38 @@ type VerifyResult struct {
 	FirstBadPos *int64 `json:"first_bad_pos,omitempty"`
 	// Reason says what did not match; it names no data.
 	Reason string `json:"reason,omitempty"`
+	// Checkpoint is where the walk started when retention has purged the
+	// chain's head; nil when the chain is whole from its first entry.
+	Checkpoint *Checkpoint `json:"checkpoint,omitempty"`
+}
+
+// Checkpoint stands in for the purged head of the chain: the position and
+// hash of the last link purged. Verify starts from the newest one and checks
+// that the first link kept continues from its hash.
+type Checkpoint struct {
+	Pos        int64     `json:"pos"`
+	EntrySeq   int64     `json:"entry_seq"`
+	OccurredAt time.Time `json:"occurred_at"`
+	CreatedAt  time.Time `json:"created_at"`
+	// Purged counts every entry purged, across all checkpoints.
+	Purged int64 `json:"purged"`
+
+	hash []byte
+}
+
+// newestCheckpoint returns the newest checkpoint, or nil when none exists.
+func newestCheckpoint(ctx context.Context, db *postgres.DB) (*Checkpoint, error) {
+	var cp Checkpoint
+	err := db.Pool.QueryRow(ctx, `
+		SELECT pos, hash, entry_seq, occurred_at, created_at, (SELECT sum(purged) FROM audit_checkpoints)::bigint
+		FROM audit_checkpoints ORDER BY pos DESC LIMIT 1`).Scan(&cp.Pos, &cp.hash, &cp.EntrySeq, &cp.OccurredAt, &cp.CreatedAt, &cp.Purged)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &cp, nil
 }
 
 // verifyPage bounds the rows read per query during a walk.
@@ -211,10 +248,20 @@ const verifyPage = 5000
 
 // Verify walks the whole chain in order, recomputing every hash, and stops at
 // the first entry that does not match: an edited entry, an edited or missing
-// link, or a link out of order.
+// link, or a link out of order. When retention has purged the chain's head,
+// the walk starts from the newest checkpoint (reported in the result): the
+// first link kept must continue from the checkpoint's hash.
 func Verify(ctx context.Context, db *postgres.DB) (VerifyResult, error) {
 	res := VerifyResult{OK: true}
 	prev, last := genesis, int64(0)
+	cp, err := newestCheckpoint(ctx, db)
+	if err != nil {
+		return res, fmt.Errorf("audit verify: %w", postgres.Translate(err))
+	}
+	if cp != nil {
+		res.Checkpoint = cp
+		prev, last = cp.hash, cp.Pos
+	}
 	for {
 		n, bad, err := verifyPageFrom(ctx, db, &prev, &last, &res)
 		if err != nil {
@@ -224,7 +271,7 @@ func Verify(ctx context.Context, db *postgres.DB) (VerifyResult, error) {
 			break
 		}
 	}
-	err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM audit_entries e
+	err = db.Pool.QueryRow(ctx, `SELECT count(*) FROM audit_entries e
 		WHERE NOT EXISTS (SELECT 1 FROM audit_chain c WHERE c.entry_seq = e.seq)`).Scan(&res.Unsealed)
 	if err != nil {
 		return res, fmt.Errorf("audit verify: %w", postgres.Translate(err))
