@@ -48,6 +48,11 @@ type Config struct {
 	PlaidBaseURL      string
 	RedisURL          string
 	LogLevel          string
+	// BankTokenMaxAge: bank access tokens older than this are rotated at the
+	// provider by the bank-token-rotation job.
+	BankTokenMaxAge time.Duration
+	// BankWebhookURL is the public URL providers send item webhooks to.
+	BankWebhookURL string
 	// KeyCryptoperiod: subject keys older than this get a new version when
 	// the rotation job runs.
 	KeyCryptoperiod time.Duration
@@ -122,6 +127,8 @@ func Load(getenv Getenv) (*Config, error) {
 		RedisURL:          r.str("KLUIS_REDIS_URL", ""),
 		LogLevel:          r.str("KLUIS_LOG_LEVEL", "info"),
 		KeyCryptoperiod:   r.duration("KLUIS_KEY_CRYPTOPERIOD", 365*24*time.Hour, time.Hour, 5*365*24*time.Hour),
+		BankTokenMaxAge:   r.duration("KLUIS_BANK_TOKEN_MAX_AGE", 90*24*time.Hour, time.Hour, 10*365*24*time.Hour),
+		BankWebhookURL:    r.str("KLUIS_BANK_WEBHOOK_URL", ""),
 		KeyCacheMaxAge:    r.duration("KLUIS_KEY_CACHE_MAX_AGE", 5*time.Minute, time.Second, 24*time.Hour),
 		KeyCacheMaxUses:   r.integer("KLUIS_KEY_CACHE_MAX_USES", 10000, 1, 100000000),
 		KeyCacheMaxKeys:   r.integer("KLUIS_KEY_CACHE_MAX_KEYS", 10000, 1, 10000000),
@@ -374,12 +381,25 @@ func (r *reader) duration(name string, def, lo, hi time.Duration) time.Duration 
 	if v == "" {
 		return def
 	}
-	d, err := time.ParseDuration(v)
+	d, err := parseDuration(v)
 	if err != nil || d < lo || d > hi {
-		r.bad(name, fmt.Sprintf("must be a duration between %s and %s", lo, hi))
+		r.bad(name, fmt.Sprintf("must be a duration between %s and %s (Go syntax, or whole days as 90d)", lo, hi))
 		return def
 	}
 	return d
+}
+
+// parseDuration reads a Go duration, or a whole number of days as "<n>d",
+// since retention and rotation periods are spoken of in days.
+func parseDuration(v string) (time.Duration, error) {
+	if n, ok := strings.CutSuffix(v, "d"); ok {
+		days, err := strconv.Atoi(n)
+		if err != nil || days < 0 || days > 100*365 {
+			return 0, fmt.Errorf("bad number of days")
+		}
+		return time.Duration(days) * 24 * time.Hour, nil
+	}
+	return time.ParseDuration(v)
 }
 
 // rate reads "N/s", "N/m" or "N/h" (1 <= N <= 1000000), or "off".

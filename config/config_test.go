@@ -137,3 +137,32 @@ func TestRateLimitsDefaultAndParse(t *testing.T) {
 		t.Fatalf("idempotency TTL = %s, want 24h", c.IdempotencyTTL)
 	}
 }
+
+func TestDurationsTakeGoSyntaxOrWholeDays(t *testing.T) {
+	cases := []struct {
+		in   string
+		want time.Duration
+		bad  bool
+	}{
+		{"", 90 * 24 * time.Hour, false},
+		{"30d", 30 * 24 * time.Hour, false},
+		{"2160h", 2160 * time.Hour, false},
+		{"0d", 0, true},
+		{"-1h", 0, true},
+		{"ninety days", 0, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.in, func(t *testing.T) {
+			c, err := config.Load(env(t, map[string]string{"KLUIS_BANK_TOKEN_MAX_AGE": tc.in}))
+			if tc.bad {
+				if err == nil || !strings.Contains(err.Error(), "KLUIS_BANK_TOKEN_MAX_AGE") {
+					t.Fatalf("%q accepted", tc.in)
+				}
+				return
+			}
+			if err != nil || c.BankTokenMaxAge != tc.want {
+				t.Fatalf("%q = %v, %v; want %v", tc.in, c.BankTokenMaxAge, err, tc.want)
+			}
+		})
+	}
+}

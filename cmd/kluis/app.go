@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"time"
 
+	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/compliance"
 	"github.com/kluis-dev/kluis/config"
 	"github.com/kluis-dev/kluis/logging"
@@ -90,6 +92,10 @@ func (a *app) close() {
 	}
 }
 
+// errKeysRefused: the key provider answered but would not unwrap kluis's
+// stored keys: they were wrapped under another root key.
+var errKeysRefused = errors.New("the key provider refused to unwrap kluis's stored keys (are they from another root key?)")
+
 // loadSystemKeys retries while the key provider is unavailable, up to
 // startupWait: kluis does not start without its keys.
 func loadSystemKeys(ctx context.Context, db *postgres.DB, keys vault.KeyProvider, logger *slog.Logger) (*vault.SystemKeys, error) {
@@ -99,6 +105,11 @@ func loadSystemKeys(ctx context.Context, db *postgres.DB, keys vault.KeyProvider
 		sys, err := vault.LoadSystemKeys(ctx, db, keys)
 		if err == nil {
 			return sys, nil
+		}
+		// Only an unreachable provider is worth waiting for; a refusal (a
+		// wrong root key, say) will not go away by itself.
+		if kluis.ErrorCode(err) != kluis.EUnavailable {
+			return nil, fmt.Errorf("%w: %w", errKeysRefused, err)
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			return nil, fmt.Errorf("load system keys: %w", err)

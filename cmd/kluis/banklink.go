@@ -3,9 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -15,16 +12,6 @@ import (
 	"github.com/kluis-dev/kluis/banklink/sandbox"
 	"github.com/kluis-dev/kluis/jobs"
 	"github.com/kluis-dev/kluis/vault"
-)
-
-// Bank-linking settings not (yet) in config.Config, read from the
-// environment here:
-//
-//	KLUIS_BANK_TOKEN_MAX_AGE   access tokens older than this are rotated (default 90d; Go durations or "<n>d")
-//	KLUIS_BANK_WEBHOOK_URL     where providers send item events, given in link tokens (default: none)
-const (
-	envTokenMaxAge = "KLUIS_BANK_TOKEN_MAX_AGE"
-	envWebhookURL  = "KLUIS_BANK_WEBHOOK_URL"
 )
 
 // depHooks let features add to the handlers' Deps, one file per feature.
@@ -71,7 +58,7 @@ func (a *app) bankLink() (*banklink.Service, error) {
 	}
 	svc, err := banklink.New(banklink.Options{
 		DB: a.db, Vault: a.store, Auditor: a.auditor, Provider: provider, Keys: a.sys,
-		Logger: a.log, WebhookURL: os.Getenv(envWebhookURL),
+		Logger: a.log, WebhookURL: a.cfg.BankWebhookURL,
 	})
 	if err != nil {
 		return nil, err
@@ -104,10 +91,7 @@ func registerBankJobs(a *app, s *jobs.Scheduler) error {
 	if err != nil {
 		return err
 	}
-	maxAge, err := parseDays(os.Getenv(envTokenMaxAge), banklink.DefaultTokenMaxAge)
-	if err != nil {
-		return fmt.Errorf("%s: %w", envTokenMaxAge, err)
-	}
+	maxAge := a.cfg.BankTokenMaxAge
 	if err := s.Register(jobs.Job{
 		Name: "bank-token-rotation", Schedule: "23 4 * * *", Timeout: 2 * time.Hour,
 		Run: func(ctx context.Context, run *jobs.Run) error {
@@ -131,24 +115,4 @@ func registerBankJobs(a *app, s *jobs.Scheduler) error {
 			return err
 		},
 	})
-}
-
-// parseDays reads a Go duration, or a whole number of days as "<n>d";
-// empty is def.
-func parseDays(s string, def time.Duration) (time.Duration, error) {
-	if s == "" {
-		return def, nil
-	}
-	if n, ok := strings.CutSuffix(s, "d"); ok {
-		days, err := strconv.Atoi(n)
-		if err != nil || days <= 0 {
-			return 0, fmt.Errorf("must be a positive duration such as 90d or 2160h")
-		}
-		return time.Duration(days) * 24 * time.Hour, nil
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil || d <= 0 {
-		return 0, fmt.Errorf("must be a positive duration such as 90d or 2160h")
-	}
-	return d, nil
 }

@@ -79,6 +79,10 @@ func dev(ctx context.Context, getenv func(string) string, out io.Writer) error {
 		return err
 	}
 	a, err := build(ctx, cfg, logger)
+	if errors.Is(err, errKeysRefused) {
+		return fmt.Errorf("%w\n\nThe database %s was set up with another local root key than %s/kek.b64.\n"+
+			"Either restore that key file, or start afresh: dropdb -h 127.0.0.1 -U postgres kluis_dev", err, "kluis_dev", devDir)
+	}
 	if err != nil {
 		return err
 	}
