@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/kluis-dev/kluis/postgres"
 	"github.com/kluis-dev/kluis/vault"
 )
 
@@ -252,7 +253,7 @@ var secretName = regexp.MustCompile(`(^|_)(secret|password|passphrase|envelope|w
 // column (ciphertext, hashes, HMACs: nothing a person can read, and nothing
 // that should leave kluis), and text or JSON columns whose name says secret.
 func (c *catalog) withheld(table string) []string {
-	var out []string
+	out := []string{} // never nil: it is a query argument, and NULL would blank every row
 	for col, typ := range c.columns[table] {
 		textual := typ == "text" || strings.HasPrefix(typ, "character") || typ == "json" || typ == "jsonb"
 		if typ == "bytea" || (textual && secretName.MatchString(col)) {
@@ -271,4 +272,23 @@ func quoteList(cols []string) string {
 		q[i] = quoteIdent(c)
 	}
 	return strings.Join(q, ", ")
+}
+
+// ErasurePlan lists, in the order erasure deletes from them, the tables that
+// hold a subject's rows, as the catalog shows them now: for operators and
+// tests, so that a new table's place can be checked.
+func ErasurePlan(ctx context.Context, db *postgres.DB) ([]string, error) {
+	cat, err := loadCatalog(ctx, db.Pool)
+	if err != nil {
+		return nil, err
+	}
+	plan, err := cat.subjectPlan()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, len(plan))
+	for i, s := range plan {
+		out[i] = s.Table
+	}
+	return out, nil
 }
