@@ -19,6 +19,7 @@ import (
 	"github.com/kluis-dev/kluis/compliance"
 	"github.com/kluis-dev/kluis/postgres"
 	"github.com/kluis-dev/kluis/vault"
+	"github.com/kluis-dev/kluis/verification"
 )
 
 // Deps is what the handlers need. The same Deps builds both listeners.
@@ -43,6 +44,9 @@ type Deps struct {
 	// BankLink is bank linking (link sessions, items, accounts, provider
 	// webhooks); nil leaves its routes out.
 	BankLink *banklink.Service
+	// Verification is account verification and manual entry; nil leaves
+	// its routes out.
+	Verification *verification.Service
 	// RateLimiter counts requests (ratelimit.NewMemory if nil); RateLimits
 	// says how many (DefaultRateLimits if nil).
 	RateLimiter ratelimit.Limiter

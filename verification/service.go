@@ -1,0 +1,213 @@
+// Package verification proves that a user owns a bank account before money
+// moves: instantly, where the bank-data provider's auth data for a linked
+// account proves it, otherwise by micro-deposits sent over a payment rail
+// (Rail) that the user reads off their statement and confirms. It also takes
+// manual entry of accounts (numbers sealed in the vault).
+//
+// The state machine (Next) is a pure function; every transition is one
+// conditional UPDATE with its audit entry and its event for client apps
+// (package events) in the same transaction. Only a keyed HMAC of the
+// amounts or code is stored, bound to the verification, and answers are
+// compared in constant time.
+package verification
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/compliance"
+	"github.com/kluis-dev/kluis/postgres"
+	"github.com/kluis-dev/kluis/vault"
+)
+
+// MACer computes keyed MACs under a named system key (vault.SystemKeys).
+type MACer interface {
+	MAC(name string, parts ...[]byte) ([]byte, error)
+}
+
+// Methods a caller may ask for; auto picks instant where the institution
+// supports it and micro-deposits otherwise.
+const (
+	MethodAuto          = "auto"
+	MethodInstant       = "instant"
+	MethodMicroDeposits = "micro_deposits"
+)
+
+// Answer kinds of micro-deposits: two amounts, or one deposit whose
+// descriptor carries a short code.
+const (
+	AnswerAmounts = "amounts"
+	AnswerCode    = "code"
+)
+
+// Specific error codes (the api maps them to statuses).
+const (
+	// CodeMismatch: a wrong answer; the error carries attempts_remaining.
+	CodeMismatch = "verification_mismatch"
+	// CodeInstantUnsupported: instant verification was asked for an
+	// account whose institution cannot prove ownership at once.
+	CodeInstantUnsupported = "instant_verification_unsupported"
+)
+
+// Defaults (DESIGN.md).
+const (
+	DefaultAttempts = 3
+	DefaultWindow   = 10 * 24 * time.Hour
+)
+
+// InstantAuth says whether the provider's auth data proves a linked
+// account's ownership at once. Errors: kluis.EUnavailable when it cannot
+// tell now.
+type InstantAuth interface {
+	Supports(ctx context.Context, a Account) (bool, error)
+}
+
+// Options builds a Service. DB, Vault, Auditor, Keys and Rail are required.
+type Options struct {
+	DB      *postgres.DB
+	Vault   *vault.Store
+	Auditor *compliance.Auditor
+	Keys    MACer
+	Rail    Rail
+	// Instant decides instant verification; by default a linked account of
+	// an active item whose numbers the provider's auth product gave at
+	// link time (accounts.account_number_ref) is proven at once.
+	Instant InstantAuth
+	Clock   kluis.Clock
+	Logger  *slog.Logger
+	// Attempts per micro-deposit verification (DefaultAttempts).
+	Attempts int
+	// Window is how long the user has to confirm (DefaultWindow).
+	Window time.Duration
+	// AnswerKind is AnswerAmounts (default) or AnswerCode.
+	AnswerKind string
+	// ResendAfter is how long a verification may stay pending (its send
+	// failed) before the rail-poll job sends it again (1 minute).
+	ResendAfter time.Duration
+	// Notify, if set, is called after a transaction that enqueued events
+	// commits (to wake the delivery worker).
+	Notify func()
+}
+
+// Service verifies accounts. It holds no state of its own (Postgres does)
+// and is safe for concurrent use.
+type Service struct {
+	db          *postgres.DB
+	vault       *vault.Store
+	audit       *compliance.Auditor
+	keys        MACer
+	rail        Rail
+	instant     InstantAuth
+	clock       kluis.Clock
+	log         *slog.Logger
+	attempts    int
+	window      time.Duration
+	answerKind  string
+	resendAfter time.Duration
+	notify      func()
+}
+
+// New checks opts and returns a Service.
+func New(opts Options) (*Service, error) {
+	if opts.DB == nil || opts.Vault == nil || opts.Auditor == nil || opts.Keys == nil || opts.Rail == nil {
+		return nil, errors.New("verification: DB, Vault, Auditor, Keys and Rail are required")
+	}
+	s := &Service{db: opts.DB, vault: opts.Vault, audit: opts.Auditor, keys: opts.Keys, rail: opts.Rail,
+		instant: opts.Instant, clock: opts.Clock, log: opts.Logger, attempts: opts.Attempts, window: opts.Window,
+		answerKind: opts.AnswerKind, resendAfter: opts.ResendAfter, notify: opts.Notify}
+	if s.clock == nil {
+		s.clock = kluis.SystemClock{}
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.attempts <= 0 {
+		s.attempts = DefaultAttempts
+	}
+	if s.window <= 0 {
+		s.window = DefaultWindow
+	}
+	switch s.answerKind {
+	case "":
+		s.answerKind = AnswerAmounts
+	case AnswerAmounts, AnswerCode:
+	default:
+		return nil, errors.New("verification: AnswerKind must be amounts or code")
+	}
+	if s.resendAfter <= 0 {
+		s.resendAfter = time.Minute
+	}
+	return s, nil
+}
+
+// Sandbox returns the rail as a SandboxRail when it is one (the sandbox
+// routes exist only then), else nil.
+func (s *Service) Sandbox() SandboxRail {
+	sr, _ := s.rail.(SandboxRail)
+	return sr
+}
+
+func (s *Service) now() time.Time { return s.clock.Now().UTC() }
+
+// Actor says who asked for a change, for its audit entry.
+type Actor struct {
+	Kind      string // compliance.ActorUser or ActorSystem
+	Name      string // the user's external id (sub), or the job's name
+	RequestID string
+}
+
+// User is the actor for a user's request.
+func User(sub, requestID string) Actor {
+	return Actor{Kind: compliance.ActorUser, Name: sub, RequestID: requestID}
+}
+
+// System is the actor for a job.
+func System(job string) Actor { return Actor{Kind: compliance.ActorSystem, Name: job} }
+
+// Account is a bank account as verification sees it.
+type Account struct {
+	ID                 string
+	SubjectID          string
+	ItemID             string
+	Name               string
+	Mask               string
+	Type               string
+	Subtype            string
+	VerificationStatus string
+	AccountNumberRef   string
+	CreatedAt          time.Time
+}
+
+// Verification is one verification as callers see it: never the answer.
+type Verification struct {
+	ID                string
+	AccountID         string
+	SubjectID         string
+	RequestedMethod   string
+	Method            string
+	AnswerKind        string
+	Status            Status
+	AttemptsRemaining int
+	RailRef           string
+	ExpiresAt         time.Time
+	CreatedAt         time.Time
+	UpdatedAt         time.Time
+}
+
+func notFound() error { return kluis.Errorf(kluis.ENotFound, "not found") }
+
+// subjectOf returns the internal id of an existing subject, or ENotFound: a
+// caller that never stored anything owns nothing.
+func (s *Service) subjectOf(ctx context.Context, sub string) (string, error) {
+	id, err := vault.LookupSubject(ctx, s.db.Pool, sub)
+	if err != nil {
+		if kluis.ErrorCode(err) == kluis.ENotFound {
+			return "", notFound()
+		}
+		return "", err
+	}
+	return id, nil
+}

@@ -1,0 +1,319 @@
+package verification
+
+import (
+	"context"
+	"crypto/rand"
+	"math/big"
+	"sort"
+	"strconv"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/compliance"
+	"github.com/kluis-dev/kluis/postgres"
+	"github.com/kluis-dev/kluis/vault"
+)
+
+// instantSupported says whether instant verification proves the account's
+// ownership: the configured InstantAuth, or by default whether the
+// provider's auth product gave the account's numbers when the item was
+// linked (banklink seals them as accounts.account_number_ref only where the
+// institution supports auth) and the item is still active.
+func (s *Service) instantSupported(ctx context.Context, a Account) (bool, error) {
+	if a.ItemID == "" {
+		return false, nil // manual accounts have no provider to prove anything
+	}
+	if s.instant != nil {
+		return s.instant.Supports(ctx, a)
+	}
+	if a.AccountNumberRef == "" {
+		return false, nil
+	}
+	var status string
+	if err := s.db.Pool.QueryRow(ctx, `SELECT status FROM items WHERE id = $1`, a.ItemID).Scan(&status); err != nil {
+		return false, dbErr("read item", err)
+	}
+	return status == "active", nil
+}
+
+// Start begins verifying the subject's account with method (auto, instant
+// or micro_deposits). Instant verifies at once; micro-deposits are sent
+// over the rail and the verification is answered sent, or posted when the
+// rail posts at once. Errors: ENotFound (no such account of the subject),
+// EInvalid (unknown method), CodeInstantUnsupported (instant where the
+// institution cannot), EConflict (already verified, or a verification is
+// in progress: the error names it), EUnavailable (the rail cannot take the
+// deposits now; the verification is kept and sent again by the rail-poll
+// job).
+func (s *Service) Start(ctx context.Context, actor Actor, accountID, method string) (Verification, error) {
+	if method != MethodAuto && method != MethodInstant && method != MethodMicroDeposits {
+		return Verification{}, kluis.Errorf(kluis.EInvalid, "method must be auto, instant or micro_deposits")
+	}
+	subjectID, err := s.subjectOf(ctx, actor.Name)
+	if err != nil {
+		return Verification{}, err
+	}
+	a, err := getAccount(ctx, s.db.Pool, accountID, subjectID)
+	if err != nil {
+		return Verification{}, err
+	}
+	if a.VerificationStatus == AccountVerified {
+		return Verification{}, kluis.Errorf(kluis.EConflict, "the account is already verified")
+	}
+	chosen := MethodMicroDeposits
+	if method != MethodMicroDeposits {
+		ok, err := s.instantSupported(ctx, a)
+		if err != nil {
+			return Verification{}, err
+		}
+		switch {
+		case ok:
+			chosen = MethodInstant
+		case method == MethodInstant:
+			return Verification{}, kluis.Errorf(CodeInstantUnsupported, "the account's institution cannot verify it instantly: use micro_deposits or auto")
+		}
+	}
+	if chosen == MethodInstant {
+		return s.startInstant(ctx, actor, a, method)
+	}
+	return s.startMicroDeposits(ctx, actor, a, method)
+}
+
+func (s *Service) newVerification(a Account, requested, method string) Verification {
+	now := s.now()
+	v := Verification{ID: kluis.NewID(kluis.PrefixVerification), AccountID: a.ID, SubjectID: a.SubjectID,
+		RequestedMethod: requested, Method: method, Status: StatusPending, AttemptsRemaining: s.attempts,
+		ExpiresAt: now.Add(s.window), CreatedAt: now, UpdatedAt: now}
+	if method == MethodMicroDeposits {
+		v.AnswerKind = s.answerKind
+	}
+	return v
+}
+
+// insert writes a new pending verification with its audit entry.
+func (s *Service) insert(ctx context.Context, tx pgx.Tx, actor Actor, v Verification, mac []byte) error {
+	var kind *string
+	if v.AnswerKind != "" {
+		kind = &v.AnswerKind
+	}
+	_, err := tx.Exec(ctx, `
+		INSERT INTO verifications (id, subject_id, account_id, requested_method, method, answer_kind, status,
+			attempts_remaining, answer_mac, rail, expires_at, created_at, updated_at)
+		VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9, $10, $11, $11)`,
+		v.ID, v.SubjectID, v.AccountID, v.RequestedMethod, v.Method, kind, v.AttemptsRemaining, mac,
+		s.rail.Name(), v.ExpiresAt, v.CreatedAt)
+	if err != nil {
+		if kluis.ErrorCode(postgres.Translate(err)) == kluis.EConflict {
+			return s.inProgress(ctx, tx, v.AccountID)
+		}
+		return dbErr("insert verification", err)
+	}
+	return s.audit.Append(ctx, tx, compliance.Entry{
+		ActorKind: actor.Kind, Actor: actor.Name, Action: "verification.started", Target: v.ID,
+		Outcome: compliance.OutcomeSuccess, Subject: actor.Name, RequestID: actor.RequestID,
+		Details: map[string]any{"account_id": v.AccountID, "requested_method": v.RequestedMethod, "method": v.Method},
+	})
+}
+
+// inProgress is the conflict for an account that already has an open
+// verification, naming it.
+func (s *Service) inProgress(ctx context.Context, tx pgx.Tx, accountID string) error {
+	e := kluis.Errorf(kluis.EConflict, "a verification of this account is already in progress")
+	var id string
+	if err := s.db.Pool.QueryRow(ctx, `SELECT id FROM verifications WHERE account_id = $1 AND status IN ('pending', 'sent', 'posted')`, accountID).Scan(&id); err == nil {
+		return e.With("verification_id", id)
+	}
+	return e
+}
+
+func (s *Service) startInstant(ctx context.Context, actor Actor, a Account, requested string) (Verification, error) {
+	v := s.newVerification(a, requested, MethodInstant)
+	err := s.db.InTx(ctx, func(tx pgx.Tx) error {
+		if err := s.insert(ctx, tx, actor, v, nil); err != nil {
+			return err
+		}
+		got, ok, err := s.applyTransition(ctx, tx, v, EventInstantProven, "", actor)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return kluis.Errorf(kluis.EConflict, "the verification changed; try again")
+		}
+		v = got
+		return nil
+	})
+	if err != nil {
+		return Verification{}, err
+	}
+	s.notified()
+	return v, nil
+}
+
+// deposits draws the secret: two amounts of 1 to 99 cents, or one amount
+// with a code. Both come from crypto/rand.
+func (s *Service) deposits() ([]int, string, error) {
+	n := 2
+	if s.answerKind == AnswerCode {
+		n = 1
+	}
+	amounts := make([]int, n)
+	for i := range amounts {
+		r, err := rand.Int(rand.Reader, big.NewInt(99))
+		if err != nil {
+			return nil, "", err
+		}
+		amounts[i] = int(r.Int64()) + 1
+	}
+	if s.answerKind != AnswerCode {
+		return amounts, "", nil
+	}
+	const alphabet = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789" // no 0/O, 1/I
+	code := make([]byte, codeLen)
+	for i := range code {
+		r, err := rand.Int(rand.Reader, big.NewInt(int64(len(alphabet))))
+		if err != nil {
+			return nil, "", err
+		}
+		code[i] = alphabet[r.Int64()]
+	}
+	return amounts, string(code), nil
+}
+
+// codeLen is the length of a descriptor code.
+const codeLen = 6
+
+// answerMACFor is the keyed HMAC stored for an answer: under the
+// verification system key, of a label, the verification id (so a MAC is
+// worth nothing on another verification) and the normalized answer.
+func (s *Service) answerMACFor(id, kind, normalized string) ([]byte, error) {
+	m, err := s.keys.MAC(vault.SystemKeyVerification, []byte("kluis/verification/answer/v1"), []byte(id), []byte(kind), []byte(normalized))
+	if err != nil {
+		return nil, kluis.Unavailable("key store", err)
+	}
+	return m, nil
+}
+
+// normalizeAmounts is the order-free form of two amounts: ascending, so
+// that the user may give them in either order.
+func normalizeAmounts(a []int) string {
+	c := append([]int(nil), a...)
+	sort.Ints(c)
+	out := ""
+	for i, v := range c {
+		if i > 0 {
+			out += ","
+		}
+		out += strconv.Itoa(v)
+	}
+	return out
+}
+
+// secretMAC is the MAC of what was drawn.
+func (s *Service) secretMAC(id string, amounts []int, code string) ([]byte, error) {
+	if code != "" {
+		return s.answerMACFor(id, AnswerCode, code)
+	}
+	return s.answerMACFor(id, AnswerAmounts, normalizeAmounts(amounts))
+}
+
+func (s *Service) startMicroDeposits(ctx context.Context, actor Actor, a Account, requested string) (Verification, error) {
+	v := s.newVerification(a, requested, MethodMicroDeposits)
+	amounts, code, err := s.deposits()
+	if err != nil {
+		return Verification{}, err
+	}
+	defer clear(amounts)
+	mac, err := s.secretMAC(v.ID, amounts, code)
+	if err != nil {
+		return Verification{}, err
+	}
+	err = s.db.InTx(ctx, func(tx pgx.Tx) error { return s.insert(ctx, tx, actor, v, mac) })
+	if err != nil {
+		return Verification{}, err
+	}
+	return s.send(ctx, actor, v, a, amounts, code)
+}
+
+// send hands the deposits to the rail and moves the verification to sent
+// (and on to posted if the rail posted at once). A rail that cannot take
+// them leaves the verification pending: the rail-poll job draws new
+// deposits and sends again.
+func (s *Service) send(ctx context.Context, actor Actor, v Verification, a Account, amounts []int, code string) (Verification, error) {
+	ref, err := s.rail.Send(ctx, Deposits{VerificationID: v.ID, AccountID: a.ID, AccountNumberRef: a.AccountNumberRef,
+		AmountsCents: amounts, Code: code})
+	if err != nil {
+		s.log.Warn("payment rail refused deposits; the rail-poll job will send them again",
+			"verification_id", v.ID, "code", kluis.ErrorCode(err))
+		return Verification{}, kluis.Unavailable("payment rail", err)
+	}
+	err = s.db.InTx(ctx, func(tx pgx.Tx) error {
+		got, ok, err := s.applyTransition(ctx, tx, v, EventSent, ref, actor)
+		if err == nil && ok {
+			v = got
+		}
+		return err
+	})
+	if err != nil {
+		return Verification{}, err
+	}
+	return s.refresh(ctx, actor, v)
+}
+
+// refresh asks the rail what became of sent (or posted) deposits and
+// applies what it learns. A rail that cannot answer leaves v as it is.
+func (s *Service) refresh(ctx context.Context, actor Actor, v Verification) (Verification, error) {
+	if (v.Status != StatusSent && v.Status != StatusPosted) || v.RailRef == "" {
+		return v, nil
+	}
+	rs, err := s.rail.Status(ctx, v.RailRef)
+	if err != nil {
+		s.log.Warn("payment rail status unavailable", "verification_id", v.ID, "code", kluis.ErrorCode(err))
+		return v, nil
+	}
+	var ev EventKind
+	switch {
+	case rs == RailPosted && v.Status == StatusSent:
+		ev = EventPosted
+	case rs == RailReturned:
+		ev = EventReturned
+	default:
+		return v, nil
+	}
+	changed := false
+	err = s.db.InTx(ctx, func(tx pgx.Tx) error {
+		got, ok, err := s.applyTransition(ctx, tx, v, ev, "", actor)
+		if err != nil {
+			return err
+		}
+		if ok {
+			v, changed = got, true
+			return nil
+		}
+		v, err = getVerification(ctx, tx, v.ID, "")
+		return err
+	})
+	if err != nil {
+		return Verification{}, err
+	}
+	if changed {
+		s.notified()
+	}
+	return v, nil
+}
+
+// notified wakes the event worker after a commit that enqueued events.
+func (s *Service) notified() {
+	if s.notify != nil {
+		s.notify()
+	}
+}
+
+// Get returns the subject's verification; another subject's is ENotFound.
+func (s *Service) Get(ctx context.Context, sub, id string) (Verification, error) {
+	subjectID, err := s.subjectOf(ctx, sub)
+	if err != nil {
+		return Verification{}, err
+	}
+	return getVerification(ctx, s.db.Pool, id, subjectID)
+}
