@@ -44,6 +44,9 @@ type Deps struct {
 	// BankLink is bank linking (link sessions, items, accounts, provider
 	// webhooks); nil leaves its routes out.
 	BankLink *banklink.Service
+	// Compliance is legal holds, erasure and subject export; nil leaves
+	// their routes out.
+	Compliance *compliance.Service
 	// Verification is account verification and manual entry; nil leaves
 	// its routes out.
 	Verification *verification.Service

@@ -22,7 +22,10 @@ func (tableShredder) DestroySubjectKeys(ctx context.Context, tx pgx.Tx, subjectI
 
 type countingRevoker struct{ calls int }
 
-func (r *countingRevoker) RevokeSubject(context.Context, string) (int, error) { r.calls++; return 2, nil }
+func (r *countingRevoker) RevokeSubject(context.Context, string) (int, error) {
+	r.calls++
+	return 2, nil
+}
 
 var errCrash = errors.New("killed")
 
