@@ -133,7 +133,9 @@ func TestEveryEndpointGetsEveryEventOnceWithAValidSignature(t *testing.T) {
 		enqueue(t, db, ItemLoginRequired, map[string]string{"item_id": "itm_abcdefghijklmnopqrstuvwxyz234567", "status": "login_required"}),
 	}
 	w := newWorker(t, db, []string{a.srv.URL + "/hooks?token=abc", b.srv.URL})
-	until(t, w, func() bool { return a.count(ids[2]) == 1 && b.count(ids[2]) == 1 && a.count(ids[0]) == 1 && b.count(ids[1]) == 1 })
+	until(t, w, func() bool {
+		return a.count(ids[2]) == 1 && b.count(ids[2]) == 1 && a.count(ids[0]) == 1 && b.count(ids[1]) == 1
+	})
 	for i := 0; i < 5; i++ {
 		if _, err := w.Tick(context.Background()); err != nil {
 			t.Fatal(err)
