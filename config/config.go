@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/kluis-dev/kluis/compliance"
 )
 
 // Config is kluis's whole configuration.
@@ -67,6 +69,27 @@ type Config struct {
 	RateLinkSession, RateTokenExchange, RateVerificationConfirm, RateReveal Rate
 	// IdempotencyTTL is how long an Idempotency-Key's answer is kept.
 	IdempotencyTTL time.Duration
+	// Retention is the period kept per retention class, by class name
+	// (compliance.RetentionClasses), each from KLUIS_RETENTION_<CLASS>.
+	Retention map[string]time.Duration
+	// RetentionBatch is how many rows one purge transaction deletes, and
+	// RetentionBatchPause the pause between batches; RetentionDryRun makes
+	// the scheduled purge report what it would delete and delete nothing.
+	RetentionBatch      int
+	RetentionBatchPause time.Duration
+	RetentionDryRun     bool
+	// Verification: attempts per micro-deposit verification, the window to
+	// confirm in, amounts or a code, and the sandbox rail's posting delay.
+	VerificationAttempts int
+	VerificationWindow   time.Duration
+	MicroDepositKind     string
+	SandboxRailDelay     time.Duration
+	// Event webhooks to client apps: the endpoints, the signing secret (or
+	// a file holding it), and how long deliveries are retried.
+	WebhookEndpoints  []string
+	WebhookSecret     string
+	WebhookSecretFile string
+	WebhookRetryFor   time.Duration
 }
 
 // Rate is a limit of Events per Per (a burst of Events); zero Events is no
@@ -141,6 +164,8 @@ func Load(getenv Getenv) (*Config, error) {
 		IdempotencyTTL:    r.duration("KLUIS_IDEMPOTENCY_TTL", 24*time.Hour, 24*time.Hour, 30*24*time.Hour),
 	}
 	c.RateVerificationConfirm = r.rate("KLUIS_RATE_LIMIT_VERIFICATION_CONFIRM", Rate{10, time.Minute})
+	c.readRetention(&r)
+	c.readVerification(&r)
 	c.validate(&r)
 	if len(r.problems) > 0 {
 		return nil, errors.New("configuration: " + strings.Join(r.problems, "\n  "))
@@ -160,6 +185,20 @@ func LoadDatabaseOnly(getenv Getenv) (*Config, error) {
 		return nil, errors.New("configuration: " + strings.Join(r.problems, "\n  "))
 	}
 	return c, nil
+}
+
+// readRetention reads a period per registered retention class, each bounded
+// below by the class's minimum (audit entries: 365 days, PCI DSS 10.5.1).
+func (c *Config) readRetention(r *reader) {
+	c.Retention = map[string]time.Duration{}
+	for _, rc := range compliance.RetentionClasses() {
+		c.Retention[rc.Name] = r.duration(rc.Setting(), rc.Default, rc.Min, compliance.MaxRetention)
+	}
+	c.RetentionBatch = r.integer("KLUIS_RETENTION_BATCH", compliance.DefaultPurgeBatch, 100, 100000)
+	c.RetentionBatchPause = r.duration("KLUIS_RETENTION_BATCH_PAUSE", 0, 0, 10*time.Second)
+	dry := r.str("KLUIS_RETENTION_DRY_RUN", "false")
+	r.oneOf("KLUIS_RETENTION_DRY_RUN", dry, "true", "false")
+	c.RetentionDryRun = dry == "true"
 }
 
 func (c *Config) validate(r *reader) {
@@ -419,4 +458,42 @@ func (r *reader) rate(name string, def Rate) Rate {
 		return def
 	}
 	return Rate{Events: events, Per: per}
+}
+
+// readVerification reads the verification and event-webhook settings. In
+// production every endpoint must be https and a secret of at least 32
+// bytes is required once there are endpoints.
+func (c *Config) readVerification(r *reader) {
+	c.VerificationAttempts = r.integer("KLUIS_VERIFICATION_ATTEMPTS", 3, 1, 10)
+	c.VerificationWindow = r.duration("KLUIS_VERIFICATION_WINDOW", 10*24*time.Hour, time.Hour, 90*24*time.Hour)
+	c.MicroDepositKind = r.str("KLUIS_MICRO_DEPOSIT_KIND", "amounts")
+	r.oneOf("KLUIS_MICRO_DEPOSIT_KIND", c.MicroDepositKind, "amounts", "code")
+	c.SandboxRailDelay = r.duration("KLUIS_SANDBOX_RAIL_DELAY", 0, 0, 30*24*time.Hour)
+	for _, e := range strings.Split(r.str("KLUIS_WEBHOOK_ENDPOINTS", ""), ",") {
+		if e = strings.TrimSpace(e); e == "" {
+			continue
+		}
+		u, err := url.Parse(e)
+		switch {
+		case err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http"):
+			// The URL is not quoted: it may carry a token.
+			r.bad("KLUIS_WEBHOOK_ENDPOINTS", "every endpoint must be an http(s) URL")
+		case u.Scheme != "https" && c.Production():
+			r.bad("KLUIS_WEBHOOK_ENDPOINTS", "every endpoint must be https in production")
+		}
+		c.WebhookEndpoints = append(c.WebhookEndpoints, e)
+	}
+	c.WebhookSecret = r.str("KLUIS_WEBHOOK_SECRET", "")
+	c.WebhookSecretFile = r.str("KLUIS_WEBHOOK_SECRET_FILE", "")
+	if c.WebhookSecret != "" && c.WebhookSecretFile != "" {
+		r.bad("KLUIS_WEBHOOK_SECRET", "set KLUIS_WEBHOOK_SECRET or KLUIS_WEBHOOK_SECRET_FILE, not both")
+	}
+	r.file("KLUIS_WEBHOOK_SECRET_FILE", c.WebhookSecretFile)
+	if c.WebhookSecret != "" && len(c.WebhookSecret) < 32 {
+		r.bad("KLUIS_WEBHOOK_SECRET", "must be at least 32 bytes")
+	}
+	if len(c.WebhookEndpoints) > 0 && c.WebhookSecret == "" && c.WebhookSecretFile == "" {
+		r.bad("KLUIS_WEBHOOK_SECRET", "is required when KLUIS_WEBHOOK_ENDPOINTS is set")
+	}
+	c.WebhookRetryFor = r.duration("KLUIS_WEBHOOK_RETRY_FOR", 72*time.Hour, 24*time.Hour, 30*24*time.Hour)
 }

@@ -1,0 +1,117 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/api"
+	"github.com/kluis-dev/kluis/compliance"
+	"github.com/kluis-dev/kluis/jobs"
+)
+
+func init() {
+	depHooks = append(depHooks, func(a *app, d *api.Deps) error {
+		svc, err := a.compliance()
+		if err != nil {
+			return err
+		}
+		d.Compliance = svc
+		return nil
+	})
+	jobHooks = append(jobHooks, registerComplianceJobs)
+}
+
+// complianceServices keeps one compliance.Service per app, shared by the
+// handlers and the erasure-resume job.
+var complianceServices sync.Map // *app → *compliance.Service
+
+// compliance builds (once per app) the compliance service, with bank
+// linking's provider revocation when bank linking offers it.
+func (a *app) compliance() (*compliance.Service, error) {
+	if s, ok := complianceServices.Load(a); ok {
+		return s.(*compliance.Service), nil
+	}
+	svc := compliance.NewService(a.db, a.auditor, a.ring, nil)
+	bank, err := a.bankLink()
+	if err != nil {
+		return nil, err
+	}
+	if r, ok := any(bank).(compliance.Revoker); ok {
+		svc.AddRevoker(r)
+	} else {
+		// Fail closed: erasing a subject whose items are live at their
+		// provider would shred the tokens needed to revoke them.
+		svc.AddRevoker(liveItemsGuard{a})
+	}
+	actual, _ := complianceServices.LoadOrStore(a, svc)
+	a.closers = append(a.closers, func() { complianceServices.Delete(a) })
+	return actual.(*compliance.Service), nil
+}
+
+// liveItemsGuard stands in for provider revocation until bank linking
+// implements compliance.Revoker: it lets erasure go on only when the subject
+// has no item still live at its provider.
+type liveItemsGuard struct{ a *app }
+
+func (g liveItemsGuard) RevokeSubject(ctx context.Context, subjectID string) (int, error) {
+	var live int
+	err := g.a.db.Pool.QueryRow(ctx, `SELECT count(*) FROM items WHERE subject_id = $1 AND status <> 'removed'`, subjectID).Scan(&live)
+	if err != nil {
+		return 0, fmt.Errorf("erasure: live items: %w", err)
+	}
+	if live > 0 {
+		return 0, kluis.Errorf(kluis.EUnavailable, "provider revocation is not available; the subject's items must be removed first")
+	}
+	return 0, nil
+}
+
+// registerComplianceJobs adds the retention purge and the erasure resumer.
+func registerComplianceJobs(a *app, s *jobs.Scheduler) error {
+	purger := compliance.NewPurger(a.db, a.auditor, nil, a.cfg.Retention)
+	opts := compliance.PurgeOptions{DryRun: a.cfg.RetentionDryRun, Batch: a.cfg.RetentionBatch, Pause: a.cfg.RetentionBatchPause}
+	if err := s.Register(jobs.Job{
+		Name: "retention-purge", Schedule: "37 2 * * *", Timeout: 6 * time.Hour,
+		Run: func(ctx context.Context, run *jobs.Run) error { return a.purge(ctx, run, purger, opts) },
+	}); err != nil {
+		return err
+	}
+	return s.Register(jobs.Job{
+		Name: "erasure-resume", Schedule: "*/15 * * * *", Timeout: time.Hour,
+		Run: func(ctx context.Context, run *jobs.Run) error {
+			svc, err := a.compliance()
+			if err != nil {
+				return err
+			}
+			n, err := svc.ResumeErasures(ctx)
+			run.Set("completed", int64(n))
+			return err
+		},
+	})
+}
+
+// purge runs the retention purge, counting per class in job_runs as it goes
+// ("purged_<class>", or "would_purge_<class>" in a dry run) and noting the
+// classes skipped ("skipped_<class>" = 1) because their table is not there.
+func (a *app) purge(ctx context.Context, run *jobs.Run, purger *compliance.Purger, opts compliance.PurgeOptions) error {
+	prefix := "purged_"
+	if opts.DryRun {
+		prefix = "would_purge_"
+	}
+	opts.Progress = func(class string, n int64) {
+		run.Set(prefix+class, n)
+		_ = run.Checkpoint(ctx) // progress only: the run's end records the totals
+	}
+	rep, err := purger.Purge(ctx, opts)
+	for _, cr := range rep.Classes {
+		if cr.Skipped != "" {
+			run.Set("skipped_"+cr.Class, 1)
+			a.log.Info("retention class skipped", "class", cr.Class, "note", cr.Skipped)
+			continue
+		}
+		run.Set(prefix+cr.Class, cr.Deleted)
+	}
+	return err
+}
