@@ -18,6 +18,7 @@ import (
 func init() {
 	RegisterErrorStatus(verification.CodeMismatch, http.StatusUnprocessableEntity)
 	RegisterErrorStatus(verification.CodeInstantUnsupported, http.StatusUnprocessableEntity)
+	RegisterErrorStatus(verification.CodeMicroDepositsUnavailable, http.StatusUnprocessableEntity)
 	publicRoutes = append(publicRoutes, func(d *Deps, v1 *echo.Group) {
 		if d.Verification == nil {
 			return

@@ -50,6 +50,8 @@ const (
 	// CodeInstantUnsupported: instant verification was asked for an
 	// account whose institution cannot prove ownership at once.
 	CodeInstantUnsupported = "instant_verification_unsupported"
+	// CodeMicroDepositsUnavailable: no payment rail is configured.
+	CodeMicroDepositsUnavailable = "micro_deposits_unavailable"
 )
 
 // Defaults (DESIGN.md).
@@ -65,13 +67,15 @@ type InstantAuth interface {
 	Supports(ctx context.Context, a Account) (bool, error)
 }
 
-// Options builds a Service. DB, Vault, Auditor, Keys and Rail are required.
+// Options builds a Service. DB, Vault, Auditor and Keys are required.
 type Options struct {
 	DB      *postgres.DB
 	Vault   *vault.Store
 	Auditor *compliance.Auditor
 	Keys    MACer
-	Rail    Rail
+	// Rail carries micro-deposits; without one, micro-deposits are
+	// CodeMicroDepositsUnavailable (instant verification still works).
+	Rail Rail
 	// Instant decides instant verification; by default a linked account of
 	// an active item whose numbers the provider's auth product gave at
 	// link time (accounts.account_number_ref) is proven at once.
@@ -112,8 +116,8 @@ type Service struct {
 
 // New checks opts and returns a Service.
 func New(opts Options) (*Service, error) {
-	if opts.DB == nil || opts.Vault == nil || opts.Auditor == nil || opts.Keys == nil || opts.Rail == nil {
-		return nil, errors.New("verification: DB, Vault, Auditor, Keys and Rail are required")
+	if opts.DB == nil || opts.Vault == nil || opts.Auditor == nil || opts.Keys == nil {
+		return nil, errors.New("verification: DB, Vault, Auditor and Keys are required")
 	}
 	s := &Service{db: opts.DB, vault: opts.Vault, audit: opts.Auditor, keys: opts.Keys, rail: opts.Rail,
 		instant: opts.Instant, clock: opts.Clock, log: opts.Logger, attempts: opts.Attempts, window: opts.Window,
@@ -146,6 +150,9 @@ func New(opts Options) (*Service, error) {
 // Sandbox returns the rail as a SandboxRail when it is one (the sandbox
 // routes exist only then), else nil.
 func (s *Service) Sandbox() SandboxRail {
+	if s.rail == nil {
+		return nil
+	}
 	sr, _ := s.rail.(SandboxRail)
 	return sr
 }

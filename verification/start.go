@@ -102,7 +102,7 @@ func (s *Service) insert(ctx context.Context, tx pgx.Tx, actor Actor, v Verifica
 			attempts_remaining, answer_mac, rail, expires_at, created_at, updated_at)
 		VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9, $10, $11, $11)`,
 		v.ID, v.SubjectID, v.AccountID, v.RequestedMethod, v.Method, kind, v.AttemptsRemaining, mac,
-		s.rail.Name(), v.ExpiresAt, v.CreatedAt)
+		s.railName(), v.ExpiresAt, v.CreatedAt)
 	if err != nil {
 		if kluis.ErrorCode(postgres.Translate(err)) == kluis.EConflict {
 			return s.inProgress(ctx, tx, v.AccountID)
@@ -217,7 +217,19 @@ func (s *Service) secretMAC(id string, amounts []int, code string) ([]byte, erro
 	return s.answerMACFor(id, AnswerAmounts, normalizeAmounts(amounts))
 }
 
+// railName names the rail in the verification's row.
+func (s *Service) railName() *string {
+	if s.rail == nil {
+		return nil
+	}
+	n := s.rail.Name()
+	return &n
+}
+
 func (s *Service) startMicroDeposits(ctx context.Context, actor Actor, a Account, requested string) (Verification, error) {
+	if s.rail == nil {
+		return Verification{}, kluis.Errorf(CodeMicroDepositsUnavailable, "micro-deposits are not available: no payment rail is configured")
+	}
 	v := s.newVerification(a, requested, MethodMicroDeposits)
 	amounts, code, err := s.deposits()
 	if err != nil {
@@ -263,7 +275,7 @@ func (s *Service) send(ctx context.Context, actor Actor, v Verification, a Accou
 // refresh asks the rail what became of sent (or posted) deposits and
 // applies what it learns. A rail that cannot answer leaves v as it is.
 func (s *Service) refresh(ctx context.Context, actor Actor, v Verification) (Verification, error) {
-	if (v.Status != StatusSent && v.Status != StatusPosted) || v.RailRef == "" {
+	if (v.Status != StatusSent && v.Status != StatusPosted) || v.RailRef == "" || s.rail == nil {
 		return v, nil
 	}
 	rs, err := s.rail.Status(ctx, v.RailRef)

@@ -58,6 +58,9 @@ type PollResult struct {
 // by their MAC.
 func (s *Service) PollRail(ctx context.Context) (PollResult, error) {
 	var res PollResult
+	if s.rail == nil {
+		return res, nil
+	}
 	actor := System(JobRailPoll)
 	now := s.now()
 	after := ""

@@ -1,0 +1,125 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/kluis-dev/kluis/api"
+	"github.com/kluis-dev/kluis/jobs"
+	"github.com/kluis-dev/kluis/verification"
+	"github.com/kluis-dev/kluis/verification/events"
+	"github.com/kluis-dev/kluis/verification/sandboxrail"
+)
+
+func init() {
+	depHooks = append(depHooks, func(a *app, d *api.Deps) error {
+		parts, err := a.verification()
+		if err != nil {
+			return err
+		}
+		d.Verification = parts.svc
+		// serve is the one command that builds Deps: the event worker runs
+		// with it, and stops (waited for) when the app closes.
+		ctx, cancel := context.WithCancel(context.Background())
+		go parts.worker.Run(ctx)
+		a.closers = append(a.closers, func() { cancel(); <-parts.worker.Done() })
+		return nil
+	})
+	jobHooks = append(jobHooks, registerVerificationJobs)
+}
+
+// verificationParts are the verification service and the event worker it
+// wakes, one of each per app.
+type verificationParts struct {
+	svc    *verification.Service
+	worker *events.Worker
+}
+
+var verificationServices sync.Map // *app → *verificationParts
+
+// verification builds (once per app) the verification service, on the
+// sandbox rail with the sandbox provider and on no rail otherwise (instant
+// verification only, until a real rail adapter exists), and the event
+// delivery worker for the configured app endpoints.
+func (a *app) verification() (*verificationParts, error) {
+	if p, ok := verificationServices.Load(a); ok {
+		return p.(*verificationParts), nil
+	}
+	secret, err := webhookSecret(a.cfg.WebhookSecret, a.cfg.WebhookSecretFile)
+	if err != nil {
+		return nil, err
+	}
+	worker, err := events.NewWorker(events.WorkerOptions{DB: a.db, Endpoints: a.cfg.WebhookEndpoints, Secret: secret,
+		Logger: a.log, RetryFor: a.cfg.WebhookRetryFor})
+	if err != nil {
+		return nil, err
+	}
+	opts := verification.Options{DB: a.db, Vault: a.store, Auditor: a.auditor, Keys: a.sys, Logger: a.log,
+		Attempts: a.cfg.VerificationAttempts, Window: a.cfg.VerificationWindow, AnswerKind: a.cfg.MicroDepositKind,
+		Notify: worker.Wake}
+	if a.cfg.BankProvider == "sandbox" {
+		opts.Rail = sandboxrail.New(a.db, a.sys, a.cfg.SandboxRailDelay, nil)
+	}
+	svc, err := verification.New(opts)
+	if err != nil {
+		return nil, err
+	}
+	actual, _ := verificationServices.LoadOrStore(a, &verificationParts{svc: svc, worker: worker})
+	a.closers = append(a.closers, func() { verificationServices.Delete(a) })
+	return actual.(*verificationParts), nil
+}
+
+// webhookSecret is KLUIS_WEBHOOK_SECRET, or the first line of
+// KLUIS_WEBHOOK_SECRET_FILE.
+func webhookSecret(value, file string) ([]byte, error) {
+	if file == "" {
+		return []byte(value), nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, errors.New("KLUIS_WEBHOOK_SECRET_FILE cannot be read")
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	line = strings.TrimSpace(line)
+	if len(line) < 32 {
+		return nil, errors.New("KLUIS_WEBHOOK_SECRET_FILE must hold a secret of at least 32 bytes")
+	}
+	return []byte(line), nil
+}
+
+// registerVerificationJobs adds the expiry sweep and the rail poll.
+func registerVerificationJobs(a *app, s *jobs.Scheduler) error {
+	parts, err := a.verification()
+	if err != nil {
+		return err
+	}
+	svc := parts.svc
+	if err := s.Register(jobs.Job{
+		Name: verification.JobExpiry, Schedule: "*/15 * * * *", Timeout: 10 * time.Minute,
+		Run: func(ctx context.Context, run *jobs.Run) error {
+			n, err := svc.ExpireDue(ctx)
+			run.Set("expired", int64(n))
+			return err
+		},
+	}); err != nil {
+		return err
+	}
+	return s.Register(jobs.Job{
+		Name: verification.JobRailPoll, Schedule: "@every 1m", Timeout: 10 * time.Minute,
+		Run: func(ctx context.Context, run *jobs.Run) error {
+			res, err := svc.PollRail(ctx)
+			run.Set("posted", int64(res.Posted))
+			run.Set("returned", int64(res.Returned))
+			run.Set("resent", int64(res.Resent))
+			if err != nil {
+				return fmt.Errorf("poll the payment rail: %w", err)
+			}
+			return nil
+		},
+	})
+}
