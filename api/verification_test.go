@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +20,7 @@ import (
 	"github.com/kluis-dev/kluis/jobs"
 	"github.com/kluis-dev/kluis/vault"
 	"github.com/kluis-dev/kluis/verification"
+	"github.com/kluis-dev/kluis/verification/events"
 	"github.com/kluis-dev/kluis/verification/sandboxrail"
 )
 
@@ -653,5 +657,69 @@ func TestNoSecretLeavesThroughResponsesLogsOrTheDatabase(t *testing.T) {
 	status, _, resp = apitest.Do(t, ve.ServiceClient(t, "payments"), "POST", revealURL(ve.Env, ref), "", "application/json", `{"purpose":"payment_initiation"}`)
 	if status != http.StatusOK || !strings.Contains(resp, canaryAccount) || !strings.Contains(resp, goodRouting) {
 		t.Fatalf("reveal of the manual account = %d", status)
+	}
+}
+
+func TestAppEndpointsReceiveVerificationEventsSigned(t *testing.T) {
+	secret := []byte("whsec-api-test-0123456789abcdef0123")
+	type got struct {
+		typ, verificationID string
+	}
+	var mu sync.Mutex
+	var received []got
+	rc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if err := events.VerifySignature(secret, r.Header.Get(events.SignatureHeader), body, time.Now(), 5*time.Minute); err != nil {
+			t.Errorf("event with a bad signature: %v", err)
+			w.WriteHeader(400)
+			return
+		}
+		var p events.Payload
+		if err := json.Unmarshal(body, &p); err != nil {
+			t.Errorf("event body: %v", err)
+		}
+		for _, s := range []string{canaryAccount, "amounts", "code"} {
+			if strings.Contains(string(body), s) {
+				t.Errorf("an event carries %q: %s", s, body)
+			}
+		}
+		mu.Lock()
+		received = append(received, got{p.Type, p.Data["verification_id"]})
+		mu.Unlock()
+	}))
+	defer rc.Close()
+	ve := startVerify(t)
+	worker, err := events.NewWorker(events.WorkerOptions{DB: ve.DB, Endpoints: []string{rc.URL}, Secret: secret, Interval: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	go worker.Run(ctx)
+	defer func() { stop(); <-worker.Done() }()
+
+	tok := userToken(t, "user_verify_13")
+	a := ve.manualAccount(t, tok, canaryAccount)
+	v := ve.start(t, tok, a.ID, "micro_deposits", 201)
+	amounts := ve.deposits(t, tok, v.ID)
+	status, body := ve.confirm(t, tok, v.ID, amountsBody(amounts[0], amounts[1]))
+	want(t, status, 200, body, nil)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mu.Lock()
+		n := len(received)
+		mu.Unlock()
+		if n >= 2 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	// Deliveries run concurrently: the order of arrival is not promised
+	// (receivers order by the event's created_at).
+	sort.Slice(received, func(i, j int) bool { return received[i].typ < received[j].typ })
+	wantEvents := []got{{"verification.posted", v.ID}, {"verification.verified", v.ID}}
+	if len(received) != 2 || received[0] != wantEvents[0] || received[1] != wantEvents[1] {
+		t.Fatalf("received %v, want %v", received, wantEvents)
 	}
 }
