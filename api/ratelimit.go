@@ -15,7 +15,7 @@ import (
 // method and route template.
 const (
 	OpLinkSession          = "POST /v1/link/sessions"
-	OpTokenExchange        = "POST /v1/link/sessions/:id/exchange"
+	OpTokenExchange        = "POST /v1/link/sessions/:id/exchange" // #nosec G101 -- a route, not a credential
 	OpVerificationConfirm  = "POST /v1/verifications/:id/confirm"
 	OpReveal               = "POST /internal/v1/credentials/:ref/reveal"
 	retryAfterSecondsField = "retry_after_seconds"
