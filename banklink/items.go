@@ -2,10 +2,12 @@ package banklink
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/compliance"
 )
 
 // Items lists the subject's items (removed ones are gone) with their
@@ -105,6 +107,14 @@ func (s *Service) DeleteItem(ctx context.Context, actor Actor, id string) error 
 	if err != nil {
 		return err
 	}
+	return s.removeItem(ctx, actor, actor.Name, it)
+}
+
+// removeItem revokes the item at the provider first (a token the provider no
+// longer knows counts as revoked), then marks it removed and destroys its
+// credentials, with its audit entry, in one transaction. A provider that
+// cannot be reached leaves everything as it was.
+func (s *Service) removeItem(ctx context.Context, actor Actor, externalSub string, it Item) error {
 	if it.CredentialRef != "" {
 		token, err := s.accessToken(ctx, it.CredentialRef)
 		if err != nil {
@@ -132,7 +142,31 @@ func (s *Service) DeleteItem(ctx context.Context, actor Actor, id string) error 
 			}
 			destroyed++
 		}
-		return s.appendAudit(ctx, tx, actor, "item.removed", it.ID, actor.Name, map[string]any{
+		return s.appendAudit(ctx, tx, actor, "item.removed", it.ID, externalSub, map[string]any{
 			"from": it.Status, "credentials_destroyed": destroyed, "provider": it.Provider})
 	})
+}
+
+// RevokeSubject revokes at the provider every item of the subject (internal
+// id) that is not removed yet, and marks them removed, for erasure: access
+// must be withdrawn at the bank before the subject's keys are shredded, or a
+// token would outlive kluis's ability to revoke it. It is idempotent (removed
+// items are skipped) and fails with EUnavailable while the provider is down,
+// so that erasure waits and retries. It returns how many items it revoked.
+func (s *Service) RevokeSubject(ctx context.Context, subjectID string) (int, error) {
+	items, err := listItems(ctx, s.db.Pool, subjectID)
+	if err != nil {
+		return 0, err
+	}
+	ext, err := externalSubject(ctx, s.db.Pool, subjectID)
+	if err != nil && kluis.ErrorCode(err) != kluis.ENotFound {
+		return 0, err
+	}
+	actor := Actor{Kind: compliance.ActorSystem, Name: "erasure"}
+	for i, it := range items {
+		if err := s.removeItem(ctx, actor, ext, it); err != nil {
+			return i, fmt.Errorf("banklink: revoke subject: %w", err)
+		}
+	}
+	return len(items), nil
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/banklink"
 	"github.com/kluis-dev/kluis/compliance"
 	"github.com/kluis-dev/kluis/config"
 	"github.com/kluis-dev/kluis/logging"
@@ -32,6 +33,9 @@ type app struct {
 	ring    *vault.KeyRing
 	store   *vault.Store
 	auditor *compliance.Auditor
+	// Feature services, built once on first use (handlers and jobs share them).
+	bank    *banklink.Service
+	comp    *compliance.Service
 	closers []func()
 }
 

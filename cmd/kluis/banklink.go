@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/kluis-dev/kluis/api"
@@ -44,13 +43,11 @@ func (a *app) withDepHooks(d *api.Deps, err error) (*api.Deps, error) {
 
 // bankServices keeps one banklink.Service per app, shared by the handlers
 // and the jobs (the Plaid adapter caches webhook keys).
-var bankServices sync.Map // *app → *banklink.Service
-
 // bankLink builds (once per app) the provider the configuration names and
 // the bank-linking service over it.
 func (a *app) bankLink() (*banklink.Service, error) {
-	if s, ok := bankServices.Load(a); ok {
-		return s.(*banklink.Service), nil
+	if a.bank != nil {
+		return a.bank, nil
 	}
 	provider, err := a.bankProvider()
 	if err != nil {
@@ -63,9 +60,8 @@ func (a *app) bankLink() (*banklink.Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	actual, _ := bankServices.LoadOrStore(a, svc)
-	a.closers = append(a.closers, func() { bankServices.Delete(a) })
-	return actual.(*banklink.Service), nil
+	a.bank = svc
+	return svc, nil
 }
 
 // bankProvider builds the sandbox or the Plaid adapter. The sandbox's

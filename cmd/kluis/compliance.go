@@ -2,11 +2,8 @@ package main
 
 import (
 	"context"
-	"fmt"
-	"sync"
 	"time"
 
-	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/api"
 	"github.com/kluis-dev/kluis/compliance"
 	"github.com/kluis-dev/kluis/jobs"
@@ -24,48 +21,21 @@ func init() {
 	jobHooks = append(jobHooks, registerComplianceJobs)
 }
 
-// complianceServices keeps one compliance.Service per app, shared by the
-// handlers and the erasure-resume job.
-var complianceServices sync.Map // *app → *compliance.Service
-
 // compliance builds (once per app) the compliance service, with bank
 // linking's provider revocation when bank linking offers it.
 func (a *app) compliance() (*compliance.Service, error) {
-	if s, ok := complianceServices.Load(a); ok {
-		return s.(*compliance.Service), nil
+	if a.comp != nil {
+		return a.comp, nil
 	}
 	svc := compliance.NewService(a.db, a.auditor, a.ring, nil)
 	bank, err := a.bankLink()
 	if err != nil {
 		return nil, err
 	}
-	if r, ok := any(bank).(compliance.Revoker); ok {
-		svc.AddRevoker(r)
-	} else {
-		// Fail closed: erasing a subject whose items are live at their
-		// provider would shred the tokens needed to revoke them.
-		svc.AddRevoker(liveItemsGuard{a})
-	}
-	actual, _ := complianceServices.LoadOrStore(a, svc)
-	a.closers = append(a.closers, func() { complianceServices.Delete(a) })
-	return actual.(*compliance.Service), nil
-}
-
-// liveItemsGuard stands in for provider revocation until bank linking
-// implements compliance.Revoker: it lets erasure go on only when the subject
-// has no item still live at its provider.
-type liveItemsGuard struct{ a *app }
-
-func (g liveItemsGuard) RevokeSubject(ctx context.Context, subjectID string) (int, error) {
-	var live int
-	err := g.a.db.Pool.QueryRow(ctx, `SELECT count(*) FROM items WHERE subject_id = $1 AND status <> 'removed'`, subjectID).Scan(&live)
-	if err != nil {
-		return 0, fmt.Errorf("erasure: live items: %w", err)
-	}
-	if live > 0 {
-		return 0, kluis.Errorf(kluis.EUnavailable, "provider revocation is not available; the subject's items must be removed first")
-	}
-	return 0, nil
+	// Access is withdrawn at the bank before the subject's keys are shredded.
+	svc.AddRevoker(bank)
+	a.comp = svc
+	return svc, nil
 }
 
 // registerComplianceJobs adds the retention purge and the erasure resumer.

@@ -76,6 +76,10 @@ func (a *app) verifyAuditJob(ctx context.Context, run *jobs.Run) error {
 	}
 	run.Set("entries", res.Entries)
 	run.Set("unsealed", res.Unsealed)
+	if res.Checkpoint != nil { // the walk started there: older entries are purged
+		run.Set("checkpoint_pos", res.Checkpoint.Pos)
+		run.Set("checkpoint_purged", res.Checkpoint.Purged)
+	}
 	if !res.OK {
 		run.Set("first_bad_seq", *res.FirstBadSeq)
 		return fmt.Errorf("%w at entry seq %d", errAuditBroken, *res.FirstBadSeq)
