@@ -723,3 +723,16 @@ func TestAppEndpointsReceiveVerificationEventsSigned(t *testing.T) {
 		t.Fatalf("received %v, want %v", received, wantEvents)
 	}
 }
+
+func TestWithoutARailOnlyInstantVerificationIsOffered(t *testing.T) {
+	ve := startVerify(t, func(o *verification.Options) { o.Rail = nil })
+	tok := userToken(t, "user_verify_14")
+	a := ve.manualAccount(t, tok, "86420864")
+	status, body := ve.call(t, "POST", "/v1/accounts/"+a.ID+"/verifications", tok, `{"method":"auto"}`)
+	mustError(t, status, body, 422, verification.CodeMicroDepositsUnavailable)
+	status, body = ve.call(t, "GET", "/v1/sandbox/verifications/ver_"+strings.Repeat("a", 32)+"/deposits", tok, "")
+	mustError(t, status, body, 404, "not_found")
+	if n := ve.count(t, `SELECT count(*) FROM verifications`); n != 0 {
+		t.Fatalf("%d verifications left behind", n)
+	}
+}
