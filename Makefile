@@ -27,7 +27,7 @@ fuzz:
 
 ## bench: the benchmarks of docs/BENCHMARKS.md
 bench: services
-	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./vault/ ./logging/ ./compliance/
+	@scripts/bench.sh
 
 ## lint: go vet, gofmt, staticcheck, gosec, govulncheck (pinned in tools/go.mod)
 lint:
