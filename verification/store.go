@@ -137,7 +137,7 @@ func (s *Service) spendAttempt(ctx context.Context, tx pgx.Tx, v Verification, a
 		UPDATE verifications SET attempts_remaining = attempts_remaining - 1, updated_at = $2,
 			status = CASE WHEN attempts_remaining = 1 THEN 'failed' ELSE status END,
 			finished_at = CASE WHEN attempts_remaining = 1 THEN $2 ELSE finished_at END
-		WHERE id = $1 AND status = 'posted' AND attempts_remaining > 0
+		WHERE id = $1 AND status = 'posted' AND attempts_remaining > 0 AND expires_at > $2
 		RETURNING `+verificationColumns, v.ID, now))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return v, false, nil
