@@ -536,6 +536,11 @@ func TestAnItemNeedsItsLoginByWebhookAndIsRepairedInUpdateMode(t *testing.T) {
 	if n := auditCount(t, be.Env, `action = 'item.login_required' AND target = $1 AND actor_kind = 'provider'`, it.ID); n != 1 {
 		t.Fatalf("item.login_required audited %d times", n)
 	}
+	var events int
+	if err := be.DB.Pool.QueryRow(context.Background(), `SELECT count(*) FROM outbox
+		WHERE type = 'item.login_required' AND payload->'data'->>'item_id' = $1`, it.ID).Scan(&events); err != nil || events != 1 {
+		t.Fatalf("item.login_required events for the apps = %d (%v), want 1", events, err)
+	}
 
 	s := be.newSession(t, tok, it.ID)
 	pub := be.sandboxPublicToken(t, tok, s.ID, "")

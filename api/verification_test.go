@@ -20,7 +20,7 @@ import (
 	"github.com/kluis-dev/kluis/jobs"
 	"github.com/kluis-dev/kluis/vault"
 	"github.com/kluis-dev/kluis/verification"
-	"github.com/kluis-dev/kluis/verification/events"
+	"github.com/kluis-dev/kluis/events"
 	"github.com/kluis-dev/kluis/verification/sandboxrail"
 )
 

@@ -8,6 +8,7 @@ import (
 
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/compliance"
+	"github.com/kluis-dev/kluis/events"
 )
 
 // Outcomes recorded for a webhook event.
@@ -146,6 +147,11 @@ func (s *Service) applyWebhook(ctx context.Context, tx pgx.Tx, actor Actor, ev W
 	}
 	ext, err := externalSubject(ctx, tx, it.SubjectID)
 	if err != nil {
+		return "", err
+	}
+	// The apps hear of it from the outbox, written in this transaction: the
+	// event exists exactly when the change does.
+	if _, err := events.Enqueue(ctx, tx, events.Event{Type: action, Data: map[string]string{"item_id": it.ID, "status": to}}); err != nil {
 		return "", err
 	}
 	return WebhookApplied, s.appendAudit(ctx, tx, actor, action, it.ID, ext, map[string]any{

@@ -10,7 +10,7 @@ import (
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/compliance"
 	"github.com/kluis-dev/kluis/postgres"
-	"github.com/kluis-dev/kluis/verification/events"
+	"github.com/kluis-dev/kluis/events"
 )
 
 // rowQuerier is a pool or a transaction.

@@ -12,7 +12,7 @@ import (
 	"github.com/kluis-dev/kluis/api"
 	"github.com/kluis-dev/kluis/jobs"
 	"github.com/kluis-dev/kluis/verification"
-	"github.com/kluis-dev/kluis/verification/events"
+	"github.com/kluis-dev/kluis/events"
 	"github.com/kluis-dev/kluis/verification/sandboxrail"
 )
 
