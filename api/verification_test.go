@@ -17,10 +17,10 @@ import (
 	"github.com/kluis-dev/kluis/api/apitest"
 	"github.com/kluis-dev/kluis/banklink"
 	"github.com/kluis-dev/kluis/banklink/sandbox"
+	"github.com/kluis-dev/kluis/events"
 	"github.com/kluis-dev/kluis/jobs"
 	"github.com/kluis-dev/kluis/vault"
 	"github.com/kluis-dev/kluis/verification"
-	"github.com/kluis-dev/kluis/events"
 	"github.com/kluis-dev/kluis/verification/sandboxrail"
 )
 

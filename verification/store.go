@@ -9,8 +9,8 @@ import (
 
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/compliance"
-	"github.com/kluis-dev/kluis/postgres"
 	"github.com/kluis-dev/kluis/events"
+	"github.com/kluis-dev/kluis/postgres"
 )
 
 // rowQuerier is a pool or a transaction.

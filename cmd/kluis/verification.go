@@ -10,9 +10,9 @@ import (
 	"time"
 
 	"github.com/kluis-dev/kluis/api"
+	"github.com/kluis-dev/kluis/events"
 	"github.com/kluis-dev/kluis/jobs"
 	"github.com/kluis-dev/kluis/verification"
-	"github.com/kluis-dev/kluis/events"
 	"github.com/kluis-dev/kluis/verification/sandboxrail"
 )
 
