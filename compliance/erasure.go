@@ -11,6 +11,7 @@ import (
 
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/postgres"
+	"github.com/kluis-dev/kluis/vault"
 )
 
 // Erasure request statuses.
@@ -160,6 +161,9 @@ func (s *Service) GetErasure(ctx context.Context, id string) (ErasureRequest, er
 // ApproveErasure approves the request id and carries it out. The requester
 // cannot approve (EForbidden); a legal hold on the subject refuses approval
 // (ELegalHold) and leaves the request waiting. Both refusals are audited.
+// A hold placed after approval stops the run too (ELegalHold, before
+// anything is destroyed): the request stays approved and completes once the
+// hold is lifted.
 // Approving an approved request runs it again (it resumes); a completed one
 // is returned as it is. When the approval commits but the run stops short
 // (a provider down, say), the request is returned approved with no error: a
@@ -250,7 +254,11 @@ func (s *Service) ResumeErasures(ctx context.Context) (completed int, err error)
 	}
 	var errs []error
 	for _, id := range ids {
-		if err := s.execute(ctx, id); err != nil {
+		err := s.execute(ctx, id)
+		if kluis.ErrorCode(err) == ELegalHold {
+			continue // waits, approved, until the hold is lifted
+		}
+		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -276,7 +284,17 @@ func (s *Service) execute(ctx context.Context, id string) error {
 	return err
 }
 
+// runSteps checks the legal holds again before anything is destroyed: an
+// approved erasure can wait days (a provider down) and a hold placed
+// meanwhile must stop it, not only a hold present at approval. The shred
+// checks once more under the subject's row lock, which a hold being placed
+// (its foreign key) conflicts with, so the two cannot pass each other there.
 func (s *Service) runSteps(ctx context.Context, r *ErasureRequest) error {
+	if r.steps.KeysDestroyed == nil {
+		if err := s.refuseIfHeld(ctx, s.db.Pool, r); err != nil {
+			return err
+		}
+	}
 	if r.steps.Revoked == nil {
 		n := 0
 		for _, rv := range s.revokers {
@@ -329,8 +347,30 @@ func (s *Service) saveSteps(ctx context.Context, r *ErasureRequest) error {
 	return nil
 }
 
+// refuseIfHeld fails with ELegalHold while a hold names the request's
+// subject.
+func (s *Service) refuseIfHeld(ctx context.Context, q vault.Querier, r *ErasureRequest) error {
+	h, err := held(ctx, q, r.subjectID)
+	if err != nil {
+		return err
+	}
+	if h {
+		return kluis.Errorf(ELegalHold, "the subject is under a legal hold; the erasure waits until it is lifted")
+	}
+	return nil
+}
+
 func (s *Service) shred(ctx context.Context, r *ErasureRequest) error {
 	return s.db.InTx(ctx, func(tx pgx.Tx) error {
+		// FOR UPDATE conflicts with the key-share lock a legal hold's insert
+		// takes on the subject: a hold committed before this point is seen
+		// below, and one placed after it waits for the shred to commit.
+		if _, err := tx.Exec(ctx, `SELECT 1 FROM subjects WHERE id = $1 FOR UPDATE`, r.subjectID); err != nil {
+			return fmt.Errorf("compliance: erasure: lock subject: %w", postgres.Translate(err))
+		}
+		if err := s.refuseIfHeld(ctx, tx, r); err != nil {
+			return err
+		}
 		n, err := s.keys.DestroySubjectKeys(ctx, tx, r.subjectID)
 		if err != nil {
 			return err

@@ -1,0 +1,69 @@
+package compliance_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/compliance"
+	"github.com/kluis-dev/kluis/postgres/pgtest"
+)
+
+// downRevoker is a provider that cannot be reached until up is set.
+type downRevoker struct{ up bool }
+
+func (r *downRevoker) RevokeSubject(context.Context, string) (int, error) {
+	if !r.up {
+		return 0, kluis.Unavailable("bank provider", errors.New("down"))
+	}
+	return 0, nil
+}
+
+func TestAHoldPlacedAfterApprovalStopsTheErasureUntilItIsLifted(t *testing.T) {
+	db, _ := pgtest.Open(t)
+	ctx := context.Background()
+	auditor := compliance.NewAuditor(db, testPseudonyms{}, nil)
+	svc := compliance.NewService(db, auditor, tableShredder{}, nil)
+	rev := &downRevoker{}
+	svc.AddRevoker(rev)
+	sid := newSubject(t, db, "user-held-later")
+	exec(t, db, `INSERT INTO keystore.subject_keys (id, subject_id, version, wrapped) VALUES ('sk_1', $1, 1, '\x00')`, sid)
+
+	r, err := svc.RequestErasure(ctx, compliance.Staff{ID: "staff_a"}, "user-held-later", "T-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := svc.ApproveErasure(ctx, compliance.Staff{ID: "staff_b"}, r.ID)
+	if err != nil || got.Status != compliance.ErasureApproved {
+		t.Fatalf("approve with the provider down = %+v, %v; want approved", got, err)
+	}
+	hold, err := svc.PlaceHold(ctx, compliance.Staff{ID: "staff_c"}, "user-held-later", "CASE-9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rev.up = true
+
+	if n, err := svc.ResumeErasures(ctx); err != nil || n != 0 {
+		t.Fatalf("resume under a hold = %d, %v; want nothing done and no error", n, err)
+	}
+	if _, err := svc.ApproveErasure(ctx, compliance.Staff{ID: "staff_b"}, r.ID); kluis.ErrorCode(err) != compliance.ELegalHold {
+		t.Fatalf("approving again under a hold = %v, want %s", err, compliance.ELegalHold)
+	}
+	if n := count(t, db, `SELECT count(*) FROM keystore.subject_keys WHERE subject_id = $1`, sid); n != 1 {
+		t.Fatalf("the held subject's keys were destroyed: %d left", n)
+	}
+	if got, _ := svc.GetErasure(ctx, r.ID); got.Status != compliance.ErasureApproved {
+		t.Fatalf("status under a hold = %s, want approved", got.Status)
+	}
+
+	if err := svc.LiftHold(ctx, compliance.Staff{ID: "staff_c"}, hold.ID); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := svc.ResumeErasures(ctx); err != nil || n != 1 {
+		t.Fatalf("resume after the hold is lifted = %d, %v", n, err)
+	}
+	if n := count(t, db, `SELECT count(*) FROM subjects WHERE id = $1`, sid); n != 0 {
+		t.Errorf("the subject was not erased after the hold was lifted")
+	}
+}
