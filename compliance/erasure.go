@@ -403,6 +403,12 @@ func (s *Service) deleteRows(ctx context.Context, r *ErasureRequest) error {
 		if status != ErasureApproved {
 			return nil // another run completed it
 		}
+		// A seal that raced the shred (the subject still existed, so a
+		// request of theirs could make a new first key) left a key the
+		// catalog below cannot see: the key store is its own schema.
+		if _, err := s.keys.DestroySubjectKeys(ctx, tx, r.subjectID); err != nil {
+			return err
+		}
 		cat, err := loadCatalog(ctx, tx)
 		if err != nil {
 			return err

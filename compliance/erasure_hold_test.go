@@ -67,3 +67,30 @@ func TestAHoldPlacedAfterApprovalStopsTheErasureUntilItIsLifted(t *testing.T) {
 		t.Errorf("the subject was not erased after the hold was lifted")
 	}
 }
+
+func TestAKeyMadeBetweenTheShredAndTheDeleteIsDestroyedToo(t *testing.T) {
+	db, _ := pgtest.Open(t)
+	ctx := context.Background()
+	auditor := compliance.NewAuditor(db, testPseudonyms{}, nil)
+	svc := compliance.NewService(db, auditor, tableShredder{}, nil)
+	sid := newSubject(t, db, "user-racing-seal")
+	exec(t, db, `INSERT INTO keystore.subject_keys (id, subject_id, version, wrapped) VALUES ('sk_1', $1, 1, '\x00')`, sid)
+	r, err := svc.RequestErasure(ctx, compliance.Staff{ID: "staff_a"}, "user-racing-seal", "T-2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	compliance.SetStepHook(svc, func(step string) error {
+		if step == compliance.StepShred {
+			// A request of the subject's seals a record right after the shred.
+			exec(t, db, `INSERT INTO keystore.subject_keys (id, subject_id, version, wrapped) VALUES ('sk_2', $1, 1, '\x01')`, sid)
+		}
+		return nil
+	})
+	got, err := svc.ApproveErasure(ctx, compliance.Staff{ID: "staff_b"}, r.ID)
+	if err != nil || got.Status != compliance.ErasureCompleted {
+		t.Fatalf("approve = %+v, %v", got, err)
+	}
+	if n := count(t, db, `SELECT count(*) FROM keystore.subject_keys WHERE subject_id = $1`, sid); n != 0 {
+		t.Errorf("%d subject keys outlived the erasure", n)
+	}
+}
