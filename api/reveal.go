@@ -63,7 +63,7 @@ func (d *Deps) reveal(c echo.Context) error {
 	}
 	cred, err := d.Vault.Open(ctx, ref)
 	if err != nil {
-		return err
+		return d.failedOpen(c, entry, err)
 	}
 	defer cred.Zero()
 	entry.Outcome = compliance.OutcomeSuccess
@@ -89,4 +89,25 @@ func (d *Deps) refuseReveal(c echo.Context, e compliance.Entry, target, reason s
 		return err
 	}
 	return refusal
+}
+
+// failedOpen audits a reveal the policy allowed but whose credential did not
+// open. Not found means its subject's keys were destroyed (an erasure under
+// way): a refusal like any unknown ref, with the same 404. A record that
+// does not authenticate (tampered, or moved from its row) is recorded as a
+// failure, for whoever investigates; the caller gets the 500 either way. A
+// provider that cannot be reached is no reveal and is not recorded.
+func (d *Deps) failedOpen(c echo.Context, e compliance.Entry, err error) error {
+	switch kluis.ErrorCode(err) {
+	case kluis.ENotFound:
+		return d.refuseReveal(c, e, e.Target, "credential erased", kluis.Errorf(kluis.ENotFound, "not found"))
+	case kluis.EInternal:
+		e.Outcome = compliance.OutcomeFailure
+		e.Details["reason"] = "credential does not open"
+		if aerr := d.Auditor.Record(c.Request().Context(), e); aerr != nil {
+			d.Logger.ErrorContext(c.Request().Context(), "audit of a failed reveal not written",
+				"request_id", requestID(c), "cause", aerr.Error())
+		}
+	}
+	return err
 }
