@@ -10,6 +10,7 @@ import (
 
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/banklink"
+	bankbreaker "github.com/kluis-dev/kluis/banklink/breaker"
 	"github.com/kluis-dev/kluis/compliance"
 	"github.com/kluis-dev/kluis/config"
 	"github.com/kluis-dev/kluis/logging"
@@ -34,9 +35,11 @@ type app struct {
 	store   *vault.Store
 	auditor *compliance.Auditor
 	// Feature services, built once on first use (handlers and jobs share them).
-	bank    *banklink.Service
-	comp    *compliance.Service
-	closers []func()
+	bank        *banklink.Service
+	bankBreaker *bankbreaker.Provider
+	comp        *compliance.Service
+	verify      *verificationParts
+	closers     []func()
 }
 
 // startupWait bounds how long start-up waits for the key provider: kluis

@@ -7,6 +7,7 @@ import (
 
 	"github.com/kluis-dev/kluis/api"
 	"github.com/kluis-dev/kluis/banklink"
+	bankbreaker "github.com/kluis-dev/kluis/banklink/breaker"
 	"github.com/kluis-dev/kluis/banklink/plaid"
 	"github.com/kluis-dev/kluis/banklink/sandbox"
 	"github.com/kluis-dev/kluis/jobs"
@@ -23,6 +24,9 @@ func init() {
 			return err
 		}
 		d.BankLink = svc
+		if a.bankBreaker != nil {
+			d.Registry.MustRegister(a.bankBreaker.Collector())
+		}
 		return nil
 	})
 	jobHooks = append(jobHooks, registerBankJobs)
@@ -41,8 +45,6 @@ func (a *app) withDepHooks(d *api.Deps, err error) (*api.Deps, error) {
 	return d, nil
 }
 
-// bankServices keeps one banklink.Service per app, shared by the handlers
-// and the jobs (the Plaid adapter caches webhook keys).
 // bankLink builds (once per app) the provider the configuration names and
 // the bank-linking service over it.
 func (a *app) bankLink() (*banklink.Service, error) {
@@ -52,6 +54,13 @@ func (a *app) bankLink() (*banklink.Service, error) {
 	provider, err := a.bankProvider()
 	if err != nil {
 		return nil, err
+	}
+	// A dead aggregator is not hammered and its callers get their 503 at
+	// once; one institution being down does not open it (banklink/breaker).
+	// The sandbox lives in kluis's own database and needs none.
+	if a.cfg.BankProvider != "sandbox" {
+		a.bankBreaker = bankbreaker.New(provider, bankbreaker.Options{})
+		provider = a.bankBreaker
 	}
 	svc, err := banklink.New(banklink.Options{
 		DB: a.db, Vault: a.store, Auditor: a.auditor, Provider: provider, Keys: a.sys,

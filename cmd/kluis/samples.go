@@ -30,6 +30,26 @@ Try:
   curl -s http://{{.Public}}/v1/items -H "Authorization: Bearer $USER_TOKEN"
   curl -s http://{{.Public}}/v1/items                      # 401: no token
 
+Link a sandbox bank (replace lks_…, the public token and itm_… with what each step answers):
+
+  J='Content-Type: application/json'; A="Authorization: Bearer $USER_TOKEN"
+  curl -s -X POST http://{{.Public}}/v1/link/sessions -H "$A" -H "$J" -d '{"products":["auth"]}'
+  curl -s -X POST http://{{.Public}}/v1/sandbox/public-token -H "$A" -H "$J" \
+    -d '{"link_session_id":"lks_…","institution_id":"ins_sandbox","username":"user_good","password":"pass_good"}'
+  curl -s -X POST http://{{.Public}}/v1/link/sessions/lks_…/exchange -H "$A" -H "$J" -d '{"public_token":"…"}'
+  curl -s --cacert {{.Dir}}/ca.crt --cert {{.Dir}}/payments.crt --key {{.Dir}}/payments.key \
+    https://{{.Internal}}/internal/v1/items/itm_…                       # credential_ref for the next step
+  curl -s --cacert {{.Dir}}/ca.crt --cert {{.Dir}}/payments.crt --key {{.Dir}}/payments.key -H "$J" \
+    -X POST https://{{.Internal}}/internal/v1/credentials/cred_…/reveal -d '{"purpose":"payment_initiation"}'
+
+Verify a manual account with micro-deposits:
+
+  curl -s -X POST http://{{.Public}}/v1/accounts -H "$A" -H "$J" \
+    -d '{"account_number":"000123456789","routing_number":"011000015","account_type":"checking","holder_name":"Dev User"}'
+  curl -s -X POST http://{{.Public}}/v1/accounts/acc_…/verifications -H "$A" -H "$J" -d '{"method":"auto"}'
+  curl -s http://{{.Public}}/v1/sandbox/verifications/ver_…/deposits -H "$A"
+  curl -s -X POST http://{{.Public}}/v1/verifications/ver_…/confirm -H "$A" -H "$J" -d '{"amounts":[12,34]}'
+
   curl -s --cacert {{.Dir}}/ca.crt --cert {{.Dir}}/payments.crt --key {{.Dir}}/payments.key \
     https://{{.Internal}}/metrics | head
   curl -s --cacert {{.Dir}}/ca.crt --cert {{.Dir}}/compliance-console.crt --key {{.Dir}}/compliance-console.key \

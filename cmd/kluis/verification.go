@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/kluis-dev/kluis/api"
@@ -40,15 +39,13 @@ type verificationParts struct {
 	worker *events.Worker
 }
 
-var verificationServices sync.Map // *app → *verificationParts
-
 // verification builds (once per app) the verification service, on the
 // sandbox rail with the sandbox provider and on no rail otherwise (instant
 // verification only, until a real rail adapter exists), and the event
 // delivery worker for the configured app endpoints.
 func (a *app) verification() (*verificationParts, error) {
-	if p, ok := verificationServices.Load(a); ok {
-		return p.(*verificationParts), nil
+	if a.verify != nil {
+		return a.verify, nil
 	}
 	secret, err := webhookSecret(a.cfg.WebhookSecret, a.cfg.WebhookSecretFile)
 	if err != nil {
@@ -69,9 +66,8 @@ func (a *app) verification() (*verificationParts, error) {
 	if err != nil {
 		return nil, err
 	}
-	actual, _ := verificationServices.LoadOrStore(a, &verificationParts{svc: svc, worker: worker})
-	a.closers = append(a.closers, func() { verificationServices.Delete(a) })
-	return actual.(*verificationParts), nil
+	a.verify = &verificationParts{svc: svc, worker: worker}
+	return a.verify, nil
 }
 
 // webhookSecret is KLUIS_WEBHOOK_SECRET, or the first line of
