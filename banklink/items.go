@@ -40,7 +40,11 @@ func (s *Service) Item(ctx context.Context, sub, id string) (Item, error) {
 	if err != nil {
 		return Item{}, err
 	}
-	return s.item(ctx, id, subjectID)
+	it, err := getItem(ctx, s.db.Pool, id, subjectID, false)
+	if err != nil {
+		return Item{}, err
+	}
+	return s.oneWithAccounts(ctx, it)
 }
 
 // InternalItem returns any live item, for internal services (with its
@@ -49,14 +53,15 @@ func (s *Service) InternalItem(ctx context.Context, id string) (Item, error) {
 	if !kluis.ValidID(kluis.PrefixItem, id) {
 		return Item{}, notFound()
 	}
-	return s.item(ctx, id, "")
-}
-
-func (s *Service) item(ctx context.Context, id, subjectID string) (Item, error) {
-	it, err := getItem(ctx, s.db.Pool, id, subjectID, false)
+	it, err := anyItem(ctx, s.db.Pool, id)
 	if err != nil {
 		return Item{}, err
 	}
+	return s.oneWithAccounts(ctx, it)
+}
+
+// oneWithAccounts fills in one item's live accounts.
+func (s *Service) oneWithAccounts(ctx context.Context, it Item) (Item, error) {
 	items := []Item{it}
 	if err := s.withAccounts(ctx, s.db.Pool, items); err != nil {
 		return Item{}, err
@@ -93,7 +98,7 @@ func (s *Service) InternalAccount(ctx context.Context, id string) (Account, erro
 	if !kluis.ValidID(kluis.PrefixAccount, id) {
 		return Account{}, notFound()
 	}
-	return getAccount(ctx, s.db.Pool, id, "")
+	return anyAccount(ctx, s.db.Pool, id)
 }
 
 // DeleteItem unlinks the subject's item: access is revoked at the provider

@@ -190,15 +190,27 @@ func scanItem(r pgx.Row) (Item, error) {
 	return it, err
 }
 
-// getItem reads an item that is not removed. subjectID, when not empty,
-// must own it: another subject's item is ENotFound like a missing one.
-// forUpdate locks the row in the caller's transaction.
+// getItem reads the subject's item that is not removed: another subject's
+// item is ENotFound like a missing one, and so is every item for an empty
+// subjectID (an owner check that a missing subject would switch off is an
+// IDOR waiting to happen; internal reads use anyItem). forUpdate locks the
+// row in the caller's transaction.
 func getItem(ctx context.Context, q querier, id, subjectID string, forUpdate bool) (Item, error) {
-	sql := `SELECT ` + itemColumns + ` FROM items WHERE id = $1 AND status <> 'removed' AND ($2 = '' OR subject_id = $2)`
+	sql := `SELECT ` + itemColumns + ` FROM items WHERE id = $1 AND status <> 'removed' AND subject_id = $2`
 	if forUpdate {
 		sql += ` FOR UPDATE`
 	}
 	it, err := scanItem(q.QueryRow(ctx, sql, id, subjectID))
+	if err != nil {
+		return Item{}, dbErr("read item", err)
+	}
+	return it, nil
+}
+
+// anyItem reads any item that is not removed, whoever owns it: for internal
+// services only.
+func anyItem(ctx context.Context, q querier, id string) (Item, error) {
+	it, err := scanItem(q.QueryRow(ctx, `SELECT `+itemColumns+` FROM items WHERE id = $1 AND status <> 'removed'`, id))
 	if err != nil {
 		return Item{}, dbErr("read item", err)
 	}
@@ -319,10 +331,23 @@ func listAccounts(ctx context.Context, q querier, subjectID string) ([]Account, 
 		WHERE subject_id = $1 AND removed_at IS NULL ORDER BY created_at, id`, subjectID))
 }
 
-// getAccount reads a live account; subjectID, when not empty, must own it.
+// getAccount reads the subject's live account; another subject's, and every
+// account for an empty subjectID, is ENotFound (internal reads use
+// anyAccount).
 func getAccount(ctx context.Context, q querier, id, subjectID string) (Account, error) {
 	a, err := scanAccount(q.QueryRow(ctx, `SELECT `+accountColumns+` FROM accounts
-		WHERE id = $1 AND removed_at IS NULL AND ($2 = '' OR subject_id = $2)`, id, subjectID))
+		WHERE id = $1 AND removed_at IS NULL AND subject_id = $2`, id, subjectID))
+	if err != nil {
+		return Account{}, dbErr("read account", err)
+	}
+	return a, nil
+}
+
+// anyAccount reads any live account, whoever owns it: for internal services
+// only.
+func anyAccount(ctx context.Context, q querier, id string) (Account, error) {
+	a, err := scanAccount(q.QueryRow(ctx, `SELECT `+accountColumns+` FROM accounts
+		WHERE id = $1 AND removed_at IS NULL`, id))
 	if err != nil {
 		return Account{}, dbErr("read account", err)
 	}
