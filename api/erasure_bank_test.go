@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"context"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -45,6 +46,20 @@ func TestAnErasureRevokesTheSubjectsItemsAtTheProviderBeforeShredding(t *testing
 	keptItem := be.linkSandbox(t, kept, "ins_sandbox")
 	_, internal := be.internalItem(t, goneItem.ID)
 	token := revealToken(t, be, internal.CredentialRef)
+	// A stored idempotent answer of the subject's (a link session, with its
+	// link token) must go with them too.
+	req, _ := http.NewRequest("POST", be.Public.URL+"/v1/link/sessions", strings.NewReader(`{"products":["auth"]}`))
+	req.Header.Set("Authorization", "Bearer "+gone)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Idempotency-Key", "erase-me-too")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 201 {
+		t.Fatalf("idempotent link session: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	if n := countRows(t, be.Env, "idempotency_keys WHERE subject_id IS NOT NULL"); n != 1 {
+		t.Fatalf("stored idempotent answers of the subject = %d, want 1", n)
+	}
 
 	console := be.ServiceClient(t, "compliance-console")
 	status, _, body := apitest.Do(t, console, "POST", be.Internal.URL+"/compliance/v1/erasure-requests", staff(t, "staff_a"), "application/json",
@@ -66,6 +81,9 @@ func TestAnErasureRevokesTheSubjectsItemsAtTheProviderBeforeShredding(t *testing
 	}
 	if status, _, _ := be.call(t, "GET", "/v1/items/"+keptItem.ID, kept, ""); status != 200 {
 		t.Fatalf("the other user's item answers %d", status)
+	}
+	if n := countRows(t, be.Env, "idempotency_keys"); n != 0 {
+		t.Fatalf("%d stored idempotent answers outlived the erasure", n)
 	}
 	if n := rowsMentioning(t, be.Env, "user_erased_with_items"); len(n) != 0 {
 		t.Fatalf("rows still name the erased subject: %v", n)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/api/idempotency"
+	"github.com/kluis-dev/kluis/vault"
 )
 
 // Error codes of the Idempotency-Key rules (API.md).
@@ -80,6 +81,15 @@ func (d *Deps) idempotent(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		claim := d.claimFor(c, values[0], body)
+		if sub := Subject(c); sub != "" {
+			// The stored answer belongs to the subject and goes with them
+			// on erasure.
+			id, err := vault.EnsureSubject(r.Context(), d.DB.Pool, sub)
+			if err != nil {
+				return err
+			}
+			claim.SubjectID = &id
+		}
 		return d.runOnce(c, next, claim)
 	}
 }

@@ -53,6 +53,9 @@ type Claim struct {
 	LockFor time.Duration
 	// TTL is how long the answer is kept (at least 24 hours).
 	TTL time.Duration
+	// SubjectID is the data subject (internal id) whose request this is, if
+	// a user's: erasure deletes the subject's stored answers by it.
+	SubjectID *string
 
 	token []byte
 }
@@ -91,15 +94,15 @@ func (s *Store) Begin(ctx context.Context, c *Claim) (Outcome, *Response, error)
 	}
 	var claimed bool
 	err := s.db.Pool.QueryRow(ctx, `
-		INSERT INTO idempotency_keys AS k (scope_hash, key_hash, fingerprint, status, lock_token, locked_until, expires_at)
-		VALUES ($1, $2, $3, 'in_progress', $4, now() + $5::interval, now() + $6::interval)
+		INSERT INTO idempotency_keys AS k (scope_hash, key_hash, fingerprint, status, lock_token, locked_until, expires_at, subject_id)
+		VALUES ($1, $2, $3, 'in_progress', $4, now() + $5::interval, now() + $6::interval, $7)
 		ON CONFLICT (scope_hash, key_hash) DO UPDATE
-		   SET fingerprint = EXCLUDED.fingerprint, status = 'in_progress', lock_token = EXCLUDED.lock_token,
+		   SET fingerprint = EXCLUDED.fingerprint, status = 'in_progress', lock_token = EXCLUDED.lock_token, subject_id = EXCLUDED.subject_id,
 		       locked_until = EXCLUDED.locked_until, expires_at = EXCLUDED.expires_at, created_at = now(),
 		       response_status = NULL, response_body = NULL
 		 WHERE k.expires_at < now() OR (k.status = 'in_progress' AND k.locked_until < now())
 		RETURNING true`,
-		c.ScopeHash, c.KeyHash, c.Fingerprint, c.token, interval(c.LockFor), interval(c.TTL)).Scan(&claimed)
+		c.ScopeHash, c.KeyHash, c.Fingerprint, c.token, interval(c.LockFor), interval(c.TTL), c.SubjectID).Scan(&claimed)
 	if err == nil {
 		return Claimed, nil, nil
 	}
