@@ -126,13 +126,19 @@ func safeReason(err error) string {
 
 // ServiceFromCert names the service a verified client certificate belongs
 // to: the path of its spiffe:// URI SAN (spiffe://<trust domain>/<service>),
-// or else its Common Name.
-func ServiceFromCert(cert *x509.Certificate) string {
+// or else its Common Name. When trustDomain is set, a SPIFFE ID from any other
+// trust domain names no service at all (""), so that a certificate the CA
+// issued for another domain cannot borrow a service's name.
+func ServiceFromCert(cert *x509.Certificate, trustDomain string) string {
 	for _, u := range cert.URIs {
-		if u.Scheme == "spiffe" && u.Host != "" {
-			if name := strings.Trim(u.Path, "/"); name != "" {
-				return name
-			}
+		if u.Scheme != "spiffe" || u.Host == "" {
+			continue
+		}
+		if trustDomain != "" && !strings.EqualFold(u.Host, trustDomain) {
+			return ""
+		}
+		if name := strings.Trim(u.Path, "/"); name != "" {
+			return name
 		}
 	}
 	return cert.Subject.CommonName
@@ -147,7 +153,7 @@ func (d *Deps) requireService(next echo.HandlerFunc) echo.HandlerFunc {
 		if st == nil || len(st.VerifiedChains) == 0 || len(st.PeerCertificates) == 0 {
 			return d.authFailure(c, kluis.EUnauthenticated, "no verified client certificate", compliance.ActorAnonymous, "")
 		}
-		name := ServiceFromCert(st.PeerCertificates[0])
+		name := ServiceFromCert(st.PeerCertificates[0], d.TrustDomain)
 		if !d.Policy.Knows(name) {
 			return d.authFailure(c, kluis.EForbidden, "service not in the policy", compliance.ActorService, clip(name))
 		}

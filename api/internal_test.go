@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kluis-dev/kluis/api"
 	"github.com/kluis-dev/kluis/api/apitest"
 	"github.com/kluis-dev/kluis/api/devpki"
 	"github.com/kluis-dev/kluis/api/jwtauth/jwttest"
@@ -115,5 +116,27 @@ func TestAUserTokenOnTheInternalListenerWithoutACertificateGetsNowhere(t *testin
 	if err == nil {
 		resp.Body.Close()
 		t.Fatalf("connection accepted without a certificate: %d", resp.StatusCode)
+	}
+}
+
+func TestASpiffeIDFromAnotherTrustDomainNamesNoService(t *testing.T) {
+	env := apitest.Start(t, func(d *api.Deps) { d.TrustDomain = "kluis.test" })
+	for _, tc := range []struct {
+		name, spiffe string
+		want         int
+	}{
+		{"the trust domain", "spiffe://kluis.test/payments", 200},
+		{"another trust domain", "spiffe://evil.example/payments", 403},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pair, err := env.CA.Client("payments", tc.spiffe)
+			if err != nil {
+				t.Fatal(err)
+			}
+			status, _, body := apitest.Do(t, apitest.ClientWith(t, env.CA, &pair), "GET", env.Internal.URL+"/metrics", "", "", "")
+			if status != tc.want {
+				t.Fatalf("status = %d %s, want %d", status, body, tc.want)
+			}
+		})
 	}
 }

@@ -38,6 +38,9 @@ type Deps struct {
 	Ready map[string]func(ctx context.Context) error
 	// TrustedProxies are the peers whose X-Forwarded-For is believed.
 	TrustedProxies []netip.Prefix
+	// TrustDomain, if set, is the only SPIFFE trust domain whose IDs name
+	// internal services (KLUIS_SPIFFE_TRUST_DOMAIN).
+	TrustDomain    string
 	RequestTimeout time.Duration
 	// PublicTLS and InternalTLS say whether the listeners serve TLS, for HSTS.
 	PublicTLS bool

@@ -30,6 +30,9 @@ type Config struct {
 	InternalTLSKey    string
 	InternalClientCA  string
 	ServicePolicyFile string
+	// SPIFFETrustDomain, if set, is the only trust domain whose SPIFFE IDs name
+	// internal services.
+	SPIFFETrustDomain string
 	TrustedProxies    []netip.Prefix
 	RequestTimeout    time.Duration
 	AuditSealInterval time.Duration
@@ -129,6 +132,7 @@ func Load(getenv Getenv) (*Config, error) {
 		InternalTLSKey:    r.str("KLUIS_INTERNAL_TLS_KEY", ""),
 		InternalClientCA:  r.str("KLUIS_INTERNAL_CLIENT_CA", ""),
 		ServicePolicyFile: r.str("KLUIS_SERVICE_POLICY_FILE", ""),
+		SPIFFETrustDomain: r.str("KLUIS_SPIFFE_TRUST_DOMAIN", ""),
 		TrustedProxies:    r.cidrs("KLUIS_TRUSTED_PROXIES"),
 		RequestTimeout:    r.duration("KLUIS_REQUEST_TIMEOUT", 10*time.Second, time.Second, 5*time.Minute),
 		AuditSealInterval: r.duration("KLUIS_AUDIT_SEAL_INTERVAL", time.Second, 10*time.Millisecond, time.Minute),

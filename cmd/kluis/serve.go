@@ -128,7 +128,7 @@ func (a *app) deps(ctx context.Context) (*api.Deps, error) {
 			"database":     a.db.Ping,
 			"key_provider": newProviderCheck(a.keys).check,
 		},
-		TrustedProxies: a.cfg.TrustedProxies, RequestTimeout: a.cfg.RequestTimeout,
+		TrustedProxies: a.cfg.TrustedProxies, TrustDomain: a.cfg.SPIFFETrustDomain, RequestTimeout: a.cfg.RequestTimeout,
 		PublicTLS: a.cfg.PublicTLSCert != "",
 	}, nil)
 }
@@ -163,7 +163,7 @@ func (a *app) listen(deps *api.Deps) ([]*http.Server, []net.Listener, error) {
 		ln, err := net.Listen("tcp", srv.Addr)
 		if err != nil {
 			for _, l := range listeners {
-				l.Close()
+				_ = l.Close() // unwinding after the error returned below
 			}
 			return nil, nil, fmt.Errorf("listen on %s: %w", srv.Addr, err)
 		}
