@@ -117,6 +117,10 @@ func newKeyCache(opts CacheOptions) *keyCache {
 	}
 }
 
+// flightTimeout bounds one provider call made on behalf of every waiter for
+// a key; the providers' own call timeouts are shorter.
+const flightTimeout = 30 * time.Second
+
 // loadFunc unwraps a key; it returns a fresh slice the cache then owns.
 type loadFunc func(ctx context.Context) ([]byte, error)
 
@@ -145,7 +149,15 @@ func (c *keyCache) get(ctx context.Context, id cacheKey, wrapped []byte, load lo
 	c.mu.Unlock()
 
 	if !running {
-		c.runFlight(ctx, fk, f, epoch, wrapped, load)
+		// The load belongs to every waiter, not to the first: it runs on
+		// its own, detached from the first caller's cancellation (a client
+		// that hangs up must not fail the others) but bounded in time, and
+		// each waiter still leaves at its own deadline.
+		loadCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), flightTimeout)
+		go func() {
+			defer cancel()
+			c.runFlight(loadCtx, fk, f, epoch, wrapped, load)
+		}()
 	}
 	select {
 	case <-f.done:

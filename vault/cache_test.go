@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -281,5 +282,51 @@ func TestAWaiterThatGivesUpLeavesTheOthersTheirKey(t *testing.T) {
 	close(gate)
 	if k := <-leaderDone; !bytes.Equal(k, key) {
 		t.Fatal("the leader lost its key")
+	}
+}
+
+func TestAWaiterThatGivesUpDoesNotFailTheOthers(t *testing.T) {
+	c := newKeyCache(CacheOptions{})
+	release := make(chan struct{})
+	load := func(ctx context.Context) ([]byte, error) {
+		select {
+		case <-release:
+			return bytes.Repeat([]byte{7}, keySize), nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	id := cacheKey{subject: "sub_a", version: 1}
+	first, hangUp := context.WithCancel(context.Background())
+	firstDone := make(chan error, 1)
+	go func() {
+		_, err := c.get(first, id, []byte("w"), load)
+		firstDone <- err
+	}()
+	// Wait until the first caller's load is in flight, then join it.
+	for {
+		c.mu.Lock()
+		n := len(c.flights)
+		c.mu.Unlock()
+		if n == 1 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	secondDone := make(chan error, 1)
+	go func() {
+		key, err := c.get(context.Background(), id, []byte("w"), load)
+		if err == nil && len(key) != keySize {
+			err = fmt.Errorf("key of %d bytes", len(key))
+		}
+		secondDone <- err
+	}()
+	hangUp()
+	if err := <-firstDone; !errors.Is(err, context.Canceled) {
+		t.Fatalf("the caller that hung up got %v, want its own cancellation", err)
+	}
+	close(release)
+	if err := <-secondDone; err != nil {
+		t.Fatalf("the other waiter failed with the first caller's cancellation: %v", err)
 	}
 }
