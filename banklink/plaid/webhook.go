@@ -353,7 +353,8 @@ type webhookBody struct {
 func parseWebhook(body []byte) (banklink.WebhookEvent, error) {
 	var b webhookBody
 	if err := json.Unmarshal(body, &b); err != nil {
-		return banklink.WebhookEvent{}, providerError(kluis.EInternal, "plaid webhook: signed body is not JSON", nil)
+		// Signed, but not a webhook kluis can read: the sender's mistake, a 400.
+		return banklink.WebhookEvent{}, providerError(kluis.EInvalid, "plaid webhook: signed body is not JSON", nil)
 	}
 	ev := banklink.WebhookEvent{
 		Kind:           banklink.EventUnknown,

@@ -230,10 +230,10 @@ func TestWebhookKinds(t *testing.T) {
 	}
 }
 
-func TestASignedBodyThatIsNotJSONIsInternal(t *testing.T) {
+func TestASignedBodyThatIsNotJSONIsABadRequest(t *testing.T) {
 	t.Parallel()
 	srv, p, _ := webhookFixture(t)
 	wh := srv.Sign([]byte("not json"), plaidtest.Valid)
 	_, err := p.VerifyWebhook(context.Background(), wh.Header, wh.Body)
-	wantCode(t, err, kluis.EInternal)
+	wantCode(t, err, kluis.EInvalid)
 }
