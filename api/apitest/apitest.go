@@ -88,6 +88,20 @@ type Env struct {
 	System *vault.SystemKeys
 	// Echo instances, so a test can add a route before requests arrive.
 	PublicEcho, InternalEcho *echo.Echo
+
+	// checked: requests and responses are validated against the contract
+	// (unless WithoutContractCheck).
+	checked bool
+}
+
+// handler is what a listener serves: the echo instance, checked against
+// api/openapi.yaml unless the test opted out.
+func (env *Env) handler(t testing.TB, listener string, e *echo.Echo) http.Handler {
+	t.Helper()
+	if !env.checked {
+		return e
+	}
+	return checkContract(t, listener, e)
 }
 
 // Option adjusts Deps before the listeners start.
@@ -139,9 +153,10 @@ func StartWith(t testing.TB, keys vault.KeyProvider, opts ...Option) *Env {
 	for _, o := range opts {
 		o(d)
 	}
-	env := &Env{DB: db, DBURL: u, Deps: d, Logs: logs, Keys: keys, Ring: ring, Store: store, System: sys}
+	_, unchecked := uncheckedDeps.LoadAndDelete(d)
+	env := &Env{DB: db, DBURL: u, Deps: d, Logs: logs, Keys: keys, Ring: ring, Store: store, System: sys, checked: !unchecked}
 	env.PublicEcho = api.NewPublic(d)
-	env.Public = httptest.NewServer(env.PublicEcho)
+	env.Public = httptest.NewServer(env.handler(t, ListenerPublic, env.PublicEcho))
 	t.Cleanup(env.Public.Close)
 	env.startInternal(t)
 	return env
@@ -172,7 +187,7 @@ func (env *Env) startInternal(t testing.TB) {
 		t.Fatal(err)
 	}
 	env.InternalEcho = api.NewInternal(env.Deps)
-	srv := httptest.NewUnstartedServer(env.InternalEcho)
+	srv := httptest.NewUnstartedServer(env.handler(t, ListenerInternal, env.InternalEcho))
 	srv.TLS = cfg
 	// Refused handshakes are expected in these tests; keep them out of the output.
 	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
