@@ -53,6 +53,9 @@ func decodeError(err error) error {
 	var typeErr *json.UnmarshalTypeError
 	var syntaxErr *json.SyntaxError
 	switch {
+	case errors.As(err, &typeErr) && typeErr.Field == "":
+		// The body itself is a string, a number or an array.
+		return kluis.Errorf(kluis.EInvalid, "request body must be a JSON object")
 	case errors.As(err, &typeErr):
 		// The field name is ours (from the struct tag), never the caller's value.
 		return kluis.Errorf(kluis.EInvalid, "field %q has the wrong type", typeErr.Field)
