@@ -111,7 +111,8 @@ func (d *Deps) runOnce(c echo.Context, next echo.HandlerFunc, claim *idempotency
 	case outcome == idempotency.Reused:
 		return kluis.Errorf(EIdempotencyKeyReused, "this Idempotency-Key was used with a different request")
 	}
-	if rand.IntN(purgeOneIn) == 0 { // #nosec G404 -- when to purge is no secret
+	purge := rand.IntN(purgeOneIn) == 0 // #nosec G404 -- when to purge is no secret
+	if purge {
 		go d.purgeIdempotencyKeys()
 	}
 	capture := &captureWriter{ResponseWriter: c.Response().Writer}

@@ -124,7 +124,7 @@ const (
 	CodeRateLimited         = kluis.ERateLimited
 	CodeInstitutionDown     = "institution_down"
 	CodeInvalidToken        = "invalid_token"
-	CodeInvalidCredentials  = "invalid_credentials"
+	CodeInvalidCredentials  = "invalid_credentials" // #nosec G101 -- an error code, not a credential
 	CodeProductNotSupported = "product_not_supported"
 	CodeBadSignature        = "bad_signature"
 )

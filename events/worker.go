@@ -306,7 +306,7 @@ func (w *Worker) post(ctx context.Context, ep endpoint, d claimedDelivery) attem
 		return attemptResult{err: reason, duration: time.Since(start)}
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	resp.Body.Close()
+	_ = resp.Body.Close() // drained; only the status matters
 	r := attemptResult{status: resp.StatusCode, duration: time.Since(start)}
 	if !r.ok() {
 		r.err = fmt.Sprintf("status %d", resp.StatusCode)

@@ -31,8 +31,8 @@ const auditAction = "job.run"
 // or, but for a 2^-64 chance, with kluis's other advisory locks.
 func lockKey(name string) int64 {
 	h := fnv.New64a()
-	h.Write([]byte("kluis/jobs\x00"))
-	h.Write([]byte(name))
+	_, _ = h.Write([]byte("kluis/jobs\x00")) // hash.Hash's Write never fails
+	_, _ = h.Write([]byte(name))
 	return int64(h.Sum64())
 }
 

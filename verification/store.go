@@ -194,20 +194,6 @@ func (s *Service) effects(ctx context.Context, tx pgx.Tx, v Verification, from S
 	})
 }
 
-// emits reports whether any effect of ev from st enqueues an event.
-func emits(st Status, attempts int, ev EventKind) bool {
-	_, effects, err := Next(State{st, attempts}, ev)
-	if err != nil {
-		return false
-	}
-	for _, e := range effects {
-		if e.Emit != "" {
-			return true
-		}
-	}
-	return false
-}
-
 // conflictMessage says why a verification cannot take an answer or event
 // in its status.
 func conflictMessage(st Status) string {

@@ -153,7 +153,7 @@ func (p *Provider) backoff(attempt int) time.Duration {
 		d = p.maxDelay
 	}
 	half := d / 2
-	return half + rand.N(half+1)
+	return half + rand.N(half+1) // #nosec G404 -- retry jitter only spreads retries; nothing depends on it being unpredictable
 }
 
 func sleep(ctx context.Context, d time.Duration) error {

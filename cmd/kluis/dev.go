@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -163,7 +162,8 @@ func devCerts(dir string) error {
 // writes its public half as the JWKS kluis verifies against.
 func devSigner(keyFile, jwksFile string) (*ecdsa.PrivateKey, error) {
 	var key *ecdsa.PrivateKey
-	if raw, err := os.ReadFile(keyFile); err == nil {
+	raw, err := os.ReadFile(keyFile) // #nosec G304 -- kluis dev's own key file, under its state directory
+	if err == nil {
 		block, _ := pem.Decode(raw)
 		if block == nil {
 			return nil, fmt.Errorf("%s is not PEM", keyFile)
@@ -183,22 +183,23 @@ func devSigner(keyFile, jwksFile string) (*ecdsa.PrivateKey, error) {
 			return nil, err
 		}
 	}
-	jwks := map[string]any{"keys": []map[string]string{{
-		"kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": devKID,
-		"x": b64(key.PublicKey.X), "y": b64(key.PublicKey.Y),
-	}}}
-	raw, err := json.MarshalIndent(jwks, "", "  ")
+	// The uncompressed point is 0x04 || X || Y, 32 bytes each on P-256.
+	point, err := key.PublicKey.Bytes()
 	if err != nil {
 		return nil, err
 	}
-	return key, os.WriteFile(jwksFile, raw, 0o644)
+	jwks := map[string]any{"keys": []map[string]string{{
+		"kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": devKID,
+		"x": b64(point[1:33]), "y": b64(point[33:65]),
+	}}}
+	out, err := json.MarshalIndent(jwks, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return key, os.WriteFile(jwksFile, out, 0o644) // #nosec G306 -- public keys only (the JWKS verifiers read)
 }
 
-func b64(n *big.Int) string {
-	b := make([]byte, 32)
-	n.FillBytes(b)
-	return base64.RawURLEncoding.EncodeToString(b)
-}
+func b64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
 
 // ensureDatabase creates the development database if it does not exist.
 func ensureDatabase(ctx context.Context, dbURL string) error {

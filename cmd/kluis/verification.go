@@ -76,7 +76,7 @@ func webhookSecret(value, file string) ([]byte, error) {
 	if file == "" {
 		return []byte(value), nil
 	}
-	b, err := os.ReadFile(file)
+	b, err := os.ReadFile(file) // #nosec G304 -- KLUIS_WEBHOOK_SECRET_FILE, the operator's setting
 	if err != nil {
 		return nil, errors.New("KLUIS_WEBHOOK_SECRET_FILE cannot be read")
 	}

@@ -16,6 +16,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -84,7 +85,7 @@ func newFromKey(key []byte) (*Provider, error) {
 // readKeyFile opens path, checks its mode and shape, and returns the decoded
 // key. Everything it read is zeroed before it returns.
 func readKeyFile(path string) ([]byte, error) {
-	f, err := os.Open(path)
+	f, err := os.Open(path) // #nosec G304 -- KLUIS_LOCAL_KEK_FILE, the operator's setting; its mode and shape are checked below
 	if err != nil {
 		return nil, fmt.Errorf("localkek: open key file: %w", err)
 	}
@@ -158,7 +159,7 @@ func Generate(path string) (err error) {
 	base64.StdEncoding.Encode(line, key)
 	line[len(line)-1] = '\n'
 
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600) // #nosec G304 -- a path the operator (kluis dev, a test) names; O_EXCL never overwrites
 	if err != nil {
 		return fmt.Errorf("localkek: create key file: %w", err)
 	}
@@ -167,7 +168,9 @@ func Generate(path string) (err error) {
 			err = fmt.Errorf("localkek: close key file: %w", cerr)
 		}
 		if err != nil {
-			os.Remove(path)
+			if rerr := os.Remove(path); rerr != nil {
+				err = errors.Join(err, fmt.Errorf("localkek: remove partial key file: %w", rerr))
+			}
 		}
 	}()
 	// The umask may only remove bits, but make the mode explicit anyway.
