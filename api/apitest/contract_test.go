@@ -65,3 +65,13 @@ func TestTheContractCheckReportsAnswersTheContractDoesNotDescribe(t *testing.T) 
 		})
 	}
 }
+
+func TestATestCanOptOutOfTheContractCheck(t *testing.T) {
+	t.Parallel()
+	if env := Start(t); !env.checked {
+		t.Error("Start: the contract check is off, want on")
+	}
+	if env := Start(t, WithoutContractCheck()); env.checked {
+		t.Error("Start(WithoutContractCheck()): the contract check is on, want off")
+	}
+}
