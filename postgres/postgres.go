@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -35,11 +36,28 @@ func Open(ctx context.Context, url string) (*DB, error) {
 	if _, ok := cfg.ConnConfig.RuntimeParams["statement_timeout"]; !ok {
 		cfg.ConnConfig.RuntimeParams["statement_timeout"] = "30000"
 	}
+	// Times leave kluis in UTC (API.md), whatever the time zone of the host
+	// or the database's default: the session's, for times Postgres renders
+	// itself (to_jsonb in an export), and the scanned time.Time values'.
+	if _, ok := cfg.ConnConfig.RuntimeParams["timezone"]; !ok {
+		cfg.ConnConfig.RuntimeParams["timezone"] = "UTC"
+	}
+	cfg.AfterConnect = scanTimesInUTC
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: open pool: %w", Translate(err))
 	}
 	return &DB{Pool: pool}, nil
+}
+
+// scanTimesInUTC makes timestamptz values scan as UTC times; pgx otherwise
+// gives them in time.Local, which a host's TZ sets.
+func scanTimesInUTC(_ context.Context, conn *pgx.Conn) error {
+	conn.TypeMap().RegisterType(&pgtype.Type{
+		Name: "timestamptz", OID: pgtype.TimestamptzOID,
+		Codec: &pgtype.TimestamptzCodec{ScanLocation: time.UTC},
+	})
+	return nil
 }
 
 // Close closes every connection of the pool.

@@ -1,0 +1,55 @@
+package postgres_test
+
+import (
+	"context"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/kluis-dev/kluis/postgres"
+	"github.com/kluis-dev/kluis/postgres/pgtest"
+)
+
+// API.md: times are RFC 3339 in UTC. A host with TZ set, or a database whose
+// default time zone is not UTC, must not change what kluis answers.
+func TestTimesAreUTCWhateverTheHostAndDatabaseTimeZones(t *testing.T) {
+	ctx := context.Background()
+	u := pgtest.New(t)
+	parsed, err := url.Parse(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, err := pgx.Connect(ctx, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := strings.TrimPrefix(parsed.Path, "/")
+	if _, err := admin.Exec(ctx, "ALTER DATABASE "+pgx.Identifier{name}.Sanitize()+" SET timezone = 'Asia/Kolkata'"); err != nil {
+		t.Fatal(err)
+	}
+	_ = admin.Close(ctx)
+
+	local := time.Local
+	time.Local = time.FixedZone("UTC+2", 2*60*60)
+	t.Cleanup(func() { time.Local = local })
+
+	db, err := postgres.Open(ctx, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(db.Close)
+	var scanned time.Time
+	var rendered string
+	if err := db.Pool.QueryRow(ctx, `SELECT now(), to_jsonb(now())::text`).Scan(&scanned, &rendered); err != nil {
+		t.Fatal(err)
+	}
+	if scanned.Location() != time.UTC {
+		t.Errorf("a scanned time is in %v, want UTC", scanned.Location())
+	}
+	if !strings.HasSuffix(rendered, `+00:00"`) {
+		t.Errorf("a time Postgres renders is %s, want UTC", rendered)
+	}
+}
