@@ -314,7 +314,8 @@ func TestAPIMDAnIdempotencyKeyReplaysTheFirstAnswer(t *testing.T) {
 }
 
 func TestAPIMDInternalItemsAccountsAndReveal(t *testing.T) {
-	be := startBank(t, false)
+	// Bank linking and verification (which takes manual entry), over the sandbox.
+	be := &bankEnv{Env: startVerify(t).Env}
 	tok := userToken(t, "user_apimd_4")
 	it := be.linkSandbox(t, tok, "ins_sandbox")
 	payments := be.ServiceClient(t, "payments")
@@ -352,6 +353,21 @@ func TestAPIMDInternalItemsAccountsAndReveal(t *testing.T) {
 	if status, _, body := apitest.Do(t, payments, "GET", be.Internal.URL+"/metrics", "", "", ""); status != 200 || !strings.Contains(body, "# TYPE") {
 		t.Fatalf("metrics = %d", status)
 	}
+
+	// A manual account has no item, and its number is revealed like a linked one's.
+	manual := contractCall(t, nil, "POST", be.Public.URL+"/v1/accounts", tok, manualBody("000123456789", goodRouting)).expect(t, 201)
+	ma := in("GET", "/internal/v1/accounts/"+manual.obj["id"].(string), "").expect(t, 200)
+	checkAccount(t, ma.obj)
+	fields(t, "internal manual account", ma.obj, map[string]string{"account_number_ref": "string"})
+	r = in("POST", "/internal/v1/credentials/"+ma.obj["account_number_ref"].(string)+"/reveal", `{"purpose":"balance_check"}`).expect(t, 200)
+	if sec := fields(t, "account_number", r.obj["secret"], map[string]string{"account_number": "string", "routing_number": "string"}); sec["account_number"] != "000123456789" || sec["routing_number"] != goodRouting {
+		t.Fatal("the manual account's number did not reveal as entered")
+	}
+
+	// DELETE the item: its credential is destroyed, so reveal is 404.
+	contractCall(t, nil, "DELETE", be.Public.URL+"/v1/items/"+it.ID, tok, "").expect(t, 204)
+	in("POST", "/internal/v1/credentials/"+tokenRef+"/reveal", `{"purpose":"payment_initiation"}`).expectError(t, 404, "not_found")
+	in("GET", "/internal/v1/items/"+it.ID, "").expectError(t, 404, "not_found")
 }
 
 func TestAPIMDSandboxRoutesAreAbsentWithAnotherProvider(t *testing.T) {
