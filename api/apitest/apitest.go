@@ -118,8 +118,26 @@ func Start(t testing.TB, opts ...Option) *Env {
 // provider pointed at an in-test server, say).
 func StartWith(t testing.TB, keys vault.KeyProvider, opts ...Option) *Env {
 	t.Helper()
-	ctx := context.Background()
 	db, u := pgtest.Open(t)
+	return start(t, db, u, keys, opts...)
+}
+
+// StartOn is Start over the already migrated database at url instead of a
+// fresh one from pgtest: for a test that runs, stops and restarts a Postgres
+// server of its own. The pool is closed at t's end.
+func StartOn(t testing.TB, url string, opts ...Option) *Env {
+	t.Helper()
+	db, err := postgres.Open(context.Background(), url)
+	if err != nil {
+		t.Fatalf("apitest: open: %v", err)
+	}
+	t.Cleanup(db.Close)
+	return start(t, db, url, localProvider(t), opts...)
+}
+
+func start(t testing.TB, db *postgres.DB, u string, keys vault.KeyProvider, opts ...Option) *Env {
+	t.Helper()
+	ctx := context.Background()
 	logs := &SyncBuffer{}
 	logger := logging.New(io.MultiWriter(logs, testWriter{t}), slog.LevelDebug)
 	sys, err := vault.LoadSystemKeys(ctx, db, keys)
