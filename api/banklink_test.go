@@ -442,7 +442,7 @@ func TestSandboxLoginsAndInstitutions(t *testing.T) {
 	}{
 		{"a bad password is 422 invalid_credentials", sandbox.InstitutionAuth, "user_good", "pass_bad", 422, "invalid_credentials"},
 		{"an unknown user is 422 invalid_credentials", sandbox.InstitutionAuth, "someone", "pass_good", 422, "invalid_credentials"},
-		{"an institution that is down is 503 with Retry-After", sandbox.InstitutionDown, "user_good", "pass_good", 503, "institution_down"},
+		{"an institution that is down is 503 with Retry-After", sandbox.InstitutionDown, "user_good", "pass_good", 503, "unavailable"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -582,7 +582,7 @@ func TestAnItemNeedsItsLoginByWebhookAndIsRepairedInUpdateMode(t *testing.T) {
 		for name, hh := range map[string]http.Header{"forged": forged, "stale": stale, "unsigned": {}} {
 			before := be.webhookEvents(t)
 			status, body := be.webhookPost(t, "sandbox", hh, raw)
-			mustError(t, status, body, 401, "bad_signature")
+			mustErrorReason(t, status, body, 401, "unauthenticated", "bad_signature")
 			if be.webhookEvents(t) != before || be.itemStatus(t, it.ID) != "active" {
 				t.Fatalf("a %s webhook had an effect", name)
 			}
@@ -685,7 +685,7 @@ func TestPlaidWebhooksAreVerifiedAndAppliedOnce(t *testing.T) {
 			w := be.plaid.Sign(valid.Body, forgery)
 			before := be.webhookEvents(t)
 			status, body := be.webhookPost(t, "plaid", w.Header, w.Body)
-			mustError(t, status, body, 401, "bad_signature")
+			mustErrorReason(t, status, body, 401, "unauthenticated", "bad_signature")
 			if be.webhookEvents(t) != before || be.itemStatus(t, it.ID) != "active" {
 				t.Fatal("a forged webhook had an effect")
 			}

@@ -38,6 +38,34 @@ var statusOf = map[string]int{
 // to the table. Feature handlers call it from an init function.
 func RegisterErrorStatus(code string, status int) { statusOf[code] = status }
 
+// baseCode is the code API.md gives each status.
+var baseCode = map[int]string{
+	http.StatusBadRequest: kluis.EInvalid, http.StatusUnauthorized: kluis.EUnauthenticated,
+	http.StatusForbidden: kluis.EForbidden, http.StatusNotFound: kluis.ENotFound,
+	http.StatusMethodNotAllowed: eMethodNotAllowed, http.StatusRequestEntityTooLarge: kluis.ETooLarge,
+	http.StatusUnsupportedMediaType: kluis.EUnsupportedMedia, http.StatusTooManyRequests: kluis.ERateLimited,
+	http.StatusInternalServerError: kluis.EInternal, http.StatusServiceUnavailable: kluis.EUnavailable,
+}
+
+// bodyCode keeps the contract's one code per status: API.md allows more
+// specific codes only beside 409 and 422 (legal_hold,
+// verification_mismatch, ...). Elsewhere a specific code (a webhook's
+// bad_signature, a bank's institution_down) is kept in error.reason, and
+// error.code is the status's own, so that a client matching on code sees
+// what the contract promised.
+func bodyCode(code string, status int, fields map[string]any) (string, map[string]any) {
+	base, ok := baseCode[status]
+	if !ok || code == base {
+		return code, fields
+	}
+	out := make(map[string]any, len(fields)+1)
+	for k, v := range fields {
+		out[k] = v
+	}
+	out["reason"] = code
+	return base, out
+}
+
 // retryAfterSeconds is what a 503 tells clients to wait.
 const retryAfterSeconds = 5
 
@@ -60,6 +88,7 @@ func errorHandler(logger *slog.Logger) echo.HTTPErrorHandler {
 		if !ok {
 			status = http.StatusInternalServerError
 		}
+		code, fields = bodyCode(code, status, fields)
 		rid := requestID(c)
 		if status >= 500 {
 			logger.ErrorContext(c.Request().Context(), "request failed",

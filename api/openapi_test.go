@@ -255,3 +255,25 @@ func TestEveryErrorCodeTheServerCanAnswerIsInTheContract(t *testing.T) {
 		}
 	}
 }
+
+func TestEverySpecificReasonIsInTheContract(t *testing.T) {
+	t.Parallel()
+	doc, err := apitest.LoadContract(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	reason := doc.Components.Schemas["Error"].Value.Properties["error"].Value.Properties["reason"].Value
+	inSpec := map[string]bool{}
+	for _, v := range reason.Enum {
+		inSpec[v.(string)] = true
+	}
+	for code := range api.ErrorReasons() {
+		if !inSpec[code] {
+			t.Errorf("the server answers reason %q, which the Error schema does not list", code)
+		}
+		delete(inSpec, code)
+	}
+	for code := range inSpec {
+		t.Errorf("the Error schema lists reason %q, which no part of the server gives", code)
+	}
+}

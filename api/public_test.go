@@ -234,3 +234,17 @@ func TestAPanicIsA500ThatSaysNothing(t *testing.T) {
 		t.Fatalf("panic text in body: %s", body)
 	}
 }
+
+// mustErrorReason is mustError for a generic code with a specific reason.
+func mustErrorReason(t *testing.T, status int, body string, wantStatus int, wantCode, wantReason string) {
+	t.Helper()
+	mustError(t, status, body, wantStatus, wantCode)
+	var e struct {
+		Error struct {
+			Reason string `json:"reason"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal([]byte(body), &e); err != nil || e.Error.Reason != wantReason {
+		t.Fatalf("error.reason = %q (%v), want %q: %s", e.Error.Reason, err, wantReason, body)
+	}
+}
