@@ -52,9 +52,11 @@ var replayedHeaders = []string{echo.HeaderContentType, echo.HeaderLocation}
 // while the first runs, 409. Keys are scoped to the caller, so one caller's
 // key never meets another's. A 5xx releases the key, so that a retry runs.
 //
-// Reveal refuses a key with 400: its answer is a secret, and a stored copy
-// would outlive the credential's erasure; a reveal is safe to repeat (each
-// one is audited), so it needs no key.
+// Reveal takes a key like every POST (API.md), but its answer is a secret:
+// a stored copy would outlive the credential's erasure. So for reveal only
+// the claim is stored (for 409 and 422), never the answer, and a repeat with
+// the same key and body reveals afresh: audited again, and a 404 once the
+// credential is gone.
 func (d *Deps) idempotent(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		r := c.Request()
@@ -64,9 +66,6 @@ func (d *Deps) idempotent(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		if len(values) > 1 || !validIdempotencyKey(values[0]) {
 			return kluis.Errorf(kluis.EInvalid, "Idempotency-Key must be one header of 1 to 255 printable ASCII characters")
-		}
-		if r.Method+" "+c.Path() == OpReveal {
-			return kluis.Errorf(kluis.EInvalid, "Idempotency-Key is not accepted on reveal: a reveal is safe to repeat, and its answer is never stored")
 		}
 		if d.idem == nil {
 			return next(c)
@@ -104,6 +103,9 @@ func (d *Deps) runOnce(c echo.Context, next echo.HandlerFunc, claim *idempotency
 		return kluis.Errorf(kluis.EInternal, "internal error")
 	case err != nil:
 		return err
+	case outcome == idempotency.Replay && answerNotStored(c):
+		c.Response().Header().Set(headerReplayed, "true")
+		return next(c)
 	case outcome == idempotency.Replay:
 		return replay(c, stored)
 	case outcome == idempotency.InUse:
@@ -149,7 +151,12 @@ func (d *Deps) settle(c echo.Context, claim *idempotency.Claim, capture *capture
 				headers.Set(h, v)
 			}
 		}
-		err = d.idem.Complete(ctx, claim, idempotency.Response{Status: status, Headers: headers, Body: capture.buf.Bytes()})
+		body := capture.buf.Bytes()
+		if answerNotStored(c) {
+			headers, body = http.Header{}, nil
+		}
+		err = d.idem.Complete(ctx, claim, idempotency.Response{Status: status, Headers: headers, Body: body})
+		clear(capture.buf.Bytes())
 	}
 	if err != nil {
 		// The claim lapses after its lock time; until then the key answers 409.
@@ -163,6 +170,12 @@ func (d *Deps) purgeIdempotencyKeys() {
 	if _, err := d.idem.Purge(ctx, 1000); err != nil {
 		d.Logger.Warn("purge of expired idempotency keys failed", "cause", err.Error())
 	}
+}
+
+// answerNotStored reports whether the route's answer is a secret that is
+// never kept (reveal): only its claim is.
+func answerNotStored(c echo.Context) bool {
+	return c.Request().Method+" "+c.Path() == OpReveal
 }
 
 // replay writes a stored answer.

@@ -178,23 +178,45 @@ func TestBadIdempotencyKeysAreRefused(t *testing.T) {
 	}
 }
 
-func TestRevealRefusesAnIdempotencyKey(t *testing.T) {
+func TestRevealWithAnIdempotencyKeyStoresNoSecretAndRevealsAfreshOnRepeat(t *testing.T) {
 	env := apitest.Start(t)
-	req, err := http.NewRequest(http.MethodPost, env.Internal.URL+"/internal/v1/credentials/cred_x/reveal", strings.NewReader(`{"purpose":"payment_initiation"}`))
-	if err != nil {
-		t.Fatal(err)
+	ref := sealFor(t, env, "user_idem_reveal", "bank_access_token", `{"access_token":"`+canaryToken+`","provider":"sandbox"}`)
+	client := env.ServiceClient(t, "payments")
+	do := func(body string) (int, http.Header, string) {
+		req, err := http.NewRequest(http.MethodPost, revealURL(env, ref), strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Idempotency-Key", "reveal-key-1")
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header, string(b)
 	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Idempotency-Key", "k")
-	resp, err := env.ServiceClient(t, "payments").Do(req)
-	if err != nil {
-		t.Fatal(err)
+	status, _, body := do(`{"purpose":"payment_initiation"}`)
+	if status != 200 || !strings.Contains(body, canaryToken) {
+		t.Fatalf("first reveal = %d %s", status, body)
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	mustError(t, resp.StatusCode, string(b), 400, "invalid_request")
-	if countRows(t, env, "idempotency_keys") != 0 {
-		t.Fatal("reveal stored an idempotency key")
+	status, h, body := do(`{"purpose":"payment_initiation"}`)
+	if status != 200 || !strings.Contains(body, canaryToken) || h.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("repeat = %d %v %s, want a fresh reveal marked replayed", status, h, body)
+	}
+	status, _, body = do(`{"purpose":"balance_check"}`)
+	mustError(t, status, body, 422, "idempotency_key_reused")
+	var stored int
+	if err := env.DB.Pool.QueryRow(context.Background(),
+		`SELECT count(*) FROM idempotency_keys WHERE length(response_body) > 80`).Scan(&stored); err != nil || stored != 0 {
+		t.Fatalf("stored reveal answers with a body = %d (%v), want none: only the claim is kept", stored, err)
+	}
+	if n := auditCount(t, env, `action = 'credential.reveal' AND outcome = 'success' AND target = $1`, ref); n != 2 {
+		t.Fatalf("audited reveals = %d, want 2 (the repeat reveals afresh)", n)
+	}
+	if strings.Contains(pgDump(t, env.DBURL), "CANARY") {
+		t.Fatal("the secret is in the database")
 	}
 }
 
