@@ -85,7 +85,8 @@ func BenchmarkPurgeWhileServing(b *testing.B) {
 	go func() { defer wg.Done(); during = load(purgeStop) }()
 	purger := compliance.NewPurger(env.DB, env.Deps.Auditor, nil, nil)
 	start := time.Now()
-	rep, err := purger.Purge(ctx, compliance.PurgeOptions{})
+	// The production defaults (KLUIS_RETENTION_BATCH, KLUIS_RETENTION_BATCH_PAUSE).
+	rep, err := purger.Purge(ctx, compliance.PurgeOptions{Batch: compliance.DefaultPurgeBatch, Pause: compliance.DefaultPurgePause})
 	took := time.Since(start)
 	close(purgeStop)
 	wg.Wait()

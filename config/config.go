@@ -199,7 +199,7 @@ func (c *Config) readRetention(r *reader) {
 		c.Retention[rc.Name] = r.duration(rc.Setting(), rc.Default, rc.Min, compliance.MaxRetention)
 	}
 	c.RetentionBatch = r.integer("KLUIS_RETENTION_BATCH", compliance.DefaultPurgeBatch, 100, 100000)
-	c.RetentionBatchPause = r.duration("KLUIS_RETENTION_BATCH_PAUSE", 0, 0, 10*time.Second)
+	c.RetentionBatchPause = r.duration("KLUIS_RETENTION_BATCH_PAUSE", compliance.DefaultPurgePause, 0, 10*time.Second)
 	dry := r.str("KLUIS_RETENTION_DRY_RUN", "false")
 	r.oneOf("KLUIS_RETENTION_DRY_RUN", dry, "true", "false")
 	c.RetentionDryRun = dry == "true"
