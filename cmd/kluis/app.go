@@ -131,15 +131,22 @@ func loadSystemKeys(ctx context.Context, db *postgres.DB, keys vault.KeyProvider
 	}
 }
 
+// providerCallTimeout bounds one call to KMS or Vault well inside the request
+// deadline, so that a hanging provider fails the call (and counts towards
+// opening the breaker) while the request can still answer its 503 in time.
+func providerCallTimeout(cfg *config.Config) time.Duration {
+	return min(cfg.RequestTimeout/2, 5*time.Second)
+}
+
 // newKeyProvider builds the root-key provider the configuration names.
 func newKeyProvider(ctx context.Context, cfg *config.Config, logger *slog.Logger) (vault.KeyProvider, error) {
 	switch cfg.KeyProvider {
 	case "local":
 		return localkek.New(cfg.LocalKEKFile)
 	case "awskms":
-		return awskms.New(ctx, cfg.AWSKMSKeyID)
+		return awskms.New(ctx, cfg.AWSKMSKeyID, awskms.WithCallTimeout(providerCallTimeout(cfg)))
 	case "transit":
-		return transit.New(cfg.TransitMount, cfg.TransitKey, transit.WithLogger(logger))
+		return transit.New(cfg.TransitMount, cfg.TransitKey, transit.WithLogger(logger), transit.WithTimeout(providerCallTimeout(cfg)))
 	}
 	return nil, fmt.Errorf("unknown key provider %q", cfg.KeyProvider)
 }
