@@ -39,17 +39,20 @@ type RateLimits struct {
 }
 
 // DefaultRateLimits leave room for an app's and a service's steady traffic
-// (reveal: 2,000 a second per service, API.md asks for at least 1,000) and
-// stop bursts of guessing on the sensitive routes.
+// (reveal: 2,000 a second per service, API.md asks for at least 1,000; one
+// address may front many users behind a NAT) and stop sustained guessing on
+// the sensitive routes. Guessing micro-deposits is bounded by the
+// verification's own attempts (3) as well; the confirm limit is the second
+// line, not the first.
 func DefaultRateLimits() RateLimits {
 	return RateLimits{
-		Address: ratelimit.Limit{Rate: 1200, Period: time.Minute, Burst: 1200},
+		Address: ratelimit.Limit{Rate: 6000, Period: time.Minute, Burst: 6000},
 		Subject: ratelimit.Limit{Rate: 600, Period: time.Minute, Burst: 600},
 		Service: ratelimit.Limit{Rate: 10000, Period: time.Second, Burst: 10000},
 		Operations: map[string]ratelimit.Limit{
-			OpLinkSession:         {Rate: 20, Period: time.Minute, Burst: 20},
-			OpTokenExchange:       {Rate: 20, Period: time.Minute, Burst: 20},
-			OpVerificationConfirm: {Rate: 10, Period: time.Minute, Burst: 10},
+			OpLinkSession:         {Rate: 60, Period: time.Minute, Burst: 60},
+			OpTokenExchange:       {Rate: 60, Period: time.Minute, Burst: 60},
+			OpVerificationConfirm: {Rate: 60, Period: time.Minute, Burst: 60},
 			OpReveal:              {Rate: 2000, Period: time.Second, Burst: 2000},
 		},
 	}

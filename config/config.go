@@ -159,15 +159,15 @@ func Load(getenv Getenv) (*Config, error) {
 		KeyCacheMaxAge:    r.duration("KLUIS_KEY_CACHE_MAX_AGE", 5*time.Minute, time.Second, 24*time.Hour),
 		KeyCacheMaxUses:   r.integer("KLUIS_KEY_CACHE_MAX_USES", 10000, 1, 100000000),
 		KeyCacheMaxKeys:   r.integer("KLUIS_KEY_CACHE_MAX_KEYS", 10000, 1, 10000000),
-		RateAddress:       r.rate("KLUIS_RATE_LIMIT_ADDRESS", Rate{1200, time.Minute}),
+		RateAddress:       r.rate("KLUIS_RATE_LIMIT_ADDRESS", Rate{6000, time.Minute}),
 		RateSubject:       r.rate("KLUIS_RATE_LIMIT_SUBJECT", Rate{600, time.Minute}),
 		RateService:       r.rate("KLUIS_RATE_LIMIT_SERVICE", Rate{10000, time.Second}),
-		RateLinkSession:   r.rate("KLUIS_RATE_LIMIT_LINK_SESSION", Rate{20, time.Minute}),
-		RateTokenExchange: r.rate("KLUIS_RATE_LIMIT_TOKEN_EXCHANGE", Rate{20, time.Minute}),
+		RateLinkSession:   r.rate("KLUIS_RATE_LIMIT_LINK_SESSION", Rate{60, time.Minute}),
+		RateTokenExchange: r.rate("KLUIS_RATE_LIMIT_TOKEN_EXCHANGE", Rate{60, time.Minute}),
 		RateReveal:        r.rate("KLUIS_RATE_LIMIT_REVEAL", Rate{2000, time.Second}),
 		IdempotencyTTL:    r.duration("KLUIS_IDEMPOTENCY_TTL", 24*time.Hour, 24*time.Hour, 30*24*time.Hour),
 	}
-	c.RateVerificationConfirm = r.rate("KLUIS_RATE_LIMIT_VERIFICATION_CONFIRM", Rate{10, time.Minute})
+	c.RateVerificationConfirm = r.rate("KLUIS_RATE_LIMIT_VERIFICATION_CONFIRM", Rate{60, time.Minute})
 	c.readRetention(&r)
 	c.readVerification(&r)
 	c.validate(&r)
