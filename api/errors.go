@@ -121,9 +121,9 @@ func errorHandler(logger *slog.Logger) echo.HTTPErrorHandler {
 // cause from Error() (so it cannot leak into a body), but an operator needs
 // it. The logger's redaction layer still scrubs it.
 func causeOf(err error) string {
-	if inner := errors.Unwrap(err); inner != nil {
-		var ke *kluis.Error
-		if errors.As(err, &ke) {
+	var ke *kluis.Error
+	if errors.As(err, &ke) {
+		if inner := ke.Unwrap(); inner != nil {
 			return err.Error() + ": " + causeOf(inner)
 		}
 	}

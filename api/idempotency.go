@@ -269,12 +269,3 @@ func (w *captureWriter) Write(p []byte) (int, error) {
 
 // Unwrap lets http.ResponseController reach the connection's writer.
 func (w *captureWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
-// deadlineError is withDeadline's rule: an internal error after the
-// request's deadline passed is a dependency that did not answer in time.
-func deadlineError(ctx context.Context, err error) error {
-	if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) && kluis.ErrorCode(err) == kluis.EInternal {
-		return kluis.Unavailable("a dependency", err)
-	}
-	return err
-}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base32"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -99,13 +100,18 @@ func withDeadline(d time.Duration) echo.MiddlewareFunc {
 			ctx, cancel := context.WithTimeout(c.Request().Context(), d)
 			defer cancel()
 			c.SetRequest(c.Request().WithContext(ctx))
-			err := next(c)
-			if err != nil && ctx.Err() == context.DeadlineExceeded && kluis.ErrorCode(err) == kluis.EInternal {
-				return kluis.Unavailable("a dependency", err)
-			}
-			return err
+			return deadlineError(ctx, next(c))
 		}
 	}
+}
+
+// deadlineError is withDeadline's rule: an internal error after the
+// request's deadline passed is a dependency that did not answer in time.
+func deadlineError(ctx context.Context, err error) error {
+	if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) && kluis.ErrorCode(err) == kluis.EInternal {
+		return kluis.Unavailable("a dependency", err)
+	}
+	return err
 }
 
 // recoverPanics turns a panic into a 500 with nothing of the panic in the

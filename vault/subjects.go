@@ -21,9 +21,15 @@ func EnsureSubject(ctx context.Context, q Querier, externalID string) (string, e
 		return "", kluis.Errorf(kluis.EInvalid, "invalid subject")
 	}
 	var id string
+	// Most calls find the subject: read first, so that they write nothing.
+	err := q.QueryRow(ctx, `SELECT id FROM subjects WHERE external_id = $1`, externalID).Scan(&id)
+	if err == nil {
+		return id, nil
+	}
 	// The no-op update makes RETURNING give the existing row's id on a
-	// conflict; with DO NOTHING it would return nothing.
-	err := q.QueryRow(ctx, `
+	// conflict (another caller created it meanwhile); with DO NOTHING it
+	// would return nothing.
+	err = q.QueryRow(ctx, `
 		INSERT INTO subjects (id, external_id) VALUES ($1, $2)
 		ON CONFLICT (external_id) DO UPDATE SET external_id = EXCLUDED.external_id
 		RETURNING id`, kluis.NewID(PrefixSubject), externalID).Scan(&id)
