@@ -7,6 +7,7 @@ package vault
 import (
 	"context"
 	"errors"
+	"fmt"
 )
 
 // Errors a KeyProvider returns, wrapped with %w so that callers can tell them
@@ -73,4 +74,29 @@ type KeyProvider interface {
 type RewrapItem struct {
 	KeyID   string
 	Wrapped WrappedKey
+}
+
+// ProviderError is a provider's failure in words that are safe to log: the
+// provider, the operation and the error code or failure kind, never the
+// SDK's or server's message (which may quote the request), key material or
+// ciphertext. It unwraps to its sentinel (ErrKeyUnavailable or ErrKeyRefused)
+// and, for a done context, to the context's error.
+type ProviderError struct {
+	Provider string
+	Op       string
+	What     string
+	Sentinel error
+	CtxErr   error
+}
+
+func (e *ProviderError) Error() string {
+	return fmt.Sprintf("%s: %s: %s: %v", e.Provider, e.Op, e.What, e.Sentinel)
+}
+
+// Unwrap gives errors.Is the sentinel and the context's error.
+func (e *ProviderError) Unwrap() []error {
+	if e.CtxErr != nil {
+		return []error{e.Sentinel, e.CtxErr}
+	}
+	return []error{e.Sentinel}
 }

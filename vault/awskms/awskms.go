@@ -312,28 +312,6 @@ var (
 	}
 )
 
-// providerError is a KMS failure in words that are safe to log: the
-// operation and the error code or failure kind, never the SDK's message
-// (which may quote the request), key material or ciphertext. It unwraps to
-// the vault sentinel and, for a done context, to the context's error.
-type providerError struct {
-	op       string
-	what     string
-	sentinel error
-	ctxErr   error
-}
-
-func (e *providerError) Error() string {
-	return fmt.Sprintf("awskms: %s: %s: %v", e.op, e.what, e.sentinel)
-}
-
-func (e *providerError) Unwrap() []error {
-	if e.ctxErr != nil {
-		return []error{e.sentinel, e.ctxErr}
-	}
-	return []error{e.sentinel}
-}
-
 // classify maps an SDK error, after the SDK's own retries, to
 // vault.ErrKeyUnavailable or vault.ErrKeyRefused.
 func classify(op string, err error) error {
@@ -342,36 +320,36 @@ func classify(op string, err error) error {
 		code := apiErr.ErrorCode()
 		switch {
 		case unavailableCodes[code]:
-			return &providerError{op: op, what: code, sentinel: vault.ErrKeyUnavailable}
+			return &vault.ProviderError{Provider: "awskms", Op: op, What: code, Sentinel: vault.ErrKeyUnavailable}
 		case refusedCodes[code]:
-			return &providerError{op: op, what: code, sentinel: vault.ErrKeyRefused}
+			return &vault.ProviderError{Provider: "awskms", Op: op, What: code, Sentinel: vault.ErrKeyRefused}
 		case apiErr.ErrorFault() == smithy.FaultServer || httpStatus(err) >= 500:
-			return &providerError{op: op, what: code, sentinel: vault.ErrKeyUnavailable}
+			return &vault.ProviderError{Provider: "awskms", Op: op, What: code, Sentinel: vault.ErrKeyUnavailable}
 		default:
-			return &providerError{op: op, what: code, sentinel: vault.ErrKeyRefused}
+			return &vault.ProviderError{Provider: "awskms", Op: op, What: code, Sentinel: vault.ErrKeyRefused}
 		}
 	}
 	var invalid smithy.InvalidParamsError
 	if errors.As(err, &invalid) {
 		// The request never left: a bug in kluis, not a KMS outage.
-		return &providerError{op: op, what: "invalid request", sentinel: vault.ErrKeyRefused}
+		return &vault.ProviderError{Provider: "awskms", Op: op, What: "invalid request", Sentinel: vault.ErrKeyRefused}
 	}
 	switch {
 	case errors.Is(err, context.DeadlineExceeded):
-		return &providerError{op: op, what: "timed out", sentinel: vault.ErrKeyUnavailable, ctxErr: context.DeadlineExceeded}
+		return &vault.ProviderError{Provider: "awskms", Op: op, What: "timed out", Sentinel: vault.ErrKeyUnavailable, CtxErr: context.DeadlineExceeded}
 	case errors.Is(err, context.Canceled):
-		return &providerError{op: op, what: "canceled", sentinel: vault.ErrKeyUnavailable, ctxErr: context.Canceled}
+		return &vault.ProviderError{Provider: "awskms", Op: op, What: "canceled", Sentinel: vault.ErrKeyUnavailable, CtxErr: context.Canceled}
 	}
 	var netErr net.Error
 	if errors.As(err, &netErr) && netErr.Timeout() {
-		return &providerError{op: op, what: "timed out", sentinel: vault.ErrKeyUnavailable}
+		return &vault.ProviderError{Provider: "awskms", Op: op, What: "timed out", Sentinel: vault.ErrKeyUnavailable}
 	}
 	if errors.As(err, &netErr) {
-		return &providerError{op: op, what: "connection failed", sentinel: vault.ErrKeyUnavailable}
+		return &vault.ProviderError{Provider: "awskms", Op: op, What: "connection failed", Sentinel: vault.ErrKeyUnavailable}
 	}
 	// Anything else (an unreadable answer, an exhausted retry quota, a
 	// transport failure) means KMS did not answer usefully.
-	return &providerError{op: op, what: "no usable answer", sentinel: vault.ErrKeyUnavailable}
+	return &vault.ProviderError{Provider: "awskms", Op: op, What: "no usable answer", Sentinel: vault.ErrKeyUnavailable}
 }
 
 // httpStatus is the status code of the HTTP answer behind err, or 0.

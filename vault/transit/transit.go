@@ -489,29 +489,6 @@ func decodeKey(b64 string) ([]byte, error) {
 	return key, nil
 }
 
-// providerError is a Vault failure in words that are safe to log: the
-// operation, the HTTP status or failure kind, and for a few known answers
-// what they mean. Vault's own error text is not repeated: it is not ours to
-// vouch for. It unwraps to the vault sentinel and, for a done context, to
-// the context's error.
-type providerError struct {
-	op       string
-	what     string
-	sentinel error
-	ctxErr   error
-}
-
-func (e *providerError) Error() string {
-	return fmt.Sprintf("transit: %s: %s: %v", e.op, e.what, e.sentinel)
-}
-
-func (e *providerError) Unwrap() []error {
-	if e.ctxErr != nil {
-		return []error{e.sentinel, e.ctxErr}
-	}
-	return []error{e.sentinel}
-}
-
 // classify maps a failed request to vault.ErrKeyUnavailable (sealed,
 // standby, throttled, 5xx, unreachable, timed out) or vault.ErrKeyRefused
 // (400, 403, 404 and other answers that say no).
@@ -530,22 +507,22 @@ func classify(ctx context.Context, op string, resp *api.Response, err error) err
 		}
 		switch {
 		case status == http.StatusTooManyRequests, status == http.StatusPreconditionFailed, status >= 500:
-			return &providerError{op: op, what: what, sentinel: vault.ErrKeyUnavailable}
+			return &vault.ProviderError{Provider: "transit", Op: op, What: what, Sentinel: vault.ErrKeyUnavailable}
 		default:
-			return &providerError{op: op, what: what, sentinel: vault.ErrKeyRefused}
+			return &vault.ProviderError{Provider: "transit", Op: op, What: what, Sentinel: vault.ErrKeyRefused}
 		}
 	}
 	switch {
 	case errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded):
-		return &providerError{op: op, what: "timed out", sentinel: vault.ErrKeyUnavailable, ctxErr: context.DeadlineExceeded}
+		return &vault.ProviderError{Provider: "transit", Op: op, What: "timed out", Sentinel: vault.ErrKeyUnavailable, CtxErr: context.DeadlineExceeded}
 	case errors.Is(err, context.Canceled) || errors.Is(ctx.Err(), context.Canceled):
-		return &providerError{op: op, what: "canceled", sentinel: vault.ErrKeyUnavailable, ctxErr: context.Canceled}
+		return &vault.ProviderError{Provider: "transit", Op: op, What: "canceled", Sentinel: vault.ErrKeyUnavailable, CtxErr: context.Canceled}
 	}
 	var netErr net.Error
 	if errors.As(err, &netErr) && netErr.Timeout() {
-		return &providerError{op: op, what: "timed out", sentinel: vault.ErrKeyUnavailable}
+		return &vault.ProviderError{Provider: "transit", Op: op, What: "timed out", Sentinel: vault.ErrKeyUnavailable}
 	}
-	return &providerError{op: op, what: "no answer from Vault", sentinel: vault.ErrKeyUnavailable}
+	return &vault.ProviderError{Provider: "transit", Op: op, What: "no answer from Vault", Sentinel: vault.ErrKeyUnavailable}
 }
 
 func hasError(e *api.ResponseError, text string) bool {
