@@ -18,7 +18,8 @@ import (
 // (422); a login that must be repaired in update mode, and a link session
 // that is no longer open, conflict with the item's or session's state
 // (409); an institution that is down is a dependency that is down (503,
-// with Retry-After); a webhook whose signature does not verify is 401.
+// with Retry-After); a webhook whose signature does not verify is 401, and
+// one whose key cannot be fetched now is 503 (the provider retries).
 func init() {
 	RegisterErrorStatus(banklink.CodeInvalidCredentials, http.StatusUnprocessableEntity)
 	RegisterErrorStatus(banklink.CodeInvalidToken, http.StatusUnprocessableEntity)
@@ -27,6 +28,7 @@ func init() {
 	RegisterErrorStatus(banklink.CodeLinkSessionClosed, http.StatusConflict)
 	RegisterErrorStatus(banklink.CodeInstitutionDown, http.StatusServiceUnavailable)
 	RegisterErrorStatus(banklink.CodeBadSignature, http.StatusUnauthorized)
+	RegisterErrorStatus(banklink.CodeWebhookKeyUnavailable, http.StatusServiceUnavailable)
 
 	publicRoutes = append(publicRoutes, func(d *Deps, v1 *echo.Group) {
 		if d.BankLink == nil {

@@ -41,7 +41,9 @@ type Provider interface {
 	// The old token stops working at once: store the new one first.
 	RotateAccessToken(ctx context.Context, accessToken string) (string, error)
 	// VerifyWebhook checks a webhook's signature over its raw body and
-	// parses it. A bad or missing signature is CodeBadSignature.
+	// parses it. A bad or missing signature is CodeBadSignature; a
+	// signature that cannot be checked yet (its key is not known and may not
+	// be fetched now) is CodeWebhookKeyUnavailable.
 	VerifyWebhook(ctx context.Context, header http.Header, body []byte) (WebhookEvent, error)
 }
 
@@ -127,7 +129,34 @@ const (
 	CodeInvalidCredentials  = "invalid_credentials" // #nosec G101 -- an error code, not a credential
 	CodeProductNotSupported = "product_not_supported"
 	CodeBadSignature        = "bad_signature"
+	// CodeWebhookKeyUnavailable: the webhook names a signing key kluis does
+	// not hold and may not fetch now (the fetch budget is spent). Not a
+	// verdict on the signature: the provider retries, and the key is
+	// fetched then. Deliberately not kluis.EUnavailable, so that forged
+	// webhooks cannot trip the provider's circuit breaker.
+	CodeWebhookKeyUnavailable = "webhook_key_unavailable"
 )
+
+// webhookItemCheckKey carries a WebhookItemCheck in a context.
+type webhookItemCheckKey struct{}
+
+// WebhookItemCheck reports whether kluis holds a live item with this
+// provider's item id. A provider may ask it before it spends a scarce key
+// fetch on an unverified webhook: forged webhooks that cannot name a real
+// item must not use up what genuine ones need.
+type WebhookItemCheck func(ctx context.Context, providerItemID string) bool
+
+// WithWebhookItemCheck returns ctx carrying check, for VerifyWebhook.
+func WithWebhookItemCheck(ctx context.Context, check WebhookItemCheck) context.Context {
+	return context.WithValue(ctx, webhookItemCheckKey{}, check)
+}
+
+// WebhookItemKnown asks the WebhookItemCheck in ctx; false when there is
+// none or the id is empty.
+func WebhookItemKnown(ctx context.Context, providerItemID string) bool {
+	check, _ := ctx.Value(webhookItemCheckKey{}).(WebhookItemCheck)
+	return check != nil && providerItemID != "" && check(ctx, providerItemID)
+}
 
 // ErrProvider is wrapped by every error a provider returns, for errors.Is.
 var ErrProvider = errors.New("bank provider error")

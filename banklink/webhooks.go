@@ -40,7 +40,7 @@ func (s *Service) HandleWebhook(ctx context.Context, provider string, header htt
 	if provider != s.provider.Name() {
 		return WebhookResult{}, notFound()
 	}
-	ev, err := s.provider.VerifyWebhook(ctx, header, body)
+	ev, err := s.provider.VerifyWebhook(WithWebhookItemCheck(ctx, s.webhookItemCheck(provider)), header, body)
 	if err != nil {
 		return WebhookResult{}, providerErr("verify webhook", err)
 	}
@@ -92,6 +92,16 @@ func (s *Service) HandleWebhook(ctx context.Context, provider string, header htt
 		return WebhookResult{EventID: ev.ID, Kind: ev.Kind, Duplicate: true}, nil
 	}
 	return res, err
+}
+
+// webhookItemCheck is the WebhookItemCheck VerifyWebhook may ask: whether a
+// live item of this provider has the id. A failed lookup answers false: the
+// webhook then only draws on the budget every webhook shares.
+func (s *Service) webhookItemCheck(provider string) WebhookItemCheck {
+	return func(ctx context.Context, providerItemID string) bool {
+		_, status, err := itemTokenRef(ctx, s.db.Pool, provider, providerItemID)
+		return err == nil && status != ""
+	}
 }
 
 // errDuplicate rolls back a webhook's transaction when a concurrent
