@@ -70,6 +70,9 @@ type Config struct {
 	// on the sensitive operations.
 	RateAddress, RateSubject, RateService                                   Rate
 	RateLinkSession, RateTokenExchange, RateVerificationConfirm, RateReveal Rate
+	// RateLimitIPv6Prefix: the address limit counts an IPv6 client by this
+	// many leading bits of its address.
+	RateLimitIPv6Prefix int
 	// IdempotencyTTL is how long an Idempotency-Key's answer is kept.
 	IdempotencyTTL time.Duration
 	// Retention is the period kept per retention class, by class name
@@ -168,6 +171,7 @@ func Load(getenv Getenv) (*Config, error) {
 		IdempotencyTTL:    r.duration("KLUIS_IDEMPOTENCY_TTL", 24*time.Hour, 24*time.Hour, 30*24*time.Hour),
 	}
 	c.RateVerificationConfirm = r.rate("KLUIS_RATE_LIMIT_VERIFICATION_CONFIRM", Rate{60, time.Minute})
+	c.RateLimitIPv6Prefix = r.integer("KLUIS_RATE_LIMIT_IPV6_PREFIX", 64, 32, 128)
 	c.readRetention(&r)
 	c.readVerification(&r)
 	c.validate(&r)

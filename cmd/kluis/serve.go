@@ -234,6 +234,7 @@ func rateLimits(cfg *config.Config) api.RateLimits {
 	}
 	return api.RateLimits{
 		Address: limit(cfg.RateAddress), Subject: limit(cfg.RateSubject), Service: limit(cfg.RateService),
+		IPv6Prefix: cfg.RateLimitIPv6Prefix,
 		Operations: map[string]ratelimit.Limit{
 			api.OpLinkSession:         limit(cfg.RateLinkSession),
 			api.OpTokenExchange:       limit(cfg.RateTokenExchange),
