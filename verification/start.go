@@ -11,7 +11,6 @@ import (
 
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/compliance"
-	"github.com/kluis-dev/kluis/postgres"
 	"github.com/kluis-dev/kluis/vault"
 )
 
@@ -108,17 +107,22 @@ func (s *Service) insertRow(ctx context.Context, tx pgx.Tx, v Verification, mac,
 	if v.AnswerKind != "" {
 		kind = &v.AnswerKind
 	}
-	_, err := tx.Exec(ctx, `
+	// ON CONFLICT on the one-open index keeps the transaction usable, so
+	// that the conflict is named in it: asking on another connection while
+	// this one holds the number's lock could wait for a connection that
+	// only lock waiters hold.
+	tag, err := tx.Exec(ctx, `
 		INSERT INTO verifications (id, subject_id, account_id, requested_method, method, answer_kind, status,
 			attempts_remaining, answer_mac, rail, expires_at, created_at, updated_at, number_index)
-		VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9, $10, $11, $11, $12)`,
+		VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9, $10, $11, $11, $12)
+		ON CONFLICT (account_id) WHERE status IN ('pending', 'sent', 'posted') DO NOTHING`,
 		v.ID, v.SubjectID, v.AccountID, v.RequestedMethod, v.Method, kind, v.AttemptsRemaining, mac,
 		s.railName(), v.ExpiresAt, v.CreatedAt, idx)
 	if err != nil {
-		if kluis.ErrorCode(postgres.Translate(err)) == kluis.EConflict {
-			return s.inProgress(ctx, tx, v.AccountID)
-		}
 		return dbErr("insert verification", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return s.inProgress(ctx, tx, v.AccountID)
 	}
 	return nil
 }
@@ -137,7 +141,7 @@ func (s *Service) auditStarted(ctx context.Context, tx pgx.Tx, actor Actor, v Ve
 func (s *Service) inProgress(ctx context.Context, tx pgx.Tx, accountID string) error {
 	e := kluis.Errorf(kluis.EConflict, "a verification of this account is already in progress")
 	var id string
-	if err := s.db.Pool.QueryRow(ctx, `SELECT id FROM verifications WHERE account_id = $1 AND status IN ('pending', 'sent', 'posted')`, accountID).Scan(&id); err == nil {
+	if err := tx.QueryRow(ctx, `SELECT id FROM verifications WHERE account_id = $1 AND status IN ('pending', 'sent', 'posted')`, accountID).Scan(&id); err == nil {
 		return e.With("verification_id", id)
 	}
 	return e
