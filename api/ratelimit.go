@@ -19,6 +19,8 @@ const (
 	OpTokenExchange        = "POST /v1/link/sessions/:id/exchange" // #nosec G101 -- a route, not a credential
 	OpVerificationConfirm  = "POST /v1/verifications/:id/confirm"
 	OpReveal               = "POST /internal/v1/credentials/:ref/reveal"
+	OpManualAccount        = "POST /v1/accounts"
+	OpVerificationStart    = "POST /v1/accounts/:id/verifications"
 	retryAfterSecondsField = "retry_after_seconds"
 )
 
@@ -61,6 +63,10 @@ func DefaultRateLimits() RateLimits {
 			OpTokenExchange:       {Rate: 60, Period: time.Minute, Burst: 60},
 			OpVerificationConfirm: {Rate: 60, Period: time.Minute, Burst: 60},
 			OpReveal:              {Rate: 2000, Period: time.Second, Burst: 2000},
+			// Each manual account and each start is a new chance to guess
+			// micro-deposits (and sends real deposits): 20 an hour each.
+			OpManualAccount:     {Rate: 20, Period: time.Hour, Burst: 20},
+			OpVerificationStart: {Rate: 20, Period: time.Hour, Burst: 20},
 		},
 	}
 }

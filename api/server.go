@@ -63,6 +63,10 @@ type Deps struct {
 	idem           *idempotency.Store
 
 	metrics *httpMetrics
+
+	// MACs keys the Idempotency-Key rows (vault.SystemKeyIdempotency);
+	// without it, a POST with an Idempotency-Key answers 503.
+	MACs MACer
 }
 
 func (d *Deps) defaults() {

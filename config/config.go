@@ -90,6 +90,13 @@ type Config struct {
 	VerificationWindow   time.Duration
 	MicroDepositKind     string
 	SandboxRailDelay     time.Duration
+	// VerificationLockout is how long failed verifications count against
+	// their account and number; VerificationNumberFailures how many of
+	// one account number, across users, refuse new ones; the per-user
+	// limits on manual accounts and verification starts.
+	VerificationLockout                      time.Duration
+	VerificationNumberFailures               int
+	RateManualAccount, RateVerificationStart Rate
 	// Event webhooks to client apps: the endpoints, the signing secret (or
 	// a file holding it), and how long deliveries are retried.
 	WebhookEndpoints  []string
@@ -477,6 +484,7 @@ func (c *Config) readVerification(r *reader) {
 	c.MicroDepositKind = r.str("KLUIS_MICRO_DEPOSIT_KIND", "amounts")
 	r.oneOf("KLUIS_MICRO_DEPOSIT_KIND", c.MicroDepositKind, "amounts", "code")
 	c.SandboxRailDelay = r.duration("KLUIS_SANDBOX_RAIL_DELAY", 0, 0, 30*24*time.Hour)
+	c.readVerificationLimits(r)
 	for _, e := range strings.Split(r.str("KLUIS_WEBHOOK_ENDPOINTS", ""), ",") {
 		if e = strings.TrimSpace(e); e == "" {
 			continue
@@ -504,4 +512,17 @@ func (c *Config) readVerification(r *reader) {
 		r.bad("KLUIS_WEBHOOK_SECRET", "is required when KLUIS_WEBHOOK_ENDPOINTS is set")
 	}
 	c.WebhookRetryFor = r.duration("KLUIS_WEBHOOK_RETRY_FOR", 72*time.Hour, 24*time.Hour, 30*24*time.Hour)
+}
+
+// readVerificationLimits reads the limits on guessing micro-deposits
+// (API.md "Verification limits"). Failed verifications must be kept at
+// least as long as they count, or the purge would lift locks early.
+func (c *Config) readVerificationLimits(r *reader) {
+	c.VerificationLockout = r.duration("KLUIS_VERIFICATION_LOCKOUT", 30*24*time.Hour, time.Hour, 365*24*time.Hour)
+	c.VerificationNumberFailures = r.integer("KLUIS_VERIFICATION_NUMBER_FAILURES", 6, 2, 1000)
+	c.RateManualAccount = r.rate("KLUIS_RATE_LIMIT_MANUAL_ACCOUNT", Rate{20, time.Hour})
+	c.RateVerificationStart = r.rate("KLUIS_RATE_LIMIT_VERIFICATION_START", Rate{20, time.Hour})
+	if keep, ok := c.Retention[compliance.VerificationFailuresClass]; ok && keep < c.VerificationLockout {
+		r.bad("KLUIS_RETENTION_VERIFICATION_FAILURES", "must be at least KLUIS_VERIFICATION_LOCKOUT: failed verifications are kept as long as they count")
+	}
 }

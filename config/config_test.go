@@ -166,3 +166,44 @@ func TestDurationsTakeGoSyntaxOrWholeDays(t *testing.T) {
 		})
 	}
 }
+
+func TestVerificationLimitsDefaultAndAreChecked(t *testing.T) {
+	c, err := config.Load(env(t, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hour := config.Rate{Events: 20, Per: time.Hour}
+	if c.VerificationLockout != 30*24*time.Hour || c.VerificationNumberFailures != 6 ||
+		c.RateManualAccount != hour || c.RateVerificationStart != hour {
+		t.Fatalf("defaults = %s, %d, %+v, %+v; want 30d, 6, 20/h, 20/h", c.VerificationLockout, c.VerificationNumberFailures,
+			c.RateManualAccount, c.RateVerificationStart)
+	}
+	c, err = config.Load(env(t, map[string]string{"KLUIS_VERIFICATION_LOCKOUT": "7d", "KLUIS_VERIFICATION_NUMBER_FAILURES": "10",
+		"KLUIS_RATE_LIMIT_MANUAL_ACCOUNT": "5/h", "KLUIS_RATE_LIMIT_VERIFICATION_START": "off"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.VerificationLockout != 7*24*time.Hour || c.VerificationNumberFailures != 10 ||
+		c.RateManualAccount != (config.Rate{Events: 5, Per: time.Hour}) || c.RateVerificationStart != (config.Rate{}) {
+		t.Fatalf("parsed = %s, %d, %+v, %+v", c.VerificationLockout, c.VerificationNumberFailures, c.RateManualAccount, c.RateVerificationStart)
+	}
+	for _, tc := range []struct {
+		name      string
+		overrides map[string]string
+		want      string
+	}{
+		{"a lockout of a minute", map[string]string{"KLUIS_VERIFICATION_LOCKOUT": "1m"}, "KLUIS_VERIFICATION_LOCKOUT"},
+		{"one failure per number", map[string]string{"KLUIS_VERIFICATION_NUMBER_FAILURES": "1"}, "KLUIS_VERIFICATION_NUMBER_FAILURES"},
+		{"a rate without a unit", map[string]string{"KLUIS_RATE_LIMIT_MANUAL_ACCOUNT": "20"}, "KLUIS_RATE_LIMIT_MANUAL_ACCOUNT"},
+		{"a bad start rate", map[string]string{"KLUIS_RATE_LIMIT_VERIFICATION_START": "20/week"}, "KLUIS_RATE_LIMIT_VERIFICATION_START"},
+		{"failures purged before the lock lifts", map[string]string{"KLUIS_RETENTION_VERIFICATION_FAILURES": "10d"},
+			"KLUIS_RETENTION_VERIFICATION_FAILURES: must be at least KLUIS_VERIFICATION_LOCKOUT"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := config.Load(env(t, tc.overrides))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error = %v, want one naming %s", err, tc.want)
+			}
+		})
+	}
+}

@@ -227,3 +227,22 @@ func (s *Store) FindByBlindIndex(ctx context.Context, q Querier, kind, accountNu
 	}
 	return infos, nil
 }
+
+// BlindIndexOf returns the stored blind index of the credential ref (the
+// keyed HMAC of its account number), or nil when it has none or is gone.
+// It opens nothing, so callers may count by account number (verification
+// limits) without a key.
+func (s *Store) BlindIndexOf(ctx context.Context, q Querier, ref string) ([]byte, error) {
+	if ref == "" {
+		return nil, nil
+	}
+	var idx []byte
+	err := q.QueryRow(ctx, `SELECT blind_index FROM credentials WHERE ref = $1`, ref).Scan(&idx)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("vault: read blind index: %w", postgres.Translate(err))
+	}
+	return idx, nil
+}

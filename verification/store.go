@@ -173,6 +173,11 @@ func (s *Service) effects(ctx context.Context, tx pgx.Tx, v Verification, from S
 			}
 		}
 	}
+	if v.Status == StatusFailed && from != StatusFailed {
+		if err := s.recordFailure(ctx, tx, v); err != nil {
+			return err
+		}
+	}
 	sub := actor.Name
 	if actor.Kind != compliance.ActorUser {
 		var err error

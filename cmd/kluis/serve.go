@@ -121,7 +121,7 @@ func (a *app) deps(ctx context.Context) (*api.Deps, error) {
 	}
 	limits := rateLimits(a.cfg)
 	return a.withDepHooks(&api.Deps{
-		DB: a.db, Auditor: a.auditor, Pseudonyms: a.sys, Auth: api.JWTAuthenticator{Verifier: verifier},
+		DB: a.db, Auditor: a.auditor, Pseudonyms: a.sys, MACs: a.sys, Auth: api.JWTAuthenticator{Verifier: verifier},
 		Policy: policy, Vault: a.store, Logger: a.log, Registry: registry,
 		RateLimiter: limiter, RateLimits: &limits, IdempotencyTTL: a.cfg.IdempotencyTTL,
 		Ready: map[string]func(context.Context) error{
@@ -240,6 +240,8 @@ func rateLimits(cfg *config.Config) api.RateLimits {
 			api.OpTokenExchange:       limit(cfg.RateTokenExchange),
 			api.OpVerificationConfirm: limit(cfg.RateVerificationConfirm),
 			api.OpReveal:              limit(cfg.RateReveal),
+			api.OpManualAccount:       limit(cfg.RateManualAccount),
+			api.OpVerificationStart:   limit(cfg.RateVerificationStart),
 		},
 	}
 }
