@@ -103,13 +103,23 @@ const (
 	checked                         // a cut-short rotation left the token as it was
 )
 
-// rotateItem rotates one item under its token lease.
+// rotateItem rotates one item under its token lease. Whatever happens, the
+// lease does not outlive the call: a rotation that ends with its outcome
+// unknown (a pending version not yet current, a provider that did not say
+// whether it rotated) leaves the lease expired rather than released, so
+// that the next run, or a removal, picks the item up at once and finds out.
 func (s *Service) rotateItem(ctx context.Context, id string, cutoff time.Time) (rotationOutcome, error) {
 	until := s.now().Add(tokenLease)
 	resumed, ok, err := claimToken(ctx, s.db.Pool, id, s.now(), until, &cutoff)
 	if err != nil || !ok {
 		return skipped, err
 	}
+	defer s.expireLease(ctx, id, until)
+	return s.rotateClaimed(ctx, id, until, resumed)
+}
+
+// rotateClaimed is rotateItem's work under the lease until.
+func (s *Service) rotateClaimed(ctx context.Context, id string, until time.Time, resumed bool) (rotationOutcome, error) {
 	it, err := anyItem(ctx, s.db.Pool, id)
 	if err != nil {
 		return skipped, err
@@ -229,6 +239,14 @@ func (s *Service) lost(ctx context.Context, it Item, version uint32, reason stri
 	}
 	s.log.Warn("an item's access token is lost; the user must link it again", "item_id", it.ID, "reason", reason)
 	return relink, nil
+}
+
+// expireLease marks the lease of until expired, if it is still held: the
+// item is left for the next run to resume.
+func (s *Service) expireLease(ctx context.Context, id string, until time.Time) {
+	if err := expireToken(context.WithoutCancel(ctx), s.db.Pool, id, until, s.now()); err != nil {
+		s.log.Error("expire item token lease", "item_id", id, "cause", err.Error())
+	}
 }
 
 func (s *Service) releaseLease(ctx context.Context, id string, until time.Time) {

@@ -357,6 +357,15 @@ func releaseToken(ctx context.Context, q querier, id string, until time.Time) er
 	return nil
 }
 
+// expireToken marks the lease of until expired (as of now), if still held.
+func expireToken(ctx context.Context, q querier, id string, until, now time.Time) error {
+	if _, err := q.Exec(ctx, `UPDATE items SET rotation_claimed_until = $3
+		WHERE id = $1 AND rotation_claimed_until = $2`, id, until, now.Add(-time.Microsecond)); err != nil {
+		return dbErr("expire item token lease", err)
+	}
+	return nil
+}
+
 // markRotated records a finished rotation and ends its lease.
 func markRotated(ctx context.Context, tx pgx.Tx, id string, now time.Time) (bool, error) {
 	tag, err := tx.Exec(ctx, `UPDATE items SET access_token_rotated_at = $2, rotation_claimed_until = NULL, updated_at = $2
