@@ -54,7 +54,9 @@ func failWhen(t *testing.T, be *bankEnv, table, cond string) func() {
 		CREATE FUNCTION %[1]s() RETURNS trigger LANGUAGE plpgsql AS $$
 		BEGIN RAISE EXCEPTION 'injected failure'; END $$;
 		CREATE TRIGGER %[1]s BEFORE UPDATE ON %[2]s FOR EACH ROW WHEN (%[3]s) EXECUTE FUNCTION %[1]s();`, name, table, cond))
-	return func() { asOwner(t, be, fmt.Sprintf(`DROP TRIGGER %[1]s ON %[2]s; DROP FUNCTION %[1]s();`, name, table)) }
+	return func() {
+		asOwner(t, be, fmt.Sprintf(`DROP TRIGGER %[1]s ON %[2]s; DROP FUNCTION %[1]s();`, name, table))
+	}
 }
 
 // dueForRotation makes every item's token old enough to rotate.
