@@ -17,6 +17,7 @@ const (
 	ENotFound         = "not_found"
 	EConflict         = "conflict"
 	ETooLarge         = "too_large"
+	EGone             = "gone"
 	EUnsupportedMedia = "unsupported_media_type"
 	EUnprocessable    = "unprocessable"
 	ERateLimited      = "rate_limited"

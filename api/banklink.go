@@ -75,6 +75,7 @@ type (
 		Type               string `json:"type"`
 		Subtype            string `json:"subtype"`
 		VerificationStatus string `json:"verification_status"`
+		Status             string `json:"status"`
 	}
 	itemJSON struct {
 		ID          string          `json:"id"`
@@ -107,7 +108,7 @@ type (
 
 func toAccount(a banklink.Account) accountJSON {
 	return accountJSON{ID: a.ID, ItemID: a.ItemID, Name: a.Name, Mask: a.Mask, Type: a.Type, Subtype: a.Subtype,
-		VerificationStatus: a.VerificationStatus}
+		VerificationStatus: a.VerificationStatus, Status: a.Status}
 }
 
 func toItem(it banklink.Item) itemJSON {
@@ -189,9 +190,16 @@ func (d *Deps) getItem(c echo.Context) error {
 	return c.JSON(http.StatusOK, toItem(it))
 }
 
+// deleteItem unlinks an item: 204 when the provider revoked its side, 200
+// {"provider_revoked": false} when it could not (the token was already dead
+// there); the item is removed either way.
 func (d *Deps) deleteItem(c echo.Context) error {
-	if err := d.BankLink.DeleteItem(c.Request().Context(), actorOf(c), c.Param("id")); err != nil {
+	revoked, err := d.BankLink.DeleteItem(c.Request().Context(), actorOf(c), c.Param("id"))
+	if err != nil {
 		return err
+	}
+	if !revoked {
+		return c.JSON(http.StatusOK, map[string]bool{"provider_revoked": false})
 	}
 	return c.NoContent(http.StatusNoContent)
 }
@@ -260,6 +268,8 @@ func (d *Deps) sandboxPublicToken(c echo.Context) error {
 
 type fireWebhookRequest struct {
 	Code string `json:"code"`
+	// AccountID names the account of a USER_ACCOUNT_REVOKED.
+	AccountID string `json:"account_id"`
 }
 
 func (d *Deps) sandboxFireWebhook(c echo.Context) error {
@@ -267,7 +277,7 @@ func (d *Deps) sandboxFireWebhook(c echo.Context) error {
 	if err := DecodeJSON(c, &req); err != nil {
 		return err
 	}
-	res, err := d.BankLink.SandboxFireWebhook(c.Request().Context(), actorOf(c), c.Param("id"), req.Code)
+	res, err := d.BankLink.SandboxFireWebhook(c.Request().Context(), actorOf(c), c.Param("id"), req.Code, req.AccountID)
 	if err != nil {
 		return err
 	}

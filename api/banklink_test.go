@@ -802,10 +802,11 @@ func TestRotationDuringRevealsChangesTheTokenExactlyOnce(t *testing.T) {
 					t.Errorf("internal item = %d", status)
 					return
 				}
-				status, sec := be.reveal(t, client, in.CredentialRef)
-				if status == 404 { // the old credential was destroyed between the two calls
-					continue
+				if in.CredentialRef != internal.CredentialRef {
+					t.Errorf("the item's credential_ref changed across the rotation")
+					return
 				}
+				status, sec := be.reveal(t, client, in.CredentialRef)
 				if status != 200 {
 					t.Errorf("reveal = %d", status)
 					return
@@ -858,13 +859,16 @@ func TestRotationDuringRevealsChangesTheTokenExactlyOnce(t *testing.T) {
 	if len(distinct) != 2 || !distinct[oldToken] {
 		t.Fatalf("reveals saw %d distinct tokens, want the old and one new", len(distinct))
 	}
-	// The old credential is gone, the new token works at the provider and
-	// the old one does not.
-	if status, _ := be.reveal(t, client, internal.CredentialRef); status != 404 {
-		t.Fatalf("old credential reveal = %d, want 404", status)
-	}
+	// The ref a service held before the rotation reveals the new token,
+	// which works at the provider; the old one does not.
 	_, now := be.internalItem(t, it.ID)
-	_, sec = be.reveal(t, client, now.CredentialRef)
+	if now.CredentialRef != internal.CredentialRef {
+		t.Fatalf("credential_ref changed across rotation: %s → %s", internal.CredentialRef, now.CredentialRef)
+	}
+	_, sec = be.reveal(t, client, internal.CredentialRef)
+	if sec["access_token"] == oldToken {
+		t.Fatal("the ref held before the rotation still reveals the old token")
+	}
 	if _, err := be.sandbox.GetAccounts(context.Background(), sec["access_token"]); err != nil {
 		t.Fatalf("the new token does not work: %v", err)
 	}

@@ -8,9 +8,12 @@ import (
 
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/compliance"
+	"github.com/kluis-dev/kluis/vault"
 )
 
 func init() {
+	// A credential whose owner withdrew consent: 410 gone (credential_revoked).
+	RegisterErrorStatus(vault.CodeCredentialRevoked, http.StatusGone)
 	internalRoutes = append(internalRoutes, func(d *Deps, internal, _ *echo.Group) {
 		internal.POST("/credentials/:ref/reveal", d.reveal)
 	})
@@ -101,6 +104,9 @@ func (d *Deps) failedOpen(c echo.Context, e compliance.Entry, err error) error {
 	switch kluis.ErrorCode(err) {
 	case kluis.ENotFound:
 		return d.refuseReveal(c, e, e.Target, "credential erased", kluis.Errorf(kluis.ENotFound, "not found"))
+	case vault.CodeCredentialRevoked:
+		// The owner withdrew consent at the provider: 410, audited.
+		return d.refuseReveal(c, e, e.Target, "credential revoked", err)
 	case kluis.EInternal:
 		e.Outcome = compliance.OutcomeFailure
 		e.Details["reason"] = "credential does not open"

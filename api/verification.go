@@ -139,7 +139,7 @@ func (d *Deps) createManualAccount(c echo.Context) error {
 		return err
 	}
 	return c.JSON(http.StatusCreated, accountJSON{ID: a.ID, Name: a.Name, Mask: a.Mask, Type: a.Type,
-		Subtype: a.Subtype, VerificationStatus: a.VerificationStatus})
+		Subtype: a.Subtype, VerificationStatus: a.VerificationStatus, Status: "active"})
 }
 
 // startVerification is POST /v1/accounts/{id}/verifications.

@@ -8,6 +8,7 @@ import (
 
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/compliance"
+	"github.com/kluis-dev/kluis/vault"
 )
 
 // Items lists the subject's items (removed ones are gone) with their
@@ -102,34 +103,59 @@ func (s *Service) InternalAccount(ctx context.Context, id string) (Account, erro
 }
 
 // DeleteItem unlinks the subject's item: access is revoked at the provider
-// first (a provider that cannot be reached fails the call and changes
-// nothing), then the item is removed and its credentials (the access token
-// and its accounts' numbers) destroyed, in one transaction with the audit
-// entry. A token the provider no longer knows (the user revoked it there)
-// counts as revoked.
-func (s *Service) DeleteItem(ctx context.Context, actor Actor, id string) error {
+// first, with every version of its token that may be live there (the
+// current one and a rotation's pending successor), then the item is
+// removed and its credentials (the access token and its accounts' numbers)
+// destroyed, in one transaction with the audit entry, which records
+// whether the provider revoked. providerRevoked is false when the provider
+// could not: every token was already dead there (an item whose token kluis
+// lost, relink_required, is not asked at all); kluis removes the item
+// either way. A provider that cannot be reached or refuses fails the call
+// and changes nothing.
+func (s *Service) DeleteItem(ctx context.Context, actor Actor, id string) (providerRevoked bool, err error) {
 	it, err := s.Item(ctx, actor.Name, id)
 	if err != nil {
-		return err
+		return false, err
 	}
 	return s.removeItem(ctx, actor, actor.Name, it)
 }
 
-// removeItem revokes the item at the provider first (a token the provider no
-// longer knows counts as revoked), then marks it removed and destroys its
-// credentials, with its audit entry, in one transaction. A provider that
-// cannot be reached leaves everything as it was.
-func (s *Service) removeItem(ctx context.Context, actor Actor, externalSub string, it Item) error {
-	if it.CredentialRef != "" {
-		token, err := s.accessToken(ctx, it.CredentialRef)
-		if err != nil {
-			return err
-		}
-		if err := s.provider.RemoveItem(ctx, token); err != nil && kluis.ErrorCode(err) != CodeInvalidToken {
-			return providerErr("remove item", err)
+// removeItem holds the item's token lease while it revokes at the provider
+// (so no rotation changes the token meanwhile), then marks the item removed
+// and destroys its credentials, with its audit entry, in one transaction.
+// A consent the user withdrew at the provider (revoked) counts as revoked
+// there; a token kluis lost (relink_required) cannot be revoked.
+func (s *Service) removeItem(ctx context.Context, actor Actor, externalSub string, it Item) (bool, error) {
+	until := s.now().Add(tokenLease)
+	_, claimed, err := claimToken(ctx, s.db.Pool, it.ID, s.now(), until, nil)
+	if err != nil {
+		return false, err
+	}
+	if !claimed {
+		return false, kluis.Errorf(kluis.EConflict, "the item's access token is being rotated; try again shortly")
+	}
+	release := func() {
+		if err := releaseToken(context.WithoutCancel(ctx), s.db.Pool, it.ID, until); err != nil {
+			s.log.Error("release item token lease", "item_id", it.ID, "cause", err.Error())
 		}
 	}
-	return s.db.InTx(ctx, func(tx pgx.Tx) error {
+	var versions vault.Versions
+	providerRevoked := it.Status == ItemRevoked
+	if it.Status != ItemRevoked && it.Status != ItemRelinkRequired {
+		var tokens []liveToken
+		if tokens, versions, err = s.liveTokens(ctx, it); err != nil {
+			release()
+			return false, err
+		}
+		if providerRevoked, err = s.revokeAtProvider(ctx, tokens); err != nil {
+			release()
+			return false, err
+		}
+	}
+	err = s.db.InTx(ctx, func(tx pgx.Tx) error {
+		if err := s.sameVersions(ctx, tx, versions); err != nil {
+			return err
+		}
 		refs, ok, err := markItemRemoved(ctx, tx, it.ID, it.Status, it.CredentialRef, s.now())
 		if err != nil {
 			return err
@@ -148,16 +174,25 @@ func (s *Service) removeItem(ctx context.Context, actor Actor, externalSub strin
 			destroyed++
 		}
 		return s.appendAudit(ctx, tx, actor, "item.removed", it.ID, externalSub, map[string]any{
-			"from": it.Status, "credentials_destroyed": destroyed, "provider": it.Provider})
+			"from": it.Status, "credentials_destroyed": destroyed, "provider": it.Provider,
+			"provider_revoked": providerRevoked})
 	})
+	if err != nil {
+		release()
+		return false, err
+	}
+	return providerRevoked, nil
 }
 
 // RevokeSubject revokes at the provider every item of the subject (internal
-// id) that is not removed yet, and marks them removed, for erasure: access
-// must be withdrawn at the bank before the subject's keys are shredded, or a
-// token would outlive kluis's ability to revoke it. It is idempotent (removed
-// items are skipped) and fails with EUnavailable while the provider is down,
-// so that erasure waits and retries. It returns how many items it revoked.
+// id) that is not removed yet, with every live version of its token, and
+// marks them removed, for erasure: access must be withdrawn at the bank
+// before the subject's keys are shredded, or a token would outlive kluis's
+// ability to revoke it. It is idempotent (removed items are skipped) and
+// fails with EUnavailable while the provider is down, so that erasure waits
+// and retries. It returns how many items the provider revoked: an item
+// whose token was already dead there (relink_required, or invalid at the
+// provider) is removed but not counted, and its audit entry says so.
 func (s *Service) RevokeSubject(ctx context.Context, subjectID string) (int, error) {
 	items, err := listItems(ctx, s.db.Pool, subjectID)
 	if err != nil {
@@ -168,10 +203,15 @@ func (s *Service) RevokeSubject(ctx context.Context, subjectID string) (int, err
 		return 0, err
 	}
 	actor := Actor{Kind: compliance.ActorSystem, Name: "erasure"}
-	for i, it := range items {
-		if err := s.removeItem(ctx, actor, ext, it); err != nil {
-			return i, fmt.Errorf("banklink: revoke subject: %w", err)
+	revoked := 0
+	for _, it := range items {
+		ok, err := s.removeItem(ctx, actor, ext, it)
+		if err != nil {
+			return revoked, fmt.Errorf("banklink: revoke subject: %w", err)
+		}
+		if ok {
+			revoked++
 		}
 	}
-	return len(items), nil
+	return revoked, nil
 }

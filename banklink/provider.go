@@ -38,7 +38,10 @@ type Provider interface {
 	// RemoveItem revokes kluis's access to the item at the provider.
 	RemoveItem(ctx context.Context, accessToken string) error
 	// RotateAccessToken invalidates accessToken and returns its successor.
-	// The old token stops working at once: store the new one first.
+	// The old token stops working at once, and the successor exists only in
+	// the answer: an answer lost on the way leaves kluis without a live
+	// token (the item becomes relink_required). A token the provider no
+	// longer knows is CodeInvalidToken.
 	RotateAccessToken(ctx context.Context, accessToken string) (string, error)
 	// VerifyWebhook checks a webhook's signature over its raw body and
 	// parses it. A bad or missing signature is CodeBadSignature; a
@@ -105,8 +108,11 @@ type AuthNumbers struct {
 const (
 	EventLoginRequired = "login_required"
 	EventRevoked       = "revoked"
-	EventNewAccounts   = "new_accounts"
-	EventUnknown       = "unknown"
+	// EventAccountRevoked: the user withdrew consent to one account of the
+	// item (WebhookEvent.ProviderAccountID names it).
+	EventAccountRevoked = "account_revoked"
+	EventNewAccounts    = "new_accounts"
+	EventUnknown        = "unknown"
 )
 
 // WebhookEvent is a verified provider webhook.
@@ -118,6 +124,8 @@ type WebhookEvent struct {
 	ProviderType   string // the provider's own type and code, for the record
 	ProviderCode   string
 	ProviderItemID string
+	// ProviderAccountID names the account of an EventAccountRevoked.
+	ProviderAccountID string
 }
 
 // Error codes of provider errors (kluis.Error codes; api maps them).

@@ -53,8 +53,10 @@ type Config struct {
 	PlaidBaseURL      string
 	RedisURL          string
 	LogLevel          string
-	// BankTokenMaxAge: bank access tokens older than this are rotated at the
-	// provider by the bank-token-rotation job.
+	// BankTokenMaxAge: bank access tokens that never expire (Plaid's) older
+	// than this are rotated at the provider by the bank-token-rotation job;
+	// 0 (KLUIS_BANK_TOKEN_MAX_AGE=off, the default) turns scheduled rotation
+	// off, since a lost answer to a rotation loses the item.
 	BankTokenMaxAge time.Duration
 	// BankWebhookURL is the public URL providers send item webhooks to.
 	BankWebhookURL string
@@ -164,7 +166,7 @@ func Load(getenv Getenv) (*Config, error) {
 		RedisURL:          r.str("KLUIS_REDIS_URL", ""),
 		LogLevel:          r.str("KLUIS_LOG_LEVEL", "info"),
 		KeyCryptoperiod:   r.duration("KLUIS_KEY_CRYPTOPERIOD", 365*24*time.Hour, time.Hour, 5*365*24*time.Hour),
-		BankTokenMaxAge:   r.duration("KLUIS_BANK_TOKEN_MAX_AGE", 90*24*time.Hour, time.Hour, 10*365*24*time.Hour),
+		BankTokenMaxAge:   r.durationOrOff("KLUIS_BANK_TOKEN_MAX_AGE", 10*365*24*time.Hour),
 		BankWebhookURL:    r.str("KLUIS_BANK_WEBHOOK_URL", ""),
 		KeyCacheMaxAge:    r.duration("KLUIS_KEY_CACHE_MAX_AGE", 5*time.Minute, time.Second, 24*time.Hour),
 		KeyCacheMaxUses:   r.integer("KLUIS_KEY_CACHE_MAX_USES", 10000, 1, 100000000),
@@ -439,6 +441,21 @@ func (r *reader) duration(name string, def, lo, hi time.Duration) time.Duration 
 	if err != nil || d < lo || d > hi {
 		r.bad(name, fmt.Sprintf("must be a duration between %s and %s (Go syntax, or whole days as 90d)", lo, hi))
 		return def
+	}
+	return d
+}
+
+// durationOrOff reads "off" (the default: 0) or any positive duration up
+// to hi.
+func (r *reader) durationOrOff(name string, hi time.Duration) time.Duration {
+	v := strings.TrimSpace(r.getenv(name))
+	if v == "" || v == "off" {
+		return 0
+	}
+	d, err := parseDuration(v)
+	if err != nil || d <= 0 || d > hi {
+		r.bad(name, fmt.Sprintf("must be off or a positive duration up to %s (Go syntax, or whole days as 90d)", hi))
+		return 0
 	}
 	return d
 }

@@ -138,18 +138,19 @@ func TestRateLimitsDefaultAndParse(t *testing.T) {
 	}
 }
 
-func TestDurationsTakeGoSyntaxOrWholeDays(t *testing.T) {
+func TestScheduledBankTokenRotationIsOffUnlessGivenAPositiveDuration(t *testing.T) {
 	cases := []struct {
 		in   string
 		want time.Duration
 		bad  bool
 	}{
-		{"", 90 * 24 * time.Hour, false},
-		{"30d", 30 * 24 * time.Hour, false},
-		{"2160h", 2160 * time.Hour, false},
-		{"0d", 0, true},
+		{"", 0, false},
+		{"off", 0, false},
+		{"3s", 3 * time.Second, false},
+		{"90d", 90 * 24 * time.Hour, false},
+		{"0s", 0, true},
 		{"-1h", 0, true},
-		{"ninety days", 0, true},
+		{"sometimes", 0, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.in, func(t *testing.T) {
@@ -203,6 +204,35 @@ func TestVerificationLimitsDefaultAndAreChecked(t *testing.T) {
 			_, err := config.Load(env(t, tc.overrides))
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error = %v, want one naming %s", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestDurationsTakeGoSyntaxOrWholeDays(t *testing.T) {
+	cases := []struct {
+		in   string
+		want time.Duration
+		bad  bool
+	}{
+		{"", 365 * 24 * time.Hour, false},
+		{"30d", 30 * 24 * time.Hour, false},
+		{"2160h", 2160 * time.Hour, false},
+		{"0d", 0, true},
+		{"-1h", 0, true},
+		{"ninety days", 0, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.in, func(t *testing.T) {
+			c, err := config.Load(env(t, map[string]string{"KLUIS_KEY_CRYPTOPERIOD": tc.in}))
+			if tc.bad {
+				if err == nil || !strings.Contains(err.Error(), "KLUIS_KEY_CRYPTOPERIOD") {
+					t.Fatalf("%q accepted", tc.in)
+				}
+				return
+			}
+			if err != nil || c.KeyCryptoperiod != tc.want {
+				t.Fatalf("%q = %v, %v; want %v", tc.in, c.KeyCryptoperiod, err, tc.want)
 			}
 		})
 	}

@@ -121,8 +121,9 @@ func (s *Store) Seal(ctx context.Context, tx pgx.Tx, subjectID, kind string, sec
 	return ref, nil
 }
 
-// Open reads and decrypts the credential ref. An unknown ref, and a
-// credential whose subject key was destroyed (erased), are ENotFound; a
+// Open reads and decrypts the credential ref (its current version). An
+// unknown ref, and a credential whose subject key was destroyed (erased),
+// are ENotFound; a tombstone (Revoke) is CodeCredentialRevoked; a
 // record that does not authenticate (tampered, or moved from its row) is an
 // internal error; a key provider that cannot be reached is EUnavailable.
 func (s *Store) Open(ctx context.Context, ref string) (Credential, error) {
@@ -140,16 +141,20 @@ func (s *Store) OpenIn(ctx context.Context, q Querier, ref string) (Credential, 
 		sk       storedKey
 		wrapped  []byte
 		rootVer  *string
+		revoked  bool
 	)
 	// One round trip: the record and its key's row. A missing key row means
 	// the subject's keys were destroyed.
 	err := q.QueryRow(ctx, `
-		SELECT c.subject_id, c.kind, c.key_version, c.envelope, k.wrapped, k.root_version
+		SELECT c.subject_id, c.kind, c.key_version, c.envelope, k.wrapped, k.root_version, c.revoked_at IS NOT NULL
 		FROM credentials c
 		LEFT JOIN keystore.subject_keys k ON k.subject_id = c.subject_id AND k.version = c.key_version
-		WHERE c.ref = $1`, ref).Scan(&c.SubjectID, &c.Kind, &c.KeyVersion, &envelope, &wrapped, &rootVer)
+		WHERE c.ref = $1`, ref).Scan(&c.SubjectID, &c.Kind, &c.KeyVersion, &envelope, &wrapped, &rootVer, &revoked)
 	if err != nil {
 		return Credential{}, fmt.Errorf("vault: read credential: %w", postgres.Translate(err))
+	}
+	if revoked {
+		return Credential{}, revokedError()
 	}
 	if wrapped == nil || rootVer == nil {
 		return Credential{}, kluis.Errorf(kluis.ENotFound, "not found")
@@ -170,8 +175,10 @@ func (s *Store) OpenIn(ctx context.Context, q Querier, ref string) (Credential, 
 	return c, nil
 }
 
-// Destroy deletes the credential ref in the caller's transaction; an unknown
-// ref is ENotFound.
+// Destroy deletes the credential ref, every version of it (a pending one
+// too) or its tombstone, in the caller's transaction; an unknown ref is
+// ENotFound. A caller destroying a provider token revokes it at the provider
+// with every live version first (CredentialVersions, OpenPending).
 func (s *Store) Destroy(ctx context.Context, tx pgx.Tx, ref string) error {
 	if !kluis.ValidID(kluis.PrefixCredential, ref) {
 		return kluis.Errorf(kluis.ENotFound, "not found")

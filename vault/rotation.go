@@ -220,7 +220,7 @@ type sealedRecord struct {
 func (s *Store) resealRecords(ctx context.Context, tx pgx.Tx, subjectID string, old []storedKey, newVersion uint32, newKey []byte) (int, error) {
 	rows, err := tx.Query(ctx, `
 		SELECT ref, kind, key_version, envelope FROM credentials
-		WHERE subject_id = $1 AND key_version < $2 ORDER BY ref FOR UPDATE`, subjectID, newVersion)
+		WHERE subject_id = $1 AND key_version < $2 AND envelope IS NOT NULL ORDER BY ref FOR UPDATE`, subjectID, newVersion)
 	if err != nil {
 		return 0, fmt.Errorf("vault: read records to reseal: %w", postgres.Translate(err))
 	}
@@ -248,6 +248,46 @@ func (s *Store) resealRecords(ctx context.Context, tx pgx.Tx, subjectID string, 
 			UPDATE credentials SET envelope = $2, key_version = $3, updated_at = now() WHERE ref = $1`,
 			rec.ref, env, newVersion); err != nil {
 			return 0, fmt.Errorf("vault: store resealed record: %w", postgres.Translate(err))
+		}
+	}
+	pending, err := s.resealPending(ctx, tx, subjectID, byVersion, newVersion, newKey)
+	if err != nil {
+		return 0, err
+	}
+	return len(recs) + pending, nil
+}
+
+// resealPending re-seals the pending versions (rotations under way) of the
+// subject's credentials: the old key versions are deleted next, and a
+// pending version left under one would be a live provider token nobody can
+// open.
+func (s *Store) resealPending(ctx context.Context, tx pgx.Tx, subjectID string, byVersion map[uint32]storedKey, newVersion uint32, newKey []byte) (int, error) {
+	rows, err := tx.Query(ctx, `
+		SELECT ref, kind, pending_key_version, pending_envelope FROM credentials
+		WHERE subject_id = $1 AND pending_envelope IS NOT NULL AND pending_key_version < $2 ORDER BY ref FOR UPDATE`, subjectID, newVersion)
+	if err != nil {
+		return 0, fmt.Errorf("vault: read pending versions to reseal: %w", postgres.Translate(err))
+	}
+	recs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (sealedRecord, error) {
+		var rec sealedRecord
+		return rec, r.Scan(&rec.ref, &rec.kind, &rec.keyVersion, &rec.envelope)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("vault: read pending versions to reseal: %w", postgres.Translate(err))
+	}
+	for _, rec := range recs {
+		sk, ok := byVersion[rec.keyVersion]
+		if !ok {
+			return 0, kluis.Wrap(kluis.EInternal, "internal error", fmt.Errorf("vault: pending version of %s names key version %d, which is gone", rec.ref, rec.keyVersion))
+		}
+		env, err := s.reseal(ctx, subjectID, rec, sk, newVersion, newKey)
+		if err != nil {
+			return 0, err
+		}
+		if _, err := tx.Exec(ctx, `
+			UPDATE credentials SET pending_envelope = $2, pending_key_version = $3, updated_at = now() WHERE ref = $1`,
+			rec.ref, env, newVersion); err != nil {
+			return 0, fmt.Errorf("vault: store resealed pending version: %w", postgres.Translate(err))
 		}
 	}
 	return len(recs), nil

@@ -218,6 +218,9 @@ type Account struct {
 	VerificationStatus string
 	AccountNumberRef   string
 	CreatedAt          time.Time
+	// Revoked: the user withdrew consent to the account at the provider; it
+	// cannot be verified again.
+	Revoked bool
 }
 
 // Verification is one verification as callers see it: never the answer.

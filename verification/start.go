@@ -59,6 +59,9 @@ func (s *Service) Start(ctx context.Context, actor Actor, accountID, method stri
 	if err != nil {
 		return Verification{}, err
 	}
+	if a.Revoked {
+		return Verification{}, kluis.Errorf(kluis.EConflict, "the account's consent was withdrawn at the bank: link it again")
+	}
 	if a.VerificationStatus == AccountVerified {
 		return Verification{}, kluis.Errorf(kluis.EConflict, "the account is already verified")
 	}

@@ -103,6 +103,7 @@ func keyUnavailable(reason string) error {
 // and ITEM/PENDING_DISCONNECT are EventLoginRequired (each asks for the user
 // to go through update mode before or after access lapses; acting early
 // costs only a prompt), ITEM/USER_PERMISSION_REVOKED is EventRevoked,
+// ITEM/USER_ACCOUNT_REVOKED (with its account_id) is EventAccountRevoked,
 // ITEM/NEW_ACCOUNTS_AVAILABLE is EventNewAccounts; anything else is
 // EventUnknown. The event ID is the hex SHA-256 of body.
 func (p *Provider) VerifyWebhook(ctx context.Context, header http.Header, body []byte) (banklink.WebhookEvent, error) {
@@ -473,6 +474,7 @@ type webhookBody struct {
 	WebhookType string `json:"webhook_type"`
 	WebhookCode string `json:"webhook_code"`
 	ItemID      string `json:"item_id"`
+	AccountID   string `json:"account_id"`
 	Error       *struct {
 		ErrorCode string `json:"error_code"`
 	} `json:"error"`
@@ -503,6 +505,10 @@ func parseWebhook(body []byte) (banklink.WebhookEvent, error) {
 		ev.Kind = banklink.EventLoginRequired
 	case "USER_PERMISSION_REVOKED":
 		ev.Kind = banklink.EventRevoked
+	case "USER_ACCOUNT_REVOKED":
+		if id := safeToken(b.AccountID); id != "" {
+			ev.Kind, ev.ProviderAccountID = banklink.EventAccountRevoked, id
+		}
 	case "NEW_ACCOUNTS_AVAILABLE":
 		ev.Kind = banklink.EventNewAccounts
 	}
