@@ -2,12 +2,14 @@ package banklink
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/compliance"
+	"github.com/kluis-dev/kluis/vault"
 )
 
 // Items lists the subject's items (removed ones are gone) with their
@@ -107,19 +109,29 @@ func (s *Service) InternalAccount(ctx context.Context, id string) (Account, erro
 // and its accounts' numbers) destroyed, in one transaction with the audit
 // entry. A token the provider no longer knows (the user revoked it there)
 // counts as revoked.
+//
+// While the subject's erasure runs it is kluis.ESubjectErasing: the erasure
+// revokes and removes the item itself.
 func (s *Service) DeleteItem(ctx context.Context, actor Actor, id string) error {
 	it, err := s.Item(ctx, actor.Name, id)
 	if err != nil {
 		return err
 	}
-	return s.removeItem(ctx, actor, actor.Name, it)
+	if err := vault.FenceSubject(ctx, s.db.Pool, it.SubjectID); err != nil {
+		return err
+	}
+	return s.removeItem(ctx, actor, actor.Name, it, func(ctx context.Context, tx pgx.Tx) error {
+		return vault.FenceSubject(ctx, tx, it.SubjectID)
+	})
 }
 
 // removeItem revokes the item at the provider first (a token the provider no
 // longer knows counts as revoked), then marks it removed and destroys its
 // credentials, with its audit entry, in one transaction. A provider that
-// cannot be reached leaves everything as it was.
-func (s *Service) removeItem(ctx context.Context, actor Actor, externalSub string, it Item) error {
+// cannot be reached leaves everything as it was. guard runs first in that
+// transaction (the erasure fence, or erasure's legal-hold check); its error
+// leaves the item and its credentials as they were.
+func (s *Service) removeItem(ctx context.Context, actor Actor, externalSub string, it Item, guard func(context.Context, pgx.Tx) error) error {
 	if it.CredentialRef != "" {
 		token, err := s.accessToken(ctx, it.CredentialRef)
 		if err != nil {
@@ -130,6 +142,9 @@ func (s *Service) removeItem(ctx context.Context, actor Actor, externalSub strin
 		}
 	}
 	return s.db.InTx(ctx, func(tx pgx.Tx) error {
+		if err := guard(ctx, tx); err != nil {
+			return err
+		}
 		refs, ok, err := markItemRemoved(ctx, tx, it.ID, it.Status, it.CredentialRef, s.now())
 		if err != nil {
 			return err
@@ -155,23 +170,55 @@ func (s *Service) removeItem(ctx context.Context, actor Actor, externalSub strin
 // RevokeSubject revokes at the provider every item of the subject (internal
 // id) that is not removed yet, and marks them removed, for erasure: access
 // must be withdrawn at the bank before the subject's keys are shredded, or a
-// token would outlive kluis's ability to revoke it. It is idempotent (removed
-// items are skipped) and fails with EUnavailable while the provider is down,
-// so that erasure waits and retries. It returns how many items it revoked.
-func (s *Service) RevokeSubject(ctx context.Context, subjectID string) (int, error) {
+// token would outlive kluis's ability to revoke it (compliance.Revoker). It
+// is idempotent (removed items are skipped). Each item's removal runs fence
+// first, in its transaction, so that a legal hold placed meanwhile stops it
+// (the error is returned and nothing more is revoked) and the erasure
+// records the item. Items the provider did not revoke (down, or refusing)
+// are listed in the answer, each with the error's code, and the others are
+// still tried.
+func (s *Service) RevokeSubject(ctx context.Context, subjectID string, fence compliance.RevokeFence) (compliance.Revocation, error) {
+	var rev compliance.Revocation
 	items, err := listItems(ctx, s.db.Pool, subjectID)
 	if err != nil {
-		return 0, err
+		return rev, err
 	}
 	ext, err := externalSubject(ctx, s.db.Pool, subjectID)
 	if err != nil && kluis.ErrorCode(err) != kluis.ENotFound {
-		return 0, err
+		return rev, err
 	}
 	actor := Actor{Kind: compliance.ActorSystem, Name: "erasure"}
-	for i, it := range items {
-		if err := s.removeItem(ctx, actor, ext, it); err != nil {
-			return i, fmt.Errorf("banklink: revoke subject: %w", err)
+	for _, it := range items {
+		// A hold that is already there stops the run before the provider
+		// is asked; the fence checks again under the subject's lock.
+		if err := compliance.RefuseIfHeld(ctx, s.db.Pool, subjectID); err != nil {
+			return rev, err
+		}
+		err := s.removeItem(ctx, actor, ext, it, func(ctx context.Context, tx pgx.Tx) error { return fence(ctx, tx, it.ID) })
+		switch code := kluis.ErrorCode(err); {
+		case err == nil:
+		case code == compliance.ELegalHold || errors.Is(err, context.Canceled):
+			return rev, fmt.Errorf("banklink: revoke subject: %w", err)
+		default:
+			s.log.Warn("erasure could not revoke an item at its provider", "item_id", it.ID, "code", code, "cause", err.Error())
+			rev.Unrevoked = append(rev.Unrevoked, compliance.UnrevokedItem{ItemID: it.ID, Provider: it.Provider, Reason: code})
 		}
 	}
-	return len(items), nil
+	return rev, nil
+}
+
+// Live counts the subject's items not removed yet and its exchanges in
+// flight (a session whose exchange lease is held: a provider token may be on
+// its way), in the erasure's transaction, for compliance.Revoker. The fence
+// refuses new claims, so what it counts can only end.
+func (s *Service) Live(ctx context.Context, tx pgx.Tx, subjectID string) (int, error) {
+	var n int
+	err := tx.QueryRow(ctx, `
+		SELECT (SELECT count(*) FROM items WHERE subject_id = $1 AND status <> 'removed')
+		     + (SELECT count(*) FROM link_sessions WHERE subject_id = $1 AND status = 'succeeded' AND exchange_claimed_until > $2)`,
+		subjectID, s.now()).Scan(&n)
+	if err != nil {
+		return 0, dbErr("count live items", err)
+	}
+	return n, nil
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/compliance"
+	"github.com/kluis-dev/kluis/vault"
 )
 
 // DefaultTokenMaxAge is how old an access token may get before the rotation
@@ -81,6 +82,10 @@ func (s *Service) RotateAccessTokens(ctx context.Context, maxAge time.Duration, 
 // rotateAtProvider rotates the item's token and stores the successor as
 // the pending credential, returning its ref.
 func (s *Service) rotateAtProvider(ctx context.Context, it rotationRow) (string, error) {
+	// No new token for a subject being erased (its seal would be refused).
+	if err := vault.FenceSubject(ctx, s.db.Pool, it.SubjectID); err != nil {
+		return "", err
+	}
 	old, err := s.accessToken(ctx, it.CredentialRef)
 	if err != nil {
 		return "", err

@@ -54,6 +54,10 @@ func (s *Service) Start(ctx context.Context, actor Actor, accountID, method stri
 	if err != nil {
 		return Verification{}, err
 	}
+	// Before the rail is asked for deposits; insert checks again, locked.
+	if err := vault.FenceSubject(ctx, s.db.Pool, subjectID); err != nil {
+		return Verification{}, err
+	}
 	a, err := getAccount(ctx, s.db.Pool, accountID, subjectID)
 	if err != nil {
 		return Verification{}, err
@@ -93,6 +97,9 @@ func (s *Service) newVerification(a Account, requested, method string) Verificat
 
 // insert writes a new pending verification with its audit entry.
 func (s *Service) insert(ctx context.Context, tx pgx.Tx, actor Actor, v Verification, mac []byte) error {
+	if err := vault.FenceSubject(ctx, tx, v.SubjectID); err != nil {
+		return err
+	}
 	var kind *string
 	if v.AnswerKind != "" {
 		kind = &v.AnswerKind
