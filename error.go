@@ -23,6 +23,9 @@ const (
 	ERateLimited      = "rate_limited"
 	EUnavailable      = "unavailable"
 	EInternal         = "internal"
+	// ESubjectErasing refuses a write for a subject whose approved erasure
+	// is running (409): nothing new may appear that the run could miss.
+	ESubjectErasing = "subject_erasing"
 )
 
 // Error is an error that is safe to show to the caller: its Message must never

@@ -33,6 +33,7 @@ var statusOf = map[string]int{
 	kluis.ERateLimited:      http.StatusTooManyRequests,
 	kluis.EUnavailable:      http.StatusServiceUnavailable,
 	kluis.EInternal:         http.StatusInternalServerError,
+	kluis.ESubjectErasing:   http.StatusConflict,
 }
 
 // RegisterErrorStatus adds a specific code (such as "verification_mismatch")

@@ -129,8 +129,7 @@ func NewPublic(d *Deps) *echo.Echo {
 	e := d.base("public", d.PublicTLS)
 	e.GET("/healthz", healthz)
 	e.GET("/readyz", d.readyz)
-	v1 := e.Group("/v1", d.requireUser, d.limitCaller, d.idempotent)
-	_ = v1 // feature routes are added by RoutePublic hooks
+	v1 := e.Group("/v1", d.requireUser, d.limitCaller, d.auditFence, d.idempotent, d.auditFence)
 	for _, r := range publicRoutes {
 		r(d, v1)
 	}

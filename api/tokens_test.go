@@ -150,9 +150,15 @@ func TestARotationWhoseSwitchFailsLeavesNoLiveTokenAfterDeleteOrErasure(t *testi
 		if err != nil {
 			t.Fatal(err)
 		}
-		n, err := be.svc.RevokeSubject(context.Background(), sid)
-		if err != nil || n != 1 {
-			t.Fatalf("RevokeSubject = %d, %v; want 1 revoked", n, err)
+		n := 0
+		rev, err := be.svc.RevokeSubject(context.Background(), sid, func(_ context.Context, _ pgx.Tx, _ string, revoked bool) error {
+			if revoked {
+				n++
+			}
+			return nil
+		})
+		if err != nil || n != 1 || len(rev.Unrevoked) != 0 {
+			t.Fatalf("RevokeSubject = %d revoked, %+v, %v; want 1 revoked", n, rev, err)
 		}
 		if _, ok := be.plaid.Item(pid); ok || len(be.plaid.LiveTokens(pid)) != 0 {
 			t.Fatal("the item is still live at Plaid after erasure's removal")

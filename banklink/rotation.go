@@ -10,6 +10,7 @@ import (
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/compliance"
 	"github.com/kluis-dev/kluis/events"
+	"github.com/kluis-dev/kluis/vault"
 )
 
 // DefaultTokenMaxAge is 0: scheduled rotation of access tokens that never
@@ -144,6 +145,12 @@ func (s *Service) rotateClaimed(ctx context.Context, id string, until time.Time,
 		// A run was cut short between its claim and its store: the
 		// provider may have rotated. Ask it whether the token still works.
 		return s.probe(ctx, it, v.Version, token, until)
+	}
+	// No new token for a subject being erased: its seal would be refused
+	// after the provider had already killed the old one.
+	if err := vault.FenceSubject(ctx, s.db.Pool, it.SubjectID); err != nil {
+		s.releaseLease(ctx, it.ID, until)
+		return skipped, err
 	}
 	callCtx, cancel := context.WithTimeout(ctx, providerCallTimeout)
 	fresh, err := s.provider.RotateAccessToken(callCtx, token)

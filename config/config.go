@@ -86,6 +86,10 @@ type Config struct {
 	RetentionBatch      int
 	RetentionBatchPause time.Duration
 	RetentionDryRun     bool
+	// ErasureRevokeAttempts is how many revoke passes of one erasure may
+	// leave items unrevoked before it is needs_attention
+	// (KLUIS_ERASURE_REVOKE_ATTEMPTS).
+	ErasureRevokeAttempts int
 	// Verification: attempts per micro-deposit verification, the window to
 	// confirm in, amounts or a code, and the sandbox rail's posting delay.
 	VerificationAttempts int
@@ -216,6 +220,7 @@ func (c *Config) readRetention(r *reader) {
 	dry := r.str("KLUIS_RETENTION_DRY_RUN", "false")
 	r.oneOf("KLUIS_RETENTION_DRY_RUN", dry, "true", "false")
 	c.RetentionDryRun = dry == "true"
+	c.ErasureRevokeAttempts = r.integer("KLUIS_ERASURE_REVOKE_ATTEMPTS", compliance.DefaultRevokeAttempts, 1, 1000)
 }
 
 func (c *Config) validate(r *reader) {

@@ -79,7 +79,8 @@ func NewStore(db *postgres.DB, ring *KeyRing, sys *SystemKeys) *Store {
 // entry commits or rolls back with it. blindIndexInput, when not empty, is an
 // account number whose blind index is stored for FindByBlindIndex. It returns
 // the new credential's ref. When the key provider cannot be reached it fails
-// with kluis EUnavailable and stores nothing.
+// with kluis EUnavailable and stores nothing; a subject whose erasure runs is
+// kluis ESubjectErasing (FenceSubject, held until tx ends).
 func (s *Store) Seal(ctx context.Context, tx pgx.Tx, subjectID, kind string, secret []byte, blindIndexInput string) (string, error) {
 	if !validKind(kind) {
 		return "", kluis.Errorf(kluis.EInvalid, "unknown credential kind")
@@ -98,6 +99,14 @@ func (s *Store) Seal(ctx context.Context, tx pgx.Tx, subjectID, kind string, sec
 		if blindIndex = s.sys.BlindIndex(blindIndexInput); blindIndex == nil {
 			return "", kluis.Errorf(kluis.EInvalid, "invalid account number")
 		}
+	}
+	// Before a key is made or used: an erasure approved meanwhile must not
+	// find a record (or a new subject key) it does not know of.
+	if err := FenceSubject(ctx, tx, subjectID); err != nil {
+		if kluis.ErrorCode(err) == kluis.ENotFound {
+			return "", kluis.Errorf(kluis.EInvalid, "invalid subject")
+		}
+		return "", err
 	}
 	ref := kluis.NewID(kluis.PrefixCredential)
 	var envelope []byte

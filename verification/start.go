@@ -55,6 +55,10 @@ func (s *Service) Start(ctx context.Context, actor Actor, accountID, method stri
 	if err != nil {
 		return Verification{}, err
 	}
+	// Before the rail is asked for deposits; insert checks again, locked.
+	if err := vault.FenceSubject(ctx, s.db.Pool, subjectID); err != nil {
+		return Verification{}, err
+	}
 	a, err := getAccount(ctx, s.db.Pool, accountID, subjectID)
 	if err != nil {
 		return Verification{}, err
@@ -106,6 +110,9 @@ func (s *Service) insert(ctx context.Context, tx pgx.Tx, actor Actor, v Verifica
 // insertRow writes a new pending verification; idx is the blind index of
 // the account's number, if it has one (the limits count by it).
 func (s *Service) insertRow(ctx context.Context, tx pgx.Tx, v Verification, mac, idx []byte) error {
+	if err := vault.FenceSubject(ctx, tx, v.SubjectID); err != nil {
+		return err
+	}
 	var kind *string
 	if v.AnswerKind != "" {
 		kind = &v.AnswerKind
