@@ -541,7 +541,9 @@ func (c *Config) readVerification(r *reader) {
 // least as long as they count, or the purge would lift locks early.
 func (c *Config) readVerificationLimits(r *reader) {
 	c.VerificationLockout = r.duration("KLUIS_VERIFICATION_LOCKOUT", 30*24*time.Hour, time.Hour, 365*24*time.Hour)
-	c.VerificationNumberFailures = r.integer("KLUIS_VERIFICATION_NUMBER_FAILURES", 6, 2, 1000)
+	// At least 3: one user adds at most 2 failures to a number, so one
+	// attacker alone cannot reach the limit and lock the owner out.
+	c.VerificationNumberFailures = r.integer("KLUIS_VERIFICATION_NUMBER_FAILURES", 6, 3, 1000)
 	c.RateManualAccount = r.rate("KLUIS_RATE_LIMIT_MANUAL_ACCOUNT", Rate{20, time.Hour})
 	c.RateVerificationStart = r.rate("KLUIS_RATE_LIMIT_VERIFICATION_START", Rate{20, time.Hour})
 	if keep, ok := c.Retention[compliance.VerificationFailuresClass]; ok && keep < c.VerificationLockout {

@@ -194,7 +194,7 @@ func TestVerificationLimitsDefaultAndAreChecked(t *testing.T) {
 		want      string
 	}{
 		{"a lockout of a minute", map[string]string{"KLUIS_VERIFICATION_LOCKOUT": "1m"}, "KLUIS_VERIFICATION_LOCKOUT"},
-		{"one failure per number", map[string]string{"KLUIS_VERIFICATION_NUMBER_FAILURES": "1"}, "KLUIS_VERIFICATION_NUMBER_FAILURES"},
+		{"a number limit one attacker could reach alone", map[string]string{"KLUIS_VERIFICATION_NUMBER_FAILURES": "2"}, "KLUIS_VERIFICATION_NUMBER_FAILURES"},
 		{"a rate without a unit", map[string]string{"KLUIS_RATE_LIMIT_MANUAL_ACCOUNT": "20"}, "KLUIS_RATE_LIMIT_MANUAL_ACCOUNT"},
 		{"a bad start rate", map[string]string{"KLUIS_RATE_LIMIT_VERIFICATION_START": "20/week"}, "KLUIS_RATE_LIMIT_VERIFICATION_START"},
 		{"failures purged before the lock lifts", map[string]string{"KLUIS_RETENTION_VERIFICATION_FAILURES": "10d"},

@@ -137,6 +137,24 @@ func (s *Service) insertRow(ctx context.Context, tx pgx.Tx, v Verification, mac,
 	return nil
 }
 
+// insertLimited writes a new verification of a method that can fail (the
+// user guesses, or the bank refutes) within the limits on guessing: the
+// limits are checked after the insert, in its transaction, under the
+// number's lock (limits.go), so that nothing is sent for a refused one.
+// Every such method's start goes through here; instant does not.
+func (s *Service) insertLimited(ctx context.Context, tx pgx.Tx, actor Actor, v Verification, mac, idx []byte) error {
+	if err := lockNumber(ctx, tx, idx); err != nil {
+		return err
+	}
+	if err := s.insertRow(ctx, tx, v, mac, idx); err != nil {
+		return err
+	}
+	if err := s.checkLimits(ctx, tx, v, idx); err != nil {
+		return err
+	}
+	return s.auditStarted(ctx, tx, actor, v)
+}
+
 // auditStarted writes the audit entry of a started verification.
 func (s *Service) auditStarted(ctx context.Context, tx pgx.Tx, actor Actor, v Verification) error {
 	return s.audit.Append(ctx, tx, compliance.Entry{
@@ -274,20 +292,7 @@ func (s *Service) startMicroDeposits(ctx context.Context, actor Actor, a Account
 	if err != nil {
 		return Verification{}, err
 	}
-	// The limits are checked after the insert, in its transaction, under
-	// the number's lock (limits.go): no deposits leave for a refused one.
-	err = s.db.InTx(ctx, func(tx pgx.Tx) error {
-		if err := lockNumber(ctx, tx, idx); err != nil {
-			return err
-		}
-		if err := s.insertRow(ctx, tx, v, mac, idx); err != nil {
-			return err
-		}
-		if err := s.checkLimits(ctx, tx, v, idx); err != nil {
-			return err
-		}
-		return s.auditStarted(ctx, tx, actor, v)
-	})
+	err = s.db.InTx(ctx, func(tx pgx.Tx) error { return s.insertLimited(ctx, tx, actor, v, mac, idx) })
 	if err != nil {
 		return Verification{}, err
 	}
