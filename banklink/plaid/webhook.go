@@ -96,8 +96,9 @@ func keyUnavailable(reason string) error {
 // a forger cannot satisfy without knowing a Plaid item id) draw on a lane of
 // their own, at most one per item a minute, so a flood of random kids that
 // spends the shared lane leaves a genuine webhook its fetch after Plaid
-// rotates its key. Cached keys are fetched again after the cache TTL,
-// outside any budget, to notice expired_at.
+// rotates its key. Cached keys are fetched again outside any budget, in the
+// background every TTL/24 (hourly by default) and in the request once the
+// TTL has passed, so that an expired_at Plaid sets is noticed.
 //
 // Event kinds: ITEM/ERROR with ITEM_LOGIN_REQUIRED, ITEM/PENDING_EXPIRATION
 // and ITEM/PENDING_DISCONNECT are EventLoginRequired (each asks for the user
