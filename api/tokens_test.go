@@ -553,3 +553,67 @@ func TestALegacyPendingTokenIsRevokedOnDeleteAndAdoptedUnderTheSameRefByRotation
 		}
 	})
 }
+
+func TestUpdateModeWithATokenTheProviderNoLongerKnowsMakesTheItemRelinkRequired(t *testing.T) {
+	be := startBank(t, true)
+	tok := userToken(t, "user_update_dead")
+	it := be.linkPlaid(t, tok, plaidtest.InstitutionAuth)
+	live := be.plaid.LiveTokens(providerItemID(t, be, it.ID))
+	adapter, err := plaid.New(plaid.Options{ClientID: be.plaid.ClientID, Secret: be.plaid.Secret, BaseURL: be.plaid.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := adapter.RemoveItem(context.Background(), live[0]); err != nil {
+		t.Fatal(err)
+	}
+	status, _, body := be.call(t, "POST", "/v1/link/sessions", tok, `{"products":["auth"],"item_id":"`+it.ID+`"}`)
+	mustError(t, status, body, 422, "invalid_token")
+	if got := be.itemStatus(t, it.ID); got != "relink_required" {
+		t.Fatalf("item is %s, want relink_required", got)
+	}
+	if be.outboxCount(t, "item.relink_required", it.ID) != 1 {
+		t.Fatal("no item.relink_required event")
+	}
+}
+
+func TestARotationRacingADeleteLeavesNothingLiveAtTheProvider(t *testing.T) {
+	be := startBank(t, true)
+	tok := userToken(t, "user_rotation_delete_race")
+	var items []itemBody
+	for range 4 {
+		items = append(items, be.linkPlaid(t, tok, plaidtest.InstitutionAuth))
+	}
+	dueForRotation(t, be)
+	be.plaid.SetLatency(plaidtest.EndpointAccessTokenInvalidate, 10*time.Millisecond)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if _, err := be.svc.RotateAccessTokens(context.Background(), rotateAfter, 0); err != nil {
+			t.Errorf("rotation: %v", err)
+		}
+	}()
+	for _, it := range items {
+		wg.Add(1)
+		go func(id string) {
+			defer wg.Done()
+			for {
+				status, _, body := be.call(t, "DELETE", "/v1/items/"+id, tok, "")
+				if status == 409 { // a rotation holds the item's token: try again
+					time.Sleep(5 * time.Millisecond)
+					continue
+				}
+				if status != 204 {
+					t.Errorf("delete = %d %s, want 204", status, body)
+				}
+				return
+			}
+		}(it.ID)
+	}
+	wg.Wait()
+	for _, it := range items {
+		if live := be.plaid.LiveTokens(providerItemID(t, be, it.ID)); len(live) != 0 {
+			t.Fatalf("item %s has %d live tokens at Plaid after its delete", it.ID, len(live))
+		}
+	}
+}
