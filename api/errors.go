@@ -32,6 +32,7 @@ var statusOf = map[string]int{
 	kluis.ERateLimited:      http.StatusTooManyRequests,
 	kluis.EUnavailable:      http.StatusServiceUnavailable,
 	kluis.EInternal:         http.StatusInternalServerError,
+	EMFAStale:               http.StatusUnauthorized,
 }
 
 // RegisterErrorStatus adds a specific code (such as "verification_mismatch")

@@ -42,6 +42,10 @@ type Config struct {
 	JWTIssuer         string
 	JWTAudience       string
 	StaffJWTAudience  string
+	// StaffMFAMaxAge bounds how long ago a staff token's auth_time may be,
+	// and StaffTokenMaxLifetime its exp - iat, for erasure and legal holds.
+	StaffMFAMaxAge        time.Duration
+	StaffTokenMaxLifetime time.Duration
 	KeyProvider       string // "local", "awskms" or "transit"
 	LocalKEKFile      string
 	AWSKMSKeyID       string
@@ -168,6 +172,8 @@ func Load(getenv Getenv) (*Config, error) {
 		IdempotencyTTL:    r.duration("KLUIS_IDEMPOTENCY_TTL", 24*time.Hour, 24*time.Hour, 30*24*time.Hour),
 	}
 	c.RateVerificationConfirm = r.rate("KLUIS_RATE_LIMIT_VERIFICATION_CONFIRM", Rate{60, time.Minute})
+	c.StaffMFAMaxAge = r.duration("KLUIS_STAFF_MFA_MAX_AGE", 15*time.Minute, time.Minute, 12*time.Hour)
+	c.StaffTokenMaxLifetime = r.duration("KLUIS_STAFF_TOKEN_MAX_LIFETIME", 90*time.Minute, time.Minute, 24*time.Hour)
 	c.readRetention(&r)
 	c.readVerification(&r)
 	c.validate(&r)
@@ -239,6 +245,24 @@ func (c *Config) validateInternal(r *reader) {
 	r.file("KLUIS_INTERNAL_TLS_KEY", c.InternalTLSKey)
 	r.file("KLUIS_INTERNAL_CLIENT_CA", c.InternalClientCA)
 	r.file("KLUIS_SERVICE_POLICY_FILE", c.ServicePolicyFile)
+	if c.SPIFFETrustDomain != "" && !validTrustDomain(c.SPIFFETrustDomain) {
+		r.bad("KLUIS_SPIFFE_TRUST_DOMAIN", "must be a SPIFFE trust domain: lower-case letters, digits, '.', '-' and '_' (no scheme, no path)")
+	}
+}
+
+// validTrustDomain is the SPIFFE specification's trust domain name: what
+// api.ParseSPIFFEID compares a certificate's trust domain to byte for byte.
+func validTrustDomain(td string) bool {
+	if len(td) > 255 {
+		return false
+	}
+	for i := 0; i < len(td); i++ {
+		c := td[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 func (c *Config) validateJWT(r *reader) {
