@@ -35,6 +35,8 @@ const (
 	// OverflowSource is the source of the entry that counts the refusals
 	// of every address past the cap in one minute.
 	OverflowSource = "overflow"
+	// flushTimeout bounds one write of the aggregated entries.
+	flushTimeout = 10 * time.Second
 )
 
 // Refusal is one refused request, to be audited in aggregate. None of its
@@ -342,16 +344,20 @@ func (r *Refusals) Run(ctx context.Context, interval time.Duration) {
 	for {
 		select {
 		case <-ctx.Done():
-			stop, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			stop, cancel := context.WithTimeout(context.WithoutCancel(ctx), flushTimeout)
 			defer cancel()
 			if err := r.Flush(stop); err != nil {
 				r.opts.Logger.Error("refused requests could not be audited at shutdown", "cause", err.Error())
 			}
 			return
 		case <-t.C:
-			if err := r.FlushDue(ctx); err != nil {
+			// Bounded, so that a database that does not answer cannot hold
+			// the writer (and the final flush behind it) for good.
+			fctx, cancel := context.WithTimeout(ctx, flushTimeout)
+			if err := r.FlushDue(fctx); err != nil {
 				r.opts.Logger.Warn("refused requests not audited yet; retrying", "cause", err.Error())
 			}
+			cancel()
 		}
 	}
 }
