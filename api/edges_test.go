@@ -386,9 +386,9 @@ func TestStaleStaffTokensCannotEraseOrHold(t *testing.T) {
 	}
 	routes := []struct{ method, path, body string }{
 		{"POST", "/legal-holds", `{"subject_id":"user_mfa","reason":"litigation"}`},
-		{"DELETE", "/legal-holds/hold_"+strings.Repeat("a", 32), ""},
+		{"DELETE", "/legal-holds/hold_" + strings.Repeat("a", 32), ""},
 		{"POST", "/erasure-requests", `{"subject_id":"user_mfa","reason":"asked"}`},
-		{"POST", "/erasure-requests/era_"+strings.Repeat("a", 32)+"/approve", ""},
+		{"POST", "/erasure-requests/era_" + strings.Repeat("a", 32) + "/approve", ""},
 	}
 	for _, tc := range stale {
 		for _, r := range routes {

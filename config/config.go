@@ -42,10 +42,6 @@ type Config struct {
 	JWTIssuer         string
 	JWTAudience       string
 	StaffJWTAudience  string
-	// StaffMFAMaxAge bounds how long ago a staff token's auth_time may be,
-	// and StaffTokenMaxLifetime its exp - iat, for erasure and legal holds.
-	StaffMFAMaxAge        time.Duration
-	StaffTokenMaxLifetime time.Duration
 	KeyProvider       string // "local", "awskms" or "transit"
 	LocalKEKFile      string
 	AWSKMSKeyID       string
@@ -97,6 +93,11 @@ type Config struct {
 	WebhookSecret     string
 	WebhookSecretFile string
 	WebhookRetryFor   time.Duration
+
+	// StaffMFAMaxAge bounds how long ago a staff token's auth_time may be,
+	// and StaffTokenMaxLifetime its exp - iat, for erasure and legal holds.
+	StaffMFAMaxAge        time.Duration
+	StaffTokenMaxLifetime time.Duration
 }
 
 // Rate is a limit of Events per Per (a burst of Events); zero Events is no
@@ -219,6 +220,9 @@ func (c *Config) validate(r *reader) {
 	r.addr("KLUIS_INTERNAL_ADDR", c.InternalAddr)
 	r.pair("KLUIS_PUBLIC_TLS_CERT", c.PublicTLSCert, "KLUIS_PUBLIC_TLS_KEY", c.PublicTLSKey)
 	c.validateInternal(r)
+	if c.SPIFFETrustDomain != "" && !validTrustDomain(c.SPIFFETrustDomain) {
+		r.bad("KLUIS_SPIFFE_TRUST_DOMAIN", "must be a SPIFFE trust domain: lower-case letters, digits, '.', '-' and '_' (no scheme, no path)")
+	}
 	c.validateJWT(r)
 	c.validateKeys(r)
 	c.validateBank(r)
@@ -245,9 +249,6 @@ func (c *Config) validateInternal(r *reader) {
 	r.file("KLUIS_INTERNAL_TLS_KEY", c.InternalTLSKey)
 	r.file("KLUIS_INTERNAL_CLIENT_CA", c.InternalClientCA)
 	r.file("KLUIS_SERVICE_POLICY_FILE", c.ServicePolicyFile)
-	if c.SPIFFETrustDomain != "" && !validTrustDomain(c.SPIFFETrustDomain) {
-		r.bad("KLUIS_SPIFFE_TRUST_DOMAIN", "must be a SPIFFE trust domain: lower-case letters, digits, '.', '-' and '_' (no scheme, no path)")
-	}
 }
 
 // validTrustDomain is the SPIFFE specification's trust domain name: what

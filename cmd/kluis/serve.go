@@ -18,6 +18,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/api"
 	"github.com/kluis-dev/kluis/api/jwtauth"
 	"github.com/kluis-dev/kluis/api/ratelimit"
@@ -133,10 +134,10 @@ func (a *app) deps(ctx context.Context) (*api.Deps, error) {
 			"database":     a.db.Ping,
 			"key_provider": newProviderCheck(a.keys).check,
 		},
-		TrustedProxies: a.cfg.TrustedProxies, TrustDomain: a.cfg.SPIFFETrustDomain, RequestTimeout: a.cfg.RequestTimeout,
-		PublicTLS:      a.cfg.PublicTLSCert != "",
-		Refusals:       compliance.NewRefusals(a.auditor, compliance.RefusalOptions{Logger: a.log}),
+		Refusals: compliance.NewRefusals(a.auditor, compliance.RefusalOptions{Logger: a.log}), Clock: kluis.SystemClock{},
 		StaffMFAMaxAge: a.cfg.StaffMFAMaxAge, StaffTokenMaxLifetime: a.cfg.StaffTokenMaxLifetime,
+		TrustedProxies: a.cfg.TrustedProxies, TrustDomain: a.cfg.SPIFFETrustDomain, RequestTimeout: a.cfg.RequestTimeout,
+		PublicTLS: a.cfg.PublicTLSCert != "",
 	}, nil)
 }
 
