@@ -110,7 +110,8 @@ func (d *Deps) noteRefusal(c echo.Context, kind, reason, actorKind, actor string
 	}
 	d.Refusals.Note(compliance.Refusal{
 		Source: c.RealIP(), Kind: kind, Reason: reason,
-		Route: c.Request().Method + " " + routeOf(c), Actor: actor, RequestID: requestID(c),
+		// The method is the caller's choice (any token): clipped like the actor.
+		Route: clip(c.Request().Method + " " + routeOf(c)), Actor: actor, RequestID: requestID(c),
 	})
 }
 
