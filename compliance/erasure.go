@@ -612,6 +612,9 @@ func (s *Service) deleteRows(ctx context.Context, r *ErasureRequest) error {
 			rc.ApprovedAt = *r.ApprovedAt
 		}
 		rc.ProviderItemsRevoked = len(r.steps.RevokedItems)
+		if r.steps.Revoked != nil && *r.steps.Revoked > rc.ProviderItemsRevoked {
+			rc.ProviderItemsRevoked = *r.steps.Revoked // a run begun before items were recorded one by one
+		}
 		if r.steps.KeysDestroyed != nil {
 			rc.SubjectKeysDestroyed, rc.KeysDestroyedAt = *r.steps.KeysDestroyed, *r.steps.KeysDestroyedAt
 		}
