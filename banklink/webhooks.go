@@ -9,6 +9,7 @@ import (
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/compliance"
 	"github.com/kluis-dev/kluis/events"
+	"github.com/kluis-dev/kluis/vault"
 )
 
 // Outcomes recorded for a webhook event.
@@ -127,6 +128,13 @@ func (s *Service) applyWebhook(ctx context.Context, tx pgx.Tx, actor Actor, ev W
 	case EventNewAccounts:
 		if fetched == nil || it.Status != ItemActive {
 			return WebhookNoChange, nil
+		}
+		// Nothing new for a subject being erased: the erasure revokes the
+		// item, accounts and all, and the provider need not retry.
+		if err := vault.FenceSubject(ctx, tx, it.SubjectID); kluis.ErrorCode(err) == kluis.ESubjectErasing {
+			return WebhookIgnored, nil
+		} else if err != nil {
+			return "", err
 		}
 		added, err := s.addAccounts(ctx, tx, it, fetched.Accounts, numbers, s.now())
 		if err != nil || added == 0 {
