@@ -309,14 +309,17 @@ func (s *Service) ResumeErasures(ctx context.Context) (completed int, err error)
 // execute carries out the approved (or needs_attention) request id from its
 // last recorded step: revoke at the providers, destroy the keys, delete the
 // rows and write the receipt. Each step is safe to repeat; one run of a
-// request at a time (lockRun), so that two never revoke one item at once.
+// request at a time (claimRun), so that two never revoke one item at once.
 func (s *Service) execute(ctx context.Context, id string) error {
 	r, err := s.GetErasure(ctx, id)
 	if err != nil || !running(r.Status) {
 		return err
 	}
-	release, err := s.lockRun(ctx, id)
+	release, err := s.claimRun(ctx, id)
 	if err != nil {
+		if r, gerr := s.GetErasure(ctx, id); gerr == nil && !running(r.Status) {
+			return nil // another run finished it meanwhile
+		}
 		return err
 	}
 	defer release()
@@ -332,32 +335,31 @@ func (s *Service) execute(ctx context.Context, id string) error {
 	return err
 }
 
-// lockRun takes a session advisory lock on the request for the length of
-// one run, on a connection of its own; another run of it (the approve call
-// and the erasure-resume job at once, on two instances) is EUnavailable and
-// leaves the work to this one. A crash ends the session and the lock.
-func (s *Service) lockRun(ctx context.Context, id string) (func(), error) {
-	conn, err := s.db.Pool.Acquire(ctx)
+// runLease bounds how long one run holds its request (claimRun) before
+// another may take over, should it have died: the erasure-resume job's own
+// timeout.
+const runLease = time.Hour
+
+// claimRun takes the request for one run, a lease in its row (run_until):
+// another run of it (the approve call and the erasure-resume job at once,
+// on two instances) is EUnavailable and leaves the work to this one. The
+// lease holds no connection, so any number of erasures can run at once
+// whatever the pool's size; a run that died frees it when it lapses.
+func (s *Service) claimRun(ctx context.Context, id string) (func(), error) {
+	now := s.clock.Now().UTC()
+	until := now.Add(runLease).Truncate(time.Microsecond)
+	tag, err := s.db.Pool.Exec(ctx, `
+		UPDATE erasure_requests SET run_until = $2
+		WHERE id = $1 AND status IN ($3, $4) AND (run_until IS NULL OR run_until < $5)`,
+		id, until, ErasureApproved, ErasureNeedsAttention, now)
 	if err != nil {
-		return nil, fmt.Errorf("compliance: erasure lock: %w", postgres.Translate(err))
+		return nil, fmt.Errorf("compliance: erasure lease: %w", postgres.Translate(err))
 	}
-	var got bool
-	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(hashtextextended('kluis/erasure/' || $1, 0))`, id).Scan(&got); err != nil {
-		conn.Release()
-		return nil, fmt.Errorf("compliance: erasure lock: %w", postgres.Translate(err))
-	}
-	if !got {
-		conn.Release()
+	if tag.RowsAffected() == 0 {
 		return nil, kluis.Errorf(kluis.EUnavailable, "another run of this erasure is in progress")
 	}
 	return func() {
-		ctx := context.WithoutCancel(ctx)
-		if _, err := conn.Exec(ctx, `SELECT pg_advisory_unlock(hashtextextended('kluis/erasure/' || $1, 0))`, id); err != nil {
-			// A connection whose lock state is unknown must not go back
-			// to the pool.
-			_ = conn.Conn().Close(ctx)
-		}
-		conn.Release()
+		_, _ = s.db.Pool.Exec(context.WithoutCancel(ctx), `UPDATE erasure_requests SET run_until = NULL WHERE id = $1 AND run_until = $2`, id, until)
 	}, nil
 }
 
@@ -615,6 +617,9 @@ func (s *Service) deleteRows(ctx context.Context, r *ErasureRequest) error {
 			rc.ApprovedAt = *r.ApprovedAt
 		}
 		rc.ProviderItemsRevoked = len(r.steps.RevokedItems)
+		if r.steps.Revoked != nil && *r.steps.Revoked > rc.ProviderItemsRevoked {
+			rc.ProviderItemsRevoked = *r.steps.Revoked // a run begun before items were recorded one by one
+		}
 		if r.steps.KeysDestroyed != nil {
 			rc.SubjectKeysDestroyed, rc.KeysDestroyedAt = *r.steps.KeysDestroyed, *r.steps.KeysDestroyedAt
 		}
