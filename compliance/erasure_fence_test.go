@@ -160,7 +160,7 @@ func (r *destroyingRevoker) RevokeSubject(ctx context.Context, subjectID string,
 		// A provider call's worth of time.
 		time.Sleep(time.Millisecond)
 		err := r.db.InTx(ctx, func(tx pgx.Tx) error {
-			if err := fence(ctx, tx, fmt.Sprintf("itm_%d", i)); err != nil {
+			if err := fence(ctx, tx, fmt.Sprintf("itm_%d", i), true); err != nil {
 				return err
 			}
 			if r.held[subjectID].Load() {
