@@ -482,9 +482,10 @@ func TestAStalledErasureIsCompletedWithExceptionsByTwoStaffAndNeverByOne(t *test
 		t.Errorf("completing again = %d %s, want 409", status, body)
 	}
 	for where, n := range map[string]int{
-		`action = 'erasure.exceptions_acknowledged' AND actor = 'staff_c' AND outcome = 'success'`:                            1,
-		`action = 'erasure.complete_with_exceptions' AND actor = 'staff_c' AND outcome = 'denied'`:                            1,
-		`action = 'erasure.completed_with_exceptions' AND actor = 'staff_a' AND details->'unrevoked_items' ? '` + it.ID + `'`: 1,
+		`action = 'erasure.exceptions_acknowledged' AND actor = 'staff_c' AND outcome = 'success'`:                                              1,
+		`action = 'erasure.complete_with_exceptions' AND actor = 'staff_c' AND outcome = 'denied' AND details->>'reason' = 'same_staff_member'`: 1,
+		`action = 'erasure.complete_with_exceptions' AND actor = 'staff_c' AND outcome = 'denied' AND details->>'reason' = 'legal_hold'`:        1,
+		`action = 'erasure.completed_with_exceptions' AND actor = 'staff_a' AND details->'unrevoked_items' ? '` + it.ID + `'`:                   1,
 	} {
 		if got := fe.count(t, `SELECT count(*) FROM audit_entries WHERE `+where); got != n {
 			t.Errorf("audit entries where %s = %d, want %d", where, got, n)

@@ -58,18 +58,27 @@ func (s *Service) CompleteWithExceptions(ctx context.Context, by Staff, id strin
 		}
 		return s.completeWithExceptions(ctx, tx, by, cur, entry)
 	})
-	if err != nil {
+	switch {
+	case kluis.ErrorCode(err) == ELegalHold:
+		return r, s.refuseCompletion(ctx, entry, r.SubjectPseudonym, "legal_hold", err)
+	case err != nil:
 		return r, err
-	}
-	if denied {
-		entry.Action, entry.Outcome = "erasure.complete_with_exceptions", OutcomeDenied
-		entry.Details["reason"] = "same_staff_member"
-		if err := s.recordPseudonymous(ctx, entry, r.SubjectPseudonym); err != nil {
-			return r, err
-		}
-		return r, kluis.Errorf(kluis.EForbidden, "another staff member must complete an erasure with exceptions")
+	case denied:
+		return r, s.refuseCompletion(ctx, entry, r.SubjectPseudonym, "same_staff_member",
+			kluis.Errorf(kluis.EForbidden, "another staff member must complete an erasure with exceptions"))
 	}
 	return s.GetErasure(ctx, id)
+}
+
+// refuseCompletion audits a refused completion call and returns the
+// refusal; if the audit log cannot take the entry, the caller gets 503.
+func (s *Service) refuseCompletion(ctx context.Context, e Entry, pseudonym, why string, refusal error) error {
+	e.Action, e.Outcome = "erasure.complete_with_exceptions", OutcomeDenied
+	e.Details["reason"] = why
+	if err := s.recordPseudonymous(ctx, e, pseudonym); err != nil {
+		return err
+	}
+	return refusal
 }
 
 // acknowledgeExceptions records the first staff member's acknowledgement.
