@@ -26,6 +26,10 @@ const (
 	// ErasureCompletedWithExceptions is a needs_attention run that two staff
 	// completed; its receipt names each item the provider did not revoke.
 	ErasureCompletedWithExceptions = "completed_with_exceptions"
+	// ErasureRejected is a pending request another staff member refused;
+	// ErasureCancelled one its requester withdrew (workflow.go).
+	ErasureRejected  = "rejected"
+	ErasureCancelled = "cancelled"
 )
 
 // running reports whether a request in status is one the run carries on.
@@ -59,6 +63,15 @@ type ErasureRequest struct {
 	// pass (needs_attention says it kept refusing).
 	UnrevokedItems []UnrevokedItem `json:"unrevoked_items,omitempty"`
 	Receipt        *Receipt        `json:"receipt,omitempty"`
+	// ClosedBy, ClosedAt and CloseReason say who rejected or cancelled the
+	// request, when and why.
+	ClosedBy    string     `json:"closed_by,omitempty"`
+	ClosedAt    *time.Time `json:"closed_at,omitempty"`
+	CloseReason string     `json:"close_reason,omitempty"`
+	// ExceptionsAcknowledgedBy is the first of the two staff members who
+	// complete a needs_attention request with exceptions.
+	ExceptionsAcknowledgedBy string     `json:"exceptions_acknowledged_by,omitempty"`
+	ExceptionsAcknowledgedAt *time.Time `json:"exceptions_acknowledged_at,omitempty"`
 
 	subjectID string
 	steps     erasureSteps
@@ -83,6 +96,11 @@ type Receipt struct {
 	SubjectKeysDestroyed int `json:"subject_keys_destroyed"`
 	// Erased counts the rows deleted, by category (table).
 	Erased map[string]int64 `json:"erased"`
+	// UnrevokedItems names, on a completed_with_exceptions receipt, each
+	// item the provider did not revoke (kluis's own copies are destroyed),
+	// and ExceptionsApprovedBy the two staff members who accepted that.
+	UnrevokedItems       []UnrevokedItem `json:"unrevoked_items,omitempty"`
+	ExceptionsApprovedBy []string        `json:"exceptions_approved_by,omitempty"`
 }
 
 // erasureSteps is the progress record (the steps column).
@@ -100,7 +118,8 @@ type erasureSteps struct {
 }
 
 const erasureColumns = `id, status, subject_pseudonym, reason, requested_by, requested_at, approved_by, approved_at,
-	completed_at, last_error, receipt, erased_subject_id, steps`
+	completed_at, last_error, receipt, erased_subject_id, steps,
+	coalesce(closed_by, ''), closed_at, coalesce(close_reason, ''), coalesce(exceptions_acknowledged_by, ''), exceptions_acknowledged_at`
 
 func scanErasure(row pgx.Row) (ErasureRequest, error) {
 	var (
@@ -111,7 +130,8 @@ func scanErasure(row pgx.Row) (ErasureRequest, error) {
 		steps      []byte
 	)
 	err := row.Scan(&r.ID, &r.Status, &r.SubjectPseudonym, &r.Reason, &r.RequestedBy, &r.RequestedAt, &approvedBy,
-		&r.ApprovedAt, &r.CompletedAt, &r.LastError, &receipt, &subjectID, &steps)
+		&r.ApprovedAt, &r.CompletedAt, &r.LastError, &receipt, &subjectID, &steps,
+		&r.ClosedBy, &r.ClosedAt, &r.CloseReason, &r.ExceptionsAcknowledgedBy, &r.ExceptionsAcknowledgedAt)
 	if err != nil {
 		return r, err
 	}
@@ -202,6 +222,9 @@ func (s *Service) ApproveErasure(ctx context.Context, by Staff, id string) (Eras
 	if err != nil {
 		return r, err
 	}
+	if closed(r.Status) {
+		return r, errClosed(r.Status)
+	}
 	if !running(r.Status) && r.Status != ErasurePending {
 		return r, nil
 	}
@@ -248,7 +271,9 @@ func (s *Service) approve(ctx context.Context, by Staff, r ErasureRequest) error
 			return fmt.Errorf("compliance: approve erasure: %w", postgres.Translate(err))
 		}
 		if tag.RowsAffected() == 0 {
-			return nil // approved meanwhile by someone else: run it all the same
+			// Approved meanwhile by someone else: run it all the same;
+			// rejected or cancelled meanwhile: 409.
+			return refuseIfClosed(ctx, tx, r.ID)
 		}
 		if _, err := tx.Exec(ctx, `
 			UPDATE subjects SET erasing_since = $2, erasure_request_id = $3 WHERE id = $1 AND erasing_since IS NULL`,
@@ -590,23 +615,9 @@ func (s *Service) deleteRows(ctx context.Context, r *ErasureRequest) error {
 		if _, err := s.keys.DestroySubjectKeys(ctx, tx, r.subjectID); err != nil {
 			return err
 		}
-		cat, err := loadCatalog(ctx, tx)
+		erased, err := deleteSubjectRows(ctx, tx, r.subjectID)
 		if err != nil {
 			return err
-		}
-		plan, err := cat.subjectPlan()
-		if err != nil {
-			return err
-		}
-		erased := map[string]int64{}
-		for _, step := range plan {
-			tag, err := tx.Exec(ctx, fmt.Sprintf(`DELETE FROM %s WHERE %s`, quoteIdent(step.Table), step.Where), r.subjectID)
-			if err != nil {
-				return fmt.Errorf("compliance: erasure: delete from %s: %w", step.Table, postgres.Translate(err))
-			}
-			if n := tag.RowsAffected(); n > 0 {
-				erased[step.Table] = n
-			}
 		}
 		now := s.clock.Now().UTC()
 		rc := Receipt{
