@@ -30,7 +30,7 @@ func (s *Service) CompleteWithExceptions(ctx context.Context, by Staff, id strin
 		return r, kluis.Errorf(kluis.EConflict, "only a needs_attention erasure can be completed with exceptions; this one is %s", r.Status)
 	}
 	// No pass of the run (an approve call) while the keys go.
-	release, err := s.lockRun(ctx, id)
+	release, err := s.claimRun(ctx, id)
 	if err != nil {
 		return r, err
 	}
