@@ -160,7 +160,7 @@ func start(t testing.TB, db *postgres.DB, u string, keys vault.KeyProvider, opts
 		t.Fatalf("apitest: policy: %v", err)
 	}
 	d := &api.Deps{
-		DB: db, Auditor: compliance.NewAuditor(db, sys, nil), Pseudonyms: sys,
+		DB: db, Auditor: compliance.NewAuditor(db, sys, nil), Pseudonyms: sys, AuditHeads: sys,
 		Auth: api.JWTAuthenticator{Verifier: verifier}, Policy: policy, Vault: store, Logger: logger,
 		Ready: map[string]func(context.Context) error{
 			"database":     db.Ping,
