@@ -66,7 +66,7 @@ type Deps struct {
 	// entry may stay unsealed (compliance.DefaultSealInterval if zero).
 	AuditHeads        compliance.HeadKey
 	AuditSealInterval time.Duration
-	idem           *idempotency.Store
+	idem              *idempotency.Store
 
 	metrics *httpMetrics
 }

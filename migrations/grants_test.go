@@ -130,8 +130,8 @@ func TestProductionRefusesARoleThatCouldRewriteHistory(t *testing.T) {
 		t.Fatalf("the owner (a superuser here) = %v, want refused as a superuser", err)
 	}
 	for name, grant := range map[string]string{
-		"it may UPDATE public.audit_entries": `GRANT UPDATE ON audit_entries TO ` + pgtest.ServingRole,
-		"it may TRUNCATE public.audit_chain": `GRANT TRUNCATE ON audit_chain TO ` + pgtest.ServingRole,
+		"it may UPDATE public.audit_entries":     `GRANT UPDATE ON audit_entries TO ` + pgtest.ServingRole,
+		"it may TRUNCATE public.audit_chain":     `GRANT TRUNCATE ON audit_chain TO ` + pgtest.ServingRole,
 		"it may INSERT public.audit_checkpoints": `GRANT INSERT ON audit_checkpoints TO ` + pgtest.ServingRole,
 		"it owns table public.job_runs":          `ALTER TABLE job_runs OWNER TO ` + pgtest.ServingRole,
 		"it owns function public.audit_seal":     `ALTER FUNCTION audit_seal(integer) OWNER TO ` + pgtest.ServingRole,
