@@ -183,8 +183,17 @@ var ErrUnsafeServingRole = errors.New("the database role of KLUIS_DATABASE_URL m
 // a connection as the serving role.
 func CheckServingRole(ctx context.Context, q interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }) error {
-	rows, err := q.Query(ctx, roleProblems, Schemas)
+	var version int
+	if err := q.QueryRow(ctx, `SELECT current_setting('server_version_num')::int`).Scan(&version); err != nil {
+		return fmt.Errorf("migrations: check the serving role: %w", err)
+	}
+	query := roleProblems
+	if version >= 150000 { // SET privileges on parameters came with Postgres 15
+		query += parameterProblems
+	}
+	rows, err := q.Query(ctx, query, Schemas)
 	if err != nil {
 		return fmt.Errorf("migrations: check the serving role: %w", err)
 	}
@@ -206,9 +215,6 @@ WITH me AS (SELECT * FROM pg_roles WHERE rolname = current_user)
 SELECT 'role ' || rolname || ' is a superuser' FROM me WHERE rolsuper
 UNION ALL SELECT 'role ' || rolname || ' bypasses row security' FROM me WHERE rolbypassrls
 UNION ALL SELECT 'role ' || rolname || ' can create roles (and so join the owner''s)' FROM me WHERE rolcreaterole
-UNION ALL SELECT 'it may set session_replication_role (which disables triggers)'
-    WHERE current_setting('server_version_num')::int >= 150000
-      AND has_parameter_privilege(current_user, 'session_replication_role', 'SET')
 UNION ALL SELECT 'it owns schema ' || n.nspname FROM pg_namespace n
     WHERE n.nspname = ANY ($1) AND pg_has_role(current_user, n.nspowner, 'MEMBER')
 UNION ALL SELECT 'it owns ' || CASE c.relkind WHEN 'S' THEN 'sequence ' WHEN 'v' THEN 'view ' ELSE 'table ' END || n.nspname || '.' || c.relname
@@ -225,3 +231,9 @@ UNION ALL SELECT 'it may ' || priv || ' ' || t
 UNION ALL SELECT 'it may INSERT ' || t
     FROM unnest(ARRAY['public.audit_chain', 'public.audit_pending', 'public.audit_checkpoints']) t
     WHERE to_regclass(t) IS NOT NULL AND has_table_privilege(current_user, t, 'INSERT')`
+
+// parameterProblems adds, from Postgres 15 on, a role that may set
+// session_replication_role without being a superuser.
+const parameterProblems = `
+UNION ALL SELECT 'it may set session_replication_role (which disables triggers)'
+    WHERE has_parameter_privilege(current_user, 'session_replication_role', 'SET')`

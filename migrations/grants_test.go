@@ -125,6 +125,10 @@ func TestProductionRefusesARoleThatCouldRewriteHistory(t *testing.T) {
 	if err := migrations.CheckServingRole(ctx, conn); err != nil {
 		t.Fatalf("the serving role as migrate sets it up is refused: %v", err)
 	}
+	var ownerRole string
+	if err := owner.Pool.QueryRow(ctx, `SELECT current_user`).Scan(&ownerRole); err != nil {
+		t.Fatal(err)
+	}
 	err = migrations.CheckServingRole(ctx, owner.Pool)
 	if !errors.Is(err, migrations.ErrUnsafeServingRole) || !strings.Contains(err.Error(), "superuser") {
 		t.Fatalf("the owner (a superuser here) = %v, want refused as a superuser", err)
@@ -135,6 +139,10 @@ func TestProductionRefusesARoleThatCouldRewriteHistory(t *testing.T) {
 		"it may INSERT public.audit_checkpoints": `GRANT INSERT ON audit_checkpoints TO ` + pgtest.ServingRole,
 		"it owns table public.job_runs":          `ALTER TABLE job_runs OWNER TO ` + pgtest.ServingRole,
 		"it owns function public.audit_seal":     `ALTER FUNCTION audit_seal(integer) OWNER TO ` + pgtest.ServingRole,
+		"it may set session_replication_role":    `GRANT SET ON PARAMETER session_replication_role TO ` + pgtest.ServingRole,
+		"it owns schema keystore":                `ALTER SCHEMA keystore OWNER TO ` + pgtest.ServingRole,
+		"it owns table public.audit_entries":     `GRANT ` + ownerRole + ` TO ` + pgtest.ServingRole, // a member of the owner
+		"can create roles":                       `ALTER ROLE ` + pgtest.ServingRole + ` CREATEROLE`,
 	} {
 		t.Run(name, func(t *testing.T) {
 			// In a transaction that is rolled back: the role is shared.
