@@ -178,9 +178,9 @@ var ErrUnsafeServingRole = errors.New("the database role of KLUIS_DATABASE_URL m
 // make itself a member of the owner), or may set session_replication_role
 // (which switches triggers off); one that owns, or is a member of a role
 // that owns, any of kluis's schemas, tables or functions (an owner can
-// disable triggers and drop tables); or one holding UPDATE, DELETE or
-// TRUNCATE on an audit table, or any write on the chain's own tables. q is
-// a connection as the serving role.
+// disable triggers and drop tables), or may create objects beside them;
+// or one holding UPDATE, DELETE or TRUNCATE on an audit table, or any write
+// on the chain's own tables. q is a connection as the serving role.
 func CheckServingRole(ctx context.Context, q interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
@@ -217,6 +217,9 @@ UNION ALL SELECT 'role ' || rolname || ' bypasses row security' FROM me WHERE ro
 UNION ALL SELECT 'role ' || rolname || ' can create roles (and so join the owner''s)' FROM me WHERE rolcreaterole
 UNION ALL SELECT 'it owns schema ' || n.nspname FROM pg_namespace n
     WHERE n.nspname = ANY ($1) AND pg_has_role(current_user, n.nspowner, 'MEMBER')
+UNION ALL SELECT 'it may create objects in schema ' || n.nspname || ' (REVOKE CREATE ON SCHEMA ' || n.nspname || ' FROM PUBLIC)' FROM pg_namespace n
+    WHERE n.nspname = ANY ($1) AND NOT pg_has_role(current_user, n.nspowner, 'MEMBER')
+      AND has_schema_privilege(current_user, n.oid, 'CREATE')
 UNION ALL SELECT 'it owns ' || CASE c.relkind WHEN 'S' THEN 'sequence ' WHEN 'v' THEN 'view ' ELSE 'table ' END || n.nspname || '.' || c.relname
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE n.nspname = ANY ($1) AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')

@@ -143,6 +143,7 @@ func TestProductionRefusesARoleThatCouldRewriteHistory(t *testing.T) {
 		"it owns schema keystore":                `ALTER SCHEMA keystore OWNER TO ` + pgtest.ServingRole,
 		"it owns table public.audit_entries":     `GRANT ` + ownerRole + ` TO ` + pgtest.ServingRole, // a member of the owner
 		"can create roles":                       `ALTER ROLE ` + pgtest.ServingRole + ` CREATEROLE`,
+		"it may create objects in schema public": `GRANT CREATE ON SCHEMA public TO PUBLIC`,
 	} {
 		t.Run(name, func(t *testing.T) {
 			// In a transaction that is rolled back: the role is shared.

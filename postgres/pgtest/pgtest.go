@@ -152,7 +152,7 @@ func makeTemplate(ctx context.Context, admin *pgx.Conn) (string, error) {
 	if _, err := migrations.Up(ctx, u); err != nil {
 		return "", err
 	}
-	if err := ensureServingRole(ctx, admin); err != nil {
+	if err := ensureRole(ctx, admin, ServingRole, servingPassword); err != nil {
 		return "", fmt.Errorf("serving role: %w", err)
 	}
 	serving, err := servingURL(ServerURL(), name)
@@ -175,24 +175,24 @@ func makeTemplate(ctx context.Context, admin *pgx.Conn) (string, error) {
 	return name, nil
 }
 
-// ensureServingRole creates the shared serving role unless it exists. Test
+// ensureRole creates the shared serving role (name) unless it exists. Test
 // binaries start at once, so the check and the CREATE ROLE run under an
 // advisory lock; the role is never dropped (every test database's grants
 // name it).
-func ensureServingRole(ctx context.Context, admin *pgx.Conn) error {
+func ensureRole(ctx context.Context, admin *pgx.Conn, name, password string) error {
 	return pgx.BeginFunc(ctx, admin, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, roleLock); err != nil {
 			return err
 		}
 		var exists bool
-		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)`, ServingRole).Scan(&exists); err != nil {
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)`, name).Scan(&exists); err != nil {
 			return err
 		}
 		if exists {
 			return nil
 		}
 		_, err := tx.Exec(ctx, fmt.Sprintf(`CREATE ROLE %s LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS PASSWORD '%s'`,
-			pgx.Identifier{ServingRole}.Sanitize(), servingPassword))
+			pgx.Identifier{name}.Sanitize(), password))
 		return err
 	})
 }
