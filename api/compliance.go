@@ -26,6 +26,9 @@ func (d *Deps) verifyAudit(c echo.Context) error {
 		return err
 	}
 	opts := compliance.VerifyOptions{SealInterval: d.AuditSealInterval, Key: d.AuditHeads}
+	if opts.SealInterval <= 0 {
+		opts.SealInterval = compliance.DefaultSealInterval
+	}
 	if len(bytes.TrimSpace(body)) > 0 {
 		var req verifyAuditRequest
 		if err := DecodeStrict(body, &req); err != nil {

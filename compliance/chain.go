@@ -228,8 +228,9 @@ const (
 
 // VerifyOptions tunes Verify.
 type VerifyOptions struct {
-	// SealInterval is the sealer's interval (DefaultSealInterval when 0):
-	// an entry unsealed for OverdueSealIntervals of them fails the check.
+	// SealInterval is the sealer's interval: an entry unsealed for
+	// OverdueSealIntervals of them fails the check. Zero skips that check,
+	// for callers (tests) where no sealer runs.
 	SealInterval time.Duration
 	// Head, when set, is an anchored head kept outside the database: the
 	// chain must still extend it. Key checks its signature and must be set
@@ -238,7 +239,8 @@ type VerifyOptions struct {
 	Key  HeadKey
 }
 
-// Verify is VerifyWith and the default options.
+// Verify is VerifyWith without a head, and without the check for overdue
+// entries (which needs the sealer's interval).
 func Verify(ctx context.Context, db *postgres.DB) (VerifyResult, error) {
 	return VerifyWith(ctx, db, VerifyOptions{})
 }
@@ -253,12 +255,12 @@ func Verify(ctx context.Context, db *postgres.DB) (VerifyResult, error) {
 // check began, and when an entry is neither sealed nor queued.
 func VerifyWith(ctx context.Context, db *postgres.DB, opts VerifyOptions) (VerifyResult, error) {
 	res := VerifyResult{OK: true}
-	if opts.SealInterval <= 0 {
-		opts.SealInterval = DefaultSealInterval
-	}
-	overdue, err := overdueEntry(ctx, db, OverdueSealIntervals*opts.SealInterval)
-	if err != nil {
-		return res, fmt.Errorf("audit verify: %w", postgres.Translate(err))
+	var overdue *int64
+	if opts.SealInterval > 0 {
+		var err error
+		if overdue, err = overdueEntry(ctx, db, OverdueSealIntervals*opts.SealInterval); err != nil {
+			return res, fmt.Errorf("audit verify: %w", postgres.Translate(err))
+		}
 	}
 	if err := walk(ctx, db, &res); err != nil {
 		return res, fmt.Errorf("audit verify: %w", postgres.Translate(err))
@@ -269,7 +271,7 @@ func VerifyWith(ctx context.Context, db *postgres.DB, opts VerifyOptions) (Verif
 		}
 	}
 	var orphan *int64
-	err = db.Pool.QueryRow(ctx, `
+	err := db.Pool.QueryRow(ctx, `
 		SELECT count(*), min(e.seq) FILTER (WHERE NOT EXISTS (SELECT 1 FROM audit_pending p WHERE p.seq = e.seq))
 		FROM audit_entries e
 		WHERE NOT EXISTS (SELECT 1 FROM audit_chain c WHERE c.entry_seq = e.seq)`).Scan(&res.Unsealed, &orphan)
