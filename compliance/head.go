@@ -241,14 +241,9 @@ func PublishHead(ctx context.Context, db *postgres.DB, key HeadKey) (Head, error
 // checkPublished checks the chain against the newest audit.head event still
 // in the outbox (retention keeps them for a while).
 func checkPublished(ctx context.Context, db *postgres.DB, key HeadKey) error {
-	var data []byte
-	err := db.Pool.QueryRow(ctx, `SELECT payload->'data' FROM outbox WHERE type = $1 ORDER BY created_at DESC LIMIT 1`,
-		events.AuditHead).Scan(&data)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("audit head: %w", postgres.Translate(err))
+	data, err := events.Latest(ctx, db, events.AuditHead)
+	if err != nil || data == nil {
+		return err
 	}
 	prev, err := ParseHead(data)
 	if err != nil {

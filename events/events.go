@@ -13,6 +13,7 @@ package events
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"regexp"
 	"time"
@@ -146,4 +147,19 @@ func Enqueue(ctx context.Context, tx pgx.Tx, e Event) (string, error) {
 		return "", fmt.Errorf("events: enqueue: %w", postgres.Translate(err))
 	}
 	return p.ID, nil
+}
+
+// Latest returns the data of the newest event of type typ still in the
+// outbox, or nil when there is none. The audit-head job checks the chain
+// against the head it published last.
+func Latest(ctx context.Context, db *postgres.DB, typ string) (json.RawMessage, error) {
+	var data json.RawMessage
+	err := db.Pool.QueryRow(ctx, `SELECT payload->'data' FROM outbox WHERE type = $1 ORDER BY created_at DESC LIMIT 1`, typ).Scan(&data)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("events: latest %s: %w", typ, postgres.Translate(err))
+	}
+	return data, nil
 }
