@@ -92,10 +92,12 @@ func TestRevealGivesTheSecretExactlyAndAuditsIt(t *testing.T) {
 	}
 }
 
-// pgDump dumps the whole database as SQL text, as an operator's backup would.
+// pgDump dumps the whole database as SQL text, as an operator's backup would
+// (as the owner: the serving role cannot read sequences); url is the
+// serving URL pgtest gave.
 func pgDump(t *testing.T, url string) string {
 	t.Helper()
-	out, err := exec.Command("pg_dump", "--no-owner", "--data-only", url).CombinedOutput()
+	out, err := exec.Command("pg_dump", "--no-owner", "--data-only", pgtest.OwnerURL(t, url)).CombinedOutput()
 	if err != nil {
 		t.Fatalf("pg_dump: %v: %s", err, out)
 	}
