@@ -50,28 +50,32 @@ REVOKE ALL ON FUNCTION audit_stamp() FROM PUBLIC;
 
 -- One field of a link's hash: its length in bytes (8 bytes, big-endian) and
 -- its UTF-8 bytes, exactly as compliance/chain.go's entryHash writes it.
+-- This function and audit_link_body have no SET clause, so that the planner inlines
+-- them into audit_seal (a SET clause costs a configuration change per call,
+-- ten per entry); they run under audit_seal's pinned search_path, name only
+-- pg_catalog's functions, and have no privilege of their own to abuse.
 -- +goose StatementBegin
-CREATE FUNCTION audit_field(v text) RETURNS bytea LANGUAGE sql STABLE STRICT
-    SET search_path = pg_catalog, pg_temp AS $$
-    SELECT int8send(octet_length(convert_to(v, 'UTF8'))::bigint) || convert_to(v, 'UTF8')
+CREATE FUNCTION audit_field(v text) RETURNS bytea LANGUAGE sql IMMUTABLE AS $$
+    SELECT pg_catalog.int8send(pg_catalog.octet_length(pg_catalog.convert_to(v, 'UTF8'))::bigint)
+        || pg_catalog.convert_to(v, 'UTF8')
 $$;
 -- +goose StatementEnd
 
--- The hash of a link: SHA-256 over a domain tag, the previous hash, the
--- position and every stored field of the entry. compliance/chain.go computes
--- the same in Go to verify; the two are independent implementations that
--- must agree (the tests seal here and verify there).
+-- What a link's hash covers after the previous hash and the position: the
+-- entry's seq, its time (Unix microseconds) and every stored field. The hash
+-- is SHA-256 over 'kluis-audit-v1', a zero byte, the previous hash, the
+-- position (8 bytes, big-endian) and this; compliance/chain.go computes the
+-- same in Go to verify, an independent implementation that must agree (the
+-- tests seal here and verify there).
 -- +goose StatementBegin
-CREATE FUNCTION audit_link_hash(prev bytea, pos bigint, e public.audit_entries) RETURNS bytea LANGUAGE sql STABLE
-    SET search_path = pg_catalog, public, pg_temp AS $$
-    SELECT sha256('\x6b6c7569732d61756469742d763100'::bytea -- 'kluis-audit-v1' and a zero byte
-        || prev || int8send(pos) || int8send(e.seq)
-        || int8send((extract(epoch FROM e.occurred_at) * 1000000)::bigint)
+CREATE FUNCTION audit_link_body(e public.audit_entries) RETURNS bytea LANGUAGE sql STABLE AS $$
+    SELECT pg_catalog.int8send(e.seq)
+        || pg_catalog.int8send((extract(epoch FROM e.occurred_at) * 1000000)::bigint)
         || public.audit_field(e.actor_kind) || public.audit_field(e.actor) || public.audit_field(e.action)
         || public.audit_field(e.target) || public.audit_field(e.outcome)
         || CASE WHEN e.subject_pseudonym IS NULL THEN '\x00'::bytea
                 ELSE '\x01'::bytea || public.audit_field(e.subject_pseudonym) END
-        || public.audit_field(e.request_id) || public.audit_field(e.details::text))
+        || public.audit_field(e.request_id) || public.audit_field(e.details::text)
 $$;
 -- +goose StatementEnd
 
@@ -86,9 +90,11 @@ CREATE FUNCTION audit_seal(max_entries integer) RETURNS integer LANGUAGE plpgsql
 DECLARE
     head_pos  bigint;
     head_hash bytea;
-    e         public.audit_entries;
-    h         bytea;
+    r         record;
+    positions bigint[] := '{}';
     seqs      bigint[] := '{}';
+    prevs     bytea[] := '{}';
+    hashes    bytea[] := '{}';
 BEGIN
     IF max_entries IS NULL OR max_entries < 1 OR max_entries > 10000 THEN
         RAISE EXCEPTION 'audit_seal: max_entries must be between 1 and 10000' USING ERRCODE = 'invalid_parameter_value';
@@ -104,17 +110,24 @@ BEGIN
             head_hash := decode(repeat('00', 32), 'hex');
         END IF;
     END IF;
-    FOR e IN
-        SELECT a.* FROM public.audit_pending p JOIN public.audit_entries a ON a.seq = p.seq
-        ORDER BY p.seq LIMIT max_entries
+    -- Each entry's fields are encoded by the query (set-based); the loop
+    -- only chains them, since each hash covers the one before.
+    FOR r IN
+        SELECT a.seq, public.audit_link_body(a) AS body FROM public.audit_entries a
+        WHERE a.seq IN (SELECT p.seq FROM public.audit_pending p ORDER BY p.seq LIMIT max_entries)
+        ORDER BY a.seq
     LOOP
         head_pos := head_pos + 1;
-        h := public.audit_link_hash(head_hash, head_pos, e);
-        INSERT INTO public.audit_chain (pos, entry_seq, prev_hash, hash, sealed_at)
-            VALUES (head_pos, e.seq, head_hash, h, now());
-        head_hash := h;
-        seqs := seqs || e.seq;
+        positions := positions || head_pos;
+        seqs := seqs || r.seq;
+        prevs := prevs || head_hash;
+        head_hash := sha256('\x6b6c7569732d61756469742d763100'::bytea -- 'kluis-audit-v1' and a zero byte
+            || head_hash || int8send(head_pos) || r.body);
+        hashes := hashes || head_hash;
     END LOOP;
+    -- One insert for the batch: far cheaper than a row at a time.
+    INSERT INTO public.audit_chain (pos, entry_seq, prev_hash, hash, sealed_at)
+        SELECT l.pos, l.seq, l.prev, l.hash, now() FROM unnest(positions, seqs, prevs, hashes) AS l (pos, seq, prev, hash);
     DELETE FROM public.audit_pending p WHERE p.seq = ANY (seqs);
     RETURN cardinality(seqs);
 END
@@ -188,7 +201,7 @@ REVOKE ALL ON FUNCTION audit_purge(interval, integer) FROM PUBLIC;
 -- +goose Down
 DROP FUNCTION audit_purge(interval, integer);
 DROP FUNCTION audit_seal(integer);
-DROP FUNCTION audit_link_hash(bytea, bigint, audit_entries);
+DROP FUNCTION audit_link_body(audit_entries);
 DROP FUNCTION audit_field(text);
 -- +goose StatementBegin
 CREATE OR REPLACE FUNCTION audit_enqueue() RETURNS trigger LANGUAGE plpgsql SECURITY INVOKER AS $$
