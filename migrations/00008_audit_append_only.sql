@@ -33,9 +33,9 @@ $$;
 CREATE TRIGGER audit_entries_stamp BEFORE INSERT ON audit_entries
     FOR EACH ROW EXECUTE FUNCTION audit_stamp();
 
--- Queueing a new entry for the sealer runs as the owner: the serving role has
--- no privilege on audit_pending at all, so it can neither drop an entry from
--- the queue (leaving it unsealed and unnoticed) nor queue what is not there.
+-- Queueing a new entry for the sealer runs as the owner: the serving role may
+-- only read audit_pending, so it can neither drop an entry from the queue
+-- (leaving it unsealed and unnoticed) nor queue what is not there.
 -- +goose StatementBegin
 CREATE OR REPLACE FUNCTION audit_enqueue() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
     SET search_path = pg_catalog, public, pg_temp AS $$
@@ -50,12 +50,13 @@ REVOKE ALL ON FUNCTION audit_stamp() FROM PUBLIC;
 
 -- One field of a link's hash: its length in bytes (8 bytes, big-endian) and
 -- its UTF-8 bytes, exactly as compliance/chain.go's entryHash writes it.
--- This function and audit_link_body have no SET clause, so that the planner inlines
--- them into audit_seal (a SET clause costs a configuration change per call,
--- ten per entry); they run under audit_seal's pinned search_path, name only
--- pg_catalog's functions, and have no privilege of their own to abuse.
+-- This function and audit_link_body have no SET clause, so that the planner
+-- inlines them into audit_seal's query (a SET clause costs a configuration
+-- change per call, ten per entry); they run under audit_seal's pinned
+-- search_path, name only pg_catalog's functions, and have no privilege of
+-- their own to abuse.
 -- +goose StatementBegin
-CREATE FUNCTION audit_field(v text) RETURNS bytea LANGUAGE sql IMMUTABLE AS $$
+CREATE FUNCTION audit_field(v text) RETURNS bytea LANGUAGE sql STABLE AS $$
     SELECT pg_catalog.int8send(pg_catalog.octet_length(pg_catalog.convert_to(v, 'UTF8'))::bigint)
         || pg_catalog.convert_to(v, 'UTF8')
 $$;
