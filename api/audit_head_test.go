@@ -47,7 +47,7 @@ func TestAuditVerifyChecksAHeadKeptOutsideTheDatabase(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if status, out := verify(kept); status != 200 || out["ok"] != true || out["head"] != "extended" {
+	if status, out := verify(kept); status != 200 || out["ok"] != true || out["head_status"] != "extended" {
 		t.Fatalf("verify against a good head = %d %v", status, out)
 	}
 

@@ -160,10 +160,10 @@ type VerifyResult struct {
 	Problem string `json:"problem,omitempty"`
 	// Reason says what did not match; it names no data.
 	Reason string `json:"reason,omitempty"`
-	// Head says how the anchored head given was found, when one was:
+	// Head (head_status) says how the anchored head given was found, when one was:
 	// "extended" (its link is in the chain with its hash) or "purged"
 	// (retention has since purged its link, lawfully by its age).
-	Head string `json:"head,omitempty"`
+	Head string `json:"head_status,omitempty"`
 	// Checkpoint is where the walk started when retention has purged the
 	// chain's head; nil when the chain is whole from its first entry.
 	Checkpoint *Checkpoint `json:"checkpoint,omitempty"`
