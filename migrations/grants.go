@@ -75,6 +75,9 @@ var ServingGrants = []Grant{
 	{"TABLE", "public.sandbox_public_tokens", noDelete},
 	{"TABLE", "public.idempotency_keys", readWrite},
 	{"TABLE", "public.verifications", readWrite},
+	// Failed verifications count against accounts and numbers: recorded,
+	// never changed; erased per subject and purged by retention.
+	{"TABLE", "public.verification_failures", []string{"SELECT", "INSERT", "DELETE"}},
 	{"TABLE", "public.sandbox_rail_deposits", noDelete},
 	{"TABLE", "public.outbox", readWrite},
 	{"TABLE", "public.outbox_targets", readWrite},
