@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +18,7 @@ import (
 	"github.com/kluis-dev/kluis/banklink/plaid"
 	"github.com/kluis-dev/kluis/banklink/plaid/plaidtest"
 	"github.com/kluis-dev/kluis/banklink/sandbox"
+	"github.com/kluis-dev/kluis/config"
 	"github.com/kluis-dev/kluis/postgres/pgtest"
 	"github.com/kluis-dev/kluis/vault"
 )
@@ -357,7 +360,28 @@ func TestScheduledRotationIsOffByDefault(t *testing.T) {
 	tok := userToken(t, "user_rotation_off")
 	be.linkPlaid(t, tok, plaidtest.InstitutionAuth)
 	dueForRotation(t, be)
-	if res, err := be.svc.RotateAccessTokens(context.Background(), banklink.DefaultTokenMaxAge, 0); err != nil || res != (banklink.RotationResult{}) {
+	// The default is config's: KLUIS_BANK_TOKEN_MAX_AGE unset.
+	jwks := filepath.Join(t.TempDir(), "jwks.json")
+	if err := os.WriteFile(jwks, []byte(`{"keys":[]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(func(k string) string {
+		switch k {
+		case "KLUIS_DATABASE_URL":
+			return "postgres://kluis@127.0.0.1:5432/kluis"
+		case "KLUIS_JWT_JWKS_FILE":
+			return jwks
+		case "KLUIS_JWT_ISSUER":
+			return "https://idp.example/"
+		case "KLUIS_LOCAL_KEK_FILE":
+			return filepath.Join(filepath.Dir(jwks), "kek")
+		}
+		return ""
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err := be.svc.RotateAccessTokens(context.Background(), cfg.BankTokenMaxAge, 0); err != nil || res != (banklink.RotationResult{}) {
 		t.Fatalf("rotation with the default max age = %+v, %v; want nothing", res, err)
 	}
 	if got := be.plaid.Calls(plaidtest.EndpointAccessTokenInvalidate); got != 0 {

@@ -210,7 +210,9 @@ func (s *Service) removeItem(ctx context.Context, actor Actor, externalSub strin
 // are listed in the answer, each with the error's code, and the others are
 // still tried. An item whose token was already dead at the provider
 // (relink_required, or invalid there) is removed but not counted as
-// revoked by the fence, and its audit entry says so.
+// revoked by the fence, and its audit entry says so. A link session whose
+// unstored token was never confirmed revoked is listed too (its id in
+// item_id, reason revoke_failed).
 func (s *Service) RevokeSubject(ctx context.Context, subjectID string, fence compliance.RevokeFence) (compliance.Revocation, error) {
 	var rev compliance.Revocation
 	items, err := listItems(ctx, s.db.Pool, subjectID)
@@ -240,18 +242,29 @@ func (s *Service) RevokeSubject(ctx context.Context, subjectID string, fence com
 			rev.Unrevoked = append(rev.Unrevoked, compliance.UnrevokedItem{ItemID: it.ID, Provider: it.Provider, Reason: code})
 		}
 	}
+	// A token kluis could not store and never saw revoked has nothing left
+	// to revoke it with: it stays unrevoked, named by its link session.
+	failed, err := revokeFailedSessions(ctx, s.db.Pool, subjectID)
+	if err != nil {
+		return rev, err
+	}
+	rev.Unrevoked = append(rev.Unrevoked, failed...)
 	return rev, nil
 }
 
 // Live counts the subject's items not removed yet and its exchanges in
 // flight (a session whose exchange lease is held: a provider token may be on
-// its way), in the erasure's transaction, for compliance.Revoker. The fence
-// refuses new claims, so what it counts can only end.
+// its way, or one kluis could not store is being revoked), and the sessions
+// whose unstored token was never confirmed revoked (revokeUnstored), in the
+// erasure's transaction, for compliance.Revoker. The fence refuses new
+// claims, so what it counts can only end, or stay until the run is
+// completed with exceptions.
 func (s *Service) Live(ctx context.Context, tx pgx.Tx, subjectID string) (int, error) {
 	var n int
 	err := tx.QueryRow(ctx, `
 		SELECT (SELECT count(*) FROM items WHERE subject_id = $1 AND status <> 'removed')
-		     + (SELECT count(*) FROM link_sessions WHERE subject_id = $1 AND status = 'succeeded' AND exchange_claimed_until > $2)`,
+		     + (SELECT count(*) FROM link_sessions WHERE subject_id = $1
+		        AND ((status = 'succeeded' AND exchange_claimed_until > $2) OR revoke_failed_at IS NOT NULL))`,
 		subjectID, s.now()).Scan(&n)
 	if err != nil {
 		return 0, dbErr("count live items", err)

@@ -276,7 +276,7 @@ func (s *Service) exchangeNew(ctx context.Context, actor Actor, row sessionRow, 
 	if err != nil {
 		// The token is live at the provider but kluis keeps no item for
 		// it: revoke it rather than leave access nobody can use or end.
-		s.removeQuietly(ex.AccessToken)
+		s.revokeUnstored(ctx, actor, row, hash, ex.ProviderItemID, ex.AccessToken)
 		return Item{}, err
 	}
 	it := Item{ID: kluis.NewID(kluis.PrefixItem), SubjectID: row.SubjectID, Provider: s.provider.Name(),
@@ -312,7 +312,7 @@ func (s *Service) exchangeNew(ctx context.Context, actor Actor, row sessionRow, 
 			"provider": it.Provider, "institution_id": it.InstitutionID, "credential_ref": it.CredentialRef, "accounts": added})
 	})
 	if err != nil {
-		s.removeQuietly(ex.AccessToken)
+		s.revokeUnstored(ctx, actor, row, hash, ex.ProviderItemID, ex.AccessToken)
 		return Item{}, err
 	}
 	return s.Item(ctx, actor.Name, it.ID)
@@ -460,13 +460,4 @@ func lastFour(digits string) string {
 		return digits
 	}
 	return digits[len(digits)-4:]
-}
-
-// removeQuietly revokes a token kluis could not store, best effort.
-func (s *Service) removeQuietly(token string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := s.provider.RemoveItem(ctx, token); err != nil {
-		s.log.Warn("could not revoke an item kluis did not keep", "code", kluis.ErrorCode(err), "cause", err.Error())
-	}
 }

@@ -13,14 +13,6 @@ import (
 	"github.com/kluis-dev/kluis/vault"
 )
 
-// DefaultTokenMaxAge is 0: scheduled rotation of access tokens that never
-// expire (Plaid's) is off unless configured. Plaid rotates a token only on
-// request and kills the old one at once; the new one exists only in the
-// answer, so one lost answer loses the item (it becomes relink_required).
-// Rotating on a schedule buys little against a token that is sealed at rest
-// and trades it for that risk on every item, every period.
-const DefaultTokenMaxAge time.Duration = 0
-
 // DefaultRotationBatch bounds the items one rotation run handles.
 const DefaultRotationBatch = 500
 
@@ -147,7 +139,9 @@ func (s *Service) rotateClaimed(ctx context.Context, id string, until time.Time,
 		return s.probe(ctx, it, v.Version, token, until)
 	}
 	// No new token for a subject being erased: its seal would be refused
-	// after the provider had already killed the old one.
+	// (storePending fences again, for an erasure approved meanwhile, and
+	// the failed store revokes the fresh token) after the provider had
+	// already killed the old one.
 	if err := vault.FenceSubject(ctx, s.db.Pool, it.SubjectID); err != nil {
 		s.releaseLease(ctx, it.ID, until)
 		return skipped, err
@@ -188,6 +182,11 @@ func (s *Service) storePending(ctx context.Context, it Item, version uint32, fre
 	}
 	defer clear(secret)
 	return s.db.InTx(ctx, func(tx pgx.Tx) error {
+		// SealPending updates a row, which the database's fence (on
+		// insert) does not see: fence the subject here.
+		if err := vault.FenceSubject(ctx, tx, it.SubjectID); err != nil {
+			return err
+		}
 		locked, err := anyItem(ctx, tx, it.ID)
 		if err != nil {
 			return err

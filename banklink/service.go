@@ -41,6 +41,9 @@ type Options struct {
 	// WebhookURL is given to the provider in link tokens: where it should
 	// send item events (https://…/webhooks/<provider>). Empty: none.
 	WebhookURL string
+	// OrphanRevokeFor bounds how long a provider token kluis could not
+	// store is retried at the provider (default DefaultOrphanRevokeFor).
+	OrphanRevokeFor time.Duration
 }
 
 // Service is bank linking: link sessions, exchange, items, accounts,
@@ -57,6 +60,8 @@ type Service struct {
 	clock    kluis.Clock
 	log      *slog.Logger
 	webhook  string
+	// orphanRevokeFor: see Options.OrphanRevokeFor.
+	orphanRevokeFor time.Duration
 }
 
 // New checks opts and returns a Service.
@@ -65,7 +70,11 @@ func New(opts Options) (*Service, error) {
 		return nil, errors.New("banklink: DB, Vault, Auditor, Provider and Keys are required")
 	}
 	s := &Service{db: opts.DB, vault: opts.Vault, audit: opts.Auditor, provider: opts.Provider, keys: opts.Keys,
-		keyName: opts.KeyName, clock: opts.Clock, log: opts.Logger, webhook: opts.WebhookURL}
+		keyName: opts.KeyName, clock: opts.Clock, log: opts.Logger, webhook: opts.WebhookURL,
+		orphanRevokeFor: opts.OrphanRevokeFor}
+	if s.orphanRevokeFor <= 0 {
+		s.orphanRevokeFor = DefaultOrphanRevokeFor
+	}
 	if s.keyName == "" {
 		s.keyName = vault.SystemKeyVerification
 	}

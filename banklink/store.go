@@ -142,11 +142,14 @@ func markExchanged(ctx context.Context, tx pgx.Tx, id string, hash []byte, itemI
 	return tag.RowsAffected() == 1, nil
 }
 
-// expireSessions sets expired on open sessions past their deadline.
+// expireSessions sets expired on open sessions past their deadline, but
+// not while an exchange holds the lease (it may still be revoking a token
+// it could not store).
 func expireSessions(ctx context.Context, q querier, now time.Time, limit int) (int, error) {
 	tag, err := q.Exec(ctx, `
 		UPDATE link_sessions SET status = 'expired', exchange_claimed_until = NULL, updated_at = $1
 		WHERE id IN (SELECT id FROM link_sessions WHERE status IN ('created', 'succeeded') AND expires_at <= $1
+		               AND (exchange_claimed_until IS NULL OR exchange_claimed_until <= $1)
 		             ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)`, now, limit)
 	if err != nil {
 		return 0, dbErr("expire link sessions", err)

@@ -92,9 +92,11 @@ func tokenOf(cred vault.Credential) (string, error) {
 // revokeAtProvider removes the item at the provider with every token
 // given. revoked is true when the provider accepted one of them (the item
 // is gone there: its other tokens die with it). A token the provider no
-// longer knows counts as not revoked, never as revoked. When none was
-// accepted and the provider failed for one (unreachable, refusing), the
-// error is returned and the caller changes nothing.
+// longer knows counts as not revoked, never as revoked. When the provider
+// failed for any of them (unreachable, refusing), even if it accepted
+// another, the error is returned and the caller changes nothing: the
+// removal is tried again with every version, rather than a version that
+// may still be live being let go.
 func (s *Service) revokeAtProvider(ctx context.Context, tokens []liveToken) (bool, error) {
 	var failure error
 	revoked := false
@@ -112,10 +114,12 @@ func (s *Service) revokeAtProvider(ctx context.Context, tokens []liveToken) (boo
 			failure = providerErr("remove item", err)
 		}
 	}
-	if revoked {
-		return true, nil
+	if failure != nil {
+		// One version may still be live: change nothing, so that the call
+		// is retried with every version.
+		return false, failure
 	}
-	return false, failure
+	return revoked, nil
 }
 
 // sameVersions checks, in tx, that what stands behind the credential is what

@@ -20,7 +20,11 @@ import (
 // item the provider did not revoke. The one who acknowledged cannot also
 // complete (EForbidden, audited), so one person alone never can. A request
 // in any other status is EConflict; a legal hold refuses both steps
-// (ELegalHold). Every step is audited in the transaction that makes it.
+// (ELegalHold). The completion is EConflict (audited, reason still_live)
+// while the revokers count more live at a provider than the unrevoked
+// items it would name (an exchange in flight, or an item linked since the
+// last pass): the erasure must be resumed first. Every step is audited in
+// the transaction that makes it.
 func (s *Service) CompleteWithExceptions(ctx context.Context, by Staff, id string) (ErasureRequest, error) {
 	r, err := s.GetErasure(ctx, id)
 	if err != nil {
@@ -61,6 +65,8 @@ func (s *Service) CompleteWithExceptions(ctx context.Context, by Staff, id strin
 	switch {
 	case kluis.ErrorCode(err) == ELegalHold:
 		return r, s.refuseCompletion(ctx, entry, r.SubjectPseudonym, "legal_hold", err)
+	case err == errLiveBeyondExceptions:
+		return r, s.refuseCompletion(ctx, entry, r.SubjectPseudonym, "still_live", err)
 	case err != nil:
 		return r, err
 	case denied:
@@ -98,6 +104,9 @@ func (s *Service) acknowledgeExceptions(ctx context.Context, tx pgx.Tx, by Staff
 // first, then rows), writes the receipt naming the unrevoked items, and
 // completes the request, in the caller's transaction.
 func (s *Service) completeWithExceptions(ctx context.Context, tx pgx.Tx, by Staff, r ErasureRequest, e Entry) error {
+	if err := s.liveOnlyAsExcepted(ctx, tx, r); err != nil {
+		return err
+	}
 	keys, err := s.keys.DestroySubjectKeys(ctx, tx, r.subjectID)
 	if err != nil {
 		return err
@@ -151,6 +160,31 @@ func (s *Service) completeWithExceptions(ctx context.Context, tx pgx.Tx, by Staf
 		e.Details["erased_"+t] = n
 	}
 	return s.auditor.appendPseudonymous(ctx, tx, e, r.SubjectPseudonym)
+}
+
+// errLiveBeyondExceptions refuses a completion with exceptions while the
+// subject has more live at a provider than the items the staff accepted to
+// leave unrevoked (an exchange in flight, say): its token could no longer
+// be revoked once the keys are gone, and the receipt would not name it.
+var errLiveBeyondExceptions = kluis.Errorf(kluis.EConflict,
+	"the subject has access live at a provider, or an exchange in flight, that is not among the unrevoked items; resume the erasure first")
+
+// liveOnlyAsExcepted checks, in the completion's transaction (which holds
+// the subject's lock), that what the revokers count as live is no more than
+// the unrevoked items the receipt will name.
+func (s *Service) liveOnlyAsExcepted(ctx context.Context, tx pgx.Tx, r ErasureRequest) error {
+	live := 0
+	for _, rv := range s.revokers {
+		n, err := rv.Live(ctx, tx, r.subjectID)
+		if err != nil {
+			return err
+		}
+		live += n
+	}
+	if live > len(r.steps.Unrevoked) {
+		return errLiveBeyondExceptions
+	}
+	return nil
 }
 
 func unrevokedIDs(items []UnrevokedItem) []string {
