@@ -33,6 +33,7 @@ type gatedSandbox struct {
 	release  chan struct{}
 	refuse   atomic.Bool
 	onRemove atomic.Pointer[func()]
+	removes  atomic.Int32 // RemoveItem calls
 }
 
 func (g *gatedSandbox) ExchangePublicToken(ctx context.Context, publicToken string) (banklink.Exchange, error) {
@@ -45,6 +46,7 @@ func (g *gatedSandbox) ExchangePublicToken(ctx context.Context, publicToken stri
 }
 
 func (g *gatedSandbox) RemoveItem(ctx context.Context, token string) error {
+	g.removes.Add(1)
 	if f := g.onRemove.Swap(nil); f != nil {
 		(*f)()
 	}
@@ -63,7 +65,7 @@ type fenceEnv struct {
 	comp *compliance.Service
 }
 
-func startFence(t *testing.T) *fenceEnv {
+func startFence(t *testing.T, opts ...func(*banklink.Options)) *fenceEnv {
 	t.Helper()
 	fe := &fenceEnv{bankEnv: &bankEnv{}, gate: &gatedSandbox{entered: make(chan struct{}), release: make(chan struct{})}}
 	late := &lateRing{}
@@ -74,7 +76,11 @@ func startFence(t *testing.T) *fenceEnv {
 			t.Fatal(err)
 		}
 		fe.gate.Provider, fe.sandbox = sb, sb
-		svc, err := banklink.New(banklink.Options{DB: d.DB, Vault: d.Vault, Auditor: d.Auditor, Provider: fe.gate, Keys: keys, Logger: d.Logger})
+		o := banklink.Options{DB: d.DB, Vault: d.Vault, Auditor: d.Auditor, Provider: fe.gate, Keys: keys, Logger: d.Logger}
+		for _, opt := range opts {
+			opt(&o)
+		}
+		svc, err := banklink.New(o)
 		if err != nil {
 			t.Fatal(err)
 		}
