@@ -92,9 +92,11 @@ func defaultClasses() []RetentionClass {
 	return []RetentionClass{
 		{
 			Name: "link_sessions", Table: "link_sessions", Subject: "t.subject_id",
-			Where: `(t.status IN ('expired', 'exited', 'exchanged') AND t.updated_at < $1)
-				OR (t.status IN ('created', 'succeeded') AND t.expires_at < $1)`,
-			Requires: []string{"status", "updated_at", "expires_at", "subject_id"},
+			// A session whose unstored token was never confirmed revoked is
+			// kept: it is the erasure's record that access may be live.
+			Where: `((t.status IN ('expired', 'exited', 'exchanged') AND t.updated_at < $1)
+				OR (t.status IN ('created', 'succeeded') AND t.expires_at < $1)) AND t.revoke_failed_at IS NULL`,
+			Requires: []string{"status", "updated_at", "expires_at", "subject_id", "revoke_failed_at"},
 			Default:  30 * day, Min: time.Hour,
 			Description: "link sessions that ended (expired, exited or exchanged), or that were never finished and are past their deadline",
 		},

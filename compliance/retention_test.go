@@ -369,3 +369,27 @@ func TestTheDatabaseRefusesAuditDeletesWithoutACheckpoint(t *testing.T) {
 		t.Fatal("a checkpoint that does not match the chain was accepted")
 	}
 }
+
+// Issue 10: a link session whose unstored token was never confirmed
+// revoked is the erasure's record that access may be live: the purge keeps
+// it however old, and purges its neighbour.
+func TestThePurgeKeepsALinkSessionWhoseRevokeFailed(t *testing.T) {
+	db, _ := pgtest.Open(t)
+	ctx := context.Background()
+	now := time.Now().UTC()
+	sid := newSubject(t, db, "user-revoke-failed")
+	old := now.Add(-400 * 24 * time.Hour)
+	kept := fixtures["link_sessions"](t, db, old, sid)
+	exec(t, db, `UPDATE link_sessions SET revoke_failed_at = $2 WHERE id = $1`, kept.arg, old)
+	gone := fixtures["link_sessions"](t, db, old, sid)
+	purger := compliance.NewPurger(db, compliance.NewAuditor(db, testPseudonyms{}, nil), fixedClock{now}, nil)
+	if _, err := purger.Purge(ctx, compliance.PurgeOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(t, db, `SELECT count(*) FROM link_sessions WHERE id = $1`, kept.arg); n != 1 {
+		t.Errorf("the revoke_failed session was purged")
+	}
+	if n := count(t, db, `SELECT count(*) FROM link_sessions WHERE id = $1`, gone.arg); n != 0 {
+		t.Errorf("its old neighbour was kept")
+	}
+}
