@@ -34,6 +34,17 @@ type gatedSandbox struct {
 	refuse   atomic.Bool
 	onRemove atomic.Pointer[func()]
 	removes  atomic.Int32 // RemoveItem calls
+	onRotate atomic.Pointer[func()]
+}
+
+// RotateAccessToken runs the test's hook, if any, once the provider has
+// rotated (the old token is dead, the fresh one exists only in the answer).
+func (g *gatedSandbox) RotateAccessToken(ctx context.Context, token string) (string, error) {
+	fresh, err := g.Provider.RotateAccessToken(ctx, token)
+	if f := g.onRotate.Swap(nil); f != nil && err == nil {
+		(*f)()
+	}
+	return fresh, err
 }
 
 func (g *gatedSandbox) ExchangePublicToken(ctx context.Context, publicToken string) (banklink.Exchange, error) {

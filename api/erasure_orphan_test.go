@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -120,5 +121,39 @@ func TestAnUnstoredTokenNeverRevokedLeavesTheErasureNeedsAttentionNamingIt(t *te
 	if done.Status != compliance.ErasureCompletedWithExceptions || done.Receipt == nil ||
 		len(done.Receipt.UnrevokedItems) != 1 || done.Receipt.UnrevokedItems[0].ItemID != session {
 		t.Fatalf("completed = %+v, want completed_with_exceptions naming %s", done, session)
+	}
+}
+
+// Issue 10: an erasure approved while a rotation talks to the provider
+// refuses the pending seal (an update, which the database's fence does not
+// see): the fresh token is revoked, the item is relink_required, never
+// active with a token sealed for an erasing subject, and the run completes
+// with nothing live at the provider.
+func TestAnErasureApprovedMidRotationRefusesThePendingSeal(t *testing.T) {
+	fe := startFence(t)
+	const sub = "user_rotated_while_erased"
+	tok := userToken(t, sub)
+	it := fe.linkSandbox(t, tok, "ins_sandbox")
+	dueForRotation(t, fe.bankEnv)
+	var id string
+	hook := func() { id, _, _ = fe.erase(t, sub) }
+	fe.gate.onRotate.Store(&hook)
+	_, _ = fe.svc.RotateAccessTokens(context.Background(), time.Hour, 0)
+	if id == "" {
+		t.Fatal("the rotation did not reach the provider")
+	}
+	var status string
+	if err := fe.DB.Pool.QueryRow(context.Background(), `SELECT status FROM items WHERE id = $1`, it.ID).Scan(&status); err != nil {
+		t.Fatal(err)
+	}
+	if status != banklink.ItemRelinkRequired {
+		t.Fatalf("item after a rotation refused its seal = %s, want %s", status, banklink.ItemRelinkRequired)
+	}
+	if n := fe.liveAtProvider(t); n != 0 {
+		t.Fatalf("live at the provider = %d, want 0 (the fresh token revoked)", n)
+	}
+	code, body := fe.approve(t, id)
+	if done := decode[erasureBody](t, body); code != 200 || done.Status != compliance.ErasureCompleted {
+		t.Fatalf("the run after the rotation = %d %s, want completed", code, body)
 	}
 }
