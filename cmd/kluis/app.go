@@ -36,7 +36,9 @@ type app struct {
 	auditor *compliance.Auditor
 	// Feature services, built once on first use (handlers and jobs share them).
 	bank        *banklink.Service
-	bankBreaker *bankbreaker.Provider
+	// bankBreakers: one circuit breaker per configured provider that is
+	// not the sandbox, each with its own metric.
+	bankBreakers []*bankbreaker.Provider
 	comp        *compliance.Service
 	verify      *verificationParts
 	closers     []func()
