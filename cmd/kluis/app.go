@@ -36,9 +36,7 @@ type app struct {
 	auditor *compliance.Auditor
 	// Feature services, built once on first use (handlers and jobs share them).
 	bank        *banklink.Service
-	// bankBreakers: one circuit breaker per configured provider that is
-	// not the sandbox, each with its own metric.
-	bankBreakers []*bankbreaker.Provider
+	breakers    []*bankbreaker.Provider // one per bank provider but the sandbox
 	comp        *compliance.Service
 	verify      *verificationParts
 	closers     []func()

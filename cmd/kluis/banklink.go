@@ -24,7 +24,7 @@ func init() {
 			return err
 		}
 		d.BankLink = svc
-		for _, b := range a.bankBreakers {
+		for _, b := range a.breakers {
 			d.Registry.MustRegister(b.Collector())
 		}
 		return nil
@@ -82,7 +82,7 @@ func (a *app) bankProviders() (banklink.Providers, error) {
 		}
 		if name != "sandbox" {
 			b := bankbreaker.New(p, bankbreaker.Options{})
-			a.bankBreakers = append(a.bankBreakers, b)
+			a.breakers = append(a.breakers, b)
 			p = b
 		}
 		list = append(list, p)
