@@ -24,7 +24,7 @@ func init() {
 			return err
 		}
 		d.BankLink = svc
-		for _, b := range a.breakers {
+		for _, b := range a.bankBreaker {
 			d.Registry.MustRegister(b.Collector())
 		}
 		return nil
@@ -82,7 +82,7 @@ func (a *app) bankProviders() (banklink.Providers, error) {
 		}
 		if name != "sandbox" {
 			b := bankbreaker.New(p, bankbreaker.Options{})
-			a.breakers = append(a.breakers, b)
+			a.bankBreaker = append(a.bankBreaker, b)
 			p = b
 		}
 		list = append(list, p)
