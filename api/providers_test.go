@@ -14,11 +14,15 @@ import (
 	"github.com/kluis-dev/kluis/banklink/plaid/plaidtest"
 	"github.com/kluis-dev/kluis/banklink/sandbox"
 	"github.com/kluis-dev/kluis/vault"
+	"github.com/kluis-dev/kluis/verification"
+	"github.com/kluis-dev/kluis/verification/sandboxrail"
 )
 
 // startBoth starts one kluis with two bank providers, the sandbox first
 // (the default) and the Plaid adapter against an in-test Plaid, as
-// KLUIS_BANK_PROVIDERS=sandbox,plaid builds them.
+// KLUIS_BANK_PROVIDERS=sandbox,plaid builds them, and verification with
+// the rails cmd/kluis gives them: the sandbox's accounts and manual ones
+// (the default provider's rail) over the sandbox rail, Plaid's over none.
 func startBoth(t *testing.T) *bankEnv {
 	t.Helper()
 	be := &bankEnv{plaid: plaidtest.NewServer(t)}
@@ -41,6 +45,13 @@ func startBoth(t *testing.T) *bankEnv {
 			t.Fatal(err)
 		}
 		be.svc, be.sandbox, d.BankLink = svc, sb, svc
+		rail := sandboxrail.New(d.DB, d.Pseudonyms.(*vault.SystemKeys), 0, nil)
+		d.Verification, err = verification.New(verification.Options{DB: d.DB, Vault: d.Vault, Auditor: d.Auditor,
+			Keys: d.Pseudonyms.(*vault.SystemKeys), Logger: d.Logger, Items: svc,
+			Rail: rail, Rails: map[string]verification.Rail{"sandbox": rail}})
+		if err != nil {
+			t.Fatal(err)
+		}
 	})
 	return be
 }
@@ -240,6 +251,69 @@ func TestOneKluisLinksThroughTheSandboxAndPlaidAndEachItemKeepsItsProvider(t *te
 		}
 		if got := be.items(t, tok); len(got) != 0 {
 			t.Fatalf("items left: %v", got)
+		}
+	})
+}
+
+// TestTheItemsProviderDecidesInstantVerificationAndTheRail: with both
+// providers, a linked account's micro-deposits go over its item's
+// provider's rail (the sandbox's; Plaid has none), instant verification is
+// its provider's auth, and a manual account uses the default rail.
+func TestTheItemsProviderDecidesInstantVerificationAndTheRail(t *testing.T) {
+	be := startBoth(t)
+	tok := userToken(t, "user_two_rails")
+	s, _ := be.sessionWith(t, tok, `{}`)
+	sbNoAuth := be.exchange(t, tok, s.ID, be.sandboxPublicToken(t, tok, s.ID, sandbox.InstitutionNoAuth), 201)
+	link := func(inst string) itemBody {
+		s, _ := be.sessionWith(t, tok, `{"provider":"plaid"}`)
+		pub, err := be.plaid.CompleteLink(s.LinkToken, inst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return be.exchange(t, tok, s.ID, pub, 201)
+	}
+	plAuth, plNoAuth := link(plaidtest.InstitutionAuth), link(plaidtest.InstitutionNoAuth)
+	status, _, body := be.call(t, "POST", "/v1/accounts", tok, manualBody(canaryAccount, goodRouting))
+	var manual accountBody
+	want(t, status, 201, body, &manual)
+
+	start := func(accountID string) (int, string) {
+		status, _, body := be.call(t, "POST", "/v1/accounts/"+accountID+"/verifications", tok, `{"method":"auto"}`)
+		return status, body
+	}
+	railOf := func(t *testing.T, body string) string {
+		t.Helper()
+		var v verificationBody
+		want(t, 201, 201, body, &v)
+		var rail *string
+		if err := be.DB.Pool.QueryRow(context.Background(), `SELECT rail FROM verifications WHERE id = $1`, v.ID).Scan(&rail); err != nil {
+			t.Fatal(err)
+		}
+		if rail == nil {
+			return v.Method + " on no rail"
+		}
+		return v.Method + " on " + *rail
+	}
+	t.Run("a sandbox account without auth goes over the sandbox rail", func(t *testing.T) {
+		status, body := start(sbNoAuth.Accounts[0].ID)
+		if status != 201 || railOf(t, body) != "micro_deposits on sandbox" {
+			t.Fatalf("%d %s", status, body)
+		}
+	})
+	t.Run("a Plaid account with auth is verified instantly", func(t *testing.T) {
+		status, body := start(plAuth.Accounts[0].ID)
+		if status != 201 || railOf(t, body) != "instant on no rail" {
+			t.Fatalf("%d %s", status, body)
+		}
+	})
+	t.Run("a Plaid account without auth has no rail", func(t *testing.T) {
+		status, body := start(plNoAuth.Accounts[0].ID)
+		mustError(t, status, body, 422, "micro_deposits_unavailable")
+	})
+	t.Run("a manual account goes over the default provider's rail", func(t *testing.T) {
+		status, body := start(manual.ID)
+		if status != 201 || railOf(t, body) != "micro_deposits on sandbox" {
+			t.Fatalf("%d %s", status, body)
 		}
 	})
 }
