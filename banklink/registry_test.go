@@ -24,7 +24,9 @@ type sandboxLike struct {
 	named
 }
 
-func (sandboxLike) CompleteLink(context.Context, banklink.SandboxLink) (string, error) { return "", nil }
+func (sandboxLike) CompleteLink(context.Context, banklink.SandboxLink) (string, error) {
+	return "", nil
+}
 func (sandboxLike) SignedWebhook(context.Context, string, string) (http.Header, []byte, error) {
 	return nil, nil, nil
 }
