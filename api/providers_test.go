@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/api"
 	"github.com/kluis-dev/kluis/api/apitest"
@@ -316,4 +318,103 @@ func TestTheItemsProviderDecidesInstantVerificationAndTheRail(t *testing.T) {
 			t.Fatalf("%d %s", status, body)
 		}
 	})
+}
+
+// TestErasureRevokesEachItemAtItsOwnProvider: the erasure's revocation
+// (banklink.Service.RevokeSubject) sends each of the subject's items to its
+// own provider, and a provider that refuses leaves only its item unrevoked.
+func TestErasureRevokesEachItemAtItsOwnProvider(t *testing.T) {
+	be := startBoth(t)
+	sub := "user_two_providers_erased"
+	tok := userToken(t, sub)
+	s, _ := be.sessionWith(t, tok, `{}`)
+	sbItem := be.exchange(t, tok, s.ID, be.sandboxPublicToken(t, tok, s.ID, sandbox.InstitutionAuth), 201)
+	s, _ = be.sessionWith(t, tok, `{"provider":"plaid"}`)
+	pub, err := be.plaid.CompleteLink(s.LinkToken, plaidtest.InstitutionAuth)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plItem := be.exchange(t, tok, s.ID, pub, 201)
+	pid := providerItemID(t, be, plItem.ID)
+	_, it := be.internalItem(t, sbItem.ID)
+	_, secret := be.reveal(t, be.ServiceClient(t, "payments"), it.CredentialRef)
+	sbToken := secret["access_token"]
+
+	ctx := context.Background()
+	subjectID, err := vault.LookupSubject(ctx, be.DB.Pool, sub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	revoked := map[string]bool{}
+	fence := func(_ context.Context, _ pgx.Tx, itemID string, providerRevoked bool) error {
+		revoked[itemID] = providerRevoked
+		return nil
+	}
+	// Plaid refuses this pass: only the Plaid item stays.
+	be.plaid.FailNext(plaidtest.EndpointItemRemove, 1, "INTERNAL_SERVER_ERROR")
+	rev, err := be.svc.RevokeSubject(ctx, subjectID, fence)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rev.Unrevoked) != 1 || rev.Unrevoked[0].ItemID != plItem.ID || rev.Unrevoked[0].Provider != "plaid" {
+		t.Fatalf("unrevoked = %+v, want the Plaid item only", rev.Unrevoked)
+	}
+	if !revoked[sbItem.ID] || be.itemStatus(t, sbItem.ID) != "removed" || be.itemStatus(t, plItem.ID) != "active" {
+		t.Fatalf("after the first pass: revoked %v, sandbox item %s, Plaid item %s", revoked,
+			be.itemStatus(t, sbItem.ID), be.itemStatus(t, plItem.ID))
+	}
+	if _, err := be.sandbox.GetAccounts(ctx, sbToken); kluis.ErrorCode(err) != banklink.CodeInvalidToken {
+		t.Fatalf("the sandbox token lives on: %v", err)
+	}
+	if _, ok := be.plaid.Item(pid); !ok {
+		t.Fatal("the Plaid item is gone at Plaid though Plaid refused")
+	}
+	rev, err = be.svc.RevokeSubject(ctx, subjectID, fence)
+	if err != nil || len(rev.Unrevoked) != 0 || !revoked[plItem.ID] {
+		t.Fatalf("second pass: %+v, %v", rev, err)
+	}
+	if _, ok := be.plaid.Item(pid); ok {
+		t.Fatal("the Plaid item is still at Plaid")
+	}
+}
+
+// TestAnItemOfAProviderNoLongerConfiguredFailsClosed: after an operator
+// drops Plaid from KLUIS_BANK_PROVIDERS, a Plaid item is neither sent to
+// another provider nor removed without its revocation: unlinking it is 503
+// and changes nothing, and a webhook to Plaid's route is 404.
+func TestAnItemOfAProviderNoLongerConfiguredFailsClosed(t *testing.T) {
+	be := startBoth(t)
+	tok := userToken(t, "user_provider_dropped")
+	s, _ := be.sessionWith(t, tok, `{"provider":"plaid"}`)
+	pub, err := be.plaid.CompleteLink(s.LinkToken, plaidtest.InstitutionAuth)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plItem := be.exchange(t, tok, s.ID, pub, 201)
+	pid := providerItemID(t, be, plItem.ID)
+
+	// The same database, served by a kluis configured with the sandbox only.
+	sandboxOnly, err := banklink.New(banklink.Options{DB: be.DB, Vault: be.Deps.Vault, Auditor: be.Deps.Auditor,
+		Provider: be.sandbox, Keys: be.System, Logger: be.Deps.Logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = sandboxOnly.DeleteItem(context.Background(), banklink.User("user_provider_dropped", "req_dropped"), plItem.ID)
+	if kluis.ErrorCode(err) != kluis.EUnavailable {
+		t.Fatalf("unlinking an item of an unconfigured provider = %v, want unavailable", err)
+	}
+	if be.itemStatus(t, plItem.ID) != "active" {
+		t.Fatal("the item changed")
+	}
+	if _, ok := be.plaid.Item(pid); !ok {
+		t.Fatal("the item is gone at Plaid")
+	}
+	w := be.plaid.LoginRequiredWebhook(pid)
+	if _, err := sandboxOnly.HandleWebhook(context.Background(), "plaid", w.Header, w.Body, "req_dropped"); kluis.ErrorCode(err) != kluis.ENotFound {
+		t.Fatalf("a webhook for an unconfigured provider = %v, want not found", err)
+	}
+	if _, err := sandboxOnly.CreateLinkSession(context.Background(), banklink.User("user_provider_dropped", "req_dropped"),
+		nil, plItem.ID, ""); kluis.ErrorCode(err) != kluis.EUnavailable {
+		t.Fatalf("update mode of an item of an unconfigured provider = %v, want unavailable", err)
+	}
 }
