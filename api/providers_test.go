@@ -399,6 +399,9 @@ func TestAnItemOfAProviderNoLongerConfiguredFailsClosed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if names, err := sandboxOnly.UnconfiguredProviders(context.Background()); err != nil || len(names) != 1 || names[0] != "plaid" {
+		t.Fatalf("unconfigured providers of live items = %v, %v; want plaid", names, err)
+	}
 	_, err = sandboxOnly.DeleteItem(context.Background(), banklink.User("user_provider_dropped", "req_dropped"), plItem.ID)
 	if kluis.ErrorCode(err) != kluis.EUnavailable {
 		t.Fatalf("unlinking an item of an unconfigured provider = %v, want unavailable", err)

@@ -141,3 +141,21 @@ func (s *Service) ItemProvider(ctx context.Context, itemID string) (provider, st
 	}
 	return it.Provider, it.Status, nil
 }
+
+// UnconfiguredProviders lists the providers that live items were linked
+// through but that are not configured: their items answer 503 to every call
+// that needs the provider (unlink and erasure included) until the operator
+// configures them again. Start-up warns about them.
+func (s *Service) UnconfiguredProviders(ctx context.Context) ([]string, error) {
+	names, err := liveItemProviders(ctx, s.db.Pool)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, n := range names {
+		if _, ok := s.providers.Lookup(n); !ok {
+			out = append(out, n)
+		}
+	}
+	return out, nil
+}

@@ -62,8 +62,26 @@ func (a *app) bankLink() (*banklink.Service, error) {
 	if err != nil {
 		return nil, err
 	}
+	a.warnUnconfiguredProviders(svc)
 	a.bank = svc
 	return svc, nil
+}
+
+// warnUnconfiguredProviders says at start which providers live items were
+// linked through that the configuration no longer names: those items fail
+// closed (503) until the provider is configured again.
+func (a *app) warnUnconfiguredProviders(svc *banklink.Service) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	names, err := svc.UnconfiguredProviders(ctx)
+	if err != nil {
+		a.log.Warn("could not check the providers of linked items", "cause", err.Error())
+		return
+	}
+	if len(names) > 0 {
+		a.log.Warn("linked items belong to bank providers that are not configured: unlinking, erasing and refreshing them fails until KLUIS_BANK_PROVIDERS names them again",
+			"providers", names)
+	}
 }
 
 // bankProviders builds the registry of the configured providers, in the
