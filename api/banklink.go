@@ -292,7 +292,9 @@ func (d *Deps) sandboxFireWebhook(c echo.Context) error {
 
 // providerWebhook takes a provider's webhook. It needs no user token: the
 // provider's own signature over the raw body is checked by the provider
-// adapter. A refused signature is audited (without the body) and is 401.
+// adapter. A refused signature is 401, audited in aggregate (d.Refusals:
+// per source and minute, without the body), so forged webhooks cannot flood
+// the audit log.
 func (d *Deps) providerWebhook(c echo.Context) error {
 	body, err := io.ReadAll(c.Request().Body)
 	if err != nil {
@@ -305,16 +307,7 @@ func (d *Deps) providerWebhook(c echo.Context) error {
 	provider := c.Param("provider")
 	res, err := d.BankLink.HandleWebhook(c.Request().Context(), provider, c.Request().Header, body, requestID(c))
 	if kluis.ErrorCode(err) == banklink.CodeBadSignature {
-		details := map[string]any{"reason": "webhook signature refused", "route": routeOf(c), "provider": clip(provider)}
-		if ip := c.RealIP(); ip != "" {
-			details["client"] = d.Pseudonyms.Pseudonym("client_ip", ip)
-		}
-		if aerr := d.Auditor.Record(c.Request().Context(), compliance.Entry{
-			ActorKind: compliance.ActorAnonymous, Action: "webhook.refused", Outcome: compliance.OutcomeDenied,
-			RequestID: requestID(c), Details: details,
-		}); aerr != nil {
-			return aerr
-		}
+		d.noteRefusal(c, compliance.RefusalWebhook, "webhook signature refused", compliance.ActorProvider, provider)
 		return kluis.Errorf(banklink.CodeBadSignature, "the webhook signature does not verify")
 	}
 	if err != nil {

@@ -34,6 +34,7 @@ var statusOf = map[string]int{
 	kluis.EUnavailable:      http.StatusServiceUnavailable,
 	kluis.EInternal:         http.StatusInternalServerError,
 	kluis.ESubjectErasing:   http.StatusConflict,
+	EMFAStale:               http.StatusUnauthorized,
 }
 
 // RegisterErrorStatus adds a specific code (such as "verification_mismatch")

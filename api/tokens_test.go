@@ -486,3 +486,140 @@ func TestSandboxUserPermissionRevokedAnswers410ForTheToken(t *testing.T) {
 		t.Fatalf("accounts after revocation = %d %s", status, body)
 	}
 }
+
+// legacyPending leaves the item as a rotation by the kluis before stable
+// refs left it when its switch failed: Plaid rotated (the current token is
+// dead), the live successor sealed under a ref of its own in
+// items.pending_credential_ref.
+func legacyPending(t *testing.T, be *bankEnv, sub, itemID string) (string, string) {
+	t.Helper()
+	ctx := context.Background()
+	_, internal := be.internalItem(t, itemID)
+	_, sec := be.reveal(t, be.ServiceClient(t, "payments"), internal.CredentialRef)
+	adapter, err := plaid.New(plaid.Options{ClientID: be.plaid.ClientID, Secret: be.plaid.Secret, BaseURL: be.plaid.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh, err := adapter.RotateAccessToken(ctx, sec["access_token"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	sid, err := vault.LookupSubject(ctx, be.DB.Pool, sub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ref string
+	err = be.DB.InTx(ctx, func(tx pgx.Tx) error {
+		var err error
+		ref, err = be.Store.Seal(ctx, tx, sid, vault.KindBankAccessToken, []byte(`{"access_token":"`+fresh+`","provider":"plaid"}`), "")
+		if err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `UPDATE items SET pending_credential_ref = $2 WHERE id = $1`, itemID, ref)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ref, fresh
+}
+
+func TestALegacyPendingTokenIsRevokedOnDeleteAndAdoptedUnderTheSameRefByRotation(t *testing.T) {
+	be := startBank(t, true)
+	const sub = "user_legacy_pending"
+	tok := userToken(t, sub)
+
+	t.Run("delete revokes with the legacy pending token: the item is gone at Plaid", func(t *testing.T) {
+		it := be.linkPlaid(t, tok, plaidtest.InstitutionAuth)
+		pid := providerItemID(t, be, it.ID)
+		legacyRef, _ := legacyPending(t, be, sub, it.ID)
+		status, _, body := be.call(t, "DELETE", "/v1/items/"+it.ID, tok, "")
+		want(t, status, 204, body, nil)
+		if _, ok := be.plaid.Item(pid); ok || len(be.plaid.LiveTokens(pid)) != 0 {
+			t.Fatal("the legacy pending token is still live at Plaid")
+		}
+		if status, _ := be.revealRaw(t, legacyRef); status != 404 {
+			t.Fatalf("legacy pending credential reveal = %d, want 404", status)
+		}
+	})
+	t.Run("the next rotation run adopts it as the pending version of the item's ref and switches", func(t *testing.T) {
+		it := be.linkPlaid(t, tok, plaidtest.InstitutionAuth)
+		_, internal := be.internalItem(t, it.ID)
+		legacyRef, fresh := legacyPending(t, be, sub, it.ID)
+		res, err := be.svc.RotateAccessTokens(context.Background(), 0, 0)
+		if err != nil || res.Finished != 1 {
+			t.Fatalf("run = %+v, %v; want the legacy switch finished", res, err)
+		}
+		_, sec := be.reveal(t, be.ServiceClient(t, "payments"), internal.CredentialRef)
+		if sec["access_token"] != fresh {
+			t.Fatal("the item's ref does not reveal the live token")
+		}
+		if status, _ := be.revealRaw(t, legacyRef); status != 404 {
+			t.Fatalf("legacy pending credential reveal = %d, want 404", status)
+		}
+	})
+}
+
+func TestUpdateModeWithATokenTheProviderNoLongerKnowsMakesTheItemRelinkRequired(t *testing.T) {
+	be := startBank(t, true)
+	tok := userToken(t, "user_update_dead")
+	it := be.linkPlaid(t, tok, plaidtest.InstitutionAuth)
+	live := be.plaid.LiveTokens(providerItemID(t, be, it.ID))
+	adapter, err := plaid.New(plaid.Options{ClientID: be.plaid.ClientID, Secret: be.plaid.Secret, BaseURL: be.plaid.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := adapter.RemoveItem(context.Background(), live[0]); err != nil {
+		t.Fatal(err)
+	}
+	status, _, body := be.call(t, "POST", "/v1/link/sessions", tok, `{"products":["auth"],"item_id":"`+it.ID+`"}`)
+	mustError(t, status, body, 422, "invalid_token")
+	if got := be.itemStatus(t, it.ID); got != "relink_required" {
+		t.Fatalf("item is %s, want relink_required", got)
+	}
+	if be.outboxCount(t, "item.relink_required", it.ID) != 1 {
+		t.Fatal("no item.relink_required event")
+	}
+}
+
+func TestARotationRacingADeleteLeavesNothingLiveAtTheProvider(t *testing.T) {
+	be := startBank(t, true)
+	tok := userToken(t, "user_rotation_delete_race")
+	var items []itemBody
+	for range 4 {
+		items = append(items, be.linkPlaid(t, tok, plaidtest.InstitutionAuth))
+	}
+	dueForRotation(t, be)
+	be.plaid.SetLatency(plaidtest.EndpointAccessTokenInvalidate, 10*time.Millisecond)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if _, err := be.svc.RotateAccessTokens(context.Background(), rotateAfter, 0); err != nil {
+			t.Errorf("rotation: %v", err)
+		}
+	}()
+	for _, it := range items {
+		wg.Add(1)
+		go func(id string) {
+			defer wg.Done()
+			for {
+				status, _, body := be.call(t, "DELETE", "/v1/items/"+id, tok, "")
+				if status == 409 { // a rotation holds the item's token: try again
+					time.Sleep(5 * time.Millisecond)
+					continue
+				}
+				if status != 204 {
+					t.Errorf("delete = %d %s, want 204", status, body)
+				}
+				return
+			}
+		}(it.ID)
+	}
+	wg.Wait()
+	for _, it := range items {
+		if live := be.plaid.LiveTokens(providerItemID(t, be, it.ID)); len(live) != 0 {
+			t.Fatalf("item %s has %d live tokens at Plaid after its delete", it.ID, len(live))
+		}
+	}
+}

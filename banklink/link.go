@@ -57,29 +57,40 @@ func (s *Service) CreateLinkSession(ctx context.Context, actor Actor, products [
 		return LinkSession{}, err
 	}
 	ttl := NewSessionTTL
+	var update Item
+	var version vault.Versions
 	if itemID != "" {
 		if !kluis.ValidID(kluis.PrefixItem, itemID) {
 			return LinkSession{}, notFound()
 		}
-		it, err := getItem(ctx, s.db.Pool, itemID, subjectID, false)
-		if err != nil {
+		if update, err = getItem(ctx, s.db.Pool, itemID, subjectID, false); err != nil {
 			return LinkSession{}, err
 		}
-		if it.Status != ItemActive && it.Status != ItemLoginRequired {
+		if update.Status != ItemActive && update.Status != ItemLoginRequired {
 			return LinkSession{}, kluis.Errorf(kluis.EConflict, "only an active item or one whose login is required can be updated")
 		}
-		if p, err = s.updateProvider(it, provider); err != nil {
+		if p, err = s.updateProvider(update, provider); err != nil {
 			return LinkSession{}, err
 		}
 		row.Provider = p.Name()
-		if req.AccessToken, err = s.accessToken(ctx, it.CredentialRef); err != nil {
+		if version, err = s.vault.CredentialVersions(ctx, s.db.Pool, update.CredentialRef, false); err != nil {
 			return LinkSession{}, err
 		}
-		row.Mode, row.ItemID, ttl = ModeUpdate, it.ID, UpdateSessionTTL
+		if req.AccessToken, err = s.accessToken(ctx, update.CredentialRef); err != nil {
+			return LinkSession{}, err
+		}
+		row.Mode, row.ItemID, ttl = ModeUpdate, update.ID, UpdateSessionTTL
 	}
 	req.WebhookURL = s.webhookURL(p.Name())
 	lt, err := p.CreateLinkToken(ctx, req)
 	if err != nil {
+		if update.ID != "" && !version.Pending && kluis.ErrorCode(err) == CodeInvalidToken {
+			// The provider no longer knows the item's only token: update
+			// mode cannot repair it, and the item must not stay active.
+			if _, merr := s.markRelinkRequired(ctx, actor, update, version.Version, "the provider no longer knows the token"); merr != nil {
+				s.log.Error("mark item relink_required", "item_id", update.ID, "cause", merr.Error())
+			}
+		}
 		return LinkSession{}, providerErr("create link token", err)
 	}
 	now := s.now()

@@ -35,11 +35,12 @@ const (
 // never arrived; the user must link again) or revoked (the user withdrew
 // consent at the provider); any → removed when the user unlinks.
 const (
-	ItemActive         = "active"
-	ItemLoginRequired  = "login_required"
+	ItemActive        = "active"
+	ItemLoginRequired = "login_required"
+	ItemRevoked       = "revoked"
+	ItemRemoved       = "removed"
+
 	ItemRelinkRequired = "relink_required"
-	ItemRevoked        = "revoked"
-	ItemRemoved        = "removed"
 )
 
 // Account states: an account is active until the user withdraws consent to
@@ -105,10 +106,9 @@ type Account struct {
 	Type               string
 	Subtype            string
 	VerificationStatus string
-	// Status is AccountActive or AccountRevoked.
-	Status           string
-	AccountNumberRef string
-	CreatedAt        time.Time
+	AccountNumberRef   string
+	CreatedAt          time.Time
+	Status             string // AccountActive or AccountRevoked
 }
 
 // SandboxLink is what a user types into the sandbox's Link UI.

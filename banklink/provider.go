@@ -111,11 +111,12 @@ type AuthNumbers struct {
 const (
 	EventLoginRequired = "login_required"
 	EventRevoked       = "revoked"
+	EventNewAccounts   = "new_accounts"
+	EventUnknown       = "unknown"
+
 	// EventAccountRevoked: the user withdrew consent to one account of the
 	// item (WebhookEvent.ProviderAccountID names it).
 	EventAccountRevoked = "account_revoked"
-	EventNewAccounts    = "new_accounts"
-	EventUnknown        = "unknown"
 )
 
 // WebhookEvent is a verified provider webhook.

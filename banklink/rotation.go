@@ -216,7 +216,7 @@ func (s *Service) storeFailed(ctx context.Context, it Item, version uint32, fres
 		s.log.Error("a rotated access token could not be stored or revoked: the item is live at the provider with a token kluis does not hold",
 			"item_id", it.ID, "code", kluis.ErrorCode(rerr), "cause", rerr.Error())
 	}
-	if _, err := s.markRelinkRequired(ctx, it, version, reason); err != nil {
+	if _, err := s.markRelinkRequired(ctx, rotationActor, it, version, reason); err != nil {
 		s.log.Error("mark item relink_required", "item_id", it.ID, "cause", err.Error())
 	}
 	return skipped, fmt.Errorf("banklink: store rotated token: %w", cause)
@@ -247,7 +247,7 @@ func (s *Service) probe(ctx context.Context, it Item, version uint32, token stri
 
 // lost marks the item relink_required: kluis holds no live token for it.
 func (s *Service) lost(ctx context.Context, it Item, version uint32, reason string) (rotationOutcome, error) {
-	changed, err := s.markRelinkRequired(ctx, it, version, reason)
+	changed, err := s.markRelinkRequired(ctx, rotationActor, it, version, reason)
 	if err != nil || !changed {
 		return skipped, err
 	}

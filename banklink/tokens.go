@@ -145,7 +145,7 @@ func (s *Service) sameVersions(ctx context.Context, tx pgx.Tx, want vault.Versio
 // audit entry and an item.relink_required event, in one transaction. It
 // does nothing when the credential moved on from version want since (a
 // concurrent rotation succeeded: nothing was lost).
-func (s *Service) markRelinkRequired(ctx context.Context, it Item, want uint32, reason string) (bool, error) {
+func (s *Service) markRelinkRequired(ctx context.Context, actor Actor, it Item, want uint32, reason string) (bool, error) {
 	ctx = context.WithoutCancel(ctx)
 	changed := false
 	err := s.db.InTx(ctx, func(tx pgx.Tx) error {
@@ -167,7 +167,7 @@ func (s *Service) markRelinkRequired(ctx context.Context, it Item, want uint32, 
 		if err != nil {
 			return err
 		}
-		return s.appendAudit(ctx, tx, rotationActor, "item.relink_required", it.ID, ext, map[string]any{
+		return s.appendAudit(ctx, tx, actor, "item.relink_required", it.ID, ext, map[string]any{
 			"from": it.Status, "reason": reason, "credential_ref": it.CredentialRef, "version": want})
 	})
 	return changed, err

@@ -114,6 +114,11 @@ type Config struct {
 	WebhookSecret     string
 	WebhookSecretFile string
 	WebhookRetryFor   time.Duration
+
+	// StaffMFAMaxAge bounds how long ago a staff token's auth_time may be,
+	// and StaffTokenMaxLifetime its exp - iat, for erasure and legal holds.
+	StaffMFAMaxAge        time.Duration
+	StaffTokenMaxLifetime time.Duration
 }
 
 // Rate is a limit of Events per Per (a burst of Events); zero Events is no
@@ -190,6 +195,8 @@ func Load(getenv Getenv) (*Config, error) {
 	}
 	c.RateVerificationConfirm = r.rate("KLUIS_RATE_LIMIT_VERIFICATION_CONFIRM", Rate{60, time.Minute})
 	c.RateLimitIPv6Prefix = r.integer("KLUIS_RATE_LIMIT_IPV6_PREFIX", 64, 32, 128)
+	c.StaffMFAMaxAge = r.duration("KLUIS_STAFF_MFA_MAX_AGE", 15*time.Minute, time.Minute, 12*time.Hour)
+	c.StaffTokenMaxLifetime = r.duration("KLUIS_STAFF_TOKEN_MAX_LIFETIME", 90*time.Minute, time.Minute, 24*time.Hour)
 	c.readRetention(&r)
 	c.readVerification(&r)
 	c.readBankProviders(&r)
@@ -237,6 +244,9 @@ func (c *Config) validate(r *reader) {
 	r.addr("KLUIS_INTERNAL_ADDR", c.InternalAddr)
 	r.pair("KLUIS_PUBLIC_TLS_CERT", c.PublicTLSCert, "KLUIS_PUBLIC_TLS_KEY", c.PublicTLSKey)
 	c.validateInternal(r)
+	if c.SPIFFETrustDomain != "" && !validTrustDomain(c.SPIFFETrustDomain) {
+		r.bad("KLUIS_SPIFFE_TRUST_DOMAIN", "must be a SPIFFE trust domain: lower-case letters, digits, '.', '-' and '_' (no scheme, no path)")
+	}
 	c.validateJWT(r)
 	c.validateKeys(r)
 	c.validateBank(r)
@@ -263,6 +273,21 @@ func (c *Config) validateInternal(r *reader) {
 	r.file("KLUIS_INTERNAL_TLS_KEY", c.InternalTLSKey)
 	r.file("KLUIS_INTERNAL_CLIENT_CA", c.InternalClientCA)
 	r.file("KLUIS_SERVICE_POLICY_FILE", c.ServicePolicyFile)
+}
+
+// validTrustDomain is the SPIFFE specification's trust domain name: what
+// api.ParseSPIFFEID compares a certificate's trust domain to byte for byte.
+func validTrustDomain(td string) bool {
+	if len(td) > 255 {
+		return false
+	}
+	for i := 0; i < len(td); i++ {
+		c := td[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 func (c *Config) validateJWT(r *reader) {

@@ -42,6 +42,9 @@ func TestTheDefaultsMatchTheContract(t *testing.T) {
 	if c.RequestTimeout.String() != "10s" {
 		t.Fatalf("request timeout = %s, want 10s", c.RequestTimeout)
 	}
+	if c.StaffMFAMaxAge != 15*time.Minute || c.StaffTokenMaxLifetime != 90*time.Minute {
+		t.Fatalf("staff token bounds = %s, %s; want 15m, 90m", c.StaffMFAMaxAge, c.StaffTokenMaxLifetime)
+	}
 }
 
 func TestEveryBadValueIsNamed(t *testing.T) {
@@ -58,6 +61,10 @@ func TestEveryBadValueIsNamed(t *testing.T) {
 		{"plaid without credentials", map[string]string{"KLUIS_BANK_PROVIDER": "plaid"},
 			[]string{"PLAID_CLIENT_ID", "PLAID_SECRET", "PLAID_BASE_URL"}},
 		{"a rate without a unit", map[string]string{"KLUIS_RATE_LIMIT_ADDRESS": "100"}, []string{"KLUIS_RATE_LIMIT_ADDRESS"}},
+		{"an upper-case trust domain", map[string]string{"KLUIS_SPIFFE_TRUST_DOMAIN": "Kluis.dev"}, []string{"KLUIS_SPIFFE_TRUST_DOMAIN"}},
+		{"a trust domain given as a URI", map[string]string{"KLUIS_SPIFFE_TRUST_DOMAIN": "spiffe://kluis.dev"}, []string{"KLUIS_SPIFFE_TRUST_DOMAIN"}},
+		{"staff MFA age out of bounds", map[string]string{"KLUIS_STAFF_MFA_MAX_AGE": "30s"}, []string{"KLUIS_STAFF_MFA_MAX_AGE"}},
+		{"staff token lifetime not a duration", map[string]string{"KLUIS_STAFF_TOKEN_MAX_LIFETIME": "forever"}, []string{"KLUIS_STAFF_TOKEN_MAX_LIFETIME"}},
 		{"a rate per day", map[string]string{"KLUIS_RATE_LIMIT_REVEAL": "5/d"}, []string{"KLUIS_RATE_LIMIT_REVEAL"}},
 		{"idempotency kept under a day", map[string]string{"KLUIS_IDEMPOTENCY_TTL": "1h"}, []string{"KLUIS_IDEMPOTENCY_TTL"}},
 		{"bad proxy CIDR", map[string]string{"KLUIS_TRUSTED_PROXIES": "10.0.0.0/8, nonsense"}, []string{"KLUIS_TRUSTED_PROXIES"}},

@@ -28,7 +28,7 @@ const (
 	ItemLoginRequired    = "item.login_required"
 	ItemRevoked          = "item.revoked"
 	ItemRelinkRequired   = "item.relink_required"
-	ItemTokenRotated     = "item.token_rotated"
+	ItemTokenRotated     = "item.token_rotated" // #nosec G101 -- an event type, not a credential
 	VerificationPosted   = "verification.posted"
 	VerificationVerified = "verification.verified"
 	VerificationFailed   = "verification.failed"

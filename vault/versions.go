@@ -14,7 +14,7 @@ import (
 // CodeCredentialRevoked is the error of a credential whose owner withdrew
 // consent at the provider: its secret is destroyed and only a tombstone is
 // left, so that its ref answers "revoked" (410) rather than "unknown" (404).
-const CodeCredentialRevoked = "credential_revoked"
+const CodeCredentialRevoked = "credential_revoked" // #nosec G101 -- an error code, not a credential
 
 // Versions says what stands behind a credential's ref: the current version's
 // number, whether a pending successor is sealed (a rotation under way), and

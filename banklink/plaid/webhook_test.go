@@ -363,6 +363,8 @@ func TestWebhookKinds(t *testing.T) {
 		{"consent about to expire", "ITEM", "PENDING_EXPIRATION", map[string]any{"consent_expiration_time": "2025-04-01T00:00:00Z"}, banklink.EventLoginRequired, "PENDING_EXPIRATION"},
 		{"a pending disconnect", "ITEM", "PENDING_DISCONNECT", map[string]any{"reason": "INSTITUTION_MIGRATION"}, banklink.EventLoginRequired, "PENDING_DISCONNECT"},
 		{"consent revoked", "ITEM", "USER_PERMISSION_REVOKED", nil, banklink.EventRevoked, "USER_PERMISSION_REVOKED"},
+		{"consent to one account revoked", "ITEM", "USER_ACCOUNT_REVOKED", map[string]any{"account_id": "acct-7"}, banklink.EventAccountRevoked, "USER_ACCOUNT_REVOKED"},
+		{"an account revocation naming no account", "ITEM", "USER_ACCOUNT_REVOKED", nil, banklink.EventUnknown, "USER_ACCOUNT_REVOKED"},
 		{"new accounts", "ITEM", "NEW_ACCOUNTS_AVAILABLE", nil, banklink.EventNewAccounts, "NEW_ACCOUNTS_AVAILABLE"},
 		{"a repaired login", "ITEM", "LOGIN_REPAIRED", nil, banklink.EventUnknown, "LOGIN_REPAIRED"},
 		{"a transactions update", "TRANSACTIONS", "SYNC_UPDATES_AVAILABLE", nil, banklink.EventUnknown, "SYNC_UPDATES_AVAILABLE"},
@@ -377,6 +379,9 @@ func TestWebhookKinds(t *testing.T) {
 			}
 			if ev.Kind != tt.want || ev.ProviderType != tt.typ || ev.ProviderCode != tt.wantCodeStr || ev.ProviderItemID != "item-9" {
 				t.Errorf("event = %+v, want kind %s", ev, tt.want)
+			}
+			if (ev.Kind == banklink.EventAccountRevoked) != (ev.ProviderAccountID == "acct-7") {
+				t.Errorf("event = %+v: the revoked account is not named", ev)
 			}
 		})
 	}
