@@ -637,7 +637,7 @@ func (c *Config) readVerificationLimits(r *reader) {
 // bankProvidersSetting names the variable the bank providers came from, for
 // problems about them.
 func (c *Config) bankProvidersSetting() string {
-	if len(c.BankProviders) > 1 || c.bankProvidersListed {
+	if c.bankProvidersListed {
 		return "KLUIS_BANK_PROVIDERS"
 	}
 	return "KLUIS_BANK_PROVIDER"
