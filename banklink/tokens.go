@@ -90,8 +90,9 @@ func tokenOf(cred vault.Credential) (string, error) {
 }
 
 // revokeAtProvider removes the item at its provider (the one it was linked
-// through: provider) with every token given. revoked is true when the provider accepted one of them (the item
-// is gone there: its other tokens die with it). A token the provider no
+// through: provider) with every token given. revoked is true when the
+// provider accepted one of them (the item is gone there: its other tokens
+// die with it). A token the provider no
 // longer knows counts as not revoked, never as revoked. When none was
 // accepted and the provider failed for one (unreachable, refusing), the
 // error is returned and the caller changes nothing; so it is when the
