@@ -26,10 +26,11 @@ const (
 	exchangePoll  = 25 * time.Millisecond
 )
 
-// CreateLinkSession starts a link flow for the subject sub: a new item, or
-// update mode for itemID (which sub must own, active or login_required).
-// The link token is in the answer only.
-func (s *Service) CreateLinkSession(ctx context.Context, actor Actor, products []string, itemID string) (LinkSession, error) {
+// CreateLinkSession starts a link flow for the subject sub: a new item at
+// provider (empty: the default provider; one not configured is EInvalid),
+// or update mode for itemID (which sub must own, active or login_required)
+// at the item's own provider. The link token is in the answer only.
+func (s *Service) CreateLinkSession(ctx context.Context, actor Actor, products []string, itemID, provider string) (LinkSession, error) {
 	if len(products) == 0 {
 		products = []string{"auth"}
 	}
@@ -41,13 +42,17 @@ func (s *Service) CreateLinkSession(ctx context.Context, actor Actor, products [
 			return LinkSession{}, kluis.Errorf(kluis.EInvalid, "products may hold only auth, transactions, balance and identity")
 		}
 	}
+	p, err := s.sessionProvider(provider)
+	if err != nil {
+		return LinkSession{}, err
+	}
 	subjectID, err := vault.EnsureSubject(ctx, s.db.Pool, actor.Name)
 	if err != nil {
 		return LinkSession{}, err
 	}
-	row := sessionRow{ID: kluis.NewID(kluis.PrefixLinkSession), SubjectID: subjectID, Provider: s.provider.Name(),
+	row := sessionRow{ID: kluis.NewID(kluis.PrefixLinkSession), SubjectID: subjectID, Provider: p.Name(),
 		Mode: ModeNew, Status: SessionCreated, Products: products}
-	req := LinkTokenRequest{Products: products, WebhookURL: s.webhook}
+	req := LinkTokenRequest{Products: products}
 	if req.ClientUserID, err = s.clientUserID(subjectID); err != nil {
 		return LinkSession{}, err
 	}
@@ -64,6 +69,10 @@ func (s *Service) CreateLinkSession(ctx context.Context, actor Actor, products [
 		if update.Status != ItemActive && update.Status != ItemLoginRequired {
 			return LinkSession{}, kluis.Errorf(kluis.EConflict, "only an active item or one whose login is required can be updated")
 		}
+		if p, err = s.updateProvider(update, provider); err != nil {
+			return LinkSession{}, err
+		}
+		row.Provider = p.Name()
 		if version, err = s.vault.CredentialVersions(ctx, s.db.Pool, update.CredentialRef, false); err != nil {
 			return LinkSession{}, err
 		}
@@ -72,7 +81,8 @@ func (s *Service) CreateLinkSession(ctx context.Context, actor Actor, products [
 		}
 		row.Mode, row.ItemID, ttl = ModeUpdate, update.ID, UpdateSessionTTL
 	}
-	lt, err := s.provider.CreateLinkToken(ctx, req)
+	req.WebhookURL = s.webhookURL(p.Name())
+	lt, err := p.CreateLinkToken(ctx, req)
 	if err != nil {
 		if update.ID != "" && !version.Pending && kluis.ErrorCode(err) == CodeInvalidToken {
 			// The provider no longer knows the item's only token: update
@@ -102,7 +112,8 @@ func (s *Service) CreateLinkSession(ctx context.Context, actor Actor, products [
 	if err != nil {
 		return LinkSession{}, err
 	}
-	return LinkSession{ID: row.ID, Mode: row.Mode, ItemID: row.ItemID, Status: row.Status, LinkToken: lt.Token, ExpiresAt: row.ExpiresAt}, nil
+	return LinkSession{ID: row.ID, Mode: row.Mode, ItemID: row.ItemID, Provider: row.Provider, Status: row.Status,
+		LinkToken: lt.Token, ExpiresAt: row.ExpiresAt}, nil
 }
 
 // openSession reads the subject's session, with expiry computed: an open
@@ -134,11 +145,11 @@ func sessionClosed(status string) error {
 // CodeInvalidCredentials) and moves the session to succeeded, keeping only
 // the public token's hash. Only the sandbox provider has it.
 func (s *Service) SandboxPublicToken(ctx context.Context, actor Actor, sessionID string, login SandboxLink) (string, error) {
-	linker, ok := s.provider.(SandboxLinker)
-	if !ok {
-		return "", notFound()
-	}
 	row, _, err := s.openSession(ctx, s.db.Pool, actor.Name, sessionID)
+	if err != nil {
+		return "", err
+	}
+	linker, err := s.sandboxLinker(row.Provider)
 	if err != nil {
 		return "", err
 	}
@@ -268,18 +279,22 @@ func (s *Service) claim(ctx context.Context, id, subjectID string, hash []byte, 
 // accounts and numbers, and stores the item with its token and numbers
 // sealed, all in one transaction with the session's transition.
 func (s *Service) exchangeNew(ctx context.Context, actor Actor, row sessionRow, hash []byte, publicToken string) (Item, error) {
-	ex, err := s.provider.ExchangePublicToken(ctx, publicToken)
+	p, err := s.providers.Provider(row.Provider)
+	if err != nil {
+		return Item{}, err
+	}
+	ex, err := p.ExchangePublicToken(ctx, publicToken)
 	if err != nil {
 		return Item{}, providerErr("exchange public token", err)
 	}
-	accts, numbers, err := s.fetchAccounts(ctx, ex.AccessToken)
+	accts, numbers, err := s.fetchAccounts(ctx, p, ex.AccessToken)
 	if err != nil {
 		// The token is live at the provider but kluis keeps no item for
 		// it: revoke it rather than leave access nobody can use or end.
-		s.removeQuietly(ex.AccessToken)
+		s.removeQuietly(p, ex.AccessToken)
 		return Item{}, err
 	}
-	it := Item{ID: kluis.NewID(kluis.PrefixItem), SubjectID: row.SubjectID, Provider: s.provider.Name(),
+	it := Item{ID: kluis.NewID(kluis.PrefixItem), SubjectID: row.SubjectID, Provider: p.Name(),
 		ProviderItemID: ex.ProviderItemID, InstitutionID: accts.Institution.ID, InstitutionName: accts.Institution.Name,
 		Status: ItemActive}
 	if it.ProviderItemID == "" {
@@ -288,7 +303,7 @@ func (s *Service) exchangeNew(ctx context.Context, actor Actor, row sessionRow, 
 	now := s.now()
 	err = s.db.InTx(ctx, func(tx pgx.Tx) error {
 		var err error
-		if it.CredentialRef, err = s.sealAccessToken(ctx, tx, row.SubjectID, ex.AccessToken); err != nil {
+		if it.CredentialRef, err = s.sealAccessToken(ctx, tx, row.SubjectID, it.Provider, ex.AccessToken); err != nil {
 			return err
 		}
 		if err := insertItem(ctx, tx, it, now); err != nil {
@@ -312,7 +327,7 @@ func (s *Service) exchangeNew(ctx context.Context, actor Actor, row sessionRow, 
 			"provider": it.Provider, "institution_id": it.InstitutionID, "credential_ref": it.CredentialRef, "accounts": added})
 	})
 	if err != nil {
-		s.removeQuietly(ex.AccessToken)
+		s.removeQuietly(p, ex.AccessToken)
 		return Item{}, err
 	}
 	return s.Item(ctx, actor.Name, it.ID)
@@ -325,11 +340,15 @@ func (s *Service) exchangeUpdate(ctx context.Context, actor Actor, row sessionRo
 	if err != nil {
 		return Item{}, err
 	}
+	p, err := s.providers.Provider(it.Provider)
+	if err != nil {
+		return Item{}, err
+	}
 	token, err := s.accessToken(ctx, it.CredentialRef)
 	if err != nil {
 		return Item{}, err
 	}
-	accts, numbers, err := s.fetchAccounts(ctx, token)
+	accts, numbers, err := s.fetchAccounts(ctx, p, token)
 	if err != nil {
 		return Item{}, err
 	}
@@ -381,14 +400,14 @@ func (s *Service) exchangeUpdate(ctx context.Context, actor Actor, row sessionRo
 }
 
 // fetchAccounts reads an item's institution, accounts and (where the
-// institution has instant auth) their numbers.
-func (s *Service) fetchAccounts(ctx context.Context, token string) (ItemAccounts, map[string]AuthNumbers, error) {
-	accts, err := s.provider.GetAccounts(ctx, token)
+// institution has instant auth) their numbers at the item's provider p.
+func (s *Service) fetchAccounts(ctx context.Context, p Provider, token string) (ItemAccounts, map[string]AuthNumbers, error) {
+	accts, err := p.GetAccounts(ctx, token)
 	if err != nil {
 		return ItemAccounts{}, nil, providerErr("get accounts", err)
 	}
 	numbers := map[string]AuthNumbers{}
-	auth, err := s.provider.GetAuth(ctx, token)
+	auth, err := p.GetAuth(ctx, token)
 	switch {
 	case kluis.ErrorCode(err) == CodeProductNotSupported:
 		// No instant auth here: the accounts are linked without numbers
@@ -462,11 +481,11 @@ func lastFour(digits string) string {
 	return digits[len(digits)-4:]
 }
 
-// removeQuietly revokes a token kluis could not store, best effort.
-func (s *Service) removeQuietly(token string) {
+// removeQuietly revokes at p a token kluis could not store, best effort.
+func (s *Service) removeQuietly(p Provider, token string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := s.provider.RemoveItem(ctx, token); err != nil {
+	if err := p.RemoveItem(ctx, token); err != nil {
 		s.log.Warn("could not revoke an item kluis did not keep", "code", kluis.ErrorCode(err), "cause", err.Error())
 	}
 }

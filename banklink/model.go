@@ -64,9 +64,11 @@ const (
 // LinkSession is a link session as the caller sees it. LinkToken is set
 // only in the answer that created the session: it is never stored.
 type LinkSession struct {
-	ID        string
-	Mode      string
-	ItemID    string
+	ID     string
+	Mode   string
+	ItemID string
+	// Provider is the bank provider the session links through.
+	Provider  string
 	Status    string
 	LinkToken string
 	ExpiresAt time.Time

@@ -14,7 +14,8 @@ import (
 )
 
 // Provider is a bank-data aggregator. Access tokens and public tokens are
-// secrets: implementations never put them in errors, logs or URLs.
+// secrets: implementations never put them in errors, logs or URLs. Every
+// implementation passes the contract suite in banklink/banklinktest.
 //
 // Errors are kluis errors (wrapped) with these codes: CodeItemLoginRequired,
 // CodeRateLimited (with retry_after_seconds where the provider says),
@@ -22,7 +23,9 @@ import (
 // CodeProductNotSupported, kluis.EUnavailable when the provider cannot be
 // reached or fails, and kluis.EInternal for anything unexpected.
 type Provider interface {
-	// Name is "sandbox" or "plaid".
+	// Name is the provider's name ("sandbox", "plaid"): its key in the
+	// registry (Providers), what every item and link session records, and
+	// the {provider} of its webhook route. It never changes.
 	Name() string
 	// CreateLinkToken starts a link flow (new, or update mode when
 	// AccessToken is set) and returns the token the app's Link UI opens.

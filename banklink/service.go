@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -26,11 +27,15 @@ type MACer interface {
 }
 
 // Options builds a Service. Every field but Clock, Logger and WebhookURL is
-// required.
+// required, and one of Providers and Provider.
 type Options struct {
-	DB       *postgres.DB
-	Vault    *vault.Store
-	Auditor  *compliance.Auditor
+	DB      *postgres.DB
+	Vault   *vault.Store
+	Auditor *compliance.Auditor
+	// Providers are the configured bank providers (NewProviders); the
+	// first is the default of a link session that names none.
+	Providers Providers
+	// Provider is shorthand for Providers with this one provider.
 	Provider Provider
 	Keys     MACer
 	// KeyName is the system key Keys uses (default vault.SystemKeyVerification);
@@ -39,7 +44,8 @@ type Options struct {
 	Clock   kluis.Clock
 	Logger  *slog.Logger
 	// WebhookURL is given to the provider in link tokens: where it should
-	// send item events (https://…/webhooks/<provider>). Empty: none.
+	// send item events (https://…/webhooks/<provider>; a "{provider}" in
+	// it is replaced by the provider's name). Empty: none.
 	WebhookURL string
 }
 
@@ -48,23 +54,36 @@ type Options struct {
 // (Postgres does), so any number of instances can run. It is safe for
 // concurrent use.
 type Service struct {
-	db       *postgres.DB
-	vault    *vault.Store
-	audit    *compliance.Auditor
-	provider Provider
-	keys     MACer
-	keyName  string
-	clock    kluis.Clock
-	log      *slog.Logger
-	webhook  string
+	db    *postgres.DB
+	vault *vault.Store
+	audit *compliance.Auditor
+	// providers is the registry every call about an item or a session
+	// looks its own provider up in.
+	providers Providers
+	keys      MACer
+	keyName   string
+	clock     kluis.Clock
+	log       *slog.Logger
+	webhook   string
 }
 
 // New checks opts and returns a Service.
 func New(opts Options) (*Service, error) {
-	if opts.DB == nil || opts.Vault == nil || opts.Auditor == nil || opts.Provider == nil || opts.Keys == nil {
-		return nil, errors.New("banklink: DB, Vault, Auditor, Provider and Keys are required")
+	if opts.DB == nil || opts.Vault == nil || opts.Auditor == nil || opts.Keys == nil {
+		return nil, errors.New("banklink: DB, Vault, Auditor, Providers and Keys are required")
 	}
-	s := &Service{db: opts.DB, vault: opts.Vault, audit: opts.Auditor, provider: opts.Provider, keys: opts.Keys,
+	providers := opts.Providers
+	switch {
+	case opts.Provider != nil && len(providers) > 0:
+		return nil, errors.New("banklink: set Providers or Provider, not both")
+	case opts.Provider != nil:
+		providers = Providers{opts.Provider}
+	}
+	providers, err := NewProviders(providers...)
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{db: opts.DB, vault: opts.Vault, audit: opts.Auditor, providers: providers, keys: opts.Keys,
 		keyName: opts.KeyName, clock: opts.Clock, log: opts.Logger, webhook: opts.WebhookURL}
 	if s.keyName == "" {
 		s.keyName = vault.SystemKeyVerification
@@ -78,14 +97,20 @@ func New(opts Options) (*Service, error) {
 	return s, nil
 }
 
-// ProviderName is the configured provider's name ("sandbox", "plaid").
-func (s *Service) ProviderName() string { return s.provider.Name() }
+// ProviderNames lists the configured providers' names, the default first.
+func (s *Service) ProviderNames() []string { return s.providers.Names() }
 
-// Sandbox reports whether the provider is the sandbox, whose own routes
-// exist only then.
+// Sandbox reports whether the sandbox is among the providers: its own
+// routes exist only then.
 func (s *Service) Sandbox() bool {
-	_, ok := s.provider.(SandboxLinker)
+	_, ok := s.providers.Sandbox()
 	return ok
+}
+
+// webhookURL is the webhook URL a provider's link tokens carry: a
+// "{provider}" in the configured one names the provider.
+func (s *Service) webhookURL(provider string) string {
+	return strings.ReplaceAll(s.webhook, "{provider}", provider)
 }
 
 func (s *Service) now() time.Time { return s.clock.Now().UTC() }
@@ -149,9 +174,9 @@ func (s *Service) accessToken(ctx context.Context, ref string) (string, error) {
 	return sec.AccessToken, nil
 }
 
-// sealAccessToken seals an access token for the subject in tx.
-func (s *Service) sealAccessToken(ctx context.Context, tx pgx.Tx, subjectID, token string) (string, error) {
-	secret, err := s.accessTokenSecret(token)
+// sealAccessToken seals an access token of provider for the subject in tx.
+func (s *Service) sealAccessToken(ctx context.Context, tx pgx.Tx, subjectID, provider, token string) (string, error) {
+	secret, err := accessTokenSecret(provider, token)
 	if err != nil {
 		return "", err
 	}
@@ -159,13 +184,14 @@ func (s *Service) sealAccessToken(ctx context.Context, tx pgx.Tx, subjectID, tok
 	return s.vault.Seal(ctx, tx, subjectID, vault.KindBankAccessToken, secret, "")
 }
 
-// accessTokenSecret is the sealed form of an access token; the caller
-// clears it.
-func (s *Service) accessTokenSecret(token string) ([]byte, error) {
+// accessTokenSecret is the sealed form of an access token of provider (the
+// item's own: reveal names it to the service that acts on the token); the
+// caller clears it.
+func accessTokenSecret(provider, token string) ([]byte, error) {
 	return json.Marshal(struct {
 		AccessToken string `json:"access_token"`
 		Provider    string `json:"provider"`
-	}{token, s.provider.Name()})
+	}{token, provider})
 }
 
 // sealNumbers seals an account's numbers for the subject in tx, with the

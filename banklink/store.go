@@ -551,3 +551,16 @@ func itemsDueForRotation(ctx context.Context, q querier, now, cutoff time.Time, 
 // notFound is the one answer for a missing object and another subject's:
 // the same code and message, so the two cannot be told apart.
 func notFound() error { return kluis.Errorf(kluis.ENotFound, "not found") }
+
+// liveItemProviders lists the providers of items not removed.
+func liveItemProviders(ctx context.Context, q querier) ([]string, error) {
+	rows, err := q.Query(ctx, `SELECT DISTINCT provider FROM items WHERE status <> 'removed' ORDER BY provider`)
+	if err != nil {
+		return nil, dbErr("list item providers", err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, dbErr("list item providers", err)
+	}
+	return names, nil
+}

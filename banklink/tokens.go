@@ -89,18 +89,24 @@ func tokenOf(cred vault.Credential) (string, error) {
 	return sec.AccessToken, nil
 }
 
-// revokeAtProvider removes the item at the provider with every token
-// given. revoked is true when the provider accepted one of them (the item
-// is gone there: its other tokens die with it). A token the provider no
+// revokeAtProvider removes the item at its provider (the one it was linked
+// through: provider) with every token given. revoked is true when the
+// provider accepted one of them (the item is gone there: its other tokens
+// die with it). A token the provider no
 // longer knows counts as not revoked, never as revoked. When none was
 // accepted and the provider failed for one (unreachable, refusing), the
-// error is returned and the caller changes nothing.
-func (s *Service) revokeAtProvider(ctx context.Context, tokens []liveToken) (bool, error) {
+// error is returned and the caller changes nothing; so it is when the
+// item's provider is not configured.
+func (s *Service) revokeAtProvider(ctx context.Context, provider string, tokens []liveToken) (bool, error) {
+	p, err := s.providers.Provider(provider)
+	if err != nil {
+		return false, err
+	}
 	var failure error
 	revoked := false
 	for _, t := range tokens {
 		callCtx, cancel := context.WithTimeout(ctx, providerCallTimeout)
-		err := s.provider.RemoveItem(callCtx, t.token)
+		err := p.RemoveItem(callCtx, t.token)
 		cancel()
 		switch {
 		case err == nil:

@@ -23,13 +23,13 @@ func dbErr(op string, err error) error {
 }
 
 const verificationColumns = `id, account_id, subject_id, requested_method, method, COALESCE(answer_kind, ''), status,
-	attempts_remaining, COALESCE(rail_ref, ''), expires_at, created_at, updated_at`
+	attempts_remaining, COALESCE(rail, ''), COALESCE(rail_ref, ''), expires_at, created_at, updated_at`
 
 func scanVerification(r pgx.Row) (Verification, error) {
 	var v Verification
 	var status string
 	err := r.Scan(&v.ID, &v.AccountID, &v.SubjectID, &v.RequestedMethod, &v.Method, &v.AnswerKind, &status,
-		&v.AttemptsRemaining, &v.RailRef, &v.ExpiresAt, &v.CreatedAt, &v.UpdatedAt)
+		&v.AttemptsRemaining, &v.Rail, &v.RailRef, &v.ExpiresAt, &v.CreatedAt, &v.UpdatedAt)
 	v.Status = Status(status)
 	return v, err
 }
