@@ -218,6 +218,14 @@ type Account struct {
 	VerificationStatus string
 	AccountNumberRef   string
 	CreatedAt          time.Time
+	// Country (US or ZA) and BankID (South Africa) of a manual account;
+	// empty for a linked one.
+	Country, BankID string
+	// HolderIDRef is the sealed holder's ID number (kind id_number) of a
+	// South African manual account, when the user gave one: with
+	// AccountNumberRef ({"account_number", "branch_code", "bank_id",
+	// "holder_name"}) it is what a bank account verification sends.
+	HolderIDRef string
 	// Revoked: the user withdrew consent to the account at the provider; it
 	// cannot be verified again.
 	Revoked bool
