@@ -139,9 +139,9 @@ func (m ManualAccount) validateZA(today time.Time) error {
 	case errors.Is(err, za.ErrAccountLength):
 		lo, hi := bank.AccountLengths()
 		if lo == hi {
-			return fieldError("account_number", "must be %d digits for %s", lo, bank.Name)
+			return fieldError("account_number", "must be %d digits at this bank", lo)
 		}
-		return fieldError("account_number", "must be %d to %d digits for %s", lo, hi, bank.Name)
+		return fieldError("account_number", "must be %d to %d digits at this bank", lo, hi)
 	case err != nil:
 		return fieldError("account_number", "must be digits only")
 	}
