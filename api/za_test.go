@@ -314,3 +314,18 @@ func countWhere(t *testing.T, env *apitest.Env, q string, args ...any) int {
 	}
 	return n
 }
+
+func TestConcurrentEntriesOfOneSouthAfricanAccountMakeOne(t *testing.T) {
+	ve := startVerify(t)
+	tok := userToken(t, "user_za_race")
+	got := race(t, 20, func() int {
+		status, _ := ve.call(t, "POST", "/v1/accounts", tok, zaBody(nil))
+		return status
+	})
+	if got[201] != 1 || got[409] != 19 {
+		t.Fatalf("statuses = %v, want one 201 and 19 409s", got)
+	}
+	if n := ve.count(t, `SELECT count(*) FROM credentials WHERE kind = 'id_number'`); n != 1 {
+		t.Fatalf("%d id_number credentials, want 1 (the refused entries seal nothing)", n)
+	}
+}
