@@ -287,10 +287,10 @@ func (s *Service) CreateManualAccount(ctx context.Context, actor Actor, m Manual
 			a.Country, bankID, holderRef, now); err != nil {
 			return dbErr("insert account", err)
 		}
-		details := map[string]any{"account_number_ref": a.AccountNumberRef, "subtype": a.Subtype, "country": a.Country}
-		if a.BankID != "" {
-			details["bank_id"] = a.BankID
-		}
+		// References only: the entry outlives an erasure, so it says
+		// nothing of the person (not even their bank) beyond what was
+		// already logged for every manual account.
+		details := map[string]any{"account_number_ref": a.AccountNumberRef, "subtype": a.Subtype}
 		if a.HolderIDRef != "" {
 			details["holder_id_ref"] = a.HolderIDRef
 		}
