@@ -107,9 +107,9 @@ func (m ManualAccount) validate(today time.Time) error {
 }
 
 func (m ManualAccount) validateUS() error {
-	for field, v := range map[string]string{"bank_id": m.BankID, "branch_code": m.BranchCode, "holder_id_number": m.HolderIDNumber} {
-		if v != "" {
-			return fieldError(field, "is for South African accounts (country ZA) only")
+	for _, f := range []struct{ name, value string }{{"bank_id", m.BankID}, {"branch_code", m.BranchCode}, {"holder_id_number", m.HolderIDNumber}} {
+		if f.value != "" {
+			return fieldError(f.name, "is for South African accounts (country ZA) only")
 		}
 	}
 	if !digits(m.AccountNumber, 4, 17) {
