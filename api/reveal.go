@@ -26,7 +26,8 @@ type revealRequest struct {
 
 // revealResponse carries the secret: {"access_token", "provider"} for a
 // bank_access_token, {"account_number", "routing_number"} for an
-// account_number.
+// account_number ({"account_number", "branch_code", "bank_id"} for a South
+// African manual account's).
 type revealResponse struct {
 	Ref    string          `json:"ref"`
 	Kind   string          `json:"kind"`

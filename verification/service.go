@@ -249,6 +249,14 @@ type Account struct {
 	// Provider is the bank provider of the account's item, once asked
 	// (Items); "" for a manual account.
 	Provider string
+	// Country (US or ZA) and BankID (South Africa) of a manual account;
+	// empty for a linked one.
+	Country, BankID string
+	// HolderIDRef is the sealed holder's ID number (kind id_number) of a
+	// South African manual account, when the user gave one: with
+	// AccountNumberRef ({"account_number", "branch_code", "bank_id",
+	// "holder_name"}) it is what a bank account verification sends.
+	HolderIDRef string
 	// Revoked: the user withdrew consent to the account at the provider; it
 	// cannot be verified again.
 	Revoked bool
