@@ -121,7 +121,7 @@ func (s *Service) DeleteItem(ctx context.Context, actor Actor, id string) error 
 // cannot be reached leaves everything as it was.
 func (s *Service) removeItem(ctx context.Context, actor Actor, externalSub string, it Item) error {
 	if it.CredentialRef != "" {
-		token, err := s.accessToken(ctx, it.CredentialRef)
+		token, err := s.accessToken(ctx, it.ID, it.CredentialRef)
 		if err != nil {
 			return err
 		}

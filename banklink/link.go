@@ -63,7 +63,7 @@ func (s *Service) CreateLinkSession(ctx context.Context, actor Actor, products [
 		if it.Status != ItemActive && it.Status != ItemLoginRequired {
 			return LinkSession{}, kluis.Errorf(kluis.EConflict, "only an active item or one whose login is required can be updated")
 		}
-		if req.AccessToken, err = s.accessToken(ctx, it.CredentialRef); err != nil {
+		if req.AccessToken, err = s.accessToken(ctx, it.ID, it.CredentialRef); err != nil {
 			return LinkSession{}, err
 		}
 		row.Mode, row.ItemID, ttl = ModeUpdate, it.ID, UpdateSessionTTL
@@ -137,7 +137,7 @@ func (s *Service) SandboxPublicToken(ctx context.Context, actor Actor, sessionID
 		if err != nil {
 			return "", err
 		}
-		if login.AccessToken, err = s.accessToken(ctx, it.CredentialRef); err != nil {
+		if login.AccessToken, err = s.accessToken(ctx, it.ID, it.CredentialRef); err != nil {
 			return "", err
 		}
 		login.InstitutionID = it.InstitutionID
@@ -252,7 +252,7 @@ func (s *Service) exchangeNew(ctx context.Context, actor Actor, row sessionRow, 
 	now := s.now()
 	err = s.db.InTx(ctx, func(tx pgx.Tx) error {
 		var err error
-		if it.CredentialRef, err = s.sealAccessToken(ctx, tx, row.SubjectID, ex.AccessToken); err != nil {
+		if it.CredentialRef, err = s.sealAccessToken(ctx, tx, it.ID, row.SubjectID, ex.AccessToken); err != nil {
 			return err
 		}
 		if err := insertItem(ctx, tx, it, now); err != nil {
@@ -289,7 +289,7 @@ func (s *Service) exchangeUpdate(ctx context.Context, actor Actor, row sessionRo
 	if err != nil {
 		return Item{}, err
 	}
-	token, err := s.accessToken(ctx, it.CredentialRef)
+	token, err := s.accessToken(ctx, it.ID, it.CredentialRef)
 	if err != nil {
 		return Item{}, err
 	}
@@ -384,7 +384,7 @@ func (s *Service) addAccounts(ctx context.Context, tx pgx.Tx, it Item, accts []P
 			ProviderAccountID: pa.ProviderAccountID, Name: clip(pa.Name), Mask: safeMask(pa.Mask),
 			Type: clip(pa.Type), Subtype: clip(pa.Subtype)}
 		if n, ok := numbers[pa.ProviderAccountID]; ok && vault.NormalizeAccountNumber(n.AccountNumber) != "" {
-			if a.AccountNumberRef, err = s.sealNumbers(ctx, tx, it.SubjectID, n); err != nil {
+			if a.AccountNumberRef, err = s.sealNumbers(ctx, tx, a.ID, it.SubjectID, n); err != nil {
 				return 0, err
 			}
 			if a.Mask == "" {

@@ -81,7 +81,7 @@ func (s *Service) RotateAccessTokens(ctx context.Context, maxAge time.Duration, 
 // rotateAtProvider rotates the item's token and stores the successor as
 // the pending credential, returning its ref.
 func (s *Service) rotateAtProvider(ctx context.Context, it rotationRow) (string, error) {
-	old, err := s.accessToken(ctx, it.CredentialRef)
+	old, err := s.accessToken(ctx, it.ID, it.CredentialRef)
 	if err != nil {
 		return "", err
 	}
@@ -95,7 +95,7 @@ func (s *Service) rotateAtProvider(ctx context.Context, it rotationRow) (string,
 	var ref string
 	err = s.db.InTx(ctx, func(tx pgx.Tx) error {
 		var err error
-		if ref, err = s.sealAccessToken(ctx, tx, it.SubjectID, fresh); err != nil {
+		if ref, err = s.sealAccessToken(ctx, tx, it.ID, it.SubjectID, fresh); err != nil {
 			return err
 		}
 		ok, err := setPendingCredential(ctx, tx, it.ID, it.CredentialRef, ref, s.now())

@@ -161,14 +161,14 @@ func (s *Service) applyWebhook(ctx context.Context, tx pgx.Tx, actor Actor, ev W
 // fetchNewAccounts reads the accounts of the item a new_accounts event
 // names; nil when kluis has no live item for it.
 func (s *Service) fetchNewAccounts(ctx context.Context, provider, providerItemID string) (*ItemAccounts, map[string]AuthNumbers, error) {
-	ref, status, err := itemTokenRef(ctx, s.db.Pool, provider, providerItemID)
+	itemID, ref, status, err := itemTokenRef(ctx, s.db.Pool, provider, providerItemID)
 	if err != nil {
 		return nil, nil, err
 	}
 	if status != ItemActive {
 		return nil, nil, nil
 	}
-	token, err := s.accessToken(ctx, ref)
+	token, err := s.accessToken(ctx, itemID, ref)
 	if err != nil {
 		return nil, nil, err
 	}

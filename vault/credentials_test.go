@@ -60,11 +60,23 @@ func (v *testVault) subject(t *testing.T, externalID string) string {
 	return id
 }
 
+// newOwner is a fresh owner of the type that kind belongs to.
+func newOwner(kind string) Owner {
+	if kind == KindAccountNumber {
+		return AccountOwner(kluis.NewID(kluis.PrefixAccount))
+	}
+	return ItemOwner(kluis.NewID(kluis.PrefixItem))
+}
+
 func (v *testVault) trySeal(subjectID, kind, secret, blindIndexInput string) (string, error) {
+	return v.trySealFor(newOwner(kind), subjectID, kind, secret, blindIndexInput)
+}
+
+func (v *testVault) trySealFor(owner Owner, subjectID, kind, secret, blindIndexInput string) (string, error) {
 	var ref string
 	err := v.db.InTx(context.Background(), func(tx pgx.Tx) error {
 		var err error
-		ref, err = v.store.Seal(context.Background(), tx, subjectID, kind, []byte(secret), blindIndexInput)
+		ref, err = v.store.Seal(context.Background(), tx, owner, subjectID, kind, []byte(secret), blindIndexInput)
 		return err
 	})
 	return ref, err
@@ -176,7 +188,7 @@ func TestARecordMovedToAnotherRowOrSubjectFailsToOpen(t *testing.T) {
 			}
 			v.exec(t, tt.move, src, tt.target)
 			_, err := v.store.Open(context.Background(), tt.target)
-			wantCode(t, err, kluis.EInternal)
+			wantCode(t, err, EIntegrity)
 			if !errors.Is(err, ErrEnvelopeAuth) {
 				t.Fatalf("got %v, want ErrEnvelopeAuth in the chain", err)
 			}
@@ -393,7 +405,7 @@ func TestAKeyCreatedInARolledBackTransactionIsNeverUsed(t *testing.T) {
 	sub := v.subject(t, "user-1")
 	rollback := errors.New("roll back")
 	err := v.db.InTx(context.Background(), func(tx pgx.Tx) error {
-		if _, err := v.store.Seal(context.Background(), tx, sub, KindBankAccessToken, []byte(`{"access_token":"gone"}`), ""); err != nil {
+		if _, err := v.store.Seal(context.Background(), tx, newOwner(KindBankAccessToken), sub, KindBankAccessToken, []byte(`{"access_token":"gone"}`), ""); err != nil {
 			return err
 		}
 		return rollback

@@ -146,7 +146,7 @@ func (s *Service) CreateManualAccount(ctx context.Context, actor Actor, m Manual
 			return err
 		}
 		defer clear(secret)
-		if a.AccountNumberRef, err = s.vault.Seal(ctx, tx, subjectID, vault.KindAccountNumber, secret, m.AccountNumber); err != nil {
+		if a.AccountNumberRef, err = s.vault.Seal(ctx, tx, vault.AccountOwner(a.ID), subjectID, vault.KindAccountNumber, secret, m.AccountNumber); err != nil {
 			return err
 		}
 		if _, err := tx.Exec(ctx, `
