@@ -8,11 +8,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/kluis-dev/kluis/vault"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -70,8 +73,22 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return 2
 	}
 	if err != nil {
-		fmt.Fprintln(stderr, "kluis:", err)
+		fmt.Fprintln(stderr, "kluis:", failureText(err))
 		return 1
 	}
 	return 0
+}
+
+// failureText is what a failed command prints: the error and, when a key
+// provider is behind it, the provider's own account of the failure
+// (vault.ProviderError: the provider, the operation and its status or error
+// code; never key material, a ciphertext or the server's message), which
+// kluis.Error keeps out of API answers. Without it an operator saw only
+// "key provider unavailable" and could not tell why.
+func failureText(err error) string {
+	var pe *vault.ProviderError
+	if errors.As(err, &pe) {
+		return err.Error() + " (" + pe.Error() + ")"
+	}
+	return err.Error()
 }
