@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/api/apitest"
 	"github.com/kluis-dev/kluis/vault"
@@ -73,6 +75,27 @@ func (be *bankEnv) linkedAccount(t *testing.T, sub string) (itemBody, string, st
 		t.Fatalf("internal item = %d %+v", status, internal)
 	}
 	return it, internal.Accounts[0].ID, *internal.Accounts[0].AccountNumberRef
+}
+
+// asTableOwner runs sql with the trigger that keeps credentials' owners
+// fixed switched off, as only the table's owner could: the serving role
+// cannot rename an owner at all.
+func (be *bankEnv) asTableOwner(t *testing.T, sql string, args ...any) {
+	t.Helper()
+	ctx := context.Background()
+	err := be.DB.InTx(ctx, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `ALTER TABLE credentials DISABLE TRIGGER credentials_owner_fixed`); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, sql, args...); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `ALTER TABLE credentials ENABLE TRIGGER credentials_owner_fixed`)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 func (be *bankEnv) exec(t *testing.T, sql string, args ...any) {
@@ -284,7 +307,11 @@ func TestACiphertextMovedOrAnOwnerColumnEditedFailsToOpen(t *testing.T) {
 	}
 
 	// B's credential handed to A by its owner column, and A pointed at it.
-	be.exec(t, `UPDATE credentials SET owner_id = $1 WHERE ref = $2`, accountA, refB)
+	// The serving role cannot rename an owner at all; the table's owner can.
+	if _, err := be.DB.Pool.Exec(context.Background(), `UPDATE credentials SET owner_id = $1 WHERE ref = $2`, accountA, refB); err == nil {
+		t.Fatal("a credential's owner was renamed")
+	}
+	be.asTableOwner(t, `UPDATE credentials SET owner_id = $1 WHERE ref = $2`, accountA, refB)
 	be.exec(t, `UPDATE accounts SET account_number_ref = $1 WHERE id = $2`, refB, accountA)
 	status, a, body = be.revealAt(t, "payments", "accounts/"+accountA)
 	wantIntegrity(t, status, a, body, b.Secret["account_number"])
@@ -358,9 +385,10 @@ func TestAVersion1RecordWhoseOwnerColumnWasEditedIsCaughtByThePointers(t *testin
 		a.Secret["account_number"] != b.Secret["account_number"] {
 		t.Fatalf("a version-1 record before re-seal = %d %s", status, body)
 	}
-	// Its AAD binds no owner: a writer renames the owner to A and points A
-	// at it. B's own pointer still names it, so the two disagree.
-	be.exec(t, `UPDATE credentials SET owner_id = $1 WHERE ref = $2`, accountA, refB)
+	// Its AAD binds no owner: a writer who owns the table renames the owner
+	// to A and points A at it. B's own pointer still names it, so the two
+	// disagree.
+	be.asTableOwner(t, `UPDATE credentials SET owner_id = $1 WHERE ref = $2`, accountA, refB)
 	be.exec(t, `UPDATE accounts SET account_number_ref = $1 WHERE id = $2`, refB, accountA)
 	status, a, body := be.revealAt(t, "payments", "accounts/"+accountA)
 	wantIntegrity(t, status, a, body, b.Secret["account_number"])

@@ -8,7 +8,8 @@
 -- key-rotation job re-seals them as version 2 (`kluis keys rotate`).
 --
 -- The serving role inserts owner_type and owner_id with a credential and
--- never needs to change them: it needs no UPDATE on these two columns.
+-- never needs to change them: it needs no UPDATE on these two columns, and a
+-- trigger refuses any change of them.
 
 -- +goose Up
 ALTER TABLE credentials
@@ -38,6 +39,24 @@ FROM (
 ) p
 WHERE p.ref = c.ref AND (c.kind = 'bank_access_token') = (p.owner_type = 'item');
 
+-- A credential's owner is written with it and never changes: the serving
+-- role (which does not own the table, so cannot disable this) cannot rename
+-- one. For a version-2 record the AAD would catch it anyway; for a version-1
+-- record, until it is re-sealed, this is what keeps its owner honest.
+-- +goose StatementBegin
+CREATE FUNCTION credentials_owner_fixed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.owner_type IS DISTINCT FROM OLD.owner_type OR NEW.owner_id IS DISTINCT FROM OLD.owner_id THEN
+        RAISE EXCEPTION 'a credential''s owner never changes: UPDATE of % refused', OLD.ref
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN NEW;
+END;
+$$;
+-- +goose StatementEnd
+CREATE TRIGGER credentials_owner_fixed BEFORE UPDATE OF owner_type, owner_id ON credentials
+    FOR EACH ROW EXECUTE FUNCTION credentials_owner_fixed();
+
 -- Who points at a credential (the reveal's and the re-seal's pointer check,
 -- and the foreign-key checks when a credential is destroyed).
 CREATE INDEX items_credential_ref ON items (credential_ref) WHERE credential_ref IS NOT NULL;
@@ -48,6 +67,8 @@ CREATE INDEX accounts_account_number_ref ON accounts (account_number_ref) WHERE 
 CREATE INDEX credentials_envelope_v1 ON credentials (subject_id) WHERE get_byte(envelope, 0) = 1;
 
 -- +goose Down
+DROP TRIGGER credentials_owner_fixed ON credentials;
+DROP FUNCTION credentials_owner_fixed();
 DROP INDEX credentials_envelope_v1;
 DROP INDEX accounts_account_number_ref;
 DROP INDEX items_pending_credential_ref;

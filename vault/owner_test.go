@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/kluis-dev/kluis"
 )
 
@@ -30,6 +32,27 @@ func (p *fakePointers) PointersTo(_ context.Context, _ Querier, ref string) ([]O
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return append([]Owner(nil), p.by[ref]...), nil
+}
+
+// asTableOwner runs sql with the trigger that keeps owners fixed switched
+// off, as only the table's owner could (the serving role cannot): the
+// writer the AAD's owner binding is for.
+func (v *testVault) asTableOwner(t *testing.T, sql string, args ...any) {
+	t.Helper()
+	ctx := context.Background()
+	err := v.db.InTx(ctx, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `ALTER TABLE credentials DISABLE TRIGGER credentials_owner_fixed`); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, sql, args...); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `ALTER TABLE credentials ENABLE TRIGGER credentials_owner_fixed`)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 // toVersion1 rewrites ref's record as format version 1 (as kluis sealed it
@@ -62,7 +85,7 @@ func (v *testVault) toVersion1(t *testing.T, ref string, owner Owner) {
 	if !owner.IsZero() {
 		typ, id = &owner.Type, &owner.ID
 	}
-	v.exec(t, `UPDATE credentials SET envelope = $2, owner_type = $3, owner_id = $4 WHERE ref = $1`, ref, env, typ, id)
+	v.asTableOwner(t, `UPDATE credentials SET envelope = $2, owner_type = $3, owner_id = $4 WHERE ref = $1`, ref, env, typ, id)
 }
 
 func TestOpenOwnedRefusesAnotherOwnersCredential(t *testing.T) {
@@ -122,7 +145,12 @@ func TestAnEditedOwnerColumnFailsToOpen(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ref := v.seal(t, sub, KindAccountNumber, `{"account_number":"333"}`, "")
-			v.exec(t, tt.edit, ref)
+			// A role that does not own the table cannot do it at all.
+			if _, err := v.db.Pool.Exec(ctx, tt.edit, ref); err == nil {
+				t.Fatal("an owner column was changed")
+			}
+			// The table's owner can; the record then does not open.
+			v.asTableOwner(t, tt.edit, ref)
 			_, err := v.store.Open(ctx, ref)
 			wantCode(t, err, EIntegrity)
 			if !errors.Is(err, ErrEnvelopeAuth) {
@@ -140,7 +168,7 @@ func TestACiphertextMovedToAnotherOwnersRowFailsToOpen(t *testing.T) {
 	refA := v.seal(t, sub, KindAccountNumber, `{"account_number":"111"}`, "")
 	refB := v.seal(t, sub, KindAccountNumber, `{"account_number":"222"}`, "")
 	// B's ciphertext, ref and owner copied onto A's row: the ref differs.
-	v.exec(t, `UPDATE credentials a SET envelope = b.envelope, owner_type = b.owner_type, owner_id = b.owner_id
+	v.asTableOwner(t, `UPDATE credentials a SET envelope = b.envelope, owner_type = b.owner_type, owner_id = b.owner_id
 		FROM credentials b WHERE a.ref = $1 AND b.ref = $2`, refA, refB)
 	_, err := v.store.Open(ctx, refA)
 	wantCode(t, err, EIntegrity)
@@ -247,7 +275,7 @@ func TestResealRefusesToBindAnOwnerThePointersDoNotConfirm(t *testing.T) {
 	// While B's record is unbound, a database writer renames its owner to A
 	// and points A at it: binding that owner would make the lie authentic.
 	a := AccountOwner(kluis.NewID(kluis.PrefixAccount))
-	v.exec(t, `UPDATE credentials SET owner_id = $2 WHERE ref = $1`, refB, a.ID)
+	v.asTableOwner(t, `UPDATE credentials SET owner_id = $2 WHERE ref = $1`, refB, a.ID)
 	p.point(a, refB)
 	// Another subject's records are re-sealed all the same.
 	good := AccountOwner(kluis.NewID(kluis.PrefixAccount))
