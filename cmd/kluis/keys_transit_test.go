@@ -134,3 +134,30 @@ func TestAFailedCommandPrintsTheProvidersOwnError(t *testing.T) {
 		t.Fatalf("the error shows a secret: %q", errOut)
 	}
 }
+
+func TestFailureTextShowsTheProvidersWordsBeneathTheSummary(t *testing.T) {
+	transitErr := &vault.ProviderError{Provider: "transit", Op: "rewrap", What: "HTTP 503 (sealed)", Sentinel: vault.ErrKeyUnavailable}
+	localErr := fmt.Errorf("localkek: wrapped key does not open under this root key and key id: %w", vault.ErrKeyRefused)
+	tests := []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"a job that failed on Transit",
+			kluis.Wrap(kluis.EUnavailable, "job key-rotation failed: key provider unavailable, try again later",
+				kluis.Unavailable("key provider", fmt.Errorf("vault: rewrap keys: %w", transitErr))),
+			"kluis: unavailable: job key-rotation failed: key provider unavailable, try again later (vault: rewrap keys: transit: rewrap: HTTP 503 (sealed): vault: key provider unavailable)"},
+		{"the local key refusing at start",
+			fmt.Errorf("%w: %w", errKeysRefused, kluis.Wrap(kluis.EInternal, "internal error", fmt.Errorf("vault: unwrap system key blind-index: %w", localErr))),
+			errKeysRefused.Error() + ": kluis: internal: internal error (vault: unwrap system key blind-index: " + localErr.Error() + ")"},
+		{"a provider error already in the text", fmt.Errorf("load system keys: %w", transitErr), "load system keys: " + transitErr.Error()},
+		{"no provider behind it", kluis.Errorf(kluis.ENotFound, "no job named x"), "kluis: not_found: no job named x"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := failureText(tt.err); got != tt.want {
+				t.Fatalf("got  %q\nwant %q", got, tt.want)
+			}
+		})
+	}
+}
