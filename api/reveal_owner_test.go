@@ -20,7 +20,9 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/api"
 	"github.com/kluis-dev/kluis/api/apitest"
+	"github.com/kluis-dev/kluis/api/ratelimit"
 	"github.com/kluis-dev/kluis/vault"
 )
 
@@ -181,6 +183,19 @@ func TestRevealByAccountAndByItemNamesTheOwner(t *testing.T) {
 			"", "application/json", `{"purpose":"payment_initiation"}`)
 		mustError(t, status, body, 404, "not_found")
 	}
+}
+
+func TestTheThreeRevealRoutesShareOneRateLimit(t *testing.T) {
+	be := startBank(t, false, withLimits(api.RateLimits{Operations: map[string]ratelimit.Limit{api.OpReveal: perMinute(2)}}))
+	it, accountID, numberRef := be.linkedAccount(t, "user_owner_limit")
+	if status, _, body := be.revealAt(t, "payments", "accounts/"+accountID); status != 200 {
+		t.Fatalf("first reveal = %d %s", status, body)
+	}
+	if status, _, body := be.revealAt(t, "payments", "items/"+it.ID); status != 200 {
+		t.Fatalf("second reveal = %d %s", status, body)
+	}
+	status, _, body := apitest.Do(t, be.ServiceClient(t, "payments"), "POST", revealURL(be.Env, numberRef), "", "application/json", `{"purpose":"payment_initiation"}`)
+	mustError(t, status, body, 429, "rate_limited")
 }
 
 func TestAnOwnerRevealWithAnIdempotencyKeyStoresNoSecret(t *testing.T) {
