@@ -17,11 +17,15 @@ const (
 	ENotFound         = "not_found"
 	EConflict         = "conflict"
 	ETooLarge         = "too_large"
+	EGone             = "gone"
 	EUnsupportedMedia = "unsupported_media_type"
 	EUnprocessable    = "unprocessable"
 	ERateLimited      = "rate_limited"
 	EUnavailable      = "unavailable"
 	EInternal         = "internal"
+	// ESubjectErasing refuses a write for a subject whose approved erasure
+	// is running (409): nothing new may appear that the run could miss.
+	ESubjectErasing = "subject_erasing"
 )
 
 // Error is an error that is safe to show to the caller: its Message must never

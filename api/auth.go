@@ -2,9 +2,10 @@ package api
 
 import (
 	"context"
-	"crypto/x509"
 	"errors"
+	"fmt"
 	"strings"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -13,13 +14,25 @@ import (
 )
 
 // Authenticator verifies bearer tokens. User returns the token's subject;
-// Staff returns the staff member's id. Both return ErrBadToken (wrapped) for
+// Staff returns the staff member's id and the token's times. Both return
+// ErrBadToken (wrapped) for
 // a token that does not verify, and Staff returns ErrNotStaff for a valid
 // token that lacks the compliance role or MFA. Reasons in the wrapped error
 // are safe to log and audit; they never hold the token.
 type Authenticator interface {
 	User(ctx context.Context, raw string) (subject string, err error)
-	Staff(ctx context.Context, raw string) (staffID string, err error)
+	Staff(ctx context.Context, raw string) (StaffToken, error)
+}
+
+// StaffToken is what kluis uses of a verified staff token.
+type StaffToken struct {
+	// ID is sub: the staff member.
+	ID string
+	// AuthTime is auth_time, when the staff member last authenticated (with
+	// MFA, since amr holds mfa); zero when the token does not say.
+	AuthTime time.Time
+	// IssuedAt and ExpiresAt are iat and exp (IssuedAt zero when absent).
+	IssuedAt, ExpiresAt time.Time
 }
 
 // Errors an Authenticator returns.
@@ -29,9 +42,10 @@ var (
 )
 
 const (
-	ctxSubject = "kluis.subject"
-	ctxService = "kluis.service"
-	ctxStaff   = "kluis.staff"
+	ctxSubject    = "kluis.subject"
+	ctxService    = "kluis.service"
+	ctxStaff      = "kluis.staff"
+	ctxStaffToken = "kluis.staff_token"
 )
 
 // Subject returns the data subject (the user token's sub) of a /v1 request.
@@ -62,30 +76,43 @@ func bearer(c echo.Context) (string, string) {
 	return strings.TrimSpace(token), ""
 }
 
-// authFailure records a failed authentication or authorization in the audit
-// log (without the token) and returns the error for the caller. If the entry
-// cannot be written the request fails closed with 503.
+// authFailure counts a failed authentication or a refusal at the door in
+// the aggregated audit log (d.Refusals: one entry per source address and
+// minute, never the token) and returns the error for the caller. Counting
+// costs no database write, so a flood of bad tokens cannot flood the audit
+// log or wait on it. code is kluis.EUnauthenticated, kluis.EForbidden or
+// EMFAStale; a 403 says only "forbidden", whatever the reason.
 func (d *Deps) authFailure(c echo.Context, code, reason string, actorKind, actor string) error {
-	details := map[string]any{"reason": reason, "route": routeOf(c), "method": c.Request().Method}
-	if ip := c.RealIP(); ip != "" {
-		details["client"] = d.Pseudonyms.Pseudonym("client_ip", ip)
-	}
-	action := "authn.failed"
+	kind := compliance.RefusalAuthn
 	if code == kluis.EForbidden {
-		action = "authz.denied"
+		kind = compliance.RefusalAuthz
 	}
-	err := d.Auditor.Record(c.Request().Context(), compliance.Entry{
-		ActorKind: actorKind, Actor: actor, Action: action, Outcome: compliance.OutcomeDenied,
-		RequestID: requestID(c), Details: details,
-	})
-	if err != nil {
-		return err
-	}
-	if code == kluis.EForbidden {
+	d.noteRefusal(c, kind, reason, actorKind, actor)
+	switch code {
+	case kluis.EForbidden:
 		return kluis.Errorf(kluis.EForbidden, "forbidden")
+	case EMFAStale:
+		// RFC 9470: the client should have the staff member authenticate again.
+		c.Response().Header().Set(echo.HeaderWWWAuthenticate,
+			fmt.Sprintf(`Bearer realm="kluis", error="insufficient_user_authentication", max_age=%d`, int(d.StaffMFAMaxAge.Seconds())))
+		return kluis.Errorf(EMFAStale, "a staff token with a recent multi-factor authentication is required")
 	}
 	c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="kluis"`)
 	return kluis.Errorf(kluis.EUnauthenticated, "a valid bearer token is required")
+}
+
+// noteRefusal counts one refused request from this request's client
+// address. actor is what the caller claimed to be, clipped; reason must be
+// a fixed category.
+func (d *Deps) noteRefusal(c echo.Context, kind, reason, actorKind, actor string) {
+	if actor != "" {
+		actor = actorKind + ":" + clip(actor)
+	}
+	d.Refusals.Note(compliance.Refusal{
+		Source: c.RealIP(), Kind: kind, Reason: reason,
+		// The method is the caller's choice (any token): clipped like the actor.
+		Route: clip(c.Request().Method + " " + routeOf(c)), Actor: actor, RequestID: requestID(c),
+	})
 }
 
 func routeOf(c echo.Context) string {
@@ -124,38 +151,25 @@ func safeReason(err error) string {
 	return s
 }
 
-// ServiceFromCert names the service a verified client certificate belongs
-// to: the path of its spiffe:// URI SAN (spiffe://<trust domain>/<service>),
-// or else its Common Name. When trustDomain is set, a SPIFFE ID from any other
-// trust domain names no service at all (""), so that a certificate the CA
-// issued for another domain cannot borrow a service's name.
-func ServiceFromCert(cert *x509.Certificate, trustDomain string) string {
-	for _, u := range cert.URIs {
-		if u.Scheme != "spiffe" || u.Host == "" {
-			continue
-		}
-		if trustDomain != "" && !strings.EqualFold(u.Host, trustDomain) {
-			return ""
-		}
-		if name := strings.Trim(u.Path, "/"); name != "" {
-			return name
-		}
-	}
-	return cert.Subject.CommonName
-}
-
 // requireService identifies the internal service from its verified client
 // certificate (the TLS layer has already refused connections without one, or
-// with one from another CA) and refuses services the policy does not name.
+// with one from another CA) by the policy in force: a revoked certificate,
+// an identity that is not exactly what API.md's "Service identity" allows,
+// and a service the policy does not name are all 403, alike to the caller.
+// The checks run on every request, not once per connection, so a
+// revocation reaches connections that are already open.
 func (d *Deps) requireService(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		st := c.Request().TLS
 		if st == nil || len(st.VerifiedChains) == 0 || len(st.PeerCertificates) == 0 {
 			return d.authFailure(c, kluis.EUnauthenticated, "no verified client certificate", compliance.ActorAnonymous, "")
 		}
-		name := ServiceFromCert(st.PeerCertificates[0], d.TrustDomain)
-		if !d.Policy.Knows(name) {
-			return d.authFailure(c, kluis.EForbidden, "service not in the policy", compliance.ActorService, clip(name))
+		leaf := st.PeerCertificates[0]
+		name, refusal := d.Policy.Identify(leaf, st.VerifiedChains, d.TrustDomain)
+		if refusal != "" {
+			// The certificate's serial names it for the investigation (and
+			// for revoking it); what it claimed is not repeated.
+			return d.authFailure(c, kluis.EForbidden, refusal, "serial", leaf.SerialNumber.Text(16))
 		}
 		c.Set(ctxService, name)
 		return next(c)
@@ -182,7 +196,8 @@ func (d *Deps) requireStaff(next echo.HandlerFunc) echo.HandlerFunc {
 		case err != nil:
 			return d.authFailure(c, kluis.EUnauthenticated, safeReason(err), compliance.ActorService, svc)
 		}
-		c.Set(ctxStaff, staff)
+		c.Set(ctxStaff, staff.ID)
+		c.Set(ctxStaffToken, staff)
 		return next(c)
 	}
 }
@@ -193,4 +208,70 @@ func clip(s string) string {
 		return s[:128]
 	}
 	return s
+}
+
+// EMFAStale is the reason of a 401 to a staff token that is not fresh
+// enough for the action (API.md: error.reason mfa_stale).
+const EMFAStale = "mfa_stale"
+
+// Defaults of Deps.StaffMFAMaxAge and Deps.StaffTokenMaxLifetime.
+const (
+	DefaultStaffMFAMaxAge        = 15 * time.Minute
+	DefaultStaffTokenMaxLifetime = 90 * time.Minute
+	// staffClockSkew forgives an auth_time this far in the future (the
+	// identity provider's clock ahead of kluis's).
+	staffClockSkew = 30 * time.Second
+)
+
+// freshMFARoutes are the compliance actions that erase or protect a
+// subject's data: requesting, approving, rejecting or cancelling an erasure,
+// placing or lifting a legal hold (method and route template). A route
+// added for such an action belongs here.
+var freshMFARoutes = map[string]bool{
+	"POST /compliance/v1/erasure-requests":             true,
+	"POST /compliance/v1/erasure-requests/:id/approve": true,
+	"POST /compliance/v1/erasure-requests/:id/reject":  true,
+	"POST /compliance/v1/erasure-requests/:id/cancel":  true,
+	"POST /compliance/v1/legal-holds":                  true,
+	"DELETE /compliance/v1/legal-holds/:id":            true,
+}
+
+// requireFreshMFA guards freshMFARoutes: beyond requireStaff, the staff
+// member must have authenticated within StaffMFAMaxAge (auth_time), and the
+// token must live no longer than StaffTokenMaxLifetime (exp - iat), so that
+// a token lifted from a console cannot erase anyone hours later. Otherwise
+// 401 with error.reason mfa_stale. It runs after requireStaff and before
+// the Idempotency-Key layer, so that a refusal is never stored and replayed
+// to the retry with a fresh token.
+func (d *Deps) requireFreshMFA(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if !freshMFARoutes[c.Request().Method+" "+c.Path()] {
+			return next(c)
+		}
+		tok, ok := c.Get(ctxStaffToken).(StaffToken)
+		if !ok {
+			return d.authFailure(c, kluis.EUnauthenticated, "no staff token", compliance.ActorService, serviceName(c))
+		}
+		if why := staleness(tok, d.Clock.Now(), d.StaffMFAMaxAge, d.StaffTokenMaxLifetime); why != "" {
+			return d.authFailure(c, EMFAStale, why, compliance.ActorStaff, tok.ID)
+		}
+		return next(c)
+	}
+}
+
+// staleness says why tok is not fresh enough at now, or "".
+func staleness(tok StaffToken, now time.Time, maxAge, maxLifetime time.Duration) string {
+	switch {
+	case tok.AuthTime.IsZero():
+		return "staff token has no auth_time"
+	case tok.AuthTime.After(now.Add(staffClockSkew)):
+		return "staff token auth_time is in the future"
+	case now.Sub(tok.AuthTime) > maxAge:
+		return "staff authentication too old"
+	case tok.IssuedAt.IsZero():
+		return "staff token has no iat"
+	case tok.ExpiresAt.Sub(tok.IssuedAt) > maxLifetime:
+		return "staff token lifetime too long"
+	}
+	return ""
 }

@@ -24,14 +24,14 @@ func (a JWTAuthenticator) User(ctx context.Context, raw string) (string, error) 
 }
 
 // Staff verifies a staff token, its compliance role and MFA, and returns the
-// staff member's id.
-func (a JWTAuthenticator) Staff(ctx context.Context, raw string) (string, error) {
+// staff member's id and the token's times.
+func (a JWTAuthenticator) Staff(ctx context.Context, raw string) (StaffToken, error) {
 	claims, err := a.Verifier.VerifyStaff(ctx, raw)
 	switch {
 	case errors.Is(err, jwtauth.ErrForbidden):
-		return "", fmt.Errorf("%w: %s", ErrNotStaff, jwtauth.Reason(err))
+		return StaffToken{}, fmt.Errorf("%w: %s", ErrNotStaff, jwtauth.Reason(err))
 	case err != nil:
-		return "", fmt.Errorf("%w: %s", ErrBadToken, jwtauth.Reason(err))
+		return StaffToken{}, fmt.Errorf("%w: %s", ErrBadToken, jwtauth.Reason(err))
 	}
-	return claims.Subject, nil
+	return StaffToken{ID: claims.Subject, AuthTime: claims.AuthTime, IssuedAt: claims.IssuedAt, ExpiresAt: claims.ExpiresAt}, nil
 }

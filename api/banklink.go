@@ -18,7 +18,8 @@ import (
 // (422); a login that must be repaired in update mode, and a link session
 // that is no longer open, conflict with the item's or session's state
 // (409); an institution that is down is a dependency that is down (503,
-// with Retry-After); a webhook whose signature does not verify is 401.
+// with Retry-After); a webhook whose signature does not verify is 401, and
+// one whose key cannot be fetched now is 503 (the provider retries).
 func init() {
 	RegisterErrorStatus(banklink.CodeInvalidCredentials, http.StatusUnprocessableEntity)
 	RegisterErrorStatus(banklink.CodeInvalidToken, http.StatusUnprocessableEntity)
@@ -27,6 +28,7 @@ func init() {
 	RegisterErrorStatus(banklink.CodeLinkSessionClosed, http.StatusConflict)
 	RegisterErrorStatus(banklink.CodeInstitutionDown, http.StatusServiceUnavailable)
 	RegisterErrorStatus(banklink.CodeBadSignature, http.StatusUnauthorized)
+	RegisterErrorStatus(banklink.CodeWebhookKeyUnavailable, http.StatusServiceUnavailable)
 
 	publicRoutes = append(publicRoutes, func(d *Deps, v1 *echo.Group) {
 		if d.BankLink == nil {
@@ -73,6 +75,7 @@ type (
 		Type               string `json:"type"`
 		Subtype            string `json:"subtype"`
 		VerificationStatus string `json:"verification_status"`
+		Status             string `json:"status"`
 	}
 	itemJSON struct {
 		ID          string          `json:"id"`
@@ -105,7 +108,7 @@ type (
 
 func toAccount(a banklink.Account) accountJSON {
 	return accountJSON{ID: a.ID, ItemID: a.ItemID, Name: a.Name, Mask: a.Mask, Type: a.Type, Subtype: a.Subtype,
-		VerificationStatus: a.VerificationStatus}
+		VerificationStatus: a.VerificationStatus, Status: a.Status}
 }
 
 func toItem(it banklink.Item) itemJSON {
@@ -187,9 +190,16 @@ func (d *Deps) getItem(c echo.Context) error {
 	return c.JSON(http.StatusOK, toItem(it))
 }
 
+// deleteItem unlinks an item: 204 when the provider revoked its side, 200
+// {"provider_revoked": false} when it could not (the token was already dead
+// there); the item is removed either way.
 func (d *Deps) deleteItem(c echo.Context) error {
-	if err := d.BankLink.DeleteItem(c.Request().Context(), actorOf(c), c.Param("id")); err != nil {
+	revoked, err := d.BankLink.DeleteItem(c.Request().Context(), actorOf(c), c.Param("id"))
+	if err != nil {
 		return err
+	}
+	if !revoked {
+		return c.JSON(http.StatusOK, map[string]bool{"provider_revoked": false})
 	}
 	return c.NoContent(http.StatusNoContent)
 }
@@ -258,6 +268,8 @@ func (d *Deps) sandboxPublicToken(c echo.Context) error {
 
 type fireWebhookRequest struct {
 	Code string `json:"code"`
+	// AccountID names the account of a USER_ACCOUNT_REVOKED.
+	AccountID string `json:"account_id"`
 }
 
 func (d *Deps) sandboxFireWebhook(c echo.Context) error {
@@ -265,7 +277,7 @@ func (d *Deps) sandboxFireWebhook(c echo.Context) error {
 	if err := DecodeJSON(c, &req); err != nil {
 		return err
 	}
-	res, err := d.BankLink.SandboxFireWebhook(c.Request().Context(), actorOf(c), c.Param("id"), req.Code)
+	res, err := d.BankLink.SandboxFireWebhook(c.Request().Context(), actorOf(c), c.Param("id"), req.Code, req.AccountID)
 	if err != nil {
 		return err
 	}
@@ -274,7 +286,9 @@ func (d *Deps) sandboxFireWebhook(c echo.Context) error {
 
 // providerWebhook takes a provider's webhook. It needs no user token: the
 // provider's own signature over the raw body is checked by the provider
-// adapter. A refused signature is audited (without the body) and is 401.
+// adapter. A refused signature is 401, audited in aggregate (d.Refusals:
+// per source and minute, without the body), so forged webhooks cannot flood
+// the audit log.
 func (d *Deps) providerWebhook(c echo.Context) error {
 	body, err := io.ReadAll(c.Request().Body)
 	if err != nil {
@@ -287,16 +301,7 @@ func (d *Deps) providerWebhook(c echo.Context) error {
 	provider := c.Param("provider")
 	res, err := d.BankLink.HandleWebhook(c.Request().Context(), provider, c.Request().Header, body, requestID(c))
 	if kluis.ErrorCode(err) == banklink.CodeBadSignature {
-		details := map[string]any{"reason": "webhook signature refused", "route": routeOf(c), "provider": clip(provider)}
-		if ip := c.RealIP(); ip != "" {
-			details["client"] = d.Pseudonyms.Pseudonym("client_ip", ip)
-		}
-		if aerr := d.Auditor.Record(c.Request().Context(), compliance.Entry{
-			ActorKind: compliance.ActorAnonymous, Action: "webhook.refused", Outcome: compliance.OutcomeDenied,
-			RequestID: requestID(c), Details: details,
-		}); aerr != nil {
-			return aerr
-		}
+		d.noteRefusal(c, compliance.RefusalWebhook, "webhook signature refused", compliance.ActorProvider, provider)
 		return kluis.Errorf(banklink.CodeBadSignature, "the webhook signature does not verify")
 	}
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/kluis-dev/kluis/api/apitest"
 	"github.com/kluis-dev/kluis/api/jwtauth/jwttest"
 	"github.com/kluis-dev/kluis/compliance"
+	"github.com/kluis-dev/kluis/postgres"
 	"github.com/kluis-dev/kluis/vault"
 )
 
@@ -30,17 +31,21 @@ func (l *lateRing) DestroySubjectKeys(ctx context.Context, tx pgx.Tx, subjectID 
 // flakyRevoker stands in for bank linking's provider revocation: it fails
 // (the provider is down) while down is set, and counts its calls.
 type flakyRevoker struct {
+	db    *postgres.DB
 	down  atomic.Bool
 	calls atomic.Int32
 }
 
-func (f *flakyRevoker) RevokeSubject(ctx context.Context, subjectID string) (int, error) {
+func (f *flakyRevoker) RevokeSubject(ctx context.Context, subjectID string, fence compliance.RevokeFence) (compliance.Revocation, error) {
 	f.calls.Add(1)
 	if f.down.Load() {
-		return 0, kluis.Unavailable("bank provider", fmt.Errorf("sandbox down"))
+		return compliance.Revocation{}, kluis.Unavailable("bank provider", fmt.Errorf("sandbox down"))
 	}
-	return 1, nil
+	err := f.db.InTx(ctx, func(tx pgx.Tx) error { return fence(ctx, tx, "itm_flaky", true) })
+	return compliance.Revocation{}, err
 }
+
+func (f *flakyRevoker) Live(context.Context, pgx.Tx, string) (int, error) { return 0, nil }
 
 type complianceEnv struct {
 	*apitest.Env
@@ -54,6 +59,7 @@ func startCompliance(t *testing.T) *complianceEnv {
 	late := &lateRing{}
 	ce := &complianceEnv{revoker: &flakyRevoker{}}
 	ce.Env = apitest.Start(t, func(d *api.Deps) {
+		ce.revoker.db = d.DB
 		ce.svc = compliance.NewService(d.DB, d.Auditor, late, nil)
 		ce.svc.AddRevoker(ce.revoker)
 		d.Compliance = ce.svc

@@ -35,7 +35,10 @@ func staffOf(c echo.Context) compliance.Staff {
 	return compliance.Staff{ID: StaffID(c), RequestID: requestID(c)}
 }
 
-func decodeSubjectRequest(c echo.Context) (subjectRequest, error) {
+// decodeSubjectRequest decodes the body and ties the request's stored
+// idempotent answer to the subject it names, so that the answer (and its
+// fingerprint) goes with the subject's erasure.
+func (d *Deps) decodeSubjectRequest(c echo.Context) (subjectRequest, error) {
 	var req subjectRequest
 	if err := DecodeJSON(c, &req); err != nil {
 		return req, err
@@ -43,11 +46,11 @@ func decodeSubjectRequest(c echo.Context) (subjectRequest, error) {
 	if req.SubjectID == "" || len(req.SubjectID) > 255 {
 		return req, kluis.Errorf(kluis.EInvalid, "subject_id is required, at most 255 characters")
 	}
-	return req, nil
+	return req, d.bindIdempotencySubject(c, req.SubjectID)
 }
 
 func (d *Deps) placeHold(c echo.Context) error {
-	req, err := decodeSubjectRequest(c)
+	req, err := d.decodeSubjectRequest(c)
 	if err != nil {
 		return err
 	}
@@ -66,7 +69,7 @@ func (d *Deps) liftHold(c echo.Context) error {
 }
 
 func (d *Deps) requestErasure(c echo.Context) error {
-	req, err := decodeSubjectRequest(c)
+	req, err := d.decodeSubjectRequest(c)
 	if err != nil {
 		return err
 	}

@@ -25,6 +25,7 @@ var statusOf = map[string]int{
 	kluis.EForbidden:        http.StatusForbidden,
 	kluis.ENotFound:         http.StatusNotFound,
 	eMethodNotAllowed:       http.StatusMethodNotAllowed,
+	kluis.EGone:             http.StatusGone,
 	kluis.EConflict:         http.StatusConflict,
 	kluis.ETooLarge:         http.StatusRequestEntityTooLarge,
 	kluis.EUnsupportedMedia: http.StatusUnsupportedMediaType,
@@ -32,6 +33,8 @@ var statusOf = map[string]int{
 	kluis.ERateLimited:      http.StatusTooManyRequests,
 	kluis.EUnavailable:      http.StatusServiceUnavailable,
 	kluis.EInternal:         http.StatusInternalServerError,
+	kluis.ESubjectErasing:   http.StatusConflict,
+	EMFAStale:               http.StatusUnauthorized,
 }
 
 // RegisterErrorStatus adds a specific code (such as "verification_mismatch")
@@ -41,7 +44,7 @@ func RegisterErrorStatus(code string, status int) { statusOf[code] = status }
 // baseCode is the code API.md gives each status.
 var baseCode = map[int]string{
 	http.StatusBadRequest: kluis.EInvalid, http.StatusUnauthorized: kluis.EUnauthenticated,
-	http.StatusForbidden: kluis.EForbidden, http.StatusNotFound: kluis.ENotFound,
+	http.StatusForbidden: kluis.EForbidden, http.StatusNotFound: kluis.ENotFound, http.StatusGone: kluis.EGone,
 	http.StatusMethodNotAllowed: eMethodNotAllowed, http.StatusRequestEntityTooLarge: kluis.ETooLarge,
 	http.StatusUnsupportedMediaType: kluis.EUnsupportedMedia, http.StatusTooManyRequests: kluis.ERateLimited,
 	http.StatusInternalServerError: kluis.EInternal, http.StatusServiceUnavailable: kluis.EUnavailable,

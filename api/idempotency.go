@@ -3,8 +3,6 @@ package api
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"io"
 	"math/rand/v2"
@@ -79,7 +77,10 @@ func (d *Deps) idempotent(next echo.HandlerFunc) echo.HandlerFunc {
 			return kluis.Errorf(kluis.EInvalid, "request body could not be read")
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
-		claim := d.claimFor(c, values[0], body)
+		claim, err := d.claimFor(c, values[0], body)
+		if err != nil {
+			return err
+		}
 		if sub := Subject(c); sub != "" {
 			// The stored answer belongs to the subject and goes with them
 			// on erasure.
@@ -113,6 +114,7 @@ func (d *Deps) runOnce(c echo.Context, next echo.HandlerFunc, claim *idempotency
 	case outcome == idempotency.Reused:
 		return kluis.Errorf(EIdempotencyKeyReused, "this Idempotency-Key was used with a different request")
 	}
+	c.Set(ctxIdemClaim, claim)
 	purge := rand.IntN(purgeOneIn) == 0 // #nosec G404 -- when to purge is no secret
 	if purge {
 		go d.purgeIdempotencyKeys()
@@ -191,44 +193,93 @@ func replay(c echo.Context, r *idempotency.Response) error {
 	return err
 }
 
-// claimFor names the caller's key and fingerprints the request. The caller
-// and key are stored only hashed; the body key is derived from the raw key
-// and a system key, so a copy of the table opens no stored answer.
-func (d *Deps) claimFor(c echo.Context, key string, body []byte) *idempotency.Claim {
+// claimFor names the caller's key and fingerprints the request, all under
+// the idempotency system key: the caller and the key are stored only as
+// keyed hashes, and the fingerprint is an HMAC bound to the caller and the
+// key, so that a copy of the table cannot test guesses of a body (an
+// account number whose mask it knows, say) nor tell that two callers sent
+// the same request. The body key is derived from the raw key, which is not
+// stored, so a copy of the table opens no stored answer either. Without the
+// system key there is no claim: the request fails closed (503), since a
+// weaker hash would bring the guessing back.
+func (d *Deps) claimFor(c echo.Context, key string, body []byte) (*idempotency.Claim, error) {
+	if d.MACs == nil {
+		return nil, kluis.Unavailable("key store", errors.New("idempotency: no system keys configured"))
+	}
 	scope := idempotencyScope(c)
+	mac := func(label string, parts ...[]byte) ([]byte, error) {
+		m, err := d.MACs.MAC(vault.SystemKeyIdempotency, append([][]byte{[]byte(label)}, parts...)...)
+		if err != nil {
+			return nil, kluis.Unavailable("key store", err)
+		}
+		return m, nil
+	}
 	names := c.ParamNames()
 	params := make([]string, 0, len(names))
 	for i, n := range names {
 		params = append(params, n+"="+c.ParamValues()[i])
 	}
 	sort.Strings(params)
-	parts := [][]byte{[]byte(c.Request().Method), []byte(c.Path())}
+	request := [][]byte{[]byte(scope), []byte(key), []byte(c.Request().Method), []byte(c.Path())}
 	for _, p := range params {
-		parts = append(parts, []byte(p))
+		request = append(request, []byte(p))
 	}
-	parts = append(parts, body)
-	scopeHash := idempotency.Hash("kluis/idempotency/scope/v1", []byte(d.pseudonym("idempotency-scope", scope)))
-	secret := d.pseudonym("idempotency-body", scope+"\x00"+key)
-	return &idempotency.Claim{
-		ScopeHash:   scopeHash,
-		KeyHash:     idempotency.Hash("kluis/idempotency/key/v1", []byte(key)),
-		Fingerprint: idempotency.Hash("kluis/idempotency/request/v1", parts...),
-		BodyKey:     idempotency.Hash("kluis/idempotency/body/v1", []byte(secret), []byte(key)),
-		LockFor:     d.RequestTimeout + storeTimeout + 5*time.Second,
-		TTL:         d.IdempotencyTTL,
+	request = append(request, body)
+	claim := &idempotency.Claim{LockFor: d.RequestTimeout + storeTimeout + 5*time.Second, TTL: d.IdempotencyTTL}
+	var err error
+	if claim.ScopeHash, err = mac(labelIdemScope, []byte(scope)); err != nil {
+		return nil, err
 	}
+	if claim.KeyHash, err = mac(labelIdemKey, []byte(scope), []byte(key)); err != nil {
+		return nil, err
+	}
+	if claim.Fingerprint, err = mac(labelIdemRequest, request...); err != nil {
+		return nil, err
+	}
+	if claim.BodyKey, err = mac(labelIdemBody, []byte(scope), []byte(key)); err != nil {
+		return nil, err
+	}
+	return claim, nil
 }
 
-// pseudonym is a keyed pseudonym when the system keys are there, else a
-// plain hash (tests without keys).
-func (d *Deps) pseudonym(kind, value string) string {
-	if d.Pseudonyms != nil {
-		if p := d.Pseudonyms.Pseudonym(kind, value); p != "" {
-			return p
-		}
+// Labels of the idempotency MACs. They are v2: the v1 forms were unkeyed
+// SHA-256 hashes, and migration 00009 deleted every row made with them.
+const (
+	labelIdemScope   = "kluis/idempotency/scope/v2"
+	labelIdemKey     = "kluis/idempotency/key/v2"
+	labelIdemRequest = "kluis/idempotency/request/v2"
+	labelIdemBody    = "kluis/idempotency/body/v2"
+)
+
+// MACer computes keyed MACs under a named system key (vault.SystemKeys).
+// MAC fails when the key cannot be had; callers fail closed.
+type MACer interface {
+	MAC(name string, parts ...[]byte) ([]byte, error)
+}
+
+// ctxIdemClaim holds the request's idempotency claim, for handlers that
+// name the subject a staff request acts on (bindIdempotencySubject).
+const ctxIdemClaim = "kluis.idempotency.claim"
+
+// bindIdempotencySubject ties the stored answer of a request that acts on
+// a subject (a compliance request names one by external id) to that
+// subject, so that erasure deletes it with the rest of their data: its
+// body and fingerprint are about them. A subject kluis does not know
+// leaves the claim as it is (there is nothing of theirs to erase with).
+func (d *Deps) bindIdempotencySubject(c echo.Context, external string) error {
+	claim, ok := c.Get(ctxIdemClaim).(*idempotency.Claim)
+	if !ok || claim.SubjectID != nil {
+		return nil
 	}
-	sum := sha256.Sum256([]byte(kind + "\x00" + value))
-	return hex.EncodeToString(sum[:])
+	id, err := vault.LookupSubject(c.Request().Context(), d.DB.Pool, external)
+	switch {
+	case kluis.ErrorCode(err) == kluis.ENotFound:
+		return nil
+	case err != nil:
+		return err
+	}
+	claim.SubjectID = &id
+	return nil
 }
 
 // idempotencyScope is the caller a key belongs to: the staff member on

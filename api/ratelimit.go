@@ -3,6 +3,7 @@ package api
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"net/netip"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -18,6 +19,8 @@ const (
 	OpTokenExchange        = "POST /v1/link/sessions/:id/exchange" // #nosec G101 -- a route, not a credential
 	OpVerificationConfirm  = "POST /v1/verifications/:id/confirm"
 	OpReveal               = "POST /internal/v1/credentials/:ref/reveal"
+	OpManualAccount        = "POST /v1/accounts"
+	OpVerificationStart    = "POST /v1/accounts/:id/verifications"
 	retryAfterSecondsField = "retry_after_seconds"
 )
 
@@ -28,6 +31,12 @@ type RateLimits struct {
 	// TrustedProxies). It is checked before authentication, so it also
 	// bounds token guessing.
 	Address ratelimit.Limit
+	// IPv6Prefix is how many leading bits of an IPv6 address the address
+	// limit counts by (0: DefaultIPv6Prefix, 64). One subscriber commonly
+	// holds a whole /64 (or more) and may send from any address in it, so
+	// counting per /128 would give one client 2^64 budgets. IPv4 addresses,
+	// IPv4-mapped IPv6 ones included, count per address.
+	IPv6Prefix int
 	// Subject limits every /v1 request per user (the token's sub).
 	Subject ratelimit.Limit
 	// Service limits every internal request per calling service.
@@ -54,11 +63,41 @@ func DefaultRateLimits() RateLimits {
 			OpTokenExchange:       {Rate: 60, Period: time.Minute, Burst: 60},
 			OpVerificationConfirm: {Rate: 60, Period: time.Minute, Burst: 60},
 			OpReveal:              {Rate: 2000, Period: time.Second, Burst: 2000},
+			// Each manual account and each start is a new chance to guess
+			// micro-deposits (and sends real deposits): 20 an hour each.
+			OpManualAccount:     {Rate: 20, Period: time.Hour, Burst: 20},
+			OpVerificationStart: {Rate: 20, Period: time.Hour, Burst: 20},
 		},
 	}
 }
 
-// limitAddress counts every public request against its client's address.
+// DefaultIPv6Prefix is the IPv6 prefix length the address limit counts by.
+const DefaultIPv6Prefix = 64
+
+// addressKey is what the address limit counts a client address under: an
+// IPv4 address itself (IPv4-mapped IPv6 addresses are IPv4), an IPv6
+// address's /bits prefix (zone dropped), and anything unparsable as it is.
+func addressKey(ip string, bits int) string {
+	addr, err := netip.ParseAddr(ip)
+	if err != nil {
+		return ip
+	}
+	addr = addr.Unmap().WithZone("")
+	if addr.Is4() {
+		return addr.String()
+	}
+	if bits <= 0 || bits > 128 {
+		bits = DefaultIPv6Prefix
+	}
+	p, err := addr.Prefix(bits)
+	if err != nil {
+		return addr.String()
+	}
+	return p.String()
+}
+
+// limitAddress counts every public request against its client's address
+// (an IPv6 client by its prefix, RateLimits.IPv6Prefix).
 // The internal listener's callers are services, limited per service after
 // their certificate is checked (limitCaller).
 func (d *Deps) limitAddress(listener string) echo.MiddlewareFunc {
@@ -71,7 +110,7 @@ func (d *Deps) limitAddress(listener string) echo.MiddlewareFunc {
 			if ip == "" {
 				ip = "unknown"
 			}
-			if err := d.allow(c, "address", ip, d.RateLimits.Address); err != nil {
+			if err := d.allow(c, "address", addressKey(ip, d.RateLimits.IPv6Prefix), d.RateLimits.Address); err != nil {
 				return err
 			}
 			return next(c)

@@ -102,6 +102,53 @@ func TestBehindATrustedProxyTheForwardedAddressIsTheClient(t *testing.T) {
 	mustBeLimited(t, status, h)
 }
 
+// TestIPv6ClientsAreCountedByPrefix is the evasion of issue 11 item 5: a
+// client holding a /64 sends each request from a new address in it. It
+// shares one count; another /64 has its own; an IPv4-mapped IPv6 address is
+// the IPv4 address; the prefix length is configurable.
+func TestIPv6ClientsAreCountedByPrefix(t *testing.T) {
+	behindProxy := func(d *api.Deps) {
+		d.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	}
+	get := func(t *testing.T, env *apitest.Env, xff string) (int, http.Header) {
+		t.Helper()
+		return limitGet(t, nil, env.Public.URL+"/healthz", "", xff)
+	}
+	t.Run("addresses in one /64 share a count", func(t *testing.T) {
+		env := apitest.Start(t, withLimits(api.RateLimits{Address: perMinute(3)}), behindProxy)
+		for i := 1; i <= 3; i++ {
+			if status, _ := get(t, env, fmt.Sprintf("2001:db8:1:2::%x", i)); status != 200 {
+				t.Fatalf("request %d = %d, want 200", i, status)
+			}
+		}
+		status, h := get(t, env, "2001:db8:1:2:ffff:ffff:ffff:fffe")
+		mustBeLimited(t, status, h)
+		if status, _ := get(t, env, "2001:db8:1:3::1"); status != 200 {
+			t.Fatalf("another /64 = %d, want 200: it has its own count", status)
+		}
+	})
+	t.Run("an IPv4-mapped address is the IPv4 address", func(t *testing.T) {
+		env := apitest.Start(t, withLimits(api.RateLimits{Address: perMinute(3)}), behindProxy)
+		for _, xff := range []string{"198.51.100.9", "::ffff:198.51.100.9", "198.51.100.9"} {
+			if status, _ := get(t, env, xff); status != 200 {
+				t.Fatalf("%s = %d, want 200", xff, status)
+			}
+		}
+		status, h := get(t, env, "::ffff:c633:6409")
+		mustBeLimited(t, status, h)
+	})
+	t.Run("the prefix length is configurable", func(t *testing.T) {
+		env := apitest.Start(t, withLimits(api.RateLimits{Address: perMinute(2), IPv6Prefix: 48}), behindProxy)
+		for _, xff := range []string{"2001:db8:7:1::1", "2001:db8:7:2::1"} {
+			if status, _ := get(t, env, xff); status != 200 {
+				t.Fatalf("%s = %d, want 200", xff, status)
+			}
+		}
+		status, h := get(t, env, "2001:db8:7:ffff::1")
+		mustBeLimited(t, status, h)
+	})
+}
+
 func TestTheSubjectLimitCountsPerUser(t *testing.T) {
 	env := apitest.Start(t, withLimits(api.RateLimits{Subject: perMinute(3)}))
 	alice, bob := jwttest.Token(t, jwttest.WithSubject("usr_alice")), jwttest.Token(t, jwttest.WithSubject("usr_bob"))

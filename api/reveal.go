@@ -18,6 +18,8 @@ func init() {
 	// A pointer and a credential that disagree: 500 internal, reason
 	// integrity (API.md, "Errors").
 	RegisterErrorStatus(vault.EIntegrity, http.StatusInternalServerError)
+	// A credential whose owner withdrew consent: 410 gone (credential_revoked).
+	RegisterErrorStatus(vault.CodeCredentialRevoked, http.StatusGone)
 	internalRoutes = append(internalRoutes, func(d *Deps, internal, _ *echo.Group) {
 		internal.POST("/credentials/:ref/reveal", d.reveal)
 		if d.BankLink == nil {
@@ -246,6 +248,9 @@ func (d *Deps) failedOpen(c echo.Context, e compliance.Entry, t revealTarget, fo
 		return d.refuseReveal(c, e, e.Target, "credential erased", kluis.Errorf(kluis.ENotFound, "not found"))
 	case vault.EIntegrity:
 		return d.integrityFailure(c, e, t, found, err)
+	case vault.CodeCredentialRevoked:
+		// The owner withdrew consent at the provider: 410, audited.
+		return d.refuseReveal(c, e, e.Target, "credential revoked", err)
 	case kluis.EInternal:
 		e.Outcome = compliance.OutcomeFailure
 		e.Details["reason"] = "credential does not open"

@@ -13,6 +13,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/api/idempotency"
 	"github.com/kluis-dev/kluis/api/ratelimit"
 	"github.com/kluis-dev/kluis/banklink"
@@ -61,8 +62,23 @@ type Deps struct {
 	// zero; API.md: at least 24 hours).
 	IdempotencyTTL time.Duration
 	idem           *idempotency.Store
+	// Refusals audits failed authentications and refused webhooks in
+	// aggregate; whoever builds Deps runs its Run (NewRefusals over Auditor
+	// if nil, and then only a Flush writes it).
+	Refusals *compliance.Refusals
+	// StaffMFAMaxAge and StaffTokenMaxLifetime bound the staff tokens of
+	// erasure and legal holds (requireFreshMFA); defaults 15m and 90m.
+	StaffMFAMaxAge        time.Duration
+	StaffTokenMaxLifetime time.Duration
+	// Clock judges staff tokens' freshness and dates refusals (the system
+	// clock if nil).
+	Clock kluis.Clock
 
 	metrics *httpMetrics
+
+	// MACs keys the Idempotency-Key rows (vault.SystemKeyIdempotency);
+	// without it, a POST with an Idempotency-Key answers 503.
+	MACs MACer
 }
 
 func (d *Deps) defaults() {
@@ -87,6 +103,18 @@ func (d *Deps) defaults() {
 	}
 	if d.idem == nil && d.DB != nil {
 		d.idem = idempotency.NewStore(d.DB)
+	}
+	if d.Clock == nil {
+		d.Clock = kluis.SystemClock{}
+	}
+	if d.Refusals == nil {
+		d.Refusals = compliance.NewRefusals(d.Auditor, compliance.RefusalOptions{Clock: d.Clock, Logger: d.Logger})
+	}
+	if d.StaffMFAMaxAge <= 0 {
+		d.StaffMFAMaxAge = DefaultStaffMFAMaxAge
+	}
+	if d.StaffTokenMaxLifetime <= 0 {
+		d.StaffTokenMaxLifetime = DefaultStaffTokenMaxLifetime
 	}
 }
 
@@ -125,8 +153,7 @@ func NewPublic(d *Deps) *echo.Echo {
 	e := d.base("public", d.PublicTLS)
 	e.GET("/healthz", healthz)
 	e.GET("/readyz", d.readyz)
-	v1 := e.Group("/v1", d.requireUser, d.limitCaller, d.idempotent)
-	_ = v1 // feature routes are added by RoutePublic hooks
+	v1 := e.Group("/v1", d.requireUser, d.limitCaller, d.auditFence, d.idempotent, d.auditFence)
 	for _, r := range publicRoutes {
 		r(d, v1)
 	}
@@ -146,7 +173,7 @@ func NewInternal(d *Deps) *echo.Echo {
 	svc.GET("/healthz", healthz)
 	svc.GET("/readyz", d.readyz)
 	internal := svc.Group("/internal/v1", d.idempotent)
-	comp := svc.Group("/compliance/v1", d.requireStaff, d.idempotent)
+	comp := svc.Group("/compliance/v1", d.requireStaff, d.requireFreshMFA, d.idempotent)
 	comp.POST("/audit/verify", d.verifyAudit)
 	for _, r := range internalRoutes {
 		r(d, internal, comp)

@@ -19,6 +19,11 @@ func init() {
 	RegisterErrorStatus(verification.CodeMismatch, http.StatusUnprocessableEntity)
 	RegisterErrorStatus(verification.CodeInstantUnsupported, http.StatusUnprocessableEntity)
 	RegisterErrorStatus(verification.CodeMicroDepositsUnavailable, http.StatusUnprocessableEntity)
+	// A locked account is a conflict with its state (409, its own code);
+	// an account number that failed too often across users is a rate
+	// limit (429 rate_limited, the cause in error.reason).
+	RegisterErrorStatus(verification.CodeLocked, http.StatusConflict)
+	RegisterErrorStatus(verification.CodeNumberVelocity, http.StatusTooManyRequests)
 	publicRoutes = append(publicRoutes, func(d *Deps, v1 *echo.Group) {
 		if d.Verification == nil {
 			return
@@ -134,7 +139,7 @@ func (d *Deps) createManualAccount(c echo.Context) error {
 		return err
 	}
 	return c.JSON(http.StatusCreated, accountJSON{ID: a.ID, Name: a.Name, Mask: a.Mask, Type: a.Type,
-		Subtype: a.Subtype, VerificationStatus: a.VerificationStatus})
+		Subtype: a.Subtype, VerificationStatus: a.VerificationStatus, Status: "active"})
 }
 
 // startVerification is POST /v1/accounts/{id}/verifications.

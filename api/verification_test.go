@@ -54,6 +54,13 @@ type verifyEnv struct {
 // startVerify starts it; adjust changes the verification options.
 func startVerify(t *testing.T, adjust ...func(*verification.Options)) *verifyEnv {
 	t.Helper()
+	return startVerifyEnv(t, false, adjust...)
+}
+
+// startVerifyEnv is startVerify; with limited, every default rate limit
+// applies, the per-user ones on verification routes too.
+func startVerifyEnv(t *testing.T, limited bool, adjust ...func(*verification.Options)) *verifyEnv {
+	t.Helper()
 	ve := &verifyEnv{clock: &testClock{}}
 	ve.Env = apitest.Start(t, func(d *api.Deps) {
 		keys := d.Pseudonyms.(*vault.SystemKeys)
@@ -80,7 +87,13 @@ func startVerify(t *testing.T, adjust ...func(*verification.Options)) *verifyEnv
 		// The concurrency tests race answers on purpose: the per-user
 		// limit on confirmations (tested with the rate limits) is off.
 		limits := api.DefaultRateLimits()
-		delete(limits.Operations, api.OpVerificationConfirm)
+		if !limited {
+			// So do the tests of the verification limits, which start
+			// more than the per-user limits allow.
+			delete(limits.Operations, api.OpVerificationConfirm)
+			delete(limits.Operations, api.OpVerificationStart)
+			delete(limits.Operations, api.OpManualAccount)
+		}
 		d.RateLimits = &limits
 	})
 	return ve
@@ -403,6 +416,9 @@ func TestFiftyConcurrentWrongAnswersSpendAtMostThreeAttempts(t *testing.T) {
 	}
 	if n := ve.events(t, "verification.failed", v.ID); n != 1 {
 		t.Fatalf("failed events = %d, want 1", n)
+	}
+	if n := ve.count(t, `SELECT count(*) FROM verification_failures WHERE verification_id = $1 AND account_id = $2`, v.ID, a.ID); n != 1 {
+		t.Fatalf("failures recorded = %d, want exactly 1", n)
 	}
 }
 

@@ -52,24 +52,35 @@ func (s *Service) CreateLinkSession(ctx context.Context, actor Actor, products [
 		return LinkSession{}, err
 	}
 	ttl := NewSessionTTL
+	var update Item
+	var version vault.Versions
 	if itemID != "" {
 		if !kluis.ValidID(kluis.PrefixItem, itemID) {
 			return LinkSession{}, notFound()
 		}
-		it, err := getItem(ctx, s.db.Pool, itemID, subjectID, false)
-		if err != nil {
+		if update, err = getItem(ctx, s.db.Pool, itemID, subjectID, false); err != nil {
 			return LinkSession{}, err
 		}
-		if it.Status != ItemActive && it.Status != ItemLoginRequired {
+		if update.Status != ItemActive && update.Status != ItemLoginRequired {
 			return LinkSession{}, kluis.Errorf(kluis.EConflict, "only an active item or one whose login is required can be updated")
 		}
-		if req.AccessToken, err = s.accessToken(ctx, it.ID, it.CredentialRef); err != nil {
+		if version, err = s.vault.CredentialVersions(ctx, s.db.Pool, update.CredentialRef, false); err != nil {
 			return LinkSession{}, err
 		}
-		row.Mode, row.ItemID, ttl = ModeUpdate, it.ID, UpdateSessionTTL
+		if req.AccessToken, err = s.accessToken(ctx, update.ID, update.CredentialRef); err != nil {
+			return LinkSession{}, err
+		}
+		row.Mode, row.ItemID, ttl = ModeUpdate, update.ID, UpdateSessionTTL
 	}
 	lt, err := s.provider.CreateLinkToken(ctx, req)
 	if err != nil {
+		if update.ID != "" && !version.Pending && kluis.ErrorCode(err) == CodeInvalidToken {
+			// The provider no longer knows the item's only token: update
+			// mode cannot repair it, and the item must not stay active.
+			if _, merr := s.markRelinkRequired(ctx, actor, update, version.Version, "the provider no longer knows the token"); merr != nil {
+				s.log.Error("mark item relink_required", "item_id", update.ID, "cause", merr.Error())
+			}
+		}
 		return LinkSession{}, providerErr("create link token", err)
 	}
 	now := s.now()
@@ -79,6 +90,9 @@ func (s *Service) CreateLinkSession(ctx context.Context, actor Actor, products [
 	}
 	row.ExpiresAt = row.ExpiresAt.Truncate(time.Microsecond)
 	err = s.db.InTx(ctx, func(tx pgx.Tx) error {
+		if err := vault.FenceSubject(ctx, tx, subjectID); err != nil {
+			return err
+		}
 		if err := insertSession(ctx, tx, row, now); err != nil {
 			return err
 		}
@@ -151,6 +165,9 @@ func (s *Service) SandboxPublicToken(ctx context.Context, actor Actor, sessionID
 		return "", err
 	}
 	err = s.db.InTx(ctx, func(tx pgx.Tx) error {
+		if err := vault.FenceSubject(ctx, tx, row.SubjectID); err != nil {
+			return err
+		}
 		ok, err := markSucceeded(ctx, tx, row.ID, hash, s.now())
 		if err != nil {
 			return err
@@ -195,7 +212,7 @@ func (s *Service) Exchange(ctx context.Context, actor Actor, sessionID, publicTo
 			return Item{}, false, kluis.Errorf(CodeInvalidToken, "the public token does not belong to this link session")
 		}
 		now := s.now()
-		old, claimed, err := claimExchange(ctx, s.db.Pool, row.ID, subjectID, hash, now, now.Add(exchangeLease))
+		old, claimed, err := s.claim(ctx, row.ID, subjectID, hash, now)
 		if err != nil {
 			return Item{}, false, err
 		}
@@ -226,6 +243,25 @@ func (s *Service) Exchange(ctx context.Context, actor Actor, sessionID, publicTo
 		}
 		return it, true, nil
 	}
+}
+
+// claim takes the session's exchange lease behind the erasure fence, before
+// the provider is asked for a token: a claim committed before an erasure's
+// approval is an exchange in flight that the erasure waits for
+// (Service.Live); one after it is refused, so no token is fetched for a
+// subject being erased.
+func (s *Service) claim(ctx context.Context, id, subjectID string, hash []byte, now time.Time) (string, bool, error) {
+	var old string
+	var claimed bool
+	err := s.db.InTx(ctx, func(tx pgx.Tx) error {
+		if err := vault.FenceSubject(ctx, tx, subjectID); err != nil {
+			return err
+		}
+		var err error
+		old, claimed, err = claimExchange(ctx, tx, id, subjectID, hash, now, now.Add(exchangeLease))
+		return err
+	})
+	return old, claimed, err
 }
 
 // exchangeNew exchanges the public token at the provider, reads the item's
@@ -299,6 +335,9 @@ func (s *Service) exchangeUpdate(ctx context.Context, actor Actor, row sessionRo
 	}
 	now := s.now()
 	err = s.db.InTx(ctx, func(tx pgx.Tx) error {
+		if err := vault.FenceSubject(ctx, tx, row.SubjectID); err != nil {
+			return err
+		}
 		locked, err := getItem(ctx, tx, it.ID, row.SubjectID, true)
 		if err != nil {
 			return err

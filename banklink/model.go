@@ -30,13 +30,25 @@ const (
 	PublicTokenTTL   = 30 * time.Minute
 )
 
-// Item states: active ⇄ login_required; active → revoked → removed; any →
-// removed when the user unlinks.
+// Item states: active ⇄ login_required; active or login_required →
+// relink_required (kluis lost the provider's token: a rotation whose answer
+// never arrived; the user must link again) or revoked (the user withdrew
+// consent at the provider); any → removed when the user unlinks.
 const (
 	ItemActive        = "active"
 	ItemLoginRequired = "login_required"
 	ItemRevoked       = "revoked"
 	ItemRemoved       = "removed"
+
+	ItemRelinkRequired = "relink_required"
+)
+
+// Account states: an account is active until the user withdraws consent to
+// it at the provider (revoked: its number is destroyed, answering 410, and it
+// is no longer verified).
+const (
+	AccountActive  = "active"
+	AccountRevoked = "revoked"
 )
 
 // VerificationUnverified is every account's first verification status.
@@ -73,6 +85,10 @@ type Item struct {
 	CredentialRef   string
 	CreatedAt       time.Time
 	Accounts        []Account
+	// legacyPendingRef is a rotated token sealed under a ref of its own by
+	// a kluis from before stable refs (items.pending_credential_ref): live
+	// at the provider, so removal revokes with it and rotation adopts it.
+	legacyPendingRef string
 }
 
 // Account is a bank account: linked through an item, or (ItemID empty)
@@ -90,6 +106,7 @@ type Account struct {
 	VerificationStatus string
 	AccountNumberRef   string
 	CreatedAt          time.Time
+	Status             string // AccountActive or AccountRevoked
 }
 
 // SandboxLink is what a user types into the sandbox's Link UI.
@@ -112,6 +129,10 @@ type SandboxLinker interface {
 	// that is now required, an access that is revoked, a new account).
 	// code is one of the SandboxWebhook* codes; another is EInvalid.
 	SignedWebhook(ctx context.Context, providerItemID, code string) (http.Header, []byte, error)
+	// SignedAccountWebhook is SignedWebhook for an event about one account
+	// of the item (SandboxWebhookUserAccountRevoked), as Plaid sends it
+	// with an account_id.
+	SignedAccountWebhook(ctx context.Context, providerItemID, providerAccountID, code string) (http.Header, []byte, error)
 }
 
 // Codes of the webhooks the sandbox can fire.
@@ -119,4 +140,9 @@ const (
 	SandboxWebhookLoginRequired     = "LOGIN_REQUIRED"
 	SandboxWebhookPermissionRevoked = "PERMISSION_REVOKED"
 	SandboxWebhookNewAccounts       = "NEW_ACCOUNTS"
+	// SandboxWebhookUserPermissionRevoked and SandboxWebhookUserAccountRevoked
+	// are Plaid's names: the user withdrew consent to the item, or to one
+	// of its accounts.
+	SandboxWebhookUserPermissionRevoked = "USER_PERMISSION_REVOKED"
+	SandboxWebhookUserAccountRevoked    = "USER_ACCOUNT_REVOKED"
 )

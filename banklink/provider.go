@@ -38,10 +38,15 @@ type Provider interface {
 	// RemoveItem revokes kluis's access to the item at the provider.
 	RemoveItem(ctx context.Context, accessToken string) error
 	// RotateAccessToken invalidates accessToken and returns its successor.
-	// The old token stops working at once: store the new one first.
+	// The old token stops working at once, and the successor exists only in
+	// the answer: an answer lost on the way leaves kluis without a live
+	// token (the item becomes relink_required). A token the provider no
+	// longer knows is CodeInvalidToken.
 	RotateAccessToken(ctx context.Context, accessToken string) (string, error)
 	// VerifyWebhook checks a webhook's signature over its raw body and
-	// parses it. A bad or missing signature is CodeBadSignature.
+	// parses it. A bad or missing signature is CodeBadSignature; a
+	// signature that cannot be checked yet (its key is not known and may not
+	// be fetched now) is CodeWebhookKeyUnavailable.
 	VerifyWebhook(ctx context.Context, header http.Header, body []byte) (WebhookEvent, error)
 }
 
@@ -105,6 +110,10 @@ const (
 	EventRevoked       = "revoked"
 	EventNewAccounts   = "new_accounts"
 	EventUnknown       = "unknown"
+
+	// EventAccountRevoked: the user withdrew consent to one account of the
+	// item (WebhookEvent.ProviderAccountID names it).
+	EventAccountRevoked = "account_revoked"
 )
 
 // WebhookEvent is a verified provider webhook.
@@ -116,6 +125,8 @@ type WebhookEvent struct {
 	ProviderType   string // the provider's own type and code, for the record
 	ProviderCode   string
 	ProviderItemID string
+	// ProviderAccountID names the account of an EventAccountRevoked.
+	ProviderAccountID string
 }
 
 // Error codes of provider errors (kluis.Error codes; api maps them).
@@ -127,7 +138,34 @@ const (
 	CodeInvalidCredentials  = "invalid_credentials" // #nosec G101 -- an error code, not a credential
 	CodeProductNotSupported = "product_not_supported"
 	CodeBadSignature        = "bad_signature"
+	// CodeWebhookKeyUnavailable: the webhook names a signing key kluis does
+	// not hold and may not fetch now (the fetch budget is spent). Not a
+	// verdict on the signature: the provider retries, and the key is
+	// fetched then. Deliberately not kluis.EUnavailable, so that forged
+	// webhooks cannot trip the provider's circuit breaker.
+	CodeWebhookKeyUnavailable = "webhook_key_unavailable"
 )
+
+// webhookItemCheckKey carries a WebhookItemCheck in a context.
+type webhookItemCheckKey struct{}
+
+// WebhookItemCheck reports whether kluis holds a live item with this
+// provider's item id. A provider may ask it before it spends a scarce key
+// fetch on an unverified webhook: forged webhooks that cannot name a real
+// item must not use up what genuine ones need.
+type WebhookItemCheck func(ctx context.Context, providerItemID string) bool
+
+// WithWebhookItemCheck returns ctx carrying check, for VerifyWebhook.
+func WithWebhookItemCheck(ctx context.Context, check WebhookItemCheck) context.Context {
+	return context.WithValue(ctx, webhookItemCheckKey{}, check)
+}
+
+// WebhookItemKnown asks the WebhookItemCheck in ctx; false when there is
+// none or the id is empty.
+func WebhookItemKnown(ctx context.Context, providerItemID string) bool {
+	check, _ := ctx.Value(webhookItemCheckKey{}).(WebhookItemCheck)
+	return check != nil && providerItemID != "" && check(ctx, providerItemID)
+}
 
 // ErrProvider is wrapped by every error a provider returns, for errors.Is.
 var ErrProvider = errors.New("bank provider error")

@@ -2,17 +2,24 @@ package banklink
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/compliance"
+	"github.com/kluis-dev/kluis/events"
+	"github.com/kluis-dev/kluis/vault"
 )
 
-// DefaultTokenMaxAge is how old an access token may get before the rotation
-// job rotates it.
-const DefaultTokenMaxAge = 90 * 24 * time.Hour
+// DefaultTokenMaxAge is 0: scheduled rotation of access tokens that never
+// expire (Plaid's) is off unless configured. Plaid rotates a token only on
+// request and kills the old one at once; the new one exists only in the
+// answer, so one lost answer loses the item (it becomes relink_required).
+// Rotating on a schedule buys little against a token that is sealed at rest
+// and trades it for that risk on every item, every period.
+const DefaultTokenMaxAge time.Duration = 0
 
 // DefaultRotationBatch bounds the items one rotation run handles.
 const DefaultRotationBatch = 500
@@ -20,111 +27,259 @@ const DefaultRotationBatch = 500
 // RotationResult counts what a rotation run did.
 type RotationResult struct {
 	Rotated int
-	// Finished counts switches a cut-short earlier run left pending.
+	// Finished counts rotations a cut-short earlier run left pending.
 	Finished int
-	Failed   int
+	// RelinkRequired counts items whose token kluis found it had lost.
+	RelinkRequired int
+	Failed         int
 }
 
 // rotationActor is the audit actor of the rotation job.
 var rotationActor = Actor{Kind: compliance.ActorSystem, Name: "bank-token-rotation"}
 
 // RotateAccessTokens rotates at the provider every live item's access token
-// older than maxAge (up to batch items). For each: the provider gives the
-// successor (the old token dies at once), the successor is sealed and stored
-// as the item's pending credential, and only then does a second
-// transaction switch the item to it and destroy the old credential. A run
-// cut short between the two finds the pending credential next time and
-// finishes the switch without the provider. Failures are counted, logged
-// without secrets, and retried by the next run; ctx ending stops the run.
+// older than maxAge (up to batch items; maxAge <= 0: none, scheduled
+// rotation is off), and in any case finishes rotations an earlier run left
+// cut short. For each item it takes the item's token lease (one rotation
+// per item at a time, however many instances run), has the provider rotate
+// (the old token dies at once), seals the successor as the pending version
+// of the same credential ref and commits it, and only then, in a second
+// transaction, makes it current (the old version is let go there) with the
+// audit entry and an item.token_rotated event. The ref services hold keeps
+// working across the rotation.
+//
+// Failures: a successor that cannot be stored is revoked at the provider
+// (kluis never keeps a live token it does not hold) and the item becomes
+// relink_required; a provider that says the old token is dead, or an answer
+// that never arrived after which the old token is dead, also leaves the item
+// relink_required with an item.relink_required event, never active with a
+// dead token. A provider that refused, or cannot say, is retried by the next
+// run. Failures are counted and logged without secrets; ctx ending stops the
+// run between items.
 func (s *Service) RotateAccessTokens(ctx context.Context, maxAge time.Duration, batch int) (RotationResult, error) {
-	if maxAge <= 0 {
-		maxAge = DefaultTokenMaxAge
-	}
 	if batch <= 0 {
 		batch = DefaultRotationBatch
 	}
 	var res RotationResult
-	due, err := itemsDueForRotation(ctx, s.db.Pool, s.now().Add(-maxAge), batch)
+	now := s.now()
+	var cutoff time.Time
+	if maxAge > 0 {
+		cutoff = now.Add(-maxAge)
+	}
+	due, err := itemsDueForRotation(ctx, s.db.Pool, now, cutoff, batch)
 	if err != nil {
 		return res, err
 	}
-	for _, it := range due {
+	for _, row := range due {
 		if ctx.Err() != nil {
 			return res, ctx.Err()
 		}
-		pending := it.PendingRef != ""
-		if !pending {
-			newRef, err := s.rotateAtProvider(ctx, it)
-			if err != nil {
-				res.Failed++
-				s.log.Warn("access token rotation failed; the next run retries", "item_id", it.ID,
-					"code", kluis.ErrorCode(err), "cause", err.Error())
-				continue
-			}
-			it.PendingRef = newRef
-		}
-		if err := s.switchToken(ctx, it); err != nil {
+		outcome, err := s.rotateItem(ctx, row.ID, cutoff)
+		if err != nil {
 			res.Failed++
-			s.log.Warn("access token switch failed; the next run finishes it", "item_id", it.ID,
+			s.log.Warn("access token rotation failed; the next run retries", "item_id", row.ID,
 				"code", kluis.ErrorCode(err), "cause", err.Error())
 			continue
 		}
-		if pending {
-			res.Finished++
-		} else {
+		switch outcome {
+		case rotated:
 			res.Rotated++
+		case finished:
+			res.Finished++
+		case relink:
+			res.RelinkRequired++
 		}
 	}
 	return res, nil
 }
 
-// rotateAtProvider rotates the item's token and stores the successor as
-// the pending credential, returning its ref.
-func (s *Service) rotateAtProvider(ctx context.Context, it rotationRow) (string, error) {
-	old, err := s.accessToken(ctx, it.ID, it.CredentialRef)
-	if err != nil {
-		return "", err
+// What rotateItem did.
+type rotationOutcome int
+
+const (
+	skipped  rotationOutcome = iota // another run has it, or it no longer needs rotating
+	rotated                         // a new token is current
+	finished                        // a cut-short rotation's pending token is current
+	relink                          // kluis lost the token: relink_required
+	checked                         // a cut-short rotation left the token as it was
+)
+
+// rotateItem rotates one item under its token lease. Whatever happens, the
+// lease does not outlive the call: a rotation that ends with its outcome
+// unknown (a pending version not yet current, a provider that did not say
+// whether it rotated) leaves the lease expired rather than released, so
+// that the next run, or a removal, picks the item up at once and finds out.
+func (s *Service) rotateItem(ctx context.Context, id string, cutoff time.Time) (rotationOutcome, error) {
+	until := s.now().Add(tokenLease)
+	resumed, ok, err := claimToken(ctx, s.db.Pool, id, s.now(), until, &cutoff)
+	if err != nil || !ok {
+		return skipped, err
 	}
-	fresh, err := s.provider.RotateAccessToken(ctx, old)
+	defer s.expireLease(ctx, id, until)
+	return s.rotateClaimed(ctx, id, until, resumed)
+}
+
+// rotateClaimed is rotateItem's work under the lease until.
+func (s *Service) rotateClaimed(ctx context.Context, id string, until time.Time, resumed bool) (rotationOutcome, error) {
+	it, err := anyItem(ctx, s.db.Pool, id)
 	if err != nil {
-		return "", providerErr("rotate access token", err)
+		return skipped, err
+	}
+	if it.legacyPendingRef != "" {
+		if err := s.adoptLegacy(ctx, it); err != nil {
+			return skipped, err
+		}
+	}
+	v, err := s.vault.CredentialVersions(ctx, s.db.Pool, it.CredentialRef, false)
+	if err != nil {
+		return skipped, err
+	}
+	if v.Pending {
+		return finished, s.switchToken(ctx, it)
+	}
+	token, err := s.accessToken(ctx, it.ID, it.CredentialRef)
+	if err != nil {
+		return skipped, err
+	}
+	if resumed {
+		// A run was cut short between its claim and its store: the
+		// provider may have rotated. Ask it whether the token still works.
+		return s.probe(ctx, it, v.Version, token, until)
+	}
+	// No new token for a subject being erased: its seal would be refused
+	// after the provider had already killed the old one.
+	if err := vault.FenceSubject(ctx, s.db.Pool, it.SubjectID); err != nil {
+		s.releaseLease(ctx, it.ID, until)
+		return skipped, err
+	}
+	callCtx, cancel := context.WithTimeout(ctx, providerCallTimeout)
+	fresh, err := s.provider.RotateAccessToken(callCtx, token)
+	cancel()
+	switch code := kluis.ErrorCode(err); {
+	case err == nil:
+	case code == CodeInvalidToken:
+		return s.lost(ctx, it, v.Version, "the provider no longer knows the token")
+	case code == kluis.EUnavailable || code == kluis.EInternal:
+		// The request may have reached the provider and its answer been
+		// lost: the old token may be dead already.
+		if out, perr := s.probe(ctx, it, v.Version, token, until); perr != nil || out == relink {
+			return out, perr
+		}
+		return skipped, providerErr("rotate access token", err)
+	default:
+		s.releaseLease(ctx, it.ID, until)
+		return skipped, providerErr("rotate access token", err)
 	}
 	// From here the old token is dead at the provider: store the new one
 	// even if the caller has gone away.
 	ctx = context.WithoutCancel(ctx)
-	var ref string
-	err = s.db.InTx(ctx, func(tx pgx.Tx) error {
-		var err error
-		if ref, err = s.sealAccessToken(ctx, tx, it.ID, it.SubjectID, fresh); err != nil {
-			return err
-		}
-		ok, err := setPendingCredential(ctx, tx, it.ID, it.CredentialRef, ref, s.now())
-		if err != nil {
-			return err
-		}
-		if !ok {
-			return kluis.Errorf(kluis.EConflict, "the item changed during rotation")
-		}
-		return nil
-	})
-	if err != nil {
-		return "", err
+	if err := s.storePending(ctx, it, v.Version, fresh); err != nil {
+		return s.storeFailed(ctx, it, v.Version, fresh, err)
 	}
-	return ref, nil
+	return rotated, s.switchToken(ctx, it)
 }
 
-// switchToken points the item at its pending credential and destroys the
-// old one, in one transaction with the audit entry.
-func (s *Service) switchToken(ctx context.Context, it rotationRow) error {
+// storePending seals the fresh token as the pending version of the item's
+// credential, while the item is live and its credential still at version.
+func (s *Service) storePending(ctx context.Context, it Item, version uint32, fresh string) error {
+	secret, err := s.accessTokenSecret(fresh)
+	if err != nil {
+		return err
+	}
+	defer clear(secret)
 	return s.db.InTx(ctx, func(tx pgx.Tx) error {
-		ok, err := switchCredential(ctx, tx, it.ID, it.CredentialRef, it.PendingRef, s.now())
+		locked, err := anyItem(ctx, tx, it.ID)
+		if err != nil {
+			return err
+		}
+		if locked.Status != ItemActive && locked.Status != ItemLoginRequired {
+			return kluis.Errorf(kluis.EConflict, "the item changed during rotation")
+		}
+		return s.vault.SealPending(ctx, tx, it.CredentialRef, version, secret)
+	})
+}
+
+// storeFailed handles a fresh token kluis could not store: it is revoked at
+// the provider (a live token kluis does not hold must not exist), which ends
+// the item there, so the item becomes relink_required. A revocation the
+// provider refused is logged and audited as such.
+func (s *Service) storeFailed(ctx context.Context, it Item, version uint32, fresh string, cause error) (rotationOutcome, error) {
+	callCtx, cancel := context.WithTimeout(ctx, providerCallTimeout)
+	rerr := s.provider.RemoveItem(callCtx, fresh)
+	cancel()
+	reason := "the fresh token could not be stored and was revoked at the provider"
+	if rerr != nil {
+		reason = "the fresh token could not be stored, and the provider did not revoke it"
+		s.log.Error("a rotated access token could not be stored or revoked: the item is live at the provider with a token kluis does not hold",
+			"item_id", it.ID, "code", kluis.ErrorCode(rerr), "cause", rerr.Error())
+	}
+	if _, err := s.markRelinkRequired(ctx, rotationActor, it, version, reason); err != nil {
+		s.log.Error("mark item relink_required", "item_id", it.ID, "cause", err.Error())
+	}
+	return skipped, fmt.Errorf("banklink: store rotated token: %w", cause)
+}
+
+// probe asks the provider whether the item's current token still works,
+// after a rotation whose outcome is unknown. Dead: kluis lost the token
+// (relink_required). Working (or refused for another reason, which a dead
+// token would not get): nothing was rotated, and the lease is released.
+// No answer: the lease stays, to expire, and the next run asks again.
+func (s *Service) probe(ctx context.Context, it Item, version uint32, token string, until time.Time) (rotationOutcome, error) {
+	callCtx, cancel := context.WithTimeout(ctx, providerCallTimeout)
+	_, err := s.provider.GetAccounts(callCtx, token)
+	cancel()
+	switch code := kluis.ErrorCode(err); {
+	case code == CodeInvalidToken:
+		return s.lost(ctx, it, version, "the provider rotated the token and its answer was lost")
+	case code == kluis.EUnavailable || code == kluis.EInternal:
+		return skipped, providerErr("check access token", err)
+	}
+	s.releaseLease(ctx, it.ID, until)
+	return checked, nil
+}
+
+// lost marks the item relink_required: kluis holds no live token for it.
+func (s *Service) lost(ctx context.Context, it Item, version uint32, reason string) (rotationOutcome, error) {
+	changed, err := s.markRelinkRequired(ctx, rotationActor, it, version, reason)
+	if err != nil || !changed {
+		return skipped, err
+	}
+	s.log.Warn("an item's access token is lost; the user must link it again", "item_id", it.ID, "reason", reason)
+	return relink, nil
+}
+
+// expireLease marks the lease of until expired, if it is still held: the
+// item is left for the next run to resume.
+func (s *Service) expireLease(ctx context.Context, id string, until time.Time) {
+	if err := expireToken(context.WithoutCancel(ctx), s.db.Pool, id, until, s.now()); err != nil {
+		s.log.Error("expire item token lease", "item_id", id, "cause", err.Error())
+	}
+}
+
+func (s *Service) releaseLease(ctx context.Context, id string, until time.Time) {
+	if err := releaseToken(context.WithoutCancel(ctx), s.db.Pool, id, until); err != nil {
+		s.log.Error("release item token lease", "item_id", id, "cause", err.Error())
+	}
+}
+
+// switchToken makes the item's pending version current (the old token is
+// let go here, after its successor was committed) and ends the lease, in one
+// transaction with the audit entry and an item.token_rotated event.
+func (s *Service) switchToken(ctx context.Context, it Item) error {
+	return s.db.InTx(ctx, func(tx pgx.Tx) error {
+		version, err := s.vault.PromotePending(ctx, tx, it.CredentialRef)
+		if err != nil {
+			return err
+		}
+		ok, err := markRotated(ctx, tx, it.ID, s.now())
 		if err != nil {
 			return err
 		}
 		if !ok {
 			return kluis.Errorf(kluis.EConflict, "the item changed during rotation")
 		}
-		if err := s.vault.Destroy(ctx, tx, it.CredentialRef); err != nil && kluis.ErrorCode(err) != kluis.ENotFound {
+		if _, err := events.Enqueue(ctx, tx, events.Event{Type: events.ItemTokenRotated,
+			Data: map[string]string{"item_id": it.ID, "status": it.Status}}); err != nil {
 			return err
 		}
 		ext, err := externalSubject(ctx, tx, it.SubjectID)
@@ -132,7 +287,35 @@ func (s *Service) switchToken(ctx context.Context, it rotationRow) error {
 			return err
 		}
 		return s.appendAudit(ctx, tx, rotationActor, "item.access_token_rotated", it.ID, ext, map[string]any{
-			"old_credential_ref": it.CredentialRef, "credential_ref": it.PendingRef})
+			"credential_ref": it.CredentialRef, "version": version})
+	})
+}
+
+// adoptLegacy moves a rotated token that a kluis from before stable refs
+// sealed under a ref of its own into the item's credential, as its pending
+// version, so that the switch keeps the item's ref.
+func (s *Service) adoptLegacy(ctx context.Context, it Item) error {
+	return s.db.InTx(ctx, func(tx pgx.Tx) error {
+		v, err := s.vault.CredentialVersions(ctx, tx, it.CredentialRef, true)
+		if err != nil {
+			return err
+		}
+		cred, err := s.vault.OpenOwnedIn(ctx, tx, vault.ItemOwner(it.ID), it.legacyPendingRef)
+		if err != nil {
+			return err
+		}
+		defer cred.Zero()
+		if err := s.vault.SealPending(ctx, tx, it.CredentialRef, v.Version, cred.Secret); err != nil {
+			return err
+		}
+		ok, err := adoptLegacyPending(ctx, tx, it.ID, it.legacyPendingRef, s.now())
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return kluis.Errorf(kluis.EConflict, "the item changed during rotation")
+		}
+		return s.vault.Destroy(ctx, tx, it.legacyPendingRef)
 	})
 }
 

@@ -155,15 +155,21 @@ func (s *Service) accessToken(ctx context.Context, itemID, ref string) (string, 
 
 // sealAccessToken seals an access token of the item for the subject in tx.
 func (s *Service) sealAccessToken(ctx context.Context, tx pgx.Tx, itemID, subjectID, token string) (string, error) {
-	secret, err := json.Marshal(struct {
-		AccessToken string `json:"access_token"`
-		Provider    string `json:"provider"`
-	}{token, s.provider.Name()})
+	secret, err := s.accessTokenSecret(token)
 	if err != nil {
 		return "", err
 	}
 	defer clear(secret)
 	return s.vault.Seal(ctx, tx, vault.ItemOwner(itemID), subjectID, vault.KindBankAccessToken, secret, "")
+}
+
+// accessTokenSecret is the sealed form of an access token; the caller
+// clears it.
+func (s *Service) accessTokenSecret(token string) ([]byte, error) {
+	return json.Marshal(struct {
+		AccessToken string `json:"access_token"`
+		Provider    string `json:"provider"`
+	}{token, s.provider.Name()})
 }
 
 // sealNumbers seals the account's numbers for the subject in tx, with the

@@ -181,12 +181,12 @@ func insertAccount(ctx context.Context, tx pgx.Tx, a Account, now time.Time) (bo
 }
 
 const itemColumns = `id, subject_id, provider, provider_item_id, institution_id, institution_name, status,
-	COALESCE(credential_ref, ''), created_at`
+	COALESCE(credential_ref, ''), created_at, COALESCE(pending_credential_ref, '')`
 
 func scanItem(r pgx.Row) (Item, error) {
 	var it Item
 	err := r.Scan(&it.ID, &it.SubjectID, &it.Provider, &it.ProviderItemID, &it.InstitutionID, &it.InstitutionName,
-		&it.Status, &it.CredentialRef, &it.CreatedAt)
+		&it.Status, &it.CredentialRef, &it.CreatedAt, &it.legacyPendingRef)
 	return it, err
 }
 
@@ -221,6 +221,20 @@ func anyItem(ctx context.Context, q querier, id string) (Item, error) {
 func itemByProviderID(ctx context.Context, tx pgx.Tx, provider, providerItemID string) (Item, bool, error) {
 	it, err := scanItem(tx.QueryRow(ctx, `SELECT `+itemColumns+` FROM items
 		WHERE provider = $1 AND provider_item_id = $2 AND status <> 'removed' FOR UPDATE`, provider, providerItemID))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Item{}, false, nil
+	}
+	if err != nil {
+		return Item{}, false, dbErr("read item", err)
+	}
+	return it, true, nil
+}
+
+// liveItemByProviderID finds the (not removed) item a provider names,
+// without locking it.
+func liveItemByProviderID(ctx context.Context, q querier, provider, providerItemID string) (Item, bool, error) {
+	it, err := scanItem(q.QueryRow(ctx, `SELECT `+itemColumns+` FROM items
+		WHERE provider = $1 AND provider_item_id = $2 AND status <> 'removed'`, provider, providerItemID))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Item{}, false, nil
 	}
@@ -269,12 +283,13 @@ func setItemStatus(ctx context.Context, tx pgx.Tx, id string, from []string, to 
 
 // markItemRemoved is the removal transition: it drops the credential
 // reference (the caller destroys the credential next), and takes the item's
-// accounts out of use, returning their number references (and a pending
-// rotated token's) to destroy.
+// accounts out of use, returning their number references (and the legacy
+// pending_credential_ref of a rotation from before stable refs) to destroy.
 func markItemRemoved(ctx context.Context, tx pgx.Tx, id, fromStatus, credRef string, now time.Time) ([]string, bool, error) {
 	var pending string
 	err := tx.QueryRow(ctx, `
-		UPDATE items i SET status = 'removed', credential_ref = NULL, pending_credential_ref = NULL, removed_at = $4, updated_at = $4
+		UPDATE items i SET status = 'removed', credential_ref = NULL, pending_credential_ref = NULL,
+		       rotation_claimed_until = NULL, removed_at = $4, updated_at = $4
 		FROM (SELECT id, pending_credential_ref FROM items WHERE id = $1 FOR UPDATE) o
 		WHERE i.id = o.id AND i.status = $2 AND i.credential_ref IS NOT DISTINCT FROM NULLIF($3, '')
 		RETURNING COALESCE(o.pending_credential_ref, '')`, id, fromStatus, credRef, now).Scan(&pending)
@@ -298,13 +313,119 @@ func markItemRemoved(ctx context.Context, tx pgx.Tx, id, fromStatus, credRef str
 	return append(refs, pending), true, nil
 }
 
+// claimToken takes the item's token lease until until, for the one rotation
+// or removal that talks to the provider about the item's token. It fails
+// (false) while another holds a lease that has not expired, and for an
+// item that is removed. A rotation passes due: the lease is then taken only
+// if the item still needs the rotation, so that a run that listed it before
+// another finished does not rotate it twice. resumed reports that an
+// expired lease was taken over: a rotation or removal cut short, whose
+// outcome at the provider is not known.
+func claimToken(ctx context.Context, q querier, id string, now, until time.Time, due *time.Time) (resumed, ok bool, err error) {
+	sql := `UPDATE items i SET rotation_claimed_until = $3, updated_at = $2
+		FROM (SELECT id, rotation_claimed_until AS prev FROM items WHERE id = $1 FOR UPDATE) o
+		WHERE i.id = o.id AND i.status <> 'removed' AND (o.prev IS NULL OR o.prev < $2)
+		RETURNING o.prev IS NOT NULL`
+	args := []any{id, now, until}
+	if due != nil {
+		sql = `UPDATE items i SET rotation_claimed_until = $3, updated_at = $2
+		FROM (SELECT id, rotation_claimed_until AS prev FROM items WHERE id = $1 FOR UPDATE) o
+		WHERE i.id = o.id AND i.status IN ('active', 'login_required') AND (o.prev < $2 OR (o.prev IS NULL
+		      AND (i.pending_credential_ref IS NOT NULL OR ($4::timestamptz IS NOT NULL AND i.access_token_rotated_at < $4))))
+		RETURNING o.prev IS NOT NULL`
+		args = append(args, *due)
+		if due.IsZero() {
+			args[3] = nil
+		}
+	}
+	err = q.QueryRow(ctx, sql, args...).Scan(&resumed)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, false, nil
+	}
+	if err != nil {
+		return false, false, dbErr("claim item token", err)
+	}
+	return resumed, true, nil
+}
+
+// releaseToken gives the lease of until back.
+func releaseToken(ctx context.Context, q querier, id string, until time.Time) error {
+	if _, err := q.Exec(ctx, `UPDATE items SET rotation_claimed_until = NULL WHERE id = $1 AND rotation_claimed_until = $2`,
+		id, until); err != nil {
+		return dbErr("release item token", err)
+	}
+	return nil
+}
+
+// expireToken marks the lease of until expired (as of now), if still held.
+func expireToken(ctx context.Context, q querier, id string, until, now time.Time) error {
+	if _, err := q.Exec(ctx, `UPDATE items SET rotation_claimed_until = $3
+		WHERE id = $1 AND rotation_claimed_until = $2`, id, until, now.Add(-time.Microsecond)); err != nil {
+		return dbErr("expire item token lease", err)
+	}
+	return nil
+}
+
+// markRotated records a finished rotation and ends its lease.
+func markRotated(ctx context.Context, tx pgx.Tx, id string, now time.Time) (bool, error) {
+	tag, err := tx.Exec(ctx, `UPDATE items SET access_token_rotated_at = $2, rotation_claimed_until = NULL, updated_at = $2
+		WHERE id = $1 AND status <> 'removed'`, id, now)
+	if err != nil {
+		return false, dbErr("record rotation", err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// adoptLegacyPending clears the legacy pending_credential_ref once its
+// token is sealed as a pending version of the item's own credential.
+func adoptLegacyPending(ctx context.Context, tx pgx.Tx, id, legacyRef string, now time.Time) (bool, error) {
+	tag, err := tx.Exec(ctx, `UPDATE items SET pending_credential_ref = NULL, updated_at = $3
+		WHERE id = $1 AND pending_credential_ref = $2`, id, legacyRef, now)
+	if err != nil {
+		return false, dbErr("adopt pending token", err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// setItemRelinkRequired moves a live item to relink_required (kluis no
+// longer holds a live token) and ends any lease.
+func setItemRelinkRequired(ctx context.Context, tx pgx.Tx, id string, now time.Time) (bool, error) {
+	tag, err := tx.Exec(ctx, `UPDATE items SET status = 'relink_required', rotation_claimed_until = NULL, updated_at = $2
+		WHERE id = $1 AND status IN ('active', 'login_required')`, id, now)
+	if err != nil {
+		return false, dbErr("mark item relink_required", err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// revokeAccounts marks the item's live accounts (or only the one with
+// providerAccountID, when set) revoked and no longer verified, returning
+// their ids and number references.
+func revokeAccounts(ctx context.Context, tx pgx.Tx, itemID, providerAccountID string, now time.Time) ([]Account, error) {
+	rows, err := tx.Query(ctx, `
+		UPDATE accounts SET status = 'revoked', revoked_at = $3, verification_status = 'unverified', updated_at = $3
+		WHERE item_id = $1 AND removed_at IS NULL AND status = 'active' AND ($2 = '' OR provider_account_id = $2)
+		RETURNING id, COALESCE(account_number_ref, '')`, itemID, providerAccountID, now)
+	if err != nil {
+		return nil, dbErr("revoke accounts", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Account, error) {
+		var a Account
+		return a, r.Scan(&a.ID, &a.AccountNumberRef)
+	})
+	if err != nil {
+		return nil, dbErr("revoke accounts", err)
+	}
+	return out, nil
+}
+
 const accountColumns = `id, subject_id, COALESCE(item_id, ''), COALESCE(provider_account_id, ''), name, mask, type, subtype,
-	verification_status, COALESCE(account_number_ref, ''), created_at`
+	verification_status, COALESCE(account_number_ref, ''), created_at, status`
 
 func scanAccount(r pgx.Row) (Account, error) {
 	var a Account
 	err := r.Scan(&a.ID, &a.SubjectID, &a.ItemID, &a.ProviderAccountID, &a.Name, &a.Mask, &a.Type, &a.Subtype,
-		&a.VerificationStatus, &a.AccountNumberRef, &a.CreatedAt)
+		&a.VerificationStatus, &a.AccountNumberRef, &a.CreatedAt, &a.Status)
 	return a, err
 }
 
@@ -395,52 +516,36 @@ func clip(s string) string {
 	return s
 }
 
-// rotationRow is an item whose access token is due for rotation, or whose
-// rotated token is sealed but not yet switched to.
+// rotationRow is an item whose access token is due for rotation, or
+// whose rotation was cut short.
 type rotationRow struct {
-	ID, SubjectID, CredentialRef, PendingRef string
+	ID, SubjectID, CredentialRef string
 }
 
-// itemsDueForRotation lists live items with a pending switch, then items
-// whose token is older than cutoff.
-func itemsDueForRotation(ctx context.Context, q querier, cutoff time.Time, limit int) ([]rotationRow, error) {
+// itemsDueForRotation lists live items whose rotation was cut short (an
+// expired lease, or a legacy pending token), then, when cutoff is not zero,
+// items whose token is older than cutoff and not being rotated.
+func itemsDueForRotation(ctx context.Context, q querier, now, cutoff time.Time, limit int) ([]rotationRow, error) {
+	var c *time.Time
+	if !cutoff.IsZero() {
+		c = &cutoff
+	}
 	rows, err := q.Query(ctx, `
-		SELECT id, subject_id, credential_ref, COALESCE(pending_credential_ref, '') FROM items
-		WHERE status IN ('active', 'login_required') AND (pending_credential_ref IS NOT NULL OR access_token_rotated_at < $1)
-		ORDER BY pending_credential_ref IS NULL, access_token_rotated_at LIMIT $2`, cutoff, limit)
+		SELECT id, subject_id, credential_ref FROM items
+		WHERE status IN ('active', 'login_required') AND (rotation_claimed_until < $1
+		   OR (rotation_claimed_until IS NULL AND (pending_credential_ref IS NOT NULL OR access_token_rotated_at < $2::timestamptz)))
+		ORDER BY rotation_claimed_until IS NULL, pending_credential_ref IS NULL, access_token_rotated_at LIMIT $3`, now, c, limit)
 	if err != nil {
 		return nil, dbErr("list items to rotate", err)
 	}
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (rotationRow, error) {
 		var x rotationRow
-		return x, r.Scan(&x.ID, &x.SubjectID, &x.CredentialRef, &x.PendingRef)
+		return x, r.Scan(&x.ID, &x.SubjectID, &x.CredentialRef)
 	})
 	if err != nil {
 		return nil, dbErr("list items to rotate", err)
 	}
 	return out, nil
-}
-
-// setPendingCredential records a sealed successor token, only while the
-// item still points at oldRef.
-func setPendingCredential(ctx context.Context, tx pgx.Tx, id, oldRef, newRef string, now time.Time) (bool, error) {
-	tag, err := tx.Exec(ctx, `UPDATE items SET pending_credential_ref = $3, updated_at = $4
-		WHERE id = $1 AND credential_ref = $2 AND pending_credential_ref IS NULL AND status <> 'removed'`, id, oldRef, newRef, now)
-	if err != nil {
-		return false, dbErr("store rotated token", err)
-	}
-	return tag.RowsAffected() == 1, nil
-}
-
-// switchCredential points the item at its pending token.
-func switchCredential(ctx context.Context, tx pgx.Tx, id, oldRef, newRef string, now time.Time) (bool, error) {
-	tag, err := tx.Exec(ctx, `UPDATE items SET credential_ref = $3, pending_credential_ref = NULL,
-		access_token_rotated_at = $4, updated_at = $4
-		WHERE id = $1 AND credential_ref = $2 AND pending_credential_ref = $3 AND status <> 'removed'`, id, oldRef, newRef, now)
-	if err != nil {
-		return false, dbErr("switch rotated token", err)
-	}
-	return tag.RowsAffected() == 1, nil
 }
 
 // notFound is the one answer for a missing object and another subject's:

@@ -2,6 +2,7 @@ package banklink
 
 import (
 	"context"
+	"errors"
 	"net/http"
 
 	"github.com/jackc/pgx/v5"
@@ -9,6 +10,7 @@ import (
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/compliance"
 	"github.com/kluis-dev/kluis/events"
+	"github.com/kluis-dev/kluis/vault"
 )
 
 // Outcomes recorded for a webhook event.
@@ -40,7 +42,7 @@ func (s *Service) HandleWebhook(ctx context.Context, provider string, header htt
 	if provider != s.provider.Name() {
 		return WebhookResult{}, notFound()
 	}
-	ev, err := s.provider.VerifyWebhook(ctx, header, body)
+	ev, err := s.provider.VerifyWebhook(WithWebhookItemCheck(ctx, s.webhookItemCheck(provider)), header, body)
 	if err != nil {
 		return WebhookResult{}, providerErr("verify webhook", err)
 	}
@@ -65,6 +67,12 @@ func (s *Service) HandleWebhook(ctx context.Context, provider string, header htt
 			return res, err
 		}
 	}
+	// Consent withdrawn: remove the item at the provider where it still
+	// can be (it stops access and billing), before the transaction.
+	var rv revocation
+	if ev.Kind == EventRevoked {
+		rv = s.revokeBeforeWebhook(ctx, provider, ev.ProviderItemID)
+	}
 	actor := Actor{Kind: compliance.ActorProvider, Name: provider, RequestID: requestID}
 	err = s.db.InTx(ctx, func(tx pgx.Tx) error {
 		res.Duplicate, res.Outcome, res.ItemID = false, WebhookIgnored, ""
@@ -75,7 +83,7 @@ func (s *Service) HandleWebhook(ctx context.Context, provider string, header htt
 		if found {
 			res.ItemID = it.ID
 		}
-		if res.Outcome, err = s.applyWebhook(ctx, tx, actor, ev, it, found, fetched, numbers); err != nil {
+		if res.Outcome, err = s.applyWebhook(ctx, tx, actor, ev, it, found, fetched, numbers, rv); err != nil {
 			return err
 		}
 		fresh, err := recordWebhook(ctx, tx, provider, ev, res.ItemID, res.Outcome, s.now())
@@ -94,6 +102,16 @@ func (s *Service) HandleWebhook(ctx context.Context, provider string, header htt
 	return res, err
 }
 
+// webhookItemCheck is the WebhookItemCheck VerifyWebhook may ask: whether a
+// live item of this provider has the id. A failed lookup answers false: the
+// webhook then only draws on the budget every webhook shares.
+func (s *Service) webhookItemCheck(provider string) WebhookItemCheck {
+	return func(ctx context.Context, providerItemID string) bool {
+		_, _, status, err := itemTokenRef(ctx, s.db.Pool, provider, providerItemID)
+		return err == nil && status != ""
+	}
+}
+
 // errDuplicate rolls back a webhook's transaction when a concurrent
 // delivery of the same event was recorded first.
 var errDuplicate = kluis.Errorf(kluis.EConflict, "duplicate webhook")
@@ -107,12 +125,31 @@ func (s *Service) webhookItem(ctx context.Context, tx pgx.Tx, provider string, e
 
 // applyWebhook makes the event's transition and returns the outcome to
 // record.
-func (s *Service) applyWebhook(ctx context.Context, tx pgx.Tx, actor Actor, ev WebhookEvent, it Item, found bool, fetched *ItemAccounts, numbers map[string]AuthNumbers) (string, error) {
+func (s *Service) applyWebhook(ctx context.Context, tx pgx.Tx, actor Actor, ev WebhookEvent, it Item, found bool, fetched *ItemAccounts, numbers map[string]AuthNumbers, rv revocation) (string, error) {
 	if ev.Kind == EventUnknown {
 		return WebhookIgnored, nil
 	}
 	if !found {
 		return WebhookUnknownItem, nil
+	}
+	switch ev.Kind {
+	case EventRevoked:
+		if rv.itemID != it.ID {
+			// The item named changed between the provider call and
+			// now: let the provider deliver it again.
+			return "", kluis.Unavailable("item revocation", errors.New("banklink: the item changed during revocation"))
+		}
+		changed, err := s.revokeConsent(ctx, tx, actor, it, rv.versions, rv.providerRevoked, ev.ID)
+		if err != nil || !changed {
+			return WebhookNoChange, err
+		}
+		return WebhookApplied, nil
+	case EventAccountRevoked:
+		changed, err := s.revokeAccountConsent(ctx, tx, actor, it, ev)
+		if err != nil || !changed {
+			return WebhookNoChange, err
+		}
+		return WebhookApplied, nil
 	}
 	var (
 		from   []string
@@ -122,8 +159,6 @@ func (s *Service) applyWebhook(ctx context.Context, tx pgx.Tx, actor Actor, ev W
 	switch ev.Kind {
 	case EventLoginRequired:
 		from, to, action = []string{ItemActive}, ItemLoginRequired, "item.login_required"
-	case EventRevoked:
-		from, to, action = []string{ItemActive, ItemLoginRequired}, ItemRevoked, "item.revoked"
 	case EventNewAccounts:
 		if fetched == nil || it.Status != ItemActive {
 			return WebhookNoChange, nil
@@ -158,6 +193,45 @@ func (s *Service) applyWebhook(ctx context.Context, tx pgx.Tx, actor Actor, ev W
 		"from": it.Status, "to": to, "event_id": ev.ID, "provider_code": clip(ev.ProviderCode)})
 }
 
+// revocation is what was done at the provider for a consent webhook.
+type revocation struct {
+	itemID          string
+	versions        vault.Versions
+	providerRevoked bool
+}
+
+// revokeBeforeWebhook removes at the provider, with every live version of
+// its token, the live item a consent-revoked webhook names. It is best
+// effort: the user withdrew consent at the provider, so kluis destroys the
+// token whatever the provider answers, and the audit entry says whether the
+// provider revoked.
+func (s *Service) revokeBeforeWebhook(ctx context.Context, provider, providerItemID string) revocation {
+	if providerItemID == "" {
+		return revocation{}
+	}
+	it, found, err := liveItemByProviderID(ctx, s.db.Pool, provider, providerItemID)
+	if err != nil || !found {
+		return revocation{}
+	}
+	rv := revocation{itemID: it.ID}
+	if it.Status == ItemRevoked || it.Status == ItemRelinkRequired {
+		rv.versions, _ = s.vault.CredentialVersions(ctx, s.db.Pool, it.CredentialRef, false)
+		return rv
+	}
+	tokens, versions, err := s.liveTokens(ctx, it)
+	if err != nil {
+		s.log.Warn("consent revoked: the item's tokens could not be read", "item_id", it.ID, "code", kluis.ErrorCode(err))
+		rv.itemID = ""
+		return rv
+	}
+	rv.versions = versions
+	rv.providerRevoked, err = s.revokeAtProvider(ctx, tokens)
+	if err != nil {
+		s.log.Warn("consent revoked: the provider did not remove the item", "item_id", it.ID, "code", kluis.ErrorCode(err))
+	}
+	return rv
+}
+
 // fetchNewAccounts reads the accounts of the item a new_accounts event
 // names; nil when kluis has no live item for it.
 func (s *Service) fetchNewAccounts(ctx context.Context, provider, providerItemID string) (*ItemAccounts, map[string]AuthNumbers, error) {
@@ -182,8 +256,10 @@ func (s *Service) fetchNewAccounts(ctx context.Context, provider, providerItemID
 // SandboxFireWebhook has the sandbox fire a webhook about the subject's
 // item (SandboxWebhook* codes, or any other upper-case code for an event
 // kluis does not know) and delivers it through HandleWebhook, signature
-// check included, exactly as POST /webhooks/sandbox would.
-func (s *Service) SandboxFireWebhook(ctx context.Context, actor Actor, itemID, code string) (WebhookResult, error) {
+// check included, exactly as POST /webhooks/sandbox would. accountID names
+// the item's account a USER_ACCOUNT_REVOKED is about (and is required
+// for it only).
+func (s *Service) SandboxFireWebhook(ctx context.Context, actor Actor, itemID, code, accountID string) (WebhookResult, error) {
 	linker, ok := s.provider.(SandboxLinker)
 	if !ok {
 		return WebhookResult{}, notFound()
@@ -192,7 +268,22 @@ func (s *Service) SandboxFireWebhook(ctx context.Context, actor Actor, itemID, c
 	if err != nil {
 		return WebhookResult{}, err
 	}
-	header, body, err := linker.SignedWebhook(ctx, it.ProviderItemID, code)
+	var header http.Header
+	var body []byte
+	if code == SandboxWebhookUserAccountRevoked {
+		providerAccountID := ""
+		for _, a := range it.Accounts {
+			if a.ID == accountID {
+				providerAccountID = a.ProviderAccountID
+			}
+		}
+		if providerAccountID == "" {
+			return WebhookResult{}, kluis.Errorf(kluis.EInvalid, "account_id must name an account of the item")
+		}
+		header, body, err = linker.SignedAccountWebhook(ctx, it.ProviderItemID, providerAccountID, code)
+	} else {
+		header, body, err = linker.SignedWebhook(ctx, it.ProviderItemID, code)
+	}
 	if err != nil {
 		return WebhookResult{}, err
 	}

@@ -11,7 +11,6 @@ import (
 
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/postgres"
-	"github.com/kluis-dev/kluis/vault"
 )
 
 // Erasure request statuses.
@@ -19,7 +18,20 @@ const (
 	ErasurePending   = "pending_approval"
 	ErasureApproved  = "approved"
 	ErasureCompleted = "completed"
+	// ErasureNeedsAttention is a run whose provider kept refusing to revoke
+	// items (DefaultRevokeAttempts passes): the subject stays fenced, keys
+	// and rows intact, and the request names the items (unrevoked_items)
+	// until people act. Approving it again tries once more.
+	ErasureNeedsAttention = "needs_attention"
+	// ErasureCompletedWithExceptions is a needs_attention run that two staff
+	// completed; its receipt names each item the provider did not revoke.
+	ErasureCompletedWithExceptions = "completed_with_exceptions"
 )
+
+// running reports whether a request in status is one the run carries on.
+func running(status string) bool {
+	return status == ErasureApproved || status == ErasureNeedsAttention
+}
 
 // Erasure steps, in the order they run. Each is recorded in the request's
 // steps when it is done, so a run cut short resumes after the last one.
@@ -42,8 +54,11 @@ type ErasureRequest struct {
 	ApprovedAt       *time.Time `json:"approved_at,omitempty"`
 	CompletedAt      *time.Time `json:"completed_at,omitempty"`
 	// LastError says, safely, why the last run stopped short.
-	LastError string   `json:"last_error,omitempty"`
-	Receipt   *Receipt `json:"receipt,omitempty"`
+	LastError string `json:"last_error,omitempty"`
+	// UnrevokedItems names the items the provider did not revoke on the last
+	// pass (needs_attention says it kept refusing).
+	UnrevokedItems []UnrevokedItem `json:"unrevoked_items,omitempty"`
+	Receipt        *Receipt        `json:"receipt,omitempty"`
 
 	subjectID string
 	steps     erasureSteps
@@ -72,7 +87,14 @@ type Receipt struct {
 
 // erasureSteps is the progress record (the steps column).
 type erasureSteps struct {
-	Revoked         *int       `json:"revoked,omitempty"`
+	// Revoked is set once a revoke pass left nothing unrevoked; RevokedItems
+	// lists each item a provider revoked for this run, appended in the
+	// transaction that removed it (so a crash cannot lose or repeat one).
+	Revoked      *int            `json:"revoked,omitempty"`
+	RevokedItems []string        `json:"revoked_items,omitempty"`
+	Attempts     int             `json:"revoke_attempts,omitempty"`
+	Unrevoked    []UnrevokedItem `json:"unrevoked,omitempty"`
+
 	KeysDestroyed   *int       `json:"keys_destroyed,omitempty"`
 	KeysDestroyedAt *time.Time `json:"keys_destroyed_at,omitempty"`
 }
@@ -108,6 +130,7 @@ func scanErasure(row pgx.Row) (ErasureRequest, error) {
 	if err := json.Unmarshal(steps, &r.steps); err != nil {
 		return r, fmt.Errorf("compliance: erasure steps: %w", err)
 	}
+	r.UnrevokedItems = r.steps.Unrevoked
 	return r, nil
 }
 
@@ -164,16 +187,22 @@ func (s *Service) GetErasure(ctx context.Context, id string) (ErasureRequest, er
 // A hold placed after approval stops the run too (ELegalHold, before
 // anything is destroyed): the request stays approved and completes once the
 // hold is lifted.
-// Approving an approved request runs it again (it resumes); a completed one
-// is returned as it is. When the approval commits but the run stops short
-// (a provider down, say), the request is returned approved with no error: a
-// later run, or the erasure-resume job, completes it.
+// Approving an approved request runs it again (it resumes), and so does
+// approving one in needs_attention (one more pass); a completed one is
+// returned as it is. When the approval commits but the run stops short (a
+// provider down, say), the request is returned approved (or
+// needs_attention) with no error: a later run, or the erasure-resume job,
+// completes it.
+//
+// The approval fences the subject (vault.FenceSubject): from its commit
+// until the run deletes the subject, every write for them is
+// kluis.ESubjectErasing.
 func (s *Service) ApproveErasure(ctx context.Context, by Staff, id string) (ErasureRequest, error) {
 	r, err := s.GetErasure(ctx, id)
 	if err != nil {
 		return r, err
 	}
-	if r.Status == ErasureCompleted {
+	if !running(r.Status) && r.Status != ErasurePending {
 		return r, nil
 	}
 	if r.Status == ErasurePending {
@@ -199,22 +228,32 @@ func (s *Service) approve(ctx context.Context, by Staff, r ErasureRequest) error
 	refused := false
 	err := s.db.InTx(ctx, func(tx pgx.Tx) error {
 		refused = false
-		h, err := held(ctx, tx, r.subjectID)
-		if err != nil {
-			return err
-		}
-		if h {
+		// Under the subject's lock: a hold placed meanwhile is seen here or
+		// waits for this commit (and then stops the run), and a write that
+		// checked the fence either committed before (the run sees it) or
+		// waits and is refused.
+		err := GuardDestruction(ctx, tx, r.subjectID)
+		if kluis.ErrorCode(err) == ELegalHold {
 			refused = true
 			return nil
 		}
+		if err != nil {
+			return err
+		}
+		now := s.clock.Now().UTC()
 		tag, err := tx.Exec(ctx, `
 			UPDATE erasure_requests SET status = $2, approved_by = $3, approved_at = $4
-			WHERE id = $1 AND status = $5`, r.ID, ErasureApproved, by.ID, s.clock.Now().UTC(), ErasurePending)
+			WHERE id = $1 AND status = $5`, r.ID, ErasureApproved, by.ID, now, ErasurePending)
 		if err != nil {
 			return fmt.Errorf("compliance: approve erasure: %w", postgres.Translate(err))
 		}
 		if tag.RowsAffected() == 0 {
 			return nil // approved meanwhile by someone else: run it all the same
+		}
+		if _, err := tx.Exec(ctx, `
+			UPDATE subjects SET erasing_since = $2, erasure_request_id = $3 WHERE id = $1 AND erasing_since IS NULL`,
+			r.subjectID, now, r.ID); err != nil {
+			return fmt.Errorf("compliance: fence subject: %w", postgres.Translate(err))
 		}
 		entry.Outcome = OutcomeSuccess
 		return s.auditor.appendPseudonymous(ctx, tx, entry, r.SubjectPseudonym)
@@ -267,58 +306,73 @@ func (s *Service) ResumeErasures(ctx context.Context) (completed int, err error)
 	return completed, errors.Join(errs...)
 }
 
-// execute carries out the approved request id from its last recorded step:
-// revoke at the providers, destroy the keys, delete the rows and write the
-// receipt. Each step is safe to repeat.
+// execute carries out the approved (or needs_attention) request id from its
+// last recorded step: revoke at the providers, destroy the keys, delete the
+// rows and write the receipt. Each step is safe to repeat; one run of a
+// request at a time (lockRun), so that two never revoke one item at once.
 func (s *Service) execute(ctx context.Context, id string) error {
 	r, err := s.GetErasure(ctx, id)
-	if err != nil || r.Status != ErasureApproved {
+	if err != nil || !running(r.Status) {
+		return err
+	}
+	release, err := s.lockRun(ctx, id)
+	if err != nil {
+		return err
+	}
+	defer release()
+	if r, err = s.GetErasure(ctx, id); err != nil || !running(r.Status) {
 		return err
 	}
 	err = s.runSteps(ctx, &r)
 	if err != nil {
 		msg := kluis.ErrorMessage(err)
-		_, _ = s.db.Pool.Exec(context.WithoutCancel(ctx), `UPDATE erasure_requests SET last_error = $2 WHERE id = $1 AND status = $3`,
-			id, msg, ErasureApproved)
+		_, _ = s.db.Pool.Exec(context.WithoutCancel(ctx), `UPDATE erasure_requests SET last_error = $2 WHERE id = $1 AND status IN ($3, $4)`,
+			id, msg, ErasureApproved, ErasureNeedsAttention)
 	}
 	return err
 }
 
+// lockRun takes a session advisory lock on the request for the length of
+// one run, on a connection of its own; another run of it (the approve call
+// and the erasure-resume job at once, on two instances) is EUnavailable and
+// leaves the work to this one. A crash ends the session and the lock.
+func (s *Service) lockRun(ctx context.Context, id string) (func(), error) {
+	conn, err := s.db.Pool.Acquire(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("compliance: erasure lock: %w", postgres.Translate(err))
+	}
+	var got bool
+	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(hashtextextended('kluis/erasure/' || $1, 0))`, id).Scan(&got); err != nil {
+		conn.Release()
+		return nil, fmt.Errorf("compliance: erasure lock: %w", postgres.Translate(err))
+	}
+	if !got {
+		conn.Release()
+		return nil, kluis.Errorf(kluis.EUnavailable, "another run of this erasure is in progress")
+	}
+	return func() {
+		ctx := context.WithoutCancel(ctx)
+		if _, err := conn.Exec(ctx, `SELECT pg_advisory_unlock(hashtextextended('kluis/erasure/' || $1, 0))`, id); err != nil {
+			// A connection whose lock state is unknown must not go back
+			// to the pool.
+			_ = conn.Conn().Close(ctx)
+		}
+		conn.Release()
+	}, nil
+}
+
 // runSteps checks the legal holds again before anything is destroyed: an
 // approved erasure can wait days (a provider down) and a hold placed
-// meanwhile must stop it, not only a hold present at approval. The shred
-// checks once more under the subject's row lock, which a hold being placed
-// (its foreign key) conflicts with, so the two cannot pass each other there.
+// meanwhile must stop it, not only a hold present at approval. Every
+// destructive transaction (each item's removal, the shred, the delete)
+// checks once more under the subject's row lock (GuardDestruction), which a
+// hold being placed conflicts with, so the two cannot pass each other.
 func (s *Service) runSteps(ctx context.Context, r *ErasureRequest) error {
 	if r.steps.KeysDestroyed == nil {
-		if err := s.refuseIfHeld(ctx, s.db.Pool, r); err != nil {
+		if err := RefuseIfHeld(ctx, s.db.Pool, r.subjectID); err != nil {
 			return err
 		}
-	}
-	if r.steps.Revoked == nil {
-		n := 0
-		for _, rv := range s.revokers {
-			c, err := rv.RevokeSubject(ctx, r.subjectID)
-			if err != nil {
-				return fmt.Errorf("compliance: erasure: revoke at provider: %w", err)
-			}
-			n += c
-		}
-		r.steps.Revoked = &n
-		if err := s.saveSteps(ctx, r); err != nil {
-			return err
-		}
-		if err := s.hook(StepRevoke); err != nil {
-			return err
-		}
-	}
-	// Crypto-shredding comes first among the data steps: from its commit on,
-	// no copy of the subject's sealed records opens, wherever it survives.
-	if r.steps.KeysDestroyed == nil {
-		if err := s.shred(ctx, r); err != nil {
-			return err
-		}
-		if err := s.hook(StepShred); err != nil {
+		if err := s.revokeThenShred(ctx, r); err != nil {
 			return err
 		}
 	}
@@ -326,6 +380,133 @@ func (s *Service) runSteps(ctx context.Context, r *ErasureRequest) error {
 		return err
 	}
 	return s.hook(StepDelete)
+}
+
+// maxRevokePasses bounds how often one run goes back to revoking when the
+// shred finds something still live (an exchange in flight, say) before it
+// leaves the rest to a later run.
+const maxRevokePasses = 3
+
+// errStillLive stops a shred while the subject has an item live at a
+// provider or an exchange in flight: its token could not be revoked once
+// the keys are gone.
+var errStillLive = kluis.Errorf(kluis.EUnavailable,
+	"the subject still has access live at a provider or an exchange in flight; the erasure resumes once it is revoked")
+
+// revokeThenShred revokes at the providers, then destroys the keys once
+// nothing of the subject is live at a provider; what the shred finds still
+// live sends it back to revoking.
+func (s *Service) revokeThenShred(ctx context.Context, r *ErasureRequest) error {
+	for pass := 1; ; pass++ {
+		if r.steps.Revoked == nil || pass > 1 {
+			if err := s.revoke(ctx, r); err != nil {
+				return err
+			}
+			if err := s.hook(StepRevoke); err != nil {
+				return err
+			}
+		}
+		// Crypto-shredding comes first among the data steps: from its
+		// commit on, no copy of the subject's sealed records opens,
+		// wherever it survives.
+		err := s.shred(ctx, r)
+		if err == errStillLive && pass < maxRevokePasses {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		return s.hook(StepShred)
+	}
+}
+
+// revoke runs one pass of every revoker. Each item a provider revoked is
+// recorded by the fence in the transaction that removes it; items a provider
+// did not revoke make this pass an attempt, and after revokeAttempts of
+// them the request is needs_attention, naming the items.
+func (s *Service) revoke(ctx context.Context, r *ErasureRequest) error {
+	var unrevoked []UnrevokedItem
+	for _, rv := range s.revokers {
+		rev, err := rv.RevokeSubject(ctx, r.subjectID, s.revokeFence(r))
+		if err != nil {
+			return fmt.Errorf("compliance: erasure: revoke at provider: %w", err)
+		}
+		unrevoked = append(unrevoked, rev.Unrevoked...)
+	}
+	fresh, err := s.GetErasure(ctx, r.ID) // the fences appended to steps
+	if err != nil {
+		return err
+	}
+	r.steps.RevokedItems = fresh.steps.RevokedItems
+	r.steps.Unrevoked = unrevoked
+	if len(unrevoked) == 0 {
+		n := len(r.steps.RevokedItems)
+		r.steps.Revoked = &n
+		return s.saveSteps(ctx, r)
+	}
+	r.steps.Attempts++
+	if err := s.revokeRefused(ctx, r); err != nil {
+		return err
+	}
+	return kluis.Errorf(kluis.EUnavailable, "the provider did not revoke %d item(s) of the subject (attempt %d of %d)",
+		len(unrevoked), r.steps.Attempts, s.revokeAttempts)
+}
+
+// revokeRefused records an attempt that left items unrevoked and, once
+// there have been revokeAttempts of them, moves the request to
+// needs_attention with its audit entry, which names the items.
+func (s *Service) revokeRefused(ctx context.Context, r *ErasureRequest) error {
+	raw, err := json.Marshal(r.steps)
+	if err != nil {
+		return fmt.Errorf("compliance: erasure steps: %w", err)
+	}
+	return s.db.InTx(ctx, func(tx pgx.Tx) error {
+		status := ErasureApproved
+		if r.steps.Attempts >= s.revokeAttempts {
+			status = ErasureNeedsAttention
+		}
+		tag, err := tx.Exec(ctx, `UPDATE erasure_requests SET steps = $2, status = $3 WHERE id = $1 AND status IN ($4, $5)`,
+			r.ID, raw, status, ErasureApproved, ErasureNeedsAttention)
+		if err != nil {
+			return fmt.Errorf("compliance: erasure steps: %w", postgres.Translate(err))
+		}
+		if tag.RowsAffected() == 0 || status != ErasureNeedsAttention || r.Status == ErasureNeedsAttention {
+			return nil
+		}
+		r.Status = status
+		items := make([]string, len(r.steps.Unrevoked))
+		for i, u := range r.steps.Unrevoked {
+			items[i] = u.ItemID
+		}
+		return s.auditor.appendPseudonymous(ctx, tx, Entry{
+			ActorKind: ActorSystem, Actor: "erasure", Action: "erasure.needs_attention", Target: r.ID,
+			Outcome: OutcomeFailure, Details: map[string]any{"unrevoked_items": items, "attempts": r.steps.Attempts},
+		}, r.SubjectPseudonym)
+	})
+}
+
+// revokeFence is what runs first in each item's removal transaction: the
+// subject's lock and the legal holds (GuardDestruction), and the item
+// recorded as revoked by this run when its provider revoked it, so that the
+// receipt counts exactly what was revoked, once.
+func (s *Service) revokeFence(r *ErasureRequest) RevokeFence {
+	return func(ctx context.Context, tx pgx.Tx, itemID string, revoked bool) error {
+		if err := GuardDestruction(ctx, tx, r.subjectID); err != nil {
+			return err
+		}
+		if !revoked {
+			return nil
+		}
+		_, err := tx.Exec(ctx, `
+			UPDATE erasure_requests
+			SET steps = jsonb_set(steps, '{revoked_items}', COALESCE(steps->'revoked_items', '[]'::jsonb) || to_jsonb($2::text))
+			WHERE id = $1 AND status IN ($3, $4) AND NOT COALESCE(steps->'revoked_items', '[]'::jsonb) ? $2`,
+			r.ID, itemID, ErasureApproved, ErasureNeedsAttention)
+		if err != nil {
+			return fmt.Errorf("compliance: erasure: record revoked item: %w", postgres.Translate(err))
+		}
+		return nil
+	}
 }
 
 func (s *Service) hook(step string) error {
@@ -340,36 +521,29 @@ func (s *Service) saveSteps(ctx context.Context, r *ErasureRequest) error {
 	if err != nil {
 		return fmt.Errorf("compliance: erasure steps: %w", err)
 	}
-	_, err = s.db.Pool.Exec(ctx, `UPDATE erasure_requests SET steps = $2 WHERE id = $1 AND status = $3`, r.ID, raw, ErasureApproved)
+	_, err = s.db.Pool.Exec(ctx, `UPDATE erasure_requests SET steps = $2 WHERE id = $1 AND status IN ($3, $4)`,
+		r.ID, raw, ErasureApproved, ErasureNeedsAttention)
 	if err != nil {
 		return fmt.Errorf("compliance: erasure steps: %w", postgres.Translate(err))
 	}
 	return nil
 }
 
-// refuseIfHeld fails with ELegalHold while a hold names the request's
-// subject.
-func (s *Service) refuseIfHeld(ctx context.Context, q vault.Querier, r *ErasureRequest) error {
-	h, err := held(ctx, q, r.subjectID)
-	if err != nil {
-		return err
-	}
-	if h {
-		return kluis.Errorf(ELegalHold, "the subject is under a legal hold; the erasure waits until it is lifted")
-	}
-	return nil
-}
-
+// shred destroys the subject's keys, under the subject's lock, once no
+// hold names them and nothing of theirs is live at a provider.
 func (s *Service) shred(ctx context.Context, r *ErasureRequest) error {
 	return s.db.InTx(ctx, func(tx pgx.Tx) error {
-		// FOR UPDATE conflicts with the key-share lock a legal hold's insert
-		// takes on the subject: a hold committed before this point is seen
-		// below, and one placed after it waits for the shred to commit.
-		if _, err := tx.Exec(ctx, `SELECT 1 FROM subjects WHERE id = $1 FOR UPDATE`, r.subjectID); err != nil {
-			return fmt.Errorf("compliance: erasure: lock subject: %w", postgres.Translate(err))
-		}
-		if err := s.refuseIfHeld(ctx, tx, r); err != nil {
+		if err := GuardDestruction(ctx, tx, r.subjectID); err != nil {
 			return err
+		}
+		for _, rv := range s.revokers {
+			n, err := rv.Live(ctx, tx, r.subjectID)
+			if err != nil {
+				return err
+			}
+			if n > 0 {
+				return errStillLive
+			}
 		}
 		n, err := s.keys.DestroySubjectKeys(ctx, tx, r.subjectID)
 		if err != nil {
@@ -396,11 +570,16 @@ func (s *Service) shred(ctx context.Context, r *ErasureRequest) error {
 // leaves either all of it or none.
 func (s *Service) deleteRows(ctx context.Context, r *ErasureRequest) error {
 	return s.db.InTx(ctx, func(tx pgx.Tx) error {
+		// The subject first, as everywhere: a hold that committed after the
+		// shred still stops the rows' deletion.
+		if err := GuardDestruction(ctx, tx, r.subjectID); err != nil {
+			return err
+		}
 		var status string
 		if err := tx.QueryRow(ctx, `SELECT status FROM erasure_requests WHERE id = $1 FOR UPDATE`, r.ID).Scan(&status); err != nil {
 			return fmt.Errorf("compliance: erasure: %w", postgres.Translate(err))
 		}
-		if status != ErasureApproved {
+		if !running(status) {
 			return nil // another run completed it
 		}
 		// A seal that raced the shred (the subject still existed, so a
@@ -435,9 +614,7 @@ func (s *Service) deleteRows(ctx context.Context, r *ErasureRequest) error {
 		if r.ApprovedAt != nil {
 			rc.ApprovedAt = *r.ApprovedAt
 		}
-		if r.steps.Revoked != nil {
-			rc.ProviderItemsRevoked = *r.steps.Revoked
-		}
+		rc.ProviderItemsRevoked = len(r.steps.RevokedItems)
 		if r.steps.KeysDestroyed != nil {
 			rc.SubjectKeysDestroyed, rc.KeysDestroyedAt = *r.steps.KeysDestroyed, *r.steps.KeysDestroyedAt
 		}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/compliance"
 	"github.com/kluis-dev/kluis/postgres/pgtest"
@@ -13,12 +15,14 @@ import (
 // downRevoker is a provider that cannot be reached until up is set.
 type downRevoker struct{ up bool }
 
-func (r *downRevoker) RevokeSubject(context.Context, string) (int, error) {
+func (r *downRevoker) RevokeSubject(context.Context, string, compliance.RevokeFence) (compliance.Revocation, error) {
 	if !r.up {
-		return 0, kluis.Unavailable("bank provider", errors.New("down"))
+		return compliance.Revocation{}, kluis.Unavailable("bank provider", errors.New("down"))
 	}
-	return 0, nil
+	return compliance.Revocation{}, nil
 }
+
+func (r *downRevoker) Live(context.Context, pgx.Tx, string) (int, error) { return 0, nil }
 
 func TestAHoldPlacedAfterApprovalStopsTheErasureUntilItIsLifted(t *testing.T) {
 	db, _ := pgtest.Open(t)

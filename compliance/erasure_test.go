@@ -20,12 +20,24 @@ func (tableShredder) DestroySubjectKeys(ctx context.Context, tx pgx.Tx, subjectI
 	return int(tag.RowsAffected()), err
 }
 
-type countingRevoker struct{ calls int }
-
-func (r *countingRevoker) RevokeSubject(context.Context, string) (int, error) {
-	r.calls++
-	return 2, nil
+// countingRevoker revokes two items, recording each through the fence as
+// bank linking does, and counts its calls.
+type countingRevoker struct {
+	db    *postgres.DB
+	calls int
 }
+
+func (r *countingRevoker) RevokeSubject(ctx context.Context, _ string, fence compliance.RevokeFence) (compliance.Revocation, error) {
+	r.calls++
+	for _, id := range []string{"itm_a", "itm_b"} {
+		if err := r.db.InTx(ctx, func(tx pgx.Tx) error { return fence(ctx, tx, id, true) }); err != nil {
+			return compliance.Revocation{}, err
+		}
+	}
+	return compliance.Revocation{}, nil
+}
+
+func (r *countingRevoker) Live(context.Context, pgx.Tx, string) (int, error) { return 0, nil }
 
 var errCrash = errors.New("killed")
 
@@ -45,7 +57,7 @@ func TestAKilledErasureCompletesOnTheNextRunWithoutRepeatingItsSteps(t *testing.
 			ctx := context.Background()
 			auditor := compliance.NewAuditor(db, testPseudonyms{}, nil)
 			svc := compliance.NewService(db, auditor, tableShredder{}, nil)
-			rev := &countingRevoker{}
+			rev := &countingRevoker{db: db}
 			svc.AddRevoker(rev)
 			sid := newSubject(t, db, "user-killed")
 			exec(t, db, `INSERT INTO keystore.subject_keys (id, subject_id, version, wrapped) VALUES ('sk_1', $1, 1, '\x00')`, sid)

@@ -53,6 +53,9 @@ type Service struct {
 	clock   kluis.Clock
 
 	revokers []Revoker
+	// revokeAttempts is how many revoke passes may leave items unrevoked
+	// before the run waits for people (needs_attention).
+	revokeAttempts int
 	// stepHook, for tests, runs after each recorded erasure step; an error
 	// stops the run there as a crash would.
 	stepHook func(step string) error
@@ -65,15 +68,46 @@ type KeyShredder interface {
 }
 
 // Revoker revokes a subject's access at a bank-data provider, for erasure.
+//
 // RevokeSubject revokes every item of the subject (internal id) that is
-// still live at its provider and returns how many it revoked; it runs before
-// the subject's keys are destroyed, so it can still open the access tokens.
-// It must be idempotent (erasure calls it again after a crash, and items
-// already revoked or removed count zero) and it must not delete rows:
-// erasure deletes them afterwards. An error leaves the erasure approved, to
-// be completed by a later run; EUnavailable says the provider is down.
+// still live at its provider; it runs before the subject's keys are
+// destroyed, so it can still open the access tokens. For each item the
+// provider revoked, the transaction that marks it removed and destroys its
+// credentials must call fence first: fence takes the subject's lock, fails
+// with ELegalHold under a legal hold (then nothing of that transaction may
+// commit, and RevokeSubject stops and returns that error), and records the
+// item as revoked by the run. Items the provider did not revoke are listed
+// in the answer, not returned as an error. RevokeSubject must be idempotent
+// (erasure calls it again after a crash; items already removed are skipped)
+// and must not delete rows: erasure deletes them afterwards. An error
+// leaves the erasure approved, to be completed by a later run.
+//
+// Live counts, in the caller's transaction (which holds the subject's lock),
+// the subject's items still live at a provider and its exchanges in flight
+// (a provider token may be on its way): the keys are not destroyed while
+// any remains, as the tokens could then no longer be revoked.
 type Revoker interface {
-	RevokeSubject(ctx context.Context, subjectID string) (int, error)
+	RevokeSubject(ctx context.Context, subjectID string, fence RevokeFence) (Revocation, error)
+	Live(ctx context.Context, tx pgx.Tx, subjectID string) (int, error)
+}
+
+// RevokeFence runs first in the transaction that removes an item
+// (Revoker); revoked says whether its provider revoked it (false when its
+// token was already dead there, so there was nothing left to revoke).
+type RevokeFence func(ctx context.Context, tx pgx.Tx, itemID string, revoked bool) error
+
+// Revocation is what one RevokeSubject pass could not do: the items whose
+// provider did not revoke them.
+type Revocation struct {
+	Unrevoked []UnrevokedItem
+}
+
+// UnrevokedItem is an item a provider did not revoke, and why (an error
+// code, never the provider's message).
+type UnrevokedItem struct {
+	ItemID   string `json:"item_id"`
+	Provider string `json:"provider"`
+	Reason   string `json:"reason"`
 }
 
 // NewService returns the compliance service. keys destroys subject keys
@@ -82,7 +116,22 @@ func NewService(db *postgres.DB, auditor *Auditor, keys KeyShredder, clock kluis
 	if clock == nil {
 		clock = kluis.SystemClock{}
 	}
-	return &Service{db: db, auditor: auditor, keys: keys, clock: clock}
+	return &Service{db: db, auditor: auditor, keys: keys, clock: clock, revokeAttempts: DefaultRevokeAttempts}
+}
+
+// DefaultRevokeAttempts is how many revoke passes of one erasure may leave
+// items unrevoked at their provider before the run is needs_attention
+// (KLUIS_ERASURE_REVOKE_ATTEMPTS). With the erasure-resume job every 15
+// minutes, 10 passes give a provider two and a half hours.
+const DefaultRevokeAttempts = 10
+
+// SetRevokeAttempts sets how many revoke passes may leave items unrevoked
+// before the run is needs_attention; n < 1 keeps DefaultRevokeAttempts.
+// Call it while wiring.
+func (s *Service) SetRevokeAttempts(n int) {
+	if n >= 1 {
+		s.revokeAttempts = n
+	}
 }
 
 // AddRevoker registers a provider revoker for erasure. Call it while wiring,
@@ -169,6 +218,34 @@ func (s *Service) LiftHold(ctx context.Context, by Staff, id string) error {
 			Outcome: OutcomeSuccess, RequestID: by.RequestID,
 		}, pseudonym)
 	})
+}
+
+// GuardDestruction is the legal-hold check of every transaction that
+// destroys a subject's data for an erasure: it locks the subject's row FOR
+// UPDATE, which conflicts with the key-share lock a hold's insert takes on
+// it (its foreign key), and fails with ELegalHold while a hold names the
+// subject. A hold committed before the lock is seen; one placed after it
+// waits until the transaction ends. So nothing is destroyed after a hold
+// commits.
+func GuardDestruction(ctx context.Context, tx pgx.Tx, subjectID string) error {
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM subjects WHERE id = $1 FOR UPDATE`, subjectID); err != nil {
+		return fmt.Errorf("compliance: lock subject: %w", postgres.Translate(err))
+	}
+	return RefuseIfHeld(ctx, tx, subjectID)
+}
+
+// RefuseIfHeld fails with ELegalHold while a hold names the subject
+// (internal id). Without the subject's lock (GuardDestruction) it is an
+// early answer only: a hold may commit right after it.
+func RefuseIfHeld(ctx context.Context, q vault.Querier, subjectID string) error {
+	h, err := held(ctx, q, subjectID)
+	if err != nil {
+		return err
+	}
+	if h {
+		return kluis.Errorf(ELegalHold, "the subject is under a legal hold; the erasure waits until it is lifted")
+	}
+	return nil
 }
 
 // held reports whether a hold that is not lifted names the subject.

@@ -38,6 +38,10 @@ const (
 // AuditClass is the name of the audit entries' retention class.
 const AuditClass = "audit_entries"
 
+// VerificationFailuresClass is the retention class of failed
+// verifications' records, which must outlive KLUIS_VERIFICATION_LOCKOUT.
+const VerificationFailuresClass = "verification_failures"
+
 // RetentionClass is one kind of record and how long it is kept. Feature
 // packages register the classes of their tables (RegisterRetentionClass); a
 // class whose table or columns do not exist yet is skipped with a note, so a
@@ -109,6 +113,13 @@ func defaultClasses() []RetentionClass {
 			Requires: []string{"status", "finished_at", "updated_at", "subject_id"},
 			Default:  180 * day, Min: day,
 			Description: "finished verifications (verified, failed, expired or returned), by the time they finished",
+		},
+		{
+			Name: VerificationFailuresClass, Table: "verification_failures", Subject: "t.subject_id",
+			Where:    `t.failed_at < $1`,
+			Requires: []string{"failed_at", "subject_id"},
+			Default:  90 * day, Min: day,
+			Description: "records of failed verifications, by the time they failed (they lock accounts and numbers for KLUIS_VERIFICATION_LOCKOUT, which this must not be shorter than)",
 		},
 		{
 			Name: "removed_accounts", Table: "accounts", Subject: "t.subject_id",

@@ -79,6 +79,12 @@ var fixtures = map[string]func(t *testing.T, db *postgres.DB, at time.Time, subj
 			id, subject, acc, at)
 		return row{"verifications", "id = $1", id}
 	},
+	compliance.VerificationFailuresClass: func(t *testing.T, db *postgres.DB, at time.Time, subject string) row {
+		id := kluis.NewID(kluis.PrefixVerification)
+		exec(t, db, `INSERT INTO verification_failures (verification_id, subject_id, account_id, failed_at)
+			VALUES ($1, $2, $3, $4)`, id, subject, kluis.NewID(kluis.PrefixAccount), at)
+		return row{"verification_failures", "verification_id = $1", id}
+	},
 	"removed_accounts": func(t *testing.T, db *postgres.DB, at time.Time, subject string) row {
 		id := kluis.NewID(kluis.PrefixAccount)
 		exec(t, db, `INSERT INTO accounts (id, subject_id, name, mask, removed_at) VALUES ($1, $2, 'cheque', '1234', $3)`, id, subject, at)

@@ -53,8 +53,10 @@ type Config struct {
 	PlaidBaseURL      string
 	RedisURL          string
 	LogLevel          string
-	// BankTokenMaxAge: bank access tokens older than this are rotated at the
-	// provider by the bank-token-rotation job.
+	// BankTokenMaxAge: bank access tokens that never expire (Plaid's) older
+	// than this are rotated at the provider by the bank-token-rotation job;
+	// 0 (KLUIS_BANK_TOKEN_MAX_AGE=off, the default) turns scheduled rotation
+	// off, since a lost answer to a rotation loses the item.
 	BankTokenMaxAge time.Duration
 	// BankWebhookURL is the public URL providers send item webhooks to.
 	BankWebhookURL string
@@ -70,6 +72,9 @@ type Config struct {
 	// on the sensitive operations.
 	RateAddress, RateSubject, RateService                                   Rate
 	RateLinkSession, RateTokenExchange, RateVerificationConfirm, RateReveal Rate
+	// RateLimitIPv6Prefix: the address limit counts an IPv6 client by this
+	// many leading bits of its address.
+	RateLimitIPv6Prefix int
 	// IdempotencyTTL is how long an Idempotency-Key's answer is kept.
 	IdempotencyTTL time.Duration
 	// Retention is the period kept per retention class, by class name
@@ -81,18 +86,34 @@ type Config struct {
 	RetentionBatch      int
 	RetentionBatchPause time.Duration
 	RetentionDryRun     bool
+	// ErasureRevokeAttempts is how many revoke passes of one erasure may
+	// leave items unrevoked before it is needs_attention
+	// (KLUIS_ERASURE_REVOKE_ATTEMPTS).
+	ErasureRevokeAttempts int
 	// Verification: attempts per micro-deposit verification, the window to
 	// confirm in, amounts or a code, and the sandbox rail's posting delay.
 	VerificationAttempts int
 	VerificationWindow   time.Duration
 	MicroDepositKind     string
 	SandboxRailDelay     time.Duration
+	// VerificationLockout is how long failed verifications count against
+	// their account and number; VerificationNumberFailures how many of
+	// one account number, across users, refuse new ones; the per-user
+	// limits on manual accounts and verification starts.
+	VerificationLockout                      time.Duration
+	VerificationNumberFailures               int
+	RateManualAccount, RateVerificationStart Rate
 	// Event webhooks to client apps: the endpoints, the signing secret (or
 	// a file holding it), and how long deliveries are retried.
 	WebhookEndpoints  []string
 	WebhookSecret     string
 	WebhookSecretFile string
 	WebhookRetryFor   time.Duration
+
+	// StaffMFAMaxAge bounds how long ago a staff token's auth_time may be,
+	// and StaffTokenMaxLifetime its exp - iat, for erasure and legal holds.
+	StaffMFAMaxAge        time.Duration
+	StaffTokenMaxLifetime time.Duration
 }
 
 // Rate is a limit of Events per Per (a burst of Events); zero Events is no
@@ -154,7 +175,7 @@ func Load(getenv Getenv) (*Config, error) {
 		RedisURL:          r.str("KLUIS_REDIS_URL", ""),
 		LogLevel:          r.str("KLUIS_LOG_LEVEL", "info"),
 		KeyCryptoperiod:   r.duration("KLUIS_KEY_CRYPTOPERIOD", 365*24*time.Hour, time.Hour, 5*365*24*time.Hour),
-		BankTokenMaxAge:   r.duration("KLUIS_BANK_TOKEN_MAX_AGE", 90*24*time.Hour, time.Hour, 10*365*24*time.Hour),
+		BankTokenMaxAge:   r.durationOrOff("KLUIS_BANK_TOKEN_MAX_AGE", 10*365*24*time.Hour),
 		BankWebhookURL:    r.str("KLUIS_BANK_WEBHOOK_URL", ""),
 		KeyCacheMaxAge:    r.duration("KLUIS_KEY_CACHE_MAX_AGE", 5*time.Minute, time.Second, 24*time.Hour),
 		KeyCacheMaxUses:   r.integer("KLUIS_KEY_CACHE_MAX_USES", 10000, 1, 100000000),
@@ -168,6 +189,9 @@ func Load(getenv Getenv) (*Config, error) {
 		IdempotencyTTL:    r.duration("KLUIS_IDEMPOTENCY_TTL", 24*time.Hour, 24*time.Hour, 30*24*time.Hour),
 	}
 	c.RateVerificationConfirm = r.rate("KLUIS_RATE_LIMIT_VERIFICATION_CONFIRM", Rate{60, time.Minute})
+	c.RateLimitIPv6Prefix = r.integer("KLUIS_RATE_LIMIT_IPV6_PREFIX", 64, 32, 128)
+	c.StaffMFAMaxAge = r.duration("KLUIS_STAFF_MFA_MAX_AGE", 15*time.Minute, time.Minute, 12*time.Hour)
+	c.StaffTokenMaxLifetime = r.duration("KLUIS_STAFF_TOKEN_MAX_LIFETIME", 90*time.Minute, time.Minute, 24*time.Hour)
 	c.readRetention(&r)
 	c.readVerification(&r)
 	c.validate(&r)
@@ -203,6 +227,7 @@ func (c *Config) readRetention(r *reader) {
 	dry := r.str("KLUIS_RETENTION_DRY_RUN", "false")
 	r.oneOf("KLUIS_RETENTION_DRY_RUN", dry, "true", "false")
 	c.RetentionDryRun = dry == "true"
+	c.ErasureRevokeAttempts = r.integer("KLUIS_ERASURE_REVOKE_ATTEMPTS", compliance.DefaultRevokeAttempts, 1, 1000)
 }
 
 func (c *Config) validate(r *reader) {
@@ -213,6 +238,9 @@ func (c *Config) validate(r *reader) {
 	r.addr("KLUIS_INTERNAL_ADDR", c.InternalAddr)
 	r.pair("KLUIS_PUBLIC_TLS_CERT", c.PublicTLSCert, "KLUIS_PUBLIC_TLS_KEY", c.PublicTLSKey)
 	c.validateInternal(r)
+	if c.SPIFFETrustDomain != "" && !validTrustDomain(c.SPIFFETrustDomain) {
+		r.bad("KLUIS_SPIFFE_TRUST_DOMAIN", "must be a SPIFFE trust domain: lower-case letters, digits, '.', '-' and '_' (no scheme, no path)")
+	}
 	c.validateJWT(r)
 	c.validateKeys(r)
 	c.validateBank(r)
@@ -239,6 +267,21 @@ func (c *Config) validateInternal(r *reader) {
 	r.file("KLUIS_INTERNAL_TLS_KEY", c.InternalTLSKey)
 	r.file("KLUIS_INTERNAL_CLIENT_CA", c.InternalClientCA)
 	r.file("KLUIS_SERVICE_POLICY_FILE", c.ServicePolicyFile)
+}
+
+// validTrustDomain is the SPIFFE specification's trust domain name: what
+// api.ParseSPIFFEID compares a certificate's trust domain to byte for byte.
+func validTrustDomain(td string) bool {
+	if len(td) > 255 {
+		return false
+	}
+	for i := 0; i < len(td); i++ {
+		c := td[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 func (c *Config) validateJWT(r *reader) {
@@ -432,6 +475,21 @@ func (r *reader) duration(name string, def, lo, hi time.Duration) time.Duration 
 	return d
 }
 
+// durationOrOff reads "off" (the default: 0) or any positive duration up
+// to hi.
+func (r *reader) durationOrOff(name string, hi time.Duration) time.Duration {
+	v := strings.TrimSpace(r.getenv(name))
+	if v == "" || v == "off" {
+		return 0
+	}
+	d, err := parseDuration(v)
+	if err != nil || d <= 0 || d > hi {
+		r.bad(name, fmt.Sprintf("must be off or a positive duration up to %s (Go syntax, or whole days as 90d)", hi))
+		return 0
+	}
+	return d
+}
+
 // parseDuration reads a Go duration, or a whole number of days as "<n>d",
 // since retention and rotation periods are spoken of in days.
 func parseDuration(v string) (time.Duration, error) {
@@ -473,6 +531,7 @@ func (c *Config) readVerification(r *reader) {
 	c.MicroDepositKind = r.str("KLUIS_MICRO_DEPOSIT_KIND", "amounts")
 	r.oneOf("KLUIS_MICRO_DEPOSIT_KIND", c.MicroDepositKind, "amounts", "code")
 	c.SandboxRailDelay = r.duration("KLUIS_SANDBOX_RAIL_DELAY", 0, 0, 30*24*time.Hour)
+	c.readVerificationLimits(r)
 	for _, e := range strings.Split(r.str("KLUIS_WEBHOOK_ENDPOINTS", ""), ",") {
 		if e = strings.TrimSpace(e); e == "" {
 			continue
@@ -500,4 +559,19 @@ func (c *Config) readVerification(r *reader) {
 		r.bad("KLUIS_WEBHOOK_SECRET", "is required when KLUIS_WEBHOOK_ENDPOINTS is set")
 	}
 	c.WebhookRetryFor = r.duration("KLUIS_WEBHOOK_RETRY_FOR", 72*time.Hour, 24*time.Hour, 30*24*time.Hour)
+}
+
+// readVerificationLimits reads the limits on guessing micro-deposits
+// (API.md "Verification limits"). Failed verifications must be kept at
+// least as long as they count, or the purge would lift locks early.
+func (c *Config) readVerificationLimits(r *reader) {
+	c.VerificationLockout = r.duration("KLUIS_VERIFICATION_LOCKOUT", 30*24*time.Hour, time.Hour, 365*24*time.Hour)
+	// At least 3: one user adds at most 2 failures to a number, so one
+	// attacker alone cannot reach the limit and lock the owner out.
+	c.VerificationNumberFailures = r.integer("KLUIS_VERIFICATION_NUMBER_FAILURES", 6, 3, 1000)
+	c.RateManualAccount = r.rate("KLUIS_RATE_LIMIT_MANUAL_ACCOUNT", Rate{20, time.Hour})
+	c.RateVerificationStart = r.rate("KLUIS_RATE_LIMIT_VERIFICATION_START", Rate{20, time.Hour})
+	if keep, ok := c.Retention[compliance.VerificationFailuresClass]; ok && keep < c.VerificationLockout {
+		r.bad("KLUIS_RETENTION_VERIFICATION_FAILURES", "must be at least KLUIS_VERIFICATION_LOCKOUT: failed verifications are kept as long as they count")
+	}
 }

@@ -42,6 +42,9 @@ func TestTheDefaultsMatchTheContract(t *testing.T) {
 	if c.RequestTimeout.String() != "10s" {
 		t.Fatalf("request timeout = %s, want 10s", c.RequestTimeout)
 	}
+	if c.StaffMFAMaxAge != 15*time.Minute || c.StaffTokenMaxLifetime != 90*time.Minute {
+		t.Fatalf("staff token bounds = %s, %s; want 15m, 90m", c.StaffMFAMaxAge, c.StaffTokenMaxLifetime)
+	}
 }
 
 func TestEveryBadValueIsNamed(t *testing.T) {
@@ -58,6 +61,10 @@ func TestEveryBadValueIsNamed(t *testing.T) {
 		{"plaid without credentials", map[string]string{"KLUIS_BANK_PROVIDER": "plaid"},
 			[]string{"PLAID_CLIENT_ID", "PLAID_SECRET", "PLAID_BASE_URL"}},
 		{"a rate without a unit", map[string]string{"KLUIS_RATE_LIMIT_ADDRESS": "100"}, []string{"KLUIS_RATE_LIMIT_ADDRESS"}},
+		{"an upper-case trust domain", map[string]string{"KLUIS_SPIFFE_TRUST_DOMAIN": "Kluis.dev"}, []string{"KLUIS_SPIFFE_TRUST_DOMAIN"}},
+		{"a trust domain given as a URI", map[string]string{"KLUIS_SPIFFE_TRUST_DOMAIN": "spiffe://kluis.dev"}, []string{"KLUIS_SPIFFE_TRUST_DOMAIN"}},
+		{"staff MFA age out of bounds", map[string]string{"KLUIS_STAFF_MFA_MAX_AGE": "30s"}, []string{"KLUIS_STAFF_MFA_MAX_AGE"}},
+		{"staff token lifetime not a duration", map[string]string{"KLUIS_STAFF_TOKEN_MAX_LIFETIME": "forever"}, []string{"KLUIS_STAFF_TOKEN_MAX_LIFETIME"}},
 		{"a rate per day", map[string]string{"KLUIS_RATE_LIMIT_REVEAL": "5/d"}, []string{"KLUIS_RATE_LIMIT_REVEAL"}},
 		{"idempotency kept under a day", map[string]string{"KLUIS_IDEMPOTENCY_TTL": "1h"}, []string{"KLUIS_IDEMPOTENCY_TTL"}},
 		{"bad proxy CIDR", map[string]string{"KLUIS_TRUSTED_PROXIES": "10.0.0.0/8, nonsense"}, []string{"KLUIS_TRUSTED_PROXIES"}},
@@ -138,18 +145,19 @@ func TestRateLimitsDefaultAndParse(t *testing.T) {
 	}
 }
 
-func TestDurationsTakeGoSyntaxOrWholeDays(t *testing.T) {
+func TestScheduledBankTokenRotationIsOffUnlessGivenAPositiveDuration(t *testing.T) {
 	cases := []struct {
 		in   string
 		want time.Duration
 		bad  bool
 	}{
-		{"", 90 * 24 * time.Hour, false},
-		{"30d", 30 * 24 * time.Hour, false},
-		{"2160h", 2160 * time.Hour, false},
-		{"0d", 0, true},
+		{"", 0, false},
+		{"off", 0, false},
+		{"3s", 3 * time.Second, false},
+		{"90d", 90 * 24 * time.Hour, false},
+		{"0s", 0, true},
 		{"-1h", 0, true},
-		{"ninety days", 0, true},
+		{"sometimes", 0, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.in, func(t *testing.T) {
@@ -162,6 +170,76 @@ func TestDurationsTakeGoSyntaxOrWholeDays(t *testing.T) {
 			}
 			if err != nil || c.BankTokenMaxAge != tc.want {
 				t.Fatalf("%q = %v, %v; want %v", tc.in, c.BankTokenMaxAge, err, tc.want)
+			}
+		})
+	}
+}
+
+func TestVerificationLimitsDefaultAndAreChecked(t *testing.T) {
+	c, err := config.Load(env(t, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hour := config.Rate{Events: 20, Per: time.Hour}
+	if c.VerificationLockout != 30*24*time.Hour || c.VerificationNumberFailures != 6 ||
+		c.RateManualAccount != hour || c.RateVerificationStart != hour {
+		t.Fatalf("defaults = %s, %d, %+v, %+v; want 30d, 6, 20/h, 20/h", c.VerificationLockout, c.VerificationNumberFailures,
+			c.RateManualAccount, c.RateVerificationStart)
+	}
+	c, err = config.Load(env(t, map[string]string{"KLUIS_VERIFICATION_LOCKOUT": "7d", "KLUIS_VERIFICATION_NUMBER_FAILURES": "10",
+		"KLUIS_RATE_LIMIT_MANUAL_ACCOUNT": "5/h", "KLUIS_RATE_LIMIT_VERIFICATION_START": "off"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.VerificationLockout != 7*24*time.Hour || c.VerificationNumberFailures != 10 ||
+		c.RateManualAccount != (config.Rate{Events: 5, Per: time.Hour}) || c.RateVerificationStart != (config.Rate{}) {
+		t.Fatalf("parsed = %s, %d, %+v, %+v", c.VerificationLockout, c.VerificationNumberFailures, c.RateManualAccount, c.RateVerificationStart)
+	}
+	for _, tc := range []struct {
+		name      string
+		overrides map[string]string
+		want      string
+	}{
+		{"a lockout of a minute", map[string]string{"KLUIS_VERIFICATION_LOCKOUT": "1m"}, "KLUIS_VERIFICATION_LOCKOUT"},
+		{"a number limit one attacker could reach alone", map[string]string{"KLUIS_VERIFICATION_NUMBER_FAILURES": "2"}, "KLUIS_VERIFICATION_NUMBER_FAILURES"},
+		{"a rate without a unit", map[string]string{"KLUIS_RATE_LIMIT_MANUAL_ACCOUNT": "20"}, "KLUIS_RATE_LIMIT_MANUAL_ACCOUNT"},
+		{"a bad start rate", map[string]string{"KLUIS_RATE_LIMIT_VERIFICATION_START": "20/week"}, "KLUIS_RATE_LIMIT_VERIFICATION_START"},
+		{"failures purged before the lock lifts", map[string]string{"KLUIS_RETENTION_VERIFICATION_FAILURES": "10d"},
+			"KLUIS_RETENTION_VERIFICATION_FAILURES: must be at least KLUIS_VERIFICATION_LOCKOUT"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := config.Load(env(t, tc.overrides))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error = %v, want one naming %s", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestDurationsTakeGoSyntaxOrWholeDays(t *testing.T) {
+	cases := []struct {
+		in   string
+		want time.Duration
+		bad  bool
+	}{
+		{"", 365 * 24 * time.Hour, false},
+		{"30d", 30 * 24 * time.Hour, false},
+		{"2160h", 2160 * time.Hour, false},
+		{"0d", 0, true},
+		{"-1h", 0, true},
+		{"ninety days", 0, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.in, func(t *testing.T) {
+			c, err := config.Load(env(t, map[string]string{"KLUIS_KEY_CRYPTOPERIOD": tc.in}))
+			if tc.bad {
+				if err == nil || !strings.Contains(err.Error(), "KLUIS_KEY_CRYPTOPERIOD") {
+					t.Fatalf("%q accepted", tc.in)
+				}
+				return
+			}
+			if err != nil || c.KeyCryptoperiod != tc.want {
+				t.Fatalf("%q = %v, %v; want %v", tc.in, c.KeyCryptoperiod, err, tc.want)
 			}
 		})
 	}

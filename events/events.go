@@ -27,6 +27,8 @@ import (
 const (
 	ItemLoginRequired    = "item.login_required"
 	ItemRevoked          = "item.revoked"
+	ItemRelinkRequired   = "item.relink_required"
+	ItemTokenRotated     = "item.token_rotated" // #nosec G101 -- an event type, not a credential
 	VerificationPosted   = "verification.posted"
 	VerificationVerified = "verification.verified"
 	VerificationFailed   = "verification.failed"
@@ -37,6 +39,7 @@ const (
 // knownTypes are the types Enqueue accepts: a typo is a bug, not a new type.
 var knownTypes = map[string]bool{
 	ItemLoginRequired: true, ItemRevoked: true, VerificationPosted: true, VerificationVerified: true,
+	ItemRelinkRequired: true, ItemTokenRotated: true,
 	VerificationFailed: true, VerificationExpired: true, VerificationReturned: true,
 }
 

@@ -2,7 +2,9 @@ package logging
 
 import (
 	"bytes"
+	"cmp"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -102,16 +104,21 @@ func normalizeKey(key string, dst []byte) []byte {
 
 var (
 	// bearerRe matches an HTTP credential: the scheme stays readable, the
-	// credential goes.
-	// Bearer is matched in any case (as HTTP does); Basic only as written in
-	// a header, so that prose such as "basic check" stays readable.
-	bearerRe = regexp.MustCompile(`\b((?i:bearer)|Basic|BASIC)(\s+)[A-Za-z0-9\-._~+/]+=*`)
+	// credential (group 2) goes. Bearer is matched in any case (as HTTP
+	// does); Basic only as written in a header, so that prose such as "basic
+	// check" stays readable. Nothing is asked of what comes before the
+	// scheme: a rule that wanted a word boundary there would see one appear
+	// once a neighbour had been masked ("00000000Bearer x" becomes
+	// "[REDACTED]Bearer x"), and a second pass would find what the first let
+	// through.
+	bearerRe = regexp.MustCompile(`((?i:bearer)|Basic|BASIC)(\s+)([A-Za-z0-9\-._~+/]+=*)`)
 	// jwtRe matches a JWT (or JWE) and, more broadly, any base64url-encoded
 	// JSON object: "eyJ" is `{"` encoded, and such blobs are tokens or
 	// signed payloads far more often than anything worth reading in a log.
 	jwtRe = regexp.MustCompile(`eyJ[A-Za-z0-9_\-+/=]*(?:\.[A-Za-z0-9_\-+/=]*)*`)
-	// plaidTokenRe matches Plaid's access, public, link and processor tokens.
-	plaidTokenRe = regexp.MustCompile(`\b(?:access|public|link|processor|payment)-(?:sandbox|development|production)-[0-9A-Za-z\-]+`)
+	// plaidTokenRe matches Plaid's access, public, link and processor tokens,
+	// again whatever precedes them.
+	plaidTokenRe = regexp.MustCompile(`(?:access|public|link|processor|payment)-(?:sandbox|development|production)-[0-9A-Za-z\-]+`)
 )
 
 // Scrub returns s with every value that looks like a secret or personal
@@ -119,24 +126,47 @@ var (
 //
 //   - any run of 6 or more digits (bank account numbers; this also covers
 //     13-digit South African ID numbers and contiguous card numbers), except a
-//     decimal fraction of at most 9 digits, so durations and timestamps such
-//     as 1.234567s and 10:04:05.123456 stay readable;
+//     decimal fraction of at most 9 digits after a short number that is
+//     itself left readable, so durations and timestamps such as 1.234567s
+//     and 10:04:05.123456 stay readable;
 //   - 13 to 19 digits separated by single spaces or dashes that pass the Luhn
 //     check (card numbers);
 //   - South African phone numbers, +27 (or 27, or 0027) and nine digits or 0
 //     and nine digits, with or without spaces or dashes;
 //   - bearer and basic credentials, JWT-shaped strings, Plaid tokens.
 //
+// Every rule looks at the original s, never at another rule's output: the
+// ranges all rules find are merged and masked in one pass, so a secret that
+// two rules see in part is masked whole whichever reaches it first. Scrub is
+// idempotent (Scrub(Scrub(s)) == Scrub(s)): no rule depends on a neighbour
+// that masking could change, except the fraction rule, which spares a
+// fraction only when the number before it stays readable; and no rule
+// matches any part of [REDACTED].
+//
 // A string with nothing to mask is returned as is, without allocating.
 func Scrub(s string) string {
-	digits, tokens := suspects(s)
-	if !digits && !tokens {
+	masks := secretSpans(s)
+	if len(masks) == 0 {
 		return s
 	}
-	if tokens {
-		s = scrubTokens(s)
+	return applyMasks(s, masks)
+}
+
+// secretSpans returns the ranges of s to mask, sorted and merged (ranges that
+// overlap or touch become one).
+func secretSpans(s string) []span {
+	digits, tokens := suspects(s)
+	if !digits && !tokens {
+		return nil
 	}
-	return scrubDigits(s)
+	var masks []span
+	if tokens {
+		masks = mergeSpans(tokenSpans(s, nil))
+	}
+	if digits {
+		masks = mergeSpans(append(digitSpans(s, masks), masks...))
+	}
+	return masks
 }
 
 // suspects is the cheap first pass: it reports whether s holds a group of 6
@@ -177,19 +207,70 @@ func hasPrefixFold(s, prefix string) bool {
 	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
 }
 
-func scrubTokens(s string) string {
-	s = bearerRe.ReplaceAllString(s, "${1}${2}"+Redacted)
-	s = jwtRe.ReplaceAllLiteralString(s, Redacted)
-	return plaidTokenRe.ReplaceAllLiteralString(s, Redacted)
+// tokenSpans appends the ranges of credentials, JWTs and Plaid tokens.
+func tokenSpans(s string, masks []span) []span {
+	// Schemes are searched for at every position, overlapping matches
+	// included: in "Bearer xbearer abc" the first credential ("xbearer")
+	// hides a second scheme whose credential ("abc") must go too.
+	for pos := 0; pos < len(s); {
+		m := bearerRe.FindStringSubmatchIndex(s[pos:])
+		if m == nil {
+			break
+		}
+		masks = append(masks, span{pos + m[6], pos + m[7]})
+		pos += m[0] + 1
+	}
+	// A JWT or Plaid token found inside another one ends where it does (one
+	// character class runs to the end), so non-overlapping matches suffice.
+	for _, m := range jwtRe.FindAllStringIndex(s, -1) {
+		masks = append(masks, span{m[0], m[1]})
+	}
+	for _, m := range plaidTokenRe.FindAllStringIndex(s, -1) {
+		masks = append(masks, span{m[0], m[1]})
+	}
+	return masks
 }
 
 // span is a half-open byte range of s.
 type span struct{ start, end int }
 
-// scrubDigits masks the digit patterns of Scrub. It splits s into groups of
+// mergeSpans sorts masks and merges the ranges that overlap or touch.
+func mergeSpans(masks []span) []span {
+	if len(masks) < 2 {
+		return masks
+	}
+	slices.SortFunc(masks, func(a, b span) int { return cmp.Compare(a.start, b.start) })
+	out := masks[:1]
+	for _, m := range masks[1:] {
+		last := &out[len(out)-1]
+		if m.start <= last.end {
+			last.end = max(last.end, m.end)
+			continue
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// covered reports whether byte i of s lies in one of masks (sorted, merged).
+func covered(masks []span, i int) bool {
+	k, _ := slices.BinarySearchFunc(masks, i, func(m span, i int) int {
+		if m.end <= i {
+			return -1
+		}
+		if m.start > i {
+			return 1
+		}
+		return 0
+	})
+	return k < len(masks) && masks[k].start <= i && i < masks[k].end
+}
+
+// digitSpans returns the ranges of the digit patterns of Scrub, in order;
+// tokens are the token ranges (sorted, merged). It splits s into groups of
 // digit chunks joined by single separators ("4111 1111 1111 1111" is one
-// group of four chunks), marks the chunks to mask, and rebuilds s.
-func scrubDigits(s string) string {
+// group of four chunks) and marks the groups to mask.
+func digitSpans(s string, tokens []span) []span {
 	var masks []span
 	var chunks []span
 	for i := 0; i < len(s); {
@@ -199,12 +280,9 @@ func scrubDigits(s string) string {
 		}
 		chunks = chunks[:0]
 		i = readGroup(s, i, &chunks)
-		masks = markGroup(s, chunks, masks)
+		masks = markGroup(s, chunks, masks, tokens)
 	}
-	if len(masks) == 0 {
-		return s
-	}
-	return applyMasks(s, masks)
+	return masks
 }
 
 // readGroup collects the chunks of the group starting at s[i] and returns
@@ -227,10 +305,10 @@ func readGroup(s string, i int, chunks *[]span) int {
 // markGroup appends to masks the range of the group to mask, if any. When
 // any part of a group is a number to mask, the whole group goes: the rest of
 // "850101 5009 087" is as much an ID number as its first six digits.
-func markGroup(s string, chunks []span, masks []span) []span {
+func markGroup(s string, chunks []span, masks, tokens []span) []span {
 	start, found := chunks[0].start, false
 	for _, c := range chunks {
-		if n := c.end - c.start; n >= 6 && !(n <= 9 && isFraction(s, c.start)) {
+		if n := c.end - c.start; n >= 6 && !(n <= 9 && isFraction(s, c.start, masks, tokens)) {
 			found = true
 		}
 	}
@@ -274,10 +352,15 @@ func windowMask(s string, w []span, d int) (span, bool) {
 }
 
 // isFraction reports whether the digit run at s[start] follows a decimal
-// point that follows a short number, as in 1.250000s or 10:04:05.123456. A
-// fraction after a long number is not spared: that number is masked, and
-// the fraction may be part of what it hides.
-func isFraction(s string, start int) bool {
+// point that follows a short number left readable, as in 1.250000s or
+// 10:04:05.123456. A fraction after a long number is not spared: that number
+// is masked, and the fraction may be part of what it hides. Nor is one after
+// a number that another rule masks: "[REDACTED].250000" no longer shows that
+// it is a fraction, and a second pass would mask it.
+//
+// masks are the digit ranges found so far, in order: the group before this
+// one, if it was masked, is the last of them; tokens are the token ranges.
+func isFraction(s string, start int, masks, tokens []span) bool {
 	if start < 2 || s[start-1] != '.' {
 		return false
 	}
@@ -285,7 +368,14 @@ func isFraction(s string, start int) bool {
 	for i := start - 2; i >= 0 && isDigit(s[i]); i-- {
 		n++
 	}
-	return n >= 1 && n < 6
+	if n < 1 || n >= 6 {
+		return false
+	}
+	intPart := start - 2 // the last digit before the point
+	if len(masks) > 0 && masks[len(masks)-1].end > intPart {
+		return false
+	}
+	return !covered(tokens, intPart)
 }
 
 // luhn reports whether the digits of the chunks pass the Luhn check.
@@ -307,17 +397,12 @@ func luhn(s string, chunks []span) bool {
 	return sum%10 == 0
 }
 
-// applyMasks replaces the ranges of masks (in order, not overlapping) with
-// Redacted. Ranges that touch are merged.
+// applyMasks replaces the ranges of masks (sorted, merged) with Redacted.
 func applyMasks(s string, masks []span) string {
 	var b strings.Builder
 	b.Grow(len(s))
 	pos := 0
-	for k := 0; k < len(masks); {
-		m := masks[k]
-		for k++; k < len(masks) && masks[k].start <= m.end; k++ {
-			m.end = max(m.end, masks[k].end)
-		}
+	for _, m := range masks {
 		b.WriteString(s[pos:m.start])
 		b.WriteString(Redacted)
 		pos = m.end

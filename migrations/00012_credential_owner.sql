@@ -63,8 +63,10 @@ CREATE INDEX items_credential_ref ON items (credential_ref) WHERE credential_ref
 CREATE INDEX items_pending_credential_ref ON items (pending_credential_ref) WHERE pending_credential_ref IS NOT NULL;
 CREATE INDEX accounts_account_number_ref ON accounts (account_number_ref) WHERE account_number_ref IS NOT NULL;
 
--- Subjects that still hold version-1 records, for the re-seal to version 2.
-CREATE INDEX credentials_envelope_v1 ON credentials (subject_id) WHERE get_byte(envelope, 0) = 1;
+-- Subjects that still hold version-1 records (a current or a pending
+-- version), for the re-seal to version 2. Tombstones have neither.
+CREATE INDEX credentials_envelope_v1 ON credentials (subject_id)
+    WHERE get_byte(envelope, 0) = 1 OR get_byte(pending_envelope, 0) = 1;
 
 -- +goose Down
 DROP TRIGGER credentials_owner_fixed ON credentials;

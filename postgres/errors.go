@@ -11,6 +11,11 @@ import (
 	"github.com/kluis-dev/kluis"
 )
 
+// SQLStateSubjectErasing is what the database's write fence
+// (subject_write_fence, migration 00010) raises for a row inserted for a
+// subject whose erasure is running.
+const SQLStateSubjectErasing = "KLE01"
+
 // errRetry marks errors after which the whole transaction may be run again.
 var errRetry = errors.New("postgres: transaction may be retried")
 
@@ -53,6 +58,8 @@ func translateSQLState(pgErr *pgconn.PgError, err error) error {
 		return kluis.Wrap(kluis.EUnavailable, "database busy, try again", errors.Join(errRetry, kluis.ErrUnavailable, err))
 	case "57014": // statement timeout or cancel
 		return kluis.Unavailable("database", err)
+	case SQLStateSubjectErasing:
+		return kluis.Wrap(kluis.ESubjectErasing, "the subject's erasure is running; nothing new may be written for them", err)
 	}
 	switch pgErr.Code[:2] {
 	case "08", "53", "57": // connection, insufficient resources, operator intervention

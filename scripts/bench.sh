@@ -13,4 +13,5 @@ run -bench 'Envelope|RawGCM|Cache|StoreOpen' -benchmem -count 3 ./vault/
 run -bench 'Reveal' -benchtime 3000x -count 3 ./api/
 run -bench 'Record|Seal' -benchtime 3000x -count 3 ./compliance/
 run -bench 'LogLine' -benchmem -count 3 ./logging/
+run -bench 'BenchmarkMemory' -benchmem -count 3 ./api/ratelimit/
 run -bench 'PurgeWhileServing' -benchtime 1x ./api/

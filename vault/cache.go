@@ -181,7 +181,11 @@ func (c *keyCache) useLocked(e *cacheEntry) []byte {
 }
 
 // runFlight loads the key, caches it unless the bounds or a destruction say
-// otherwise, and releases the waiters.
+// otherwise, and releases the waiters. The loaded key is zeroed by whoever
+// is last with it: the last waiter to take its copy (leave), or this
+// function when every waiter has already given up, so that an unwrap nobody
+// waits for any more leaves no plaintext behind (the cache holds its own
+// copy, zeroed on eviction).
 func (c *keyCache) runFlight(ctx context.Context, fk flightKey, f *flight, epoch uint64, wrapped []byte, load loadFunc) {
 	key, err := load(ctx)
 	if err == nil && len(key) != keySize {
@@ -193,6 +197,9 @@ func (c *keyCache) runFlight(ctx context.Context, fk flightKey, f *flight, epoch
 	delete(c.flights, fk)
 	f.key, f.err = key, err
 	close(f.done)
+	if f.waiters == 0 {
+		defer clear(key) // after the cache has taken its copy
+	}
 	if err != nil {
 		return
 	}
@@ -225,8 +232,8 @@ func (c *keyCache) leave(f *flight, take bool) []byte {
 		case <-f.done:
 			clear(f.key)
 		default:
-			// The leader is still loading; it is a waiter too, so this
-			// cannot happen, but a key never loaded needs no zeroing.
+			// Every waiter gave up while the load still runs: runFlight
+			// finds no waiter left when it ends, and zeroes the key itself.
 		}
 	}
 	return out

@@ -330,3 +330,92 @@ func TestAWaiterThatGivesUpDoesNotFailTheOthers(t *testing.T) {
 		t.Fatalf("the other waiter failed with the first caller's cancellation: %v", err)
 	}
 }
+
+// TestAnUnwrapEveryWaiterGaveUpOnIsZeroed is issue 11 item 9: every caller
+// waiting on an unwrap gives up before the provider answers. The plaintext
+// key the provider then returns must not outlive the load: it is zeroed, and
+// only the cache's own copy (zeroed on eviction) remains, or none when the
+// subject's keys were destroyed meanwhile.
+func TestAnUnwrapEveryWaiterGaveUpOnIsZeroed(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name    string
+		destroy bool // the subject's keys are destroyed while the unwrap runs
+	}{
+		{"the key is cached", false},
+		{"the keys were destroyed meanwhile", true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			const waiters = 8
+			c := newKeyCache(CacheOptions{})
+			id := cacheKey{"sub_a", 1}
+			fk := flightKey{id, "w"}
+			gate := make(chan struct{})
+			loaded := make(chan []byte, 1)
+			load := func(context.Context) ([]byte, error) {
+				<-gate
+				if tt.destroy {
+					c.evictSubject("sub_a")
+				}
+				k := randomKey(t, 9)
+				loaded <- k // the test keeps the provider's plaintext to look at it
+				return k, nil
+			}
+			var wg sync.WaitGroup
+			cancels := make([]context.CancelFunc, waiters)
+			for i := range waiters {
+				ctx, cancel := context.WithCancel(context.Background())
+				cancels[i] = cancel
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if _, err := c.get(ctx, id, []byte("w"), load); !errors.Is(err, context.Canceled) {
+						t.Errorf("a waiter that gave up got %v, want context.Canceled", err)
+					}
+				}()
+			}
+			waitForWaiters(t, c, fk, waiters)
+			for _, cancel := range cancels {
+				cancel()
+			}
+			wg.Wait()
+			close(gate)
+			plaintext := <-loaded
+			waitForFlightEnd(t, c, fk)
+			if !isZero(plaintext) {
+				t.Fatal("the unwrapped key outlived its load: nobody zeroed it")
+			}
+			c.mu.Lock()
+			e := c.entries[id]
+			c.mu.Unlock()
+			switch {
+			case tt.destroy && e != nil:
+				t.Fatal("a key loaded across a destruction was cached")
+			case !tt.destroy && (e == nil || isZero(e.key)):
+				t.Fatal("the loaded key was not cached")
+			case !tt.destroy:
+				cachedCopy := e.key
+				c.purge()
+				if !isZero(cachedCopy) {
+					t.Fatal("the cache's copy was not zeroed on eviction")
+				}
+			}
+		})
+	}
+}
+
+// waitForFlightEnd waits until the flight fk has ended (runFlight has run
+// under the cache's lock, zeroing included).
+func waitForFlightEnd(t *testing.T, c *keyCache, fk flightKey) {
+	t.Helper()
+	for {
+		c.mu.Lock()
+		_, running := c.flights[fk]
+		c.mu.Unlock()
+		if !running {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+}

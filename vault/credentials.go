@@ -91,7 +91,8 @@ func NewStore(db *postgres.DB, ring *KeyRing, sys *SystemKeys) *Store {
 // back with it. blindIndexInput, when not empty, is an account number whose
 // blind index is stored for FindByBlindIndex. It returns the new
 // credential's ref. When the key provider cannot be reached it fails with
-// kluis EUnavailable and stores nothing.
+// kluis EUnavailable and stores nothing; a subject whose erasure runs is
+// kluis ESubjectErasing (FenceSubject, held until tx ends).
 func (s *Store) Seal(ctx context.Context, tx pgx.Tx, owner Owner, subjectID, kind string, secret []byte, blindIndexInput string) (string, error) {
 	if !validKind(kind) {
 		return "", kluis.Errorf(kluis.EInvalid, "unknown credential kind")
@@ -113,6 +114,14 @@ func (s *Store) Seal(ctx context.Context, tx pgx.Tx, owner Owner, subjectID, kin
 		if blindIndex = s.sys.BlindIndex(blindIndexInput); blindIndex == nil {
 			return "", kluis.Errorf(kluis.EInvalid, "invalid account number")
 		}
+	}
+	// Before a key is made or used: an erasure approved meanwhile must not
+	// find a record (or a new subject key) it does not know of.
+	if err := FenceSubject(ctx, tx, subjectID); err != nil {
+		if kluis.ErrorCode(err) == kluis.ENotFound {
+			return "", kluis.Errorf(kluis.EInvalid, "invalid subject")
+		}
+		return "", err
 	}
 	ref := kluis.NewID(kluis.PrefixCredential)
 	var envelope []byte
@@ -136,12 +145,13 @@ func (s *Store) Seal(ctx context.Context, tx pgx.Tx, owner Owner, subjectID, kin
 	return ref, nil
 }
 
-// Open reads and decrypts the credential ref. An unknown ref, and a
-// credential whose subject key was destroyed (erased), are ENotFound; a
-// record that does not authenticate (tampered, moved from its row, or its
-// owner column edited) is EIntegrity; a key provider that cannot be reached
-// is EUnavailable. The credential names its owner; whoever followed a
-// pointer to ref uses OpenOwned instead, which checks it.
+// Open reads and decrypts the credential ref (its current version). An
+// unknown ref, and a credential whose subject key was destroyed (erased),
+// are ENotFound; a tombstone (Revoke) is CodeCredentialRevoked; a record
+// that does not authenticate (tampered, moved from its row, or its owner
+// column edited) is EIntegrity; a key provider that cannot be reached is
+// EUnavailable. The credential names its owner; whoever followed a pointer
+// to ref uses OpenOwned instead, which checks it.
 func (s *Store) Open(ctx context.Context, ref string) (Credential, error) {
 	return s.OpenIn(ctx, s.db.Pool, ref)
 }
@@ -161,9 +171,15 @@ func (s *Store) OpenOwnedIn(ctx context.Context, q Querier, owner Owner, ref str
 	if err != nil {
 		return Credential{}, err
 	}
+	return ownedBy(c, owner)
+}
+
+// ownedBy returns c when it belongs to owner; otherwise it zeroes c's
+// secret and returns EIntegrity.
+func ownedBy(c Credential, owner Owner) (Credential, error) {
 	if c.Owner != owner || OwnerTypeOf(c.Kind) != owner.Type {
 		c.Zero()
-		return Credential{}, integrityError(fmt.Errorf("vault: %s points at credential %s of %s", owner, ref, c.Owner))
+		return Credential{}, integrityError(fmt.Errorf("vault: %s points at credential %s of %s", owner, c.Ref, c.Owner))
 	}
 	return c, nil
 }
@@ -179,18 +195,22 @@ func (s *Store) OpenIn(ctx context.Context, q Querier, ref string) (Credential, 
 		sk       storedKey
 		wrapped  []byte
 		rootVer  *string
+		revoked  bool
 	)
 	// One round trip: the record and its key's row. A missing key row means
 	// the subject's keys were destroyed.
 	err := q.QueryRow(ctx, `
 		SELECT c.subject_id, c.kind, c.key_version, COALESCE(c.owner_type, ''), COALESCE(c.owner_id, ''),
-			c.envelope, k.wrapped, k.root_version
+			c.envelope, k.wrapped, k.root_version, c.revoked_at IS NOT NULL
 		FROM credentials c
 		LEFT JOIN keystore.subject_keys k ON k.subject_id = c.subject_id AND k.version = c.key_version
 		WHERE c.ref = $1`, ref).Scan(&c.SubjectID, &c.Kind, &c.KeyVersion, &c.Owner.Type, &c.Owner.ID,
-		&envelope, &wrapped, &rootVer)
+		&envelope, &wrapped, &rootVer, &revoked)
 	if err != nil {
 		return Credential{}, fmt.Errorf("vault: read credential: %w", postgres.Translate(err))
+	}
+	if revoked {
+		return Credential{}, revokedError()
 	}
 	if wrapped == nil || rootVer == nil {
 		return Credential{}, kluis.Errorf(kluis.ENotFound, "not found")
@@ -212,8 +232,10 @@ func (s *Store) OpenIn(ctx context.Context, q Querier, ref string) (Credential, 
 	return c, nil
 }
 
-// Destroy deletes the credential ref in the caller's transaction; an unknown
-// ref is ENotFound.
+// Destroy deletes the credential ref, every version of it (a pending one
+// too) or its tombstone, in the caller's transaction; an unknown ref is
+// ENotFound. A caller destroying a provider token revokes it at the provider
+// with every live version first (CredentialVersions, OpenPending).
 func (s *Store) Destroy(ctx context.Context, tx pgx.Tx, ref string) error {
 	if !kluis.ValidID(kluis.PrefixCredential, ref) {
 		return kluis.Errorf(kluis.ENotFound, "not found")
@@ -268,4 +290,23 @@ func (s *Store) FindByBlindIndex(ctx context.Context, q Querier, kind, accountNu
 		return nil, fmt.Errorf("vault: find credentials: %w", postgres.Translate(err))
 	}
 	return infos, nil
+}
+
+// BlindIndexOf returns the stored blind index of the credential ref (the
+// keyed HMAC of its account number), or nil when it has none or is gone.
+// It opens nothing, so callers may count by account number (verification
+// limits) without a key.
+func (s *Store) BlindIndexOf(ctx context.Context, q Querier, ref string) ([]byte, error) {
+	if ref == "" {
+		return nil, nil
+	}
+	var idx []byte
+	err := q.QueryRow(ctx, `SELECT blind_index FROM credentials WHERE ref = $1`, ref).Scan(&idx)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("vault: read blind index: %w", postgres.Translate(err))
+	}
+	return idx, nil
 }

@@ -115,8 +115,8 @@ func (r *KeyRing) rewrapTable(ctx context.Context, tx pgx.Tx, latest string, bat
 
 // SubjectsDueForReseal lists, in id order after the subject id after ("" to
 // start), up to limit subjects whose newest key is older than cryptoperiod,
-// or that still hold a version-1 record whose owner is known (to be
-// re-sealed as version 2). A subject whose keys are gone (erased) is never
+// or that still hold a version-1 record (current or pending version) whose
+// owner is known (to be re-sealed as version 2). A subject whose keys are gone (erased) is never
 // listed, so a run cannot loop on it.
 func SubjectsDueForReseal(ctx context.Context, q Querier, cryptoperiod time.Duration, after string, limit int) ([]string, error) {
 	rows, err := q.Query(ctx, `
@@ -126,7 +126,7 @@ func SubjectsDueForReseal(ctx context.Context, q Querier, cryptoperiod time.Dura
 			HAVING max(created_at) < now() - make_interval(secs => $1)
 			UNION
 			SELECT c.subject_id FROM credentials c
-			WHERE get_byte(c.envelope, 0) = 1 AND c.owner_type IS NOT NULL
+			WHERE (get_byte(c.envelope, 0) = 1 OR get_byte(c.pending_envelope, 0) = 1) AND c.owner_type IS NOT NULL
 			AND EXISTS (SELECT 1 FROM keystore.subject_keys k WHERE k.subject_id = c.subject_id)
 		) due
 		WHERE subject_id > $2
@@ -244,7 +244,7 @@ type sealedRecord struct {
 func (s *Store) resealRecords(ctx context.Context, tx pgx.Tx, subjectID string, old []storedKey, newVersion uint32, newKey []byte, owners OwnerPointers) (int, error) {
 	rows, err := tx.Query(ctx, `
 		SELECT ref, kind, key_version, COALESCE(owner_type, ''), COALESCE(owner_id, ''), envelope FROM credentials
-		WHERE subject_id = $1 AND key_version < $2 ORDER BY ref FOR UPDATE`, subjectID, newVersion)
+		WHERE subject_id = $1 AND key_version < $2 AND envelope IS NOT NULL ORDER BY ref FOR UPDATE`, subjectID, newVersion)
 	if err != nil {
 		return 0, fmt.Errorf("vault: read records to reseal: %w", postgres.Translate(err))
 	}
@@ -275,6 +275,51 @@ func (s *Store) resealRecords(ctx context.Context, tx pgx.Tx, subjectID string, 
 			UPDATE credentials SET envelope = $2, key_version = $3, updated_at = now() WHERE ref = $1`,
 			rec.ref, env, newVersion); err != nil {
 			return 0, fmt.Errorf("vault: store resealed record: %w", postgres.Translate(err))
+		}
+	}
+	pending, err := s.resealPending(ctx, tx, subjectID, byVersion, newVersion, newKey, owners)
+	if err != nil {
+		return 0, err
+	}
+	return len(recs) + pending, nil
+}
+
+// resealPending re-seals the pending versions (rotations under way) of the
+// subject's credentials: the old key versions are deleted next, and a
+// pending version left under one would be a live provider token nobody can
+// open. A pending version is bound to the credential's owner like the
+// current one (format version 2), after the same pointer check when it was
+// sealed as version 1.
+func (s *Store) resealPending(ctx context.Context, tx pgx.Tx, subjectID string, byVersion map[uint32]storedKey, newVersion uint32, newKey []byte, owners OwnerPointers) (int, error) {
+	rows, err := tx.Query(ctx, `
+		SELECT ref, kind, pending_key_version, COALESCE(owner_type, ''), COALESCE(owner_id, ''), pending_envelope FROM credentials
+		WHERE subject_id = $1 AND pending_envelope IS NOT NULL AND pending_key_version < $2 ORDER BY ref FOR UPDATE`, subjectID, newVersion)
+	if err != nil {
+		return 0, fmt.Errorf("vault: read pending versions to reseal: %w", postgres.Translate(err))
+	}
+	recs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (sealedRecord, error) {
+		var rec sealedRecord
+		return rec, r.Scan(&rec.ref, &rec.kind, &rec.keyVersion, &rec.owner.Type, &rec.owner.ID, &rec.envelope)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("vault: read pending versions to reseal: %w", postgres.Translate(err))
+	}
+	for _, rec := range recs {
+		sk, ok := byVersion[rec.keyVersion]
+		if !ok {
+			return 0, kluis.Wrap(kluis.EInternal, "internal error", fmt.Errorf("vault: pending version of %s names key version %d, which is gone", rec.ref, rec.keyVersion))
+		}
+		if err := checkUnboundOwner(ctx, tx, owners, rec); err != nil {
+			return 0, err
+		}
+		env, err := s.reseal(ctx, subjectID, rec, sk, newVersion, newKey)
+		if err != nil {
+			return 0, err
+		}
+		if _, err := tx.Exec(ctx, `
+			UPDATE credentials SET pending_envelope = $2, pending_key_version = $3, updated_at = now() WHERE ref = $1`,
+			rec.ref, env, newVersion); err != nil {
+			return 0, fmt.Errorf("vault: store resealed pending version: %w", postgres.Translate(err))
 		}
 	}
 	return len(recs), nil

@@ -15,15 +15,21 @@ const maxExternalIDLen = 255
 // (the `sub` of their token) is externalID, creating the subject on first
 // sight. Other tables refer to the internal id only, so that erasure removes
 // the link to the person by deleting one row (DeleteSubject). Concurrent calls
-// for one external id return the same id.
+// for one external id return the same id. Every caller is about to write for
+// the subject, so a subject whose erasure runs is kluis.ESubjectErasing; once
+// the erasure has completed the same external id is a new subject.
 func EnsureSubject(ctx context.Context, q Querier, externalID string) (string, error) {
 	if externalID == "" || len(externalID) > maxExternalIDLen {
 		return "", kluis.Errorf(kluis.EInvalid, "invalid subject")
 	}
 	var id string
+	var erasing bool
 	// Most calls find the subject: read first, so that they write nothing.
-	err := q.QueryRow(ctx, `SELECT id FROM subjects WHERE external_id = $1`, externalID).Scan(&id)
+	err := q.QueryRow(ctx, `SELECT id, erasing_since IS NOT NULL FROM subjects WHERE external_id = $1`, externalID).Scan(&id, &erasing)
 	if err == nil {
+		if erasing {
+			return "", errSubjectErasing()
+		}
 		return id, nil
 	}
 	// The no-op update makes RETURNING give the existing row's id on a
@@ -37,6 +43,30 @@ func EnsureSubject(ctx context.Context, q Querier, externalID string) (string, e
 		return "", fmt.Errorf("vault: ensure subject: %w", postgres.Translate(err))
 	}
 	return id, nil
+}
+
+// FenceSubject refuses, with kluis.ESubjectErasing, a write for the subject
+// (internal id) once its erasure has been approved. In a transaction it
+// takes the subject's row FOR SHARE until the transaction ends: the approval
+// takes it FOR UPDATE, so a write checked here either commits before the
+// approval (and the erasure run, which starts after it, sees the write) or
+// waits for it and is refused. Every write path calls it inside its own
+// transaction; the database's subject_write_fence trigger refuses inserts
+// the same way, for paths that forget. An unknown subject is ENotFound.
+func FenceSubject(ctx context.Context, q Querier, subjectID string) error {
+	var erasing bool
+	err := q.QueryRow(ctx, `SELECT erasing_since IS NOT NULL FROM subjects WHERE id = $1 FOR SHARE`, subjectID).Scan(&erasing)
+	if err != nil {
+		return fmt.Errorf("vault: subject fence: %w", postgres.Translate(err))
+	}
+	if erasing {
+		return errSubjectErasing()
+	}
+	return nil
+}
+
+func errSubjectErasing() error {
+	return kluis.Errorf(kluis.ESubjectErasing, "the subject's erasure is running; nothing new may be written for them")
 }
 
 // LookupSubject returns the internal id of the subject with externalID, or

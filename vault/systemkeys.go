@@ -26,10 +26,15 @@ const (
 	// SystemKeyVerification keys the HMACs of micro-deposit amounts and
 	// verification codes.
 	SystemKeyVerification = "verification"
+	// SystemKeyIdempotency keys the Idempotency-Key rows: the caller's and
+	// key's hashes, the request fingerprints (which would otherwise let a
+	// copy of the table test guesses of a request's body, such as an
+	// account number) and the keys that seal stored answers.
+	SystemKeyIdempotency = "idempotency"
 )
 
 // DefaultSystemKeys are the keys LoadSystemKeys loads when given no names.
-var DefaultSystemKeys = []string{SystemKeyBlindIndex, SystemKeyAuditPseudonym, SystemKeyVerification}
+var DefaultSystemKeys = []string{SystemKeyBlindIndex, SystemKeyAuditPseudonym, SystemKeyVerification, SystemKeyIdempotency}
 
 // Domain-separation labels, so that one key's MACs for one purpose are never
 // valid for another.

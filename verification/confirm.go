@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/vault"
 )
 
 // Answer is what the user read off their statement: the two amounts (in
@@ -82,6 +83,9 @@ func (s *Service) Confirm(ctx context.Context, actor Actor, id string, ans Answe
 	if err != nil {
 		return Verification{}, err
 	}
+	if err := vault.FenceSubject(ctx, s.db.Pool, subjectID); err != nil {
+		return Verification{}, err
+	}
 	if v.Method != MethodMicroDeposits {
 		return Verification{}, conflict(v.Status)
 	}
@@ -113,6 +117,9 @@ func (s *Service) Confirm(ctx context.Context, actor Actor, id string, ans Answe
 	right := len(stored) > 0 && hmac.Equal(stored, given)
 	var ok bool
 	err = s.db.InTx(ctx, func(tx pgx.Tx) error {
+		if err := vault.FenceSubject(ctx, tx, subjectID); err != nil {
+			return err
+		}
 		var got Verification
 		var err error
 		if right {

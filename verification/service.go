@@ -52,12 +52,29 @@ const (
 	CodeInstantUnsupported = "instant_verification_unsupported"
 	// CodeMicroDepositsUnavailable: no payment rail is configured.
 	CodeMicroDepositsUnavailable = "micro_deposits_unavailable"
+	// CodeLocked: the account (or another of the user's accounts with its
+	// number) failed LockAfterFailures verifications within the lockout;
+	// the error carries locked_until. Instant verification stays open.
+	CodeLocked = "verification_locked"
+	// CodeNumberVelocity: the account number failed too many
+	// verifications, across users, within the lockout; the error carries
+	// retry_after_seconds (a 429).
+	CodeNumberVelocity = "account_number_velocity"
 )
 
 // Defaults (DESIGN.md).
 const (
 	DefaultAttempts = 3
 	DefaultWindow   = 10 * 24 * time.Hour
+	// DefaultLockout is how long failed verifications count against an
+	// account and its number (KLUIS_VERIFICATION_LOCKOUT).
+	DefaultLockout = 30 * 24 * time.Hour
+	// DefaultNumberFailures is how many failed verifications of one
+	// account number, across users, stop new ones within the lockout
+	// (KLUIS_VERIFICATION_NUMBER_FAILURES).
+	DefaultNumberFailures = 6
+	// LockAfterFailures failed verifications lock an account (API.md).
+	LockAfterFailures = 2
 )
 
 // InstantAuth says whether the provider's auth data proves a linked
@@ -94,6 +111,12 @@ type Options struct {
 	// Notify, if set, is called after a transaction that enqueued events
 	// commits (to wake the delivery worker).
 	Notify func()
+	// Lockout is how long a failed verification counts against its account
+	// and its account number (DefaultLockout).
+	Lockout time.Duration
+	// NumberFailures is how many failed verifications of one account
+	// number, across users, refuse new ones (DefaultNumberFailures).
+	NumberFailures int
 }
 
 // Service verifies accounts. It holds no state of its own (Postgres does)
@@ -112,6 +135,8 @@ type Service struct {
 	answerKind  string
 	resendAfter time.Duration
 	notify      func()
+	lockout     time.Duration
+	numberFails int
 }
 
 // New checks opts and returns a Service.
@@ -121,7 +146,8 @@ func New(opts Options) (*Service, error) {
 	}
 	s := &Service{db: opts.DB, vault: opts.Vault, audit: opts.Auditor, keys: opts.Keys, rail: opts.Rail,
 		instant: opts.Instant, clock: opts.Clock, log: opts.Logger, attempts: opts.Attempts, window: opts.Window,
-		answerKind: opts.AnswerKind, resendAfter: opts.ResendAfter, notify: opts.Notify}
+		answerKind: opts.AnswerKind, resendAfter: opts.ResendAfter, notify: opts.Notify,
+		lockout: opts.Lockout, numberFails: opts.NumberFailures}
 	if s.clock == nil {
 		s.clock = kluis.SystemClock{}
 	}
@@ -143,6 +169,12 @@ func New(opts Options) (*Service, error) {
 	}
 	if s.resendAfter <= 0 {
 		s.resendAfter = time.Minute
+	}
+	if s.lockout <= 0 {
+		s.lockout = DefaultLockout
+	}
+	if s.numberFails <= 0 {
+		s.numberFails = DefaultNumberFailures
 	}
 	return s, nil
 }
@@ -186,6 +218,9 @@ type Account struct {
 	VerificationStatus string
 	AccountNumberRef   string
 	CreatedAt          time.Time
+	// Revoked: the user withdrew consent to the account at the provider; it
+	// cannot be verified again.
+	Revoked bool
 }
 
 // Verification is one verification as callers see it: never the answer.

@@ -11,7 +11,6 @@ import (
 
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/compliance"
-	"github.com/kluis-dev/kluis/postgres"
 	"github.com/kluis-dev/kluis/vault"
 )
 
@@ -43,9 +42,11 @@ func (s *Service) instantSupported(ctx context.Context, a Account) (bool, error)
 // rail posts at once. Errors: ENotFound (no such account of the subject),
 // EInvalid (unknown method), CodeInstantUnsupported (instant where the
 // institution cannot), EConflict (already verified, or a verification is
-// in progress: the error names it), EUnavailable (the rail cannot take the
-// deposits now; the verification is kept and sent again by the rail-poll
-// job).
+// in progress: the error names it), CodeLocked (micro-deposits on an
+// account that failed too often; instant stays open), CodeNumberVelocity
+// (micro-deposits to an account number that failed too often across
+// users), EUnavailable (the rail cannot take the deposits now; the
+// verification is kept and sent again by the rail-poll job).
 func (s *Service) Start(ctx context.Context, actor Actor, accountID, method string) (Verification, error) {
 	if method != MethodAuto && method != MethodInstant && method != MethodMicroDeposits {
 		return Verification{}, kluis.Errorf(kluis.EInvalid, "method must be auto, instant or micro_deposits")
@@ -54,9 +55,16 @@ func (s *Service) Start(ctx context.Context, actor Actor, accountID, method stri
 	if err != nil {
 		return Verification{}, err
 	}
+	// Before the rail is asked for deposits; insert checks again, locked.
+	if err := vault.FenceSubject(ctx, s.db.Pool, subjectID); err != nil {
+		return Verification{}, err
+	}
 	a, err := getAccount(ctx, s.db.Pool, accountID, subjectID)
 	if err != nil {
 		return Verification{}, err
+	}
+	if a.Revoked {
+		return Verification{}, kluis.Errorf(kluis.EConflict, "the account's consent was withdrawn at the bank: link it again")
 	}
 	if a.VerificationStatus == AccountVerified {
 		return Verification{}, kluis.Errorf(kluis.EConflict, "the account is already verified")
@@ -93,22 +101,62 @@ func (s *Service) newVerification(a Account, requested, method string) Verificat
 
 // insert writes a new pending verification with its audit entry.
 func (s *Service) insert(ctx context.Context, tx pgx.Tx, actor Actor, v Verification, mac []byte) error {
+	if err := s.insertRow(ctx, tx, v, mac, nil); err != nil {
+		return err
+	}
+	return s.auditStarted(ctx, tx, actor, v)
+}
+
+// insertRow writes a new pending verification; idx is the blind index of
+// the account's number, if it has one (the limits count by it).
+func (s *Service) insertRow(ctx context.Context, tx pgx.Tx, v Verification, mac, idx []byte) error {
+	if err := vault.FenceSubject(ctx, tx, v.SubjectID); err != nil {
+		return err
+	}
 	var kind *string
 	if v.AnswerKind != "" {
 		kind = &v.AnswerKind
 	}
-	_, err := tx.Exec(ctx, `
+	// ON CONFLICT on the one-open index keeps the transaction usable, so
+	// that the conflict is named in it: asking on another connection while
+	// this one holds the number's lock could wait for a connection that
+	// only lock waiters hold.
+	tag, err := tx.Exec(ctx, `
 		INSERT INTO verifications (id, subject_id, account_id, requested_method, method, answer_kind, status,
-			attempts_remaining, answer_mac, rail, expires_at, created_at, updated_at)
-		VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9, $10, $11, $11)`,
+			attempts_remaining, answer_mac, rail, expires_at, created_at, updated_at, number_index)
+		VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9, $10, $11, $11, $12)
+		ON CONFLICT (account_id) WHERE status IN ('pending', 'sent', 'posted') DO NOTHING`,
 		v.ID, v.SubjectID, v.AccountID, v.RequestedMethod, v.Method, kind, v.AttemptsRemaining, mac,
-		s.railName(), v.ExpiresAt, v.CreatedAt)
+		s.railName(), v.ExpiresAt, v.CreatedAt, idx)
 	if err != nil {
-		if kluis.ErrorCode(postgres.Translate(err)) == kluis.EConflict {
-			return s.inProgress(ctx, tx, v.AccountID)
-		}
 		return dbErr("insert verification", err)
 	}
+	if tag.RowsAffected() == 0 {
+		return s.inProgress(ctx, tx, v.AccountID)
+	}
+	return nil
+}
+
+// insertLimited writes a new verification of a method that can fail (the
+// user guesses, or the bank refutes) within the limits on guessing: the
+// limits are checked after the insert, in its transaction, under the
+// number's lock (limits.go), so that nothing is sent for a refused one.
+// Every such method's start goes through here; instant does not.
+func (s *Service) insertLimited(ctx context.Context, tx pgx.Tx, actor Actor, v Verification, mac, idx []byte) error {
+	if err := lockNumber(ctx, tx, idx); err != nil {
+		return err
+	}
+	if err := s.insertRow(ctx, tx, v, mac, idx); err != nil {
+		return err
+	}
+	if err := s.checkLimits(ctx, tx, v, idx); err != nil {
+		return err
+	}
+	return s.auditStarted(ctx, tx, actor, v)
+}
+
+// auditStarted writes the audit entry of a started verification.
+func (s *Service) auditStarted(ctx context.Context, tx pgx.Tx, actor Actor, v Verification) error {
 	return s.audit.Append(ctx, tx, compliance.Entry{
 		ActorKind: actor.Kind, Actor: actor.Name, Action: "verification.started", Target: v.ID,
 		Outcome: compliance.OutcomeSuccess, Subject: actor.Name, RequestID: actor.RequestID,
@@ -121,7 +169,7 @@ func (s *Service) insert(ctx context.Context, tx pgx.Tx, actor Actor, v Verifica
 func (s *Service) inProgress(ctx context.Context, tx pgx.Tx, accountID string) error {
 	e := kluis.Errorf(kluis.EConflict, "a verification of this account is already in progress")
 	var id string
-	if err := s.db.Pool.QueryRow(ctx, `SELECT id FROM verifications WHERE account_id = $1 AND status IN ('pending', 'sent', 'posted')`, accountID).Scan(&id); err == nil {
+	if err := tx.QueryRow(ctx, `SELECT id FROM verifications WHERE account_id = $1 AND status IN ('pending', 'sent', 'posted')`, accountID).Scan(&id); err == nil {
 		return e.With("verification_id", id)
 	}
 	return e
@@ -231,6 +279,10 @@ func (s *Service) startMicroDeposits(ctx context.Context, actor Actor, a Account
 		return Verification{}, kluis.Errorf(CodeMicroDepositsUnavailable, "micro-deposits are not available: no payment rail is configured")
 	}
 	v := s.newVerification(a, requested, MethodMicroDeposits)
+	idx, err := s.vault.BlindIndexOf(ctx, s.db.Pool, a.AccountNumberRef)
+	if err != nil {
+		return Verification{}, err
+	}
 	amounts, code, err := s.deposits()
 	if err != nil {
 		return Verification{}, err
@@ -240,7 +292,7 @@ func (s *Service) startMicroDeposits(ctx context.Context, actor Actor, a Account
 	if err != nil {
 		return Verification{}, err
 	}
-	err = s.db.InTx(ctx, func(tx pgx.Tx) error { return s.insert(ctx, tx, actor, v, mac) })
+	err = s.db.InTx(ctx, func(tx pgx.Tx) error { return s.insertLimited(ctx, tx, actor, v, mac, idx) })
 	if err != nil {
 		return Verification{}, err
 	}

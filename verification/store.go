@@ -64,9 +64,10 @@ func getAccount(ctx context.Context, q rowQuerier, id, subjectID string) (Accoun
 	}
 	var a Account
 	var item, ref *string
-	err := q.QueryRow(ctx, `SELECT id, subject_id, item_id, name, mask, type, subtype, verification_status, account_number_ref, created_at
+	err := q.QueryRow(ctx, `SELECT id, subject_id, item_id, name, mask, type, subtype, verification_status, account_number_ref, created_at,
+		       status = 'revoked'
 		FROM accounts WHERE id = $1 AND subject_id = $2 AND removed_at IS NULL`, id, subjectID).
-		Scan(&a.ID, &a.SubjectID, &item, &a.Name, &a.Mask, &a.Type, &a.Subtype, &a.VerificationStatus, &ref, &a.CreatedAt)
+		Scan(&a.ID, &a.SubjectID, &item, &a.Name, &a.Mask, &a.Type, &a.Subtype, &a.VerificationStatus, &ref, &a.CreatedAt, &a.Revoked)
 	if err != nil {
 		return Account{}, dbErr("read account", err)
 	}
@@ -158,9 +159,10 @@ func (s *Service) spendAttempt(ctx context.Context, tx pgx.Tx, v Verification, a
 func (s *Service) effects(ctx context.Context, tx pgx.Tx, v Verification, from Status, effects []Effect, actor Actor, details map[string]any) error {
 	for _, e := range effects {
 		if e.AccountStatus != "" {
-			// A verified account stays verified whatever later attempts do.
+			// A verified account stays verified whatever later attempts do;
+			// a revoked one (consent withdrawn) is never verified again.
 			if _, err := tx.Exec(ctx, `UPDATE accounts SET verification_status = $2, updated_at = $3
-				WHERE id = $1 AND (verification_status <> 'verified' OR $2 = 'verified')`,
+				WHERE id = $1 AND (verification_status <> 'verified' OR $2 = 'verified') AND status <> 'revoked'`,
 				v.AccountID, e.AccountStatus, s.now()); err != nil {
 				return dbErr("update account", err)
 			}
@@ -171,6 +173,11 @@ func (s *Service) effects(ctx context.Context, tx pgx.Tx, v Verification, from S
 			}}); err != nil {
 				return err
 			}
+		}
+	}
+	if v.Status == StatusFailed && from != StatusFailed {
+		if err := s.recordFailure(ctx, tx, v); err != nil {
+			return err
 		}
 	}
 	sub := actor.Name

@@ -160,7 +160,7 @@ func start(t testing.TB, db *postgres.DB, u string, keys vault.KeyProvider, opts
 		t.Fatalf("apitest: policy: %v", err)
 	}
 	d := &api.Deps{
-		DB: db, Auditor: compliance.NewAuditor(db, sys, nil), Pseudonyms: sys,
+		DB: db, Auditor: compliance.NewAuditor(db, sys, nil), Pseudonyms: sys, MACs: sys,
 		Auth: api.JWTAuthenticator{Verifier: verifier}, Policy: policy, Vault: store, Logger: logger,
 		Ready: map[string]func(context.Context) error{
 			"database":     db.Ping,
@@ -171,6 +171,7 @@ func start(t testing.TB, db *postgres.DB, u string, keys vault.KeyProvider, opts
 	for _, o := range opts {
 		o(d)
 	}
+	runRefusals(t, d, logger)
 	_, unchecked := uncheckedDeps.LoadAndDelete(d)
 	env := &Env{DB: db, DBURL: u, Deps: d, Logs: logs, Keys: keys, Ring: ring, Store: store, System: sys, checked: !unchecked}
 	env.PublicEcho = api.NewPublic(d)
@@ -178,6 +179,20 @@ func start(t testing.TB, db *postgres.DB, u string, keys vault.KeyProvider, opts
 	t.Cleanup(env.Public.Close)
 	env.startInternal(t)
 	return env
+}
+
+// runRefusals runs the aggregated audit of refusals as `kluis serve` does,
+// writing what is left when the test ends (before its database goes).
+// Tests that look for an entry call env.Deps.Refusals.Flush first.
+func runRefusals(t testing.TB, d *api.Deps, logger *slog.Logger) {
+	t.Helper()
+	if d.Refusals == nil {
+		d.Refusals = compliance.NewRefusals(d.Auditor, compliance.RefusalOptions{Clock: d.Clock, Logger: logger})
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); d.Refusals.Run(ctx, time.Second) }()
+	t.Cleanup(func() { cancel(); <-done })
 }
 
 func (env *Env) startInternal(t testing.TB) {

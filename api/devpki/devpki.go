@@ -11,6 +11,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/pem"
 	"fmt"
 	"math/big"
@@ -87,6 +88,27 @@ func (ca *CA) Client(cn, spiffeID string) (Pair, error) {
 	return ca.issue(tmpl)
 }
 
+// ClientWithURIs issues a client certificate whose Common Name is cn and
+// whose URI SANs are exactly uris, byte for byte: the extension is written
+// here rather than by crypto/x509, which would re-encode each URI through
+// net/url (dropping an empty fragment, say). Tests use it to present the
+// odd identities an attacker would.
+func (ca *CA) ClientWithURIs(cn string, uris ...string) (Pair, error) {
+	tmpl := ca.leaf(cn, x509.ExtKeyUsageClientAuth)
+	if len(uris) > 0 {
+		var names []asn1.RawValue
+		for _, u := range uris {
+			names = append(names, asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 6, Bytes: []byte(u)})
+		}
+		val, err := asn1.Marshal(names)
+		if err != nil {
+			return Pair{}, err
+		}
+		tmpl.ExtraExtensions = []pkix.Extension{{Id: asn1.ObjectIdentifier{2, 5, 29, 17}, Value: val}}
+	}
+	return ca.issue(tmpl)
+}
+
 func (ca *CA) leaf(cn string, usage x509.ExtKeyUsage) *x509.Certificate {
 	return &x509.Certificate{
 		SerialNumber: serial(),
@@ -115,6 +137,15 @@ func (ca *CA) issue(tmpl *x509.Certificate) (Pair, error) {
 		CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
 		KeyPEM:  pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}),
 	}, nil
+}
+
+// Certificate parses the pair's certificate.
+func (p Pair) Certificate() (*x509.Certificate, error) {
+	b, _ := pem.Decode(p.CertPEM)
+	if b == nil {
+		return nil, fmt.Errorf("devpki: no certificate in the pair")
+	}
+	return x509.ParseCertificate(b.Bytes)
 }
 
 // TLS returns the pair as a tls.Certificate.

@@ -13,7 +13,6 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -53,8 +52,10 @@ type Claim struct {
 	LockFor time.Duration
 	// TTL is how long the answer is kept (at least 24 hours).
 	TTL time.Duration
-	// SubjectID is the data subject (internal id) whose request this is, if
-	// a user's: erasure deletes the subject's stored answers by it.
+	// SubjectID is the data subject (internal id) the request belongs to or
+	// acts on (a user's own request, or a staff request about them):
+	// erasure deletes the subject's stored answers by it. It may be set
+	// while the request runs; Complete records it.
 	SubjectID *string
 
 	token []byte
@@ -159,11 +160,14 @@ func (s *Store) Complete(ctx context.Context, c *Claim, r Response) error {
 	if err != nil {
 		return err
 	}
+	// The subject may have been named while the request ran (a staff
+	// request about a subject); one erased meanwhile is not referenced.
 	_, err = s.db.Pool.Exec(ctx, `
 		UPDATE idempotency_keys
-		   SET status = 'done', response_status = $4, response_body = $5
+		   SET status = 'done', response_status = $4, response_body = $5,
+		       subject_id = COALESCE((SELECT s.id FROM subjects s WHERE s.id = $6::text), subject_id)
 		 WHERE scope_hash = $1 AND key_hash = $2 AND lock_token = $3 AND status = 'in_progress'`,
-		c.ScopeHash, c.KeyHash, c.token, r.Status, sealed)
+		c.ScopeHash, c.KeyHash, c.token, r.Status, sealed, c.SubjectID)
 	return postgres.Translate(err)
 }
 
@@ -237,17 +241,4 @@ func newGCM(key []byte) (cipher.AEAD, error) {
 		return nil, fmt.Errorf("idempotency: %w", err)
 	}
 	return cipher.NewGCM(block)
-}
-
-// Hash is SHA-256 over a label and length-prefixed parts, so that parts
-// cannot shift into each other (a path parameter into the body, say).
-func Hash(label string, parts ...[]byte) []byte {
-	h := sha256.New()
-	var n [4]byte
-	for _, p := range append([][]byte{[]byte(label)}, parts...) {
-		binary.BigEndian.PutUint32(n[:], uint32(len(p)))
-		h.Write(n[:])
-		h.Write(p)
-	}
-	return h.Sum(nil)
 }

@@ -214,19 +214,23 @@ type UserClaims struct {
 }
 
 // StaffClaims are the claims of a verified staff token; Roles holds
-// compliance and AMR holds mfa.
+// compliance and AMR holds mfa. AuthTime is auth_time (OpenID Connect: when
+// the staff member authenticated), zero when the token has none; the api
+// package decides how recent it must be.
 type StaffClaims struct {
 	Claims
-	Roles []string
-	AMR   []string
+	Roles    []string
+	AMR      []string
+	AuthTime time.Time
 }
 
 // tokenClaims is the shape decoded from a token. ClaimStrings accepts a
 // single string or an array, as identity providers differ.
 type tokenClaims struct {
 	jwt.RegisteredClaims
-	Roles jwt.ClaimStrings `json:"roles,omitempty"`
-	AMR   jwt.ClaimStrings `json:"amr,omitempty"`
+	Roles    jwt.ClaimStrings `json:"roles,omitempty"`
+	AMR      jwt.ClaimStrings `json:"amr,omitempty"`
+	AuthTime *jwt.NumericDate `json:"auth_time,omitempty"`
 }
 
 // VerifyUser checks a user token and returns its claims. Any failure is
@@ -253,7 +257,11 @@ func (v *Verifier) VerifyStaff(ctx context.Context, raw string) (StaffClaims, er
 	if !slices.Contains(tc.AMR, MethodMFA) {
 		return StaffClaims{}, forbidden("staff token lacks mfa in amr")
 	}
-	return StaffClaims{Claims: tc.claims(), Roles: tc.Roles, AMR: tc.AMR}, nil
+	sc := StaffClaims{Claims: tc.claims(), Roles: tc.Roles, AMR: tc.AMR}
+	if tc.AuthTime != nil {
+		sc.AuthTime = tc.AuthTime.Time
+	}
+	return sc, nil
 }
 
 // verify parses raw with p into tc and applies the checks both kinds of token

@@ -168,6 +168,23 @@ func TestVerifyStaff(t *testing.T) {
 	}
 }
 
+func TestVerifyStaffReadsAuthTime(t *testing.T) {
+	t.Parallel()
+	v := fileVerifier(t)
+	at := time.Now().Add(-7 * time.Minute).Truncate(time.Second)
+	got, err := v.VerifyStaff(t.Context(), jwttest.StaffToken(t, jwttest.WithAuthTime(at)))
+	if err != nil || !got.AuthTime.Equal(at) {
+		t.Fatalf("AuthTime = %v (%v), want %v", got.AuthTime, err, at)
+	}
+	got, err = v.VerifyStaff(t.Context(), jwttest.StaffToken(t, jwttest.WithoutAuthTime()))
+	if err != nil || !got.AuthTime.IsZero() {
+		t.Fatalf("AuthTime without the claim = %v (%v), want zero", got.AuthTime, err)
+	}
+	if _, err := v.VerifyStaff(t.Context(), jwttest.StaffToken(t, jwttest.WithClaim("auth_time", "yesterday"))); !errors.Is(err, jwtauth.ErrInvalidToken) {
+		t.Fatalf("auth_time of the wrong type = %v, want invalid", err)
+	}
+}
+
 func TestVerifyStaffForbiddenMapsTo403Code(t *testing.T) {
 	t.Parallel()
 	v := fileVerifier(t)

@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -139,4 +141,102 @@ func TestRetryAfterSecondsRoundsUp(t *testing.T) {
 			t.Errorf("RetryAfterSeconds(%s) = %d, want %d", tt.in, got, tt.want)
 		}
 	}
+}
+
+// TestMemoryEvictsTheOldestAndKeepsLiveCounts floods a full limiter with new
+// keys from many goroutines, round after round, while a set of live keys
+// keeps being used. The live keys keep their spent counts, the newest keys
+// are kept, and the oldest were evicted (a fresh bucket allows them again).
+func TestMemoryEvictsTheOldestAndKeepsLiveCounts(t *testing.T) {
+	t.Parallel()
+	const (
+		capacity = 6400 // 100 a shard
+		rounds   = 20
+		perRound = 1600 // 25 a shard on average: well under a shard's room
+		workers  = 16
+	)
+	m := ratelimit.NewMemory(capacity)
+	limit := ratelimit.Limit{Rate: 1, Period: time.Hour, Burst: 2}
+	exhaust := func(key string) {
+		if allowed, last := spend(t, m, key, limit, 3); allowed != 2 || last.Allowed {
+			t.Errorf("key %s: allowed %d of 3, want 2", key, allowed)
+		}
+	}
+	live := make([]string, 64)
+	for i := range live {
+		live[i] = fmt.Sprint("live-", i)
+		exhaust(live[i])
+	}
+	touchLive := func() {
+		for _, k := range live {
+			if r, _ := m.Allow(context.Background(), k, limit); r.Allowed {
+				t.Errorf("live key %s was allowed: its count was lost", k)
+			}
+		}
+	}
+	key := func(round, i int) string { return fmt.Sprintf("new-%d-%d", round, i) }
+	for round := range rounds {
+		var wg sync.WaitGroup
+		for w := range workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := w; i < perRound; i += workers {
+					exhaust(key(round, i))
+				}
+			}()
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); touchLive() }()
+		wg.Wait()
+		touchLive()
+		if n := m.Len(); n > capacity {
+			t.Fatalf("round %d: %d keys tracked, want at most %d", round, n, capacity)
+		}
+	}
+	for i := range perRound {
+		if r, _ := m.Allow(context.Background(), key(rounds-1, i), limit); r.Allowed {
+			t.Fatalf("key %s of the last round was evicted", key(rounds-1, i))
+		}
+	}
+	for i := range perRound {
+		if r, _ := m.Allow(context.Background(), key(0, i), limit); !r.Allowed {
+			t.Fatalf("key %s of the first round still has its count: it was not evicted", key(0, i))
+		}
+	}
+}
+
+// BenchmarkMemoryNewKey measures a new key arriving at a full limiter (each
+// one evicts): the cost must not grow with the table (docs/BENCHMARKS.md).
+func BenchmarkMemoryNewKey(b *testing.B) {
+	limit := ratelimit.Limit{Rate: 6000, Period: time.Minute, Burst: 6000}
+	for _, size := range []int{1_000, 10_000, 100_000} {
+		b.Run(fmt.Sprint("keys=", size), func(b *testing.B) {
+			m := ratelimit.NewMemory(size)
+			for i := range size {
+				_, _ = m.Allow(context.Background(), fmt.Sprint("fill-", i), limit)
+			}
+			keys := make([]string, b.N)
+			for i := range keys {
+				keys[i] = fmt.Sprint("new-", i)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				_, _ = m.Allow(context.Background(), keys[i], limit)
+			}
+		})
+	}
+}
+
+// BenchmarkMemoryParallel is the same at 100,000 keys from every core.
+func BenchmarkMemoryParallel(b *testing.B) {
+	limit := ratelimit.Limit{Rate: 6000, Period: time.Minute, Burst: 6000}
+	m := ratelimit.NewMemory(100_000)
+	var n atomic.Int64
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			_, _ = m.Allow(context.Background(), fmt.Sprint("k-", n.Add(1)), limit)
+		}
+	})
 }

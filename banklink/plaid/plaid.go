@@ -91,7 +91,9 @@ type Options struct {
 	WebhookKeyCacheSize int
 	// WebhookKeyFetchInterval is the steady rate at which keys not in the
 	// cache may be fetched (default one per 10s, with a burst of 3), so
-	// forged webhooks naming random kids cannot drive calls to Plaid.
+	// forged webhooks naming random kids cannot drive calls to Plaid. A
+	// second lane at the same rate serves only webhooks that name an item
+	// kluis holds, so a flood of forgeries cannot starve genuine ones.
 	WebhookKeyFetchInterval time.Duration
 	// ClientName, Language and CountryCodes go into every link token
 	// (defaults "kluis", "en", ["US"]).
@@ -171,8 +173,10 @@ func New(opts Options) (*Provider, error) {
 		size:    size,
 		keys:    make(map[string]cachedKey),
 		limiter: rate.NewLimiter(rate.Every(interval), 3),
-		group:   &singleflight.Group{},
-		mu:      &sync.Mutex{},
+		// The same rate again, for webhooks that name an item kluis holds.
+		itemLane: rate.NewLimiter(rate.Every(interval), 3),
+		group:    &singleflight.Group{},
+		mu:       &sync.Mutex{},
 	}
 	return p, nil
 }

@@ -42,6 +42,14 @@ const (
 	// unknownKidTTL is how long a kid Plaid does not know is refused
 	// without asking again.
 	unknownKidTTL = 5 * time.Minute
+	// maxRemembered bounds the maps of unknown kids and of items' fetches.
+	maxRemembered = 4096
+	// itemFetchInterval is how often webhooks naming one item may have an
+	// unknown kid fetched from the lane reserved for known items.
+	itemFetchInterval = time.Minute
+	// refreshFraction: a cached key older than ttl/refreshFraction is
+	// fetched again in the background.
+	refreshFraction = 24
 )
 
 // webhookClaims are the claims of a Plaid-Verification JWT.
@@ -58,25 +66,51 @@ func badSignature(reason string) error {
 	return providerError(banklink.CodeBadSignature, "plaid webhook: signature refused", fmt.Errorf("%w: %s", errBadSignature, reason))
 }
 
+// errKeyNotFetched is the cause of a webhook that could not be checked yet.
+var errKeyNotFetched = errors.New("plaid webhook: signing key not fetched")
+
+// keyUnavailable says the webhook's key may not be fetched now: not a bad
+// signature (403/401 would make Plaid give up on a genuine webhook), but
+// "check back later", which Plaid's retries do.
+func keyUnavailable(reason string) error {
+	return providerError(banklink.CodeWebhookKeyUnavailable, "plaid webhook: signing key cannot be fetched now, try again later", fmt.Errorf("%w: %s", errKeyNotFetched, reason))
+}
+
 // VerifyWebhook implements banklink.Provider, following Plaid's webhook
 // verification: the Plaid-Verification JWT must be ES256 (anything else is
 // refused before any key is fetched), its kid must name a live key from
 // /webhook_verification_key/get, its signature must hold, its iat must be
 // within five minutes, and its request_body_sha256 must equal the SHA-256 of
-// body (compared in constant time). Every refusal is CodeBadSignature; only
-// when Plaid cannot be reached for an unknown key is the error
-// kluis.EUnavailable, so that the webhook is retried rather than dropped.
+// body (compared in constant time), and the key must not be past its
+// expired_at. Every refusal is CodeBadSignature. When Plaid cannot be
+// reached for an unknown key the error is kluis.EUnavailable, and when the
+// budget for fetching unknown keys is spent it is
+// banklink.CodeWebhookKeyUnavailable: both mean "not checked yet", so that
+// the webhook is retried rather than dropped.
+//
+// Fetching the key of a kid kluis has not seen is the one thing a forger can
+// make kluis do, so it is budgeted, and forged webhooks cannot spend what
+// genuine ones need: a kid Plaid refused is remembered (refused without a
+// fetch for a while); a kid is fetched by one caller at a time; fetches for
+// webhooks that name an item kluis holds (banklink.WebhookItemKnown, which
+// a forger cannot satisfy without knowing a Plaid item id) draw on a lane of
+// their own, at most one per item a minute, so a flood of random kids that
+// spends the shared lane leaves a genuine webhook its fetch after Plaid
+// rotates its key. Cached keys are fetched again outside any budget, in the
+// background every TTL/24 (hourly by default) and in the request once the
+// TTL has passed, so that an expired_at Plaid sets is noticed.
 //
 // Event kinds: ITEM/ERROR with ITEM_LOGIN_REQUIRED, ITEM/PENDING_EXPIRATION
 // and ITEM/PENDING_DISCONNECT are EventLoginRequired (each asks for the user
 // to go through update mode before or after access lapses; acting early
 // costs only a prompt), ITEM/USER_PERMISSION_REVOKED is EventRevoked,
+// ITEM/USER_ACCOUNT_REVOKED (with its account_id) is EventAccountRevoked,
 // ITEM/NEW_ACCOUNTS_AVAILABLE is EventNewAccounts; anything else is
 // EventUnknown. The event ID is the hex SHA-256 of body.
 func (p *Provider) VerifyWebhook(ctx context.Context, header http.Header, body []byte) (banklink.WebhookEvent, error) {
 	sum := sha256.Sum256(body)
 	bodyHash := hex.EncodeToString(sum[:])
-	if err := p.verifySignature(ctx, header.Get(VerificationHeader), bodyHash); err != nil {
+	if err := p.verifySignature(ctx, header.Get(VerificationHeader), bodyHash, body); err != nil {
 		return banklink.WebhookEvent{}, err
 	}
 	ev, err := parseWebhook(body)
@@ -91,7 +125,7 @@ func (p *Provider) VerifyWebhook(ctx context.Context, header http.Header, body [
 // unverified token first (algorithm, kid, freshness, body hash), so that
 // junk never causes a key fetch, then the signature with the key, and the
 // same claims again from the verified token.
-func (p *Provider) verifySignature(ctx context.Context, token, bodyHash string) error {
+func (p *Provider) verifySignature(ctx context.Context, token, bodyHash string, body []byte) error {
 	if token == "" {
 		return badSignature("missing header")
 	}
@@ -109,7 +143,7 @@ func (p *Provider) verifySignature(ctx context.Context, token, bodyHash string) 
 	if err := p.checkClaims(&unverified, bodyHash); err != nil {
 		return badSignature(err.Error())
 	}
-	key, err := p.webhookKey(ctx, kid)
+	key, err := p.webhookKey(ctx, kid, body)
 	if err != nil {
 		return err
 	}
@@ -194,22 +228,38 @@ func (p *Provider) checkClaims(c *webhookClaims, bodyHash string) error {
 }
 
 // keyCache holds Plaid's webhook verification keys by kid: bounded, each
-// entry refetched after ttl, fetches of uncached kids rate-limited and
-// collapsed, and kids Plaid does not know remembered for a while.
+// entry refetched after ttl, fetches of uncached kids budgeted (a shared
+// lane and a lane for webhooks naming a known item) and collapsed, and kids
+// Plaid does not know remembered for a while.
 type keyCache struct {
-	ttl     time.Duration
-	size    int
-	limiter *rate.Limiter
-	group   *singleflight.Group
+	ttl      time.Duration
+	size     int
+	limiter  *rate.Limiter // any unknown kid
+	itemLane *rate.Limiter // unknown kids of webhooks naming a known item
+	group    *singleflight.Group
 
 	mu      *sync.Mutex
 	keys    map[string]cachedKey
 	unknown map[string]time.Time
+	// itemFetched is when a webhook naming an item last drew on itemLane.
+	itemFetched map[string]time.Time
 }
 
 type cachedKey struct {
 	key     *ecdsa.PublicKey
 	fetched time.Time
+	// expires is the key's expired_at, zero while Plaid has set none.
+	expires time.Time
+	// tried is when a background refresh last started.
+	tried time.Time
+}
+
+// usable returns the key unless now is past its expired_at.
+func (k cachedKey) usable(now time.Time) (*ecdsa.PublicKey, error) {
+	if !k.expires.IsZero() && !now.Before(k.expires) {
+		return nil, badSignature("key expired")
+	}
+	return k.key, nil
 }
 
 // jwk is JWKPublicKey from the spec.
@@ -234,14 +284,25 @@ type webhookKeyResponse struct {
 }
 
 // webhookKey returns the live key for kid, from the cache or from Plaid.
-func (p *Provider) webhookKey(ctx context.Context, kid string) (*ecdsa.PublicKey, error) {
+// body is the unverified webhook, read only to decide which fetch budget an
+// unknown kid may draw on.
+func (p *Provider) webhookKey(ctx context.Context, kid string, body []byte) (*ecdsa.PublicKey, error) {
 	now := p.clock.Now()
 	c := &p.keys
 	c.mu.Lock()
 	k, known := c.keys[kid]
 	if known && now.Sub(k.fetched) < c.ttl {
+		every := c.ttl / refreshFraction
+		refresh := now.Sub(k.fetched) >= every && now.Sub(k.tried) >= every
+		if refresh {
+			k.tried = now
+			c.keys[kid] = k
+		}
 		c.mu.Unlock()
-		return k.key, nil
+		if refresh {
+			p.refreshInBackground(ctx, kid)
+		}
+		return k.usable(now)
 	}
 	if at, ok := c.unknown[kid]; ok && now.Sub(at) < unknownKidTTL {
 		c.mu.Unlock()
@@ -250,10 +311,11 @@ func (p *Provider) webhookKey(ctx context.Context, kid string) (*ecdsa.PublicKey
 	c.mu.Unlock()
 	v, err, _ := c.group.Do(kid, func() (any, error) {
 		// Refreshing a cached kid happens once per TTL at most; only kids
-		// never seen, which anyone can invent, draw on the limiter, so that
-		// a flood of them cannot starve a refresh.
-		if !known && !c.limiter.AllowN(p.clock.Now(), 1) {
-			return nil, badSignature("key fetches rate-limited")
+		// never seen, which anyone can invent, draw on a budget.
+		if !known {
+			if err := p.allowFetch(ctx, body); err != nil {
+				return nil, err
+			}
 		}
 		return p.fetchWebhookKey(ctx, kid)
 	})
@@ -261,6 +323,73 @@ func (p *Provider) webhookKey(ctx context.Context, kid string) (*ecdsa.PublicKey
 		return nil, err
 	}
 	return v.(*ecdsa.PublicKey), nil
+}
+
+// refreshInBackground fetches a cached kid again without making the webhook
+// wait, so that an expired_at Plaid sets is noticed within ttl/24 rather
+// than ttl. One refresh per kid runs at a time; its failure changes nothing
+// (the cached key stays until ttl, then is fetched in the request).
+func (p *Provider) refreshInBackground(ctx context.Context, kid string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.timeout*time.Duration(p.maxRetries+1))
+	ch := p.keys.group.DoChan(kid, func() (any, error) { return p.fetchWebhookKey(ctx, kid) })
+	go func() {
+		defer cancel()
+		<-ch
+	}()
+}
+
+// allowFetch decides whether an unknown kid may be fetched now: from the
+// shared lane while it lasts, else from the lane of webhooks that name an
+// item kluis holds (one fetch per item per itemFetchInterval).
+func (p *Provider) allowFetch(ctx context.Context, body []byte) error {
+	c := &p.keys
+	now := p.clock.Now()
+	if c.limiter.AllowN(now, 1) {
+		return nil
+	}
+	item := unverifiedItemID(body)
+	if item == "" || !banklink.WebhookItemKnown(ctx, item) {
+		return keyUnavailable("key fetch budget spent")
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if at, ok := c.itemFetched[item]; ok && now.Sub(at) < itemFetchInterval {
+		return keyUnavailable("key fetch budget of the item spent")
+	}
+	if !c.itemLane.AllowN(now, 1) {
+		return keyUnavailable("key fetch budget of known items spent")
+	}
+	c.itemFetched = rememberAt(c.itemFetched, item, now)
+	return nil
+}
+
+// unverifiedItemID reads item_id from a webhook body that is not verified
+// yet; "" when there is none or it is not a plausible id.
+func unverifiedItemID(body []byte) string {
+	var b struct {
+		ItemID string `json:"item_id"`
+	}
+	if json.Unmarshal(body, &b) != nil || len(b.ItemID) > maxKidBytes || !printableASCII(b.ItemID) {
+		return ""
+	}
+	return b.ItemID
+}
+
+// rememberAt sets m[key] = at in a map bounded by maxRemembered: when full,
+// one arbitrary entry goes (Go's map order is randomized), so a flood of
+// new keys cannot empty it at once.
+func rememberAt(m map[string]time.Time, key string, at time.Time) map[string]time.Time {
+	if m == nil {
+		m = make(map[string]time.Time)
+	}
+	if _, ok := m[key]; !ok && len(m) >= maxRemembered {
+		for k := range m {
+			delete(m, k)
+			break
+		}
+	}
+	m[key] = at
+	return m
 }
 
 // fetchWebhookKey asks Plaid for kid's key and caches it if it is live.
@@ -276,19 +405,24 @@ func (p *Provider) fetchWebhookKey(ctx context.Context, kid string) (*ecdsa.Publ
 		p.keys.remember(kid, p.clock.Now())
 		return nil, badSignature("kid unknown to Plaid")
 	}
-	if out.Key.ExpiredAt != nil {
-		// Refused like an unknown kid, so it is not asked for again soon.
-		p.keys.remember(kid, p.clock.Now())
-		return nil, badSignature("key expired")
-	}
 	if out.Key.Kid != kid {
 		return nil, badSignature("key answer for another kid")
+	}
+	now := p.clock.Now()
+	var expires time.Time
+	if out.Key.ExpiredAt != nil {
+		expires = time.Unix(*out.Key.ExpiredAt, 0)
+		if !now.Before(expires) {
+			// Refused like an unknown kid, so it is not asked for again soon.
+			p.keys.remember(kid, now)
+			return nil, badSignature("key expired")
+		}
 	}
 	key, err := ecKey(out.Key)
 	if err != nil {
 		return nil, badSignature(err.Error())
 	}
-	p.keys.put(kid, key, p.clock.Now())
+	p.keys.put(kid, cachedKey{key: key, fetched: now, expires: expires})
 	return key, nil
 }
 
@@ -311,31 +445,28 @@ func ecKey(k jwk) (*ecdsa.PublicKey, error) {
 	return key, nil
 }
 
-func (c *keyCache) put(kid string, key *ecdsa.PublicKey, now time.Time) {
+func (c *keyCache) put(kid string, k cachedKey) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if _, ok := c.keys[kid]; !ok && len(c.keys) >= c.size {
 		oldest := ""
-		for k, v := range c.keys {
+		for id, v := range c.keys {
 			if oldest == "" || v.fetched.Before(c.keys[oldest].fetched) {
-				oldest = k
+				oldest = id
 			}
 		}
 		delete(c.keys, oldest)
 	}
-	c.keys[kid] = cachedKey{key: key, fetched: now}
+	c.keys[kid] = k
 	delete(c.unknown, kid)
 }
 
-// remember notes a kid Plaid does not know, in a map bounded by dropping it
-// whole when full (it only saves fetches, which the limiter bounds anyway).
+// remember notes a kid Plaid does not know (or has expired), so that it is
+// refused without a fetch for unknownKidTTL.
 func (c *keyCache) remember(kid string, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.unknown == nil || len(c.unknown) >= 1024 {
-		c.unknown = make(map[string]time.Time)
-	}
-	c.unknown[kid] = now
+	c.unknown = rememberAt(c.unknown, kid, now)
 	delete(c.keys, kid)
 }
 
@@ -344,6 +475,7 @@ type webhookBody struct {
 	WebhookType string `json:"webhook_type"`
 	WebhookCode string `json:"webhook_code"`
 	ItemID      string `json:"item_id"`
+	AccountID   string `json:"account_id"`
 	Error       *struct {
 		ErrorCode string `json:"error_code"`
 	} `json:"error"`
@@ -374,6 +506,10 @@ func parseWebhook(body []byte) (banklink.WebhookEvent, error) {
 		ev.Kind = banklink.EventLoginRequired
 	case "USER_PERMISSION_REVOKED":
 		ev.Kind = banklink.EventRevoked
+	case "USER_ACCOUNT_REVOKED":
+		if id := safeToken(b.AccountID); id != "" {
+			ev.Kind, ev.ProviderAccountID = banklink.EventAccountRevoked, id
+		}
 	case "NEW_ACCOUNTS_AVAILABLE":
 		ev.Kind = banklink.EventNewAccounts
 	}

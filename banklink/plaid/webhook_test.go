@@ -5,8 +5,12 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"net/http"
+	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -171,13 +175,161 @@ func TestUnknownKidsDoNotDriveKeyFetches(t *testing.T) {
 	if n := srv.Calls(plaidtest.EndpointWebhookKeyGet); n != 1 {
 		t.Errorf("one unknown kid cost %d fetches, want 1", n)
 	}
-	for range 20 {
+	for i := range 20 {
 		wh := srv.Sign(body, plaidtest.UnknownKid) // a new kid each time
 		_, err := p.VerifyWebhook(context.Background(), wh.Header, wh.Body)
-		wantCode(t, err, banklink.CodeBadSignature)
+		if i < 2 {
+			wantCode(t, err, banklink.CodeBadSignature) // fetched: Plaid does not know it
+		} else {
+			// Budget spent: not checked, so not called bad (Plaid would
+			// give up on a genuine webhook), but "try again later".
+			wantCode(t, err, banklink.CodeWebhookKeyUnavailable)
+		}
 	}
 	if n := srv.Calls(plaidtest.EndpointWebhookKeyGet); n > 3 {
 		t.Errorf("21 unknown kids cost %d fetches, want at most the burst of 3", n)
+	}
+}
+
+// knownItems is a banklink.WebhookItemCheck for the items of ids.
+func knownItems(ids ...string) context.Context {
+	return banklink.WithWebhookItemCheck(context.Background(), func(_ context.Context, id string) bool {
+		return slices.Contains(ids, id)
+	})
+}
+
+// TestForgedKidsDoNotBlockAGenuineWebhookAfterRotation is the attack: Plaid
+// rotates its key, and forged webhooks with random kids (naming items kluis
+// does not hold) flood in, concurrently with Plaid's genuine ones under the
+// new kid. A genuine webhook is never refused as a bad signature: it is
+// accepted, or told to come back (503) and accepted on Plaid's retry.
+func TestForgedKidsDoNotBlockAGenuineWebhookAfterRotation(t *testing.T) {
+	t.Parallel()
+	srv, p, _ := webhookFixture(t)
+	ctx := knownItems("item-1", "item-2")
+	first := srv.FireWebhook("item-1", "ITEM", "WEBHOOK_UPDATE_ACKNOWLEDGED", nil)
+	if _, err := p.VerifyWebhook(ctx, first.Header, first.Body); err != nil {
+		t.Fatalf("webhook under the first key: %v", err)
+	}
+	srv.RotateKey()
+
+	var wg sync.WaitGroup
+	var accepted, deferred atomic.Int64
+	for g := range 16 {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for i := range 20 {
+				body := fmt.Appendf(nil, `{"webhook_type":"ITEM","webhook_code":"USER_PERMISSION_REVOKED","item_id":"forged-%d-%d"}`, g, i)
+				wh := srv.Sign(body, plaidtest.UnknownKid)
+				_, err := p.VerifyWebhook(ctx, wh.Header, wh.Body)
+				if code := kluis.ErrorCode(err); code != banklink.CodeBadSignature && code != banklink.CodeWebhookKeyUnavailable {
+					t.Errorf("a forged webhook got %q (%v)", code, err)
+				}
+			}
+		}(g)
+		if g%4 == 0 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				wh := srv.FireWebhook("item-2", "ITEM", "USER_PERMISSION_REVOKED", nil)
+				_, err := p.VerifyWebhook(ctx, wh.Header, wh.Body)
+				switch kluis.ErrorCode(err) {
+				case "":
+					accepted.Add(1)
+				case banklink.CodeWebhookKeyUnavailable:
+					deferred.Add(1)
+				default:
+					t.Errorf("a genuine webhook was refused: %v", err)
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	if accepted.Load() == 0 {
+		t.Errorf("no genuine webhook was accepted during the flood (%d deferred)", deferred.Load())
+	}
+	// Plaid's retry, once more forged kids have spent the shared lane.
+	for range 10 {
+		wh := srv.Sign([]byte(`{"item_id":"forged"}`), plaidtest.UnknownKid)
+		_, _ = p.VerifyWebhook(ctx, wh.Header, wh.Body)
+	}
+	retry := srv.FireWebhook("item-1", "ITEM", "USER_PERMISSION_REVOKED", nil)
+	if _, err := p.VerifyWebhook(ctx, retry.Header, retry.Body); err != nil {
+		t.Fatalf("a genuine webhook after the flood: %v", err)
+	}
+	// Forged kids cost fetches only within the two lanes' bursts.
+	if n := srv.Calls(plaidtest.EndpointWebhookKeyGet); n > 1+3+3 {
+		t.Errorf("key fetches = %d, want at most 7", n)
+	}
+}
+
+// TestAGenuineWebhookNamingNoKnownItemIsDeferredNotRefused: when the shared
+// lane is spent and the webhook names no item kluis holds, it is answered
+// "later" (503), and Plaid's retry, once the lane has refilled, is accepted.
+func TestAGenuineWebhookNamingNoKnownItemIsDeferredNotRefused(t *testing.T) {
+	t.Parallel()
+	srv, p, clock := webhookFixture(t)
+	srv.RotateKey()
+	for range 10 {
+		wh := srv.Sign([]byte(`{"item_id":"forged"}`), plaidtest.UnknownKid)
+		_, _ = p.VerifyWebhook(context.Background(), wh.Header, wh.Body)
+	}
+	wh := srv.FireWebhook("item-unknown", "ITEM", "USER_PERMISSION_REVOKED", nil)
+	_, err := p.VerifyWebhook(knownItems("item-1"), wh.Header, wh.Body)
+	wantCode(t, err, banklink.CodeWebhookKeyUnavailable)
+	clock.Advance(plaid.DefaultWebhookKeyFetchInterval)
+	retry := srv.FireWebhook("item-unknown", "ITEM", "USER_PERMISSION_REVOKED", nil)
+	if _, err := p.VerifyWebhook(knownItems("item-1"), retry.Header, retry.Body); err != nil {
+		t.Fatalf("Plaid's retry was refused: %v", err)
+	}
+}
+
+// TestOneKnownItemCannotDrainTheKnownItemsLane: a forger who knows one
+// Plaid item id gets one fetch a minute through it, not the lane.
+func TestOneKnownItemCannotDrainTheKnownItemsLane(t *testing.T) {
+	t.Parallel()
+	srv, p, _ := webhookFixture(t)
+	ctx := knownItems("leaked", "item-2")
+	for range 10 {
+		wh := srv.Sign([]byte(`{"item_id":"leaked"}`), plaidtest.UnknownKid)
+		_, _ = p.VerifyWebhook(ctx, wh.Header, wh.Body)
+	}
+	before := srv.Calls(plaidtest.EndpointWebhookKeyGet)
+	if before > 3+1 {
+		t.Errorf("ten forged kids naming one item cost %d fetches, want the shared burst and one", before)
+	}
+	wh := srv.FireWebhook("item-2", "ITEM", "USER_PERMISSION_REVOKED", nil)
+	if _, err := p.VerifyWebhook(ctx, wh.Header, wh.Body); err != nil {
+		t.Fatalf("a genuine webhook for another item: %v", err)
+	}
+}
+
+// TestACachedKeyPlaidExpiresIsRefused: the background refresh notices
+// expired_at well before the cache TTL.
+func TestACachedKeyPlaidExpiresIsRefused(t *testing.T) {
+	t.Parallel()
+	srv, p, clock := webhookFixture(t, func(o *plaid.Options) { o.WebhookKeyCacheTTL = 24 * time.Hour })
+	wh := srv.FireWebhook("item-1", "ITEM", "NEW_ACCOUNTS_AVAILABLE", nil)
+	if _, err := p.VerifyWebhook(context.Background(), wh.Header, wh.Body); err != nil {
+		t.Fatal(err)
+	}
+	srv.ExpireKey(srv.CurrentKid())
+	clock.Advance(time.Hour + time.Second)
+	// This one is checked against the cached key while the refresh runs.
+	for i := 0; ; i++ {
+		wh := srv.FireWebhook("item-1", "ITEM", "NEW_ACCOUNTS_AVAILABLE", map[string]any{"n": i})
+		_, err := p.VerifyWebhook(context.Background(), wh.Header, wh.Body)
+		if kluis.ErrorCode(err) == banklink.CodeBadSignature {
+			break
+		}
+		if err != nil || i > 2000 {
+			t.Fatalf("the expired key is still used after %d webhooks: %v", i, err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if n := srv.Calls(plaidtest.EndpointWebhookKeyGet); n != 2 {
+		t.Errorf("key fetches = %d, want 2 (one refresh)", n)
 	}
 }
 
@@ -211,6 +363,8 @@ func TestWebhookKinds(t *testing.T) {
 		{"consent about to expire", "ITEM", "PENDING_EXPIRATION", map[string]any{"consent_expiration_time": "2025-04-01T00:00:00Z"}, banklink.EventLoginRequired, "PENDING_EXPIRATION"},
 		{"a pending disconnect", "ITEM", "PENDING_DISCONNECT", map[string]any{"reason": "INSTITUTION_MIGRATION"}, banklink.EventLoginRequired, "PENDING_DISCONNECT"},
 		{"consent revoked", "ITEM", "USER_PERMISSION_REVOKED", nil, banklink.EventRevoked, "USER_PERMISSION_REVOKED"},
+		{"consent to one account revoked", "ITEM", "USER_ACCOUNT_REVOKED", map[string]any{"account_id": "acct-7"}, banklink.EventAccountRevoked, "USER_ACCOUNT_REVOKED"},
+		{"an account revocation naming no account", "ITEM", "USER_ACCOUNT_REVOKED", nil, banklink.EventUnknown, "USER_ACCOUNT_REVOKED"},
 		{"new accounts", "ITEM", "NEW_ACCOUNTS_AVAILABLE", nil, banklink.EventNewAccounts, "NEW_ACCOUNTS_AVAILABLE"},
 		{"a repaired login", "ITEM", "LOGIN_REPAIRED", nil, banklink.EventUnknown, "LOGIN_REPAIRED"},
 		{"a transactions update", "TRANSACTIONS", "SYNC_UPDATES_AVAILABLE", nil, banklink.EventUnknown, "SYNC_UPDATES_AVAILABLE"},
@@ -225,6 +379,9 @@ func TestWebhookKinds(t *testing.T) {
 			}
 			if ev.Kind != tt.want || ev.ProviderType != tt.typ || ev.ProviderCode != tt.wantCodeStr || ev.ProviderItemID != "item-9" {
 				t.Errorf("event = %+v, want kind %s", ev, tt.want)
+			}
+			if (ev.Kind == banklink.EventAccountRevoked) != (ev.ProviderAccountID == "acct-7") {
+				t.Errorf("event = %+v: the revoked account is not named", ev)
 			}
 		})
 	}

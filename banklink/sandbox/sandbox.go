@@ -354,15 +354,32 @@ type webhookBody struct {
 	WebhookType string `json:"webhook_type"`
 	WebhookCode string `json:"webhook_code"`
 	ItemID      string `json:"item_id"`
+	// AccountID is set on USER_ACCOUNT_REVOKED, as Plaid sends it.
+	AccountID string `json:"account_id,omitempty"`
 }
 
 var codePattern = regexp.MustCompile(`^[A-Z][A-Z0-9_]{0,63}$`)
 
 // SignedWebhook implements banklink.SandboxLinker. LOGIN_REQUIRED makes the
-// item's calls fail until update mode; PERMISSION_REVOKED kills its token;
-// NEW_ACCOUNTS adds an account. Any other code (upper case, digits and
-// underscores) is signed and sent as is: an event kluis does not know.
+// item's calls fail until update mode; PERMISSION_REVOKED (or Plaid's name,
+// USER_PERMISSION_REVOKED) kills its token; NEW_ACCOUNTS adds an account.
+// Any other code (upper case, digits and underscores) is signed and sent as
+// is: an event kluis does not know.
 func (p *Provider) SignedWebhook(ctx context.Context, providerItemID, code string) (http.Header, []byte, error) {
+	return p.signedWebhook(ctx, providerItemID, "", code)
+}
+
+// SignedAccountWebhook implements banklink.SandboxLinker: an event about one
+// account of the item, USER_ACCOUNT_REVOKED (the sandbox's own state is
+// unchanged: the item's token still works for its other accounts).
+func (p *Provider) SignedAccountWebhook(ctx context.Context, providerItemID, providerAccountID, code string) (http.Header, []byte, error) {
+	if providerAccountID == "" {
+		return nil, nil, kluis.Errorf(kluis.EInvalid, "an account webhook needs the account")
+	}
+	return p.signedWebhook(ctx, providerItemID, providerAccountID, code)
+}
+
+func (p *Provider) signedWebhook(ctx context.Context, providerItemID, providerAccountID, code string) (http.Header, []byte, error) {
 	if !codePattern.MatchString(code) {
 		return nil, nil, kluis.Errorf(kluis.EInvalid, "code must be LOGIN_REQUIRED, PERMISSION_REVOKED, NEW_ACCOUNTS or another upper-case code")
 	}
@@ -370,7 +387,7 @@ func (p *Provider) SignedWebhook(ctx context.Context, providerItemID, code strin
 	switch code {
 	case banklink.SandboxWebhookLoginRequired:
 		sql = `UPDATE sandbox_items SET login_required = true WHERE provider_item_id = $1 AND removed_at IS NULL`
-	case banklink.SandboxWebhookPermissionRevoked:
+	case banklink.SandboxWebhookPermissionRevoked, banklink.SandboxWebhookUserPermissionRevoked:
 		sql = `UPDATE sandbox_items SET removed_at = now(), access_token_hash = NULL WHERE provider_item_id = $1 AND removed_at IS NULL`
 	case banklink.SandboxWebhookNewAccounts:
 		sql = `UPDATE sandbox_items SET new_accounts = new_accounts + 1 WHERE provider_item_id = $1 AND removed_at IS NULL`
@@ -380,7 +397,8 @@ func (p *Provider) SignedWebhook(ctx context.Context, providerItemID, code strin
 			return nil, nil, dbFail(err)
 		}
 	}
-	body, err := json.Marshal(webhookBody{EventID: random("evt-sandbox-"), WebhookType: "ITEM", WebhookCode: code, ItemID: providerItemID})
+	body, err := json.Marshal(webhookBody{EventID: random("evt-sandbox-"), WebhookType: "ITEM", WebhookCode: code,
+		ItemID: providerItemID, AccountID: providerAccountID})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -447,8 +465,12 @@ func (p *Provider) VerifyWebhook(_ context.Context, header http.Header, body []b
 		switch w.WebhookCode {
 		case banklink.SandboxWebhookLoginRequired:
 			ev.Kind = banklink.EventLoginRequired
-		case banklink.SandboxWebhookPermissionRevoked:
+		case banklink.SandboxWebhookPermissionRevoked, banklink.SandboxWebhookUserPermissionRevoked:
 			ev.Kind = banklink.EventRevoked
+		case banklink.SandboxWebhookUserAccountRevoked:
+			if w.AccountID != "" && eventIDPattern.MatchString(w.AccountID) {
+				ev.Kind, ev.ProviderAccountID = banklink.EventAccountRevoked, w.AccountID
+			}
 		case banklink.SandboxWebhookNewAccounts:
 			ev.Kind = banklink.EventNewAccounts
 		}

@@ -90,7 +90,9 @@ func (a *app) bankProvider() (banklink.Provider, error) {
 	return nil, fmt.Errorf("unknown bank provider %q", a.cfg.BankProvider)
 }
 
-// registerBankJobs adds access-token rotation and link-session expiry.
+// registerBankJobs adds access-token rotation (scheduled rotation only with
+// KLUIS_BANK_TOKEN_MAX_AGE; every run finishes rotations cut short) and
+// link-session expiry.
 func registerBankJobs(a *app, s *jobs.Scheduler) error {
 	svc, err := a.bankLink()
 	if err != nil {
@@ -103,6 +105,7 @@ func registerBankJobs(a *app, s *jobs.Scheduler) error {
 			res, err := svc.RotateAccessTokens(ctx, maxAge, 0)
 			run.Set("rotated", int64(res.Rotated))
 			run.Set("finished", int64(res.Finished))
+			run.Set("relink_required", int64(res.RelinkRequired))
 			run.Set("failed", int64(res.Failed))
 			if err == nil && res.Failed > 0 {
 				err = fmt.Errorf("%d access tokens could not be rotated; the next run retries them", res.Failed)

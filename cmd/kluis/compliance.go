@@ -28,6 +28,7 @@ func (a *app) compliance() (*compliance.Service, error) {
 		return a.comp, nil
 	}
 	svc := compliance.NewService(a.db, a.auditor, a.ring, nil)
+	svc.SetRevokeAttempts(a.cfg.ErasureRevokeAttempts)
 	bank, err := a.bankLink()
 	if err != nil {
 		return nil, err

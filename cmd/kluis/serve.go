@@ -10,11 +10,15 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"os/signal"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/api"
 	"github.com/kluis-dev/kluis/api/jwtauth"
 	"github.com/kluis-dev/kluis/api/ratelimit"
@@ -75,6 +79,7 @@ func (a *app) serve(ctx context.Context, ready chan<- [2]string) error {
 		}(servers[i], listeners[i])
 	}
 	a.background(ctx, &wg)
+	stopRefusals := a.watch(ctx, &wg, deps)
 	addrs := [2]string{listeners[0].Addr().String()}
 	if len(listeners) > 1 {
 		addrs[1] = listeners[1].Addr().String()
@@ -89,6 +94,7 @@ func (a *app) serve(ctx context.Context, ready chan<- [2]string) error {
 	case err = <-errs:
 	}
 	a.shutdown(servers)
+	stopRefusals()
 	cancel()
 	wg.Wait()
 	<-sched.Done()
@@ -121,13 +127,15 @@ func (a *app) deps(ctx context.Context) (*api.Deps, error) {
 	}
 	limits := rateLimits(a.cfg)
 	return a.withDepHooks(&api.Deps{
-		DB: a.db, Auditor: a.auditor, Pseudonyms: a.sys, Auth: api.JWTAuthenticator{Verifier: verifier},
+		DB: a.db, Auditor: a.auditor, Pseudonyms: a.sys, MACs: a.sys, Auth: api.JWTAuthenticator{Verifier: verifier},
 		Policy: policy, Vault: a.store, Logger: a.log, Registry: registry,
 		RateLimiter: limiter, RateLimits: &limits, IdempotencyTTL: a.cfg.IdempotencyTTL,
 		Ready: map[string]func(context.Context) error{
 			"database":     a.db.Ping,
 			"key_provider": newProviderCheck(a.keys).check,
 		},
+		Refusals: compliance.NewRefusals(a.auditor, compliance.RefusalOptions{Logger: a.log}), Clock: kluis.SystemClock{},
+		StaffMFAMaxAge: a.cfg.StaffMFAMaxAge, StaffTokenMaxLifetime: a.cfg.StaffTokenMaxLifetime,
 		TrustedProxies: a.cfg.TrustedProxies, TrustDomain: a.cfg.SPIFFETrustDomain, RequestTimeout: a.cfg.RequestTimeout,
 		PublicTLS: a.cfg.PublicTLSCert != "",
 	}, nil)
@@ -192,6 +200,32 @@ func (a *app) background(ctx context.Context, wg *sync.WaitGroup) {
 	}()
 }
 
+// watch starts what follows the handlers' own state: the aggregated audit of
+// refusals, written each minute and, once stopRefusals is called (after the
+// listeners have drained, not when the signal arrives), all that is left;
+// and the service policy, reloaded when its file changes and on SIGHUP,
+// until ctx ends.
+func (a *app) watch(ctx context.Context, wg *sync.WaitGroup, deps *api.Deps) (stopRefusals func()) {
+	rctx, stopRefusals := context.WithCancel(context.WithoutCancel(ctx))
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		deps.Refusals.Run(rctx, 5*time.Second)
+	}()
+	if deps.Policy == nil || a.cfg.ServicePolicyFile == "" {
+		return stopRefusals
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer signal.Stop(hup)
+		deps.Policy.Watch(ctx, api.PolicyPollInterval, hup, a.log)
+	}()
+	return stopRefusals
+}
+
 func (a *app) shutdown(servers []*http.Server) {
 	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownGrace)
 	defer cancel()
@@ -234,11 +268,14 @@ func rateLimits(cfg *config.Config) api.RateLimits {
 	}
 	return api.RateLimits{
 		Address: limit(cfg.RateAddress), Subject: limit(cfg.RateSubject), Service: limit(cfg.RateService),
+		IPv6Prefix: cfg.RateLimitIPv6Prefix,
 		Operations: map[string]ratelimit.Limit{
 			api.OpLinkSession:         limit(cfg.RateLinkSession),
 			api.OpTokenExchange:       limit(cfg.RateTokenExchange),
 			api.OpVerificationConfirm: limit(cfg.RateVerificationConfirm),
 			api.OpReveal:              limit(cfg.RateReveal),
+			api.OpManualAccount:       limit(cfg.RateManualAccount),
+			api.OpVerificationStart:   limit(cfg.RateVerificationStart),
 		},
 	}
 }

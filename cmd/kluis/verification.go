@@ -58,7 +58,7 @@ func (a *app) verification() (*verificationParts, error) {
 	}
 	opts := verification.Options{DB: a.db, Vault: a.store, Auditor: a.auditor, Keys: a.sys, Logger: a.log,
 		Attempts: a.cfg.VerificationAttempts, Window: a.cfg.VerificationWindow, AnswerKind: a.cfg.MicroDepositKind,
-		Notify: worker.Wake}
+		Notify: worker.Wake, Lockout: a.cfg.VerificationLockout, NumberFailures: a.cfg.VerificationNumberFailures}
 	if a.cfg.BankProvider == "sandbox" {
 		opts.Rail = sandboxrail.New(a.db, a.sys, a.cfg.SandboxRailDelay, nil)
 	}

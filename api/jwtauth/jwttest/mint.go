@@ -28,6 +28,9 @@ type spec struct {
 	dropKID  bool
 	kidSet   bool
 	kidValue any
+	// authTimeNow puts auth_time = now in the token unless an option set
+	// auth_time itself (StaffToken does).
+	authTimeNow bool
 }
 
 // Option changes one thing in a minted token.
@@ -77,6 +80,17 @@ func WithIssuedAt(t time.Time) Option { return func(s *spec) { s.iatAt, s.noIat 
 
 // WithoutIssuedAt leaves iat out.
 func WithoutIssuedAt() Option { return func(s *spec) { s.noIat = true } }
+
+// WithAuthTime sets auth_time, when the staff member authenticated.
+func WithAuthTime(t time.Time) Option { return WithClaim("auth_time", t.Unix()) }
+
+// WithoutAuthTime leaves auth_time out (StaffToken puts it in otherwise).
+func WithoutAuthTime() Option {
+	return func(s *spec) { s.authTimeNow = false; delete(s.claims, "auth_time") }
+}
+
+// withAuthTimeNow makes auth_time the token's now unless set otherwise.
+func withAuthTimeNow() Option { return func(s *spec) { s.authTimeNow = true } }
 
 // WithNotBefore sets nbf.
 func WithNotBefore(t time.Time) Option { return WithClaim("nbf", t.Unix()) }
@@ -129,12 +143,13 @@ func Token(t testing.TB, opts ...Option) string {
 }
 
 // StaffToken mints a staff token: as Token, but aud StaffAudience, sub
-// StaffSubject, roles [compliance] and amr [pwd mfa], then opts.
+// StaffSubject, roles [compliance], amr [pwd mfa] and auth_time now (a
+// fresh MFA), then opts.
 func StaffToken(t testing.TB, opts ...Option) string {
 	t.Helper()
 	return Mint(t, append([]Option{
 		WithAudience(StaffAudience), WithSubject(StaffSubject),
-		WithRoles("compliance"), WithAMR("pwd", "mfa"),
+		WithRoles("compliance"), WithAMR("pwd", "mfa"), withAuthTimeNow(),
 	}, opts...)...)
 }
 
@@ -160,6 +175,9 @@ func Mint(t testing.TB, opts ...Option) string {
 			iat = *s.iatAt
 		}
 		s.claims["iat"] = iat.Unix()
+	}
+	if _, set := s.claims["auth_time"]; s.authTimeNow && !set {
+		s.claims["auth_time"] = s.now.Unix()
 	}
 	if !s.noExp {
 		exp := s.now.Add(s.expIn)

@@ -10,8 +10,8 @@
 // echo the request body on purpose, as a trap for code that would pass
 // them on.
 //
-// Knobs let a test inject an error for the next calls of an endpoint, add
-// latency, count calls, put an item into ITEM_LOGIN_REQUIRED, take an
+// Knobs let a test inject an error for the next calls of an endpoint, lose
+// the answer of a call that did its work, add latency, count calls, put an item into ITEM_LOGIN_REQUIRED, take an
 // institution down, rotate and expire webhook keys, fire signed webhooks
 // (and forged ones), and check every request and answer against Plaid's
 // OpenAPI description (ValidateAgainst), failing the test on a violation.
@@ -149,6 +149,7 @@ type Server struct {
 	publicTokens map[string]*publicToken
 	linkTokens   map[string]*linkToken
 	faults       map[string][]Fault
+	lost         map[string]int
 	latency      map[string]time.Duration
 	calls        map[string]int
 	validated    map[string]int
@@ -188,6 +189,7 @@ func NewServer(t testing.TB, opts ...Option) *Server {
 		publicTokens: map[string]*publicToken{},
 		linkTokens:   map[string]*linkToken{},
 		faults:       map[string][]Fault{},
+		lost:         map[string]int{},
 		latency:      map[string]time.Duration{},
 		calls:        map[string]int{},
 		validated:    map[string]int{},
@@ -373,7 +375,38 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	s.write(w, r, spec, path, s.handle(r, spec, path, body))
+	a := s.handle(r, spec, path, body)
+	s.mu.Lock()
+	if s.lost[path] > 0 && a.status == http.StatusOK {
+		// The endpoint did its work; its answer never arrives.
+		s.lost[path]--
+		a = answer{drop: true}
+	}
+	s.mu.Unlock()
+	s.write(w, r, spec, path, a)
+}
+
+// LoseAnswerNext makes the next n successful calls of endpoint do their
+// work (a rotation invalidates the old token, a removal removes) and then
+// close the connection without answering: an answer lost on the way.
+func (s *Server) LoseAnswerNext(endpoint string, n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lost[endpoint] += n
+}
+
+// LiveTokens lists the access tokens that open the item now (none once
+// it is removed).
+func (s *Server) LiveTokens(itemID string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for tok, id := range s.accessTokens {
+		if id == itemID {
+			out = append(out, tok)
+		}
+	}
+	return out
 }
 
 // handle checks the request and runs the endpoint.
