@@ -224,16 +224,17 @@ const (
 )
 
 // freshMFARoutes are the compliance actions that erase or protect a
-// subject's data: requesting, approving, rejecting or cancelling an erasure,
-// placing or lifting a legal hold (method and route template). A route
+// subject's data: requesting, approving, rejecting, cancelling or
+// completing (with exceptions) an erasure, placing or lifting a legal hold (method and route template). A route
 // added for such an action belongs here.
 var freshMFARoutes = map[string]bool{
-	"POST /compliance/v1/erasure-requests":             true,
-	"POST /compliance/v1/erasure-requests/:id/approve": true,
-	"POST /compliance/v1/erasure-requests/:id/reject":  true,
-	"POST /compliance/v1/erasure-requests/:id/cancel":  true,
-	"POST /compliance/v1/legal-holds":                  true,
-	"DELETE /compliance/v1/legal-holds/:id":            true,
+	"POST /compliance/v1/erasure-requests":              true,
+	"POST /compliance/v1/erasure-requests/:id/approve":  true,
+	"POST /compliance/v1/erasure-requests/:id/reject":   true,
+	"POST /compliance/v1/erasure-requests/:id/cancel":   true,
+	"POST /compliance/v1/erasure-requests/:id/complete": true,
+	"POST /compliance/v1/legal-holds":                   true,
+	"DELETE /compliance/v1/legal-holds/:id":             true,
 }
 
 // requireFreshMFA guards freshMFARoutes: beyond requireStaff, the staff

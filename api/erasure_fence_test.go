@@ -408,6 +408,16 @@ func TestEveryWriteOfASubjectBeingErasedIs409AndAudited(t *testing.T) {
 	if status, _, _ := fe.call(t, "GET", "/v1/items/"+it.ID, tok, ""); status != 200 {
 		t.Errorf("a read during the erasure = %d", status)
 	}
+	// The provider's news of new accounts is acknowledged and ignored: no
+	// new account (nor sealed number) for a subject being erased.
+	before := len(it.Accounts)
+	status, _, body = fe.call(t, "POST", "/v1/sandbox/items/"+it.ID+"/fire-webhook", tok, `{"code":"NEW_ACCOUNTS"}`)
+	if status != 200 || !strings.Contains(body, `"ignored"`) {
+		t.Errorf("a new-accounts webhook during the erasure = %d %s, want 200 ignored", status, body)
+	}
+	if n := fe.count(t, `SELECT count(*) FROM accounts WHERE item_id = $1`, it.ID); n != before {
+		t.Errorf("accounts of the item = %d, want %d", n, before)
+	}
 }
 
 // A provider that keeps refusing puts the run in needs_attention, naming

@@ -263,9 +263,12 @@ func (p *Policy) Watch(ctx context.Context, interval time.Duration, hup <-chan o
 		case err != nil && err.Error() != lastBad:
 			lastBad = err.Error()
 			logger.Error("service policy not reloaded; the policy in force stays", "trigger", why, "cause", lastBad)
-		case err == nil && changed:
+		case err != nil:
+		case changed:
 			lastBad = ""
 			logger.Info("service policy reloaded", "trigger", why)
+		default:
+			lastBad = "" // the file is back to the policy in force
 		}
 	}
 }

@@ -2,6 +2,7 @@ package api
 
 import (
 	"crypto/x509"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -86,6 +87,13 @@ func FuzzParseSPIFFEID(f *testing.F) {
 		}
 		if strings.ContainsAny(raw[len("spiffe://"):], "@:?#%\\ ") {
 			t.Fatalf("%q accepted with userinfo, a port, a query, a fragment or an escape", raw)
+		}
+		// What net/url (and so crypto/x509) makes of it agrees, with nothing
+		// left over.
+		u, err := url.Parse(raw)
+		if err != nil || u.Scheme != "spiffe" || u.Host != id.TrustDomain || u.Path != id.Path || u.RawPath != "" ||
+			u.User != nil || u.Port() != "" || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || u.Opaque != "" {
+			t.Fatalf("%q accepted as %+v, but net/url reads %#v (%v)", raw, id, u, err)
 		}
 		if id.Path == "" {
 			return

@@ -163,6 +163,13 @@ func (s *Service) applyWebhook(ctx context.Context, tx pgx.Tx, actor Actor, ev W
 		if fetched == nil || it.Status != ItemActive {
 			return WebhookNoChange, nil
 		}
+		// Nothing new for a subject being erased: the erasure revokes the
+		// item, accounts and all, and the provider need not retry.
+		if err := vault.FenceSubject(ctx, tx, it.SubjectID); kluis.ErrorCode(err) == kluis.ESubjectErasing {
+			return WebhookIgnored, nil
+		} else if err != nil {
+			return "", err
+		}
 		added, err := s.addAccounts(ctx, tx, it, fetched.Accounts, numbers, s.now())
 		if err != nil || added == 0 {
 			return WebhookNoChange, err

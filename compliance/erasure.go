@@ -26,6 +26,10 @@ const (
 	// ErasureCompletedWithExceptions is a needs_attention run that two staff
 	// completed; its receipt names each item the provider did not revoke.
 	ErasureCompletedWithExceptions = "completed_with_exceptions"
+	// ErasureRejected is a pending request another staff member refused;
+	// ErasureCancelled one its requester withdrew (workflow.go).
+	ErasureRejected  = "rejected"
+	ErasureCancelled = "cancelled"
 )
 
 // running reports whether a request in status is one the run carries on.
@@ -59,6 +63,15 @@ type ErasureRequest struct {
 	// pass (needs_attention says it kept refusing).
 	UnrevokedItems []UnrevokedItem `json:"unrevoked_items,omitempty"`
 	Receipt        *Receipt        `json:"receipt,omitempty"`
+	// ClosedBy, ClosedAt and CloseReason say who rejected or cancelled the
+	// request, when and why.
+	ClosedBy    string     `json:"closed_by,omitempty"`
+	ClosedAt    *time.Time `json:"closed_at,omitempty"`
+	CloseReason string     `json:"close_reason,omitempty"`
+	// ExceptionsAcknowledgedBy is the first of the two staff members who
+	// complete a needs_attention request with exceptions.
+	ExceptionsAcknowledgedBy string     `json:"exceptions_acknowledged_by,omitempty"`
+	ExceptionsAcknowledgedAt *time.Time `json:"exceptions_acknowledged_at,omitempty"`
 
 	subjectID string
 	steps     erasureSteps
@@ -83,6 +96,11 @@ type Receipt struct {
 	SubjectKeysDestroyed int `json:"subject_keys_destroyed"`
 	// Erased counts the rows deleted, by category (table).
 	Erased map[string]int64 `json:"erased"`
+	// UnrevokedItems names, on a completed_with_exceptions receipt, each
+	// item the provider did not revoke (kluis's own copies are destroyed),
+	// and ExceptionsApprovedBy the two staff members who accepted that.
+	UnrevokedItems       []UnrevokedItem `json:"unrevoked_items,omitempty"`
+	ExceptionsApprovedBy []string        `json:"exceptions_approved_by,omitempty"`
 }
 
 // erasureSteps is the progress record (the steps column).
@@ -100,7 +118,8 @@ type erasureSteps struct {
 }
 
 const erasureColumns = `id, status, subject_pseudonym, reason, requested_by, requested_at, approved_by, approved_at,
-	completed_at, last_error, receipt, erased_subject_id, steps`
+	completed_at, last_error, receipt, erased_subject_id, steps,
+	coalesce(closed_by, ''), closed_at, coalesce(close_reason, ''), coalesce(exceptions_acknowledged_by, ''), exceptions_acknowledged_at`
 
 func scanErasure(row pgx.Row) (ErasureRequest, error) {
 	var (
@@ -111,7 +130,8 @@ func scanErasure(row pgx.Row) (ErasureRequest, error) {
 		steps      []byte
 	)
 	err := row.Scan(&r.ID, &r.Status, &r.SubjectPseudonym, &r.Reason, &r.RequestedBy, &r.RequestedAt, &approvedBy,
-		&r.ApprovedAt, &r.CompletedAt, &r.LastError, &receipt, &subjectID, &steps)
+		&r.ApprovedAt, &r.CompletedAt, &r.LastError, &receipt, &subjectID, &steps,
+		&r.ClosedBy, &r.ClosedAt, &r.CloseReason, &r.ExceptionsAcknowledgedBy, &r.ExceptionsAcknowledgedAt)
 	if err != nil {
 		return r, err
 	}
@@ -202,6 +222,9 @@ func (s *Service) ApproveErasure(ctx context.Context, by Staff, id string) (Eras
 	if err != nil {
 		return r, err
 	}
+	if closed(r.Status) {
+		return r, errClosed(r.Status)
+	}
 	if !running(r.Status) && r.Status != ErasurePending {
 		return r, nil
 	}
@@ -248,7 +271,9 @@ func (s *Service) approve(ctx context.Context, by Staff, r ErasureRequest) error
 			return fmt.Errorf("compliance: approve erasure: %w", postgres.Translate(err))
 		}
 		if tag.RowsAffected() == 0 {
-			return nil // approved meanwhile by someone else: run it all the same
+			// Approved meanwhile by someone else: run it all the same;
+			// rejected or cancelled meanwhile: 409.
+			return refuseIfClosed(ctx, tx, r.ID)
 		}
 		if _, err := tx.Exec(ctx, `
 			UPDATE subjects SET erasing_since = $2, erasure_request_id = $3 WHERE id = $1 AND erasing_since IS NULL`,
@@ -309,14 +334,17 @@ func (s *Service) ResumeErasures(ctx context.Context) (completed int, err error)
 // execute carries out the approved (or needs_attention) request id from its
 // last recorded step: revoke at the providers, destroy the keys, delete the
 // rows and write the receipt. Each step is safe to repeat; one run of a
-// request at a time (lockRun), so that two never revoke one item at once.
+// request at a time (claimRun), so that two never revoke one item at once.
 func (s *Service) execute(ctx context.Context, id string) error {
 	r, err := s.GetErasure(ctx, id)
 	if err != nil || !running(r.Status) {
 		return err
 	}
-	release, err := s.lockRun(ctx, id)
+	release, err := s.claimRun(ctx, id)
 	if err != nil {
+		if r, gerr := s.GetErasure(ctx, id); gerr == nil && !running(r.Status) {
+			return nil // another run finished it meanwhile
+		}
 		return err
 	}
 	defer release()
@@ -332,32 +360,31 @@ func (s *Service) execute(ctx context.Context, id string) error {
 	return err
 }
 
-// lockRun takes a session advisory lock on the request for the length of
-// one run, on a connection of its own; another run of it (the approve call
-// and the erasure-resume job at once, on two instances) is EUnavailable and
-// leaves the work to this one. A crash ends the session and the lock.
-func (s *Service) lockRun(ctx context.Context, id string) (func(), error) {
-	conn, err := s.db.Pool.Acquire(ctx)
+// runLease bounds how long one run holds its request (claimRun) before
+// another may take over, should it have died: the erasure-resume job's own
+// timeout.
+const runLease = time.Hour
+
+// claimRun takes the request for one run, a lease in its row (run_until):
+// another run of it (the approve call and the erasure-resume job at once,
+// on two instances) is EUnavailable and leaves the work to this one. The
+// lease holds no connection, so any number of erasures can run at once
+// whatever the pool's size; a run that died frees it when it lapses.
+func (s *Service) claimRun(ctx context.Context, id string) (func(), error) {
+	now := s.clock.Now().UTC()
+	until := now.Add(runLease).Truncate(time.Microsecond)
+	tag, err := s.db.Pool.Exec(ctx, `
+		UPDATE erasure_requests SET run_until = $2
+		WHERE id = $1 AND status IN ($3, $4) AND (run_until IS NULL OR run_until < $5)`,
+		id, until, ErasureApproved, ErasureNeedsAttention, now)
 	if err != nil {
-		return nil, fmt.Errorf("compliance: erasure lock: %w", postgres.Translate(err))
+		return nil, fmt.Errorf("compliance: erasure lease: %w", postgres.Translate(err))
 	}
-	var got bool
-	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(hashtextextended('kluis/erasure/' || $1, 0))`, id).Scan(&got); err != nil {
-		conn.Release()
-		return nil, fmt.Errorf("compliance: erasure lock: %w", postgres.Translate(err))
-	}
-	if !got {
-		conn.Release()
+	if tag.RowsAffected() == 0 {
 		return nil, kluis.Errorf(kluis.EUnavailable, "another run of this erasure is in progress")
 	}
 	return func() {
-		ctx := context.WithoutCancel(ctx)
-		if _, err := conn.Exec(ctx, `SELECT pg_advisory_unlock(hashtextextended('kluis/erasure/' || $1, 0))`, id); err != nil {
-			// A connection whose lock state is unknown must not go back
-			// to the pool.
-			_ = conn.Conn().Close(ctx)
-		}
-		conn.Release()
+		_, _ = s.db.Pool.Exec(context.WithoutCancel(ctx), `UPDATE erasure_requests SET run_until = NULL WHERE id = $1 AND run_until = $2`, id, until)
 	}, nil
 }
 
@@ -588,23 +615,9 @@ func (s *Service) deleteRows(ctx context.Context, r *ErasureRequest) error {
 		if _, err := s.keys.DestroySubjectKeys(ctx, tx, r.subjectID); err != nil {
 			return err
 		}
-		cat, err := loadCatalog(ctx, tx)
+		erased, err := deleteSubjectRows(ctx, tx, r.subjectID)
 		if err != nil {
 			return err
-		}
-		plan, err := cat.subjectPlan()
-		if err != nil {
-			return err
-		}
-		erased := map[string]int64{}
-		for _, step := range plan {
-			tag, err := tx.Exec(ctx, fmt.Sprintf(`DELETE FROM %s WHERE %s`, quoteIdent(step.Table), step.Where), r.subjectID)
-			if err != nil {
-				return fmt.Errorf("compliance: erasure: delete from %s: %w", step.Table, postgres.Translate(err))
-			}
-			if n := tag.RowsAffected(); n > 0 {
-				erased[step.Table] = n
-			}
 		}
 		now := s.clock.Now().UTC()
 		rc := Receipt{
@@ -615,6 +628,9 @@ func (s *Service) deleteRows(ctx context.Context, r *ErasureRequest) error {
 			rc.ApprovedAt = *r.ApprovedAt
 		}
 		rc.ProviderItemsRevoked = len(r.steps.RevokedItems)
+		if r.steps.Revoked != nil && *r.steps.Revoked > rc.ProviderItemsRevoked {
+			rc.ProviderItemsRevoked = *r.steps.Revoked // a run begun before items were recorded one by one
+		}
 		if r.steps.KeysDestroyed != nil {
 			rc.SubjectKeysDestroyed, rc.KeysDestroyedAt = *r.steps.KeysDestroyed, *r.steps.KeysDestroyedAt
 		}

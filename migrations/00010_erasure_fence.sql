@@ -74,7 +74,12 @@ ALTER TABLE erasure_requests ADD CONSTRAINT erasure_requests_receipt_when_done
 ALTER TABLE erasure_requests ADD CONSTRAINT erasure_requests_subject_until_done
     CHECK ((status IN ('completed', 'completed_with_exceptions')) = (erased_subject_id IS NULL));
 
+-- One run of a request at a time: the lease of the run that holds it
+-- (compliance's claimRun). A run that died frees it when it lapses.
+ALTER TABLE erasure_requests ADD COLUMN run_until timestamptz;
+
 -- +goose Down
+ALTER TABLE erasure_requests DROP COLUMN run_until;
 ALTER TABLE erasure_requests DROP CONSTRAINT erasure_requests_subject_until_done;
 ALTER TABLE erasure_requests DROP CONSTRAINT erasure_requests_receipt_when_done;
 ALTER TABLE erasure_requests DROP CONSTRAINT erasure_requests_status_check;

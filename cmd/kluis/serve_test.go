@@ -16,6 +16,7 @@ import (
 	"github.com/kluis-dev/kluis/api/devpki"
 	"github.com/kluis-dev/kluis/api/jwtauth/jwttest"
 	"github.com/kluis-dev/kluis/config"
+	"github.com/kluis-dev/kluis/postgres"
 	"github.com/kluis-dev/kluis/postgres/pgtest"
 	"github.com/kluis-dev/kluis/vault/localkek"
 )
@@ -122,8 +123,9 @@ func TestServeReloadsThePolicyOnSIGHUP(t *testing.T) {
 	if err := os.WriteFile(policyFile, []byte(policy), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	dbURL := pgtest.New(t)
 	env := map[string]string{
-		"KLUIS_DATABASE_URL": pgtest.New(t), "KLUIS_PUBLIC_ADDR": "127.0.0.1:0", "KLUIS_INTERNAL_ADDR": "127.0.0.1:0",
+		"KLUIS_DATABASE_URL": dbURL, "KLUIS_PUBLIC_ADDR": "127.0.0.1:0", "KLUIS_INTERNAL_ADDR": "127.0.0.1:0",
 		"KLUIS_LOCAL_KEK_FILE": kek, "KLUIS_JWT_JWKS_FILE": jwttest.WriteJWKS(t, jwttest.DefaultKeys()...),
 		"KLUIS_JWT_ISSUER": jwttest.Issuer, "KLUIS_LOG_LEVEL": "error",
 		"KLUIS_INTERNAL_TLS_CERT": certFile, "KLUIS_INTERNAL_TLS_KEY": keyFile, "KLUIS_INTERNAL_CLIENT_CA": caFile,
@@ -152,7 +154,13 @@ func TestServeReloadsThePolicyOnSIGHUP(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("serve did not listen")
 	}
-	defer func() { stop(); <-done }()
+	stopped := false
+	defer func() {
+		if !stopped {
+			stop()
+			<-done
+		}
+	}()
 
 	get := func(service string) int {
 		t.Helper()
@@ -192,5 +200,24 @@ func TestServeReloadsThePolicyOnSIGHUP(t *testing.T) {
 	}
 	if got := get("payments"); got != 200 {
 		t.Fatalf("payments after the reload = %d, want 200", got)
+	}
+
+	// The refusal of newcomer is in the audit log once serve has stopped,
+	// though its minute had not ended: a stop loses no count.
+	stop()
+	<-done
+	stopped = true
+	db, err := postgres.Open(context.Background(), dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var refused int
+	if err := db.Pool.QueryRow(context.Background(),
+		`SELECT coalesce(sum((details->>'count')::int), 0) FROM audit_entries WHERE action = 'access.refused'`).Scan(&refused); err != nil {
+		t.Fatal(err)
+	}
+	if refused < 1 { // newcomer may have been refused again before the reload
+		t.Fatalf("audited refusals after stop = %d, want at least 1", refused)
 	}
 }
