@@ -67,7 +67,8 @@ func TestCryptoShreddingMakesAnOldBackupOfTheErasedUnreadable(t *testing.T) {
 	kept := makeSubjectData(t, ce.Env, "user_still_here")
 
 	backup := filepath.Join(t.TempDir(), "data.dump")
-	run(t, "pg_dump", "--format=custom", "--exclude-schema=keystore", "--file="+backup, ce.DBURL)
+	// Backups are the owner's task (the serving role cannot read sequences).
+	run(t, "pg_dump", "--format=custom", "--exclude-schema=keystore", "--file="+backup, pgtest.OwnerURL(t, ce.DBURL))
 
 	status, body := ce.call(t, "POST", "/erasure-requests", staff(t, "staff_a"), `{"subject_id":"user_shredded","reason":"T-9"}`)
 	if status != 201 {
@@ -81,7 +82,7 @@ func TestCryptoShreddingMakesAnOldBackupOfTheErasedUnreadable(t *testing.T) {
 	restored := emptyDatabase(t)
 	run(t, "pg_restore", "--no-owner", "--dbname="+restored, backup)
 	keys := filepath.Join(t.TempDir(), "keystore.dump")
-	run(t, "pg_dump", "--format=custom", "--schema=keystore", "--file="+keys, ce.DBURL)
+	run(t, "pg_dump", "--format=custom", "--schema=keystore", "--file="+keys, pgtest.OwnerURL(t, ce.DBURL))
 	run(t, "pg_restore", "--no-owner", "--dbname="+restored, keys)
 
 	db, err := postgres.Open(ctx, restored)

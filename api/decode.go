@@ -20,15 +20,24 @@ const MaxBodyBytes = 1 << 20
 // refusing unknown fields, trailing data and bodies over MaxBodyBytes. Its
 // errors name the problem without echoing the caller's bytes back.
 func DecodeJSON(c echo.Context, v any) error {
+	body, err := readBody(c)
+	if err != nil {
+		return err
+	}
+	return DecodeStrict(body, v)
+}
+
+// readBody reads the whole request body, for routes whose body is optional.
+func readBody(c echo.Context) ([]byte, error) {
 	body, err := io.ReadAll(c.Request().Body)
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
-			return kluis.Errorf(kluis.ETooLarge, "request body is larger than 1 MiB")
+			return nil, kluis.Errorf(kluis.ETooLarge, "request body is larger than 1 MiB")
 		}
-		return kluis.Errorf(kluis.EInvalid, "request body could not be read")
+		return nil, kluis.Errorf(kluis.EInvalid, "request body could not be read")
 	}
-	return DecodeStrict(body, v)
+	return body, nil
 }
 
 // DecodeStrict decodes body as exactly one JSON value into v, refusing

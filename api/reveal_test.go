@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/kluis-dev/kluis/api/apitest"
+	"github.com/kluis-dev/kluis/postgres/pgtest"
 	"github.com/kluis-dev/kluis/vault"
 	"github.com/kluis-dev/kluis/vault/awskms/kmstest"
 )
@@ -91,10 +92,12 @@ func TestRevealGivesTheSecretExactlyAndAuditsIt(t *testing.T) {
 	}
 }
 
-// pgDump dumps the whole database as SQL text, as an operator's backup would.
+// pgDump dumps the whole database as SQL text, as an operator's backup would
+// (as the owner: the serving role cannot read sequences); url is the
+// serving URL pgtest gave.
 func pgDump(t *testing.T, url string) string {
 	t.Helper()
-	out, err := exec.Command("pg_dump", "--no-owner", "--data-only", url).CombinedOutput()
+	out, err := exec.Command("pg_dump", "--no-owner", "--data-only", pgtest.OwnerURL(t, url)).CombinedOutput()
 	if err != nil {
 		t.Fatalf("pg_dump: %v: %s", err, out)
 	}
@@ -140,7 +143,8 @@ func TestRevealFailsClosedWhenTheAuditLogCannotTakeTheEntry(t *testing.T) {
 	env := apitest.Start(t)
 	ref := sealFor(t, env, "user_reveal_3", vault.KindBankAccessToken, `{"access_token":"`+canaryToken+`","provider":"sandbox"}`)
 	ctx := context.Background()
-	_, err := env.DB.Pool.Exec(ctx, `
+	// Only the owner can put a trigger on the audit log.
+	_, err := pgtest.OpenOwner(t, env.DBURL).Pool.Exec(ctx, `
 		CREATE FUNCTION audit_down() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'disk full'; END $$;
 		CREATE TRIGGER audit_down BEFORE INSERT ON audit_entries FOR EACH ROW EXECUTE FUNCTION audit_down();`)
 	if err != nil {

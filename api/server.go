@@ -58,6 +58,14 @@ type Deps struct {
 	// says how many (DefaultRateLimits if nil).
 	RateLimiter ratelimit.Limiter
 	RateLimits  *RateLimits
+
+	// AuditHeads checks the signatures of anchored audit heads given to
+	// POST /compliance/v1/audit/verify (the vault's system keys);
+	// AuditSealInterval is the sealer's interval, which bounds how long an
+	// entry may stay unsealed (compliance.DefaultSealInterval if zero).
+	AuditHeads        compliance.HeadKey
+	AuditSealInterval time.Duration
+
 	// IdempotencyTTL is how long Idempotency-Key answers are kept (24 h if
 	// zero; API.md: at least 24 hours).
 	IdempotencyTTL time.Duration

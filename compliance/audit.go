@@ -67,15 +67,14 @@ type Pseudonymizer interface {
 type Auditor struct {
 	db     *postgres.DB
 	pseudo Pseudonymizer
-	clock  kluis.Clock
 }
 
 // NewAuditor returns an Auditor writing to db, naming people through pseudo.
-func NewAuditor(db *postgres.DB, pseudo Pseudonymizer, clock kluis.Clock) *Auditor {
-	if clock == nil {
-		clock = kluis.SystemClock{}
-	}
-	return &Auditor{db: db, pseudo: pseudo, clock: clock}
+// The clock is not used: an entry's time is the database's (occurred_at is
+// set by a trigger), so that no writer can date an entry; the parameter
+// stays for the callers that pass one.
+func NewAuditor(db *postgres.DB, pseudo Pseudonymizer, _ kluis.Clock) *Auditor {
+	return &Auditor{db: db, pseudo: pseudo}
 }
 
 // Pseudonym returns the pseudonym under which entries name a data subject, so
@@ -119,10 +118,12 @@ func (a *Auditor) appendEntry(ctx context.Context, tx pgx.Tx, e Entry, subject *
 	if err != nil {
 		return fmt.Errorf("audit: encode details: %w", err)
 	}
+	// occurred_at is the database's (a trigger sets it, whatever is sent):
+	// no writer dates an entry.
 	_, err = tx.Exec(ctx, `
-		INSERT INTO audit_entries (occurred_at, actor_kind, actor, action, target, outcome, subject_pseudonym, request_id, details)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
-		a.clock.Now(), e.ActorKind, actor, e.Action, e.Target, e.Outcome, subject, e.RequestID, raw)
+		INSERT INTO audit_entries (actor_kind, actor, action, target, outcome, subject_pseudonym, request_id, details)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+		e.ActorKind, actor, e.Action, e.Target, e.Outcome, subject, e.RequestID, raw)
 	if err != nil {
 		return kluis.Unavailable("audit log", postgres.Translate(err))
 	}

@@ -93,12 +93,16 @@ func TestVerifyReportsUnsealedEntries(t *testing.T) {
 	}
 }
 
-func TestTheTriggerRefusesUpdateDeleteAndTruncate(t *testing.T) {
+// TestUpdateDeleteAndTruncateAreRefused: the serving role holds no such
+// privilege; the owner, who does, still meets the append-only triggers
+// (unless it switches them off, which TestVerifyNamesTheFirstEntry… does).
+func TestUpdateDeleteAndTruncateAreRefused(t *testing.T) {
 	a, db := newAuditor(t)
 	record(t, a, 1)
 	if _, err := compliance.NewSealer(db, 0).SealPending(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+	owner := ownerOf(t, db)
 	for _, stmt := range []string{
 		`UPDATE audit_entries SET action = 'x'`,
 		`DELETE FROM audit_entries`,
@@ -107,10 +111,21 @@ func TestTheTriggerRefusesUpdateDeleteAndTruncate(t *testing.T) {
 		`DELETE FROM audit_chain`,
 	} {
 		_, err := db.Pool.Exec(context.Background(), stmt)
+		if err == nil || !strings.Contains(err.Error(), "permission denied") {
+			t.Errorf("%s as the serving role: err = %v, want permission denied", stmt, err)
+		}
+		_, err = owner.Pool.Exec(context.Background(), stmt)
 		if err == nil || !strings.Contains(err.Error(), "append-only") {
-			t.Errorf("%s: err = %v, want the append-only refusal", stmt, err)
+			t.Errorf("%s as the owner: err = %v, want the append-only refusal", stmt, err)
 		}
 	}
+}
+
+// ownerOf opens db's database as its owner, for tests that play an
+// attacker with the owner's rights.
+func ownerOf(t testing.TB, db *postgres.DB) *postgres.DB {
+	t.Helper()
+	return pgtest.OpenOwner(t, db.Pool.Config().ConnString())
 }
 
 func TestVerifyNamesTheFirstEntryChangedBehindTheTriggersBack(t *testing.T) {
@@ -137,7 +152,7 @@ func TestVerifyNamesTheFirstEntryChangedBehindTheTriggersBack(t *testing.T) {
 			if err := db.Pool.QueryRow(ctx, `SELECT entry_seq FROM audit_chain WHERE pos = 4`).Scan(&victim); err != nil {
 				t.Fatal(err)
 			}
-			tamper(t, db, tc.tamper, victim)
+			tamper(t, ownerOf(t, db), tc.tamper, victim)
 			res, err := compliance.Verify(ctx, db)
 			if err != nil {
 				t.Fatal(err)
@@ -150,7 +165,7 @@ func TestVerifyNamesTheFirstEntryChangedBehindTheTriggersBack(t *testing.T) {
 }
 
 // tamper runs stmt with the append-only triggers disabled, as an attacker with
-// the table owner's rights could.
+// the table owner's rights could; db must be the owner's.
 func tamper(t *testing.T, db *postgres.DB, stmt string, seq int64) {
 	t.Helper()
 	ctx := context.Background()

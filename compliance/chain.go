@@ -19,8 +19,12 @@ import (
 // the chain, across all instances.
 const sealerLock int64 = 0x6b6c756973_01 // "kluis" 01
 
-// DefaultSealBatch is how many entries one sealing transaction chains.
-const DefaultSealBatch = 1000
+// DefaultSealBatch is how many entries one sealing transaction chains, and
+// maxSealBatch the most audit_seal accepts.
+const (
+	DefaultSealBatch = 1000
+	maxSealBatch     = 10000
+)
 
 // genesis is the previous hash of the first entry in the chain.
 var genesis = make([]byte, sha256.Size)
@@ -87,7 +91,6 @@ func writeString(h hash.Hash, s string) {
 type Sealer struct {
 	db    *postgres.DB
 	batch int
-	now   func() time.Time
 }
 
 // NewSealer returns a sealer over db that chains up to batch entries per
@@ -96,7 +99,7 @@ func NewSealer(db *postgres.DB, batch int) *Sealer {
 	if batch <= 0 {
 		batch = DefaultSealBatch
 	}
-	return &Sealer{db: db, batch: batch, now: func() time.Time { return time.Now().UTC() }}
+	return &Sealer{db: db, batch: min(batch, maxSealBatch)}
 }
 
 // SealPending chains every entry waiting to be sealed and returns how many it
@@ -112,70 +115,16 @@ func (s *Sealer) SealPending(ctx context.Context) (int, error) {
 	}
 }
 
+// sealBatch chains one batch in the database: audit_seal (a SECURITY
+// DEFINER function of 00008_audit_append_only.sql) reads the queue, computes
+// each link's hash and writes the chain, so that the serving role needs no
+// write on the chain or the queue. Verify recomputes every hash here, in Go.
 func (s *Sealer) sealBatch(ctx context.Context) (int, error) {
-	sealed := 0
+	var sealed int
 	err := s.db.InTx(ctx, func(tx pgx.Tx) error {
-		sealed = 0
-		var locked bool
-		if err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock($1)`, sealerLock).Scan(&locked); err != nil || !locked {
-			return err
-		}
-		pos, prev, err := chainHead(ctx, tx)
-		if err != nil {
-			return err
-		}
-		rows, err := tx.Query(ctx, `SELECT `+entryColumns+`
-			FROM audit_pending p JOIN audit_entries e ON e.seq = p.seq
-			ORDER BY p.seq LIMIT $1`, s.batch)
-		if err != nil {
-			return err
-		}
-		pending, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (chainRow, error) {
-			var r chainRow
-			return r, scanRow(row, &r)
-		})
-		if err != nil {
-			return err
-		}
-		now := s.now()
-		links := make([][]any, 0, len(pending))
-		seqs := make([]int64, 0, len(pending))
-		for _, r := range pending {
-			pos++
-			h := entryHash(prev, pos, r)
-			links = append(links, []any{pos, r.seq, prev, h, now})
-			seqs = append(seqs, r.seq)
-			prev = h
-		}
-		if len(links) == 0 {
-			return nil
-		}
-		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"audit_chain"},
-			[]string{"pos", "entry_seq", "prev_hash", "hash", "sealed_at"}, pgx.CopyFromRows(links)); err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx, `DELETE FROM audit_pending WHERE seq = ANY($1)`, seqs); err != nil {
-			return err
-		}
-		sealed = len(links)
-		return nil
+		return tx.QueryRow(ctx, `SELECT public.audit_seal($1)`, s.batch).Scan(&sealed)
 	})
 	return sealed, err
-}
-
-func chainHead(ctx context.Context, tx pgx.Tx) (int64, []byte, error) {
-	var pos int64
-	var h []byte
-	err := tx.QueryRow(ctx, `SELECT pos, hash FROM audit_chain ORDER BY pos DESC LIMIT 1`).Scan(&pos, &h)
-	if errors.Is(err, pgx.ErrNoRows) {
-		// Retention may have purged every link: the chain goes on from the
-		// newest checkpoint, not from the start.
-		err = tx.QueryRow(ctx, `SELECT pos, hash FROM audit_checkpoints ORDER BY pos DESC LIMIT 1`).Scan(&pos, &h)
-	}
-	if errors.Is(err, pgx.ErrNoRows) {
-		return 0, genesis, nil
-	}
-	return pos, h, err
 }
 
 // Run seals pending entries every interval until ctx ends, so that no entry
@@ -207,8 +156,14 @@ type VerifyResult struct {
 	FirstBadSeq *int64 `json:"first_bad_seq,omitempty"`
 	// FirstBadPos is the chain position where the walk broke.
 	FirstBadPos *int64 `json:"first_bad_pos,omitempty"`
+	// Problem names the kind of failure (ProblemChain, ProblemHead, …).
+	Problem string `json:"problem,omitempty"`
 	// Reason says what did not match; it names no data.
 	Reason string `json:"reason,omitempty"`
+	// Head (head_status) says how the anchored head given was found, when one was:
+	// "extended" (its link is in the chain with its hash) or "purged"
+	// (retention has since purged its link, lawfully by its age).
+	Head string `json:"head_status,omitempty"`
 	// Checkpoint is where the walk started when retention has purged the
 	// chain's head; nil when the chain is whole from its first entry.
 	Checkpoint *Checkpoint `json:"checkpoint,omitempty"`
@@ -246,37 +201,126 @@ func newestCheckpoint(ctx context.Context, db *postgres.DB) (*Checkpoint, error)
 // verifyPage bounds the rows read per query during a walk.
 const verifyPage = 5000
 
-// Verify walks the whole chain in order, recomputing every hash, and stops at
-// the first entry that does not match: an edited entry, an edited or missing
-// link, or a link out of order. When retention has purged the chain's head,
-// the walk starts from the newest checkpoint (reported in the result): the
-// first link kept must continue from the checkpoint's hash.
+// DefaultSealInterval is how often the sealer runs unless configured
+// (KLUIS_AUDIT_SEAL_INTERVAL).
+const DefaultSealInterval = time.Second
+
+// OverdueSealIntervals is how many seal intervals an entry may wait to be
+// sealed before Verify fails: a sealer that stopped, or a queue that lost
+// entries, must not go unnoticed.
+const OverdueSealIntervals = 10
+
+// Problems Verify names (VerifyResult.Problem).
+const (
+	// ProblemChain: a link does not match its entry or the link before.
+	ProblemChain = "chain"
+	// ProblemHead: the chain does not extend the anchored head given.
+	ProblemHead = "head"
+	// ProblemHeadSignature: the head given is not signed by kluis's
+	// audit-head key.
+	ProblemHeadSignature = "head_signature"
+	// ProblemOverdue: an entry older than OverdueSealIntervals seal
+	// intervals was still unsealed when the check began.
+	ProblemOverdue = "overdue_unsealed"
+	// ProblemOrphan: an entry is neither sealed nor waiting to be sealed.
+	ProblemOrphan = "orphaned_entry"
+)
+
+// VerifyOptions tunes Verify.
+type VerifyOptions struct {
+	// SealInterval is the sealer's interval: an entry unsealed for
+	// OverdueSealIntervals of them fails the check. Zero skips that check,
+	// for callers (tests) where no sealer runs.
+	SealInterval time.Duration
+	// Head, when set, is an anchored head kept outside the database: the
+	// chain must still extend it. Key checks its signature and must be set
+	// with it.
+	Head *Head
+	Key  HeadKey
+}
+
+// Verify is VerifyWith without a head, and without the check for overdue
+// entries (which needs the sealer's interval).
 func Verify(ctx context.Context, db *postgres.DB) (VerifyResult, error) {
+	return VerifyWith(ctx, db, VerifyOptions{})
+}
+
+// VerifyWith walks the whole chain in order, recomputing every hash, and
+// stops at the first entry that does not match: an edited entry, an edited
+// or missing link, or a link out of order. When retention has purged the
+// chain's head, the walk starts from the newest checkpoint (reported in the
+// result): the first link kept must continue from the checkpoint's hash.
+// It also fails when the chain does not extend opts.Head, when an entry
+// older than OverdueSealIntervals seal intervals was unsealed before the
+// check began, and when an entry is neither sealed nor queued.
+func VerifyWith(ctx context.Context, db *postgres.DB, opts VerifyOptions) (VerifyResult, error) {
 	res := VerifyResult{OK: true}
+	var overdue *int64
+	if opts.SealInterval > 0 {
+		var err error
+		if overdue, err = overdueEntry(ctx, db, OverdueSealIntervals*opts.SealInterval); err != nil {
+			return res, fmt.Errorf("audit verify: %w", postgres.Translate(err))
+		}
+	}
+	if err := walk(ctx, db, &res); err != nil {
+		return res, fmt.Errorf("audit verify: %w", postgres.Translate(err))
+	}
+	if res.OK && opts.Head != nil {
+		if err := checkHead(ctx, db, opts.Key, *opts.Head, &res); err != nil {
+			return res, fmt.Errorf("audit verify: %w", postgres.Translate(err))
+		}
+	}
+	var orphan *int64
+	err := db.Pool.QueryRow(ctx, `
+		SELECT count(*), min(e.seq) FILTER (WHERE NOT EXISTS (SELECT 1 FROM audit_pending p WHERE p.seq = e.seq))
+		FROM audit_entries e
+		WHERE NOT EXISTS (SELECT 1 FROM audit_chain c WHERE c.entry_seq = e.seq)`).Scan(&res.Unsealed, &orphan)
+	if err != nil {
+		return res, fmt.Errorf("audit verify: %w", postgres.Translate(err))
+	}
+	switch {
+	case !res.OK:
+	case overdue != nil:
+		res.fail(ProblemOverdue, fmt.Sprintf("entry seq %d was still unsealed %d seal intervals (%s) after it was written: is the sealer running?",
+			*overdue, OverdueSealIntervals, OverdueSealIntervals*opts.SealInterval), overdue, nil)
+	case orphan != nil:
+		res.fail(ProblemOrphan, fmt.Sprintf("entry seq %d is neither sealed nor waiting to be sealed", *orphan), orphan, nil)
+	}
+	return res, nil
+}
+
+func (r *VerifyResult) fail(problem, reason string, seq, pos *int64) {
+	r.OK, r.Problem, r.Reason = false, problem, reason
+	r.FirstBadSeq, r.FirstBadPos = seq, pos
+}
+
+// overdueEntry returns the oldest entry still waiting to be sealed that was
+// written more than age ago, by the database's clock, or nil.
+func overdueEntry(ctx context.Context, db *postgres.DB, age time.Duration) (*int64, error) {
+	var seq *int64
+	err := db.Pool.QueryRow(ctx, `
+		SELECT min(e.seq) FROM audit_pending p JOIN audit_entries e ON e.seq = p.seq
+		WHERE e.occurred_at < statement_timestamp() - make_interval(secs => $1)`, age.Seconds()).Scan(&seq)
+	return seq, err
+}
+
+// walk checks every link from the newest checkpoint (or the start) on.
+func walk(ctx context.Context, db *postgres.DB, res *VerifyResult) error {
 	prev, last := genesis, int64(0)
 	cp, err := newestCheckpoint(ctx, db)
 	if err != nil {
-		return res, fmt.Errorf("audit verify: %w", postgres.Translate(err))
+		return err
 	}
 	if cp != nil {
 		res.Checkpoint = cp
 		prev, last = cp.hash, cp.Pos
 	}
 	for {
-		n, bad, err := verifyPageFrom(ctx, db, &prev, &last, &res)
-		if err != nil {
-			return res, fmt.Errorf("audit verify: %w", postgres.Translate(err))
-		}
-		if bad || n < verifyPage {
-			break
+		n, bad, err := verifyPageFrom(ctx, db, &prev, &last, res)
+		if err != nil || bad || n < verifyPage {
+			return err
 		}
 	}
-	err = db.Pool.QueryRow(ctx, `SELECT count(*) FROM audit_entries e
-		WHERE NOT EXISTS (SELECT 1 FROM audit_chain c WHERE c.entry_seq = e.seq)`).Scan(&res.Unsealed)
-	if err != nil {
-		return res, fmt.Errorf("audit verify: %w", postgres.Translate(err))
-	}
-	return res, nil
 }
 
 func verifyPageFrom(ctx context.Context, db *postgres.DB, prev *[]byte, last *int64, res *VerifyResult) (int, bool, error) {
@@ -298,8 +342,7 @@ func verifyPageFrom(ctx context.Context, db *postgres.DB, prev *[]byte, last *in
 			return n, false, err
 		}
 		if reason := checkLink(*prev, *last, pos, storedPrev, storedHash, r); reason != "" {
-			res.OK, res.Reason = false, reason
-			res.FirstBadSeq, res.FirstBadPos = &r.seq, &pos
+			res.fail(ProblemChain, reason, &r.seq, &pos)
 			return n, true, nil
 		}
 		res.Entries++

@@ -2,7 +2,6 @@ package compliance
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -370,10 +369,10 @@ const purgeStop = `
 	   OR (e.actor_kind = 'user' AND e.actor IN (SELECT subject_pseudonym FROM legal_holds WHERE lifted_at IS NULL))`
 
 // purgeAudit deletes the oldest audit entries and their links in batches.
-// Each batch writes, in its own transaction, a checkpoint with the position
-// and hash of the last link it deletes (the database refuses the deletes
-// without it), then the links, then the entries, and an audit entry saying
-// so: Verify starts from the newest checkpoint.
+// Each batch, in its own transaction, writes a checkpoint with the position
+// and hash of the last link it deletes, then deletes the links and entries
+// (all in audit_purge), and an audit entry saying so: Verify starts from the
+// newest checkpoint. The cutoff is the database's clock minus the period.
 func (p *Purger) purgeAudit(ctx context.Context, cr *ClassReport, opts PurgeOptions) error {
 	if opts.DryRun {
 		err := p.db.Pool.QueryRow(ctx, `
@@ -385,7 +384,7 @@ func (p *Purger) purgeAudit(ctx context.Context, cr *ClassReport, opts PurgeOpti
 		var n int64
 		err := p.db.InTx(ctx, func(tx pgx.Tx) error {
 			var err error
-			n, err = p.auditBatch(ctx, tx, cr.Cutoff, opts.Batch)
+			n, err = p.auditBatch(ctx, tx, cr.Period, opts.Batch)
 			return err
 		})
 		if err != nil {
@@ -407,59 +406,25 @@ func (p *Purger) purgeAudit(ctx context.Context, cr *ClassReport, opts PurgeOpti
 	}
 }
 
-type purgeLink struct {
-	pos, seq   int64
-	hash       []byte
-	occurredAt time.Time
-}
-
-func (p *Purger) auditBatch(ctx context.Context, tx pgx.Tx, cutoff time.Time, batch int) (int64, error) {
-	// The sealer's lock keeps the chain still while a batch cuts its head.
-	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, sealerLock); err != nil {
+// auditBatch purges one batch in the database: audit_purge (a SECURITY
+// DEFINER function of 00008_audit_append_only.sql) decides what may go
+// (links older than the period, never under 365 days, up to the first that
+// is younger or names a held subject), writes the checkpoint with the count
+// and deletes links and entries; the serving role can delete neither itself.
+// The audit entry saying so is written in the same transaction.
+func (p *Purger) auditBatch(ctx context.Context, tx pgx.Tx, period time.Duration, batch int) (int64, error) {
+	var n int64
+	var from, to *int64
+	err := tx.QueryRow(ctx, `SELECT entries, from_pos, to_pos FROM public.audit_purge(make_interval(secs => $1), $2)`,
+		period.Seconds(), batch).Scan(&n, &from, &to)
+	if err != nil || n == 0 {
 		return 0, err
-	}
-	var stop int64
-	if err := tx.QueryRow(ctx, purgeStop, cutoff).Scan(&stop); err != nil {
-		return 0, err
-	}
-	rows, err := tx.Query(ctx, `
-		SELECT c.pos, c.entry_seq, c.hash, e.occurred_at FROM audit_chain c JOIN audit_entries e ON e.seq = c.entry_seq
-		WHERE $1 = 0 OR c.pos < $1 ORDER BY c.pos LIMIT $2`, stop, batch)
-	if err != nil {
-		return 0, err
-	}
-	links, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (purgeLink, error) {
-		var l purgeLink
-		err := r.Scan(&l.pos, &l.seq, &l.hash, &l.occurredAt)
-		return l, err
-	})
-	if err != nil || len(links) == 0 {
-		return 0, err
-	}
-	last := links[len(links)-1]
-	seqs := make([]int64, len(links))
-	for i, l := range links {
-		seqs[i] = l.seq
-	}
-	if _, err := tx.Exec(ctx, `INSERT INTO audit_checkpoints (pos, hash, entry_seq, occurred_at, purged) VALUES ($1, $2, $3, $4, $5)`,
-		last.pos, last.hash, last.seq, last.occurredAt, len(links)); err != nil {
-		return 0, err
-	}
-	if _, err := tx.Exec(ctx, `DELETE FROM audit_chain WHERE pos <= $1`, last.pos); err != nil {
-		return 0, err
-	}
-	tag, err := tx.Exec(ctx, `DELETE FROM audit_entries WHERE seq = ANY($1)`, seqs)
-	if err != nil {
-		return 0, err
-	}
-	if tag.RowsAffected() != int64(len(links)) {
-		return 0, errors.New("audit purge: entries and links disagree")
 	}
 	err = p.auditor.Append(ctx, tx, Entry{
-		ActorKind: ActorSystem, Actor: "retention", Action: "audit.purged", Target: fmt.Sprintf("pos:%d", last.pos),
-		Outcome: OutcomeSuccess, Details: map[string]any{"from_pos": links[0].pos, "to_pos": last.pos, "entries": len(links)},
+		ActorKind: ActorSystem, Actor: "retention", Action: "audit.purged", Target: fmt.Sprintf("pos:%d", *to),
+		Outcome: OutcomeSuccess, Details: map[string]any{"from_pos": *from, "to_pos": *to, "entries": n},
 	})
-	return int64(len(links)), err
+	return n, err
 }
 
 // Describe lists the classes with their periods, sorted by name, for

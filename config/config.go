@@ -21,6 +21,9 @@ import (
 type Config struct {
 	Env         string // "development" or "production"
 	DatabaseURL string
+	// MigrateDatabaseURL is the owner's URL that `kluis migrate` uses; empty
+	// means DatabaseURL (development, one role for both).
+	MigrateDatabaseURL string
 
 	PublicAddr        string
 	InternalAddr      string
@@ -36,6 +39,9 @@ type Config struct {
 	TrustedProxies    []netip.Prefix
 	RequestTimeout    time.Duration
 	AuditSealInterval time.Duration
+	// AuditHeadInterval is how often the signed audit chain head is
+	// published (an audit.head event and a log line).
+	AuditHeadInterval time.Duration
 	ShutdownGrace     time.Duration
 	JWKSFile          string
 	JWKSURL           string
@@ -192,6 +198,8 @@ func Load(getenv Getenv) (*Config, error) {
 	c.RateLimitIPv6Prefix = r.integer("KLUIS_RATE_LIMIT_IPV6_PREFIX", 64, 32, 128)
 	c.StaffMFAMaxAge = r.duration("KLUIS_STAFF_MFA_MAX_AGE", 15*time.Minute, time.Minute, 12*time.Hour)
 	c.StaffTokenMaxLifetime = r.duration("KLUIS_STAFF_TOKEN_MAX_LIFETIME", 90*time.Minute, time.Minute, 24*time.Hour)
+	c.MigrateDatabaseURL = r.str("KLUIS_MIGRATE_DATABASE_URL", "")
+	c.AuditHeadInterval = r.duration("KLUIS_AUDIT_HEAD_INTERVAL", 5*time.Minute, time.Second, 24*time.Hour)
 	c.readRetention(&r)
 	c.readVerification(&r)
 	c.validate(&r)
@@ -206,8 +214,13 @@ func Load(getenv Getenv) (*Config, error) {
 func LoadDatabaseOnly(getenv Getenv) (*Config, error) {
 	r := reader{getenv: getenv}
 	c := &Config{DatabaseURL: r.str("KLUIS_DATABASE_URL", ""), LogLevel: r.str("KLUIS_LOG_LEVEL", "info")}
+	c.MigrateDatabaseURL = r.str("KLUIS_MIGRATE_DATABASE_URL", "")
+	c.AuditSealInterval = r.duration("KLUIS_AUDIT_SEAL_INTERVAL", time.Second, 10*time.Millisecond, time.Minute)
 	r.require("KLUIS_DATABASE_URL", c.DatabaseURL)
 	r.databaseURL(c.DatabaseURL)
+	if c.MigrateDatabaseURL != "" {
+		r.databaseURLNamed("KLUIS_MIGRATE_DATABASE_URL", c.MigrateDatabaseURL)
+	}
 	r.oneOf("KLUIS_LOG_LEVEL", c.LogLevel, "debug", "info", "warn", "error")
 	if len(r.problems) > 0 {
 		return nil, errors.New("configuration: " + strings.Join(r.problems, "\n  "))
@@ -234,6 +247,9 @@ func (c *Config) validate(r *reader) {
 	r.oneOf("KLUIS_ENV", c.Env, "development", "production")
 	r.require("KLUIS_DATABASE_URL", c.DatabaseURL)
 	r.databaseURL(c.DatabaseURL)
+	if c.MigrateDatabaseURL != "" {
+		r.databaseURLNamed("KLUIS_MIGRATE_DATABASE_URL", c.MigrateDatabaseURL)
+	}
 	r.addr("KLUIS_PUBLIC_ADDR", c.PublicAddr)
 	r.addr("KLUIS_INTERNAL_ADDR", c.InternalAddr)
 	r.pair("KLUIS_PUBLIC_TLS_CERT", c.PublicTLSCert, "KLUIS_PUBLIC_TLS_KEY", c.PublicTLSKey)
@@ -390,13 +406,15 @@ func (r *reader) oneOf(name, v string, allowed ...string) {
 
 // databaseURL checks the URL's shape without ever echoing it: it may hold a
 // password.
-func (r *reader) databaseURL(v string) {
+func (r *reader) databaseURL(v string) { r.databaseURLNamed("KLUIS_DATABASE_URL", v) }
+
+func (r *reader) databaseURLNamed(name, v string) {
 	if v == "" {
 		return
 	}
 	u, err := url.Parse(v)
 	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
-		r.bad("KLUIS_DATABASE_URL", "must be a postgres:// URL")
+		r.bad(name, "must be a postgres:// URL")
 	}
 }
 

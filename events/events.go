@@ -13,6 +13,7 @@ package events
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"regexp"
 	"time"
@@ -34,6 +35,10 @@ const (
 	VerificationFailed   = "verification.failed"
 	VerificationExpired  = "verification.expired"
 	VerificationReturned = "verification.returned"
+	// AuditHead carries the audit chain's signed head (compliance.Head), so
+	// that apps keep a copy outside kluis's database: its data is
+	// "pos", "hash", "at" and "sig", each checked against its own pattern.
+	AuditHead = "audit.head"
 )
 
 // knownTypes are the types Enqueue accepts: a typo is a bug, not a new type.
@@ -41,6 +46,17 @@ var knownTypes = map[string]bool{
 	ItemLoginRequired: true, ItemRevoked: true, VerificationPosted: true, VerificationVerified: true,
 	ItemRelinkRequired: true, ItemTokenRotated: true,
 	VerificationFailed: true, VerificationExpired: true, VerificationReturned: true,
+	AuditHead: true,
+}
+
+// headData are the patterns of an audit.head event's data, the only event
+// whose values are numbers, hashes and times: none of them can carry a
+// secret.
+var headData = map[string]*regexp.Regexp{
+	"pos":  regexp.MustCompile(`^[0-9]{1,19}$`),
+	"hash": regexp.MustCompile(`^[0-9a-f]{64}$`),
+	"at":   regexp.MustCompile(`^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?Z$`),
+	"sig":  regexp.MustCompile(`^v[0-9]{1,9}:[A-Za-z0-9_-]{43}$`),
 }
 
 // PrefixEvent prefixes event ids.
@@ -83,6 +99,9 @@ func (e Event) Validate() error {
 	if len(e.Data) > 16 {
 		return kluis.Errorf(kluis.EInvalid, "events: too many data fields")
 	}
+	if e.Type == AuditHead {
+		return validateHead(e.Data)
+	}
 	for k, v := range e.Data {
 		if !dataKey.MatchString(k) {
 			return kluis.Errorf(kluis.EInvalid, "events: data key is not a lower-case word")
@@ -90,6 +109,18 @@ func (e Event) Validate() error {
 		if !dataWord.MatchString(v) && !dataIDish.MatchString(v) {
 			// The value is not echoed: it might be the very secret refused.
 			return kluis.Errorf(kluis.EInvalid, "events: data %q is neither an identifier nor a status", k)
+		}
+	}
+	return nil
+}
+
+func validateHead(data map[string]string) error {
+	if len(data) != len(headData) {
+		return kluis.Errorf(kluis.EInvalid, "events: an audit.head event holds pos, hash, at and sig")
+	}
+	for k, re := range headData {
+		if !re.MatchString(data[k]) {
+			return kluis.Errorf(kluis.EInvalid, "events: audit.head data %q is malformed", k)
 		}
 	}
 	return nil
@@ -119,4 +150,19 @@ func Enqueue(ctx context.Context, tx pgx.Tx, e Event) (string, error) {
 		return "", fmt.Errorf("events: enqueue: %w", postgres.Translate(err))
 	}
 	return p.ID, nil
+}
+
+// Latest returns the data of the newest event of type typ still in the
+// outbox, or nil when there is none. The audit-head job checks the chain
+// against the head it published last.
+func Latest(ctx context.Context, db *postgres.DB, typ string) (json.RawMessage, error) {
+	var data json.RawMessage
+	err := db.Pool.QueryRow(ctx, `SELECT payload->'data' FROM outbox WHERE type = $1 ORDER BY created_at DESC LIMIT 1`, typ).Scan(&data)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("events: latest %s: %w", typ, postgres.Translate(err))
+	}
+	return data, nil
 }

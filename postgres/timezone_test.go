@@ -22,7 +22,8 @@ func TestTimesAreUTCWhateverTheHostAndDatabaseTimeZones(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	admin, err := pgx.Connect(ctx, u)
+	// Setting a database's defaults takes its owner.
+	admin, err := pgx.Connect(ctx, pgtest.OwnerURL(t, u))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,10 +4,12 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 
 	"github.com/jackc/pgx/v5"
@@ -31,10 +33,12 @@ const (
 	// copy of the table test guesses of a request's body, such as an
 	// account number) and the keys that seal stored answers.
 	SystemKeyIdempotency = "idempotency"
+	// SystemKeyAuditHead signs the audit chain's anchored heads.
+	SystemKeyAuditHead = "audit-head"
 )
 
 // DefaultSystemKeys are the keys LoadSystemKeys loads when given no names.
-var DefaultSystemKeys = []string{SystemKeyBlindIndex, SystemKeyAuditPseudonym, SystemKeyVerification, SystemKeyIdempotency}
+var DefaultSystemKeys = []string{SystemKeyBlindIndex, SystemKeyAuditPseudonym, SystemKeyVerification, SystemKeyIdempotency, SystemKeyAuditHead}
 
 // Domain-separation labels, so that one key's MACs for one purpose are never
 // valid for another.
@@ -42,6 +46,7 @@ const (
 	labelBlindIndex = "kluis/blind-index/account-number/v1"
 	labelPseudonym  = "kluis/audit-pseudonym/v1"
 	labelMAC        = "kluis/mac/v1"
+	labelAuditHead  = "kluis/audit-head/v1"
 )
 
 // systemKey is one unwrapped system key.
@@ -146,13 +151,9 @@ func (s *SystemKeys) key(name string) (systemKey, error) {
 	return k, nil
 }
 
-// mac is HMAC-SHA256 under the named key of the label and parts, each
-// prefixed by its length (uint32 big-endian) so that parts cannot shift.
-func (s *SystemKeys) mac(name, label string, parts ...[]byte) ([]byte, error) {
-	k, err := s.key(name)
-	if err != nil {
-		return nil, err
-	}
+// macWith is HMAC-SHA256 under k of the label and parts, each prefixed by
+// its length (uint32 big-endian) so that parts cannot shift.
+func macWith(k systemKey, label string, parts ...[]byte) []byte {
 	m := hmac.New(sha256.New, k.key)
 	var n [4]byte
 	for _, p := range append([][]byte{[]byte(label)}, parts...) {
@@ -160,7 +161,51 @@ func (s *SystemKeys) mac(name, label string, parts ...[]byte) ([]byte, error) {
 		m.Write(n[:])
 		m.Write(p)
 	}
-	return m.Sum(nil), nil
+	return m.Sum(nil)
+}
+
+// mac is HMAC-SHA256 under the named key of the label and parts, each
+// prefixed by its length (uint32 big-endian) so that parts cannot shift.
+func (s *SystemKeys) mac(name, label string, parts ...[]byte) ([]byte, error) {
+	k, err := s.key(name)
+	if err != nil {
+		return nil, err
+	}
+	return macWith(k, label, parts...), nil
+}
+
+// SignAuditHead signs an audit chain head (msg is its canonical encoding)
+// with HMAC-SHA256 under the audit-head key: "v<key version>:" and the MAC
+// in unpadded base64url. A MAC is enough here: the key exists in the clear
+// only in kluis's memory, unwrapped by the key provider, so nobody who can
+// only write the database (its owner included) can make one, and kluis is
+// what checks heads (`kluis audit verify --head`).
+func (s *SystemKeys) SignAuditHead(msg []byte) (string, error) {
+	k, err := s.key(SystemKeyAuditHead)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("v%d:%s", k.version, base64.RawURLEncoding.EncodeToString(macWith(k, labelAuditHead, msg))), nil
+}
+
+// CheckAuditHead checks a signature SignAuditHead made, in constant time.
+// Its error says why the signature does not verify, never anything secret.
+func (s *SystemKeys) CheckAuditHead(msg []byte, sig string) error {
+	k, err := s.key(SystemKeyAuditHead)
+	if err != nil {
+		return err
+	}
+	version, mac, ok := strings.Cut(sig, ":")
+	got, decErr := base64.RawURLEncoding.DecodeString(mac)
+	switch {
+	case !ok || decErr != nil || len(got) != sha256.Size:
+		return errors.New("it is not a kluis head signature")
+	case version != fmt.Sprintf("v%d", k.version):
+		return fmt.Errorf("it names another version of the audit-head key than v%d", k.version)
+	case !hmac.Equal(got, macWith(k, labelAuditHead, msg)):
+		return errors.New("it was not made by this kluis's audit-head key for this head")
+	}
+	return nil
 }
 
 // MAC returns HMAC-SHA256 under the named system key of parts (length-

@@ -70,6 +70,10 @@ func build(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*app, 
 		return nil, err
 	}
 	a.closers = append(a.closers, a.db.Close)
+	if err := checkServingRole(ctx, cfg, a.db, logger); err != nil {
+		a.close()
+		return nil, err
+	}
 	if a.keys, err = newKeyProvider(ctx, cfg, logger); err != nil {
 		a.close()
 		return nil, err
@@ -90,6 +94,24 @@ func build(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*app, 
 	a.store = vault.NewStore(a.db, a.ring, a.sys)
 	a.auditor = compliance.NewAuditor(a.db, a.sys, nil)
 	return a, nil
+}
+
+// checkServingRole refuses, in production, a database role that could
+// rewrite the audit log's history (migrations.CheckServingRole: a
+// superuser, an owner of kluis's objects, …); in development it only warns,
+// since one role for everything is the usual laptop setup.
+func checkServingRole(ctx context.Context, cfg *config.Config, db *postgres.DB, logger *slog.Logger) error {
+	err := migrations.CheckServingRole(ctx, db.Pool)
+	switch {
+	case err == nil:
+		return nil
+	case !errors.Is(err, migrations.ErrUnsafeServingRole):
+		return err
+	case cfg.Production():
+		return fmt.Errorf("%w\n  serve as the role `kluis migrate` grants (KLUIS_DATABASE_URL), and migrate as the owner (KLUIS_MIGRATE_DATABASE_URL): docs/DEPLOYMENT.md", err)
+	}
+	logger.Warn("the database role could rewrite the audit log; production refuses it", "cause", err.Error())
+	return nil
 }
 
 // close releases what build opened, newest first.

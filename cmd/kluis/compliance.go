@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/kluis-dev/kluis/api"
@@ -39,8 +40,15 @@ func (a *app) compliance() (*compliance.Service, error) {
 	return svc, nil
 }
 
-// registerComplianceJobs adds the retention purge and the erasure resumer.
+// registerComplianceJobs adds the retention purge, the erasure resumer and
+// the publication of the audit chain's signed head.
 func registerComplianceJobs(a *app, s *jobs.Scheduler) error {
+	if err := s.Register(jobs.Job{
+		Name: "audit-head", Schedule: "@every " + a.cfg.AuditHeadInterval.String(), Timeout: 5 * time.Minute,
+		Run: a.publishHead,
+	}); err != nil {
+		return err
+	}
 	purger := compliance.NewPurger(a.db, a.auditor, nil, a.cfg.Retention)
 	opts := compliance.PurgeOptions{DryRun: a.cfg.RetentionDryRun, Batch: a.cfg.RetentionBatch, Pause: a.cfg.RetentionBatchPause}
 	if err := s.Register(jobs.Job{
@@ -61,6 +69,23 @@ func registerComplianceJobs(a *app, s *jobs.Scheduler) error {
 			return err
 		},
 	})
+}
+
+// publishHead publishes the audit chain's signed head as an audit.head event
+// and a log line, for keeping outside the database (docs/DEPLOYMENT.md). A
+// chain that no longer extends the head published before fails the run,
+// loudly, and publishes nothing.
+func (a *app) publishHead(ctx context.Context, run *jobs.Run) error {
+	h, err := compliance.PublishHead(ctx, a.db, a.sys)
+	if err != nil {
+		if errors.Is(err, compliance.ErrHeadNotExtended) {
+			a.log.Error("audit chain rewritten: it does not extend the head published before", "cause", err.Error())
+		}
+		return err
+	}
+	run.Set("pos", h.Pos)
+	a.log.Info("audit chain head", "pos", h.Pos, "hash", h.Hash, "at", h.At.Format(time.RFC3339Nano), "sig", h.Sig)
+	return nil
 }
 
 // purge runs the retention purge, counting per class in job_runs as it goes

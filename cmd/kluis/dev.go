@@ -38,6 +38,14 @@ const (
 	devTokenTTL = 12 * time.Hour
 )
 
+// devServingRole is the role `kluis dev` serves as, as production does: it
+// owns nothing and holds what `kluis migrate` grants; devDBURL's user owns
+// and migrates. Its password is no secret (development only, this machine).
+const (
+	devServingRole = "kluis_dev_serving"
+	devServingURL  = "postgres://" + devServingRole + ":kluis-dev-serving@127.0.0.1:5432/kluis_dev?sslmode=disable"
+)
+
 // dev prepares a development environment on this machine (database, local
 // root key, certificates, token keys, policy), prints sample requests, and
 // serves until interrupted. It refuses to run with KLUIS_ENV=production.
@@ -56,11 +64,22 @@ func dev(ctx context.Context, getenv func(string) string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	env["KLUIS_DATABASE_URL"] = firstSet(getenv("KLUIS_DATABASE_URL"), devDBURL)
-	if err := ensureDatabase(ctx, env["KLUIS_DATABASE_URL"]); err != nil {
+	owner := firstSet(getenv("KLUIS_MIGRATE_DATABASE_URL"), devDBURL)
+	env["KLUIS_DATABASE_URL"] = firstSet(getenv("KLUIS_DATABASE_URL"), devServingURL)
+	if err := ensureDatabase(ctx, owner); err != nil {
 		return err
 	}
-	if _, err := migrations.Up(ctx, env["KLUIS_DATABASE_URL"]); err != nil {
+	if env["KLUIS_DATABASE_URL"] == devServingURL {
+		if err := ensureDevRole(ctx, owner); err != nil {
+			return err
+		}
+	}
+	// Two roles, as in production: the owner migrates, and kluis serves
+	// as a role that owns nothing and may only append to the audit log.
+	if _, err := migrations.Up(ctx, owner); err != nil {
+		return err
+	}
+	if _, err := migrations.GrantServing(ctx, owner, env["KLUIS_DATABASE_URL"]); err != nil {
 		return err
 	}
 	lookup := func(k string) string {
@@ -222,6 +241,21 @@ func ensureDatabase(ctx context.Context, dbURL string) error {
 		return nil
 	}
 	_, err = conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize())
+	return err
+}
+
+// ensureDevRole creates the development serving role unless it exists.
+func ensureDevRole(ctx context.Context, ownerURL string) error {
+	conn, err := pgx.Connect(ctx, ownerURL)
+	if err != nil {
+		return fmt.Errorf("connect to Postgres (is it running? `make dev` starts it): %w", err)
+	}
+	defer conn.Close(ctx)
+	var exists bool
+	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)`, devServingRole).Scan(&exists); err != nil || exists {
+		return err
+	}
+	_, err = conn.Exec(ctx, "CREATE ROLE "+devServingRole+" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD 'kluis-dev-serving'")
 	return err
 }
 

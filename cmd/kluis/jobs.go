@@ -77,7 +77,7 @@ func (a *app) rotateKeys(ctx context.Context, run *jobs.Run) error {
 var errAuditBroken = errors.New("the audit chain does not verify")
 
 func (a *app) verifyAuditJob(ctx context.Context, run *jobs.Run) error {
-	res, err := compliance.Verify(ctx, a.db)
+	res, err := compliance.VerifyWith(ctx, a.db, compliance.VerifyOptions{SealInterval: a.cfg.AuditSealInterval})
 	if err != nil {
 		return err
 	}
@@ -88,8 +88,10 @@ func (a *app) verifyAuditJob(ctx context.Context, run *jobs.Run) error {
 		run.Set("checkpoint_purged", res.Checkpoint.Purged)
 	}
 	if !res.OK {
-		run.Set("first_bad_seq", *res.FirstBadSeq)
-		return fmt.Errorf("%w at entry seq %d", errAuditBroken, *res.FirstBadSeq)
+		if res.FirstBadSeq != nil {
+			run.Set("first_bad_seq", *res.FirstBadSeq)
+		}
+		return fmt.Errorf("%w: %s", errAuditBroken, res.Reason)
 	}
 	return nil
 }

@@ -1,7 +1,7 @@
 // Command kluis is the one binary of kluis: the server, its migrations, its
 // scheduled jobs, audit verification, key rotation, and a development setup.
 //
-//	kluis serve | migrate | jobs list | jobs run NAME | audit verify | keys rotate | dev | version
+//	kluis serve | migrate | jobs list | jobs run NAME | audit verify [--head FILE] | audit head | keys rotate | dev | version
 //
 // Configuration comes from the environment (API.md, README).
 package main
@@ -37,6 +37,8 @@ commands:
   jobs list      list the scheduled jobs and their last runs
   jobs run NAME  run one scheduled job now
   audit verify   walk the audit chain; exit 1 naming the first bad entry
+                 (--head FILE: and check that the chain extends that signed head)
+  audit head     print the chain's head, signed, as one line of JSON
   keys rotate    rewrap subject keys under the newest root key and renew old ones
   dev            a first look on this machine: database, keys, certificates, server
   version        print the version
@@ -60,8 +62,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		err = jobsList(ctx, getenv, stdout)
 	case cmd == "jobs" && len(rest) == 2 && rest[0] == "run":
 		err = jobsRun(ctx, getenv, stdout, rest[1])
-	case cmd == "audit" && len(rest) == 1 && rest[0] == "verify":
-		err = auditVerify(ctx, getenv, stdout)
+	case cmd == "audit" && len(rest) >= 1 && rest[0] == "verify":
+		err = auditVerify(ctx, getenv, stdout, rest[1:])
+	case cmd == "audit" && len(rest) == 1 && rest[0] == "head":
+		err = auditHead(ctx, getenv, stdout)
 	case cmd == "keys" && len(rest) == 1 && rest[0] == "rotate":
 		err = keysRotate(ctx, getenv, stdout)
 	case cmd == "dev" && len(rest) == 0:
@@ -71,6 +75,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case cmd == "help" || cmd == "-h" || cmd == "--help":
 		fmt.Fprint(stdout, usage)
 	default:
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	if errors.Is(err, errUsage) {
 		fmt.Fprint(stderr, usage)
 		return 2
 	}

@@ -130,6 +130,7 @@ func (a *app) deps(ctx context.Context) (*api.Deps, error) {
 		DB: a.db, Auditor: a.auditor, Pseudonyms: a.sys, MACs: a.sys, Auth: api.JWTAuthenticator{Verifier: verifier},
 		Policy: policy, Vault: a.store, Logger: a.log, Registry: registry,
 		RateLimiter: limiter, RateLimits: &limits, IdempotencyTTL: a.cfg.IdempotencyTTL,
+		AuditHeads: a.sys, AuditSealInterval: a.cfg.AuditSealInterval,
 		Ready: map[string]func(context.Context) error{
 			"database":     a.db.Ping,
 			"key_provider": newProviderCheck(a.keys).check,

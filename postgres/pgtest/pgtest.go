@@ -6,6 +6,14 @@
 // template (fast) into a database that is dropped when the test ends. With no
 // server, tests skip, except when CI is set: then they fail, because a suite
 // that silently skipped its database tests proves nothing.
+//
+// Tests run as kluis runs in production: the server's user migrates (the
+// owner), and New hands tests the URL of the serving role, which owns nothing
+// and holds exactly migrations.ServingGrants (granted by the same code as
+// `kluis migrate`). Roles are cluster-wide, so every test binary shares one
+// serving role, ServingRole, created once. The few tests that must act as
+// the owner (tampering with the audit log, as an attacker with the owner's
+// rights would) ask for OwnerURL.
 package pgtest
 
 import (
@@ -15,6 +23,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -27,6 +36,18 @@ import (
 
 // DefaultURL is the server tests use when KLUIS_TEST_DATABASE_URL is unset.
 const DefaultURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+
+// ServingRole is the role tests serve as, shared by every test database on
+// the server. Its password is no secret: it exists for servers that do not
+// trust local connections.
+const (
+	ServingRole     = "kluis_test_serving"
+	servingPassword = "kluis-test-serving"
+)
+
+// roleLock is the advisory-lock key under which test binaries that start at
+// once create the serving role one at a time.
+const roleLock int64 = 0x6b6c756973_7e01
 
 var (
 	templateOnce sync.Once
@@ -67,19 +88,48 @@ func New(t testing.TB) string {
 		t.Fatalf("pgtest: create database: %v", err)
 	}
 	t.Cleanup(func() { drop(name) })
-	return withDatabase(t, ServerURL(), name)
+	u, err := servingURL(ServerURL(), name)
+	if err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+	return u
 }
 
-// Open is New followed by postgres.Open; the pool is closed at t's end.
+// Open is New followed by postgres.Open; the pool (as the serving role) is
+// closed at t's end.
 func Open(t testing.TB) (*postgres.DB, string) {
 	t.Helper()
 	u := New(t)
+	return open(t, u), u
+}
+
+// OwnerURL returns the URL of the database New made (u is its serving URL)
+// as the owner, the role that migrated it: for tests that play an attacker
+// with the owner's rights, or set up what no serving code path can.
+func OwnerURL(t testing.TB, u string) string {
+	t.Helper()
+	parsed, err := url.Parse(u)
+	if err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+	return withDatabase(t, ServerURL(), strings.TrimPrefix(parsed.Path, "/"))
+}
+
+// OpenOwner opens the database New made (u is its serving URL) as the
+// owner; the pool is closed at t's end.
+func OpenOwner(t testing.TB, u string) *postgres.DB {
+	t.Helper()
+	return open(t, OwnerURL(t, u))
+}
+
+func open(t testing.TB, u string) *postgres.DB {
+	t.Helper()
 	db, err := postgres.Open(context.Background(), u)
 	if err != nil {
 		t.Fatalf("pgtest: open: %v", err)
 	}
 	t.Cleanup(db.Close)
-	return db, u
+	return db
 }
 
 func unreachable(t testing.TB, err error) {
@@ -102,7 +152,17 @@ func makeTemplate(ctx context.Context, admin *pgx.Conn) (string, error) {
 	if _, err := migrations.Up(ctx, u); err != nil {
 		return "", err
 	}
-	pending, err := migrations.Pending(ctx, u)
+	if err := ensureRole(ctx, admin, ServingRole, servingPassword); err != nil {
+		return "", fmt.Errorf("serving role: %w", err)
+	}
+	serving, err := servingURL(ServerURL(), name)
+	if err != nil {
+		return "", err
+	}
+	if _, err := migrations.GrantServing(ctx, u, serving); err != nil {
+		return "", err
+	}
+	pending, err := migrations.Pending(ctx, serving)
 	if err != nil {
 		return "", err
 	}
@@ -113,6 +173,40 @@ func makeTemplate(ctx context.Context, admin *pgx.Conn) (string, error) {
 	// leaves it for the next run's sweep (see sweep below).
 	go sweep()
 	return name, nil
+}
+
+// ensureRole creates the shared serving role (name) unless it exists. Test
+// binaries start at once, so the check and the CREATE ROLE run under an
+// advisory lock; the role is never dropped (every test database's grants
+// name it).
+func ensureRole(ctx context.Context, admin *pgx.Conn, name, password string) error {
+	return pgx.BeginFunc(ctx, admin, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, roleLock); err != nil {
+			return err
+		}
+		var exists bool
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)`, name).Scan(&exists); err != nil {
+			return err
+		}
+		if exists {
+			return nil
+		}
+		_, err := tx.Exec(ctx, fmt.Sprintf(`CREATE ROLE %s LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS PASSWORD '%s'`,
+			pgx.Identifier{name}.Sanitize(), password))
+		return err
+	})
+}
+
+// servingURL is the URL of database name on the test server as the serving
+// role.
+func servingURL(server, name string) (string, error) {
+	u, err := url.Parse(server)
+	if err != nil {
+		return "", fmt.Errorf("KLUIS_TEST_DATABASE_URL is not a URL")
+	}
+	u.User = url.UserPassword(ServingRole, servingPassword)
+	u.Path = "/" + name
+	return u.String(), nil
 }
 
 // sweep drops test databases left over by earlier runs that crashed, once
