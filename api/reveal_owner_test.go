@@ -23,6 +23,7 @@ import (
 	"github.com/kluis-dev/kluis/api"
 	"github.com/kluis-dev/kluis/api/apitest"
 	"github.com/kluis-dev/kluis/api/ratelimit"
+	"github.com/kluis-dev/kluis/postgres/pgtest"
 	"github.com/kluis-dev/kluis/vault"
 )
 
@@ -79,13 +80,13 @@ func (be *bankEnv) linkedAccount(t *testing.T, sub string) (itemBody, string, st
 	return it, internal.Accounts[0].ID, *internal.Accounts[0].AccountNumberRef
 }
 
-// asTableOwner runs sql with the trigger that keeps credentials' owners
-// fixed switched off, as only the table's owner could: the serving role
-// cannot rename an owner at all.
+// asTableOwner runs sql as the table's owner (the role that migrated), with
+// the trigger that keeps credentials' owners fixed switched off, as only the
+// owner could: the serving role cannot rename an owner at all.
 func (be *bankEnv) asTableOwner(t *testing.T, sql string, args ...any) {
 	t.Helper()
 	ctx := context.Background()
-	err := be.DB.InTx(ctx, func(tx pgx.Tx) error {
+	err := pgtest.OpenOwner(t, be.DBURL).InTx(ctx, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `ALTER TABLE credentials DISABLE TRIGGER credentials_owner_fixed`); err != nil {
 			return err
 		}

@@ -22,6 +22,7 @@ import (
 // testVault is a credential store over a fresh database and a fake provider.
 type testVault struct {
 	db       *postgres.DB
+	dbURL    string // the serving role's URL (pgtest.OwnerURL gives the owner's)
 	provider *fakeProvider
 	ring     *KeyRing
 	sys      *SystemKeys
@@ -30,7 +31,7 @@ type testVault struct {
 
 func newTestVault(t *testing.T, opts CacheOptions) *testVault {
 	t.Helper()
-	db, _ := pgtest.Open(t)
+	db, dbURL := pgtest.Open(t)
 	p := newFakeProvider()
 	sys, err := LoadSystemKeys(context.Background(), db, p)
 	if err != nil {
@@ -39,7 +40,7 @@ func newTestVault(t *testing.T, opts CacheOptions) *testVault {
 	t.Cleanup(sys.Close)
 	ring := NewKeyRing(p, opts)
 	t.Cleanup(ring.Purge)
-	return &testVault{db: db, provider: p, ring: ring, sys: sys, store: NewStore(db, ring, sys)}
+	return &testVault{db: db, dbURL: dbURL, provider: p, ring: ring, sys: sys, store: NewStore(db, ring, sys)}
 }
 
 // instance returns a second kluis instance on the same database and
@@ -48,7 +49,7 @@ func (v *testVault) instance(t *testing.T, opts CacheOptions) *testVault {
 	t.Helper()
 	ring := NewKeyRing(v.provider, opts)
 	t.Cleanup(ring.Purge)
-	return &testVault{db: v.db, provider: v.provider, ring: ring, sys: v.sys, store: NewStore(v.db, ring, v.sys)}
+	return &testVault{db: v.db, dbURL: v.dbURL, provider: v.provider, ring: ring, sys: v.sys, store: NewStore(v.db, ring, v.sys)}
 }
 
 func (v *testVault) subject(t *testing.T, externalID string) string {

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/postgres/pgtest"
 )
 
 // fakePointers stands in for bank linking's items and accounts: which
@@ -34,13 +35,13 @@ func (p *fakePointers) PointersTo(_ context.Context, _ Querier, ref string) ([]O
 	return append([]Owner(nil), p.by[ref]...), nil
 }
 
-// asTableOwner runs sql with the trigger that keeps owners fixed switched
-// off, as only the table's owner could (the serving role cannot): the
-// writer the AAD's owner binding is for.
+// asTableOwner runs sql as the table's owner (the role that migrated), with
+// the trigger that keeps owners fixed switched off, as only the owner could
+// (the serving role cannot): the writer the AAD's owner binding is for.
 func (v *testVault) asTableOwner(t *testing.T, sql string, args ...any) {
 	t.Helper()
 	ctx := context.Background()
-	err := v.db.InTx(ctx, func(tx pgx.Tx) error {
+	err := pgtest.OpenOwner(t, v.dbURL).InTx(ctx, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `ALTER TABLE credentials DISABLE TRIGGER credentials_owner_fixed`); err != nil {
 			return err
 		}
