@@ -76,7 +76,7 @@ func (s *Service) CreateLinkSession(ctx context.Context, actor Actor, products [
 		if version, err = s.vault.CredentialVersions(ctx, s.db.Pool, update.CredentialRef, false); err != nil {
 			return LinkSession{}, err
 		}
-		if req.AccessToken, err = s.accessToken(ctx, update.CredentialRef); err != nil {
+		if req.AccessToken, err = s.accessToken(ctx, update.ID, update.CredentialRef); err != nil {
 			return LinkSession{}, err
 		}
 		row.Mode, row.ItemID, ttl = ModeUpdate, update.ID, UpdateSessionTTL
@@ -162,7 +162,7 @@ func (s *Service) SandboxPublicToken(ctx context.Context, actor Actor, sessionID
 		if err != nil {
 			return "", err
 		}
-		if login.AccessToken, err = s.accessToken(ctx, it.CredentialRef); err != nil {
+		if login.AccessToken, err = s.accessToken(ctx, it.ID, it.CredentialRef); err != nil {
 			return "", err
 		}
 		login.InstitutionID = it.InstitutionID
@@ -303,7 +303,7 @@ func (s *Service) exchangeNew(ctx context.Context, actor Actor, row sessionRow, 
 	now := s.now()
 	err = s.db.InTx(ctx, func(tx pgx.Tx) error {
 		var err error
-		if it.CredentialRef, err = s.sealAccessToken(ctx, tx, row.SubjectID, it.Provider, ex.AccessToken); err != nil {
+		if it.CredentialRef, err = s.sealAccessToken(ctx, tx, it.ID, row.SubjectID, it.Provider, ex.AccessToken); err != nil {
 			return err
 		}
 		if err := insertItem(ctx, tx, it, now); err != nil {
@@ -344,7 +344,7 @@ func (s *Service) exchangeUpdate(ctx context.Context, actor Actor, row sessionRo
 	if err != nil {
 		return Item{}, err
 	}
-	token, err := s.accessToken(ctx, it.CredentialRef)
+	token, err := s.accessToken(ctx, it.ID, it.CredentialRef)
 	if err != nil {
 		return Item{}, err
 	}
@@ -442,7 +442,7 @@ func (s *Service) addAccounts(ctx context.Context, tx pgx.Tx, it Item, accts []P
 			ProviderAccountID: pa.ProviderAccountID, Name: clip(pa.Name), Mask: safeMask(pa.Mask),
 			Type: clip(pa.Type), Subtype: clip(pa.Subtype)}
 		if n, ok := numbers[pa.ProviderAccountID]; ok && vault.NormalizeAccountNumber(n.AccountNumber) != "" {
-			if a.AccountNumberRef, err = s.sealNumbers(ctx, tx, it.SubjectID, n); err != nil {
+			if a.AccountNumberRef, err = s.sealNumbers(ctx, tx, a.ID, it.SubjectID, n); err != nil {
 				return 0, err
 			}
 			if a.Mask == "" {

@@ -137,7 +137,7 @@ func (s *Service) rotateClaimed(ctx context.Context, id string, until time.Time,
 	if v.Pending {
 		return finished, s.switchToken(ctx, it)
 	}
-	token, err := s.accessToken(ctx, it.CredentialRef)
+	token, err := s.accessToken(ctx, it.ID, it.CredentialRef)
 	if err != nil {
 		return skipped, err
 	}
@@ -307,7 +307,7 @@ func (s *Service) adoptLegacy(ctx context.Context, it Item) error {
 		if err != nil {
 			return err
 		}
-		cred, err := s.vault.OpenIn(ctx, tx, it.legacyPendingRef)
+		cred, err := s.vault.OpenOwnedIn(ctx, tx, vault.ItemOwner(it.ID), it.legacyPendingRef)
 		if err != nil {
 			return err
 		}

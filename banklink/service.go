@@ -154,13 +154,17 @@ func (s *Service) subjectOf(ctx context.Context, sub string) (string, error) {
 	return id, nil
 }
 
-// accessToken opens an item's sealed access token. The caller zeroes
-// nothing: the token is a Go string from here on, kept only for the call.
-func (s *Service) accessToken(ctx context.Context, ref string) (string, error) {
+// accessToken opens the access token that the item's pointer ref names. A
+// credential that is not the item's own (the pointer was made to point at
+// another item's token) is refused as an integrity failure: kluis must never
+// act at the provider with one user's token on another's behalf (unlinking
+// A must not revoke B). The caller zeroes nothing: the token is a Go string
+// from here on, kept only for the call.
+func (s *Service) accessToken(ctx context.Context, itemID, ref string) (string, error) {
 	if ref == "" {
 		return "", kluis.Errorf(kluis.EConflict, "the item has no access token")
 	}
-	cred, err := s.vault.Open(ctx, ref)
+	cred, err := s.vault.OpenOwned(ctx, vault.ItemOwner(itemID), ref)
 	if err != nil {
 		return "", err
 	}
@@ -174,14 +178,15 @@ func (s *Service) accessToken(ctx context.Context, ref string) (string, error) {
 	return sec.AccessToken, nil
 }
 
-// sealAccessToken seals an access token of provider for the subject in tx.
-func (s *Service) sealAccessToken(ctx context.Context, tx pgx.Tx, subjectID, provider, token string) (string, error) {
+// sealAccessToken seals an access token of the item, linked through
+// provider, for the subject in tx.
+func (s *Service) sealAccessToken(ctx context.Context, tx pgx.Tx, itemID, subjectID, provider, token string) (string, error) {
 	secret, err := accessTokenSecret(provider, token)
 	if err != nil {
 		return "", err
 	}
 	defer clear(secret)
-	return s.vault.Seal(ctx, tx, subjectID, vault.KindBankAccessToken, secret, "")
+	return s.vault.Seal(ctx, tx, vault.ItemOwner(itemID), subjectID, vault.KindBankAccessToken, secret, "")
 }
 
 // accessTokenSecret is the sealed form of an access token of provider (the
@@ -194,9 +199,9 @@ func accessTokenSecret(provider, token string) ([]byte, error) {
 	}{token, provider})
 }
 
-// sealNumbers seals an account's numbers for the subject in tx, with the
+// sealNumbers seals the account's numbers for the subject in tx, with the
 // blind index of the account number.
-func (s *Service) sealNumbers(ctx context.Context, tx pgx.Tx, subjectID string, n AuthNumbers) (string, error) {
+func (s *Service) sealNumbers(ctx context.Context, tx pgx.Tx, accountID, subjectID string, n AuthNumbers) (string, error) {
 	secret, err := json.Marshal(struct {
 		AccountNumber string `json:"account_number"`
 		RoutingNumber string `json:"routing_number"`
@@ -205,7 +210,7 @@ func (s *Service) sealNumbers(ctx context.Context, tx pgx.Tx, subjectID string, 
 		return "", err
 	}
 	defer clear(secret)
-	return s.vault.Seal(ctx, tx, subjectID, vault.KindAccountNumber, secret, n.AccountNumber)
+	return s.vault.Seal(ctx, tx, vault.AccountOwner(accountID), subjectID, vault.KindAccountNumber, secret, n.AccountNumber)
 }
 
 // Actor says who asked for a change, for its audit entry.

@@ -246,17 +246,17 @@ func liveItemByProviderID(ctx context.Context, q querier, provider, providerItem
 
 // itemTokenRef reads the credential reference and status of the live item
 // a provider names; status is "" when there is none.
-func itemTokenRef(ctx context.Context, q querier, provider, providerItemID string) (string, string, error) {
-	var ref, status string
-	err := q.QueryRow(ctx, `SELECT COALESCE(credential_ref, ''), status FROM items
-		WHERE provider = $1 AND provider_item_id = $2 AND status <> 'removed'`, provider, providerItemID).Scan(&ref, &status)
+func itemTokenRef(ctx context.Context, q querier, provider, providerItemID string) (string, string, string, error) {
+	var id, ref, status string
+	err := q.QueryRow(ctx, `SELECT id, COALESCE(credential_ref, ''), status FROM items
+		WHERE provider = $1 AND provider_item_id = $2 AND status <> 'removed'`, provider, providerItemID).Scan(&id, &ref, &status)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return "", "", nil
+		return "", "", "", nil
 	}
 	if err != nil {
-		return "", "", dbErr("read item", err)
+		return "", "", "", dbErr("read item", err)
 	}
-	return ref, status, nil
+	return id, ref, status, nil
 }
 
 func listItems(ctx context.Context, q querier, subjectID string) ([]Item, error) {

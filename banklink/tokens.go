@@ -49,13 +49,13 @@ func (s *Service) liveTokens(ctx context.Context, it Item) ([]liveToken, vault.V
 	if v.Revoked {
 		return nil, v, nil
 	}
-	tok, err := s.accessToken(ctx, it.CredentialRef)
+	tok, err := s.accessToken(ctx, it.ID, it.CredentialRef)
 	if err != nil {
 		return nil, v, err
 	}
 	out = append(out, liveToken{tok, "current"})
 	if v.Pending {
-		cred, err := s.vault.OpenPending(ctx, s.db.Pool, it.CredentialRef)
+		cred, err := s.vault.OpenPendingOwned(ctx, s.db.Pool, vault.ItemOwner(it.ID), it.CredentialRef)
 		if err != nil {
 			return nil, v, err
 		}
@@ -66,7 +66,7 @@ func (s *Service) liveTokens(ctx context.Context, it Item) ([]liveToken, vault.V
 		out = append(out, liveToken{tok, "pending"})
 	}
 	if it.legacyPendingRef != "" {
-		tok, err := s.accessToken(ctx, it.legacyPendingRef)
+		tok, err := s.accessToken(ctx, it.ID, it.legacyPendingRef)
 		if err != nil && kluis.ErrorCode(err) != kluis.ENotFound {
 			return nil, v, err
 		}

@@ -109,7 +109,7 @@ func (s *Service) HandleWebhook(ctx context.Context, provider string, header htt
 // webhook then only draws on the budget every webhook shares.
 func (s *Service) webhookItemCheck(provider string) WebhookItemCheck {
 	return func(ctx context.Context, providerItemID string) bool {
-		_, status, err := itemTokenRef(ctx, s.db.Pool, provider, providerItemID)
+		_, _, status, err := itemTokenRef(ctx, s.db.Pool, provider, providerItemID)
 		return err == nil && status != ""
 	}
 }
@@ -244,14 +244,14 @@ func (s *Service) revokeBeforeWebhook(ctx context.Context, provider, providerIte
 // fetchNewAccounts reads, at p, the accounts of p's item that a
 // new_accounts event names; nil when kluis has no live item for it.
 func (s *Service) fetchNewAccounts(ctx context.Context, p Provider, providerItemID string) (*ItemAccounts, map[string]AuthNumbers, error) {
-	ref, status, err := itemTokenRef(ctx, s.db.Pool, p.Name(), providerItemID)
+	itemID, ref, status, err := itemTokenRef(ctx, s.db.Pool, p.Name(), providerItemID)
 	if err != nil {
 		return nil, nil, err
 	}
 	if status != ItemActive {
 		return nil, nil, nil
 	}
-	token, err := s.accessToken(ctx, ref)
+	token, err := s.accessToken(ctx, itemID, ref)
 	if err != nil {
 		return nil, nil, err
 	}

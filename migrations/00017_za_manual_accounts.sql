@@ -29,8 +29,14 @@ ALTER TABLE accounts
     ADD CONSTRAINT accounts_za_bank CHECK ((country IS NOT DISTINCT FROM 'ZA') = (bank_id IS NOT NULL)),
     ADD CONSTRAINT accounts_holder_id_za CHECK (holder_id_ref IS NULL OR country = 'ZA');
 UPDATE accounts SET country = 'US' WHERE item_id IS NULL;
+-- No owner backfill (00012's) is needed for id_number: none existed before
+-- this migration, and every one is sealed with its account as owner
+-- (vault.Seal binds an id_number to an account owner; PointersTo reads
+-- holder_id_ref as that account's pointer).
+CREATE INDEX accounts_holder_id_ref ON accounts (holder_id_ref) WHERE holder_id_ref IS NOT NULL;
 
 -- +goose Down
+DROP INDEX accounts_holder_id_ref;
 ALTER TABLE accounts
     DROP CONSTRAINT accounts_holder_id_za,
     DROP CONSTRAINT accounts_za_bank,

@@ -38,7 +38,7 @@ func (s *Service) openBankDetails(ctx context.Context, q vault.Querier, a Accoun
 		return BankDetails{}, kluis.Errorf(kluis.EInvalid, "bank account verification needs a South African manual account")
 	}
 	var n sealedZANumbers
-	if err := s.openJSON(ctx, q, a.AccountNumberRef, vault.KindAccountNumber, &n); err != nil {
+	if err := s.openJSON(ctx, q, vault.AccountOwner(a.ID), a.AccountNumberRef, vault.KindAccountNumber, &n); err != nil {
 		return BankDetails{}, err
 	}
 	if n.BankID != a.BankID || n.AccountNumber == "" || n.BranchCode == "" {
@@ -49,7 +49,7 @@ func (s *Service) openBankDetails(ctx context.Context, q vault.Querier, a Accoun
 		AccountType: a.Subtype, HolderName: n.HolderName}
 	if a.HolderIDRef != "" {
 		var id sealedIDNumber
-		if err := s.openJSON(ctx, q, a.HolderIDRef, vault.KindIDNumber, &id); err != nil {
+		if err := s.openJSON(ctx, q, vault.AccountOwner(a.ID), a.HolderIDRef, vault.KindIDNumber, &id); err != nil {
 			return BankDetails{}, err
 		}
 		d.IDNumber = id.IDNumber
@@ -57,10 +57,12 @@ func (s *Service) openBankDetails(ctx context.Context, q vault.Querier, a Accoun
 	return d, nil
 }
 
-// openJSON opens the credential ref, checks it is of kind, decodes its
-// secret into v and zeroes the plaintext.
-func (s *Service) openJSON(ctx context.Context, q vault.Querier, ref, kind string, v any) error {
-	cred, err := s.vault.OpenIn(ctx, q, ref)
+// openJSON opens the credential ref that owner's pointer names, checks it
+// is owner's own (vault.OpenOwnedIn: a pointer made to name another
+// account's numbers or ID number is EIntegrity, nothing opened reaches a
+// bank) and of kind, decodes its secret into v and zeroes the plaintext.
+func (s *Service) openJSON(ctx context.Context, q vault.Querier, owner vault.Owner, ref, kind string, v any) error {
+	cred, err := s.vault.OpenOwnedIn(ctx, q, owner, ref)
 	if err != nil {
 		return err
 	}

@@ -321,7 +321,7 @@ func (s *Service) sealManual(ctx context.Context, tx pgx.Tx, a *Account, m Manua
 		return err
 	}
 	defer clear(secret)
-	if a.AccountNumberRef, err = s.vault.Seal(ctx, tx, a.SubjectID, vault.KindAccountNumber, secret, m.AccountNumber); err != nil {
+	if a.AccountNumberRef, err = s.vault.Seal(ctx, tx, vault.AccountOwner(a.ID), a.SubjectID, vault.KindAccountNumber, secret, m.AccountNumber); err != nil {
 		return err
 	}
 	if m.HolderIDNumber == "" {
@@ -332,7 +332,7 @@ func (s *Service) sealManual(ctx context.Context, tx pgx.Tx, a *Account, m Manua
 		return err
 	}
 	defer clear(id)
-	a.HolderIDRef, err = s.vault.Seal(ctx, tx, a.SubjectID, vault.KindIDNumber, id, m.HolderIDNumber)
+	a.HolderIDRef, err = s.vault.Seal(ctx, tx, vault.AccountOwner(a.ID), a.SubjectID, vault.KindIDNumber, id, m.HolderIDNumber)
 	return err
 }
 
@@ -376,7 +376,7 @@ func (s *Service) duplicate(ctx context.Context, tx pgx.Tx, subjectID string, m 
 		if m.Country == CountryZA {
 			return id, nil
 		}
-		same, err := s.sameRouting(ctx, tx, c.Ref, m.RoutingNumber)
+		same, err := s.sameRouting(ctx, tx, id, c.Ref, m.RoutingNumber)
 		if err != nil {
 			return "", err
 		}
@@ -387,8 +387,8 @@ func (s *Service) duplicate(ctx context.Context, tx pgx.Tx, subjectID string, m 
 	return "", nil
 }
 
-func (s *Service) sameRouting(ctx context.Context, tx pgx.Tx, ref, routing string) (bool, error) {
-	cred, err := s.vault.OpenIn(ctx, tx, ref)
+func (s *Service) sameRouting(ctx context.Context, tx pgx.Tx, accountID, ref, routing string) (bool, error) {
+	cred, err := s.vault.OpenOwnedIn(ctx, tx, vault.AccountOwner(accountID), ref)
 	if err != nil {
 		return false, err
 	}

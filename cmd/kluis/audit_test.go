@@ -154,3 +154,24 @@ func TestProductionRefusesToServeAsARoleThatCouldRewriteTheAuditLog(t *testing.T
 		t.Fatalf("the owner in development = %v, want a warning only", err)
 	}
 }
+
+// TestTheAuditHeadJobPublishesASignedHead runs the audit-head job as the
+// scheduler would: an audit.head event holding a head that verifies.
+func TestTheAuditHeadJobPublishesASignedHead(t *testing.T) {
+	db, u := pgtest.Open(t)
+	env := serveEnv(t, u)
+	if code, out, errOut := runKluis(t, env, "jobs", "run", "audit-head"); code != 0 {
+		t.Fatalf("jobs run audit-head = %d %q %q", code, out, errOut)
+	}
+	var data []byte
+	if err := db.Pool.QueryRow(context.Background(), `SELECT payload FROM outbox WHERE type = 'audit.head'`).Scan(&data); err != nil {
+		t.Fatalf("no audit.head event: %v", err)
+	}
+	file := filepath.Join(t.TempDir(), "event.json")
+	if err := os.WriteFile(file, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, errOut := runKluis(t, env, "audit", "verify", "--head", file); code != 0 || !strings.Contains(out, "extends the head") {
+		t.Fatalf("verify against the published event = %d %q %q", code, out, errOut)
+	}
+}
