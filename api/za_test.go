@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/api"
 	"github.com/kluis-dev/kluis/api/apitest"
 	"github.com/kluis-dev/kluis/compliance"
@@ -327,5 +328,56 @@ func TestConcurrentEntriesOfOneSouthAfricanAccountMakeOne(t *testing.T) {
 	}
 	if n := ve.count(t, `SELECT count(*) FROM credentials WHERE kind = 'id_number'`); n != 1 {
 		t.Fatalf("%d id_number credentials, want 1 (the refused entries seal nothing)", n)
+	}
+}
+
+// A holder's ID number belongs to its account: the record binds the account
+// as owner, and the account's holder_id_ref is the pointer the vault's
+// pointer check (PointersTo, CheckPointers) finds, so a re-seal or a reveal
+// that checks pointers accepts it and refuses it for anyone else.
+func TestASouthAfricanIDNumberIsOwnedByItsAccount(t *testing.T) {
+	ve := startVerify(t)
+	ctx := context.Background()
+	a, err := ve.svc.CreateManualAccount(ctx, verification.User("user_za_owner", "req_1"), verification.ManualAccount{
+		Country: "ZA", BankID: "za_capitec", AccountNumber: canaryZAAccount, AccountType: "savings",
+		HolderName: "Lindiwe Dube", HolderIDNumber: canaryIDNumber})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var numberRef, idRef string
+	if err := ve.DB.Pool.QueryRow(ctx, `SELECT account_number_ref, holder_id_ref FROM accounts WHERE id = $1`, a.ID).
+		Scan(&numberRef, &idRef); err != nil {
+		t.Fatal(err)
+	}
+	owner := vault.AccountOwner(a.ID)
+	for _, ref := range []string{numberRef, idRef} {
+		owners, err := ve.Deps.BankLink.PointersTo(ctx, nil, ref)
+		if err != nil || len(owners) != 1 || owners[0] != owner {
+			t.Fatalf("PointersTo(%s) = %v, %v", ref, owners, err)
+		}
+		if err := vault.CheckPointers(ctx, ve.Deps.BankLink, nil, ref, owner); err != nil {
+			t.Fatalf("CheckPointers(%s): %v", ref, err)
+		}
+		c, err := ve.Store.OpenOwned(ctx, owner, ref)
+		if err != nil || c.Owner != owner || !c.OwnerBound {
+			t.Fatalf("OpenOwned(%s) = %v", ref, err)
+		}
+		c.Zero()
+	}
+	// Another account pointing at the same ID number makes two pointers:
+	// refused.
+	b, err := ve.svc.CreateManualAccount(ctx, verification.User("user_za_owner", "req_2"), verification.ManualAccount{
+		Country: "ZA", BankID: "za_fnb", AccountNumber: "62012345678", AccountType: "cheque", HolderName: "B"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ve.DB.Pool.Exec(ctx, `UPDATE accounts SET holder_id_ref = $1 WHERE id = $2`, idRef, b.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := vault.CheckPointers(ctx, ve.Deps.BankLink, nil, idRef, owner); kluis.ErrorCode(err) != vault.EIntegrity {
+		t.Fatalf("two pointers to one ID number: %v", err)
+	}
+	if _, err := ve.Store.OpenOwned(ctx, vault.AccountOwner(b.ID), idRef); kluis.ErrorCode(err) != vault.EIntegrity {
+		t.Fatalf("another account's ID number: %v", err)
 	}
 }

@@ -66,7 +66,22 @@ func TestBankDetailsOfASouthAfricanAccountOpenForVerification(t *testing.T) {
 		za.ID, other.ID); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := svc.OpenBankDetails(ctx, other.SubjectID, other.ID); kluis.ErrorCode(err) != kluis.EInternal {
+	// The record is bound to its account (envelope v2): the pointer is
+	// caught as an integrity failure before its bank is even compared.
+	if _, err := svc.OpenBankDetails(ctx, other.SubjectID, other.ID); kluis.ErrorCode(err) != vault.EIntegrity {
 		t.Fatalf("a pointer to another bank's record: %v", err)
+	}
+	// So is a holder_id_ref pointed at another account's ID number.
+	third, err := svc.CreateManualAccount(ctx, actor, verification.ManualAccount{Country: "ZA", BankID: "za_absa",
+		AccountNumber: "4012345678", AccountType: "savings", HolderName: "C", HolderIDNumber: "8001015009087"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.DB.Pool.Exec(ctx, `UPDATE accounts SET holder_id_ref = (SELECT holder_id_ref FROM accounts WHERE id = $1) WHERE id = $2`,
+		third.ID, za.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.OpenBankDetails(ctx, za.SubjectID, za.ID); kluis.ErrorCode(err) != vault.EIntegrity {
+		t.Fatalf("a pointer to another account's ID number: %v", err)
 	}
 }
