@@ -134,6 +134,12 @@ func actorOf(c echo.Context) banklink.Actor { return banklink.User(Subject(c), r
 type createLinkSessionRequest struct {
 	Products []string `json:"products"`
 	ItemID   string   `json:"item_id"`
+	// AccountFilters limits the depository accounts Link offers.
+	AccountFilters *struct {
+		Depository []string `json:"depository"`
+	} `json:"account_filters"`
+	AccountSelection bool   `json:"account_selection"`
+	Platform         string `json:"platform"`
 }
 
 func (d *Deps) createLinkSession(c echo.Context) error {
@@ -141,7 +147,11 @@ func (d *Deps) createLinkSession(c echo.Context) error {
 	if err := DecodeJSON(c, &req); err != nil {
 		return err
 	}
-	s, err := d.BankLink.CreateLinkSession(c.Request().Context(), actorOf(c), req.Products, req.ItemID)
+	opts := banklink.LinkOptions{Products: req.Products, ItemID: req.ItemID, AccountSelection: req.AccountSelection, Platform: req.Platform}
+	if req.AccountFilters != nil {
+		opts.AccountSubtypes = req.AccountFilters.Depository
+	}
+	s, err := d.BankLink.CreateLinkSessionWith(c.Request().Context(), actorOf(c), opts)
 	if err != nil {
 		return err
 	}

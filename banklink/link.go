@@ -10,8 +10,6 @@ import (
 	"github.com/kluis-dev/kluis/vault"
 )
 
-// Products a link session may ask for.
-var knownProducts = map[string]bool{"auth": true, "transactions": true, "balance": true, "identity": true}
 
 // Bounds on caller input.
 const (
@@ -30,24 +28,25 @@ const (
 // update mode for itemID (which sub must own, active or login_required).
 // The link token is in the answer only.
 func (s *Service) CreateLinkSession(ctx context.Context, actor Actor, products []string, itemID string) (LinkSession, error) {
-	if len(products) == 0 {
-		products = []string{"auth"}
+	return s.CreateLinkSessionWith(ctx, actor, LinkOptions{Products: products, ItemID: itemID})
+}
+
+// CreateLinkSessionWith is CreateLinkSession with the session's Link
+// options (LinkOptions); a bad option is EInvalid naming its field.
+func (s *Service) CreateLinkSessionWith(ctx context.Context, actor Actor, opts LinkOptions) (LinkSession, error) {
+	opts, err := opts.normalize()
+	if err != nil {
+		return LinkSession{}, err
 	}
-	if len(products) > maxProducts {
-		return LinkSession{}, kluis.Errorf(kluis.EInvalid, "too many products")
-	}
-	for _, p := range products {
-		if !knownProducts[p] {
-			return LinkSession{}, kluis.Errorf(kluis.EInvalid, "products may hold only auth, transactions, balance and identity")
-		}
-	}
+	products, itemID := opts.Products, opts.ItemID
 	subjectID, err := vault.EnsureSubject(ctx, s.db.Pool, actor.Name)
 	if err != nil {
 		return LinkSession{}, err
 	}
 	row := sessionRow{ID: kluis.NewID(kluis.PrefixLinkSession), SubjectID: subjectID, Provider: s.provider.Name(),
 		Mode: ModeNew, Status: SessionCreated, Products: products}
-	req := LinkTokenRequest{Products: products, WebhookURL: s.webhook}
+	req := LinkTokenRequest{Products: products, WebhookURL: s.webhook, AccountSubtypes: opts.AccountSubtypes,
+		AccountSelection: opts.AccountSelection, Platform: opts.Platform}
 	if req.ClientUserID, err = s.clientUserID(subjectID); err != nil {
 		return LinkSession{}, err
 	}

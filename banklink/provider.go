@@ -60,7 +60,23 @@ type LinkTokenRequest struct {
 	AccessToken string
 	// WebhookURL is where the provider sends item events, if any.
 	WebhookURL string
+	// AccountSubtypes limits the depository accounts Link offers (empty:
+	// the provider's default); AccountSelection lets the user choose
+	// accounts again in update mode; Platform is where Link runs
+	// (PlatformWeb, PlatformIOS, PlatformAndroid), which decides how an
+	// OAuth institution returns to the app. Providers without these
+	// ignore them.
+	AccountSubtypes  []string
+	AccountSelection bool
+	Platform         string
 }
+
+// Platforms a link session may name.
+const (
+	PlatformWeb     = "web"
+	PlatformIOS     = "ios"
+	PlatformAndroid = "android"
+)
 
 // LinkToken is what the app's Link UI opens.
 type LinkToken struct {

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kluis-dev/kluis/banklink/plaid/plaidlink"
 	"github.com/kluis-dev/kluis/compliance"
 )
 
@@ -51,7 +52,15 @@ type Config struct {
 	PlaidClientID     string
 	PlaidSecret       string
 	PlaidBaseURL      string
-	RedisURL          string
+	// Plaid Link settings (KLUIS_PLAID_*): the name Link shows, the
+	// countries whose institutions it lists, its language, and where an
+	// OAuth institution returns to (web and iOS, or the Android app).
+	PlaidClientName         string
+	PlaidCountryCodes       []string
+	PlaidLanguage           string
+	PlaidRedirectURI        string
+	PlaidAndroidPackageName string
+	RedisURL                string
 	LogLevel          string
 	// BankTokenMaxAge: bank access tokens that never expire (Plaid's) older
 	// than this are rotated at the provider by the bank-token-rotation job;
@@ -185,6 +194,7 @@ func Load(getenv Getenv) (*Config, error) {
 	}
 	c.RateVerificationConfirm = r.rate("KLUIS_RATE_LIMIT_VERIFICATION_CONFIRM", Rate{60, time.Minute})
 	c.RateLimitIPv6Prefix = r.integer("KLUIS_RATE_LIMIT_IPV6_PREFIX", 64, 32, 128)
+	c.readPlaidLink(&r)
 	c.readRetention(&r)
 	c.readVerification(&r)
 	c.validate(&r)
@@ -192,6 +202,35 @@ func Load(getenv Getenv) (*Config, error) {
 		return nil, errors.New("configuration: " + strings.Join(r.problems, "\n  "))
 	}
 	return c, nil
+}
+
+// readPlaidLink reads the Plaid Link settings, checked against what Plaid's
+// /link/token/create accepts (plaidlink), so that a bad one stops kluis at
+// start instead of failing every link session.
+func (c *Config) readPlaidLink(r *reader) {
+	c.PlaidClientName = r.str("KLUIS_PLAID_CLIENT_NAME", "kluis")
+	for _, cc := range strings.Split(r.str("KLUIS_PLAID_COUNTRY_CODES", "US"), ",") {
+		if cc = strings.ToUpper(strings.TrimSpace(cc)); cc != "" {
+			c.PlaidCountryCodes = append(c.PlaidCountryCodes, cc)
+		}
+	}
+	c.PlaidLanguage = r.str("KLUIS_PLAID_LANGUAGE", "en")
+	c.PlaidRedirectURI = r.str("KLUIS_PLAID_REDIRECT_URI", "")
+	c.PlaidAndroidPackageName = r.str("KLUIS_PLAID_ANDROID_PACKAGE_NAME", "")
+	if len(c.PlaidCountryCodes) == 0 {
+		r.bad("KLUIS_PLAID_COUNTRY_CODES", "must name at least one country")
+	}
+	problems := plaidlink.Settings{ClientName: c.PlaidClientName, CountryCodes: c.PlaidCountryCodes, Language: c.PlaidLanguage,
+		RedirectURI: c.PlaidRedirectURI, AndroidPackageName: c.PlaidAndroidPackageName}.Problems()
+	for _, name := range []string{"KLUIS_PLAID_CLIENT_NAME", "KLUIS_PLAID_COUNTRY_CODES", "KLUIS_PLAID_LANGUAGE",
+		"KLUIS_PLAID_REDIRECT_URI", "KLUIS_PLAID_ANDROID_PACKAGE_NAME"} {
+		if why, ok := problems[name]; ok {
+			r.bad(name, why)
+		}
+	}
+	if c.Env == "production" && strings.HasPrefix(c.PlaidRedirectURI, "http://") {
+		r.bad("KLUIS_PLAID_REDIRECT_URI", "production requires https")
+	}
 }
 
 // LoadDatabaseOnly reads just what the database commands (migrate, jobs,

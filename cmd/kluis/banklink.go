@@ -85,7 +85,9 @@ func (a *app) bankProvider() (banklink.Provider, error) {
 		}
 		return sandbox.New(sandbox.Options{DB: a.db, Secret: secret})
 	case "plaid":
-		return plaid.New(plaid.Options{ClientID: a.cfg.PlaidClientID, Secret: a.cfg.PlaidSecret, BaseURL: a.cfg.PlaidBaseURL})
+		return plaid.New(plaid.Options{ClientID: a.cfg.PlaidClientID, Secret: a.cfg.PlaidSecret, BaseURL: a.cfg.PlaidBaseURL,
+			ClientName: a.cfg.PlaidClientName, CountryCodes: a.cfg.PlaidCountryCodes, Language: a.cfg.PlaidLanguage,
+			RedirectURI: a.cfg.PlaidRedirectURI, AndroidPackageName: a.cfg.PlaidAndroidPackageName})
 	}
 	return nil, fmt.Errorf("unknown bank provider %q", a.cfg.BankProvider)
 }

@@ -155,6 +155,7 @@ type Server struct {
 	validated    map[string]int
 	keys         map[string]*signingKey
 	currentKid   string
+	linkRequests []map[string]any
 
 	done     chan struct{}
 	doneOnce sync.Once
@@ -537,6 +538,9 @@ func (s *Server) linkTokenCreate(req map[string]any) answer {
 		ttl = UpdateLinkTokenTTL
 	} else if products, _ := req["products"].([]any); len(products) == 0 {
 		return plaidError(http.StatusBadRequest, "INVALID_REQUEST", "MISSING_FIELDS", "the following required fields are missing: products")
+	}
+	if a, refused := s.checkLinkRequest(req); refused {
+		return a
 	}
 	tok := "link-sandbox-" + uuid()
 	expires := s.clock.Now().Add(ttl).UTC().Truncate(time.Second)
