@@ -10,7 +10,6 @@ import (
 	"github.com/kluis-dev/kluis/vault"
 )
 
-
 // Bounds on caller input.
 const (
 	maxPublicTokenLen = 512

@@ -61,7 +61,7 @@ type Config struct {
 	PlaidRedirectURI        string
 	PlaidAndroidPackageName string
 	RedisURL                string
-	LogLevel          string
+	LogLevel                string
 	// BankTokenMaxAge: bank access tokens that never expire (Plaid's) older
 	// than this are rotated at the provider by the bank-token-rotation job;
 	// 0 (KLUIS_BANK_TOKEN_MAX_AGE=off, the default) turns scheduled rotation
