@@ -29,6 +29,7 @@ func init() {
 	RegisterErrorStatus(banklink.CodeInstitutionDown, http.StatusServiceUnavailable)
 	RegisterErrorStatus(banklink.CodeBadSignature, http.StatusUnauthorized)
 	RegisterErrorStatus(banklink.CodeWebhookKeyUnavailable, http.StatusServiceUnavailable)
+	registerProviderErrorStatuses()
 
 	publicRoutes = append(publicRoutes, func(d *Deps, v1 *echo.Group) {
 		if d.BankLink == nil {

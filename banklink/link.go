@@ -255,20 +255,25 @@ func (s *Service) claim(ctx context.Context, id, subjectID string, hash []byte, 
 // accounts and numbers, and stores the item with its token and numbers
 // sealed, all in one transaction with the session's transition.
 func (s *Service) exchangeNew(ctx context.Context, actor Actor, row sessionRow, hash []byte, publicToken string) (Item, error) {
-	ex, err := s.provider.ExchangePublicToken(ctx, publicToken)
+	ex, err := s.exchangeToken(ctx, publicToken)
 	if err != nil {
 		return Item{}, providerErr("exchange public token", err)
 	}
-	accts, numbers, err := s.fetchAccounts(ctx, ex.AccessToken)
+	// From here the provider holds a live item: the rest runs to its end
+	// even if the caller goes away, each read on its own deadline, and a
+	// read that fails leaves the item to be completed later.
+	ctx = context.WithoutCancel(ctx)
+	rd, err := s.readAfterExchange(ctx, ex.AccessToken)
 	if err != nil {
-		// The token is live at the provider but kluis keeps no item for
-		// it: revoke it rather than leave access nobody can use or end.
+		// The provider says the token it just gave is not good: it keeps
+		// no item, and revoking costs nothing.
 		s.removeQuietly(ex.AccessToken)
 		return Item{}, err
 	}
+	accts, numbers := rd.accounts, rd.numbers
 	it := Item{ID: kluis.NewID(kluis.PrefixItem), SubjectID: row.SubjectID, Provider: s.provider.Name(),
 		ProviderItemID: ex.ProviderItemID, InstitutionID: accts.Institution.ID, InstitutionName: accts.Institution.Name,
-		Status: ItemActive}
+		Status: rd.status, CompletionPending: rd.pending, webhookURL: s.webhook}
 	if it.ProviderItemID == "" {
 		it.ProviderItemID = accts.ProviderItemID
 	}
@@ -296,7 +301,8 @@ func (s *Service) exchangeNew(ctx context.Context, actor Actor, row sessionRow, 
 			return err
 		}
 		return s.appendAudit(ctx, tx, actor, "item.linked", it.ID, actor.Name, map[string]any{
-			"provider": it.Provider, "institution_id": it.InstitutionID, "credential_ref": it.CredentialRef, "accounts": added})
+			"provider": it.Provider, "institution_id": it.InstitutionID, "credential_ref": it.CredentialRef, "accounts": added,
+			"status": it.Status, "completion_pending": it.CompletionPending, "read_failure": rd.failure})
 	})
 	if err != nil {
 		s.removeQuietly(ex.AccessToken)
@@ -408,7 +414,7 @@ func (s *Service) addAccounts(ctx context.Context, tx pgx.Tx, it Item, accts []P
 		}
 		a := Account{ID: kluis.NewID(kluis.PrefixAccount), SubjectID: it.SubjectID, ItemID: it.ID,
 			ProviderAccountID: pa.ProviderAccountID, Name: clip(pa.Name), Mask: safeMask(pa.Mask),
-			Type: clip(pa.Type), Subtype: clip(pa.Subtype)}
+			Type: clip(pa.Type), Subtype: clip(pa.Subtype), ProviderVerificationStatus: pa.VerificationStatus}
 		if n, ok := numbers[pa.ProviderAccountID]; ok && vault.NormalizeAccountNumber(n.AccountNumber) != "" {
 			if a.AccountNumberRef, err = s.sealNumbers(ctx, tx, it.SubjectID, n); err != nil {
 				return 0, err

@@ -19,8 +19,10 @@ import (
 // Errors are kluis errors (wrapped) with these codes: CodeItemLoginRequired,
 // CodeRateLimited (with retry_after_seconds where the provider says),
 // CodeInstitutionDown, CodeInvalidToken, CodeInvalidCredentials,
-// CodeProductNotSupported, kluis.EUnavailable when the provider cannot be
-// reached or fails, and kluis.EInternal for anything unexpected.
+// CodeProductNotSupported, CodeProductNotReady, CodeAccessNotGranted,
+// CodeNoAccounts, CodeProviderError (the provider refused kluis's request or
+// answered what kluis cannot read), kluis.EUnavailable when the provider
+// cannot be reached or fails, and kluis.EInternal only for kluis's own bugs.
 type Provider interface {
 	// Name is "sandbox" or "plaid".
 	Name() string
@@ -103,6 +105,10 @@ type ProviderAccount struct {
 	Mask              string // last 4 digits
 	Type              string // depository, credit, ...
 	Subtype           string // checking, savings, ...
+	// VerificationStatus is the provider's own word on how the account's
+	// numbers were verified (Plaid's verification_status); empty where it
+	// gave none (numbers from the user's login: instant auth).
+	VerificationStatus string
 }
 
 // ItemAccounts is an item's institution and accounts.
@@ -117,6 +123,10 @@ type AuthNumbers struct {
 	ProviderAccountID string
 	AccountNumber     string
 	RoutingNumber     string
+	// Tokenized: the number is a token for this app only (Plaid's
+	// is_tokenized_account_number), good for ACH from the app that linked
+	// it and for nothing else.
+	Tokenized bool
 }
 
 // Webhook event kinds kluis acts on; anything else is KindUnknown (recorded,
@@ -152,7 +162,19 @@ const (
 	CodeInvalidToken        = "invalid_token"
 	CodeInvalidCredentials  = "invalid_credentials" // #nosec G101 -- an error code, not a credential
 	CodeProductNotSupported = "product_not_supported"
-	CodeBadSignature        = "bad_signature"
+	// CodeProductNotReady: the provider is still gathering the data (Plaid's
+	// PRODUCT_NOT_READY); the item is fine and is completed later.
+	CodeProductNotReady = "product_not_ready"
+	// CodeAccessNotGranted and CodeNoAccounts: the user did not share the
+	// accounts or data kluis needs (Plaid's ACCESS_NOT_GRANTED,
+	// NO_ACCOUNTS); update mode with account selection fixes it.
+	CodeAccessNotGranted = "access_not_granted"
+	CodeNoAccounts       = "no_accounts"
+	// CodeProviderError: the provider refused kluis's own request (bad
+	// keys, a field it does not accept) or answered what kluis cannot
+	// read. An operator must look; the caller gets a 503, never a 500.
+	CodeProviderError = "provider_error"
+	CodeBadSignature  = "bad_signature"
 	// CodeWebhookKeyUnavailable: the webhook names a signing key kluis does
 	// not hold and may not fetch now (the fetch budget is spent). Not a
 	// verdict on the signature: the provider retries, and the key is

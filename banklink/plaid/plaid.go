@@ -363,6 +363,9 @@ type account struct {
 	Mask      *string `json:"mask"`
 	Type      string  `json:"type"`
 	Subtype   *string `json:"subtype"`
+	// VerificationStatus is set for accounts verified by micro-deposits or
+	// a database rather than the user's login.
+	VerificationStatus *string `json:"verification_status"`
 }
 
 type item struct {
@@ -403,6 +406,9 @@ func (p *Provider) GetAccounts(ctx context.Context, accessToken string) (banklin
 			Mask:              deref(a.Mask),
 			Type:              a.Type,
 			Subtype:           deref(a.Subtype),
+			// An unexpected value passes only if it is a plain word:
+			// kluis treats anything it does not know as unverified.
+			VerificationStatus: safeToken(deref(a.VerificationStatus)),
 		})
 	}
 	return res, nil
@@ -412,6 +418,7 @@ type achNumbers struct {
 	AccountID string `json:"account_id"`
 	Account   string `json:"account"`
 	Routing   string `json:"routing"`
+	Tokenized bool   `json:"is_tokenized_account_number"`
 }
 
 type authGetResponse struct {
@@ -439,7 +446,8 @@ func (p *Provider) GetAuth(ctx context.Context, accessToken string) ([]banklink.
 		if n.AccountID == "" || n.Account == "" || n.Routing == "" {
 			return nil, malformed(epAuthGet)
 		}
-		res = append(res, banklink.AuthNumbers{ProviderAccountID: n.AccountID, AccountNumber: n.Account, RoutingNumber: n.Routing})
+		res = append(res, banklink.AuthNumbers{ProviderAccountID: n.AccountID, AccountNumber: n.Account, RoutingNumber: n.Routing,
+			Tokenized: n.Tokenized})
 	}
 	return res, nil
 }
@@ -483,9 +491,9 @@ func deref(s *string) string {
 }
 
 // malformed is the error for a 200 answer that lacks what the spec
-// promises.
+// promises: Plaid's failure, never kluis's 500.
 func malformed(ep endpoint) error {
-	return providerError(kluis.EInternal, fmt.Sprintf("plaid %s: malformed answer", ep.path), nil)
+	return providerError(banklink.CodeProviderError, fmt.Sprintf("plaid %s: malformed answer", ep.path), nil)
 }
 
 var _ banklink.Provider = (*Provider)(nil)

@@ -284,12 +284,12 @@ func TestEmptyTokensAreRefusedWithoutACall(t *testing.T) {
 	}
 }
 
-func TestWrongAPIKeysAreInternal(t *testing.T) {
+func TestWrongAPIKeysAreAProviderErrorNotAnInternalOne(t *testing.T) {
 	t.Parallel()
 	srv := newServer(t)
 	p := newProvider(t, srv, func(o *plaid.Options) { o.Secret = "not-the-secret" })
 	_, err := p.GetAccounts(context.Background(), "access-sandbox-x")
-	wantCode(t, err, kluis.EInternal)
+	wantCode(t, err, banklink.CodeProviderError)
 	if got := kluis.ErrorMessage(err); !containsAll(got, "INVALID_API_KEYS") {
 		t.Errorf("message %q does not name the code", got)
 	}

@@ -117,6 +117,9 @@ func registerBankJobs(a *app, s *jobs.Scheduler) error {
 	}); err != nil {
 		return err
 	}
+	if err := registerPlaidJobs(a, s, svc); err != nil {
+		return err
+	}
 	return s.Register(jobs.Job{
 		Name: "link-session-expiry", Schedule: "*/10 * * * *", Timeout: 5 * time.Minute,
 		Run: func(ctx context.Context, run *jobs.Run) error {
