@@ -30,10 +30,29 @@ func (s *Service) instantSupported(ctx context.Context, a Account) (bool, error)
 		return false, nil
 	}
 	var status string
-	if err := s.db.Pool.QueryRow(ctx, `SELECT status FROM items WHERE id = $1`, a.ItemID).Scan(&status); err != nil {
+	var providerStatus *string
+	if err := s.db.Pool.QueryRow(ctx, `SELECT i.status, a.provider_verification_status FROM items i
+		JOIN accounts a ON a.item_id = i.id WHERE i.id = $1 AND a.id = $2`, a.ItemID, a.ID).Scan(&status, &providerStatus); err != nil {
 		return false, dbErr("read item", err)
 	}
-	return status == "active", nil
+	return status == "active" && providerVerified(providerStatus), nil
+}
+
+// providerVerified is Auth's own word on the account's numbers (Plaid's
+// verification_status): none means they came from the user's login
+// (instant auth); automatically_verified and manually_verified mean Plaid
+// verified the account by micro-deposits. Anything else (pending_*,
+// unsent, expired, failed, and the database_* matches, which match a
+// number, not an owner) is not proof of ownership.
+func providerVerified(status *string) bool {
+	if status == nil {
+		return true
+	}
+	switch *status {
+	case "automatically_verified", "manually_verified":
+		return true
+	}
+	return false
 }
 
 // Start begins verifying the subject's account with method (auto, instant

@@ -93,6 +93,13 @@ type Institution struct {
 	Auth bool
 	// Down makes every item call answer INSTITUTION_DOWN.
 	Down bool
+	// Tokenized makes its accounts' numbers tokenized
+	// (is_tokenized_account_number), as Chase's and PNC's are.
+	Tokenized bool
+	// VerificationStatus is given to its new accounts (Plaid's
+	// verification_status, e.g. pending_manual_verification); empty: none,
+	// as for instant auth.
+	VerificationStatus string
 }
 
 // Account is one account of an item, with its full numbers.
@@ -104,6 +111,9 @@ type Account struct {
 	Subtype string
 	Number  string
 	Routing string
+	// Tokenized and VerificationStatus are Auth's facts about the account.
+	Tokenized          bool
+	VerificationStatus string
 }
 
 // Item is the state of one item.
@@ -571,6 +581,11 @@ func (s *Server) newItem(institutionID, webhook string) *Item {
 			newAccount("Plaid Saving", "savings"),
 		},
 	}
+	if inst, ok := s.institutions[institutionID]; ok {
+		for i := range it.Accounts {
+			it.Accounts[i].Tokenized, it.Accounts[i].VerificationStatus = inst.Tokenized, inst.VerificationStatus
+		}
+	}
 	s.items[it.ID] = it
 	s.accessTokens[it.AccessToken] = it.ID
 	return it
@@ -625,7 +640,8 @@ func (s *Server) authGet(req map[string]any) answer {
 	}
 	ach := make([]any, 0, len(it.Accounts))
 	for _, a := range it.Accounts {
-		ach = append(ach, map[string]any{"account_id": a.ID, "account": a.Number, "routing": a.Routing, "wire_routing": a.Routing})
+		ach = append(ach, map[string]any{"account_id": a.ID, "account": a.Number, "routing": a.Routing, "wire_routing": a.Routing,
+			"is_tokenized_account_number": a.Tokenized})
 	}
 	return ok(map[string]any{
 		"accounts": accountsJSON(it),
@@ -637,7 +653,7 @@ func (s *Server) authGet(req map[string]any) answer {
 func accountsJSON(it *Item) []any {
 	out := make([]any, 0, len(it.Accounts))
 	for _, a := range it.Accounts {
-		out = append(out, map[string]any{
+		acct := map[string]any{
 			"account_id":    a.ID,
 			"balances":      map[string]any{"available": 100.0, "current": 110.0, "limit": nil, "iso_currency_code": "USD", "unofficial_currency_code": nil},
 			"mask":          a.Mask,
@@ -645,7 +661,11 @@ func accountsJSON(it *Item) []any {
 			"official_name": "Plaid " + a.Subtype,
 			"type":          a.Type,
 			"subtype":       a.Subtype,
-		})
+		}
+		if a.VerificationStatus != "" {
+			acct["verification_status"] = a.VerificationStatus
+		}
+		out = append(out, acct)
 	}
 	return out
 }
