@@ -233,3 +233,78 @@ func (be *bankEnv) listItems(t *testing.T, tok string) []itemBody {
 	want(t, status, 200, body, &out)
 	return out.Items
 }
+
+// Issue 14 point 7: a change of KLUIS_BANK_WEBHOOK_URL reaches the items
+// linked before it, through the job, in batches, and a run that is cut
+// short resumes where it stopped.
+func TestTheWebhookUpdateJobPointsExistingItemsAtTheNewURL(t *testing.T) {
+	const oldURL, newURL = "https://old.kluis.test/webhooks/plaid", "https://new.kluis.test/webhooks/plaid"
+	be := startPlaidBank(t, banklink.CallTimeouts{}, oldURL)
+	tok := userToken(t, "user_plaid_webhook_url")
+	var pids []string
+	for range 5 {
+		it := be.linkPlaid(t, tok, plaidtest.InstitutionAuth)
+		pid := providerItemID(t, be, it.ID)
+		if got, _ := be.plaid.Item(pid); got.Webhook != oldURL {
+			t.Fatalf("linked with webhook %q", got.Webhook)
+		}
+		pids = append(pids, pid)
+	}
+	svc, err := banklink.New(banklink.Options{DB: be.DB, Vault: be.Deps.Vault, Auditor: be.Deps.Auditor, Provider: be.providerForTest(t),
+		Keys: be.System, WebhookURL: newURL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The first run is cut short after Plaid took two updates.
+	ctx, cancel := context.WithCancel(context.Background())
+	calls := 0
+	stop := make(chan struct{})
+	go func() {
+		defer close(stop)
+		for be.plaid.Calls(plaidtest.EndpointItemWebhookUpdate) < 2 && ctx.Err() == nil {
+			time.Sleep(time.Millisecond)
+		}
+		cancel()
+	}()
+	res, _ := svc.UpdateWebhooks(ctx, 2)
+	<-stop
+	calls = be.plaid.Calls(plaidtest.EndpointItemWebhookUpdate)
+	if res.Updated == 0 || res.Updated >= 5 {
+		t.Fatalf("the cut-short run = %+v", res)
+	}
+	be.plaid.FailNext(plaidtest.EndpointItemWebhookUpdate, 1, "INTERNAL_SERVER_ERROR")
+	res, err = svc.UpdateWebhooks(context.Background(), 2)
+	if err != nil || res.Failed != 1 {
+		t.Fatalf("second run = %+v, %v", res, err)
+	}
+	res, err = svc.UpdateWebhooks(context.Background(), 2)
+	if err != nil || res.Failed != 0 || res.Updated != 1 {
+		t.Fatalf("third run = %+v, %v", res, err)
+	}
+	for _, pid := range pids {
+		if got, _ := be.plaid.Item(pid); got.Webhook != newURL {
+			t.Fatalf("item %s has webhook %q", pid, got.Webhook)
+		}
+	}
+	// Each item was told once, the one Plaid failed twice, and at most one
+	// more: the call in flight when the first run was cut (harmless: the
+	// same URL again). Items recorded are never asked again.
+	if got := be.plaid.Calls(plaidtest.EndpointItemWebhookUpdate); got < 6 || got > 7 {
+		t.Fatalf("%d webhook updates (after the cut %d), want 6 or 7", got, calls)
+	}
+	if res, _ := svc.UpdateWebhooks(context.Background(), 2); res.Updated+res.Failed != 0 {
+		t.Fatalf("a run with nothing to do = %+v", res)
+	}
+	if n := auditCount(t, be.Env, `action = 'item.webhook_updated'`); n != 5 {
+		t.Fatalf("item.webhook_updated audited %d times", n)
+	}
+}
+
+func (be *bankEnv) providerForTest(t *testing.T) *plaid.Provider {
+	t.Helper()
+	p, err := plaid.New(plaid.Options{ClientID: be.plaid.ClientID, Secret: be.plaid.Secret, BaseURL: be.plaid.URL, MaxRetries: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}

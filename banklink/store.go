@@ -593,3 +593,30 @@ func setAccountNumberRef(ctx context.Context, tx pgx.Tx, id, ref string, now tim
 	}
 	return nil
 }
+
+// itemsWithOtherWebhook lists live items of the provider, after the id
+// after, whose recorded webhook URL is not url.
+func itemsWithOtherWebhook(ctx context.Context, q querier, provider, url, after string, limit int) ([]Item, error) {
+	rows, err := q.Query(ctx, `SELECT `+itemColumns+` FROM items
+		WHERE provider = $1 AND status IN ('active', 'login_required') AND webhook_url IS DISTINCT FROM $2 AND id > $3
+		ORDER BY id LIMIT $4`, provider, url, after, limit)
+	if err != nil {
+		return nil, dbErr("list items to update", err)
+	}
+	items, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Item, error) { return scanItem(r) })
+	if err != nil {
+		return nil, dbErr("list items to update", err)
+	}
+	return items, nil
+}
+
+// setItemWebhook records the webhook URL the provider now has for a live
+// item.
+func setItemWebhook(ctx context.Context, tx pgx.Tx, id, url string, now time.Time) (bool, error) {
+	tag, err := tx.Exec(ctx, `UPDATE items SET webhook_url = $2, updated_at = $3
+		WHERE id = $1 AND status <> 'removed' AND webhook_url IS DISTINCT FROM $2`, id, url, now)
+	if err != nil {
+		return false, dbErr("record item webhook", err)
+	}
+	return tag.RowsAffected() == 1, nil
+}

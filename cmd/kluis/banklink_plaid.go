@@ -30,5 +30,16 @@ func registerPlaidJobs(a *app, s *jobs.Scheduler, svc *banklink.Service) error {
 		return err
 	}
 	_ = a
-	return nil
+	return s.Register(jobs.Job{
+		Name: "bank-webhook-update", Schedule: "41 * * * *", Timeout: time.Hour,
+		Run: func(ctx context.Context, run *jobs.Run) error {
+			res, err := svc.UpdateWebhooks(ctx, 0)
+			run.Set("updated", int64(res.Updated))
+			run.Set("failed", int64(res.Failed))
+			if err == nil && res.Failed > 0 {
+				err = fmt.Errorf("%d items could not be told the webhook URL; the next run retries them", res.Failed)
+			}
+			return err
+		},
+	})
 }

@@ -38,3 +38,15 @@ func (s *Server) LinkTokenRequests() []map[string]any {
 	}
 	return out
 }
+
+// itemWebhookUpdate is /item/webhook/update: the item's webhook becomes
+// the one given (a login that needs repair does not stop it, as at Plaid).
+func (s *Server) itemWebhookUpdate(req map[string]any) answer {
+	id, found := s.accessTokens[str(req, "access_token")]
+	if !found {
+		return faultFor("INVALID_ACCESS_TOKEN").answer(EndpointItemWebhookUpdate, nil)
+	}
+	it := s.items[id]
+	it.Webhook = str(req, "webhook")
+	return ok(map[string]any{"item": itemJSON(it, s.institutions[it.InstitutionID])})
+}

@@ -55,6 +55,7 @@ const (
 	EndpointItemRemove            = "/item/remove"
 	EndpointAccessTokenInvalidate = "/item/access_token/invalidate"
 	EndpointWebhookKeyGet         = "/webhook_verification_key/get"
+	EndpointItemWebhookUpdate     = "/item/webhook/update"
 )
 
 // APIVersion is the only Plaid-Version the server accepts.
@@ -520,6 +521,7 @@ func (s *Server) handlers() map[string]func(map[string]any) answer {
 		EndpointItemRemove:            s.itemRemove,
 		EndpointAccessTokenInvalidate: s.accessTokenInvalidate,
 		EndpointWebhookKeyGet:         s.webhookKeyGet,
+		EndpointItemWebhookUpdate:     s.itemWebhookUpdate,
 	}
 }
 
