@@ -139,6 +139,18 @@ const (
 	EventAccountRevoked = "account_revoked"
 	EventNewAccounts    = "new_accounts"
 	EventUnknown        = "unknown"
+	// EventLoginRepaired: the user repaired the login outside kluis's
+	// update mode (login_required → active).
+	EventLoginRepaired = "login_repaired"
+	// EventItemError: an item error that is not the user's to fix
+	// (recorded; the item's state does not change).
+	EventItemError = "item_error"
+	// EventWebhookUpdated: the provider acknowledged a new webhook URL.
+	EventWebhookUpdated = "webhook_updated"
+	// EventAuthVerified and EventAuthExpired: the provider verified one
+	// account by micro-deposits, or gave up on it (ProviderAccountID).
+	EventAuthVerified = "auth_verified"
+	EventAuthExpired  = "auth_expired"
 )
 
 // WebhookEvent is a verified provider webhook.

@@ -105,7 +105,8 @@ func keyUnavailable(reason string) error {
 // costs only a prompt), ITEM/USER_PERMISSION_REVOKED is EventRevoked,
 // ITEM/USER_ACCOUNT_REVOKED (with its account_id) is EventAccountRevoked,
 // ITEM/NEW_ACCOUNTS_AVAILABLE is EventNewAccounts; anything else is
-// EventUnknown. The event ID is the hex SHA-256 of body.
+// EventUnknown (webhook_kinds.go has every ITEM and AUTH code). The event
+// ID names the delivery, not the body (deliveryID).
 func (p *Provider) VerifyWebhook(ctx context.Context, header http.Header, body []byte) (banklink.WebhookEvent, error) {
 	sum := sha256.Sum256(body)
 	bodyHash := hex.EncodeToString(sum[:])
@@ -116,7 +117,7 @@ func (p *Provider) VerifyWebhook(ctx context.Context, header http.Header, body [
 	if err != nil {
 		return banklink.WebhookEvent{}, err
 	}
-	ev.ID = bodyHash
+	ev.ID = deliveryID(header.Get(VerificationHeader), bodyHash)
 	return ev, nil
 }
 
@@ -475,7 +476,9 @@ type webhookBody struct {
 	WebhookCode string `json:"webhook_code"`
 	ItemID      string `json:"item_id"`
 	AccountID   string `json:"account_id"`
-	Error       *struct {
+	// NewWebhookURL is WEBHOOK_UPDATE_ACKNOWLEDGED's new_webhook_url.
+	NewWebhookURL string `json:"new_webhook_url"`
+	Error         *struct {
 		ErrorCode string `json:"error_code"`
 	} `json:"error"`
 }
@@ -492,6 +495,9 @@ func parseWebhook(body []byte) (banklink.WebhookEvent, error) {
 		ProviderType:   safeToken(b.WebhookType),
 		ProviderCode:   safeToken(b.WebhookCode),
 		ProviderItemID: safeToken(b.ItemID),
+	}
+	if classifyWebhook(&ev, b) {
+		return ev, nil
 	}
 	if b.WebhookType != "ITEM" {
 		return ev, nil
