@@ -86,7 +86,6 @@ func TestASecondLoginRequiredAfterARepairIsApplied(t *testing.T) {
 	if n := auditCount(t, be.Env, `action = 'item.login_required' AND target = $1`, it.ID); n != 2 {
 		t.Fatalf("item.login_required audited %d times, want 2", n)
 	}
-	_ = context.Background()
 }
 
 // outcomeOf reads the recorded outcome of the newest webhook event.
@@ -140,7 +139,9 @@ func TestEveryItemAndAuthWebhookCodeIsAStateTransitionOrDeliberatelyIgnored(t *t
 			return be.plaid.FireWebhook(pid, "ITEM", "PENDING_EXPIRATION", map[string]any{"consent_expiration_time": "2030-01-01T00:00:00Z"})
 		}, "login_required", "applied", "login_required"},
 		{"LOGIN_REPAIRED after it", func() plaidtest.Webhook { return be.plaid.FireWebhook(pid, "ITEM", "LOGIN_REPAIRED", nil) }, "login_repaired", "applied", "active"},
-		{"AUTH PRODUCT_PERMISSIONS_REQUIRED asks for update mode", func() plaidtest.Webhook { return be.plaid.FireWebhook(pid, "AUTH", "PRODUCT_PERMISSIONS_REQUIRED", nil) }, "login_required", "applied", "login_required"},
+		{"AUTH PRODUCT_PERMISSIONS_REQUIRED asks for update mode", func() plaidtest.Webhook {
+			return be.plaid.FireWebhook(pid, "AUTH", "PRODUCT_PERMISSIONS_REQUIRED", nil)
+		}, "login_required", "applied", "login_required"},
 		{"LOGIN_REPAIRED once more", func() plaidtest.Webhook { return be.plaid.FireWebhook(pid, "ITEM", "LOGIN_REPAIRED", nil) }, "login_repaired", "applied", "active"},
 		{"WEBHOOK_UPDATE_ACKNOWLEDGED is recorded", func() plaidtest.Webhook {
 			return be.plaid.FireWebhook(pid, "ITEM", "WEBHOOK_UPDATE_ACKNOWLEDGED", map[string]any{"new_webhook_url": "https://kluis.test/webhooks/plaid"})
