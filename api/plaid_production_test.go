@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -307,4 +308,37 @@ func (be *bankEnv) providerForTest(t *testing.T) *plaid.Provider {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// Completion runs on every instance: many concurrent runs complete a
+// pending item once, sealing each account's number exactly once.
+func TestConcurrentCompletionRunsSealEachNumberOnce(t *testing.T) {
+	be := startPlaidBank(t, banklink.CallTimeouts{}, "")
+	tok := userToken(t, "user_plaid_concurrent_completion")
+	be.plaid.FailNext(plaidtest.EndpointAuthGet, 1, "PRODUCT_NOT_READY")
+	status, body := be.exchangePlaid(t, tok, plaidtest.InstitutionAuth)
+	var out struct {
+		Item itemBody `json:"item"`
+	}
+	want(t, status, 201, body, &out)
+	var wg sync.WaitGroup
+	for range 12 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := be.svc.CompleteItems(context.Background(), 0); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	var sealed, audited int
+	if err := be.DB.Pool.QueryRow(context.Background(), `SELECT count(*) FROM credentials c JOIN items i ON i.subject_id = c.subject_id
+		WHERE i.id = $1 AND c.kind = 'account_number'`, out.Item.ID).Scan(&sealed); err != nil {
+		t.Fatal(err)
+	}
+	audited = auditCount(t, be.Env, `action = 'item.completed' AND target = $1`, out.Item.ID)
+	if sealed != 2 || be.numberRefs(t, out.Item.ID) != 2 || be.completionPending(t, out.Item.ID) || audited != 1 {
+		t.Fatalf("sealed %d, refs %d, audited %d", sealed, be.numberRefs(t, out.Item.ID), audited)
+	}
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/compliance"
+	"github.com/kluis-dev/kluis/vault"
 )
 
 // CallTimeouts bound the provider calls of an exchange, each on its own, so
@@ -170,6 +171,10 @@ func (s *Service) completeItem(ctx context.Context, it Item) (bool, error) {
 	numbers, pending, _ := s.readNumbers(ctx, token)
 	actor := Actor{Kind: compliance.ActorSystem, Name: "item-completion"}
 	err = s.db.InTx(ctx, func(tx pgx.Tx) error {
+		// Nothing is sealed for a subject being erased.
+		if err := vault.FenceSubject(ctx, tx, it.SubjectID); err != nil {
+			return err
+		}
 		locked, err := getItem(ctx, tx, it.ID, it.SubjectID, true)
 		if err != nil {
 			return err
