@@ -109,12 +109,13 @@ type Account struct {
 	Subtype            string
 	VerificationStatus string
 	// Status is AccountActive or AccountRevoked.
-	Status string
+	Status           string
+	AccountNumberRef string
+	CreatedAt        time.Time
+
 	// ProviderVerificationStatus is the provider's verification_status
 	// when the account was added (empty: none, instant auth).
 	ProviderVerificationStatus string
-	AccountNumberRef           string
-	CreatedAt                  time.Time
 }
 
 // SandboxLink is what a user types into the sandbox's Link UI.

@@ -139,6 +139,7 @@ const (
 	EventAccountRevoked = "account_revoked"
 	EventNewAccounts    = "new_accounts"
 	EventUnknown        = "unknown"
+
 	// EventLoginRepaired: the user repaired the login outside kluis's
 	// update mode (login_required → active).
 	EventLoginRepaired = "login_repaired"
@@ -174,6 +175,17 @@ const (
 	CodeInvalidToken        = "invalid_token"
 	CodeInvalidCredentials  = "invalid_credentials" // #nosec G101 -- an error code, not a credential
 	CodeProductNotSupported = "product_not_supported"
+	CodeBadSignature        = "bad_signature"
+	// CodeWebhookKeyUnavailable: the webhook names a signing key kluis does
+	// not hold and may not fetch now (the fetch budget is spent). Not a
+	// verdict on the signature: the provider retries, and the key is
+	// fetched then. Deliberately not kluis.EUnavailable, so that forged
+	// webhooks cannot trip the provider's circuit breaker.
+	CodeWebhookKeyUnavailable = "webhook_key_unavailable"
+)
+
+// More provider error codes (issue 14; docs/PLAID.md).
+const (
 	// CodeProductNotReady: the provider is still gathering the data (Plaid's
 	// PRODUCT_NOT_READY); the item is fine and is completed later.
 	CodeProductNotReady = "product_not_ready"
@@ -186,13 +198,6 @@ const (
 	// keys, a field it does not accept) or answered what kluis cannot
 	// read. An operator must look; the caller gets a 503, never a 500.
 	CodeProviderError = "provider_error"
-	CodeBadSignature  = "bad_signature"
-	// CodeWebhookKeyUnavailable: the webhook names a signing key kluis does
-	// not hold and may not fetch now (the fetch budget is spent). Not a
-	// verdict on the signature: the provider retries, and the key is
-	// fetched then. Deliberately not kluis.EUnavailable, so that forged
-	// webhooks cannot trip the provider's circuit breaker.
-	CodeWebhookKeyUnavailable = "webhook_key_unavailable"
 )
 
 // webhookItemCheckKey carries a WebhookItemCheck in a context.

@@ -52,6 +52,16 @@ type Config struct {
 	PlaidClientID     string
 	PlaidSecret       string
 	PlaidBaseURL      string
+	RedisURL          string
+	LogLevel          string
+	// BankTokenMaxAge: bank access tokens that never expire (Plaid's) older
+	// than this are rotated at the provider by the bank-token-rotation job;
+	// 0 (KLUIS_BANK_TOKEN_MAX_AGE=off, the default) turns scheduled rotation
+	// off, since a lost answer to a rotation loses the item.
+	BankTokenMaxAge time.Duration
+	// BankWebhookURL is the public URL providers send item webhooks to.
+	BankWebhookURL string
+
 	// Plaid Link settings (KLUIS_PLAID_*): the name Link shows, the
 	// countries whose institutions it lists, its language, and where an
 	// OAuth institution returns to (web and iOS, or the Android app).
@@ -60,15 +70,7 @@ type Config struct {
 	PlaidLanguage           string
 	PlaidRedirectURI        string
 	PlaidAndroidPackageName string
-	RedisURL                string
-	LogLevel                string
-	// BankTokenMaxAge: bank access tokens that never expire (Plaid's) older
-	// than this are rotated at the provider by the bank-token-rotation job;
-	// 0 (KLUIS_BANK_TOKEN_MAX_AGE=off, the default) turns scheduled rotation
-	// off, since a lost answer to a rotation loses the item.
-	BankTokenMaxAge time.Duration
-	// BankWebhookURL is the public URL providers send item webhooks to.
-	BankWebhookURL string
+
 	// KeyCryptoperiod: subject keys older than this get a new version when
 	// the rotation job runs.
 	KeyCryptoperiod time.Duration

@@ -476,9 +476,7 @@ type webhookBody struct {
 	WebhookCode string `json:"webhook_code"`
 	ItemID      string `json:"item_id"`
 	AccountID   string `json:"account_id"`
-	// NewWebhookURL is WEBHOOK_UPDATE_ACKNOWLEDGED's new_webhook_url.
-	NewWebhookURL string `json:"new_webhook_url"`
-	Error         *struct {
+	Error       *struct {
 		ErrorCode string `json:"error_code"`
 	} `json:"error"`
 }
