@@ -471,6 +471,24 @@ func TestCompletionAndTheWebhookJobGoToEachItemsOwnProvider(t *testing.T) {
 		}
 	})
 
+	t.Run("an item of a provider not configured waits without holding up the others", func(t *testing.T) {
+		if _, err := be.DB.Pool.Exec(context.Background(), `UPDATE items SET completion_pending = true WHERE id = $1`, plItem.ID); err != nil {
+			t.Fatal(err)
+		}
+		sandboxOnly, err := banklink.New(banklink.Options{DB: be.DB, Vault: be.Deps.Vault, Auditor: be.Deps.Auditor,
+			Provider: be.sandbox, Keys: be.System})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := sandboxOnly.CompleteItems(context.Background(), 1)
+		if err != nil || res.Completed+res.Pending+res.Failed != 0 || !be.completionPending(t, plItem.ID) {
+			t.Fatalf("CompleteItems without Plaid = %+v, %v", res, err)
+		}
+		if res, err := be.svc.CompleteItems(context.Background(), 0); err != nil || res.Completed != 1 || be.completionPending(t, plItem.ID) {
+			t.Fatalf("CompleteItems with Plaid again = %+v, %v", res, err)
+		}
+	})
+
 	t.Run("the webhook job tells only Plaid, Plaid's own URL", func(t *testing.T) {
 		sbURL := be.webhookURLOf(t, sbItem.ID)
 		if sbURL != "https://kluis.test/webhooks/sandbox" || be.webhookURLOf(t, plItem.ID) != "https://kluis.test/webhooks/plaid" {

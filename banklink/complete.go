@@ -128,13 +128,16 @@ type CompletionResult struct {
 // numbers again, adds what is missing (sealing numbers of accounts that
 // have none), and clears completion_pending once both were read. An item
 // whose login is required waits for update mode; a removed or revoked one
-// is skipped.
+// is skipped, and so is one whose provider is not configured (it waits,
+// pending, until the operator configures it again).
 func (s *Service) CompleteItems(ctx context.Context, limit int) (CompletionResult, error) {
 	var res CompletionResult
 	if limit <= 0 {
 		limit = 100
 	}
-	items, err := itemsPendingCompletion(ctx, s.db.Pool, limit)
+	// Only items of configured providers: one whose provider is not
+	// configured cannot be read, and must not hold a place in every batch.
+	items, err := itemsPendingCompletion(ctx, s.db.Pool, s.providers.Names(), limit)
 	if err != nil {
 		return res, err
 	}
@@ -157,7 +160,8 @@ func (s *Service) CompleteItems(ctx context.Context, limit int) (CompletionResul
 }
 
 // completeItem reads one pending item again at its own provider and
-// stores what it got. An item whose provider is no longer configured fails
+// stores what it got. CompleteItems lists only items of configured
+// providers; one whose provider went away meanwhile fails
 // (kluis.EUnavailable) and stays pending until the operator configures it
 // again.
 func (s *Service) completeItem(ctx context.Context, it Item) (bool, error) {

@@ -568,11 +568,11 @@ func liveItemProviders(ctx context.Context, q querier) ([]string, error) {
 	return names, nil
 }
 
-// itemsPendingCompletion lists active items whose completion is pending,
-// oldest first.
-func itemsPendingCompletion(ctx context.Context, q querier, limit int) ([]Item, error) {
+// itemsPendingCompletion lists active items of the given providers whose
+// completion is pending, oldest first.
+func itemsPendingCompletion(ctx context.Context, q querier, providers []string, limit int) ([]Item, error) {
 	rows, err := q.Query(ctx, `SELECT `+itemColumns+` FROM items
-		WHERE completion_pending AND status = 'active' ORDER BY updated_at, id LIMIT $1`, limit)
+		WHERE completion_pending AND status = 'active' AND provider = ANY($2) ORDER BY updated_at, id LIMIT $1`, limit, providers)
 	if err != nil {
 		return nil, dbErr("list items to complete", err)
 	}
