@@ -29,6 +29,7 @@ func init() {
 	RegisterErrorStatus(banklink.CodeInstitutionDown, http.StatusServiceUnavailable)
 	RegisterErrorStatus(banklink.CodeBadSignature, http.StatusUnauthorized)
 	RegisterErrorStatus(banklink.CodeWebhookKeyUnavailable, http.StatusServiceUnavailable)
+	registerProviderErrorStatuses()
 
 	publicRoutes = append(publicRoutes, func(d *Deps, v1 *echo.Group) {
 		if d.BankLink == nil {
@@ -140,6 +141,12 @@ type createLinkSessionRequest struct {
 	// Provider names one of the configured bank providers; empty: the
 	// first configured (in update mode: the item's own).
 	Provider string `json:"provider"`
+	// AccountFilters limits the depository accounts Link offers.
+	AccountFilters *struct {
+		Depository []string `json:"depository"`
+	} `json:"account_filters"`
+	AccountSelection bool   `json:"account_selection"`
+	Platform         string `json:"platform"`
 }
 
 func (d *Deps) createLinkSession(c echo.Context) error {
@@ -147,7 +154,12 @@ func (d *Deps) createLinkSession(c echo.Context) error {
 	if err := DecodeJSON(c, &req); err != nil {
 		return err
 	}
-	s, err := d.BankLink.CreateLinkSession(c.Request().Context(), actorOf(c), req.Products, req.ItemID, req.Provider)
+	opts := banklink.LinkOptions{Products: req.Products, ItemID: req.ItemID, Provider: req.Provider,
+		AccountSelection: req.AccountSelection, Platform: req.Platform}
+	if req.AccountFilters != nil {
+		opts.AccountSubtypes = req.AccountFilters.Depository
+	}
+	s, err := d.BankLink.CreateLinkSessionWith(c.Request().Context(), actorOf(c), opts)
 	if err != nil {
 		return err
 	}

@@ -421,3 +421,104 @@ func TestAnItemOfAProviderNoLongerConfiguredFailsClosed(t *testing.T) {
 		t.Fatalf("update mode of an item of an unconfigured provider = %v, want unavailable", err)
 	}
 }
+
+// webhookURLOf reads the webhook URL kluis recorded for an item.
+func (be *bankEnv) webhookURLOf(t *testing.T, itemID string) string {
+	t.Helper()
+	var url *string
+	if err := be.DB.Pool.QueryRow(context.Background(), `SELECT webhook_url FROM items WHERE id = $1`, itemID).Scan(&url); err != nil {
+		t.Fatal(err)
+	}
+	if url == nil {
+		return ""
+	}
+	return *url
+}
+
+// Issue 14 through issue 12's registry: an item left incomplete after its
+// exchange is completed at its own provider, not the default; and the
+// webhook-URL job asks only a provider that can update an item's webhook
+// (Plaid), with that provider's own URL, never touching the sandbox's items.
+func TestCompletionAndTheWebhookJobGoToEachItemsOwnProvider(t *testing.T) {
+	be := startBoth(t)
+	tok := userToken(t, "user_two_providers_jobs")
+	s, _ := be.sessionWith(t, tok, `{"products":["auth"]}`)
+	sbItem := be.exchange(t, tok, s.ID, be.sandboxPublicToken(t, tok, s.ID, sandbox.InstitutionAuth), 201)
+
+	// Plaid is still preparing the numbers: the Plaid item is kept, pending.
+	s, _ = be.sessionWith(t, tok, `{"products":["auth"],"provider":"plaid"}`)
+	pub, err := be.plaid.CompleteLink(s.LinkToken, plaidtest.InstitutionAuth)
+	if err != nil {
+		t.Fatal(err)
+	}
+	be.plaid.FailNext(plaidtest.EndpointAuthGet, 1, "PRODUCT_NOT_READY")
+	plItem := be.exchange(t, tok, s.ID, pub, 201)
+	if !be.completionPending(t, plItem.ID) || be.numberRefs(t, plItem.ID) != 0 {
+		t.Fatal("the Plaid item is not pending completion")
+	}
+	// The sandbox item is pending too (as if its read had been slow).
+	if _, err := be.DB.Pool.Exec(context.Background(), `UPDATE items SET completion_pending = true WHERE id = $1`, sbItem.ID); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("completion reads each item at its own provider", func(t *testing.T) {
+		res, err := be.svc.CompleteItems(context.Background(), 0)
+		if err != nil || res.Completed != 2 || res.Failed != 0 {
+			t.Fatalf("CompleteItems = %+v, %v", res, err)
+		}
+		if be.completionPending(t, plItem.ID) || be.completionPending(t, sbItem.ID) || be.numberRefs(t, plItem.ID) != 2 {
+			t.Fatal("an item was not completed at its own provider")
+		}
+	})
+
+	t.Run("an item of a provider not configured waits without holding up the others", func(t *testing.T) {
+		if _, err := be.DB.Pool.Exec(context.Background(), `UPDATE items SET completion_pending = true WHERE id = $1`, plItem.ID); err != nil {
+			t.Fatal(err)
+		}
+		sandboxOnly, err := banklink.New(banklink.Options{DB: be.DB, Vault: be.Deps.Vault, Auditor: be.Deps.Auditor,
+			Provider: be.sandbox, Keys: be.System})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := sandboxOnly.CompleteItems(context.Background(), 1)
+		if err != nil || res.Completed+res.Pending+res.Failed != 0 || !be.completionPending(t, plItem.ID) {
+			t.Fatalf("CompleteItems without Plaid = %+v, %v", res, err)
+		}
+		if res, err := be.svc.CompleteItems(context.Background(), 0); err != nil || res.Completed != 1 || be.completionPending(t, plItem.ID) {
+			t.Fatalf("CompleteItems with Plaid again = %+v, %v", res, err)
+		}
+	})
+
+	t.Run("the webhook job tells only Plaid, Plaid's own URL", func(t *testing.T) {
+		sbURL := be.webhookURLOf(t, sbItem.ID)
+		if sbURL != "https://kluis.test/webhooks/sandbox" || be.webhookURLOf(t, plItem.ID) != "https://kluis.test/webhooks/plaid" {
+			t.Fatalf("recorded webhook URLs: sandbox %q, plaid %q", sbURL, be.webhookURLOf(t, plItem.ID))
+		}
+		pl, err := plaid.New(plaid.Options{ClientID: be.plaid.ClientID, Secret: be.plaid.Secret, BaseURL: be.plaid.URL, MaxRetries: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		providers, err := banklink.NewProviders(be.sandbox, pl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		moved, err := banklink.New(banklink.Options{DB: be.DB, Vault: be.Deps.Vault, Auditor: be.Deps.Auditor, Providers: providers,
+			Keys: be.System, WebhookURL: "https://new.kluis.test/webhooks/{provider}"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := moved.UpdateWebhooks(context.Background(), 0)
+		if err != nil || res.Updated != 1 || res.Failed != 0 {
+			t.Fatalf("UpdateWebhooks = %+v, %v", res, err)
+		}
+		if at, _ := be.plaid.Item(providerItemID(t, be, plItem.ID)); at.Webhook != "https://new.kluis.test/webhooks/plaid" {
+			t.Fatalf("Plaid's item sends its webhooks to %q", at.Webhook)
+		}
+		if be.webhookURLOf(t, plItem.ID) != "https://new.kluis.test/webhooks/plaid" || be.webhookURLOf(t, sbItem.ID) != sbURL {
+			t.Fatal("the recorded webhook URLs are not each provider's own")
+		}
+		if res, _ := moved.UpdateWebhooks(context.Background(), 0); res.Updated+res.Failed != 0 {
+			t.Fatalf("a second run found work: %+v", res)
+		}
+	})
+}

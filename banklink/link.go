@@ -10,9 +10,6 @@ import (
 	"github.com/kluis-dev/kluis/vault"
 )
 
-// Products a link session may ask for.
-var knownProducts = map[string]bool{"auth": true, "transactions": true, "balance": true, "identity": true}
-
 // Bounds on caller input.
 const (
 	maxPublicTokenLen = 512
@@ -31,17 +28,17 @@ const (
 // or update mode for itemID (which sub must own, active or login_required)
 // at the item's own provider. The link token is in the answer only.
 func (s *Service) CreateLinkSession(ctx context.Context, actor Actor, products []string, itemID, provider string) (LinkSession, error) {
-	if len(products) == 0 {
-		products = []string{"auth"}
+	return s.CreateLinkSessionWith(ctx, actor, LinkOptions{Products: products, ItemID: itemID, Provider: provider})
+}
+
+// CreateLinkSessionWith is CreateLinkSession with the session's Link
+// options (LinkOptions); a bad option is EInvalid naming its field.
+func (s *Service) CreateLinkSessionWith(ctx context.Context, actor Actor, opts LinkOptions) (LinkSession, error) {
+	opts, err := opts.normalize()
+	if err != nil {
+		return LinkSession{}, err
 	}
-	if len(products) > maxProducts {
-		return LinkSession{}, kluis.Errorf(kluis.EInvalid, "too many products")
-	}
-	for _, p := range products {
-		if !knownProducts[p] {
-			return LinkSession{}, kluis.Errorf(kluis.EInvalid, "products may hold only auth, transactions, balance and identity")
-		}
-	}
+	products, itemID, provider := opts.Products, opts.ItemID, opts.Provider
 	p, err := s.sessionProvider(provider)
 	if err != nil {
 		return LinkSession{}, err
@@ -52,7 +49,8 @@ func (s *Service) CreateLinkSession(ctx context.Context, actor Actor, products [
 	}
 	row := sessionRow{ID: kluis.NewID(kluis.PrefixLinkSession), SubjectID: subjectID, Provider: p.Name(),
 		Mode: ModeNew, Status: SessionCreated, Products: products}
-	req := LinkTokenRequest{Products: products}
+	req := LinkTokenRequest{Products: products, AccountSubtypes: opts.AccountSubtypes,
+		AccountSelection: opts.AccountSelection, Platform: opts.Platform}
 	if req.ClientUserID, err = s.clientUserID(subjectID); err != nil {
 		return LinkSession{}, err
 	}
@@ -283,20 +281,25 @@ func (s *Service) exchangeNew(ctx context.Context, actor Actor, row sessionRow, 
 	if err != nil {
 		return Item{}, err
 	}
-	ex, err := p.ExchangePublicToken(ctx, publicToken)
+	ex, err := s.exchangeToken(ctx, p, publicToken)
 	if err != nil {
 		return Item{}, providerErr("exchange public token", err)
 	}
-	accts, numbers, err := s.fetchAccounts(ctx, p, ex.AccessToken)
+	// From here the provider holds a live item: the rest runs to its end
+	// even if the caller goes away, each read on its own deadline, and a
+	// read that fails leaves the item to be completed later.
+	ctx = context.WithoutCancel(ctx)
+	rd, err := s.readAfterExchange(ctx, p, ex.AccessToken)
 	if err != nil {
-		// The token is live at the provider but kluis keeps no item for
-		// it: revoke it rather than leave access nobody can use or end.
+		// The provider says the token it just gave is not good: it keeps
+		// no item, and revoking costs nothing.
 		s.removeQuietly(p, ex.AccessToken)
 		return Item{}, err
 	}
+	accts, numbers := rd.accounts, rd.numbers
 	it := Item{ID: kluis.NewID(kluis.PrefixItem), SubjectID: row.SubjectID, Provider: p.Name(),
 		ProviderItemID: ex.ProviderItemID, InstitutionID: accts.Institution.ID, InstitutionName: accts.Institution.Name,
-		Status: ItemActive}
+		Status: rd.status, CompletionPending: rd.pending, webhookURL: s.webhookURL(p.Name())}
 	if it.ProviderItemID == "" {
 		it.ProviderItemID = accts.ProviderItemID
 	}
@@ -324,7 +327,8 @@ func (s *Service) exchangeNew(ctx context.Context, actor Actor, row sessionRow, 
 			return err
 		}
 		return s.appendAudit(ctx, tx, actor, "item.linked", it.ID, actor.Name, map[string]any{
-			"provider": it.Provider, "institution_id": it.InstitutionID, "credential_ref": it.CredentialRef, "accounts": added})
+			"provider": it.Provider, "institution_id": it.InstitutionID, "credential_ref": it.CredentialRef, "accounts": added,
+			"status": it.Status, "completion_pending": it.CompletionPending, "read_failure": rd.failure})
 	})
 	if err != nil {
 		s.removeQuietly(p, ex.AccessToken)
@@ -440,7 +444,7 @@ func (s *Service) addAccounts(ctx context.Context, tx pgx.Tx, it Item, accts []P
 		}
 		a := Account{ID: kluis.NewID(kluis.PrefixAccount), SubjectID: it.SubjectID, ItemID: it.ID,
 			ProviderAccountID: pa.ProviderAccountID, Name: clip(pa.Name), Mask: safeMask(pa.Mask),
-			Type: clip(pa.Type), Subtype: clip(pa.Subtype)}
+			Type: clip(pa.Type), Subtype: clip(pa.Subtype), ProviderVerificationStatus: pa.VerificationStatus}
 		if n, ok := numbers[pa.ProviderAccountID]; ok && vault.NormalizeAccountNumber(n.AccountNumber) != "" {
 			if a.AccountNumberRef, err = s.sealNumbers(ctx, tx, a.ID, it.SubjectID, n); err != nil {
 				return 0, err

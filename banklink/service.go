@@ -47,6 +47,9 @@ type Options struct {
 	// send item events (https://…/webhooks/<provider>; a "{provider}" in
 	// it is replaced by the provider's name). Empty: none.
 	WebhookURL string
+	// CallTimeouts bound the exchange's provider calls each on its own
+	// (defaults DefaultCallTimeouts).
+	CallTimeouts CallTimeouts
 }
 
 // Service is bank linking: link sessions, exchange, items, accounts,
@@ -65,6 +68,7 @@ type Service struct {
 	clock     kluis.Clock
 	log       *slog.Logger
 	webhook   string
+	timeouts  CallTimeouts
 }
 
 // New checks opts and returns a Service.
@@ -85,6 +89,7 @@ func New(opts Options) (*Service, error) {
 	}
 	s := &Service{db: opts.DB, vault: opts.Vault, audit: opts.Auditor, providers: providers, keys: opts.Keys,
 		keyName: opts.KeyName, clock: opts.Clock, log: opts.Logger, webhook: opts.WebhookURL}
+	s.timeouts = opts.CallTimeouts.withDefaults()
 	if s.keyName == "" {
 		s.keyName = vault.SystemKeyVerification
 	}
@@ -205,7 +210,10 @@ func (s *Service) sealNumbers(ctx context.Context, tx pgx.Tx, accountID, subject
 	secret, err := json.Marshal(struct {
 		AccountNumber string `json:"account_number"`
 		RoutingNumber string `json:"routing_number"`
-	}{n.AccountNumber, n.RoutingNumber})
+		// Tokenized tells the service revealing it that the number works
+		// only for ACH from the app that linked the account.
+		Tokenized bool `json:"tokenized,omitempty"`
+	}{n.AccountNumber, n.RoutingNumber, n.Tokenized})
 	if err != nil {
 		return "", err
 	}

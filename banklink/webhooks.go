@@ -134,6 +134,9 @@ func (s *Service) applyWebhook(ctx context.Context, tx pgx.Tx, actor Actor, ev W
 	if !found {
 		return WebhookUnknownItem, nil
 	}
+	if out, handled, err := s.applyStateWebhook(ctx, tx, actor, ev, it); handled {
+		return out, err
+	}
 	switch ev.Kind {
 	case EventRevoked:
 		if rv.itemID != it.ID {

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kluis-dev/kluis/banklink/plaid/plaidlink"
 	"github.com/kluis-dev/kluis/compliance"
 )
 
@@ -71,6 +72,16 @@ type Config struct {
 	BankProviders []string
 	// bankProvidersListed: they came from KLUIS_BANK_PROVIDERS.
 	bankProvidersListed bool
+
+	// Plaid Link settings (KLUIS_PLAID_*): the name Link shows, the
+	// countries whose institutions it lists, its language, and where an
+	// OAuth institution returns to (web and iOS, or the Android app).
+	PlaidClientName         string
+	PlaidCountryCodes       []string
+	PlaidLanguage           string
+	PlaidRedirectURI        string
+	PlaidAndroidPackageName string
+
 	// KeyCryptoperiod: subject keys older than this get a new version when
 	// the rotation job runs.
 	KeyCryptoperiod time.Duration
@@ -205,6 +216,7 @@ func Load(getenv Getenv) (*Config, error) {
 	c.StaffTokenMaxLifetime = r.duration("KLUIS_STAFF_TOKEN_MAX_LIFETIME", 90*time.Minute, time.Minute, 24*time.Hour)
 	c.MigrateDatabaseURL = r.str("KLUIS_MIGRATE_DATABASE_URL", "")
 	c.AuditHeadInterval = r.duration("KLUIS_AUDIT_HEAD_INTERVAL", 5*time.Minute, time.Second, 24*time.Hour)
+	c.readPlaidLink(&r)
 	c.readRetention(&r)
 	c.readVerification(&r)
 	c.readBankProviders(&r)
@@ -213,6 +225,35 @@ func Load(getenv Getenv) (*Config, error) {
 		return nil, errors.New("configuration: " + strings.Join(r.problems, "\n  "))
 	}
 	return c, nil
+}
+
+// readPlaidLink reads the Plaid Link settings, checked against what Plaid's
+// /link/token/create accepts (plaidlink), so that a bad one stops kluis at
+// start instead of failing every link session.
+func (c *Config) readPlaidLink(r *reader) {
+	c.PlaidClientName = r.str("KLUIS_PLAID_CLIENT_NAME", "kluis")
+	for _, cc := range strings.Split(r.str("KLUIS_PLAID_COUNTRY_CODES", "US"), ",") {
+		if cc = strings.ToUpper(strings.TrimSpace(cc)); cc != "" {
+			c.PlaidCountryCodes = append(c.PlaidCountryCodes, cc)
+		}
+	}
+	c.PlaidLanguage = r.str("KLUIS_PLAID_LANGUAGE", "en")
+	c.PlaidRedirectURI = r.str("KLUIS_PLAID_REDIRECT_URI", "")
+	c.PlaidAndroidPackageName = r.str("KLUIS_PLAID_ANDROID_PACKAGE_NAME", "")
+	if len(c.PlaidCountryCodes) == 0 {
+		r.bad("KLUIS_PLAID_COUNTRY_CODES", "must name at least one country")
+	}
+	problems := plaidlink.Settings{ClientName: c.PlaidClientName, CountryCodes: c.PlaidCountryCodes, Language: c.PlaidLanguage,
+		RedirectURI: c.PlaidRedirectURI, AndroidPackageName: c.PlaidAndroidPackageName}.Problems()
+	for _, name := range []string{"KLUIS_PLAID_CLIENT_NAME", "KLUIS_PLAID_COUNTRY_CODES", "KLUIS_PLAID_LANGUAGE",
+		"KLUIS_PLAID_REDIRECT_URI", "KLUIS_PLAID_ANDROID_PACKAGE_NAME"} {
+		if why, ok := problems[name]; ok {
+			r.bad(name, why)
+		}
+	}
+	if c.Env == "production" && strings.HasPrefix(c.PlaidRedirectURI, "http://") {
+		r.bad("KLUIS_PLAID_REDIRECT_URI", "production requires https")
+	}
 }
 
 // LoadDatabaseOnly reads just what the database commands (migrate, jobs,

@@ -20,7 +20,8 @@ import (
 // default whether the item's own provider's auth product gave the
 // account's numbers when the item was linked (banklink seals them as
 // accounts.account_number_ref only where the provider and institution
-// support auth) and the item is still active.
+// support auth), the provider's own verification status of them proves
+// ownership (providerVerified), and the item is still active.
 func (s *Service) instantSupported(ctx context.Context, a Account) (bool, error) {
 	if a.ItemID == "" {
 		return false, nil // manual accounts have no provider to prove anything
@@ -33,7 +34,32 @@ func (s *Service) instantSupported(ctx context.Context, a Account) (bool, error)
 		a.Provider = provider
 		return s.instant.Supports(ctx, a)
 	}
-	return a.AccountNumberRef != "" && status == "active", nil
+	if a.AccountNumberRef == "" || status != "active" {
+		return false, nil
+	}
+	var providerStatus *string
+	if err := s.db.Pool.QueryRow(ctx, `SELECT provider_verification_status FROM accounts WHERE id = $1`, a.ID).
+		Scan(&providerStatus); err != nil {
+		return false, dbErr("read account", err)
+	}
+	return providerVerified(providerStatus), nil
+}
+
+// providerVerified is Auth's own word on the account's numbers (Plaid's
+// verification_status): none means they came from the user's login
+// (instant auth); automatically_verified and manually_verified mean Plaid
+// verified the account by micro-deposits. Anything else (pending_*,
+// unsent, expired, failed, and the database_* matches, which match a
+// number, not an owner) is not proof of ownership.
+func providerVerified(status *string) bool {
+	if status == nil {
+		return true
+	}
+	switch *status {
+	case "automatically_verified", "manually_verified":
+		return true
+	}
+	return false
 }
 
 // Start begins verifying the subject's account with method (auto, instant

@@ -120,7 +120,9 @@ func (a *app) bankProvider(name string) (banklink.Provider, error) {
 		}
 		return sandbox.New(sandbox.Options{DB: a.db, Secret: secret})
 	case "plaid":
-		return plaid.New(plaid.Options{ClientID: a.cfg.PlaidClientID, Secret: a.cfg.PlaidSecret, BaseURL: a.cfg.PlaidBaseURL})
+		return plaid.New(plaid.Options{ClientID: a.cfg.PlaidClientID, Secret: a.cfg.PlaidSecret, BaseURL: a.cfg.PlaidBaseURL,
+			ClientName: a.cfg.PlaidClientName, CountryCodes: a.cfg.PlaidCountryCodes, Language: a.cfg.PlaidLanguage,
+			RedirectURI: a.cfg.PlaidRedirectURI, AndroidPackageName: a.cfg.PlaidAndroidPackageName})
 	}
 	return nil, fmt.Errorf("unknown bank provider %q", name)
 }
@@ -148,6 +150,9 @@ func registerBankJobs(a *app, s *jobs.Scheduler) error {
 			return err
 		},
 	}); err != nil {
+		return err
+	}
+	if err := registerPlaidJobs(a, s, svc); err != nil {
 		return err
 	}
 	return s.Register(jobs.Job{
