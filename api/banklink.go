@@ -29,6 +29,7 @@ func init() {
 	RegisterErrorStatus(banklink.CodeInstitutionDown, http.StatusServiceUnavailable)
 	RegisterErrorStatus(banklink.CodeBadSignature, http.StatusUnauthorized)
 	RegisterErrorStatus(banklink.CodeWebhookKeyUnavailable, http.StatusServiceUnavailable)
+	registerProviderErrorStatuses()
 
 	publicRoutes = append(publicRoutes, func(d *Deps, v1 *echo.Group) {
 		if d.BankLink == nil {
@@ -81,6 +82,7 @@ type (
 		ID          string          `json:"id"`
 		Institution institutionJSON `json:"institution"`
 		Status      string          `json:"status"`
+		Provider    string          `json:"provider"`
 		CreatedAt   time.Time       `json:"created_at"`
 		Accounts    []accountJSON   `json:"accounts"`
 	}
@@ -92,6 +94,7 @@ type (
 		ID            string                `json:"id"`
 		Institution   institutionJSON       `json:"institution"`
 		Status        string                `json:"status"`
+		Provider      string                `json:"provider"`
 		CreatedAt     time.Time             `json:"created_at"`
 		CredentialRef string                `json:"credential_ref"`
 		Accounts      []internalAccountJSON `json:"accounts"`
@@ -102,6 +105,7 @@ type (
 		Status    string    `json:"status"`
 		Mode      string    `json:"mode"`
 		ItemID    string    `json:"item_id,omitempty"`
+		Provider  string    `json:"provider"`
 		ExpiresAt time.Time `json:"expires_at"`
 	}
 )
@@ -113,7 +117,7 @@ func toAccount(a banklink.Account) accountJSON {
 
 func toItem(it banklink.Item) itemJSON {
 	out := itemJSON{ID: it.ID, Institution: institutionJSON{it.InstitutionID, it.InstitutionName}, Status: it.Status,
-		CreatedAt: it.CreatedAt.UTC(), Accounts: make([]accountJSON, 0, len(it.Accounts))}
+		Provider: it.Provider, CreatedAt: it.CreatedAt.UTC(), Accounts: make([]accountJSON, 0, len(it.Accounts))}
 	for _, a := range it.Accounts {
 		out.Accounts = append(out.Accounts, toAccount(a))
 	}
@@ -134,6 +138,15 @@ func actorOf(c echo.Context) banklink.Actor { return banklink.User(Subject(c), r
 type createLinkSessionRequest struct {
 	Products []string `json:"products"`
 	ItemID   string   `json:"item_id"`
+	// Provider names one of the configured bank providers; empty: the
+	// first configured (in update mode: the item's own).
+	Provider string `json:"provider"`
+	// AccountFilters limits the depository accounts Link offers.
+	AccountFilters *struct {
+		Depository []string `json:"depository"`
+	} `json:"account_filters"`
+	AccountSelection bool   `json:"account_selection"`
+	Platform         string `json:"platform"`
 }
 
 func (d *Deps) createLinkSession(c echo.Context) error {
@@ -141,13 +154,18 @@ func (d *Deps) createLinkSession(c echo.Context) error {
 	if err := DecodeJSON(c, &req); err != nil {
 		return err
 	}
-	s, err := d.BankLink.CreateLinkSession(c.Request().Context(), actorOf(c), req.Products, req.ItemID)
+	opts := banklink.LinkOptions{Products: req.Products, ItemID: req.ItemID, Provider: req.Provider,
+		AccountSelection: req.AccountSelection, Platform: req.Platform}
+	if req.AccountFilters != nil {
+		opts.AccountSubtypes = req.AccountFilters.Depository
+	}
+	s, err := d.BankLink.CreateLinkSessionWith(c.Request().Context(), actorOf(c), opts)
 	if err != nil {
 		return err
 	}
 	c.Response().Header().Set(echo.HeaderCacheControl, "no-store")
 	return c.JSON(http.StatusCreated, linkSessionJSON{ID: s.ID, LinkToken: s.LinkToken, Status: s.Status, Mode: s.Mode,
-		ItemID: s.ItemID, ExpiresAt: s.ExpiresAt.UTC()})
+		ItemID: s.ItemID, Provider: s.Provider, ExpiresAt: s.ExpiresAt.UTC()})
 }
 
 type exchangeRequest struct {
@@ -230,7 +248,7 @@ func (d *Deps) internalItem(c echo.Context) error {
 		return err
 	}
 	out := internalItemJSON{ID: it.ID, Institution: institutionJSON{it.InstitutionID, it.InstitutionName}, Status: it.Status,
-		CreatedAt: it.CreatedAt.UTC(), CredentialRef: it.CredentialRef, Accounts: make([]internalAccountJSON, 0, len(it.Accounts))}
+		Provider: it.Provider, CreatedAt: it.CreatedAt.UTC(), CredentialRef: it.CredentialRef, Accounts: make([]internalAccountJSON, 0, len(it.Accounts))}
 	for _, a := range it.Accounts {
 		out.Accounts = append(out.Accounts, toInternalAccount(a))
 	}

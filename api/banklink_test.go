@@ -35,14 +35,15 @@ type bankEnv struct {
 }
 
 // startBank starts kluis with the sandbox provider, or with the Plaid
-// adapter against an in-test Plaid when withPlaid is set.
-func startBank(t *testing.T, withPlaid bool) *bankEnv {
+// adapter against an in-test Plaid when withPlaid is set; opts adjust Deps
+// further.
+func startBank(t *testing.T, withPlaid bool, opts ...apitest.Option) *bankEnv {
 	t.Helper()
 	be := &bankEnv{}
 	if withPlaid {
 		be.plaid = plaidtest.NewServer(t)
 	}
-	be.Env = apitest.Start(t, func(d *api.Deps) {
+	be.Env = apitest.Start(t, append([]apitest.Option{func(d *api.Deps) {
 		var provider banklink.Provider
 		if withPlaid {
 			p, err := plaid.New(plaid.Options{ClientID: be.plaid.ClientID, Secret: be.plaid.Secret, BaseURL: be.plaid.URL, MaxRetries: -1})
@@ -63,7 +64,7 @@ func startBank(t *testing.T, withPlaid bool) *bankEnv {
 			t.Fatal(err)
 		}
 		be.svc, d.BankLink = svc, svc
-	})
+	}}, opts...)...)
 	return be
 }
 

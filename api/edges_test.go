@@ -389,6 +389,9 @@ func TestStaleStaffTokensCannotEraseOrHold(t *testing.T) {
 		{"DELETE", "/legal-holds/hold_" + strings.Repeat("a", 32), ""},
 		{"POST", "/erasure-requests", `{"subject_id":"user_mfa","reason":"asked"}`},
 		{"POST", "/erasure-requests/era_" + strings.Repeat("a", 32) + "/approve", ""},
+		{"POST", "/erasure-requests/era_" + strings.Repeat("a", 32) + "/reject", `{"reason":"not ours"}`},
+		{"POST", "/erasure-requests/era_" + strings.Repeat("a", 32) + "/cancel", `{"reason":"asked twice"}`},
+		{"POST", "/erasure-requests/era_" + strings.Repeat("a", 32) + "/complete", ""},
 	}
 	for _, tc := range stale {
 		for _, r := range routes {
@@ -428,5 +431,31 @@ func TestStaleStaffTokensCannotEraseOrHold(t *testing.T) {
 	})
 	if n := sumReasons(refusals(t, ce.Env), "staff authentication too old"); n != len(routes) {
 		t.Fatalf("audited %d stale authentications, want %d", n, len(routes))
+	}
+}
+
+// Every compliance route that changes something needs a fresh MFA, so that a
+// new action route cannot be added unguarded: only the audit check (a read
+// that takes a body) may do without.
+func TestEveryComplianceActionNeedsAFreshStaffMFA(t *testing.T) {
+	env := startCompliance(t)
+	readsWithABody := map[string]bool{"POST /compliance/v1/audit/verify": true}
+	checked := 0
+	for _, r := range env.InternalEcho.Routes() {
+		switch r.Method {
+		case http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete:
+		default:
+			continue // reads, and echo's not-found and method-not-allowed routes
+		}
+		if !strings.HasPrefix(r.Path, "/compliance/") {
+			continue
+		}
+		checked++
+		if got, want := api.FreshMFARoute(r.Method, r.Path), !readsWithABody[r.Method+" "+r.Path]; got != want {
+			t.Errorf("%s %s: needs fresh MFA = %v, want %v", r.Method, r.Path, got, want)
+		}
+	}
+	if checked < 8 {
+		t.Fatalf("walked %d compliance action routes; the route table changed shape", checked)
 	}
 }

@@ -279,13 +279,17 @@ func TestExchangesRacingAnErasureEndRevokedOrRefusedAndTheReceiptCountsThem(t *t
 	if status != 200 {
 		t.Fatalf("approve = %d", status)
 	}
-	linked := 1
+	linked, refused := 1, 0
 	for i, a := range answers {
 		switch a.status {
 		case 201:
 			linked++
+		case 404:
+			// The approval's own run completed before this exchange
+			// looked its session up: the session went with the subject.
 		default:
 			mustErasing(t, fmt.Sprintf("exchange %d", i), a)
+			refused++
 		}
 	}
 	// Whatever the interleaving, a later run completes it.
@@ -304,8 +308,8 @@ func TestExchangesRacingAnErasureEndRevokedOrRefusedAndTheReceiptCountsThem(t *t
 	if got.Receipt.ProviderItemsRevoked != linked || got.Receipt.Erased["items"] != int64(linked) {
 		t.Errorf("receipt: %d revoked, %d items erased; %d items were linked", got.Receipt.ProviderItemsRevoked, got.Receipt.Erased["items"], linked)
 	}
-	if n := fe.count(t, `SELECT count(*) FROM audit_entries WHERE action = 'subject.write_refused'`); n != racers+1-linked {
-		t.Errorf("refused exchanges audited = %d, want %d", n, racers+1-linked)
+	if n := fe.count(t, `SELECT count(*) FROM audit_entries WHERE action = 'subject.write_refused'`); n != refused {
+		t.Errorf("refused exchanges audited = %d, want %d", n, refused)
 	}
 }
 

@@ -177,7 +177,7 @@ func (d *Deps) purgeIdempotencyKeys() {
 // answerNotStored reports whether the route's answer is a secret that is
 // never kept (reveal): only its claim is.
 func answerNotStored(c echo.Context) bool {
-	return c.Request().Method+" "+c.Path() == OpReveal
+	return operationOf(c) == OpReveal
 }
 
 // replay writes a stored answer.

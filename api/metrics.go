@@ -17,6 +17,11 @@ import (
 type httpMetrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+	// revealIntegrity counts reveals refused because a pointer and its
+	// credential disagreed or a record did not authenticate, by route
+	// ("credential", "account", "item"): anything above zero is an attack
+	// or a corruption to investigate.
+	revealIntegrity *prometheus.CounterVec
 }
 
 func newHTTPMetrics(reg *prometheus.Registry) *httpMetrics {
@@ -29,7 +34,14 @@ func newHTTPMetrics(reg *prometheus.Registry) *httpMetrics {
 			Buckets: prometheus.DefBuckets,
 		}, []string{"listener", "route"}),
 	}
-	reg.MustRegister(m.requests, m.duration)
+	m.revealIntegrity = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kluis_reveal_integrity_failures_total",
+		Help: "Reveals refused because a pointer and its credential disagreed or a sealed record did not authenticate, by route.",
+	}, []string{"route"})
+	reg.MustRegister(m.requests, m.duration, m.revealIntegrity)
+	for _, route := range []string{revealViaCredential, revealViaAccount, revealViaItem} {
+		m.revealIntegrity.WithLabelValues(route) // shown as 0 until the first failure
+	}
 	// Registering the runtime collectors twice (two listeners, one registry)
 	// is refused; ignore that.
 	_ = reg.Register(collectors.NewGoCollector())

@@ -24,3 +24,7 @@ func ErrorReasons() map[string]int {
 	}
 	return out
 }
+
+// FreshMFARoute says whether method and route template (echo's, with :id)
+// need a fresh staff MFA (freshMFARoutes).
+func FreshMFARoute(method, path string) bool { return freshMFARoutes[method+" "+path] }

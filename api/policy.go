@@ -21,7 +21,9 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// Credential kinds a policy may allow to be revealed.
+// Credential kinds a policy may allow to be revealed. id_number (a
+// holder's national ID number) is left out on purpose: no service may have
+// it revealed, and a policy naming it fails to load as an unknown kind.
 var knownKinds = []string{"bank_access_token", "account_number"}
 
 // PolicyPollInterval is how often a watched policy file is read for changes:

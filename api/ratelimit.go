@@ -130,7 +130,7 @@ func (d *Deps) limitCaller(next echo.HandlerFunc) echo.HandlerFunc {
 		if err := d.allow(c, kind, who, limit); err != nil {
 			return err
 		}
-		op := c.Request().Method + " " + c.Path()
+		op := operationOf(c)
 		if l, ok := d.RateLimits.Operations[op]; ok {
 			if err := d.allow(c, "op:"+op+":"+kind, who, l); err != nil {
 				return err

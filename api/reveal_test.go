@@ -30,7 +30,7 @@ func sealFor(t testing.TB, env *apitest.Env, sub, kind, secret string) string {
 		if err != nil {
 			return err
 		}
-		ref, err = env.Store.Seal(ctx, tx, subjectID, kind, []byte(secret), "")
+		ref, err = env.Store.Seal(ctx, tx, ownerOf(kind), subjectID, kind, []byte(secret), "")
 		return err
 	})
 	if err != nil {

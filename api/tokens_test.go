@@ -414,7 +414,15 @@ func TestUserPermissionRevokedRevokesTheItemItsTokenAndItsNumbers(t *testing.T) 
 		status, body = be.revealRaw(t, *a.AccountNumberRef)
 		mustErrorReason(t, status, body, 410, "gone", "credential_revoked")
 	}
-	if n := auditCount(t, be.Env, `action = 'credential.reveal' AND outcome = 'denied' AND details->>'reason' = 'credential revoked'`); n != 1+len(internal.Accounts) {
+	// Through the owner routes too: the tombstone keeps its owner, and the
+	// answer is the same 410, never 404 or 500.
+	status, _, body = be.revealAt(t, "payments", "items/"+it.ID)
+	mustErrorReason(t, status, body, 410, "gone", "credential_revoked")
+	for _, a := range internal.Accounts {
+		status, _, body = be.revealAt(t, "payments", "accounts/"+a.ID)
+		mustErrorReason(t, status, body, 410, "gone", "credential_revoked")
+	}
+	if n := auditCount(t, be.Env, `action = 'credential.reveal' AND outcome = 'denied' AND details->>'reason' = 'credential revoked'`); n != 2*(1+len(internal.Accounts)) {
 		t.Fatalf("refused reveals of revoked credentials audited %d times", n)
 	}
 	if be.outboxCount(t, "item.revoked", it.ID) != 1 {
@@ -460,8 +468,13 @@ func TestUserAccountRevokedRevokesThatAccountOnly(t *testing.T) {
 	}
 	status, body = be.revealRaw(t, *gone.AccountNumberRef)
 	mustErrorReason(t, status, body, 410, "gone", "credential_revoked")
+	status, _, body = be.revealAt(t, "payments", "accounts/"+gone.ID)
+	mustErrorReason(t, status, body, 410, "gone", "credential_revoked")
 	if status, _ := be.revealRaw(t, *kept.AccountNumberRef); status != 200 {
 		t.Fatalf("the other account's number = %d, want 200", status)
+	}
+	if status, got, body := be.revealAt(t, "payments", "accounts/"+kept.ID); status != 200 || got.Owner.ID != kept.ID {
+		t.Fatalf("the other account's number through its route = %d %s", status, body)
 	}
 	if status, _ := be.revealRaw(t, internal.CredentialRef); status != 200 || be.itemStatus(t, it.ID) != "active" {
 		t.Fatalf("the item's token = %d and status %s, want 200 and active", status, be.itemStatus(t, it.ID))
@@ -535,7 +548,7 @@ func legacyPending(t *testing.T, be *bankEnv, sub, itemID string) (string, strin
 	var ref string
 	err = be.DB.InTx(ctx, func(tx pgx.Tx) error {
 		var err error
-		ref, err = be.Store.Seal(ctx, tx, sid, vault.KindBankAccessToken, []byte(`{"access_token":"`+fresh+`","provider":"plaid"}`), "")
+		ref, err = be.Store.Seal(ctx, tx, vault.ItemOwner(itemID), sid, vault.KindBankAccessToken, []byte(`{"access_token":"`+fresh+`","provider":"plaid"}`), "")
 		if err != nil {
 			return err
 		}

@@ -39,13 +39,19 @@ func init() {
 	})
 }
 
-// ManualAccountRequest is the body of POST /v1/accounts. Its fields are
-// secrets and personal data: nothing here is logged or echoed back.
+// ManualAccountRequest is the body of POST /v1/accounts: the US form
+// (routing_number) or, with country ZA, the South African one (bank_id,
+// branch_code, holder_id_number). Its fields are secrets and personal
+// data: nothing here is logged or echoed back.
 type ManualAccountRequest struct {
-	AccountNumber string `json:"account_number"`
-	RoutingNumber string `json:"routing_number"`
-	AccountType   string `json:"account_type"`
-	HolderName    string `json:"holder_name"`
+	Country        string `json:"country"`
+	AccountNumber  string `json:"account_number"`
+	RoutingNumber  string `json:"routing_number"`
+	BankID         string `json:"bank_id"`
+	BranchCode     string `json:"branch_code"`
+	AccountType    string `json:"account_type"`
+	HolderName     string `json:"holder_name"`
+	HolderIDNumber string `json:"holder_id_number"`
 }
 
 // String keeps the numbers and name out of %v.
@@ -73,8 +79,9 @@ func DecodeManualAccount(body []byte) (verification.ManualAccount, error) {
 	if err := DecodeStrict(body, &req); err != nil {
 		return verification.ManualAccount{}, err
 	}
-	m := verification.ManualAccount{AccountNumber: req.AccountNumber, RoutingNumber: req.RoutingNumber,
-		AccountType: req.AccountType, HolderName: req.HolderName}
+	m := verification.ManualAccount{Country: req.Country, AccountNumber: req.AccountNumber,
+		RoutingNumber: req.RoutingNumber, BankID: req.BankID, BranchCode: req.BranchCode,
+		AccountType: req.AccountType, HolderName: req.HolderName, HolderIDNumber: req.HolderIDNumber}
 	return m, m.Validate()
 }
 

@@ -159,7 +159,7 @@ func (s *Service) removeItem(ctx context.Context, actor Actor, externalSub strin
 			release()
 			return false, err
 		}
-		if providerRevoked, err = s.revokeAtProvider(ctx, tokens); err != nil {
+		if providerRevoked, err = s.revokeAtProvider(ctx, it.Provider, tokens); err != nil {
 			release()
 			return false, err
 		}

@@ -10,9 +10,6 @@ import (
 	"github.com/kluis-dev/kluis/vault"
 )
 
-// Products a link session may ask for.
-var knownProducts = map[string]bool{"auth": true, "transactions": true, "balance": true, "identity": true}
-
 // Bounds on caller input.
 const (
 	maxPublicTokenLen = 512
@@ -26,28 +23,34 @@ const (
 	exchangePoll  = 25 * time.Millisecond
 )
 
-// CreateLinkSession starts a link flow for the subject sub: a new item, or
-// update mode for itemID (which sub must own, active or login_required).
-// The link token is in the answer only.
-func (s *Service) CreateLinkSession(ctx context.Context, actor Actor, products []string, itemID string) (LinkSession, error) {
-	if len(products) == 0 {
-		products = []string{"auth"}
+// CreateLinkSession starts a link flow for the subject sub: a new item at
+// provider (empty: the default provider; one not configured is EInvalid),
+// or update mode for itemID (which sub must own, active or login_required)
+// at the item's own provider. The link token is in the answer only.
+func (s *Service) CreateLinkSession(ctx context.Context, actor Actor, products []string, itemID, provider string) (LinkSession, error) {
+	return s.CreateLinkSessionWith(ctx, actor, LinkOptions{Products: products, ItemID: itemID, Provider: provider})
+}
+
+// CreateLinkSessionWith is CreateLinkSession with the session's Link
+// options (LinkOptions); a bad option is EInvalid naming its field.
+func (s *Service) CreateLinkSessionWith(ctx context.Context, actor Actor, opts LinkOptions) (LinkSession, error) {
+	opts, err := opts.normalize()
+	if err != nil {
+		return LinkSession{}, err
 	}
-	if len(products) > maxProducts {
-		return LinkSession{}, kluis.Errorf(kluis.EInvalid, "too many products")
-	}
-	for _, p := range products {
-		if !knownProducts[p] {
-			return LinkSession{}, kluis.Errorf(kluis.EInvalid, "products may hold only auth, transactions, balance and identity")
-		}
+	products, itemID, provider := opts.Products, opts.ItemID, opts.Provider
+	p, err := s.sessionProvider(provider)
+	if err != nil {
+		return LinkSession{}, err
 	}
 	subjectID, err := vault.EnsureSubject(ctx, s.db.Pool, actor.Name)
 	if err != nil {
 		return LinkSession{}, err
 	}
-	row := sessionRow{ID: kluis.NewID(kluis.PrefixLinkSession), SubjectID: subjectID, Provider: s.provider.Name(),
+	row := sessionRow{ID: kluis.NewID(kluis.PrefixLinkSession), SubjectID: subjectID, Provider: p.Name(),
 		Mode: ModeNew, Status: SessionCreated, Products: products}
-	req := LinkTokenRequest{Products: products, WebhookURL: s.webhook}
+	req := LinkTokenRequest{Products: products, AccountSubtypes: opts.AccountSubtypes,
+		AccountSelection: opts.AccountSelection, Platform: opts.Platform}
 	if req.ClientUserID, err = s.clientUserID(subjectID); err != nil {
 		return LinkSession{}, err
 	}
@@ -64,15 +67,20 @@ func (s *Service) CreateLinkSession(ctx context.Context, actor Actor, products [
 		if update.Status != ItemActive && update.Status != ItemLoginRequired {
 			return LinkSession{}, kluis.Errorf(kluis.EConflict, "only an active item or one whose login is required can be updated")
 		}
+		if p, err = s.updateProvider(update, provider); err != nil {
+			return LinkSession{}, err
+		}
+		row.Provider = p.Name()
 		if version, err = s.vault.CredentialVersions(ctx, s.db.Pool, update.CredentialRef, false); err != nil {
 			return LinkSession{}, err
 		}
-		if req.AccessToken, err = s.accessToken(ctx, update.CredentialRef); err != nil {
+		if req.AccessToken, err = s.accessToken(ctx, update.ID, update.CredentialRef); err != nil {
 			return LinkSession{}, err
 		}
 		row.Mode, row.ItemID, ttl = ModeUpdate, update.ID, UpdateSessionTTL
 	}
-	lt, err := s.provider.CreateLinkToken(ctx, req)
+	req.WebhookURL = s.webhookURL(p.Name())
+	lt, err := p.CreateLinkToken(ctx, req)
 	if err != nil {
 		if update.ID != "" && !version.Pending && kluis.ErrorCode(err) == CodeInvalidToken {
 			// The provider no longer knows the item's only token: update
@@ -102,7 +110,8 @@ func (s *Service) CreateLinkSession(ctx context.Context, actor Actor, products [
 	if err != nil {
 		return LinkSession{}, err
 	}
-	return LinkSession{ID: row.ID, Mode: row.Mode, ItemID: row.ItemID, Status: row.Status, LinkToken: lt.Token, ExpiresAt: row.ExpiresAt}, nil
+	return LinkSession{ID: row.ID, Mode: row.Mode, ItemID: row.ItemID, Provider: row.Provider, Status: row.Status,
+		LinkToken: lt.Token, ExpiresAt: row.ExpiresAt}, nil
 }
 
 // openSession reads the subject's session, with expiry computed: an open
@@ -134,11 +143,11 @@ func sessionClosed(status string) error {
 // CodeInvalidCredentials) and moves the session to succeeded, keeping only
 // the public token's hash. Only the sandbox provider has it.
 func (s *Service) SandboxPublicToken(ctx context.Context, actor Actor, sessionID string, login SandboxLink) (string, error) {
-	linker, ok := s.provider.(SandboxLinker)
-	if !ok {
-		return "", notFound()
-	}
 	row, _, err := s.openSession(ctx, s.db.Pool, actor.Name, sessionID)
+	if err != nil {
+		return "", err
+	}
+	linker, err := s.sandboxLinker(row.Provider)
 	if err != nil {
 		return "", err
 	}
@@ -151,7 +160,7 @@ func (s *Service) SandboxPublicToken(ctx context.Context, actor Actor, sessionID
 		if err != nil {
 			return "", err
 		}
-		if login.AccessToken, err = s.accessToken(ctx, it.CredentialRef); err != nil {
+		if login.AccessToken, err = s.accessToken(ctx, it.ID, it.CredentialRef); err != nil {
 			return "", err
 		}
 		login.InstitutionID = it.InstitutionID
@@ -268,27 +277,36 @@ func (s *Service) claim(ctx context.Context, id, subjectID string, hash []byte, 
 // accounts and numbers, and stores the item with its token and numbers
 // sealed, all in one transaction with the session's transition.
 func (s *Service) exchangeNew(ctx context.Context, actor Actor, row sessionRow, hash []byte, publicToken string) (Item, error) {
-	ex, err := s.provider.ExchangePublicToken(ctx, publicToken)
+	p, err := s.providers.Provider(row.Provider)
+	if err != nil {
+		return Item{}, err
+	}
+	ex, err := s.exchangeToken(ctx, p, publicToken)
 	if err != nil {
 		return Item{}, providerErr("exchange public token", err)
 	}
-	accts, numbers, err := s.fetchAccounts(ctx, ex.AccessToken)
+	// From here the provider holds a live item: the rest runs to its end
+	// even if the caller goes away, each read on its own deadline, and a
+	// read that fails leaves the item to be completed later.
+	ctx = context.WithoutCancel(ctx)
+	rd, err := s.readAfterExchange(ctx, p, ex.AccessToken)
 	if err != nil {
-		// The token is live at the provider but kluis keeps no item for
-		// it: revoke it rather than leave access nobody can use or end.
-		s.revokeUnstored(ctx, actor, row, hash, ex.ProviderItemID, ex.AccessToken)
+		// The provider says the token it just gave is not good: it keeps
+		// no item, and revoking costs nothing.
+		s.removeQuietly(p, ex.AccessToken)
 		return Item{}, err
 	}
-	it := Item{ID: kluis.NewID(kluis.PrefixItem), SubjectID: row.SubjectID, Provider: s.provider.Name(),
+	accts, numbers := rd.accounts, rd.numbers
+	it := Item{ID: kluis.NewID(kluis.PrefixItem), SubjectID: row.SubjectID, Provider: p.Name(),
 		ProviderItemID: ex.ProviderItemID, InstitutionID: accts.Institution.ID, InstitutionName: accts.Institution.Name,
-		Status: ItemActive}
+		Status: rd.status, CompletionPending: rd.pending, webhookURL: s.webhookURL(p.Name())}
 	if it.ProviderItemID == "" {
 		it.ProviderItemID = accts.ProviderItemID
 	}
 	now := s.now()
 	err = s.db.InTx(ctx, func(tx pgx.Tx) error {
 		var err error
-		if it.CredentialRef, err = s.sealAccessToken(ctx, tx, row.SubjectID, ex.AccessToken); err != nil {
+		if it.CredentialRef, err = s.sealAccessToken(ctx, tx, it.ID, row.SubjectID, it.Provider, ex.AccessToken); err != nil {
 			return err
 		}
 		if err := insertItem(ctx, tx, it, now); err != nil {
@@ -309,10 +327,11 @@ func (s *Service) exchangeNew(ctx context.Context, actor Actor, row sessionRow, 
 			return err
 		}
 		return s.appendAudit(ctx, tx, actor, "item.linked", it.ID, actor.Name, map[string]any{
-			"provider": it.Provider, "institution_id": it.InstitutionID, "credential_ref": it.CredentialRef, "accounts": added})
+			"provider": it.Provider, "institution_id": it.InstitutionID, "credential_ref": it.CredentialRef, "accounts": added,
+			"status": it.Status, "completion_pending": it.CompletionPending, "read_failure": rd.failure})
 	})
 	if err != nil {
-		s.revokeUnstored(ctx, actor, row, hash, ex.ProviderItemID, ex.AccessToken)
+		s.revokeUnstored(ctx, p, actor, row, hash, ex.ProviderItemID, ex.AccessToken)
 		return Item{}, err
 	}
 	return s.Item(ctx, actor.Name, it.ID)
@@ -325,11 +344,15 @@ func (s *Service) exchangeUpdate(ctx context.Context, actor Actor, row sessionRo
 	if err != nil {
 		return Item{}, err
 	}
-	token, err := s.accessToken(ctx, it.CredentialRef)
+	p, err := s.providers.Provider(it.Provider)
 	if err != nil {
 		return Item{}, err
 	}
-	accts, numbers, err := s.fetchAccounts(ctx, token)
+	token, err := s.accessToken(ctx, it.ID, it.CredentialRef)
+	if err != nil {
+		return Item{}, err
+	}
+	accts, numbers, err := s.fetchAccounts(ctx, p, token)
 	if err != nil {
 		return Item{}, err
 	}
@@ -381,14 +404,14 @@ func (s *Service) exchangeUpdate(ctx context.Context, actor Actor, row sessionRo
 }
 
 // fetchAccounts reads an item's institution, accounts and (where the
-// institution has instant auth) their numbers.
-func (s *Service) fetchAccounts(ctx context.Context, token string) (ItemAccounts, map[string]AuthNumbers, error) {
-	accts, err := s.provider.GetAccounts(ctx, token)
+// institution has instant auth) their numbers at the item's provider p.
+func (s *Service) fetchAccounts(ctx context.Context, p Provider, token string) (ItemAccounts, map[string]AuthNumbers, error) {
+	accts, err := p.GetAccounts(ctx, token)
 	if err != nil {
 		return ItemAccounts{}, nil, providerErr("get accounts", err)
 	}
 	numbers := map[string]AuthNumbers{}
-	auth, err := s.provider.GetAuth(ctx, token)
+	auth, err := p.GetAuth(ctx, token)
 	switch {
 	case kluis.ErrorCode(err) == CodeProductNotSupported:
 		// No instant auth here: the accounts are linked without numbers
@@ -421,9 +444,9 @@ func (s *Service) addAccounts(ctx context.Context, tx pgx.Tx, it Item, accts []P
 		}
 		a := Account{ID: kluis.NewID(kluis.PrefixAccount), SubjectID: it.SubjectID, ItemID: it.ID,
 			ProviderAccountID: pa.ProviderAccountID, Name: clip(pa.Name), Mask: safeMask(pa.Mask),
-			Type: clip(pa.Type), Subtype: clip(pa.Subtype)}
+			Type: clip(pa.Type), Subtype: clip(pa.Subtype), ProviderVerificationStatus: pa.VerificationStatus}
 		if n, ok := numbers[pa.ProviderAccountID]; ok && vault.NormalizeAccountNumber(n.AccountNumber) != "" {
-			if a.AccountNumberRef, err = s.sealNumbers(ctx, tx, it.SubjectID, n); err != nil {
+			if a.AccountNumberRef, err = s.sealNumbers(ctx, tx, a.ID, it.SubjectID, n); err != nil {
 				return 0, err
 			}
 			if a.Mask == "" {
@@ -460,4 +483,13 @@ func lastFour(digits string) string {
 		return digits
 	}
 	return digits[len(digits)-4:]
+}
+
+// removeQuietly revokes at p a token kluis could not store, best effort.
+func (s *Service) removeQuietly(p Provider, token string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := p.RemoveItem(ctx, token); err != nil {
+		s.log.Warn("could not revoke an item kluis did not keep", "code", kluis.ErrorCode(err), "cause", err.Error())
+	}
 }

@@ -64,9 +64,11 @@ const (
 // LinkSession is a link session as the caller sees it. LinkToken is set
 // only in the answer that created the session: it is never stored.
 type LinkSession struct {
-	ID        string
-	Mode      string
-	ItemID    string
+	ID     string
+	Mode   string
+	ItemID string
+	// Provider is the bank provider the session links through.
+	Provider  string
 	Status    string
 	LinkToken string
 	ExpiresAt time.Time
@@ -89,6 +91,11 @@ type Item struct {
 	// a kluis from before stable refs (items.pending_credential_ref): live
 	// at the provider, so removal revokes with it and rotation adopts it.
 	legacyPendingRef string
+	// CompletionPending: the item was exchanged but a read after it
+	// (accounts, numbers) failed or was not ready; it is completed later.
+	CompletionPending bool
+	// webhookURL is the webhook URL the provider was last given for it.
+	webhookURL string
 }
 
 // Account is a bank account: linked through an item, or (ItemID empty)
@@ -107,6 +114,10 @@ type Account struct {
 	AccountNumberRef   string
 	CreatedAt          time.Time
 	Status             string // AccountActive or AccountRevoked
+
+	// ProviderVerificationStatus is the provider's verification_status
+	// when the account was added (empty: none, instant auth).
+	ProviderVerificationStatus string
 }
 
 // SandboxLink is what a user types into the sandbox's Link UI.

@@ -33,7 +33,7 @@ const ReasonRevokeFailed = "revoke_failed"
 // the lease. If the bound is reached, the session is recorded as
 // revoke_failed (counted by Live for ever, named by the erasure) with an
 // item.revoke_failed audit entry, and an error is logged.
-func (s *Service) revokeUnstored(ctx context.Context, actor Actor, row sessionRow, hash []byte, providerItemID, token string) {
+func (s *Service) revokeUnstored(ctx context.Context, p Provider, actor Actor, row sessionRow, hash []byte, providerItemID, token string) {
 	ctx = context.WithoutCancel(ctx)
 	deadline := time.Now().Add(s.orphanRevokeFor)
 	wait := orphanRevokeFirstWait
@@ -44,7 +44,7 @@ func (s *Service) revokeUnstored(ctx context.Context, actor Actor, row sessionRo
 			s.log.Error("extend link session lease", "link_session", row.ID, "cause", err.Error())
 		}
 		callCtx, cancel := context.WithTimeout(ctx, orphanRevokeCall)
-		err := s.provider.RemoveItem(callCtx, token)
+		err := p.RemoveItem(callCtx, token)
 		cancel()
 		if err == nil || kluis.ErrorCode(err) == CodeInvalidToken {
 			return

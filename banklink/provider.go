@@ -14,15 +14,20 @@ import (
 )
 
 // Provider is a bank-data aggregator. Access tokens and public tokens are
-// secrets: implementations never put them in errors, logs or URLs.
+// secrets: implementations never put them in errors, logs or URLs. Every
+// implementation passes the contract suite in banklink/banklinktest.
 //
 // Errors are kluis errors (wrapped) with these codes: CodeItemLoginRequired,
 // CodeRateLimited (with retry_after_seconds where the provider says),
 // CodeInstitutionDown, CodeInvalidToken, CodeInvalidCredentials,
-// CodeProductNotSupported, kluis.EUnavailable when the provider cannot be
-// reached or fails, and kluis.EInternal for anything unexpected.
+// CodeProductNotSupported, CodeProductNotReady, CodeAccessNotGranted,
+// CodeNoAccounts, CodeProviderError (the provider refused kluis's request or
+// answered what kluis cannot read), kluis.EUnavailable when the provider
+// cannot be reached or fails, and kluis.EInternal only for kluis's own bugs.
 type Provider interface {
-	// Name is "sandbox" or "plaid".
+	// Name is the provider's name ("sandbox", "plaid"): its key in the
+	// registry (Providers), what every item and link session records, and
+	// the {provider} of its webhook route. It never changes.
 	Name() string
 	// CreateLinkToken starts a link flow (new, or update mode when
 	// AccessToken is set) and returns the token the app's Link UI opens.
@@ -60,7 +65,23 @@ type LinkTokenRequest struct {
 	AccessToken string
 	// WebhookURL is where the provider sends item events, if any.
 	WebhookURL string
+	// AccountSubtypes limits the depository accounts Link offers (empty:
+	// the provider's default); AccountSelection lets the user choose
+	// accounts again in update mode; Platform is where Link runs
+	// (PlatformWeb, PlatformIOS, PlatformAndroid), which decides how an
+	// OAuth institution returns to the app. Providers without these
+	// ignore them.
+	AccountSubtypes  []string
+	AccountSelection bool
+	Platform         string
 }
+
+// Platforms a link session may name.
+const (
+	PlatformWeb     = "web"
+	PlatformIOS     = "ios"
+	PlatformAndroid = "android"
+)
 
 // LinkToken is what the app's Link UI opens.
 type LinkToken struct {
@@ -87,6 +108,10 @@ type ProviderAccount struct {
 	Mask              string // last 4 digits
 	Type              string // depository, credit, ...
 	Subtype           string // checking, savings, ...
+	// VerificationStatus is the provider's own word on how the account's
+	// numbers were verified (Plaid's verification_status); empty where it
+	// gave none (numbers from the user's login: instant auth).
+	VerificationStatus string
 }
 
 // ItemAccounts is an item's institution and accounts.
@@ -101,6 +126,10 @@ type AuthNumbers struct {
 	ProviderAccountID string
 	AccountNumber     string
 	RoutingNumber     string
+	// Tokenized: the number is a token for this app only (Plaid's
+	// is_tokenized_account_number), good for ACH from the app that linked
+	// it and for nothing else.
+	Tokenized bool
 }
 
 // Webhook event kinds kluis acts on; anything else is KindUnknown (recorded,
@@ -114,6 +143,19 @@ const (
 	// EventAccountRevoked: the user withdrew consent to one account of the
 	// item (WebhookEvent.ProviderAccountID names it).
 	EventAccountRevoked = "account_revoked"
+
+	// EventLoginRepaired: the user repaired the login outside kluis's
+	// update mode (login_required → active).
+	EventLoginRepaired = "login_repaired"
+	// EventItemError: an item error that is not the user's to fix
+	// (recorded; the item's state does not change).
+	EventItemError = "item_error"
+	// EventWebhookUpdated: the provider acknowledged a new webhook URL.
+	EventWebhookUpdated = "webhook_updated"
+	// EventAuthVerified and EventAuthExpired: the provider verified one
+	// account by micro-deposits, or gave up on it (ProviderAccountID).
+	EventAuthVerified = "auth_verified"
+	EventAuthExpired  = "auth_expired"
 )
 
 // WebhookEvent is a verified provider webhook.
@@ -144,6 +186,22 @@ const (
 	// fetched then. Deliberately not kluis.EUnavailable, so that forged
 	// webhooks cannot trip the provider's circuit breaker.
 	CodeWebhookKeyUnavailable = "webhook_key_unavailable"
+)
+
+// More provider error codes (issue 14; docs/PLAID.md).
+const (
+	// CodeProductNotReady: the provider is still gathering the data (Plaid's
+	// PRODUCT_NOT_READY); the item is fine and is completed later.
+	CodeProductNotReady = "product_not_ready"
+	// CodeAccessNotGranted and CodeNoAccounts: the user did not share the
+	// accounts or data kluis needs (Plaid's ACCESS_NOT_GRANTED,
+	// NO_ACCOUNTS); update mode with account selection fixes it.
+	CodeAccessNotGranted = "access_not_granted"
+	CodeNoAccounts       = "no_accounts"
+	// CodeProviderError: the provider refused kluis's own request (bad
+	// keys, a field it does not accept) or answered what kluis cannot
+	// read. An operator must look; the caller gets a 503, never a 500.
+	CodeProviderError = "provider_error"
 )
 
 // webhookItemCheckKey carries a WebhookItemCheck in a context.

@@ -27,12 +27,12 @@ func (p *partialProvider) RemoveItem(_ context.Context, token string) error {
 // stays, with both versions) and the removal is tried again.
 func TestRevokeAtProviderReturnsAPartialFailure(t *testing.T) {
 	p := &partialProvider{}
-	s := &Service{provider: p}
+	s := &Service{providers: Providers{p}}
 	for _, order := range [][]liveToken{
 		{{token: "tok_ok", which: "current"}, {token: "tok_fails", which: "pending"}},
 		{{token: "tok_fails", which: "current"}, {token: "tok_ok", which: "pending"}},
 	} {
-		revoked, err := s.revokeAtProvider(context.Background(), order)
+		revoked, err := s.revokeAtProvider(context.Background(), p.Name(), order)
 		if err == nil || revoked {
 			t.Errorf("revokeAtProvider(%s first) = %v, %v; want the failure", order[0].which, revoked, err)
 		}

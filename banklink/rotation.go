@@ -129,7 +129,7 @@ func (s *Service) rotateClaimed(ctx context.Context, id string, until time.Time,
 	if v.Pending {
 		return finished, s.switchToken(ctx, it)
 	}
-	token, err := s.accessToken(ctx, it.CredentialRef)
+	token, err := s.accessToken(ctx, it.ID, it.CredentialRef)
 	if err != nil {
 		return skipped, err
 	}
@@ -146,8 +146,13 @@ func (s *Service) rotateClaimed(ctx context.Context, id string, until time.Time,
 		s.releaseLease(ctx, it.ID, until)
 		return skipped, err
 	}
+	p, err := s.providers.Provider(it.Provider)
+	if err != nil {
+		s.releaseLease(ctx, it.ID, until)
+		return skipped, err
+	}
 	callCtx, cancel := context.WithTimeout(ctx, providerCallTimeout)
-	fresh, err := s.provider.RotateAccessToken(callCtx, token)
+	fresh, err := p.RotateAccessToken(callCtx, token)
 	cancel()
 	switch code := kluis.ErrorCode(err); {
 	case err == nil:
@@ -176,7 +181,7 @@ func (s *Service) rotateClaimed(ctx context.Context, id string, until time.Time,
 // storePending seals the fresh token as the pending version of the item's
 // credential, while the item is live and its credential still at version.
 func (s *Service) storePending(ctx context.Context, it Item, version uint32, fresh string) error {
-	secret, err := s.accessTokenSecret(fresh)
+	secret, err := accessTokenSecret(it.Provider, fresh)
 	if err != nil {
 		return err
 	}
@@ -203,9 +208,7 @@ func (s *Service) storePending(ctx context.Context, it Item, version uint32, fre
 // the item there, so the item becomes relink_required. A revocation the
 // provider refused is logged and audited as such.
 func (s *Service) storeFailed(ctx context.Context, it Item, version uint32, fresh string, cause error) (rotationOutcome, error) {
-	callCtx, cancel := context.WithTimeout(ctx, providerCallTimeout)
-	rerr := s.provider.RemoveItem(callCtx, fresh)
-	cancel()
+	rerr := s.removeFresh(ctx, it.Provider, fresh)
 	reason := "the fresh token could not be stored and was revoked at the provider"
 	if rerr != nil {
 		reason = "the fresh token could not be stored, and the provider did not revoke it"
@@ -224,8 +227,12 @@ func (s *Service) storeFailed(ctx context.Context, it Item, version uint32, fres
 // token would not get): nothing was rotated, and the lease is released.
 // No answer: the lease stays, to expire, and the next run asks again.
 func (s *Service) probe(ctx context.Context, it Item, version uint32, token string, until time.Time) (rotationOutcome, error) {
+	p, err := s.providers.Provider(it.Provider)
+	if err != nil {
+		return skipped, err
+	}
 	callCtx, cancel := context.WithTimeout(ctx, providerCallTimeout)
-	_, err := s.provider.GetAccounts(callCtx, token)
+	_, err = p.GetAccounts(callCtx, token)
 	cancel()
 	switch code := kluis.ErrorCode(err); {
 	case code == CodeInvalidToken:
@@ -299,7 +306,7 @@ func (s *Service) adoptLegacy(ctx context.Context, it Item) error {
 		if err != nil {
 			return err
 		}
-		cred, err := s.vault.OpenIn(ctx, tx, it.legacyPendingRef)
+		cred, err := s.vault.OpenOwnedIn(ctx, tx, vault.ItemOwner(it.ID), it.legacyPendingRef)
 		if err != nil {
 			return err
 		}
@@ -325,4 +332,16 @@ func (s *Service) ExpireLinkSessions(ctx context.Context, batch int) (int, error
 		batch = DefaultRotationBatch
 	}
 	return expireSessions(ctx, s.db.Pool, s.now(), batch)
+}
+
+// removeFresh revokes at the item's provider a rotated token kluis could
+// not store.
+func (s *Service) removeFresh(ctx context.Context, provider, fresh string) error {
+	p, err := s.providers.Provider(provider)
+	if err != nil {
+		return err
+	}
+	callCtx, cancel := context.WithTimeout(ctx, providerCallTimeout)
+	defer cancel()
+	return p.RemoveItem(callCtx, fresh)
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -26,11 +27,15 @@ type MACer interface {
 }
 
 // Options builds a Service. Every field but Clock, Logger and WebhookURL is
-// required.
+// required, and one of Providers and Provider.
 type Options struct {
-	DB       *postgres.DB
-	Vault    *vault.Store
-	Auditor  *compliance.Auditor
+	DB      *postgres.DB
+	Vault   *vault.Store
+	Auditor *compliance.Auditor
+	// Providers are the configured bank providers (NewProviders); the
+	// first is the default of a link session that names none.
+	Providers Providers
+	// Provider is shorthand for Providers with this one provider.
 	Provider Provider
 	Keys     MACer
 	// KeyName is the system key Keys uses (default vault.SystemKeyVerification);
@@ -39,8 +44,12 @@ type Options struct {
 	Clock   kluis.Clock
 	Logger  *slog.Logger
 	// WebhookURL is given to the provider in link tokens: where it should
-	// send item events (https://…/webhooks/<provider>). Empty: none.
+	// send item events (https://…/webhooks/<provider>; a "{provider}" in
+	// it is replaced by the provider's name). Empty: none.
 	WebhookURL string
+	// CallTimeouts bound the exchange's provider calls each on its own
+	// (defaults DefaultCallTimeouts).
+	CallTimeouts CallTimeouts
 	// OrphanRevokeFor bounds how long a provider token kluis could not
 	// store is retried at the provider (default DefaultOrphanRevokeFor).
 	OrphanRevokeFor time.Duration
@@ -51,30 +60,45 @@ type Options struct {
 // (Postgres does), so any number of instances can run. It is safe for
 // concurrent use.
 type Service struct {
-	db       *postgres.DB
-	vault    *vault.Store
-	audit    *compliance.Auditor
-	provider Provider
-	keys     MACer
-	keyName  string
-	clock    kluis.Clock
-	log      *slog.Logger
-	webhook  string
+	db    *postgres.DB
+	vault *vault.Store
+	audit *compliance.Auditor
+	// providers is the registry every call about an item or a session
+	// looks its own provider up in.
+	providers Providers
+	keys      MACer
+	keyName   string
+	clock     kluis.Clock
+	log       *slog.Logger
+	webhook   string
+	timeouts  CallTimeouts
 	// orphanRevokeFor: see Options.OrphanRevokeFor.
 	orphanRevokeFor time.Duration
 }
 
 // New checks opts and returns a Service.
 func New(opts Options) (*Service, error) {
-	if opts.DB == nil || opts.Vault == nil || opts.Auditor == nil || opts.Provider == nil || opts.Keys == nil {
-		return nil, errors.New("banklink: DB, Vault, Auditor, Provider and Keys are required")
+	if opts.DB == nil || opts.Vault == nil || opts.Auditor == nil || opts.Keys == nil {
+		return nil, errors.New("banklink: DB, Vault, Auditor, Providers and Keys are required")
 	}
-	s := &Service{db: opts.DB, vault: opts.Vault, audit: opts.Auditor, provider: opts.Provider, keys: opts.Keys,
+	providers := opts.Providers
+	switch {
+	case opts.Provider != nil && len(providers) > 0:
+		return nil, errors.New("banklink: set Providers or Provider, not both")
+	case opts.Provider != nil:
+		providers = Providers{opts.Provider}
+	}
+	providers, err := NewProviders(providers...)
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{db: opts.DB, vault: opts.Vault, audit: opts.Auditor, providers: providers, keys: opts.Keys,
 		keyName: opts.KeyName, clock: opts.Clock, log: opts.Logger, webhook: opts.WebhookURL,
 		orphanRevokeFor: opts.OrphanRevokeFor}
 	if s.orphanRevokeFor <= 0 {
 		s.orphanRevokeFor = DefaultOrphanRevokeFor
 	}
+	s.timeouts = opts.CallTimeouts.withDefaults()
 	if s.keyName == "" {
 		s.keyName = vault.SystemKeyVerification
 	}
@@ -87,14 +111,20 @@ func New(opts Options) (*Service, error) {
 	return s, nil
 }
 
-// ProviderName is the configured provider's name ("sandbox", "plaid").
-func (s *Service) ProviderName() string { return s.provider.Name() }
+// ProviderNames lists the configured providers' names, the default first.
+func (s *Service) ProviderNames() []string { return s.providers.Names() }
 
-// Sandbox reports whether the provider is the sandbox, whose own routes
-// exist only then.
+// Sandbox reports whether the sandbox is among the providers: its own
+// routes exist only then.
 func (s *Service) Sandbox() bool {
-	_, ok := s.provider.(SandboxLinker)
+	_, ok := s.providers.Sandbox()
 	return ok
+}
+
+// webhookURL is the webhook URL a provider's link tokens carry: a
+// "{provider}" in the configured one names the provider.
+func (s *Service) webhookURL(provider string) string {
+	return strings.ReplaceAll(s.webhook, "{provider}", provider)
 }
 
 func (s *Service) now() time.Time { return s.clock.Now().UTC() }
@@ -138,13 +168,17 @@ func (s *Service) subjectOf(ctx context.Context, sub string) (string, error) {
 	return id, nil
 }
 
-// accessToken opens an item's sealed access token. The caller zeroes
-// nothing: the token is a Go string from here on, kept only for the call.
-func (s *Service) accessToken(ctx context.Context, ref string) (string, error) {
+// accessToken opens the access token that the item's pointer ref names. A
+// credential that is not the item's own (the pointer was made to point at
+// another item's token) is refused as an integrity failure: kluis must never
+// act at the provider with one user's token on another's behalf (unlinking
+// A must not revoke B). The caller zeroes nothing: the token is a Go string
+// from here on, kept only for the call.
+func (s *Service) accessToken(ctx context.Context, itemID, ref string) (string, error) {
 	if ref == "" {
 		return "", kluis.Errorf(kluis.EConflict, "the item has no access token")
 	}
-	cred, err := s.vault.Open(ctx, ref)
+	cred, err := s.vault.OpenOwned(ctx, vault.ItemOwner(itemID), ref)
 	if err != nil {
 		return "", err
 	}
@@ -158,37 +192,42 @@ func (s *Service) accessToken(ctx context.Context, ref string) (string, error) {
 	return sec.AccessToken, nil
 }
 
-// sealAccessToken seals an access token for the subject in tx.
-func (s *Service) sealAccessToken(ctx context.Context, tx pgx.Tx, subjectID, token string) (string, error) {
-	secret, err := s.accessTokenSecret(token)
+// sealAccessToken seals an access token of the item, linked through
+// provider, for the subject in tx.
+func (s *Service) sealAccessToken(ctx context.Context, tx pgx.Tx, itemID, subjectID, provider, token string) (string, error) {
+	secret, err := accessTokenSecret(provider, token)
 	if err != nil {
 		return "", err
 	}
 	defer clear(secret)
-	return s.vault.Seal(ctx, tx, subjectID, vault.KindBankAccessToken, secret, "")
+	return s.vault.Seal(ctx, tx, vault.ItemOwner(itemID), subjectID, vault.KindBankAccessToken, secret, "")
 }
 
-// accessTokenSecret is the sealed form of an access token; the caller
-// clears it.
-func (s *Service) accessTokenSecret(token string) ([]byte, error) {
+// accessTokenSecret is the sealed form of an access token of provider (the
+// item's own: reveal names it to the service that acts on the token); the
+// caller clears it.
+func accessTokenSecret(provider, token string) ([]byte, error) {
 	return json.Marshal(struct {
 		AccessToken string `json:"access_token"`
 		Provider    string `json:"provider"`
-	}{token, s.provider.Name()})
+	}{token, provider})
 }
 
-// sealNumbers seals an account's numbers for the subject in tx, with the
+// sealNumbers seals the account's numbers for the subject in tx, with the
 // blind index of the account number.
-func (s *Service) sealNumbers(ctx context.Context, tx pgx.Tx, subjectID string, n AuthNumbers) (string, error) {
+func (s *Service) sealNumbers(ctx context.Context, tx pgx.Tx, accountID, subjectID string, n AuthNumbers) (string, error) {
 	secret, err := json.Marshal(struct {
 		AccountNumber string `json:"account_number"`
 		RoutingNumber string `json:"routing_number"`
-	}{n.AccountNumber, n.RoutingNumber})
+		// Tokenized tells the service revealing it that the number works
+		// only for ACH from the app that linked the account.
+		Tokenized bool `json:"tokenized,omitempty"`
+	}{n.AccountNumber, n.RoutingNumber, n.Tokenized})
 	if err != nil {
 		return "", err
 	}
 	defer clear(secret)
-	return s.vault.Seal(ctx, tx, subjectID, vault.KindAccountNumber, secret, n.AccountNumber)
+	return s.vault.Seal(ctx, tx, vault.AccountOwner(accountID), subjectID, vault.KindAccountNumber, secret, n.AccountNumber)
 }
 
 // Actor says who asked for a change, for its audit entry.

@@ -160,9 +160,10 @@ func expireSessions(ctx context.Context, q querier, now time.Time, limit int) (i
 func insertItem(ctx context.Context, tx pgx.Tx, it Item, now time.Time) error {
 	_, err := tx.Exec(ctx, `
 		INSERT INTO items (id, subject_id, provider, provider_item_id, institution_id, institution_name, status,
-		                   credential_ref, access_token_rotated_at, created_at, updated_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $9)`,
-		it.ID, it.SubjectID, it.Provider, it.ProviderItemID, it.InstitutionID, it.InstitutionName, it.Status, it.CredentialRef, now)
+		                   credential_ref, access_token_rotated_at, created_at, updated_at, completion_pending, webhook_url)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $9, $10, NULLIF($11, ''))`,
+		it.ID, it.SubjectID, it.Provider, it.ProviderItemID, it.InstitutionID, it.InstitutionName, it.Status, it.CredentialRef, now,
+		it.CompletionPending, it.webhookURL)
 	if err != nil {
 		return dbErr("insert item", err)
 	}
@@ -173,10 +174,12 @@ func insertItem(ctx context.Context, tx pgx.Tx, it Item, now time.Time) error {
 // reports whether it did.
 func insertAccount(ctx context.Context, tx pgx.Tx, a Account, now time.Time) (bool, error) {
 	tag, err := tx.Exec(ctx, `
-		INSERT INTO accounts (id, subject_id, item_id, provider_account_id, name, mask, type, subtype, account_number_ref, created_at, updated_at)
-		VALUES ($1, $2, NULLIF($3, ''), NULLIF($4, ''), $5, $6, $7, $8, NULLIF($9, ''), $10, $10)
+		INSERT INTO accounts (id, subject_id, item_id, provider_account_id, name, mask, type, subtype, account_number_ref, created_at, updated_at,
+		                      provider_verification_status)
+		VALUES ($1, $2, NULLIF($3, ''), NULLIF($4, ''), $5, $6, $7, $8, NULLIF($9, ''), $10, $10, NULLIF($11, ''))
 		ON CONFLICT (item_id, provider_account_id) DO NOTHING`,
-		a.ID, a.SubjectID, a.ItemID, a.ProviderAccountID, a.Name, a.Mask, a.Type, a.Subtype, a.AccountNumberRef, now)
+		a.ID, a.SubjectID, a.ItemID, a.ProviderAccountID, a.Name, a.Mask, a.Type, a.Subtype, a.AccountNumberRef, now,
+		a.ProviderVerificationStatus)
 	if err != nil {
 		return false, dbErr("insert account", err)
 	}
@@ -184,12 +187,12 @@ func insertAccount(ctx context.Context, tx pgx.Tx, a Account, now time.Time) (bo
 }
 
 const itemColumns = `id, subject_id, provider, provider_item_id, institution_id, institution_name, status,
-	COALESCE(credential_ref, ''), created_at, COALESCE(pending_credential_ref, '')`
+	COALESCE(credential_ref, ''), created_at, COALESCE(pending_credential_ref, ''), completion_pending`
 
 func scanItem(r pgx.Row) (Item, error) {
 	var it Item
 	err := r.Scan(&it.ID, &it.SubjectID, &it.Provider, &it.ProviderItemID, &it.InstitutionID, &it.InstitutionName,
-		&it.Status, &it.CredentialRef, &it.CreatedAt, &it.legacyPendingRef)
+		&it.Status, &it.CredentialRef, &it.CreatedAt, &it.legacyPendingRef, &it.CompletionPending)
 	return it, err
 }
 
@@ -249,17 +252,17 @@ func liveItemByProviderID(ctx context.Context, q querier, provider, providerItem
 
 // itemTokenRef reads the credential reference and status of the live item
 // a provider names; status is "" when there is none.
-func itemTokenRef(ctx context.Context, q querier, provider, providerItemID string) (string, string, error) {
-	var ref, status string
-	err := q.QueryRow(ctx, `SELECT COALESCE(credential_ref, ''), status FROM items
-		WHERE provider = $1 AND provider_item_id = $2 AND status <> 'removed'`, provider, providerItemID).Scan(&ref, &status)
+func itemTokenRef(ctx context.Context, q querier, provider, providerItemID string) (string, string, string, error) {
+	var id, ref, status string
+	err := q.QueryRow(ctx, `SELECT id, COALESCE(credential_ref, ''), status FROM items
+		WHERE provider = $1 AND provider_item_id = $2 AND status <> 'removed'`, provider, providerItemID).Scan(&id, &ref, &status)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return "", "", nil
+		return "", "", "", nil
 	}
 	if err != nil {
-		return "", "", dbErr("read item", err)
+		return "", "", "", dbErr("read item", err)
 	}
-	return ref, status, nil
+	return id, ref, status, nil
 }
 
 func listItems(ctx context.Context, q querier, subjectID string) ([]Item, error) {
@@ -554,3 +557,82 @@ func itemsDueForRotation(ctx context.Context, q querier, now, cutoff time.Time, 
 // notFound is the one answer for a missing object and another subject's:
 // the same code and message, so the two cannot be told apart.
 func notFound() error { return kluis.Errorf(kluis.ENotFound, "not found") }
+
+// liveItemProviders lists the providers of items not removed.
+func liveItemProviders(ctx context.Context, q querier) ([]string, error) {
+	rows, err := q.Query(ctx, `SELECT DISTINCT provider FROM items WHERE status <> 'removed' ORDER BY provider`)
+	if err != nil {
+		return nil, dbErr("list item providers", err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, dbErr("list item providers", err)
+	}
+	return names, nil
+}
+
+// itemsPendingCompletion lists active items of the given providers whose
+// completion is pending, oldest first.
+func itemsPendingCompletion(ctx context.Context, q querier, providers []string, limit int) ([]Item, error) {
+	rows, err := q.Query(ctx, `SELECT `+itemColumns+` FROM items
+		WHERE completion_pending AND status = 'active' AND provider = ANY($2) ORDER BY updated_at, id LIMIT $1`, limit, providers)
+	if err != nil {
+		return nil, dbErr("list items to complete", err)
+	}
+	items, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Item, error) { return scanItem(r) })
+	if err != nil {
+		return nil, dbErr("list items to complete", err)
+	}
+	return items, nil
+}
+
+// setItemCompletion records a completion: the institution where the item
+// had none yet, and whether anything is still pending.
+func setItemCompletion(ctx context.Context, tx pgx.Tx, id string, inst Institution, pending bool, now time.Time) error {
+	_, err := tx.Exec(ctx, `UPDATE items SET completion_pending = $2,
+		institution_id = CASE WHEN institution_id = '' THEN $3 ELSE institution_id END,
+		institution_name = CASE WHEN institution_name = '' THEN $4 ELSE institution_name END, updated_at = $5
+		WHERE id = $1`, id, pending, inst.ID, inst.Name, now)
+	if err != nil {
+		return dbErr("record item completion", err)
+	}
+	return nil
+}
+
+// setAccountNumberRef gives a live account without numbers its sealed
+// numbers' reference.
+func setAccountNumberRef(ctx context.Context, tx pgx.Tx, id, ref string, now time.Time) error {
+	_, err := tx.Exec(ctx, `UPDATE accounts SET account_number_ref = $2, updated_at = $3
+		WHERE id = $1 AND account_number_ref IS NULL AND removed_at IS NULL AND status = 'active'`, id, ref, now)
+	if err != nil {
+		return dbErr("record account numbers", err)
+	}
+	return nil
+}
+
+// itemsWithOtherWebhook lists live items of the provider, after the id
+// after, whose recorded webhook URL is not url.
+func itemsWithOtherWebhook(ctx context.Context, q querier, provider, url, after string, limit int) ([]Item, error) {
+	rows, err := q.Query(ctx, `SELECT `+itemColumns+` FROM items
+		WHERE provider = $1 AND status IN ('active', 'login_required') AND webhook_url IS DISTINCT FROM $2 AND id > $3
+		ORDER BY id LIMIT $4`, provider, url, after, limit)
+	if err != nil {
+		return nil, dbErr("list items to update", err)
+	}
+	items, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Item, error) { return scanItem(r) })
+	if err != nil {
+		return nil, dbErr("list items to update", err)
+	}
+	return items, nil
+}
+
+// setItemWebhook records the webhook URL the provider now has for a live
+// item.
+func setItemWebhook(ctx context.Context, tx pgx.Tx, id, url string, now time.Time) (bool, error) {
+	tag, err := tx.Exec(ctx, `UPDATE items SET webhook_url = $2, updated_at = $3
+		WHERE id = $1 AND status <> 'removed' AND webhook_url IS DISTINCT FROM $2`, id, url, now)
+	if err != nil {
+		return false, dbErr("record item webhook", err)
+	}
+	return tag.RowsAffected() == 1, nil
+}

@@ -49,13 +49,13 @@ func (s *Service) liveTokens(ctx context.Context, it Item) ([]liveToken, vault.V
 	if v.Revoked {
 		return nil, v, nil
 	}
-	tok, err := s.accessToken(ctx, it.CredentialRef)
+	tok, err := s.accessToken(ctx, it.ID, it.CredentialRef)
 	if err != nil {
 		return nil, v, err
 	}
 	out = append(out, liveToken{tok, "current"})
 	if v.Pending {
-		cred, err := s.vault.OpenPending(ctx, s.db.Pool, it.CredentialRef)
+		cred, err := s.vault.OpenPendingOwned(ctx, s.db.Pool, vault.ItemOwner(it.ID), it.CredentialRef)
 		if err != nil {
 			return nil, v, err
 		}
@@ -66,7 +66,7 @@ func (s *Service) liveTokens(ctx context.Context, it Item) ([]liveToken, vault.V
 		out = append(out, liveToken{tok, "pending"})
 	}
 	if it.legacyPendingRef != "" {
-		tok, err := s.accessToken(ctx, it.legacyPendingRef)
+		tok, err := s.accessToken(ctx, it.ID, it.legacyPendingRef)
 		if err != nil && kluis.ErrorCode(err) != kluis.ENotFound {
 			return nil, v, err
 		}
@@ -89,20 +89,25 @@ func tokenOf(cred vault.Credential) (string, error) {
 	return sec.AccessToken, nil
 }
 
-// revokeAtProvider removes the item at the provider with every token
-// given. revoked is true when the provider accepted one of them (the item
-// is gone there: its other tokens die with it). A token the provider no
-// longer knows counts as not revoked, never as revoked. When the provider
-// failed for any of them (unreachable, refusing), even if it accepted
-// another, the error is returned and the caller changes nothing: the
-// removal is tried again with every version, rather than a version that
-// may still be live being let go.
-func (s *Service) revokeAtProvider(ctx context.Context, tokens []liveToken) (bool, error) {
+// revokeAtProvider removes the item at its provider (the one it was linked
+// through: provider) with every token given. revoked is true when the
+// provider accepted one of them (the item is gone there: its other tokens
+// die with it). A token the provider no longer knows counts as not
+// revoked, never as revoked. When the provider failed for any of them
+// (unreachable, refusing), even if it accepted another, the error is
+// returned and the caller changes nothing: the removal is tried again with
+// every version, rather than a version that may still be live being let
+// go. So it is when the item's provider is not configured.
+func (s *Service) revokeAtProvider(ctx context.Context, provider string, tokens []liveToken) (bool, error) {
+	p, err := s.providers.Provider(provider)
+	if err != nil {
+		return false, err
+	}
 	var failure error
 	revoked := false
 	for _, t := range tokens {
 		callCtx, cancel := context.WithTimeout(ctx, providerCallTimeout)
-		err := s.provider.RemoveItem(callCtx, t.token)
+		err := p.RemoveItem(callCtx, t.token)
 		cancel()
 		switch {
 		case err == nil:

@@ -35,14 +35,16 @@ type WebhookResult struct {
 // conditional transition with its audit entry, in the transaction that
 // records the event), new_accounts adds the item's new accounts. A
 // duplicate is recorded nowhere and changes nothing; an unknown event type
-// is recorded and ignored. A webhook for another provider than the one
-// configured is ENotFound; a bad signature is CodeBadSignature and changes
-// nothing.
+// is recorded and ignored. The webhook goes to the provider its route names
+// (POST /webhooks/{provider}), which verifies it, and acts only on that
+// provider's items; a provider that is not configured is ENotFound. A bad
+// signature is CodeBadSignature and changes nothing.
 func (s *Service) HandleWebhook(ctx context.Context, provider string, header http.Header, body []byte, requestID string) (WebhookResult, error) {
-	if provider != s.provider.Name() {
+	p, ok := s.providers.Lookup(provider)
+	if !ok {
 		return WebhookResult{}, notFound()
 	}
-	ev, err := s.provider.VerifyWebhook(WithWebhookItemCheck(ctx, s.webhookItemCheck(provider)), header, body)
+	ev, err := p.VerifyWebhook(WithWebhookItemCheck(ctx, s.webhookItemCheck(provider)), header, body)
 	if err != nil {
 		return WebhookResult{}, providerErr("verify webhook", err)
 	}
@@ -63,7 +65,7 @@ func (s *Service) HandleWebhook(ctx context.Context, provider string, header htt
 	var fetched *ItemAccounts
 	var numbers map[string]AuthNumbers
 	if ev.Kind == EventNewAccounts {
-		if fetched, numbers, err = s.fetchNewAccounts(ctx, provider, ev.ProviderItemID); err != nil {
+		if fetched, numbers, err = s.fetchNewAccounts(ctx, p, ev.ProviderItemID); err != nil {
 			return res, err
 		}
 	}
@@ -107,7 +109,7 @@ func (s *Service) HandleWebhook(ctx context.Context, provider string, header htt
 // webhook then only draws on the budget every webhook shares.
 func (s *Service) webhookItemCheck(provider string) WebhookItemCheck {
 	return func(ctx context.Context, providerItemID string) bool {
-		_, status, err := itemTokenRef(ctx, s.db.Pool, provider, providerItemID)
+		_, _, status, err := itemTokenRef(ctx, s.db.Pool, provider, providerItemID)
 		return err == nil && status != ""
 	}
 }
@@ -131,6 +133,9 @@ func (s *Service) applyWebhook(ctx context.Context, tx pgx.Tx, actor Actor, ev W
 	}
 	if !found {
 		return WebhookUnknownItem, nil
+	}
+	if out, handled, err := s.applyStateWebhook(ctx, tx, actor, ev, it); handled {
+		return out, err
 	}
 	switch ev.Kind {
 	case EventRevoked:
@@ -232,28 +237,28 @@ func (s *Service) revokeBeforeWebhook(ctx context.Context, provider, providerIte
 		return rv
 	}
 	rv.versions = versions
-	rv.providerRevoked, err = s.revokeAtProvider(ctx, tokens)
+	rv.providerRevoked, err = s.revokeAtProvider(ctx, it.Provider, tokens)
 	if err != nil {
 		s.log.Warn("consent revoked: the provider did not remove the item", "item_id", it.ID, "code", kluis.ErrorCode(err))
 	}
 	return rv
 }
 
-// fetchNewAccounts reads the accounts of the item a new_accounts event
-// names; nil when kluis has no live item for it.
-func (s *Service) fetchNewAccounts(ctx context.Context, provider, providerItemID string) (*ItemAccounts, map[string]AuthNumbers, error) {
-	ref, status, err := itemTokenRef(ctx, s.db.Pool, provider, providerItemID)
+// fetchNewAccounts reads, at p, the accounts of p's item that a
+// new_accounts event names; nil when kluis has no live item for it.
+func (s *Service) fetchNewAccounts(ctx context.Context, p Provider, providerItemID string) (*ItemAccounts, map[string]AuthNumbers, error) {
+	itemID, ref, status, err := itemTokenRef(ctx, s.db.Pool, p.Name(), providerItemID)
 	if err != nil {
 		return nil, nil, err
 	}
 	if status != ItemActive {
 		return nil, nil, nil
 	}
-	token, err := s.accessToken(ctx, ref)
+	token, err := s.accessToken(ctx, itemID, ref)
 	if err != nil {
 		return nil, nil, err
 	}
-	accts, numbers, err := s.fetchAccounts(ctx, token)
+	accts, numbers, err := s.fetchAccounts(ctx, p, token)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -267,11 +272,11 @@ func (s *Service) fetchNewAccounts(ctx context.Context, provider, providerItemID
 // the item's account a USER_ACCOUNT_REVOKED is about (and is required
 // for it only).
 func (s *Service) SandboxFireWebhook(ctx context.Context, actor Actor, itemID, code, accountID string) (WebhookResult, error) {
-	linker, ok := s.provider.(SandboxLinker)
-	if !ok {
-		return WebhookResult{}, notFound()
-	}
 	it, err := s.Item(ctx, actor.Name, itemID)
+	if err != nil {
+		return WebhookResult{}, err
+	}
+	linker, err := s.sandboxLinker(it.Provider)
 	if err != nil {
 		return WebhookResult{}, err
 	}
@@ -294,5 +299,5 @@ func (s *Service) SandboxFireWebhook(ctx context.Context, actor Actor, itemID, c
 	if err != nil {
 		return WebhookResult{}, err
 	}
-	return s.HandleWebhook(ctx, s.provider.Name(), header, body, actor.RequestID)
+	return s.HandleWebhook(ctx, it.Provider, header, body, actor.RequestID)
 }

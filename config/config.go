@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kluis-dev/kluis/banklink/plaid/plaidlink"
 	"github.com/kluis-dev/kluis/compliance"
 )
 
@@ -53,7 +54,7 @@ type Config struct {
 	AWSKMSKeyID       string
 	TransitMount      string
 	TransitKey        string
-	BankProvider      string // "sandbox" or "plaid"
+	BankProvider      string // the default bank provider: the first of BankProviders
 	PlaidClientID     string
 	PlaidSecret       string
 	PlaidBaseURL      string
@@ -66,6 +67,21 @@ type Config struct {
 	BankTokenMaxAge time.Duration
 	// BankWebhookURL is the public URL providers send item webhooks to.
 	BankWebhookURL string
+	// BankProviders are the bank providers kluis links through, in the
+	// order of KLUIS_BANK_PROVIDERS (or the one KLUIS_BANK_PROVIDER names).
+	BankProviders []string
+	// bankProvidersListed: they came from KLUIS_BANK_PROVIDERS.
+	bankProvidersListed bool
+
+	// Plaid Link settings (KLUIS_PLAID_*): the name Link shows, the
+	// countries whose institutions it lists, its language, and where an
+	// OAuth institution returns to (web and iOS, or the Android app).
+	PlaidClientName         string
+	PlaidCountryCodes       []string
+	PlaidLanguage           string
+	PlaidRedirectURI        string
+	PlaidAndroidPackageName string
+
 	// KeyCryptoperiod: subject keys older than this get a new version when
 	// the rotation job runs.
 	KeyCryptoperiod time.Duration
@@ -200,13 +216,44 @@ func Load(getenv Getenv) (*Config, error) {
 	c.StaffTokenMaxLifetime = r.duration("KLUIS_STAFF_TOKEN_MAX_LIFETIME", 90*time.Minute, time.Minute, 24*time.Hour)
 	c.MigrateDatabaseURL = r.str("KLUIS_MIGRATE_DATABASE_URL", "")
 	c.AuditHeadInterval = r.duration("KLUIS_AUDIT_HEAD_INTERVAL", 5*time.Minute, time.Second, 24*time.Hour)
+	c.readPlaidLink(&r)
 	c.readRetention(&r)
 	c.readVerification(&r)
+	c.readBankProviders(&r)
 	c.validate(&r)
 	if len(r.problems) > 0 {
 		return nil, errors.New("configuration: " + strings.Join(r.problems, "\n  "))
 	}
 	return c, nil
+}
+
+// readPlaidLink reads the Plaid Link settings, checked against what Plaid's
+// /link/token/create accepts (plaidlink), so that a bad one stops kluis at
+// start instead of failing every link session.
+func (c *Config) readPlaidLink(r *reader) {
+	c.PlaidClientName = r.str("KLUIS_PLAID_CLIENT_NAME", "kluis")
+	for _, cc := range strings.Split(r.str("KLUIS_PLAID_COUNTRY_CODES", "US"), ",") {
+		if cc = strings.ToUpper(strings.TrimSpace(cc)); cc != "" {
+			c.PlaidCountryCodes = append(c.PlaidCountryCodes, cc)
+		}
+	}
+	c.PlaidLanguage = r.str("KLUIS_PLAID_LANGUAGE", "en")
+	c.PlaidRedirectURI = r.str("KLUIS_PLAID_REDIRECT_URI", "")
+	c.PlaidAndroidPackageName = r.str("KLUIS_PLAID_ANDROID_PACKAGE_NAME", "")
+	if len(c.PlaidCountryCodes) == 0 {
+		r.bad("KLUIS_PLAID_COUNTRY_CODES", "must name at least one country")
+	}
+	problems := plaidlink.Settings{ClientName: c.PlaidClientName, CountryCodes: c.PlaidCountryCodes, Language: c.PlaidLanguage,
+		RedirectURI: c.PlaidRedirectURI, AndroidPackageName: c.PlaidAndroidPackageName}.Problems()
+	for _, name := range []string{"KLUIS_PLAID_CLIENT_NAME", "KLUIS_PLAID_COUNTRY_CODES", "KLUIS_PLAID_LANGUAGE",
+		"KLUIS_PLAID_REDIRECT_URI", "KLUIS_PLAID_ANDROID_PACKAGE_NAME"} {
+		if why, ok := problems[name]; ok {
+			r.bad(name, why)
+		}
+	}
+	if c.Env == "production" && strings.HasPrefix(c.PlaidRedirectURI, "http://") {
+		r.bad("KLUIS_PLAID_REDIRECT_URI", "production requires https")
+	}
 }
 
 // LoadDatabaseOnly reads just what the database commands (migrate, jobs,
@@ -335,8 +382,60 @@ func (c *Config) validateKeys(r *reader) {
 	}
 }
 
+// knownBankProviders are the names KLUIS_BANK_PROVIDERS may hold.
+var knownBankProviders = map[string]bool{"sandbox": true, "plaid": true}
+
+// readBankProviders reads KLUIS_BANK_PROVIDERS (comma-separated, the first
+// the default), or else the older single KLUIS_BANK_PROVIDER.
+func (c *Config) readBankProviders(r *reader) {
+	list := strings.TrimSpace(r.getenv("KLUIS_BANK_PROVIDERS"))
+	if list == "" {
+		c.BankProviders = []string{c.BankProvider}
+		return
+	}
+	if strings.TrimSpace(r.getenv("KLUIS_BANK_PROVIDER")) != "" {
+		r.bad("KLUIS_BANK_PROVIDERS", "set KLUIS_BANK_PROVIDERS or the older KLUIS_BANK_PROVIDER, not both")
+	}
+	c.bankProvidersListed = true
+	seen := map[string]bool{}
+	for _, name := range strings.Split(list, ",") {
+		name = strings.TrimSpace(name)
+		switch {
+		case !knownBankProviders[name]:
+			r.bad("KLUIS_BANK_PROVIDERS", "must be a comma-separated list of sandbox and plaid")
+			return
+		case seen[name]:
+			r.bad("KLUIS_BANK_PROVIDERS", "names "+name+" twice")
+			return
+		}
+		seen[name] = true
+		c.BankProviders = append(c.BankProviders, name)
+	}
+	c.BankProvider = c.BankProviders[0]
+}
+
+// HasBankProvider reports whether name is among the configured bank
+// providers.
+func (c *Config) HasBankProvider(name string) bool {
+	for _, p := range c.BankProviders {
+		if p == name {
+			return true
+		}
+	}
+	return false
+}
+
 func (c *Config) validateBank(r *reader) {
-	switch c.BankProvider {
+	if len(c.BankProviders) > 1 && c.BankWebhookURL != "" && !strings.Contains(c.BankWebhookURL, "{provider}") {
+		r.bad("KLUIS_BANK_WEBHOOK_URL", "with several bank providers it must name each one's route: https://…/webhooks/{provider}")
+	}
+	for _, name := range c.BankProviders {
+		c.validateBankProvider(r, name)
+	}
+}
+
+func (c *Config) validateBankProvider(r *reader, name string) {
+	switch name {
 	case "sandbox":
 	case "plaid":
 		r.require("PLAID_CLIENT_ID", c.PlaidClientID)
@@ -359,8 +458,8 @@ func (c *Config) validateProduction(r *reader) {
 	if c.KeyProvider == "local" {
 		r.bad("KLUIS_KEY_PROVIDER", "production refuses the local root key: use awskms or transit")
 	}
-	if c.BankProvider == "sandbox" {
-		r.bad("KLUIS_BANK_PROVIDER", "production refuses the sandbox provider")
+	if c.HasBankProvider("sandbox") {
+		r.bad(c.bankProvidersSetting(), "production refuses the sandbox provider")
 	}
 	if !c.InternalTLS() {
 		r.bad("KLUIS_INTERNAL_TLS_CERT", "production requires mutual TLS on the internal listener (KLUIS_INTERNAL_TLS_CERT, KLUIS_INTERNAL_TLS_KEY, KLUIS_INTERNAL_CLIENT_CA)")
@@ -592,4 +691,13 @@ func (c *Config) readVerificationLimits(r *reader) {
 	if keep, ok := c.Retention[compliance.VerificationFailuresClass]; ok && keep < c.VerificationLockout {
 		r.bad("KLUIS_RETENTION_VERIFICATION_FAILURES", "must be at least KLUIS_VERIFICATION_LOCKOUT: failed verifications are kept as long as they count")
 	}
+}
+
+// bankProvidersSetting names the variable the bank providers came from, for
+// problems about them.
+func (c *Config) bankProvidersSetting() string {
+	if c.bankProvidersListed {
+		return "KLUIS_BANK_PROVIDERS"
+	}
+	return "KLUIS_BANK_PROVIDER"
 }

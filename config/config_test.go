@@ -244,3 +244,65 @@ func TestDurationsTakeGoSyntaxOrWholeDays(t *testing.T) {
 		})
 	}
 }
+
+func TestSeveralBankProviders(t *testing.T) {
+	plaid := map[string]string{"PLAID_CLIENT_ID": "id", "PLAID_SECRET": "s", "PLAID_BASE_URL": "https://sandbox.plaid.example"}
+	with := func(m map[string]string) map[string]string {
+		out := map[string]string{}
+		for k, v := range plaid {
+			out[k] = v
+		}
+		for k, v := range m {
+			out[k] = v
+		}
+		return out
+	}
+	t.Run("a list keeps its order and its first is the default", func(t *testing.T) {
+		c, err := config.Load(env(t, with(map[string]string{"KLUIS_BANK_PROVIDERS": " plaid , sandbox"})))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Join(c.BankProviders, ",") != "plaid,sandbox" || c.BankProvider != "plaid" || !c.HasBankProvider("sandbox") {
+			t.Fatalf("providers = %v, default %q", c.BankProviders, c.BankProvider)
+		}
+	})
+	t.Run("the older single setting still works", func(t *testing.T) {
+		c, err := config.Load(env(t, with(map[string]string{"KLUIS_BANK_PROVIDER": "plaid"})))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Join(c.BankProviders, ",") != "plaid" || c.HasBankProvider("sandbox") {
+			t.Fatalf("providers = %v", c.BankProviders)
+		}
+	})
+	refused := []struct {
+		name      string
+		overrides map[string]string
+		want      string
+	}{
+		{"an unknown provider", map[string]string{"KLUIS_BANK_PROVIDERS": "sandbox,bogus"}, "KLUIS_BANK_PROVIDERS: must be a comma-separated list"},
+		{"an empty name", map[string]string{"KLUIS_BANK_PROVIDERS": "sandbox,,plaid"}, "KLUIS_BANK_PROVIDERS: must be a comma-separated list"},
+		{"a duplicate", map[string]string{"KLUIS_BANK_PROVIDERS": "sandbox,plaid,sandbox"}, "KLUIS_BANK_PROVIDERS: names sandbox twice"},
+		{"both settings", map[string]string{"KLUIS_BANK_PROVIDERS": "sandbox", "KLUIS_BANK_PROVIDER": "plaid"}, "not both"},
+		{"plaid in the list without its credentials", map[string]string{"KLUIS_BANK_PROVIDERS": "sandbox,plaid", "PLAID_SECRET": " "}, "PLAID_SECRET: is required"},
+		{"one webhook URL for several providers", map[string]string{"KLUIS_BANK_PROVIDERS": "sandbox,plaid",
+			"KLUIS_BANK_WEBHOOK_URL": "https://kluis.example/webhooks/plaid"}, "KLUIS_BANK_WEBHOOK_URL"},
+		{"production with the sandbox second", map[string]string{"KLUIS_ENV": "production", "KLUIS_BANK_PROVIDERS": "plaid,sandbox"},
+			"KLUIS_BANK_PROVIDERS: production refuses the sandbox provider"},
+	}
+	for _, tt := range refused {
+		t.Run(tt.name+" is refused", func(t *testing.T) {
+			_, err := config.Load(env(t, with(tt.overrides)))
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want it to say %q", err, tt.want)
+			}
+		})
+	}
+	t.Run("a webhook URL naming {provider} serves several", func(t *testing.T) {
+		_, err := config.Load(env(t, with(map[string]string{"KLUIS_BANK_PROVIDERS": "sandbox,plaid",
+			"KLUIS_BANK_WEBHOOK_URL": "https://kluis.example/webhooks/{provider}"})))
+		if err != nil {
+			t.Fatal(err)
+		}
+	})
+}

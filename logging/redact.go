@@ -119,6 +119,15 @@ var (
 	// plaidTokenRe matches Plaid's access, public, link and processor tokens,
 	// again whatever precedes them.
 	plaidTokenRe = regexp.MustCompile(`(?:access|public|link|processor|payment)-(?:sandbox|development|production)-[0-9A-Za-z\-]+`)
+	// zaPhoneRe matches the South African phone numbers the digit rules
+	// cannot see because their separators break a group: brackets around
+	// the area code or the country code, the "(0)" trunk prefix written
+	// after +27, dots, and double spaces: "+27 (0)82 555 1234",
+	// "(082) 555 1234", "(+27) 82 555 1234", "082.555.1234",
+	// "+27  82 555 1234". An optional country code (+27, 0027 or 27) or
+	// the trunk 0, a two-digit area code, then seven digits, with up to two
+	// spaces, dots or dashes between any two of them.
+	zaPhoneRe = regexp.MustCompile(`(?:\(?(?:\+|00)?27\)?[ .\-]{0,2}(?:\(0\)[ .\-]{0,2})?\(?|\(?0)[1-9][ .\-]{0,2}[0-9]\)?(?:[ .\-]{0,2}[0-9]){7}`)
 )
 
 // Scrub returns s with every value that looks like a secret or personal
@@ -132,7 +141,8 @@ var (
 //   - 13 to 19 digits separated by single spaces or dashes that pass the Luhn
 //     check (card numbers);
 //   - South African phone numbers, +27 (or 27, or 0027) and nine digits or 0
-//     and nine digits, with or without spaces or dashes;
+//     and nine digits, with or without spaces or dashes, and (zaPhoneRe)
+//     with brackets, a "(0)" after the country code, dots or double spaces;
 //   - bearer and basic credentials, JWT-shaped strings, Plaid tokens.
 //
 // Every rule looks at the original s, never at another rule's output: the
@@ -155,14 +165,20 @@ func Scrub(s string) string {
 // secretSpans returns the ranges of s to mask, sorted and merged (ranges that
 // overlap or touch become one).
 func secretSpans(s string) []span {
-	digits, tokens := suspects(s)
-	if !digits && !tokens {
+	digits, tokens, phone := suspects(s)
+	if !digits && !tokens && !phone {
 		return nil
 	}
 	var masks []span
 	if tokens {
-		masks = mergeSpans(tokenSpans(s, nil))
+		masks = tokenSpans(s, nil)
 	}
+	if phone {
+		// With the tokens, so that the fraction rule sees a number masked
+		// here as masked.
+		masks = phoneSpans(s, masks)
+	}
+	masks = mergeSpans(masks)
 	if digits {
 		masks = mergeSpans(append(digitSpans(s, masks), masks...))
 	}
@@ -170,19 +186,32 @@ func secretSpans(s string) []span {
 }
 
 // suspects is the cheap first pass: it reports whether s holds a group of 6
-// or more digits (possibly split by separators), and whether it holds a
-// marker of one of the token patterns. Most log strings hold neither, and
-// skip the regular expressions entirely.
-func suspects(s string) (digits, tokens bool) {
+// or more digits (possibly split by separators), whether it holds a
+// marker of one of the token patterns, and whether it holds 9 or more
+// digits split only by the separators a written phone number uses. Most log
+// strings hold none of these, and skip the regular expressions entirely.
+func suspects(s string) (digits, tokens, phone bool) {
 	n := 0 // digits in the current group
+	p := 0 // digits in the current phone-shaped group
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		switch {
 		case c >= '0' && c <= '9':
 			n++
+			p++
 			if n >= 6 {
 				digits = true
 			}
+			if p >= 9 {
+				phone = true
+			}
+			continue
+		case c == ' ' || c == '-' || c == '.' || c == '(' || c == ')' || c == '+':
+			// a phone separator keeps the phone group going
+		default:
+			p = 0
+		}
+		switch {
 		case (c == ' ' || c == '-') && n > 0:
 			// a separator keeps the group going
 		default:
@@ -200,7 +229,7 @@ func suspects(s string) (digits, tokens bool) {
 	if !tokens && strings.IndexByte(s, '-') >= 0 {
 		tokens = strings.Contains(s, "-sandbox-") || strings.Contains(s, "-development-") || strings.Contains(s, "-production-")
 	}
-	return digits, tokens
+	return digits, tokens, phone
 }
 
 func hasPrefixFold(s, prefix string) bool {
@@ -226,6 +255,15 @@ func tokenSpans(s string, masks []span) []span {
 		masks = append(masks, span{m[0], m[1]})
 	}
 	for _, m := range plaidTokenRe.FindAllStringIndex(s, -1) {
+		masks = append(masks, span{m[0], m[1]})
+	}
+	return masks
+}
+
+// phoneSpans appends the ranges of South African phone numbers that
+// zaPhoneRe finds.
+func phoneSpans(s string, masks []span) []span {
+	for _, m := range zaPhoneRe.FindAllStringIndex(s, -1) {
 		masks = append(masks, span{m[0], m[1]})
 	}
 	return masks

@@ -26,6 +26,20 @@ func TestScrub(t *testing.T) {
 		{"a 27 phone number without the plus is masked", "from 27 82 555 1234", "from [REDACTED]"},
 		{"a 0027 phone number is masked", "from 0027 82 555 1234", "from [REDACTED]"},
 		{"a Luhn-valid ID number in groups of four is masked", "8001 0150 0908 7", "[REDACTED]"},
+		{"an ID number with dashes is masked whole", "id 930615-5123-088 given", "id [REDACTED] given"},
+		{"an ID number in JSON is masked", `{"holder_id_number":"9306155123088"}`, `{"holder_id_number":"[REDACTED]"}`},
+		{"a +27 number with the trunk 0 in brackets is masked", "call +27 (0)82 555 1234 now", "call [REDACTED] now"},
+		{"a +27 number with a spaced trunk 0 is masked", "call +27 (0) 82 555 1234", "call [REDACTED]"},
+		{"a bracketed country code is masked", "call (+27) 82 555 1234", "call [REDACTED]"},
+		{"a bracketed area code after +27 is masked", "call +27 (82) 555 1234", "call [REDACTED]"},
+		{"a bracketed local area code is masked", "call (082) 555 1234.", "call [REDACTED]."},
+		{"a +27 number written with dots is masked", "call +27.82.555.1234", "call [REDACTED]"},
+		{"a local number written with dots is masked", "call 082.555.1234", "call [REDACTED]"},
+		{"a +27 number with a double space is masked", "call +27  82 555 1234", "call [REDACTED]"},
+		{"a +27 number with the trunk 0 and no spaces is masked whole", "+27(0)825551234", "[REDACTED]"},
+		{"a +27 number in groups of two is masked", "+27 82 555 12 34", "[REDACTED]"},
+		{"a version with dots stays", "kluis 1.26.8 on go1.26", "kluis 1.26.8 on go1.26"},
+		{"an address with dots stays", "peer 127.0.0.1:8080", "peer 127.0.0.1:8080"},
 		{"the word basic in prose stays", "basic check failed", "basic check failed"},
 		{"a lower-case bearer credential is masked", "authorization: bearer abcdefgh", "authorization: bearer [REDACTED]"},
 		{"a local phone number with spaces is masked", "call 082 555 1234.", "call [REDACTED]."},
@@ -132,6 +146,7 @@ func FuzzRedact(f *testing.F) {
 		"8001015009087", "+27 82 555 1234", "4111 1111 1111 1111", "12:00:00.1234567890123",
 		"Bearer eyJ.a.b", "0.123456789", "1-2-3-4-5-6-7-8-9-0-1-2-3", "+27+27 0",
 		"[REDACTED].1234567", "Bearer [REDACTED]", "1.[REDACTED]123456",
+		"+27 (0)82 555 1234", "(082) 555 1234.123456", "082.555.1234", "(+27) 82 555 1234 5",
 	} {
 		f.Add(s)
 	}

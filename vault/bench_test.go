@@ -7,6 +7,8 @@ import (
 	"crypto/rand"
 	"testing"
 
+	"github.com/kluis-dev/kluis"
+
 	"github.com/kluis-dev/kluis/postgres/pgtest"
 )
 
@@ -146,7 +148,7 @@ func BenchmarkStoreOpen256(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	ref, err := store.Seal(ctx, tx, sub, KindBankAccessToken, benchSecret, "")
+	ref, err := store.Seal(ctx, tx, ItemOwner(kluis.NewID(kluis.PrefixItem)), sub, KindBankAccessToken, benchSecret, "")
 	if err != nil {
 		b.Fatal(err)
 	}

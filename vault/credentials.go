@@ -17,10 +17,15 @@ import (
 const (
 	KindBankAccessToken = "bank_access_token"
 	KindAccountNumber   = "account_number"
+	// KindIDNumber is a person's national identity number ({"id_number"}),
+	// such as a South African ID number given with a manual account. No
+	// service policy may reveal it (api's knownKinds leaves it out): only
+	// kluis's own features open it, to send it to the bank that checks it.
+	KindIDNumber = "id_number"
 )
 
 func validKind(kind string) bool {
-	return kind == KindBankAccessToken || kind == KindAccountNumber
+	return kind == KindBankAccessToken || kind == KindAccountNumber || kind == KindIDNumber
 }
 
 // Credential is an opened credential. Secret is the plaintext (JSON): the
@@ -31,13 +36,19 @@ type Credential struct {
 	Kind       string
 	SubjectID  string
 	KeyVersion uint32
+	// Owner is the item or account the credential belongs to. OwnerBound
+	// says the record's AAD proved it (format version 2); a version-1
+	// record's owner is only what its row says, to be checked against the
+	// pointer that led to it.
+	Owner      Owner
+	OwnerBound bool
 	Secret     []byte
 }
 
 // String shows the credential without its secret, so that %v and %+v are
 // safe.
 func (c Credential) String() string {
-	return fmt.Sprintf("Credential{Ref:%s Kind:%s SubjectID:%s KeyVersion:%d Secret:[redacted]}", c.Ref, c.Kind, c.SubjectID, c.KeyVersion)
+	return fmt.Sprintf("Credential{Ref:%s Kind:%s SubjectID:%s KeyVersion:%d Owner:%s Secret:[redacted]}", c.Ref, c.Kind, c.SubjectID, c.KeyVersion, c.Owner)
 }
 
 // GoString makes %#v as safe as %v.
@@ -45,7 +56,8 @@ func (c Credential) GoString() string { return c.String() }
 
 // LogValue keeps the secret out of slog output.
 func (c Credential) LogValue() slog.Value {
-	return slog.GroupValue(slog.String("ref", c.Ref), slog.String("kind", c.Kind), slog.String("subject_id", c.SubjectID))
+	return slog.GroupValue(slog.String("ref", c.Ref), slog.String("kind", c.Kind), slog.String("subject_id", c.SubjectID),
+		slog.String("owner", c.Owner.String()))
 }
 
 // Zero overwrites the secret.
@@ -57,7 +69,10 @@ type CredentialInfo struct {
 	Kind       string
 	SubjectID  string
 	KeyVersion uint32
-	CreatedAt  time.Time
+	// Owner is what the row says owns the credential (zero when it names
+	// none); not proved until the record is opened.
+	Owner     Owner
+	CreatedAt time.Time
 }
 
 // Store seals credentials into the credentials table and opens them again.
@@ -75,15 +90,21 @@ func NewStore(db *postgres.DB, ring *KeyRing, sys *SystemKeys) *Store {
 }
 
 // Seal encrypts secret (JSON) for the subject under the subject's current
-// key and inserts it in the caller's transaction, so that the caller's audit
-// entry commits or rolls back with it. blindIndexInput, when not empty, is an
-// account number whose blind index is stored for FindByBlindIndex. It returns
-// the new credential's ref. When the key provider cannot be reached it fails
-// with kluis EUnavailable and stores nothing; a subject whose erasure runs is
+// key, bound to its owner (the item or account that will point at it, whose
+// row the caller inserts in the same transaction), and inserts it in the
+// caller's transaction, so that the caller's audit entry commits or rolls
+// back with it. blindIndexInput, when not empty, is an account number (or,
+// for KindIDNumber, the ID number) whose blind index is stored for
+// FindByBlindIndex. It returns the new credential's ref. When the key
+// provider cannot be reached it fails with kluis EUnavailable and stores
+// nothing; a subject whose erasure runs is
 // kluis ESubjectErasing (FenceSubject, held until tx ends).
-func (s *Store) Seal(ctx context.Context, tx pgx.Tx, subjectID, kind string, secret []byte, blindIndexInput string) (string, error) {
+func (s *Store) Seal(ctx context.Context, tx pgx.Tx, owner Owner, subjectID, kind string, secret []byte, blindIndexInput string) (string, error) {
 	if !validKind(kind) {
 		return "", kluis.Errorf(kluis.EInvalid, "unknown credential kind")
+	}
+	if !owner.Valid() || OwnerTypeOf(kind) != owner.Type {
+		return "", kluis.Errorf(kluis.EInvalid, "invalid credential owner")
 	}
 	if !kluis.ValidID(PrefixSubject, subjectID) {
 		return "", kluis.Errorf(kluis.EInvalid, "invalid subject")
@@ -96,7 +117,7 @@ func (s *Store) Seal(ctx context.Context, tx pgx.Tx, subjectID, kind string, sec
 		if s.sys == nil {
 			return "", kluis.Errorf(kluis.EInternal, "internal error")
 		}
-		if blindIndex = s.sys.BlindIndex(blindIndexInput); blindIndex == nil {
+		if blindIndex = s.sys.blindIndexOf(kind, blindIndexInput); blindIndex == nil {
 			return "", kluis.Errorf(kluis.EInvalid, "invalid account number")
 		}
 	}
@@ -114,16 +135,16 @@ func (s *Store) Seal(ctx context.Context, tx pgx.Tx, subjectID, kind string, sec
 	err := s.ring.withCurrentKey(ctx, tx, subjectID, func(version uint32, key []byte) error {
 		var err error
 		keyVersion = version
-		envelope, err = SealEnvelope(key, Binding{SubjectID: subjectID, Ref: ref, Kind: kind, KeyVersion: version}, secret)
+		envelope, err = SealEnvelope(key, Binding{SubjectID: subjectID, Ref: ref, Kind: kind, KeyVersion: version, Owner: owner}, secret)
 		return err
 	})
 	if err != nil {
 		return "", fmt.Errorf("vault: seal credential: %w", err)
 	}
 	_, err = tx.Exec(ctx, `
-		INSERT INTO credentials (ref, subject_id, kind, key_version, envelope, blind_index)
-		VALUES ($1, $2, $3, $4, $5, $6)`,
-		ref, subjectID, kind, keyVersion, envelope, blindIndex)
+		INSERT INTO credentials (ref, subject_id, kind, key_version, envelope, blind_index, owner_type, owner_id)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+		ref, subjectID, kind, keyVersion, envelope, blindIndex, owner.Type, owner.ID)
 	if err != nil {
 		return "", fmt.Errorf("vault: store credential: %w", postgres.Translate(err))
 	}
@@ -132,11 +153,41 @@ func (s *Store) Seal(ctx context.Context, tx pgx.Tx, subjectID, kind string, sec
 
 // Open reads and decrypts the credential ref (its current version). An
 // unknown ref, and a credential whose subject key was destroyed (erased),
-// are ENotFound; a tombstone (Revoke) is CodeCredentialRevoked; a
-// record that does not authenticate (tampered, or moved from its row) is an
-// internal error; a key provider that cannot be reached is EUnavailable.
+// are ENotFound; a tombstone (Revoke) is CodeCredentialRevoked; a record
+// that does not authenticate (tampered, moved from its row, or its owner
+// column edited) is EIntegrity; a key provider that cannot be reached is
+// EUnavailable. The credential names its owner; whoever followed a pointer
+// to ref uses OpenOwned instead, which checks it.
 func (s *Store) Open(ctx context.Context, ref string) (Credential, error) {
 	return s.OpenIn(ctx, s.db.Pool, ref)
+}
+
+// OpenOwned is Open for a caller that followed owner's pointer to ref: a
+// credential that belongs to anyone else (the pointer was made to point at
+// another owner's credential) is EIntegrity, and its secret is zeroed
+// before it is returned to no one. For a version-1 record, whose AAD binds
+// no owner, the owner its row names is what is checked.
+func (s *Store) OpenOwned(ctx context.Context, owner Owner, ref string) (Credential, error) {
+	return s.OpenOwnedIn(ctx, s.db.Pool, owner, ref)
+}
+
+// OpenOwnedIn is OpenOwned on the caller's pool or transaction.
+func (s *Store) OpenOwnedIn(ctx context.Context, q Querier, owner Owner, ref string) (Credential, error) {
+	c, err := s.OpenIn(ctx, q, ref)
+	if err != nil {
+		return Credential{}, err
+	}
+	return ownedBy(c, owner)
+}
+
+// ownedBy returns c when it belongs to owner; otherwise it zeroes c's
+// secret and returns EIntegrity.
+func ownedBy(c Credential, owner Owner) (Credential, error) {
+	if c.Owner != owner || OwnerTypeOf(c.Kind) != owner.Type {
+		c.Zero()
+		return Credential{}, integrityError(fmt.Errorf("vault: %s points at credential %s of %s", owner, c.Ref, c.Owner))
+	}
+	return c, nil
 }
 
 // OpenIn is Open on the caller's pool or transaction.
@@ -155,10 +206,12 @@ func (s *Store) OpenIn(ctx context.Context, q Querier, ref string) (Credential, 
 	// One round trip: the record and its key's row. A missing key row means
 	// the subject's keys were destroyed.
 	err := q.QueryRow(ctx, `
-		SELECT c.subject_id, c.kind, c.key_version, c.envelope, k.wrapped, k.root_version, c.revoked_at IS NOT NULL
+		SELECT c.subject_id, c.kind, c.key_version, COALESCE(c.owner_type, ''), COALESCE(c.owner_id, ''),
+			c.envelope, k.wrapped, k.root_version, c.revoked_at IS NOT NULL
 		FROM credentials c
 		LEFT JOIN keystore.subject_keys k ON k.subject_id = c.subject_id AND k.version = c.key_version
-		WHERE c.ref = $1`, ref).Scan(&c.SubjectID, &c.Kind, &c.KeyVersion, &envelope, &wrapped, &rootVer, &revoked)
+		WHERE c.ref = $1`, ref).Scan(&c.SubjectID, &c.Kind, &c.KeyVersion, &c.Owner.Type, &c.Owner.ID,
+		&envelope, &wrapped, &rootVer, &revoked)
 	if err != nil {
 		return Credential{}, fmt.Errorf("vault: read credential: %w", postgres.Translate(err))
 	}
@@ -169,18 +222,19 @@ func (s *Store) OpenIn(ctx context.Context, q Querier, ref string) (Credential, 
 		return Credential{}, kluis.Errorf(kluis.ENotFound, "not found")
 	}
 	sk = storedKey{version: c.KeyVersion, wrapped: wrapped, rootVersion: *rootVer}
-	b := Binding{SubjectID: c.SubjectID, Ref: ref, Kind: c.Kind, KeyVersion: c.KeyVersion}
+	b := Binding{SubjectID: c.SubjectID, Ref: ref, Kind: c.Kind, KeyVersion: c.KeyVersion, Owner: c.Owner}
 	err = s.ring.withStoredKey(ctx, c.SubjectID, sk, func(key []byte) error {
 		var err error
 		c.Secret, err = OpenEnvelope(key, b, envelope)
 		return err
 	})
 	if errors.Is(err, ErrMalformedEnvelope) || errors.Is(err, ErrEnvelopeAuth) {
-		return Credential{}, kluis.Wrap(kluis.EInternal, "internal error", fmt.Errorf("vault: open credential: %w", err))
+		return Credential{}, integrityError(fmt.Errorf("vault: open credential %s: %w", ref, err))
 	}
 	if err != nil {
 		return Credential{}, fmt.Errorf("vault: open credential: %w", err)
 	}
+	c.OwnerBound = EnvelopeVersion(envelope) >= EnvelopeV2
 	return c, nil
 }
 
@@ -223,19 +277,19 @@ func (s *Store) FindByBlindIndex(ctx context.Context, q Querier, kind, accountNu
 	if s.sys == nil {
 		return nil, kluis.Errorf(kluis.EInternal, "internal error")
 	}
-	idx := s.sys.BlindIndex(accountNumber)
+	idx := s.sys.blindIndexOf(kind, accountNumber)
 	if idx == nil {
 		return nil, kluis.Errorf(kluis.EInvalid, "invalid account number")
 	}
 	rows, err := q.Query(ctx, `
-		SELECT ref, kind, subject_id, key_version, created_at FROM credentials
+		SELECT ref, kind, subject_id, key_version, COALESCE(owner_type, ''), COALESCE(owner_id, ''), created_at FROM credentials
 		WHERE kind = $1 AND blind_index = $2 ORDER BY created_at, ref`, kind, idx)
 	if err != nil {
 		return nil, fmt.Errorf("vault: find credentials: %w", postgres.Translate(err))
 	}
 	infos, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (CredentialInfo, error) {
 		var ci CredentialInfo
-		err := r.Scan(&ci.Ref, &ci.Kind, &ci.SubjectID, &ci.KeyVersion, &ci.CreatedAt)
+		err := r.Scan(&ci.Ref, &ci.Kind, &ci.SubjectID, &ci.KeyVersion, &ci.Owner.Type, &ci.Owner.ID, &ci.CreatedAt)
 		return ci, err
 	})
 	if err != nil {

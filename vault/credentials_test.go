@@ -22,6 +22,7 @@ import (
 // testVault is a credential store over a fresh database and a fake provider.
 type testVault struct {
 	db       *postgres.DB
+	dbURL    string // the serving role's URL (pgtest.OwnerURL gives the owner's)
 	provider *fakeProvider
 	ring     *KeyRing
 	sys      *SystemKeys
@@ -30,7 +31,7 @@ type testVault struct {
 
 func newTestVault(t *testing.T, opts CacheOptions) *testVault {
 	t.Helper()
-	db, _ := pgtest.Open(t)
+	db, dbURL := pgtest.Open(t)
 	p := newFakeProvider()
 	sys, err := LoadSystemKeys(context.Background(), db, p)
 	if err != nil {
@@ -39,7 +40,7 @@ func newTestVault(t *testing.T, opts CacheOptions) *testVault {
 	t.Cleanup(sys.Close)
 	ring := NewKeyRing(p, opts)
 	t.Cleanup(ring.Purge)
-	return &testVault{db: db, provider: p, ring: ring, sys: sys, store: NewStore(db, ring, sys)}
+	return &testVault{db: db, dbURL: dbURL, provider: p, ring: ring, sys: sys, store: NewStore(db, ring, sys)}
 }
 
 // instance returns a second kluis instance on the same database and
@@ -48,7 +49,7 @@ func (v *testVault) instance(t *testing.T, opts CacheOptions) *testVault {
 	t.Helper()
 	ring := NewKeyRing(v.provider, opts)
 	t.Cleanup(ring.Purge)
-	return &testVault{db: v.db, provider: v.provider, ring: ring, sys: v.sys, store: NewStore(v.db, ring, v.sys)}
+	return &testVault{db: v.db, dbURL: v.dbURL, provider: v.provider, ring: ring, sys: v.sys, store: NewStore(v.db, ring, v.sys)}
 }
 
 func (v *testVault) subject(t *testing.T, externalID string) string {
@@ -60,11 +61,23 @@ func (v *testVault) subject(t *testing.T, externalID string) string {
 	return id
 }
 
+// newOwner is a fresh owner of the type that kind belongs to.
+func newOwner(kind string) Owner {
+	if OwnerTypeOf(kind) == OwnerAccount {
+		return AccountOwner(kluis.NewID(kluis.PrefixAccount))
+	}
+	return ItemOwner(kluis.NewID(kluis.PrefixItem))
+}
+
 func (v *testVault) trySeal(subjectID, kind, secret, blindIndexInput string) (string, error) {
+	return v.trySealFor(newOwner(kind), subjectID, kind, secret, blindIndexInput)
+}
+
+func (v *testVault) trySealFor(owner Owner, subjectID, kind, secret, blindIndexInput string) (string, error) {
 	var ref string
 	err := v.db.InTx(context.Background(), func(tx pgx.Tx) error {
 		var err error
-		ref, err = v.store.Seal(context.Background(), tx, subjectID, kind, []byte(secret), blindIndexInput)
+		ref, err = v.store.Seal(context.Background(), tx, owner, subjectID, kind, []byte(secret), blindIndexInput)
 		return err
 	})
 	return ref, err
@@ -176,7 +189,7 @@ func TestARecordMovedToAnotherRowOrSubjectFailsToOpen(t *testing.T) {
 			}
 			v.exec(t, tt.move, src, tt.target)
 			_, err := v.store.Open(context.Background(), tt.target)
-			wantCode(t, err, kluis.EInternal)
+			wantCode(t, err, EIntegrity)
 			if !errors.Is(err, ErrEnvelopeAuth) {
 				t.Fatalf("got %v, want ErrEnvelopeAuth in the chain", err)
 			}
@@ -393,7 +406,7 @@ func TestAKeyCreatedInARolledBackTransactionIsNeverUsed(t *testing.T) {
 	sub := v.subject(t, "user-1")
 	rollback := errors.New("roll back")
 	err := v.db.InTx(context.Background(), func(tx pgx.Tx) error {
-		if _, err := v.store.Seal(context.Background(), tx, sub, KindBankAccessToken, []byte(`{"access_token":"gone"}`), ""); err != nil {
+		if _, err := v.store.Seal(context.Background(), tx, newOwner(KindBankAccessToken), sub, KindBankAccessToken, []byte(`{"access_token":"gone"}`), ""); err != nil {
 			return err
 		}
 		return rollback

@@ -25,9 +25,9 @@ func (s *Store) Describe(ctx context.Context, ref string) (Described, error) {
 	}
 	d := Described{CredentialInfo: CredentialInfo{Ref: ref}}
 	err := s.db.Pool.QueryRow(ctx, `
-		SELECT c.kind, c.subject_id, c.key_version, c.created_at, s.external_id
+		SELECT c.kind, c.subject_id, c.key_version, COALESCE(c.owner_type, ''), COALESCE(c.owner_id, ''), c.created_at, s.external_id
 		FROM credentials c JOIN subjects s ON s.id = c.subject_id
-		WHERE c.ref = $1`, ref).Scan(&d.Kind, &d.SubjectID, &d.KeyVersion, &d.CreatedAt, &d.ExternalSubjectID)
+		WHERE c.ref = $1`, ref).Scan(&d.Kind, &d.SubjectID, &d.KeyVersion, &d.Owner.Type, &d.Owner.ID, &d.CreatedAt, &d.ExternalSubjectID)
 	if err != nil {
 		return Described{}, fmt.Errorf("vault: describe credential: %w", postgres.Translate(err))
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/hex"
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -16,7 +17,7 @@ func testKey(t testing.TB) []byte {
 	return k
 }
 
-var testBinding = Binding{SubjectID: "sub_aaaa", Ref: "cred_bbbb", Kind: KindBankAccessToken, KeyVersion: 1}
+var testBinding = Binding{SubjectID: "sub_aaaa", Ref: "cred_bbbb", Kind: KindBankAccessToken, KeyVersion: 1, Owner: ItemOwner("itm_eeee")}
 
 func TestEnvelopeOpensWhereItWasSealed(t *testing.T) {
 	t.Parallel()
@@ -86,12 +87,16 @@ func TestAMovedEnvelopeFailsToOpen(t *testing.T) {
 		key  []byte
 		b    Binding
 	}{
-		{"another subject", testKey(t), Binding{SubjectID: "sub_cccc", Ref: "cred_bbbb", Kind: KindBankAccessToken, KeyVersion: 1}},
-		{"another row", testKey(t), Binding{SubjectID: "sub_aaaa", Ref: "cred_dddd", Kind: KindBankAccessToken, KeyVersion: 1}},
-		{"another kind", testKey(t), Binding{SubjectID: "sub_aaaa", Ref: "cred_bbbb", Kind: KindAccountNumber, KeyVersion: 1}},
-		{"another key version", testKey(t), Binding{SubjectID: "sub_aaaa", Ref: "cred_bbbb", Kind: KindBankAccessToken, KeyVersion: 2}},
+		{"another subject", testKey(t), Binding{SubjectID: "sub_cccc", Ref: "cred_bbbb", Kind: KindBankAccessToken, KeyVersion: 1, Owner: testBinding.Owner}},
+		{"another row", testKey(t), Binding{SubjectID: "sub_aaaa", Ref: "cred_dddd", Kind: KindBankAccessToken, KeyVersion: 1, Owner: testBinding.Owner}},
+		{"another kind", testKey(t), Binding{SubjectID: "sub_aaaa", Ref: "cred_bbbb", Kind: KindAccountNumber, KeyVersion: 1, Owner: testBinding.Owner}},
+		{"another key version", testKey(t), Binding{SubjectID: "sub_aaaa", Ref: "cred_bbbb", Kind: KindBankAccessToken, KeyVersion: 2, Owner: testBinding.Owner}},
 		{"another key", otherKey, testBinding},
-		{"bytes shifted from subject to ref", testKey(t), Binding{SubjectID: "sub_aaa", Ref: "acred_bbbb", Kind: KindBankAccessToken, KeyVersion: 1}},
+		{"bytes shifted from subject to ref", testKey(t), Binding{SubjectID: "sub_aaa", Ref: "acred_bbbb", Kind: KindBankAccessToken, KeyVersion: 1, Owner: testBinding.Owner}},
+		{"another owner of the same type", testKey(t), Binding{SubjectID: "sub_aaaa", Ref: "cred_bbbb", Kind: KindBankAccessToken, KeyVersion: 1, Owner: ItemOwner("itm_ffff")}},
+		{"an owner of another type with the same id", testKey(t), Binding{SubjectID: "sub_aaaa", Ref: "cred_bbbb", Kind: KindBankAccessToken, KeyVersion: 1, Owner: Owner{Type: OwnerAccount, ID: "itm_eeee"}}},
+		{"no owner", testKey(t), Binding{SubjectID: "sub_aaaa", Ref: "cred_bbbb", Kind: KindBankAccessToken, KeyVersion: 1}},
+		{"bytes shifted from owner type to owner id", testKey(t), Binding{SubjectID: "sub_aaaa", Ref: "cred_bbbb", Kind: KindBankAccessToken, KeyVersion: 1, Owner: Owner{Type: "ite", ID: "mitm_eeee"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -127,7 +132,7 @@ func TestParseRefusesMalformedEnvelopes(t *testing.T) {
 	zeroVersion := bytes.Clone(valid)
 	copy(zeroVersion[1:5], []byte{0, 0, 0, 0})
 	unknown := bytes.Clone(valid)
-	unknown[0] = 2
+	unknown[0] = 3
 	tests := []struct {
 		name string
 		data []byte
@@ -163,8 +168,10 @@ func TestSealRefusesBadInput(t *testing.T) {
 		{"an empty secret", testKey(t), testBinding, nil},
 		{"a secret over the limit", testKey(t), testBinding, make([]byte, MaxSecretSize+1)},
 		{"a short key", make([]byte, 16), testBinding, []byte("x")},
-		{"key version zero", testKey(t), Binding{SubjectID: "s", Ref: "r", Kind: "k"}, []byte("x")},
-		{"an empty ref", testKey(t), Binding{SubjectID: "s", Kind: "k", KeyVersion: 1}, []byte("x")},
+		{"key version zero", testKey(t), Binding{SubjectID: "s", Ref: "r", Kind: "k", Owner: testBinding.Owner}, []byte("x")},
+		{"an empty ref", testKey(t), Binding{SubjectID: "s", Kind: "k", KeyVersion: 1, Owner: testBinding.Owner}, []byte("x")},
+		{"no owner", testKey(t), Binding{SubjectID: "s", Ref: "r", Kind: "k", KeyVersion: 1}, []byte("x")},
+		{"an owner id over 255 bytes", testKey(t), Binding{SubjectID: "s", Ref: "r", Kind: "k", KeyVersion: 1, Owner: ItemOwner(strings.Repeat("i", 256))}, []byte("x")},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -175,40 +182,96 @@ func TestSealRefusesBadInput(t *testing.T) {
 	}
 }
 
-// The known-answer vector of docs/ENVELOPE.md (checked against an
+// The known-answer vectors of docs/ENVELOPE.md (checked against an
 // independent implementation, Python's cryptography AESGCM): key 00 01 … 1f,
-// nonce 00 … 0b, the binding below, secret {"access_token":"tok"}.
+// nonce 00 … 0b, the binding below, secret {"access_token":"tok"}; version
+// 1 ignores the owner, version 2 binds it.
 const (
-	kavSecret   = `{"access_token":"tok"}`
-	kavAAD      = "010000000100166b6c7569732f7661756c742f63726564656e7469616c000b7375625f6578616d706c65000c637265645f6578616d706c65001162616e6b5f6163636573735f746f6b656e"
-	kavEnvelope = "0100000001000102030405060708090a0b3c20b778a680b168d235f8e0d4875a57a1a2e85fd206063e3d5a5a2fa3956daea49ed82fecf3"
+	kavSecret     = `{"access_token":"tok"}`
+	kavAAD        = "010000000100166b6c7569732f7661756c742f63726564656e7469616c000b7375625f6578616d706c65000c637265645f6578616d706c65001162616e6b5f6163636573735f746f6b656e"
+	kavEnvelope   = "0100000001000102030405060708090a0b3c20b778a680b168d235f8e0d4875a57a1a2e85fd206063e3d5a5a2fa3956daea49ed82fecf3"
+	kavAADV2      = "020000000100166b6c7569732f7661756c742f63726564656e7469616c000b7375625f6578616d706c65000c637265645f6578616d706c65001162616e6b5f6163636573735f746f6b656e00046974656d000b69746d5f6578616d706c65"
+	kavEnvelopeV2 = "0200000001000102030405060708090a0b3c20b778a680b168d235f8e0d4875a57a1a2e85fd206e388f44d60e48e520eac8ffb8c29043f"
 )
 
-var kavBinding = Binding{SubjectID: "sub_example", Ref: "cred_example", Kind: KindBankAccessToken, KeyVersion: 1}
+var kavBinding = Binding{SubjectID: "sub_example", Ref: "cred_example", Kind: KindBankAccessToken, KeyVersion: 1, Owner: ItemOwner("itm_example")}
 
-func TestKnownAnswerVectorMatchesTheSpecification(t *testing.T) {
+func TestKnownAnswerVectorsMatchTheSpecification(t *testing.T) {
 	t.Parallel()
 	var nonce [nonceSize]byte
 	for i := range nonce {
 		nonce[i] = byte(i)
 	}
-	env, err := sealWithNonce(testKey(t), kavBinding, nonce, []byte(kavSecret))
+	for _, tt := range []struct {
+		version       byte
+		aad, envelope string
+	}{{EnvelopeV1, kavAAD, kavEnvelope}, {EnvelopeV2, kavAADV2, kavEnvelopeV2}} {
+		env, err := sealVersion(testKey(t), tt.version, kavBinding, nonce, []byte(kavSecret))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := hex.EncodeToString(env); got != tt.envelope {
+			t.Fatalf("version %d: got %s, want %s", tt.version, got, tt.envelope)
+		}
+		aad, err := kavBinding.aad(tt.version)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := hex.EncodeToString(aad); got != tt.aad {
+			t.Fatalf("version %d: aad %s, want %s", tt.version, got, tt.aad)
+		}
+		got, err := OpenEnvelope(testKey(t), kavBinding, env)
+		if err != nil || string(got) != kavSecret {
+			t.Fatalf("version %d: the vector does not open: %v", tt.version, err)
+		}
+	}
+}
+
+func TestSealWritesVersion2AndAVersion1RecordStillOpens(t *testing.T) {
+	t.Parallel()
+	v2, err := SealEnvelope(testKey(t), testBinding, []byte("x"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := hex.EncodeToString(env); got != kavEnvelope {
-		t.Fatalf("got %s, want %s", got, kavEnvelope)
+	if EnvelopeVersion(v2) != EnvelopeV2 {
+		t.Fatalf("SealEnvelope wrote version %d, want 2", EnvelopeVersion(v2))
 	}
-	aad, err := kavBinding.aad(EnvelopeV1)
+	v1, err := sealEnvelopeV1(testKey(t), testBinding, []byte("x"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := hex.EncodeToString(aad); got != kavAAD {
-		t.Fatalf("aad %s, want %s", got, kavAAD)
+	// A version-1 record binds no owner: it opens whatever owner the row
+	// names, which is why its owner is checked against the pointers.
+	for _, owner := range []Owner{testBinding.Owner, ItemOwner("itm_ffff"), {}} {
+		b := testBinding
+		b.Owner = owner
+		if got, err := OpenEnvelope(testKey(t), b, v1); err != nil || string(got) != "x" {
+			t.Fatalf("the version-1 record does not open for owner %v: %v", owner, err)
+		}
 	}
-	got, err := OpenEnvelope(testKey(t), kavBinding, env)
-	if err != nil || string(got) != kavSecret {
-		t.Fatalf("the vector does not open: %v", err)
+}
+
+func TestAVersionByteRewrittenFailsToOpen(t *testing.T) {
+	t.Parallel()
+	// A downgrade (2 to 1, dropping the owner from the AAD) and an upgrade
+	// both fail the tag: the version is in the AAD.
+	v2, err := SealEnvelope(testKey(t), testBinding, []byte("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := bytes.Clone(v2)
+	down[0] = EnvelopeV1
+	if _, err := OpenEnvelope(testKey(t), testBinding, down); !errors.Is(err, ErrEnvelopeAuth) {
+		t.Fatalf("a version-2 record relabelled version 1: %v, want ErrEnvelopeAuth", err)
+	}
+	v1, err := sealEnvelopeV1(testKey(t), testBinding, []byte("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := bytes.Clone(v1)
+	up[0] = EnvelopeV2
+	if _, err := OpenEnvelope(testKey(t), testBinding, up); !errors.Is(err, ErrEnvelopeAuth) {
+		t.Fatalf("a version-1 record relabelled version 2: %v, want ErrEnvelopeAuth", err)
 	}
 }
 
@@ -236,8 +299,16 @@ func FuzzParseEnvelope(f *testing.F) {
 func FuzzOpenEnvelope(f *testing.F) {
 	addEnvelopeSeeds(f)
 	key := testKey(f)
+	kavV2, err := hex.DecodeString(kavEnvelopeV2)
+	if err != nil {
+		f.Fatal(err)
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		got, err := OpenEnvelope(key, kavBinding, data)
+		if err == nil && EnvelopeVersion(data) == EnvelopeV2 && !bytes.Equal(data, kavV2) {
+			// Only the vector itself was ever sealed as version 2 here.
+			t.Fatalf("a version-2 envelope other than the vector opened")
+		}
 		if err != nil {
 			if !errors.Is(err, ErrMalformedEnvelope) && !errors.Is(err, ErrEnvelopeAuth) {
 				t.Fatalf("open error %v is neither malformed nor auth", err)
@@ -261,4 +332,15 @@ func addEnvelopeSeeds(f *testing.F) {
 	f.Add(kav[:minEnvelopeLen-1])
 	f.Add([]byte{})
 	f.Add([]byte{EnvelopeV1})
+	kavV2, err := hex.DecodeString(kavEnvelopeV2)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(kavV2)
+	f.Add(kavV2[:headerSize])
+	f.Add([]byte{EnvelopeV2})
+	downgraded := bytes.Clone(kavV2)
+	downgraded[0] = EnvelopeV1
+	f.Add(downgraded)
+	f.Add([]byte{3})
 }

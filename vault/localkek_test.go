@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/postgres/pgtest"
 	"github.com/kluis-dev/kluis/vault"
 	"github.com/kluis-dev/kluis/vault/localkek"
@@ -39,13 +40,13 @@ func TestTheStoreWorksOnTheLocalRootKey(t *testing.T) {
 	}
 	var ref string
 	err = db.InTx(ctx, func(tx pgx.Tx) error {
-		ref, err = store.Seal(ctx, tx, sub, vault.KindAccountNumber, []byte(`{"account_number":"0001234567"}`), "0001234567")
+		ref, err = store.Seal(ctx, tx, vault.AccountOwner(kluis.NewID(kluis.PrefixAccount)), sub, vault.KindAccountNumber, []byte(`{"account_number":"0001234567"}`), "0001234567")
 		return err
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := store.ResealSubject(ctx, db, sub); err != nil {
+	if _, err := store.ResealSubject(ctx, db, sub, nil); err != nil {
 		t.Fatal(err)
 	}
 	for {

@@ -22,6 +22,9 @@ type RotationOptions struct {
 	Batch int
 	// Progress, if set, is told each step's running totals (job_runs counts).
 	Progress func(rewrapped, resealedSubjects, resealedRecords int)
+	// Owners confirms the owner of each version-1 record before the re-seal
+	// binds it (see ResealSubject); banklink.Service in kluis.
+	Owners OwnerPointers
 }
 
 // RotationResult counts what a rotation run did.
@@ -29,15 +32,21 @@ type RotationResult struct {
 	Rewrapped        int
 	ResealedSubjects int
 	ResealedRecords  int
+	// ResealFailed counts subjects left as they were because one of their
+	// records failed its integrity check (the run goes on with the others
+	// and ends with an error naming the count; the next run retries them).
+	ResealFailed int
 }
 
 // Rotate runs key rotation to the end: it rewraps every stored key under the
 // root key's newest version, then gives each subject whose key is past its
-// cryptoperiod a new key version and re-seals its records. Every step is its
-// own transaction, so a run stopped at any point leaves keys and records
-// either as they were or done, and the next run carries on; running it again
-// when nothing is due changes nothing. Reveals keep working throughout: a
-// record and its key change together in one transaction.
+// cryptoperiod, or that still holds version-1 records, a new key version and
+// re-seals its records (as version 2). Every step is its own transaction, so
+// a run stopped at any point leaves keys and records either as they were or
+// done, and the next run carries on; running it again when nothing is due
+// changes nothing. Subjects are taken in id order and never revisited within
+// a run. Reveals keep working throughout: a record and its key change
+// together in one transaction.
 func (s *Store) Rotate(ctx context.Context, db *postgres.DB, opts RotationOptions) (RotationResult, error) {
 	if opts.Cryptoperiod <= 0 {
 		opts.Cryptoperiod = DefaultCryptoperiod
@@ -63,25 +72,38 @@ func (s *Store) Rotate(ctx context.Context, db *postgres.DB, opts RotationOption
 		res.Rewrapped += n
 		report()
 	}
-	for {
-		due, err := SubjectsDueForReseal(ctx, db.Pool, opts.Cryptoperiod, 100)
+	var firstFailure error
+	for after := ""; ; {
+		due, err := SubjectsDueForReseal(ctx, db.Pool, opts.Cryptoperiod, after, 100)
 		if err != nil {
 			return res, err
 		}
 		if len(due) == 0 {
-			return res, nil
+			break
 		}
 		for _, subject := range due {
-			r, err := s.ResealSubject(ctx, db, subject)
-			if kluis.ErrorCode(err) == kluis.ENotFound {
-				continue // erased meanwhile: nothing left to re-seal
-			}
-			if err != nil {
+			after = subject
+			r, err := s.ResealSubject(ctx, db, subject, opts.Owners)
+			switch kluis.ErrorCode(err) {
+			case "":
+				res.ResealedSubjects++
+				res.ResealedRecords += r.Records
+				report()
+			case kluis.ENotFound:
+				// erased meanwhile: nothing left to re-seal
+			case EIntegrity:
+				// One subject's bad record must not hold up everyone else's.
+				res.ResealFailed++
+				if firstFailure == nil {
+					firstFailure = err
+				}
+			default:
 				return res, fmt.Errorf("vault: rotate: %w", err)
 			}
-			res.ResealedSubjects++
-			res.ResealedRecords += r.Records
-			report()
 		}
 	}
+	if firstFailure != nil {
+		return res, fmt.Errorf("vault: rotate: %d subjects not re-sealed (integrity); first: %w", res.ResealFailed, firstFailure)
+	}
+	return res, nil
 }

@@ -15,9 +15,13 @@ import (
 //
 //   - a new root key version: RewrapBatch rewraps stored keys (subject and
 //     system) under it, batch by batch, without kluis seeing a plaintext key;
-//   - a subject key past its cryptoperiod: ResealSubject gives the subject a
-//     new key version, re-seals every record under it, and deletes the old
-//     versions, all in one transaction.
+//   - a subject key past its cryptoperiod, or a subject that still holds
+//     records of envelope format version 1: ResealSubject gives the subject
+//     a new key version, re-seals every record under it as version 2 (its
+//     owner bound, once checked against the pointers), and deletes the old
+//     versions, all in one transaction. Destroying the old key version is
+//     what makes the upgrade stick: a saved copy of a version-1 envelope
+//     cannot be put back, because the key it opens under is gone.
 //
 // Both are idempotent and resumable: a run stopped at any point leaves every
 // key and record either as it was or done, and the next run picks up what is
@@ -109,14 +113,24 @@ func (r *KeyRing) rewrapTable(ctx context.Context, tx pgx.Tx, latest string, bat
 	return len(out), nil
 }
 
-// SubjectsDueForReseal lists up to limit subjects whose newest key is older
-// than cryptoperiod.
-func SubjectsDueForReseal(ctx context.Context, q Querier, cryptoperiod time.Duration, limit int) ([]string, error) {
+// SubjectsDueForReseal lists, in id order after the subject id after ("" to
+// start), up to limit subjects whose newest key is older than cryptoperiod,
+// or that still hold a version-1 record (current or pending version) whose
+// owner is known (to be re-sealed as version 2). A subject whose keys are gone (erased) is never
+// listed, so a run cannot loop on it.
+func SubjectsDueForReseal(ctx context.Context, q Querier, cryptoperiod time.Duration, after string, limit int) ([]string, error) {
 	rows, err := q.Query(ctx, `
-		SELECT subject_id FROM keystore.subject_keys
-		GROUP BY subject_id
-		HAVING max(created_at) < now() - make_interval(secs => $1)
-		ORDER BY subject_id LIMIT $2`, cryptoperiod.Seconds(), limit)
+		SELECT subject_id FROM (
+			SELECT subject_id FROM keystore.subject_keys
+			GROUP BY subject_id
+			HAVING max(created_at) < now() - make_interval(secs => $1)
+			UNION
+			SELECT c.subject_id FROM credentials c
+			WHERE (get_byte(c.envelope, 0) = 1 OR get_byte(c.pending_envelope, 0) = 1) AND c.owner_type IS NOT NULL
+			AND EXISTS (SELECT 1 FROM keystore.subject_keys k WHERE k.subject_id = c.subject_id)
+		) due
+		WHERE subject_id > $2
+		ORDER BY subject_id LIMIT $3`, cryptoperiod.Seconds(), after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("vault: subjects due for reseal: %w", postgres.Translate(err))
 	}
@@ -138,15 +152,24 @@ type ResealResult struct {
 }
 
 // ResealSubject gives the subject a new key version, re-seals every one of
-// its records under it (same ref, new envelope), and deletes the old versions,
-// in one transaction. Seals in progress for the subject finish first (they
-// hold a lock on the key they use) and their records are re-sealed too. A
-// subject with no key is ENotFound.
-func (s *Store) ResealSubject(ctx context.Context, db *postgres.DB, subjectID string) (ResealResult, error) {
+// its records under it (same ref, new envelope, format version 2 with its
+// owner bound), and deletes the old versions, in one transaction. Seals in
+// progress for the subject finish first (they hold a lock on the key they
+// use) and their records are re-sealed too. A subject with no key is
+// ENotFound.
+//
+// A version-1 record binds no owner: before its owner is bound, owners must
+// confirm that exactly that owner points at it, so that an owner column
+// edited while the record was unbound is not made authentic; a record that
+// fails the check, or does not open, fails the whole subject with
+// EIntegrity and changes nothing. A record whose owner is unknown stays
+// version 1 under the new key. owners may be nil only when no version-1
+// record has an owner.
+func (s *Store) ResealSubject(ctx context.Context, db *postgres.DB, subjectID string, owners OwnerPointers) (ResealResult, error) {
 	var res ResealResult
 	err := db.InTx(ctx, func(tx pgx.Tx) error {
 		var err error
-		res, err = s.resealSubject(ctx, tx, subjectID)
+		res, err = s.resealSubject(ctx, tx, subjectID, owners)
 		return err
 	})
 	if err == nil {
@@ -156,7 +179,7 @@ func (s *Store) ResealSubject(ctx context.Context, db *postgres.DB, subjectID st
 	return res, err
 }
 
-func (s *Store) resealSubject(ctx context.Context, tx pgx.Tx, subjectID string) (ResealResult, error) {
+func (s *Store) resealSubject(ctx context.Context, tx pgx.Tx, subjectID string, owners OwnerPointers) (ResealResult, error) {
 	old, err := lockSubjectKeys(ctx, tx, subjectID)
 	if err != nil {
 		return ResealResult{}, err
@@ -179,7 +202,7 @@ func (s *Store) resealSubject(ctx context.Context, tx pgx.Tx, subjectID string) 
 		kluis.NewID(PrefixSubjectKey), subjectID, newVersion, dk.Wrapped.Ciphertext, dk.Wrapped.RootVersion); err != nil {
 		return ResealResult{}, fmt.Errorf("vault: store subject key: %w", postgres.Translate(err))
 	}
-	n, err := s.resealRecords(ctx, tx, subjectID, old, newVersion, dk.Plaintext)
+	n, err := s.resealRecords(ctx, tx, subjectID, old, newVersion, dk.Plaintext, owners)
 	if err != nil {
 		return ResealResult{}, err
 	}
@@ -212,21 +235,22 @@ func lockSubjectKeys(ctx context.Context, tx pgx.Tx, subjectID string) ([]stored
 type sealedRecord struct {
 	ref, kind  string
 	keyVersion uint32
+	owner      Owner
 	envelope   []byte
 }
 
 // resealRecords opens each of the subject's records under its old key and
 // seals it again under newKey.
-func (s *Store) resealRecords(ctx context.Context, tx pgx.Tx, subjectID string, old []storedKey, newVersion uint32, newKey []byte) (int, error) {
+func (s *Store) resealRecords(ctx context.Context, tx pgx.Tx, subjectID string, old []storedKey, newVersion uint32, newKey []byte, owners OwnerPointers) (int, error) {
 	rows, err := tx.Query(ctx, `
-		SELECT ref, kind, key_version, envelope FROM credentials
+		SELECT ref, kind, key_version, COALESCE(owner_type, ''), COALESCE(owner_id, ''), envelope FROM credentials
 		WHERE subject_id = $1 AND key_version < $2 AND envelope IS NOT NULL ORDER BY ref FOR UPDATE`, subjectID, newVersion)
 	if err != nil {
 		return 0, fmt.Errorf("vault: read records to reseal: %w", postgres.Translate(err))
 	}
 	recs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (sealedRecord, error) {
 		var rec sealedRecord
-		return rec, r.Scan(&rec.ref, &rec.kind, &rec.keyVersion, &rec.envelope)
+		return rec, r.Scan(&rec.ref, &rec.kind, &rec.keyVersion, &rec.owner.Type, &rec.owner.ID, &rec.envelope)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("vault: read records to reseal: %w", postgres.Translate(err))
@@ -240,6 +264,9 @@ func (s *Store) resealRecords(ctx context.Context, tx pgx.Tx, subjectID string, 
 		if !ok {
 			return 0, kluis.Wrap(kluis.EInternal, "internal error", fmt.Errorf("vault: record %s names key version %d, which is gone", rec.ref, rec.keyVersion))
 		}
+		if err := checkUnboundOwner(ctx, tx, owners, rec); err != nil {
+			return 0, err
+		}
 		env, err := s.reseal(ctx, subjectID, rec, sk, newVersion, newKey)
 		if err != nil {
 			return 0, err
@@ -250,7 +277,7 @@ func (s *Store) resealRecords(ctx context.Context, tx pgx.Tx, subjectID string, 
 			return 0, fmt.Errorf("vault: store resealed record: %w", postgres.Translate(err))
 		}
 	}
-	pending, err := s.resealPending(ctx, tx, subjectID, byVersion, newVersion, newKey)
+	pending, err := s.resealPending(ctx, tx, subjectID, byVersion, newVersion, newKey, owners)
 	if err != nil {
 		return 0, err
 	}
@@ -260,17 +287,19 @@ func (s *Store) resealRecords(ctx context.Context, tx pgx.Tx, subjectID string, 
 // resealPending re-seals the pending versions (rotations under way) of the
 // subject's credentials: the old key versions are deleted next, and a
 // pending version left under one would be a live provider token nobody can
-// open.
-func (s *Store) resealPending(ctx context.Context, tx pgx.Tx, subjectID string, byVersion map[uint32]storedKey, newVersion uint32, newKey []byte) (int, error) {
+// open. A pending version is bound to the credential's owner like the
+// current one (format version 2), after the same pointer check when it was
+// sealed as version 1.
+func (s *Store) resealPending(ctx context.Context, tx pgx.Tx, subjectID string, byVersion map[uint32]storedKey, newVersion uint32, newKey []byte, owners OwnerPointers) (int, error) {
 	rows, err := tx.Query(ctx, `
-		SELECT ref, kind, pending_key_version, pending_envelope FROM credentials
+		SELECT ref, kind, pending_key_version, COALESCE(owner_type, ''), COALESCE(owner_id, ''), pending_envelope FROM credentials
 		WHERE subject_id = $1 AND pending_envelope IS NOT NULL AND pending_key_version < $2 ORDER BY ref FOR UPDATE`, subjectID, newVersion)
 	if err != nil {
 		return 0, fmt.Errorf("vault: read pending versions to reseal: %w", postgres.Translate(err))
 	}
 	recs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (sealedRecord, error) {
 		var rec sealedRecord
-		return rec, r.Scan(&rec.ref, &rec.kind, &rec.keyVersion, &rec.envelope)
+		return rec, r.Scan(&rec.ref, &rec.kind, &rec.keyVersion, &rec.owner.Type, &rec.owner.ID, &rec.envelope)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("vault: read pending versions to reseal: %w", postgres.Translate(err))
@@ -279,6 +308,9 @@ func (s *Store) resealPending(ctx context.Context, tx pgx.Tx, subjectID string, 
 		sk, ok := byVersion[rec.keyVersion]
 		if !ok {
 			return 0, kluis.Wrap(kluis.EInternal, "internal error", fmt.Errorf("vault: pending version of %s names key version %d, which is gone", rec.ref, rec.keyVersion))
+		}
+		if err := checkUnboundOwner(ctx, tx, owners, rec); err != nil {
+			return 0, err
 		}
 		env, err := s.reseal(ctx, subjectID, rec, sk, newVersion, newKey)
 		if err != nil {
@@ -293,15 +325,40 @@ func (s *Store) resealPending(ctx context.Context, tx pgx.Tx, subjectID string, 
 	return len(recs), nil
 }
 
+// checkUnboundOwner confirms, before a version-1 record's owner is bound
+// into its AAD, that the owner its row names is the one (and only) owner
+// pointing at it, and that it fits the record's kind. Records already bound
+// (version 2) and records with no owner need nothing.
+func checkUnboundOwner(ctx context.Context, tx pgx.Tx, owners OwnerPointers, rec sealedRecord) error {
+	if EnvelopeVersion(rec.envelope) != EnvelopeV1 || rec.owner.IsZero() {
+		return nil
+	}
+	if !rec.owner.Valid() || OwnerTypeOf(rec.kind) != rec.owner.Type {
+		return integrityError(fmt.Errorf("vault: reseal %s: owner %s does not fit kind %s", rec.ref, rec.owner, rec.kind))
+	}
+	if owners == nil {
+		return kluis.Wrap(kluis.EInternal, "internal error", fmt.Errorf("vault: reseal %s: no pointer check to bind its owner", rec.ref))
+	}
+	return CheckPointers(ctx, owners, tx, rec.ref, rec.owner)
+}
+
+// reseal opens rec under its old key and seals it under newKey: as format
+// version 2 with its owner bound, or, for a record whose owner is unknown,
+// as version 1 (it can be given no owner, but must leave the old key).
 func (s *Store) reseal(ctx context.Context, subjectID string, rec sealedRecord, sk storedKey, newVersion uint32, newKey []byte) ([]byte, error) {
 	var env []byte
 	err := s.ring.withStoredKey(ctx, subjectID, sk, func(oldKey []byte) error {
-		secret, err := OpenEnvelope(oldKey, Binding{SubjectID: subjectID, Ref: rec.ref, Kind: rec.kind, KeyVersion: rec.keyVersion}, rec.envelope)
+		secret, err := OpenEnvelope(oldKey, Binding{SubjectID: subjectID, Ref: rec.ref, Kind: rec.kind, KeyVersion: rec.keyVersion, Owner: rec.owner}, rec.envelope)
 		if err != nil {
-			return kluis.Wrap(kluis.EInternal, "internal error", fmt.Errorf("vault: reseal %s: %w", rec.ref, err))
+			return integrityError(fmt.Errorf("vault: reseal %s: %w", rec.ref, err))
 		}
 		defer clear(secret)
-		env, err = SealEnvelope(newKey, Binding{SubjectID: subjectID, Ref: rec.ref, Kind: rec.kind, KeyVersion: newVersion}, secret)
+		b := Binding{SubjectID: subjectID, Ref: rec.ref, Kind: rec.kind, KeyVersion: newVersion, Owner: rec.owner}
+		if rec.owner.IsZero() {
+			env, err = sealEnvelopeV1(newKey, b, secret)
+			return err
+		}
+		env, err = SealEnvelope(newKey, b, secret)
 		return err
 	})
 	return env, err

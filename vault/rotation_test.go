@@ -84,7 +84,7 @@ func TestResealGivesTheSubjectANewKeyAndDeletesTheOld(t *testing.T) {
 		before[ref] = v.envelope(t, ref)
 	}
 
-	res, err := v.store.ResealSubject(ctx, v.db, sub)
+	res, err := v.store.ResealSubject(ctx, v.db, sub, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +113,7 @@ func TestResealGivesTheSubjectANewKeyAndDeletesTheOld(t *testing.T) {
 	if c, err := v.store.Open(ctx, newRef); err != nil || c.KeyVersion != 2 {
 		t.Fatalf("a new seal after reseal: %v %v", c, err)
 	}
-	_, err = v.store.ResealSubject(ctx, v.db, v.subject(t, "no-records"))
+	_, err = v.store.ResealSubject(ctx, v.db, v.subject(t, "no-records"), nil)
 	wantCode(t, err, kluis.ENotFound)
 }
 
@@ -129,13 +129,13 @@ func TestAResealWaitsForASealInProgressAndResealsItsRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = tx.Rollback(ctx) }()
-	ref, err := v.store.Seal(ctx, tx, sub, KindBankAccessToken, []byte(`{"access_token":"in flight"}`), "")
+	ref, err := v.store.Seal(ctx, tx, newOwner(KindBankAccessToken), sub, KindBankAccessToken, []byte(`{"access_token":"in flight"}`), "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
 	go func() {
-		_, err := v.store.ResealSubject(ctx, v.db, sub)
+		_, err := v.store.ResealSubject(ctx, v.db, sub, nil)
 		done <- err
 	}()
 	// Wait until the re-seal is blocked on the seal's lock, then commit.
@@ -162,7 +162,7 @@ func TestSubjectsDueForResealAreThoseWithOldKeys(t *testing.T) {
 	v.seal(t, old, KindBankAccessToken, `{"access_token":"o"}`, "")
 	v.seal(t, fresh, KindBankAccessToken, `{"access_token":"f"}`, "")
 	v.exec(t, `UPDATE keystore.subject_keys SET created_at = now() - interval '400 days' WHERE subject_id = $1`, old)
-	due, err := SubjectsDueForReseal(ctx, v.db.Pool, 365*24*time.Hour, 100)
+	due, err := SubjectsDueForReseal(ctx, v.db.Pool, 365*24*time.Hour, "", 100)
 	if err != nil {
 		t.Fatal(err)
 	}

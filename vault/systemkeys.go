@@ -44,9 +44,14 @@ var DefaultSystemKeys = []string{SystemKeyBlindIndex, SystemKeyAuditPseudonym, S
 // valid for another.
 const (
 	labelBlindIndex = "kluis/blind-index/account-number/v1"
-	labelPseudonym  = "kluis/audit-pseudonym/v1"
-	labelMAC        = "kluis/mac/v1"
-	labelAuditHead  = "kluis/audit-head/v1"
+	// labelIDIndex separates ID numbers' blind indexes from account
+	// numbers': a 13-digit account number and an ID number with the same
+	// digits must not index alike, or a copy of the table would show which
+	// of a person's numbers is their ID number.
+	labelIDIndex   = "kluis/blind-index/id-number/v1"
+	labelPseudonym = "kluis/audit-pseudonym/v1"
+	labelMAC       = "kluis/mac/v1"
+	labelAuditHead = "kluis/audit-head/v1"
 )
 
 // systemKey is one unwrapped system key.
@@ -238,6 +243,23 @@ func (s *SystemKeys) BlindIndex(accountNumber string) []byte {
 		return nil
 	}
 	idx, err := s.mac(SystemKeyBlindIndex, labelBlindIndex, []byte(digits))
+	if err != nil {
+		return nil
+	}
+	return idx
+}
+
+// blindIndexOf is the blind index of value for a credential of kind: ID
+// numbers under their own label, every other kind as BlindIndex.
+func (s *SystemKeys) blindIndexOf(kind, value string) []byte {
+	if kind != KindIDNumber {
+		return s.BlindIndex(value)
+	}
+	digits := NormalizeAccountNumber(value)
+	if digits == "" {
+		return nil
+	}
+	idx, err := s.mac(SystemKeyBlindIndex, labelIDIndex, []byte(digits))
 	if err != nil {
 		return nil
 	}

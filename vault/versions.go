@@ -55,22 +55,31 @@ func (s *Store) SealPending(ctx context.Context, tx pgx.Tx, ref string, want uin
 		return kluis.Errorf(kluis.EInvalid, "secret is empty or too large")
 	}
 	var subjectID, kind string
+	var owner Owner
 	var version uint32
 	var pending, revoked bool
-	err := tx.QueryRow(ctx, `SELECT subject_id, kind, version, pending_envelope IS NOT NULL, revoked_at IS NOT NULL
-		FROM credentials WHERE ref = $1 FOR UPDATE`, ref).Scan(&subjectID, &kind, &version, &pending, &revoked)
+	err := tx.QueryRow(ctx, `SELECT subject_id, kind, COALESCE(owner_type, ''), COALESCE(owner_id, ''), version,
+		pending_envelope IS NOT NULL, revoked_at IS NOT NULL
+		FROM credentials WHERE ref = $1 FOR UPDATE`, ref).Scan(&subjectID, &kind, &owner.Type, &owner.ID, &version, &pending, &revoked)
 	if err != nil {
 		return fmt.Errorf("vault: read credential: %w", postgres.Translate(err))
 	}
 	if version != want || pending || revoked {
 		return kluis.Errorf(kluis.EConflict, "the credential changed; its pending version was not stored")
 	}
+	// The successor is bound to the credential's owner like the current
+	// version (format version 2). A credential with no known owner (a
+	// version-1 record no single pointer named when owners were recorded)
+	// gets no successor: it would be a live token nobody may reveal.
+	if !owner.Valid() || OwnerTypeOf(kind) != owner.Type {
+		return integrityError(fmt.Errorf("vault: credential %s has no owner to seal a pending version for", ref))
+	}
 	var envelope []byte
 	var keyVersion uint32
 	err = s.ring.withCurrentKey(ctx, tx, subjectID, func(v uint32, key []byte) error {
 		var err error
 		keyVersion = v
-		envelope, err = SealEnvelope(key, Binding{SubjectID: subjectID, Ref: ref, Kind: kind, KeyVersion: v}, secret)
+		envelope, err = SealEnvelope(key, Binding{SubjectID: subjectID, Ref: ref, Kind: kind, KeyVersion: v, Owner: owner}, secret)
 		return err
 	})
 	if err != nil {
@@ -113,10 +122,11 @@ func (s *Store) OpenPending(ctx context.Context, q Querier, ref string) (Credent
 	var keyVersion *uint32
 	var rootVer *string
 	err := q.QueryRow(ctx, `
-		SELECT c.subject_id, c.kind, c.pending_key_version, c.pending_envelope, k.wrapped, k.root_version
+		SELECT c.subject_id, c.kind, COALESCE(c.owner_type, ''), COALESCE(c.owner_id, ''),
+			c.pending_key_version, c.pending_envelope, k.wrapped, k.root_version
 		FROM credentials c
 		LEFT JOIN keystore.subject_keys k ON k.subject_id = c.subject_id AND k.version = c.pending_key_version
-		WHERE c.ref = $1`, ref).Scan(&c.SubjectID, &c.Kind, &keyVersion, &envelope, &wrapped, &rootVer)
+		WHERE c.ref = $1`, ref).Scan(&c.SubjectID, &c.Kind, &c.Owner.Type, &c.Owner.ID, &keyVersion, &envelope, &wrapped, &rootVer)
 	if err != nil {
 		return Credential{}, fmt.Errorf("vault: read pending version: %w", postgres.Translate(err))
 	}
@@ -125,19 +135,31 @@ func (s *Store) OpenPending(ctx context.Context, q Querier, ref string) (Credent
 	}
 	c.KeyVersion = *keyVersion
 	sk := storedKey{version: c.KeyVersion, wrapped: wrapped, rootVersion: *rootVer}
-	b := Binding{SubjectID: c.SubjectID, Ref: ref, Kind: c.Kind, KeyVersion: c.KeyVersion}
+	b := Binding{SubjectID: c.SubjectID, Ref: ref, Kind: c.Kind, KeyVersion: c.KeyVersion, Owner: c.Owner}
 	err = s.ring.withStoredKey(ctx, c.SubjectID, sk, func(key []byte) error {
 		var err error
 		c.Secret, err = OpenEnvelope(key, b, envelope)
 		return err
 	})
 	if errors.Is(err, ErrMalformedEnvelope) || errors.Is(err, ErrEnvelopeAuth) {
-		return Credential{}, kluis.Wrap(kluis.EInternal, "internal error", fmt.Errorf("vault: open pending version: %w", err))
+		return Credential{}, integrityError(fmt.Errorf("vault: open pending version of %s: %w", ref, err))
 	}
 	if err != nil {
 		return Credential{}, fmt.Errorf("vault: open pending version: %w", err)
 	}
+	c.OwnerBound = EnvelopeVersion(envelope) >= EnvelopeV2
 	return c, nil
+}
+
+// OpenPendingOwned is OpenPending for a caller that followed owner's
+// pointer to ref: a pending version that belongs to anyone else is
+// EIntegrity (see OpenOwned).
+func (s *Store) OpenPendingOwned(ctx context.Context, q Querier, owner Owner, ref string) (Credential, error) {
+	c, err := s.OpenPending(ctx, q, ref)
+	if err != nil {
+		return Credential{}, err
+	}
+	return ownedBy(c, owner)
 }
 
 // Revoke destroys the credential's secret (every version, and its blind

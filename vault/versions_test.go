@@ -46,7 +46,7 @@ func TestAPendingVersionKeepsTheRefAndBecomesCurrentOnlyWhenPromoted(t *testing.
 
 	// A re-seal of the subject (old key versions deleted) keeps the pending
 	// version openable: it is a live token.
-	if _, err := v.store.ResealSubject(ctx, v.db, sub); err != nil {
+	if _, err := v.store.ResealSubject(ctx, v.db, sub, nil); err != nil {
 		t.Fatal(err)
 	}
 	if p, err := v.store.OpenPending(ctx, v.db.Pool, ref); err != nil || string(p.Secret) != `{"access_token":"new"}` {
@@ -118,7 +118,7 @@ func TestARevokedCredentialIsATombstoneThatAnswersRevoked(t *testing.T) {
 		t.Fatalf("the blind index still finds a revoked number: %v, %v", found, err)
 	}
 	// Re-sealing the subject skips tombstones; Destroy deletes them.
-	if _, err := v.store.ResealSubject(ctx, v.db, sub); err != nil {
+	if _, err := v.store.ResealSubject(ctx, v.db, sub, nil); err != nil {
 		t.Fatal(err)
 	}
 	err = v.db.InTx(ctx, func(tx pgx.Tx) error { return v.store.Destroy(ctx, tx, ref) })

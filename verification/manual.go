@@ -3,7 +3,9 @@ package verification
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -12,60 +14,160 @@ import (
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/compliance"
 	"github.com/kluis-dev/kluis/vault"
+	"github.com/kluis-dev/kluis/za"
 )
 
-// Account types of manual entry (accounts.subtype; type is depository).
+// Account types of manual entry (accounts.subtype; type is depository):
+// checking and savings for US accounts; cheque, savings and transmission
+// for South African ones.
 const (
-	TypeChecking = "checking"
-	TypeSavings  = "savings"
+	TypeChecking     = "checking"
+	TypeSavings      = "savings"
+	TypeCheque       = "cheque"
+	TypeTransmission = "transmission"
+)
+
+// Countries of manual entry (accounts.country).
+const (
+	CountryUS = "US"
+	CountryZA = "ZA"
 )
 
 // MaxHolderNameLen bounds the holder's name, in characters.
 const MaxHolderNameLen = 128
 
-// ManualAccount is an account entered by hand. Every field but AccountType
-// is a secret or personal data: it is sealed in the vault, never stored or
-// logged in the clear, and printing it shows none of it.
+// ManualAccount is an account entered by hand. Every field but Country,
+// AccountType and BankID is a secret or personal data: it is sealed in the
+// vault, never stored or logged in the clear, and printing it shows none
+// of it. A US account has a RoutingNumber; a South African one (Country
+// ZA) has a BankID from the za package's list, a BranchCode (the bank's
+// universal code when empty) and, optionally, the holder's ID number.
 type ManualAccount struct {
-	AccountNumber string
-	RoutingNumber string
-	AccountType   string
-	HolderName    string
+	Country        string
+	AccountNumber  string
+	RoutingNumber  string
+	BankID         string
+	BranchCode     string
+	AccountType    string
+	HolderName     string
+	HolderIDNumber string
 }
 
 // String keeps the numbers and the name out of %v.
 func (m ManualAccount) String() string {
-	return "ManualAccount{AccountType:" + m.AccountType + " [numbers and name redacted]}"
+	return "ManualAccount{Country:" + m.Country + " AccountType:" + m.AccountType + " [numbers and name redacted]}"
 }
 
 // GoString makes %#v as safe as %v.
 func (m ManualAccount) GoString() string { return m.String() }
 
-// Validate checks a manual account: the account number 4 to 17 digits, the
-// routing number a US ABA routing number (nine digits, a Federal Reserve
-// prefix, and the check digit), the type checking or savings, the holder's
-// name present, printable and at most MaxHolderNameLen characters. Its
-// messages never quote the input.
-func (m ManualAccount) Validate() error {
-	if !digits(m.AccountNumber, 4, 17) {
-		return kluis.Errorf(kluis.EInvalid, "account_number must be 4 to 17 digits")
-	}
-	if !ValidRoutingNumber(m.RoutingNumber) {
-		return kluis.Errorf(kluis.EInvalid, "routing_number is not a valid US ABA routing number")
-	}
-	if m.AccountType != TypeChecking && m.AccountType != TypeSavings {
-		return kluis.Errorf(kluis.EInvalid, "account_type must be checking or savings")
+// fieldError is a 400 that names the request field at fault, in its
+// message and as error.field. The message never quotes the input.
+func fieldError(field, format string, args ...any) error {
+	return kluis.Errorf(kluis.EInvalid, field+" "+format, args...).With("field", field)
+}
+
+// Validate checks a manual account as of now (see validate).
+func (m ManualAccount) Validate() error { return m.validate(time.Now()) }
+
+// validate checks a manual account. Country is US (the default when empty)
+// or ZA. A US account: the account number 4 to 17 digits, the routing
+// number a US ABA routing number (nine digits, a Federal Reserve prefix,
+// and the check digit), the type checking or savings, and none of the
+// South African fields. A South African account: a bank of za.Banks, an
+// account number of the length that bank issues, a branch code of six
+// digits if given, the type cheque, savings or transmission, a holder ID
+// number (if given) that za.ParseIDNumber accepts as of today, and no
+// routing number. Both: the holder's name present, printable and at most
+// MaxHolderNameLen characters. Each error names its field and never quotes
+// the input.
+func (m ManualAccount) validate(today time.Time) error {
+	switch m.Country {
+	case "", CountryUS:
+		if err := m.validateUS(); err != nil {
+			return err
+		}
+	case CountryZA:
+		if err := m.validateZA(today); err != nil {
+			return err
+		}
+	default:
+		return fieldError("country", "must be US or ZA")
 	}
 	name := strings.TrimSpace(m.HolderName)
 	if name == "" || !utf8.ValidString(name) || utf8.RuneCountInString(name) > MaxHolderNameLen {
-		return kluis.Errorf(kluis.EInvalid, "holder_name is required: at most %d characters", MaxHolderNameLen)
+		return fieldError("holder_name", "is required: at most %d characters", MaxHolderNameLen)
 	}
 	for _, r := range name {
 		if !unicode.IsPrint(r) {
-			return kluis.Errorf(kluis.EInvalid, "holder_name must be printable text")
+			return fieldError("holder_name", "must be printable text")
 		}
 	}
 	return nil
+}
+
+func (m ManualAccount) validateUS() error {
+	for _, f := range []struct{ name, value string }{{"bank_id", m.BankID}, {"branch_code", m.BranchCode}, {"holder_id_number", m.HolderIDNumber}} {
+		if f.value != "" {
+			return fieldError(f.name, "is for South African accounts (country ZA) only")
+		}
+	}
+	if !digits(m.AccountNumber, 4, 17) {
+		return fieldError("account_number", "must be 4 to 17 digits")
+	}
+	if !ValidRoutingNumber(m.RoutingNumber) {
+		return fieldError("routing_number", "is not a valid US ABA routing number")
+	}
+	if m.AccountType != TypeChecking && m.AccountType != TypeSavings {
+		return fieldError("account_type", "must be checking or savings")
+	}
+	return nil
+}
+
+func (m ManualAccount) validateZA(today time.Time) error {
+	if m.RoutingNumber != "" {
+		return fieldError("routing_number", "is for US accounts only: a South African account names its bank_id and branch_code")
+	}
+	bank, ok := za.BankByID(m.BankID)
+	if !ok {
+		return fieldError("bank_id", "is not a South African bank kluis knows (GET /v1/banks?country=ZA lists them)")
+	}
+	if _, err := za.ParseBranchCode(bank.ID, m.BranchCode); err != nil {
+		return fieldError("branch_code", "must be 6 digits")
+	}
+	switch err := za.ValidateAccountNumber(bank.ID, m.AccountNumber); {
+	case errors.Is(err, za.ErrAccountLength):
+		lo, hi := bank.AccountLengths()
+		if lo == hi {
+			return fieldError("account_number", "must be %d digits at this bank", lo)
+		}
+		return fieldError("account_number", "must be %d to %d digits at this bank", lo, hi)
+	case err != nil:
+		return fieldError("account_number", "must be digits only")
+	}
+	if m.AccountType != TypeCheque && m.AccountType != TypeSavings && m.AccountType != TypeTransmission {
+		return fieldError("account_type", "must be cheque, savings or transmission")
+	}
+	if m.HolderIDNumber != "" {
+		if _, err := za.ParseIDNumber(m.HolderIDNumber, today); err != nil {
+			return fieldError("holder_id_number", "%s", idNumberProblem(err))
+		}
+	}
+	return nil
+}
+
+// idNumberProblem says what is wrong with an ID number, in words that hold
+// none of it.
+func idNumberProblem(err error) string {
+	switch {
+	case errors.Is(err, za.ErrIDBirthDate):
+		return "does not start with a real date of birth (YYMMDD)"
+	case errors.Is(err, za.ErrIDCitizenship):
+		return "has an unknown citizenship digit (the 11th: 0, 1 or 2)"
+	case errors.Is(err, za.ErrIDCheckDigit):
+		return "has a wrong check digit"
+	}
+	return "must be a South African ID number: 13 digits"
 }
 
 func digits(s string, lo, hi int) bool {
@@ -98,32 +200,58 @@ func ValidRoutingNumber(s string) bool {
 	return sum%10 == 0
 }
 
-// sealedNumbers is the secret of an account_number credential. The holder's
-// name rides in the same envelope: it is personal data kluis needs only for
-// the rail's entry, so it lives nowhere else, leaves only through reveal,
-// and goes with the subject's keys on erasure.
+// sealedNumbers is the secret of an account_number credential of a US
+// account. The holder's name rides in the same envelope: it is personal
+// data kluis needs only for the rail's entry, so it lives nowhere else,
+// leaves only through reveal, and goes with the subject's keys on erasure.
 type sealedNumbers struct {
 	AccountNumber string `json:"account_number"`
 	RoutingNumber string `json:"routing_number"`
 	HolderName    string `json:"holder_name,omitempty"`
 }
 
+// sealedZANumbers is the secret of a South African account's
+// account_number credential (API.md "Reveal"): everything a bank account
+// verification or a payment needs to address the account, the holder's
+// name beside it as for US accounts.
+type sealedZANumbers struct {
+	AccountNumber string `json:"account_number"`
+	BranchCode    string `json:"branch_code"`
+	BankID        string `json:"bank_id"`
+	HolderName    string `json:"holder_name,omitempty"`
+}
+
+// sealedIDNumber is the secret of an id_number credential.
+type sealedIDNumber struct {
+	IDNumber string `json:"id_number"`
+}
+
 // CreateManualAccount stores an account the user entered by hand: numbers
 // and name sealed in the vault (with the blind index of the account
-// number), the account keeping its mask and the credential's reference, its
-// verification status unverified. The same account number and routing
-// number entered again by the same subject, while the first is live, is a
+// number), the holder's ID number (South Africa, when given) sealed as its
+// own id_number credential (with its own blind index, so that a later bank
+// account verification and its limits can find it without opening it), the
+// account keeping its mask, country, bank and the credentials' references,
+// its verification status unverified. The same account entered again by
+// the same subject (the same account number with the same routing number,
+// or at the same South African bank), while the first is live, is a
 // conflict (the error names the existing account): one account, one
 // verification.
 func (s *Service) CreateManualAccount(ctx context.Context, actor Actor, m ManualAccount) (Account, error) {
-	if err := m.Validate(); err != nil {
+	now := s.now()
+	if err := m.validate(now); err != nil {
 		return Account{}, err
 	}
 	m.HolderName = strings.TrimSpace(m.HolderName)
-	now := s.now()
+	if m.Country == "" {
+		m.Country = CountryUS
+	}
+	if m.Country == CountryZA {
+		m.BranchCode, _ = za.ParseBranchCode(m.BankID, m.BranchCode) // validated above
+	}
 	a := Account{ID: kluis.NewID(kluis.PrefixAccount), Mask: m.AccountNumber[len(m.AccountNumber)-4:],
 		Type: "depository", Subtype: m.AccountType, Name: manualName(m.AccountType),
-		VerificationStatus: AccountUnverified, CreatedAt: now}
+		VerificationStatus: AccountUnverified, CreatedAt: now, Country: m.Country, BankID: m.BankID}
 	err := s.db.InTx(ctx, func(tx pgx.Tx) error {
 		subjectID, err := vault.EnsureSubject(ctx, tx, actor.Name)
 		if err != nil {
@@ -141,24 +269,35 @@ func (s *Service) CreateManualAccount(ctx context.Context, actor Actor, m Manual
 			}
 			return err
 		}
-		secret, err := json.Marshal(sealedNumbers{m.AccountNumber, m.RoutingNumber, m.HolderName})
-		if err != nil {
+		if err := s.sealManual(ctx, tx, &a, m); err != nil {
 			return err
 		}
-		defer clear(secret)
-		if a.AccountNumberRef, err = s.vault.Seal(ctx, tx, subjectID, vault.KindAccountNumber, secret, m.AccountNumber); err != nil {
-			return err
+		var bankID, holderRef *string
+		if a.BankID != "" {
+			bankID = &a.BankID
+		}
+		if a.HolderIDRef != "" {
+			holderRef = &a.HolderIDRef
 		}
 		if _, err := tx.Exec(ctx, `
-			INSERT INTO accounts (id, subject_id, name, mask, type, subtype, verification_status, account_number_ref, created_at, updated_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)`,
-			a.ID, subjectID, a.Name, a.Mask, a.Type, a.Subtype, a.VerificationStatus, a.AccountNumberRef, now); err != nil {
+			INSERT INTO accounts (id, subject_id, name, mask, type, subtype, verification_status, account_number_ref,
+			                      country, bank_id, holder_id_ref, created_at, updated_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)`,
+			a.ID, subjectID, a.Name, a.Mask, a.Type, a.Subtype, a.VerificationStatus, a.AccountNumberRef,
+			a.Country, bankID, holderRef, now); err != nil {
 			return dbErr("insert account", err)
+		}
+		// References only: the entry outlives an erasure, so it says
+		// nothing of the person (not even their bank) beyond what was
+		// already logged for every manual account.
+		details := map[string]any{"account_number_ref": a.AccountNumberRef, "subtype": a.Subtype}
+		if a.HolderIDRef != "" {
+			details["holder_id_ref"] = a.HolderIDRef
 		}
 		return s.audit.Append(ctx, tx, compliance.Entry{
 			ActorKind: actor.Kind, Actor: actor.Name, Action: "account.created_manual", Target: a.ID,
 			Outcome: compliance.OutcomeSuccess, Subject: actor.Name, RequestID: actor.RequestID,
-			Details: map[string]any{"account_number_ref": a.AccountNumberRef, "subtype": a.Subtype},
+			Details: details,
 		})
 	})
 	if err != nil {
@@ -167,17 +306,54 @@ func (s *Service) CreateManualAccount(ctx context.Context, actor Actor, m Manual
 	return a, nil
 }
 
+// sealManual seals the account's numbers and, when given, the holder's ID
+// number, setting a's references. Every plaintext copy made here is zeroed
+// before it returns.
+func (s *Service) sealManual(ctx context.Context, tx pgx.Tx, a *Account, m ManualAccount) error {
+	var secret []byte
+	var err error
+	if m.Country == CountryZA {
+		secret, err = json.Marshal(sealedZANumbers{m.AccountNumber, m.BranchCode, m.BankID, m.HolderName})
+	} else {
+		secret, err = json.Marshal(sealedNumbers{m.AccountNumber, m.RoutingNumber, m.HolderName})
+	}
+	if err != nil {
+		return err
+	}
+	defer clear(secret)
+	if a.AccountNumberRef, err = s.vault.Seal(ctx, tx, vault.AccountOwner(a.ID), a.SubjectID, vault.KindAccountNumber, secret, m.AccountNumber); err != nil {
+		return err
+	}
+	if m.HolderIDNumber == "" {
+		return nil
+	}
+	id, err := json.Marshal(sealedIDNumber{m.HolderIDNumber})
+	if err != nil {
+		return err
+	}
+	defer clear(id)
+	a.HolderIDRef, err = s.vault.Seal(ctx, tx, vault.AccountOwner(a.ID), a.SubjectID, vault.KindIDNumber, id, m.HolderIDNumber)
+	return err
+}
+
 func manualName(accountType string) string {
-	if accountType == TypeSavings {
+	switch accountType {
+	case TypeSavings:
 		return "Savings account"
+	case TypeCheque:
+		return "Cheque account"
+	case TypeTransmission:
+		return "Transmission account"
 	}
 	return "Checking account"
 }
 
 // duplicate returns the id of the subject's live manual account with the
 // same numbers, or "". The blind index finds candidates without opening
-// anything; only those (almost always none) are opened to compare the
-// routing number.
+// anything; a South African candidate is the same account when its bank is
+// (bank_id is in the clear), a US one when its routing number is, which
+// only the sealed record holds, so only those candidates (almost always
+// none) are opened.
 func (s *Service) duplicate(ctx context.Context, tx pgx.Tx, subjectID string, m ManualAccount) (string, error) {
 	found, err := s.vault.FindByBlindIndex(ctx, tx, vault.KindAccountNumber, m.AccountNumber)
 	if err != nil {
@@ -189,14 +365,18 @@ func (s *Service) duplicate(ctx context.Context, tx pgx.Tx, subjectID string, m 
 		}
 		var id string
 		err := tx.QueryRow(ctx, `SELECT id FROM accounts WHERE account_number_ref = $1 AND subject_id = $2
-			AND item_id IS NULL AND removed_at IS NULL`, c.Ref, subjectID).Scan(&id)
+			AND item_id IS NULL AND removed_at IS NULL AND country = $3 AND bank_id IS NOT DISTINCT FROM NULLIF($4, '')`,
+			c.Ref, subjectID, m.Country, m.BankID).Scan(&id)
 		if err == pgx.ErrNoRows {
 			continue
 		}
 		if err != nil {
 			return "", dbErr("find duplicate", err)
 		}
-		same, err := s.sameRouting(ctx, tx, c.Ref, m.RoutingNumber)
+		if m.Country == CountryZA {
+			return id, nil
+		}
+		same, err := s.sameRouting(ctx, tx, id, c.Ref, m.RoutingNumber)
 		if err != nil {
 			return "", err
 		}
@@ -207,8 +387,8 @@ func (s *Service) duplicate(ctx context.Context, tx pgx.Tx, subjectID string, m 
 	return "", nil
 }
 
-func (s *Service) sameRouting(ctx context.Context, tx pgx.Tx, ref, routing string) (bool, error) {
-	cred, err := s.vault.OpenIn(ctx, tx, ref)
+func (s *Service) sameRouting(ctx context.Context, tx pgx.Tx, accountID, ref, routing string) (bool, error) {
+	cred, err := s.vault.OpenOwnedIn(ctx, tx, vault.AccountOwner(accountID), ref)
 	if err != nil {
 		return false, err
 	}

@@ -84,6 +84,15 @@ type InstantAuth interface {
 	Supports(ctx context.Context, a Account) (bool, error)
 }
 
+// Items is what verification asks bank linking about the item a linked
+// account belongs to (banklink.Service implements it): the provider the
+// item was linked through, which decides instant verification and the
+// payment rail, and the item's status. Errors: kluis.ENotFound for an item
+// that is removed or unknown.
+type Items interface {
+	ItemProvider(ctx context.Context, itemID string) (provider, status string, err error)
+}
+
 // Options builds a Service. DB, Vault, Auditor and Keys are required.
 type Options struct {
 	DB      *postgres.DB
@@ -92,7 +101,15 @@ type Options struct {
 	Keys    MACer
 	// Rail carries micro-deposits; without one, micro-deposits are
 	// CodeMicroDepositsUnavailable (instant verification still works).
+	// With Rails set, it is the default rail: manual accounts' only.
 	Rail Rail
+	// Rails, if set, is the rail of each bank provider's linked accounts,
+	// by provider name (the item's provider decides); a provider without
+	// one offers no micro-deposits. Nil: Rail carries every account's.
+	Rails map[string]Rail
+	// Items tells a linked account's provider and item status; by default
+	// the items table is read.
+	Items Items
 	// Instant decides instant verification; by default a linked account of
 	// an active item whose numbers the provider's auth product gave at
 	// link time (accounts.account_number_ref) is proven at once.
@@ -127,6 +144,9 @@ type Service struct {
 	audit       *compliance.Auditor
 	keys        MACer
 	rail        Rail
+	rails       map[string]Rail
+	railsByName map[string]Rail
+	items       Items
 	instant     InstantAuth
 	clock       kluis.Clock
 	log         *slog.Logger
@@ -176,17 +196,25 @@ func New(opts Options) (*Service, error) {
 	if s.numberFails <= 0 {
 		s.numberFails = DefaultNumberFailures
 	}
+	if err := s.setRails(opts.Rail, opts.Rails); err != nil {
+		return nil, err
+	}
+	s.items = opts.Items
+	if s.items == nil {
+		s.items = tableItems{s.db}
+	}
 	return s, nil
 }
 
-// Sandbox returns the rail as a SandboxRail when it is one (the sandbox
+// Sandbox returns the sandbox rail when it is among the rails (the sandbox
 // routes exist only then), else nil.
 func (s *Service) Sandbox() SandboxRail {
-	if s.rail == nil {
-		return nil
+	for _, name := range sortedNames(s.railsByName) {
+		if sr, ok := s.railsByName[name].(SandboxRail); ok {
+			return sr
+		}
 	}
-	sr, _ := s.rail.(SandboxRail)
-	return sr
+	return nil
 }
 
 func (s *Service) now() time.Time { return s.clock.Now().UTC() }
@@ -218,6 +246,17 @@ type Account struct {
 	VerificationStatus string
 	AccountNumberRef   string
 	CreatedAt          time.Time
+	// Provider is the bank provider of the account's item, once asked
+	// (Items); "" for a manual account.
+	Provider string
+	// Country (US or ZA) and BankID (South Africa) of a manual account;
+	// empty for a linked one.
+	Country, BankID string
+	// HolderIDRef is the sealed holder's ID number (kind id_number) of a
+	// South African manual account, when the user gave one: with
+	// AccountNumberRef ({"account_number", "branch_code", "bank_id",
+	// "holder_name"}) it is what a bank account verification sends.
+	HolderIDRef string
 	// Revoked: the user withdrew consent to the account at the provider; it
 	// cannot be verified again.
 	Revoked bool
@@ -233,10 +272,12 @@ type Verification struct {
 	AnswerKind        string
 	Status            Status
 	AttemptsRemaining int
-	RailRef           string
-	ExpiresAt         time.Time
-	CreatedAt         time.Time
-	UpdatedAt         time.Time
+	// Rail names the rail that carries the verification's deposits.
+	Rail      string
+	RailRef   string
+	ExpiresAt time.Time
+	CreatedAt time.Time
+	UpdatedAt time.Time
 }
 
 func notFound() error { return kluis.Errorf(kluis.ENotFound, "not found") }

@@ -3,6 +3,7 @@ package verification
 import (
 	"context"
 	"crypto/rand"
+	"fmt"
 	"math/big"
 	"sort"
 	"strconv"
@@ -15,25 +16,50 @@ import (
 )
 
 // instantSupported says whether instant verification proves the account's
-// ownership: the configured InstantAuth, or by default whether the
-// provider's auth product gave the account's numbers when the item was
-// linked (banklink seals them as accounts.account_number_ref only where the
-// institution supports auth) and the item is still active.
+// ownership: the configured InstantAuth (told the item's provider), or by
+// default whether the item's own provider's auth product gave the
+// account's numbers when the item was linked (banklink seals them as
+// accounts.account_number_ref only where the provider and institution
+// support auth), the provider's own verification status of them proves
+// ownership (providerVerified), and the item is still active.
 func (s *Service) instantSupported(ctx context.Context, a Account) (bool, error) {
 	if a.ItemID == "" {
 		return false, nil // manual accounts have no provider to prove anything
 	}
+	provider, status, err := s.items.ItemProvider(ctx, a.ItemID)
+	if err != nil {
+		return false, err
+	}
 	if s.instant != nil {
+		a.Provider = provider
 		return s.instant.Supports(ctx, a)
 	}
-	if a.AccountNumberRef == "" {
+	if a.AccountNumberRef == "" || status != "active" {
 		return false, nil
 	}
-	var status string
-	if err := s.db.Pool.QueryRow(ctx, `SELECT status FROM items WHERE id = $1`, a.ItemID).Scan(&status); err != nil {
-		return false, dbErr("read item", err)
+	var providerStatus *string
+	if err := s.db.Pool.QueryRow(ctx, `SELECT provider_verification_status FROM accounts WHERE id = $1`, a.ID).
+		Scan(&providerStatus); err != nil {
+		return false, dbErr("read account", err)
 	}
-	return status == "active", nil
+	return providerVerified(providerStatus), nil
+}
+
+// providerVerified is Auth's own word on the account's numbers (Plaid's
+// verification_status): none means they came from the user's login
+// (instant auth); automatically_verified and manually_verified mean Plaid
+// verified the account by micro-deposits. Anything else (pending_*,
+// unsent, expired, failed, and the database_* matches, which match a
+// number, not an owner) is not proof of ownership.
+func providerVerified(status *string) bool {
+	if status == nil {
+		return true
+	}
+	switch *status {
+	case "automatically_verified", "manually_verified":
+		return true
+	}
+	return false
 }
 
 // Start begins verifying the subject's account with method (auto, instant
@@ -127,7 +153,7 @@ func (s *Service) insertRow(ctx context.Context, tx pgx.Tx, v Verification, mac,
 		VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9, $10, $11, $11, $12)
 		ON CONFLICT (account_id) WHERE status IN ('pending', 'sent', 'posted') DO NOTHING`,
 		v.ID, v.SubjectID, v.AccountID, v.RequestedMethod, v.Method, kind, v.AttemptsRemaining, mac,
-		s.railName(), v.ExpiresAt, v.CreatedAt, idx)
+		railColumn(v.Rail), v.ExpiresAt, v.CreatedAt, idx)
 	if err != nil {
 		return dbErr("insert verification", err)
 	}
@@ -265,20 +291,24 @@ func (s *Service) secretMAC(id string, amounts []int, code string) ([]byte, erro
 	return s.answerMACFor(id, AnswerAmounts, normalizeAmounts(amounts))
 }
 
-// railName names the rail in the verification's row.
-func (s *Service) railName() *string {
-	if s.rail == nil {
+// railColumn is the rail's name for the verification's row (NULL: none).
+func railColumn(name string) *string {
+	if name == "" {
 		return nil
 	}
-	n := s.rail.Name()
-	return &n
+	return &name
 }
 
 func (s *Service) startMicroDeposits(ctx context.Context, actor Actor, a Account, requested string) (Verification, error) {
-	if s.rail == nil {
-		return Verification{}, kluis.Errorf(CodeMicroDepositsUnavailable, "micro-deposits are not available: no payment rail is configured")
+	rail, err := s.railFor(ctx, a)
+	if err != nil {
+		return Verification{}, err
+	}
+	if rail == nil {
+		return Verification{}, kluis.Errorf(CodeMicroDepositsUnavailable, "micro-deposits are not available: no payment rail is configured for this account's bank provider")
 	}
 	v := s.newVerification(a, requested, MethodMicroDeposits)
+	v.Rail = rail.Name()
 	idx, err := s.vault.BlindIndexOf(ctx, s.db.Pool, a.AccountNumberRef)
 	if err != nil {
 		return Verification{}, err
@@ -304,7 +334,11 @@ func (s *Service) startMicroDeposits(ctx context.Context, actor Actor, a Account
 // them leaves the verification pending: the rail-poll job draws new
 // deposits and sends again.
 func (s *Service) send(ctx context.Context, actor Actor, v Verification, a Account, amounts []int, code string) (Verification, error) {
-	ref, err := s.rail.Send(ctx, Deposits{VerificationID: v.ID, AccountID: a.ID, AccountNumberRef: a.AccountNumberRef,
+	rail := s.railsByName[v.Rail]
+	if rail == nil {
+		return Verification{}, kluis.Unavailable("payment rail", fmt.Errorf("verification: rail %q is not configured", v.Rail))
+	}
+	ref, err := rail.Send(ctx, Deposits{VerificationID: v.ID, AccountID: a.ID, AccountNumberRef: a.AccountNumberRef,
 		AmountsCents: amounts, Code: code})
 	if err != nil {
 		s.log.Warn("payment rail refused deposits; the rail-poll job will send them again",
@@ -327,10 +361,11 @@ func (s *Service) send(ctx context.Context, actor Actor, v Verification, a Accou
 // refresh asks the rail what became of sent (or posted) deposits and
 // applies what it learns. A rail that cannot answer leaves v as it is.
 func (s *Service) refresh(ctx context.Context, actor Actor, v Verification) (Verification, error) {
-	if (v.Status != StatusSent && v.Status != StatusPosted) || v.RailRef == "" || s.rail == nil {
+	rail := s.railsByName[v.Rail]
+	if (v.Status != StatusSent && v.Status != StatusPosted) || v.RailRef == "" || rail == nil {
 		return v, nil
 	}
-	rs, err := s.rail.Status(ctx, v.RailRef)
+	rs, err := rail.Status(ctx, v.RailRef)
 	if err != nil {
 		s.log.Warn("payment rail status unavailable", "verification_id", v.ID, "code", kluis.ErrorCode(err))
 		return v, nil

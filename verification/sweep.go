@@ -58,7 +58,7 @@ type PollResult struct {
 // by their MAC.
 func (s *Service) PollRail(ctx context.Context) (PollResult, error) {
 	var res PollResult
-	if s.rail == nil {
+	if len(s.railsByName) == 0 {
 		return res, nil
 	}
 	actor := System(JobRailPoll)

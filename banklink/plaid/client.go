@@ -199,26 +199,57 @@ func (e *apiError) Error() string {
 	return s
 }
 
-// errorKinds maps Plaid's error codes to kluis codes. Codes not here fall
-// back on the error type, then on the HTTP status.
+// errorKinds maps Plaid's error codes to kluis codes (docs/PLAID.md has
+// the table and what kluis does with each). Codes not here fall back on
+// the error type, then on the HTTP status. No Plaid answer becomes
+// kluis.EInternal: the user's situation is a 4xx, Plaid's own failure or a
+// refusal of kluis's request is a 503.
 var errorKinds = map[string]string{
-	"ITEM_LOGIN_REQUIRED":        banklink.CodeItemLoginRequired,
-	"RATE_LIMIT_EXCEEDED":        banklink.CodeRateLimited,
-	"INSTITUTION_DOWN":           banklink.CodeInstitutionDown,
-	"INSTITUTION_NOT_RESPONDING": banklink.CodeInstitutionDown,
-	"INSTITUTION_NOT_AVAILABLE":  banklink.CodeInstitutionDown,
-	"INVALID_ACCESS_TOKEN":       banklink.CodeInvalidToken,
-	"INVALID_PUBLIC_TOKEN":       banklink.CodeInvalidToken,
-	"INVALID_LINK_TOKEN":         banklink.CodeInvalidToken,
+	// The user must act in Link's update mode (log in again, answer MFA,
+	// unlock or set up the account at the bank).
+	"ITEM_LOGIN_REQUIRED":      banklink.CodeItemLoginRequired,
+	"INVALID_CREDENTIALS":      banklink.CodeInvalidCredentials,
+	"INVALID_MFA":              banklink.CodeItemLoginRequired,
+	"INVALID_SEND_METHOD":      banklink.CodeItemLoginRequired,
+	"INSUFFICIENT_CREDENTIALS": banklink.CodeItemLoginRequired,
+	"ITEM_LOCKED":              banklink.CodeItemLoginRequired,
+	"USER_SETUP_REQUIRED":      banklink.CodeItemLoginRequired,
+	"MFA_NOT_SUPPORTED":        banklink.CodeItemLoginRequired,
+	"INVALID_UPDATED_USERNAME": banklink.CodeItemLoginRequired,
+	"USER_INPUT_TIMEOUT":       banklink.CodeItemLoginRequired,
+	"PASSWORD_RESET_REQUIRED":  banklink.CodeItemLoginRequired,
+	// The user did not share what kluis needs: update mode with account
+	// selection grants it.
+	"ACCESS_NOT_GRANTED":              banklink.CodeAccessNotGranted,
+	"NO_ACCOUNTS":                     banklink.CodeNoAccounts,
+	"NO_AUTH_ACCOUNTS":                banklink.CodeProductNotSupported,
+	"NO_INVESTMENT_ACCOUNTS":          banklink.CodeProductNotSupported,
+	"NO_INVESTMENT_AUTH_ACCOUNTS":     banklink.CodeProductNotSupported,
+	"NO_LIABILITY_ACCOUNTS":           banklink.CodeProductNotSupported,
+	"PRODUCTS_NOT_SUPPORTED":          banklink.CodeProductNotSupported,
+	"ITEM_NOT_SUPPORTED":              banklink.CodeProductNotSupported,
+	"INSTITUTION_NO_LONGER_SUPPORTED": banklink.CodeProductNotSupported,
+	// Plaid is still gathering the data: the item is fine, and kluis
+	// completes it later.
+	"PRODUCT_NOT_READY":                      banklink.CodeProductNotReady,
+	"RATE_LIMIT_EXCEEDED":                    banklink.CodeRateLimited,
+	"INSTITUTION_DOWN":                       banklink.CodeInstitutionDown,
+	"INSTITUTION_NOT_RESPONDING":             banklink.CodeInstitutionDown,
+	"INSTITUTION_NOT_AVAILABLE":              banklink.CodeInstitutionDown,
+	"INSTITUTION_NOT_ENABLED_IN_ENVIRONMENT": banklink.CodeProviderError,
+	"INSTITUTION_NOT_FOUND":                  banklink.CodeProviderError,
+	"INVALID_ACCESS_TOKEN":                   banklink.CodeInvalidToken,
+	"INVALID_PUBLIC_TOKEN":                   banklink.CodeInvalidToken,
+	"INVALID_LINK_TOKEN":                     banklink.CodeInvalidToken,
 	// A removed item's access token answers ITEM_NOT_FOUND: the token is
 	// as good as invalid.
-	"ITEM_NOT_FOUND":         banklink.CodeInvalidToken,
-	"INVALID_CREDENTIALS":    banklink.CodeInvalidCredentials,
-	"PRODUCTS_NOT_SUPPORTED": banklink.CodeProductNotSupported,
-	"PRODUCT_NOT_READY":      banklink.CodeProductNotSupported,
-	"NO_AUTH_ACCOUNTS":       banklink.CodeProductNotSupported,
-	// Our own keys or request are wrong: nothing the caller can fix.
-	"INVALID_API_KEYS": kluis.EInternal,
+	"ITEM_NOT_FOUND":            banklink.CodeInvalidToken,
+	"ITEM_CONCURRENTLY_DELETED": banklink.CodeInvalidToken,
+	"INTERNAL_SERVER_ERROR":     kluis.EUnavailable,
+	"PLANNED_MAINTENANCE":       kluis.EUnavailable,
+	// Our own keys or request are wrong: nothing the caller can fix, and
+	// nothing a retry fixes either; an operator must.
+	"INVALID_API_KEYS": banklink.CodeProviderError,
 }
 
 // typeKinds maps Plaid's error types for codes errorKinds does not name.
@@ -226,8 +257,12 @@ var typeKinds = map[string]string{
 	"RATE_LIMIT_EXCEEDED": banklink.CodeRateLimited,
 	"API_ERROR":           kluis.EUnavailable,
 	"INSTITUTION_ERROR":   banklink.CodeInstitutionDown,
-	"INVALID_REQUEST":     kluis.EInternal,
-	"INVALID_INPUT":       kluis.EInternal,
+	// An item error kluis does not know: not claimed to be the user's to
+	// fix, and an operator sees its code in the log.
+	"ITEM_ERROR":      banklink.CodeProviderError,
+	"INVALID_REQUEST": banklink.CodeProviderError,
+	"INVALID_INPUT":   banklink.CodeProviderError,
+	"INVALID_RESULT":  banklink.CodeProviderError,
 }
 
 // messages are the human part of each kluis code's message.
@@ -238,6 +273,10 @@ var messages = map[string]string{
 	banklink.CodeInvalidToken:        "the token is invalid or expired",
 	banklink.CodeInvalidCredentials:  "the login credentials were refused",
 	banklink.CodeProductNotSupported: "the institution does not support this product",
+	banklink.CodeProductNotReady:     "the provider is still gathering the item's data",
+	banklink.CodeAccessNotGranted:    "the user did not share the accounts or data needed; update mode with account selection grants it",
+	banklink.CodeNoAccounts:          "the item has no accounts kluis can use; update mode with account selection adds them",
+	banklink.CodeProviderError:       "the provider refused kluis's request",
 	kluis.EUnavailable:               "provider unavailable, try again later",
 	kluis.EInternal:                  "unexpected provider error",
 }
@@ -246,6 +285,11 @@ var messages = map[string]string{
 func kindOf(status int, perr plaidError) string {
 	if k, ok := errorKinds[safeCode(perr.ErrorCode)]; ok {
 		return k
+	}
+	if status >= 500 && perr.ErrorType != "RATE_LIMIT_EXCEEDED" {
+		// A code kluis does not know with a 5xx: Plaid's own failure,
+		// whatever its type says.
+		return kluis.EUnavailable
 	}
 	if k, ok := typeKinds[perr.ErrorType]; ok {
 		return k
@@ -256,7 +300,7 @@ func kindOf(status int, perr plaidError) string {
 	case status >= 500:
 		return kluis.EUnavailable
 	default:
-		return kluis.EInternal
+		return banklink.CodeProviderError
 	}
 }
 

@@ -46,21 +46,23 @@ func TestPlaidErrorsMapToKluisCodes(t *testing.T) {
 		{"an institution down", "INSTITUTION_DOWN", banklink.CodeInstitutionDown},
 		{"an institution not responding", "INSTITUTION_NOT_RESPONDING", banklink.CodeInstitutionDown},
 		{"an institution not available", "INSTITUTION_NOT_AVAILABLE", banklink.CodeInstitutionDown},
-		{"another institution error", "INSTITUTION_NO_LONGER_SUPPORTED", banklink.CodeInstitutionDown},
+		{"an institution no longer supported", "INSTITUTION_NO_LONGER_SUPPORTED", banklink.CodeProductNotSupported},
 		{"an invalid access token", "INVALID_ACCESS_TOKEN", banklink.CodeInvalidToken},
 		{"an invalid public token", "INVALID_PUBLIC_TOKEN", banklink.CodeInvalidToken},
 		{"an invalid link token", "INVALID_LINK_TOKEN", banklink.CodeInvalidToken},
 		{"a removed item", "ITEM_NOT_FOUND", banklink.CodeInvalidToken},
 		{"refused credentials", "INVALID_CREDENTIALS", banklink.CodeInvalidCredentials},
 		{"products not supported", "PRODUCTS_NOT_SUPPORTED", banklink.CodeProductNotSupported},
-		{"a product not ready", "PRODUCT_NOT_READY", banklink.CodeProductNotSupported},
+		{"a product not ready", "PRODUCT_NOT_READY", banklink.CodeProductNotReady},
 		{"no auth accounts", "NO_AUTH_ACCOUNTS", banklink.CodeProductNotSupported},
 		{"an API error", "INTERNAL_SERVER_ERROR", kluis.EUnavailable},
 		{"planned maintenance", "PLANNED_MAINTENANCE", kluis.EUnavailable},
-		{"our own bad request", "MISSING_FIELDS", kluis.EInternal},
-		{"our own bad input", "INVALID_FIELD", kluis.EInternal},
-		{"our own bad keys", "INVALID_API_KEYS", kluis.EInternal},
-		{"an item error kluis does not know", "NO_ACCOUNTS", kluis.EInternal},
+		{"our own bad request", "MISSING_FIELDS", banklink.CodeProviderError},
+		{"our own bad input", "INVALID_FIELD", banklink.CodeProviderError},
+		{"our own bad keys", "INVALID_API_KEYS", banklink.CodeProviderError},
+		{"no accounts shared", "NO_ACCOUNTS", banklink.CodeNoAccounts},
+		{"access not granted", "ACCESS_NOT_GRANTED", banklink.CodeAccessNotGranted},
+		{"a locked item", "ITEM_LOCKED", banklink.CodeItemLoginRequired},
 	}
 	srv := newServer(t)
 	p := newProvider(t, srv, func(o *plaid.Options) { o.MaxRetries = -1 })
@@ -97,12 +99,12 @@ func TestAnswersThatAreNotPlaidsShape(t *testing.T) {
 	}{
 		{"a proxy's HTML 502", plaidtest.Fault{Status: http.StatusBadGateway, RawBody: []byte("<html>bad gateway</html>")}, kluis.EUnavailable},
 		{"a bare 429", plaidtest.Fault{Status: http.StatusTooManyRequests, RawBody: []byte("slow down")}, banklink.CodeRateLimited},
-		{"garbage with 400", plaidtest.Fault{Status: http.StatusBadRequest, RawBody: []byte("{not json")}, kluis.EInternal},
-		{"garbage with 200", plaidtest.Fault{Status: http.StatusOK, RawBody: []byte("{not json")}, kluis.EInternal},
-		{"an empty 200", plaidtest.Fault{Status: http.StatusOK, RawBody: []byte("{}")}, kluis.EInternal},
+		{"garbage with 400", plaidtest.Fault{Status: http.StatusBadRequest, RawBody: []byte("{not json")}, banklink.CodeProviderError},
+		{"garbage with 200", plaidtest.Fault{Status: http.StatusOK, RawBody: []byte("{not json")}, banklink.CodeProviderError},
+		{"an empty 200", plaidtest.Fault{Status: http.StatusOK, RawBody: []byte("{}")}, banklink.CodeProviderError},
 		{"a body over the cap", plaidtest.Fault{Status: http.StatusOK, RawBody: []byte(`{"x":"` + strings.Repeat("a", plaid.MaxResponseBytes) + `"}`)}, kluis.EUnavailable},
 		{"a dropped connection", plaidtest.Fault{Drop: true}, kluis.EUnavailable},
-		{"an odd error code", plaidtest.Fault{Status: http.StatusBadRequest, ErrorType: "ITEM_ERROR", ErrorCode: "<script>"}, kluis.EInternal},
+		{"an odd error code", plaidtest.Fault{Status: http.StatusBadRequest, ErrorType: "ITEM_ERROR", ErrorCode: "<script>"}, banklink.CodeProviderError},
 	}
 	srv := newServer(t)
 	p := newProvider(t, srv, func(o *plaid.Options) { o.MaxRetries = -1 })

@@ -32,6 +32,7 @@ import (
 
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/banklink"
+	"github.com/kluis-dev/kluis/banklink/plaid/plaidlink"
 )
 
 // APIVersion is the Plaid API version every request names in the
@@ -100,6 +101,12 @@ type Options struct {
 	ClientName   string
 	Language     string
 	CountryCodes []string
+	// RedirectURI is where Link returns after an OAuth institution (web and
+	// iOS); AndroidPackageName names the Android app, which Plaid sends
+	// back to instead (a session for Android sends it and no redirect
+	// URI). Both are registered in Plaid's dashboard. Empty: not sent.
+	RedirectURI        string
+	AndroidPackageName string
 	// Products are the link token's products when the request names none
 	// (default ["auth"]).
 	Products []string
@@ -120,6 +127,8 @@ type Provider struct {
 	language     string
 	countryCodes []string
 	products     []string
+	redirectURI  string
+	androidPkg   string
 
 	keys keyCache
 }
@@ -147,6 +156,13 @@ func New(opts Options) (*Provider, error) {
 		language:     orString(opts.Language, DefaultLanguage),
 		countryCodes: opts.CountryCodes,
 		products:     opts.Products,
+		redirectURI:  opts.RedirectURI,
+		androidPkg:   opts.AndroidPackageName,
+	}
+	settings := plaidlink.Settings{ClientName: opts.ClientName, CountryCodes: opts.CountryCodes, Language: opts.Language,
+		RedirectURI: opts.RedirectURI, AndroidPackageName: opts.AndroidPackageName}
+	for name, why := range settings.Problems() {
+		return nil, fmt.Errorf("plaid: Link setting %s %s", name, why)
 	}
 	switch {
 	case p.maxRetries == 0:
@@ -253,6 +269,25 @@ type linkTokenCreateRequest struct {
 	Products     []string      `json:"products,omitempty"`
 	Webhook      string        `json:"webhook,omitempty"`
 	AccessToken  string        `json:"access_token,omitempty"`
+	// RedirectURI and AndroidPackageName: at most one is sent (Plaid wants
+	// android_package_name blank except for Android).
+	RedirectURI        string                   `json:"redirect_uri,omitempty"`
+	AndroidPackageName string                   `json:"android_package_name,omitempty"`
+	AccountFilters     *linkTokenAccountFilters `json:"account_filters,omitempty"`
+	Update             *linkTokenUpdate         `json:"update,omitempty"`
+}
+
+// linkTokenAccountFilters is LinkTokenAccountFilters with its depository
+// filter only: kluis links bank accounts.
+type linkTokenAccountFilters struct {
+	Depository struct {
+		AccountSubtypes []string `json:"account_subtypes"`
+	} `json:"depository"`
+}
+
+// linkTokenUpdate is LinkTokenCreateRequestUpdate.
+type linkTokenUpdate struct {
+	AccountSelectionEnabled bool `json:"account_selection_enabled"`
 }
 
 type linkTokenCreateResponse struct {
@@ -280,6 +315,7 @@ func (p *Provider) CreateLinkToken(ctx context.Context, req banklink.LinkTokenRe
 			in.Products = p.products
 		}
 	}
+	p.sessionSettings(&in, req)
 	var out linkTokenCreateResponse
 	if err := p.call(ctx, epLinkTokenCreate, in, &out); err != nil {
 		return banklink.LinkToken{}, err
@@ -327,6 +363,9 @@ type account struct {
 	Mask      *string `json:"mask"`
 	Type      string  `json:"type"`
 	Subtype   *string `json:"subtype"`
+	// VerificationStatus is set for accounts verified by micro-deposits or
+	// a database rather than the user's login.
+	VerificationStatus *string `json:"verification_status"`
 }
 
 type item struct {
@@ -367,6 +406,9 @@ func (p *Provider) GetAccounts(ctx context.Context, accessToken string) (banklin
 			Mask:              deref(a.Mask),
 			Type:              a.Type,
 			Subtype:           deref(a.Subtype),
+			// An unexpected value passes only if it is a plain word:
+			// kluis treats anything it does not know as unverified.
+			VerificationStatus: safeToken(deref(a.VerificationStatus)),
 		})
 	}
 	return res, nil
@@ -376,6 +418,7 @@ type achNumbers struct {
 	AccountID string `json:"account_id"`
 	Account   string `json:"account"`
 	Routing   string `json:"routing"`
+	Tokenized bool   `json:"is_tokenized_account_number"`
 }
 
 type authGetResponse struct {
@@ -403,7 +446,8 @@ func (p *Provider) GetAuth(ctx context.Context, accessToken string) ([]banklink.
 		if n.AccountID == "" || n.Account == "" || n.Routing == "" {
 			return nil, malformed(epAuthGet)
 		}
-		res = append(res, banklink.AuthNumbers{ProviderAccountID: n.AccountID, AccountNumber: n.Account, RoutingNumber: n.Routing})
+		res = append(res, banklink.AuthNumbers{ProviderAccountID: n.AccountID, AccountNumber: n.Account, RoutingNumber: n.Routing,
+			Tokenized: n.Tokenized})
 	}
 	return res, nil
 }
@@ -447,9 +491,29 @@ func deref(s *string) string {
 }
 
 // malformed is the error for a 200 answer that lacks what the spec
-// promises.
+// promises: Plaid's failure, never kluis's 500.
 func malformed(ep endpoint) error {
-	return providerError(kluis.EInternal, fmt.Sprintf("plaid %s: malformed answer", ep.path), nil)
+	return providerError(banklink.CodeProviderError, fmt.Sprintf("plaid %s: malformed answer", ep.path), nil)
 }
 
 var _ banklink.Provider = (*Provider)(nil)
+
+// sessionSettings adds to in what the link session asks for where Plaid
+// allows it per session: the platform's OAuth return (an Android app's
+// package, or the redirect URI), the depository subtypes Link offers, and
+// account selection in update mode (how a user adds accounts the item's
+// NEW_ACCOUNTS_AVAILABLE announced).
+func (p *Provider) sessionSettings(in *linkTokenCreateRequest, req banklink.LinkTokenRequest) {
+	if req.Platform == banklink.PlatformAndroid && p.androidPkg != "" {
+		in.AndroidPackageName = p.androidPkg
+	} else {
+		in.RedirectURI = p.redirectURI
+	}
+	if len(req.AccountSubtypes) > 0 {
+		in.AccountFilters = &linkTokenAccountFilters{}
+		in.AccountFilters.Depository.AccountSubtypes = req.AccountSubtypes
+	}
+	if req.AccessToken != "" && req.AccountSelection {
+		in.Update = &linkTokenUpdate{AccountSelectionEnabled: true}
+	}
+}

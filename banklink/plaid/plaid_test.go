@@ -284,12 +284,12 @@ func TestEmptyTokensAreRefusedWithoutACall(t *testing.T) {
 	}
 }
 
-func TestWrongAPIKeysAreInternal(t *testing.T) {
+func TestWrongAPIKeysAreAProviderErrorNotAnInternalOne(t *testing.T) {
 	t.Parallel()
 	srv := newServer(t)
 	p := newProvider(t, srv, func(o *plaid.Options) { o.Secret = "not-the-secret" })
 	_, err := p.GetAccounts(context.Background(), "access-sandbox-x")
-	wantCode(t, err, kluis.EInternal)
+	wantCode(t, err, banklink.CodeProviderError)
 	if got := kluis.ErrorMessage(err); !containsAll(got, "INVALID_API_KEYS") {
 		t.Errorf("message %q does not name the code", got)
 	}
@@ -339,6 +339,12 @@ func TestEveryEndpointsRequestsWereCheckedAgainstTheSpec(t *testing.T) {
 	if _, err := p.VerifyWebhook(ctx, wh.Header, wh.Body); err != nil {
 		t.Fatal(err)
 	}
+	if err := p.UpdateWebhook(ctx, ex.AccessToken, "https://kluis.test/webhooks/plaid/new"); err != nil {
+		t.Fatal(err)
+	}
+	if it, _ := srv.Item(ex.ProviderItemID); it.Webhook != "https://kluis.test/webhooks/plaid/new" {
+		t.Fatalf("webhook at Plaid = %q", it.Webhook)
+	}
 	fresh, err := p.RotateAccessToken(ctx, ex.AccessToken)
 	if err != nil {
 		t.Fatal(err)
@@ -346,7 +352,7 @@ func TestEveryEndpointsRequestsWereCheckedAgainstTheSpec(t *testing.T) {
 	if err := p.RemoveItem(ctx, fresh); err != nil {
 		t.Fatal(err)
 	}
-	for _, ep := range []string{plaidtest.EndpointLinkTokenCreate, plaidtest.EndpointPublicTokenExchange, plaidtest.EndpointAccountsGet, plaidtest.EndpointAuthGet, plaidtest.EndpointItemRemove, plaidtest.EndpointAccessTokenInvalidate, plaidtest.EndpointWebhookKeyGet} {
+	for _, ep := range []string{plaidtest.EndpointLinkTokenCreate, plaidtest.EndpointPublicTokenExchange, plaidtest.EndpointAccountsGet, plaidtest.EndpointAuthGet, plaidtest.EndpointItemRemove, plaidtest.EndpointAccessTokenInvalidate, plaidtest.EndpointWebhookKeyGet, plaidtest.EndpointItemWebhookUpdate} {
 		if srv.Validated(ep) == 0 {
 			t.Errorf("no request to %s was checked against the spec", ep)
 		}

@@ -106,7 +106,8 @@ func keyUnavailable(reason string) error {
 // costs only a prompt), ITEM/USER_PERMISSION_REVOKED is EventRevoked,
 // ITEM/USER_ACCOUNT_REVOKED (with its account_id) is EventAccountRevoked,
 // ITEM/NEW_ACCOUNTS_AVAILABLE is EventNewAccounts; anything else is
-// EventUnknown. The event ID is the hex SHA-256 of body.
+// EventUnknown (webhook_kinds.go has every ITEM and AUTH code). The event
+// ID names the delivery, not the body (deliveryID).
 func (p *Provider) VerifyWebhook(ctx context.Context, header http.Header, body []byte) (banklink.WebhookEvent, error) {
 	sum := sha256.Sum256(body)
 	bodyHash := hex.EncodeToString(sum[:])
@@ -117,7 +118,7 @@ func (p *Provider) VerifyWebhook(ctx context.Context, header http.Header, body [
 	if err != nil {
 		return banklink.WebhookEvent{}, err
 	}
-	ev.ID = bodyHash
+	ev.ID = deliveryID(header.Get(VerificationHeader), bodyHash)
 	return ev, nil
 }
 
@@ -493,6 +494,9 @@ func parseWebhook(body []byte) (banklink.WebhookEvent, error) {
 		ProviderType:   safeToken(b.WebhookType),
 		ProviderCode:   safeToken(b.WebhookCode),
 		ProviderItemID: safeToken(b.ItemID),
+	}
+	if classifyWebhook(&ev, b) {
+		return ev, nil
 	}
 	if b.WebhookType != "ITEM" {
 		return ev, nil

@@ -38,9 +38,19 @@ func TestAValidWebhookIsAccepted(t *testing.T) {
 		t.Fatalf("VerifyWebhook: %v", err)
 	}
 	sum := sha256.Sum256(wh.Body)
-	want := banklink.WebhookEvent{ID: hex.EncodeToString(sum[:]), Kind: banklink.EventLoginRequired, ProviderType: "ITEM", ProviderCode: "ERROR", ProviderItemID: "item-1"}
+	want := banklink.WebhookEvent{ID: ev.ID, Kind: banklink.EventLoginRequired, ProviderType: "ITEM", ProviderCode: "ERROR:ITEM_LOGIN_REQUIRED", ProviderItemID: "item-1"}
 	if ev != want {
 		t.Errorf("event = %+v, want %+v", ev, want)
+	}
+	// The ID names the delivery (its iat and body), not the body alone:
+	// the same body delivered later is another event, a re-signed
+	// redelivery the same one.
+	if ev.ID == hex.EncodeToString(sum[:]) || len(ev.ID) != 64 {
+		t.Errorf("event id = %q", ev.ID)
+	}
+	again, err := p.VerifyWebhook(context.Background(), srv.Redeliver(wh).Header, wh.Body)
+	if err != nil || again.ID != ev.ID {
+		t.Errorf("a redelivery = %+v, %v; want the same id", again, err)
 	}
 }
 
@@ -358,15 +368,22 @@ func TestWebhookKinds(t *testing.T) {
 		want        string
 		wantCodeStr string
 	}{
-		{"an item error asking for a login", "ITEM", "ERROR", loginErr, banklink.EventLoginRequired, "ERROR"},
-		{"another item error", "ITEM", "ERROR", otherErr, banklink.EventUnknown, "ERROR"},
+		{"an item error asking for a login", "ITEM", "ERROR", loginErr, banklink.EventLoginRequired, "ERROR:ITEM_LOGIN_REQUIRED"},
+		{"another item error", "ITEM", "ERROR", otherErr, banklink.EventItemError, "ERROR:INSTITUTION_DOWN"},
 		{"consent about to expire", "ITEM", "PENDING_EXPIRATION", map[string]any{"consent_expiration_time": "2025-04-01T00:00:00Z"}, banklink.EventLoginRequired, "PENDING_EXPIRATION"},
 		{"a pending disconnect", "ITEM", "PENDING_DISCONNECT", map[string]any{"reason": "INSTITUTION_MIGRATION"}, banklink.EventLoginRequired, "PENDING_DISCONNECT"},
 		{"consent revoked", "ITEM", "USER_PERMISSION_REVOKED", nil, banklink.EventRevoked, "USER_PERMISSION_REVOKED"},
 		{"consent to one account revoked", "ITEM", "USER_ACCOUNT_REVOKED", map[string]any{"account_id": "acct-7"}, banklink.EventAccountRevoked, "USER_ACCOUNT_REVOKED"},
 		{"an account revocation naming no account", "ITEM", "USER_ACCOUNT_REVOKED", nil, banklink.EventUnknown, "USER_ACCOUNT_REVOKED"},
 		{"new accounts", "ITEM", "NEW_ACCOUNTS_AVAILABLE", nil, banklink.EventNewAccounts, "NEW_ACCOUNTS_AVAILABLE"},
-		{"a repaired login", "ITEM", "LOGIN_REPAIRED", nil, banklink.EventUnknown, "LOGIN_REPAIRED"},
+		{"a repaired login", "ITEM", "LOGIN_REPAIRED", nil, banklink.EventLoginRepaired, "LOGIN_REPAIRED"},
+		{"a webhook URL acknowledged", "ITEM", "WEBHOOK_UPDATE_ACKNOWLEDGED", map[string]any{"new_webhook_url": "https://kluis.test/w"}, banklink.EventWebhookUpdated, "WEBHOOK_UPDATE_ACKNOWLEDGED"},
+		{"a user's account revoked", "ITEM", "USER_ACCOUNT_REVOKED", map[string]any{"account_id": "acc-1"}, banklink.EventAccountRevoked, "USER_ACCOUNT_REVOKED"},
+		{"micro-deposits verified", "AUTH", "AUTOMATICALLY_VERIFIED", map[string]any{"account_id": "acc-1"}, banklink.EventAuthVerified, "AUTOMATICALLY_VERIFIED"},
+		{"micro-deposits expired", "AUTH", "VERIFICATION_EXPIRED", map[string]any{"account_id": "acc-1"}, banklink.EventAuthExpired, "VERIFICATION_EXPIRED"},
+		{"auth permission withdrawn", "AUTH", "PRODUCT_PERMISSIONS_REQUIRED", nil, banklink.EventLoginRequired, "PRODUCT_PERMISSIONS_REQUIRED"},
+		{"auth numbers changed", "AUTH", "DEFAULT_UPDATE", nil, banklink.EventUnknown, "DEFAULT_UPDATE"},
+		{"an auth event naming no account", "AUTH", "AUTOMATICALLY_VERIFIED", nil, banklink.EventUnknown, "AUTOMATICALLY_VERIFIED"},
 		{"a transactions update", "TRANSACTIONS", "SYNC_UPDATES_AVAILABLE", nil, banklink.EventUnknown, "SYNC_UPDATES_AVAILABLE"},
 		{"an auth webhook with the same code", "AUTH", "USER_PERMISSION_REVOKED", nil, banklink.EventUnknown, "USER_PERMISSION_REVOKED"},
 	}
@@ -380,7 +397,7 @@ func TestWebhookKinds(t *testing.T) {
 			if ev.Kind != tt.want || ev.ProviderType != tt.typ || ev.ProviderCode != tt.wantCodeStr || ev.ProviderItemID != "item-9" {
 				t.Errorf("event = %+v, want kind %s", ev, tt.want)
 			}
-			if (ev.Kind == banklink.EventAccountRevoked) != (ev.ProviderAccountID == "acct-7") {
+			if want, _ := tt.extra["account_id"].(string); ev.Kind == banklink.EventAccountRevoked && (want == "" || ev.ProviderAccountID != want) {
 				t.Errorf("event = %+v: the revoked account is not named", ev)
 			}
 		})

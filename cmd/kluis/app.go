@@ -36,7 +36,7 @@ type app struct {
 	auditor *compliance.Auditor
 	// Feature services, built once on first use (handlers and jobs share them).
 	bank        *banklink.Service
-	bankBreaker *bankbreaker.Provider
+	bankBreaker []*bankbreaker.Provider // one breaker per bank provider but the sandbox
 	comp        *compliance.Service
 	verify      *verificationParts
 	closers     []func()

@@ -24,8 +24,8 @@ func init() {
 			return err
 		}
 		d.BankLink = svc
-		if a.bankBreaker != nil {
-			d.Registry.MustRegister(a.bankBreaker.Collector())
+		for _, b := range a.bankBreaker {
+			d.Registry.MustRegister(b.Collector())
 		}
 		return nil
 	})
@@ -45,39 +45,74 @@ func (a *app) withDepHooks(d *api.Deps, err error) (*api.Deps, error) {
 	return d, nil
 }
 
-// bankLink builds (once per app) the provider the configuration names and
-// the bank-linking service over it.
+// bankLink builds (once per app) the providers the configuration names and
+// the bank-linking service over them.
 func (a *app) bankLink() (*banklink.Service, error) {
 	if a.bank != nil {
 		return a.bank, nil
 	}
-	provider, err := a.bankProvider()
+	providers, err := a.bankProviders()
 	if err != nil {
 		return nil, err
 	}
-	// A dead aggregator is not hammered and its callers get their 503 at
-	// once; one institution being down does not open it (banklink/breaker).
-	// The sandbox lives in kluis's own database and needs none.
-	if a.cfg.BankProvider != "sandbox" {
-		a.bankBreaker = bankbreaker.New(provider, bankbreaker.Options{})
-		provider = a.bankBreaker
-	}
 	svc, err := banklink.New(banklink.Options{
-		DB: a.db, Vault: a.store, Auditor: a.auditor, Provider: provider, Keys: a.sys,
+		DB: a.db, Vault: a.store, Auditor: a.auditor, Providers: providers, Keys: a.sys,
 		Logger: a.log, WebhookURL: a.cfg.BankWebhookURL,
 	})
 	if err != nil {
 		return nil, err
 	}
+	a.warnUnconfiguredProviders(svc)
 	a.bank = svc
 	return svc, nil
+}
+
+// warnUnconfiguredProviders says at start which providers live items were
+// linked through that the configuration no longer names: those items fail
+// closed (503) until the provider is configured again.
+func (a *app) warnUnconfiguredProviders(svc *banklink.Service) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	names, err := svc.UnconfiguredProviders(ctx)
+	if err != nil {
+		a.log.Warn("could not check the providers of linked items", "cause", err.Error())
+		return
+	}
+	if len(names) > 0 {
+		a.log.Warn("linked items belong to bank providers that are not configured: unlinking, erasing and refreshing them fails until KLUIS_BANK_PROVIDERS names them again",
+			"providers", names)
+	}
+}
+
+// bankProviders builds the registry of the configured providers, in the
+// order KLUIS_BANK_PROVIDERS names them (the first is the default). Each
+// aggregator gets a circuit breaker of its own, so that one that is dead is
+// not hammered and its callers get their 503 at once while the others
+// serve on; one institution being down does not open it
+// (banklink/breaker). The sandbox lives in kluis's own database and needs
+// none.
+func (a *app) bankProviders() (banklink.Providers, error) {
+	var list []banklink.Provider
+	for _, name := range a.cfg.BankProviders {
+		p, err := a.bankProvider(name)
+		if err != nil {
+			return nil, err
+		}
+		if name != "sandbox" {
+			b := bankbreaker.New(p, bankbreaker.Options{})
+			a.bankBreaker = append(a.bankBreaker, b)
+			p = b
+		}
+		list = append(list, p)
+	}
+	return banklink.NewProviders(list...)
 }
 
 // bankProvider builds the sandbox or the Plaid adapter. The sandbox's
 // secret is derived from the system keys, so that every instance signs
 // and derives alike without another secret to configure.
-func (a *app) bankProvider() (banklink.Provider, error) {
-	switch a.cfg.BankProvider {
+func (a *app) bankProvider(name string) (banklink.Provider, error) {
+	switch name {
 	case "sandbox":
 		secret, err := a.sys.MAC(vault.SystemKeyVerification, []byte("kluis/banklink/sandbox-secret"))
 		if err != nil {
@@ -85,9 +120,11 @@ func (a *app) bankProvider() (banklink.Provider, error) {
 		}
 		return sandbox.New(sandbox.Options{DB: a.db, Secret: secret})
 	case "plaid":
-		return plaid.New(plaid.Options{ClientID: a.cfg.PlaidClientID, Secret: a.cfg.PlaidSecret, BaseURL: a.cfg.PlaidBaseURL})
+		return plaid.New(plaid.Options{ClientID: a.cfg.PlaidClientID, Secret: a.cfg.PlaidSecret, BaseURL: a.cfg.PlaidBaseURL,
+			ClientName: a.cfg.PlaidClientName, CountryCodes: a.cfg.PlaidCountryCodes, Language: a.cfg.PlaidLanguage,
+			RedirectURI: a.cfg.PlaidRedirectURI, AndroidPackageName: a.cfg.PlaidAndroidPackageName})
 	}
-	return nil, fmt.Errorf("unknown bank provider %q", a.cfg.BankProvider)
+	return nil, fmt.Errorf("unknown bank provider %q", name)
 }
 
 // registerBankJobs adds access-token rotation (scheduled rotation only with
@@ -113,6 +150,9 @@ func registerBankJobs(a *app, s *jobs.Scheduler) error {
 			return err
 		},
 	}); err != nil {
+		return err
+	}
+	if err := registerPlaidJobs(a, s, svc); err != nil {
 		return err
 	}
 	return s.Register(jobs.Job{

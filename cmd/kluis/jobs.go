@@ -47,11 +47,17 @@ func (a *app) scheduler() (*jobs.Scheduler, error) {
 }
 
 // rotateKeys rewraps every key under the root key's newest version and
-// re-seals subjects past their cryptoperiod, checkpointing its counts in
-// job_runs as it goes.
+// re-seals subjects past their cryptoperiod or with version-1 records
+// (their owners checked against bank linking's pointers), checkpointing its
+// counts in job_runs as it goes.
 func (a *app) rotateKeys(ctx context.Context, run *jobs.Run) error {
+	owners, err := a.bankLink()
+	if err != nil {
+		return err
+	}
 	res, err := a.store.Rotate(ctx, a.db, vault.RotationOptions{
 		Cryptoperiod: a.cfg.KeyCryptoperiod,
+		Owners:       owners,
 		Progress: func(rewrapped, subjects, records int) {
 			run.Set("rewrapped_keys", int64(rewrapped))
 			run.Set("resealed_subjects", int64(subjects))
@@ -62,6 +68,7 @@ func (a *app) rotateKeys(ctx context.Context, run *jobs.Run) error {
 	run.Set("rewrapped_keys", int64(res.Rewrapped))
 	run.Set("resealed_subjects", int64(res.ResealedSubjects))
 	run.Set("resealed_records", int64(res.ResealedRecords))
+	run.Set("reseal_failed_subjects", int64(res.ResealFailed))
 	return err
 }
 

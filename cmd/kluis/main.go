@@ -13,7 +13,11 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
+
+	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/vault"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -79,8 +83,57 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return 2
 	}
 	if err != nil {
-		fmt.Fprintln(stderr, "kluis:", err)
+		fmt.Fprintln(stderr, "kluis:", failureText(err))
 		return 1
 	}
 	return 0
+}
+
+// failureText is what a failed command prints: the error and, when a key
+// provider is behind it, the provider's own account of the failure (for
+// KMS and Transit a vault.ProviderError: the provider, the operation and its
+// status or error code; never key material, a ciphertext or the server's
+// message), which kluis.Error keeps out of API answers. Without it an
+// operator saw only "key provider unavailable" and could not tell why.
+func failureText(err error) string {
+	text := err.Error()
+	if cause := providerCause(err, text); cause != nil {
+		text += " (" + cause.Error() + ")"
+	}
+	return text
+}
+
+// providerCause finds under err the outermost error in kluis's own words
+// that carries a key provider's failure (vault.ErrKeyUnavailable or
+// vault.ErrKeyRefused) and that printed does not already show: what the
+// provider package said, as the log has it. A kluis.Error's message is a
+// safe summary that hides its cause, and a join of errors has no words of
+// its own, so the search goes on beneath both.
+func providerCause(err error, printed string) error {
+	if err == nil || err == vault.ErrKeyUnavailable || err == vault.ErrKeyRefused ||
+		!(errors.Is(err, vault.ErrKeyUnavailable) || errors.Is(err, vault.ErrKeyRefused)) {
+		return nil
+	}
+	_, summary := err.(*kluis.Error)
+	own := !summary && !strings.Contains(printed, err.Error())
+	if pe, ok := err.(*vault.ProviderError); ok && own {
+		return pe
+	}
+	switch u := err.(type) {
+	case interface{ Unwrap() []error }:
+		for _, e := range u.Unwrap() {
+			if c := providerCause(e, printed); c != nil {
+				return c
+			}
+		}
+	case interface{ Unwrap() error }:
+		if own {
+			return err
+		}
+		return providerCause(u.Unwrap(), printed)
+	}
+	if own {
+		return err
+	}
+	return nil
 }

@@ -50,6 +50,12 @@ Verify a manual account with micro-deposits:
   curl -s http://{{.Public}}/v1/sandbox/verifications/ver_…/deposits -H "$A"
   curl -s -X POST http://{{.Public}}/v1/verifications/ver_…/confirm -H "$A" -H "$J" -d '{"amounts":[12,34]}'
 
+A South African manual account (the banks: GET /v1/banks?country=ZA):
+
+  curl -s "http://{{.Public}}/v1/banks?country=ZA" -H "$A"
+  curl -s -X POST http://{{.Public}}/v1/accounts -H "$A" -H "$J" \
+    -d '{"country":"ZA","bank_id":"za_capitec","account_number":"1234567890","account_type":"savings","holder_name":"Dev User","holder_id_number":"8001015009087"}'
+
   curl -s --cacert {{.Dir}}/ca.crt --cert {{.Dir}}/payments.crt --key {{.Dir}}/payments.key \
     https://{{.Internal}}/metrics | head
   curl -s --cacert {{.Dir}}/ca.crt --cert {{.Dir}}/compliance-console.crt --key {{.Dir}}/compliance-console.key \

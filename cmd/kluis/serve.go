@@ -85,7 +85,7 @@ func (a *app) serve(ctx context.Context, ready chan<- [2]string) error {
 		addrs[1] = listeners[1].Addr().String()
 	}
 	a.log.Info("kluis serving", "public", addrs[0], "internal", addrs[1], "env", a.cfg.Env,
-		"key_provider", a.cfg.KeyProvider, "bank_provider", a.cfg.BankProvider)
+		"key_provider", a.cfg.KeyProvider, "bank_providers", a.cfg.BankProviders)
 	if ready != nil {
 		ready <- addrs
 	}

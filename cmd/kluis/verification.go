@@ -39,10 +39,12 @@ type verificationParts struct {
 	worker *events.Worker
 }
 
-// verification builds (once per app) the verification service, on the
-// sandbox rail with the sandbox provider and on no rail otherwise (instant
-// verification only, until a real rail adapter exists), and the event
-// delivery worker for the configured app endpoints.
+// verification builds (once per app) the verification service, and the
+// event delivery worker for the configured app endpoints. Rails are per
+// bank provider: the sandbox's accounts go over the sandbox rail, other
+// providers' have none yet (instant verification only, until a real rail
+// adapter exists); manual accounts use the default (first) provider's
+// rail. The item's provider is asked of bank linking.
 func (a *app) verification() (*verificationParts, error) {
 	if a.verify != nil {
 		return a.verify, nil
@@ -59,9 +61,15 @@ func (a *app) verification() (*verificationParts, error) {
 	opts := verification.Options{DB: a.db, Vault: a.store, Auditor: a.auditor, Keys: a.sys, Logger: a.log,
 		Attempts: a.cfg.VerificationAttempts, Window: a.cfg.VerificationWindow, AnswerKind: a.cfg.MicroDepositKind,
 		Notify: worker.Wake, Lockout: a.cfg.VerificationLockout, NumberFailures: a.cfg.VerificationNumberFailures}
-	if a.cfg.BankProvider == "sandbox" {
-		opts.Rail = sandboxrail.New(a.db, a.sys, a.cfg.SandboxRailDelay, nil)
+	bank, err := a.bankLink()
+	if err != nil {
+		return nil, err
 	}
+	opts.Items, opts.Rails = bank, map[string]verification.Rail{}
+	if a.cfg.HasBankProvider("sandbox") {
+		opts.Rails["sandbox"] = sandboxrail.New(a.db, a.sys, a.cfg.SandboxRailDelay, nil)
+	}
+	opts.Rail = opts.Rails[a.cfg.BankProvider]
 	svc, err := verification.New(opts)
 	if err != nil {
 		return nil, err

@@ -68,7 +68,10 @@ type Provider struct {
 	mount     string
 	key       string
 	batchSize int
-	logger    *slog.Logger
+	// timeout bounds each call, retries and reading the answer included
+	// (0: none but the caller's).
+	timeout time.Duration
+	logger  *slog.Logger
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -150,6 +153,20 @@ func New(mount, key string, opts ...Option) (*Provider, error) {
 	for _, fn := range o.configure {
 		fn(cfg)
 	}
+	// vault/api applies its own Timeout as a context that WriteRaw cancels
+	// as soon as it returns, before the caller has read the answer: a body
+	// still on its way then fails to read ("context canceled"), the more
+	// often the larger it is and the busier the machine (a rewrap batch
+	// while kluis serves failed about half the time). So the client gets no
+	// such timeout: each call here bounds itself with a context that ends
+	// only after its answer is read (callContext), and the HTTP client's
+	// Timeout, which keeps running until the body is read, bounds what the
+	// library sends on its own (token renewal).
+	timeout := cfg.Timeout
+	cfg.Timeout = 0
+	if timeout > 0 && cfg.HttpClient != nil {
+		cfg.HttpClient.Timeout = timeout
+	}
 	client, err := api.NewClient(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("transit: vault client: %w", err)
@@ -166,6 +183,7 @@ func New(mount, key string, opts ...Option) (*Provider, error) {
 		mount:     mount,
 		key:       key,
 		batchSize: o.batchSize,
+		timeout:   timeout,
 		logger:    o.logger,
 		cancel:    cancel,
 		done:      make(chan struct{}),
@@ -206,7 +224,9 @@ func (p *Provider) renewToken(ctx context.Context) {
 // watchToken looks the token up and renews it until renewal ends; it
 // reports whether to try again.
 func (p *Provider) watchToken(ctx context.Context) bool {
-	secret, err := p.client.Auth().Token().LookupSelfWithContext(ctx)
+	lookupCtx, cancel := p.callContext(ctx)
+	secret, err := p.client.Auth().Token().LookupSelfWithContext(lookupCtx)
+	cancel()
 	if err != nil {
 		if ctx.Err() == nil {
 			p.logger.Warn("transit: looking up the Vault token failed; will retry", "status", statusOf(err))
@@ -380,10 +400,21 @@ func (p *Provider) Describe(ctx context.Context) (vault.RootKeyInfo, error) {
 	return vault.RootKeyInfo{Provider: providerName, KeyID: name, LatestVersion: out.LatestVersion.String()}, nil
 }
 
+// callContext bounds one call to Vault, answer read included: the caller
+// cancels it once the body is read, never before.
+func (p *Provider) callContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if p.timeout > 0 {
+		return context.WithTimeout(ctx, p.timeout)
+	}
+	return context.WithCancel(ctx)
+}
+
 // write sends a PUT with a JSON body and decodes the answer's data into
 // out. readBodyOn, if not nil, says for which error statuses the body is
 // still decoded into out (the error is returned as well).
 func (p *Provider) write(ctx context.Context, op, path string, body any, out any, readBodyOn func(int) bool) error {
+	ctx, cancel := p.callContext(ctx)
+	defer cancel() // only after the answer is read: see New
 	raw, err := json.Marshal(body)
 	if err != nil {
 		return fmt.Errorf("transit: %s: encode request: %w", op, vault.ErrKeyRefused)
@@ -402,13 +433,15 @@ func (p *Provider) write(ctx context.Context, op, path string, body any, out any
 		return perr
 	}
 	if err := decodeData(resp.Body, out); err != nil {
-		return fmt.Errorf("transit: %s: unreadable answer: %w", op, vault.ErrKeyUnavailable)
+		return unreadable(ctx, op, err)
 	}
 	return nil
 }
 
 // read sends a GET and decodes the answer's data into out.
 func (p *Provider) read(ctx context.Context, op, path string, out any) error {
+	ctx, cancel := p.callContext(ctx)
+	defer cancel()
 	resp, err := p.client.Logical().ReadRawWithContext(ctx, p.mount+"/"+path)
 	if resp != nil {
 		defer resp.Body.Close()
@@ -417,16 +450,33 @@ func (p *Provider) read(ctx context.Context, op, path string, out any) error {
 		return classify(ctx, op, resp, err)
 	}
 	if resp == nil {
-		return fmt.Errorf("transit: %s: no answer: %w", op, vault.ErrKeyUnavailable)
+		return &vault.ProviderError{Provider: "transit", Op: op, What: "no answer from Vault", Sentinel: vault.ErrKeyUnavailable}
 	}
 	if resp.StatusCode != http.StatusOK {
 		// ReadRaw lets 404 through without an error.
 		return classify(ctx, op, resp, fmt.Errorf("status %d", resp.StatusCode))
 	}
 	if err := decodeData(resp.Body, out); err != nil {
-		return fmt.Errorf("transit: %s: unreadable answer: %w", op, vault.ErrKeyUnavailable)
+		return unreadable(ctx, op, err)
 	}
 	return nil
+}
+
+// unreadable is an answer whose body could not be read or decoded: cut
+// short (the deadline passed while it arrived, the connection dropped) or
+// not Vault's shape. Either way the provider did not answer usably.
+func unreadable(ctx context.Context, op string, err error) error {
+	what := "unreadable answer"
+	var ctxErr error
+	switch {
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		what, ctxErr = "timed out reading the answer", context.DeadlineExceeded
+	case errors.Is(ctx.Err(), context.Canceled) || errors.Is(err, context.Canceled):
+		what, ctxErr = "canceled reading the answer", context.Canceled
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		what = "answer cut short"
+	}
+	return &vault.ProviderError{Provider: "transit", Op: op, What: what, Sentinel: vault.ErrKeyUnavailable, CtxErr: ctxErr}
 }
 
 func decodeData(body io.Reader, out any) error {

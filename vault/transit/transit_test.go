@@ -397,3 +397,55 @@ func waitFor(t *testing.T, bound time.Duration, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// vault/api cancels a raw write's context as soon as the call returns: an
+// answer whose body was still on its way then failed to read, and kluis
+// keys rotate failed with "key provider unavailable" whenever a rewrap
+// batch's answer arrived in more than one piece (about half of the runs
+// while kluis served). Every call must read its whole answer, however it
+// arrives, within its own deadline.
+func TestAnAnswerThatArrivesInPiecesIsReadWhole(t *testing.T) {
+	t.Parallel()
+	srv := transittest.NewServer(t)
+	p := newProvider(t, srv, transittest.DefaultKey, transit.WithTimeout(10*time.Second))
+	ctx := context.Background()
+	dk, err := p.GenerateDataKey(ctx, "sub_1/v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Rotate(transittest.DefaultKey)
+	srv.SetSlowAnswers(100 * time.Millisecond)
+
+	if _, err := p.Describe(ctx); err != nil {
+		t.Fatalf("Describe: %v", err)
+	}
+	if _, err := p.GenerateDataKey(ctx, "sub_2/v1"); err != nil {
+		t.Fatalf("GenerateDataKey: %v", err)
+	}
+	key, err := p.Unwrap(ctx, "sub_1/v1", dk.Wrapped)
+	if err != nil || !bytes.Equal(key, dk.Plaintext) {
+		t.Fatalf("Unwrap: %v", err)
+	}
+	items := make([]vault.RewrapItem, 50)
+	for i := range items {
+		items[i] = vault.RewrapItem{KeyID: "sub_1/v1", Wrapped: dk.Wrapped}
+	}
+	out, err := p.Rewrap(ctx, items)
+	if err != nil || len(out) != len(items) || out[0].RootVersion != "2" {
+		t.Fatalf("Rewrap: %d keys, %v", len(out), err)
+	}
+}
+
+// The deadline covers reading the answer too: a body that stops halfway
+// is unavailability within the call's timeout, named as such.
+func TestAnAnswerCutShortByTheDeadlineIsUnavailable(t *testing.T) {
+	t.Parallel()
+	srv := transittest.NewServer(t)
+	p := newProvider(t, srv, transittest.DefaultKey, transit.WithTimeout(200*time.Millisecond))
+	srv.SetSlowAnswers(time.Minute)
+	_, err := p.GenerateDataKey(context.Background(), "sub_1/v1")
+	var pe *vault.ProviderError
+	if !errors.Is(err, vault.ErrKeyUnavailable) || !errors.As(err, &pe) || !strings.Contains(pe.What, "timed out") {
+		t.Fatalf("GenerateDataKey with an answer that stops halfway: %v, want a timed-out ProviderError", err)
+	}
+}

@@ -1,5 +1,6 @@
 // Package sandboxrail is the sandbox payment rail: it plays the bank for
-// micro-deposits when KLUIS_BANK_PROVIDER=sandbox. Deposits post after a
+// micro-deposits of the sandbox's accounts (and of manual ones when the
+// sandbox is the default bank provider). Deposits post after a
 // configurable delay (default: at once) and can be told to return. The rail
 // keeps the deposits so that the sandbox deposits route can show them, as a
 // bank statement would: sealed (AES-256-GCM under a key derived from the

@@ -54,6 +54,51 @@ var errorTable = map[string]struct {
 	"INVALID_HEADERS":                     {"INVALID_REQUEST", http.StatusBadRequest},
 	"INTERNAL_SERVER_ERROR":               {"API_ERROR", http.StatusInternalServerError},
 	"PLANNED_MAINTENANCE":                 {"API_ERROR", http.StatusServiceUnavailable},
+
+	// Issue 14: the rest of the codes the calls kluis makes can meet, and
+	// those the spec's examples name.
+	"INVALID_MFA":                            {"ITEM_ERROR", http.StatusBadRequest},
+	"INVALID_SEND_METHOD":                    {"ITEM_ERROR", http.StatusBadRequest},
+	"INSUFFICIENT_CREDENTIALS":               {"ITEM_ERROR", http.StatusBadRequest},
+	"ITEM_LOCKED":                            {"ITEM_ERROR", http.StatusBadRequest},
+	"USER_SETUP_REQUIRED":                    {"ITEM_ERROR", http.StatusBadRequest},
+	"MFA_NOT_SUPPORTED":                      {"ITEM_ERROR", http.StatusBadRequest},
+	"INVALID_UPDATED_USERNAME":               {"ITEM_ERROR", http.StatusBadRequest},
+	"USER_INPUT_TIMEOUT":                     {"ITEM_ERROR", http.StatusBadRequest},
+	"PASSWORD_RESET_REQUIRED":                {"ITEM_ERROR", http.StatusBadRequest},
+	"ACCESS_NOT_GRANTED":                     {"ITEM_ERROR", http.StatusBadRequest},
+	"NO_INVESTMENT_ACCOUNTS":                 {"ITEM_ERROR", http.StatusBadRequest},
+	"NO_INVESTMENT_AUTH_ACCOUNTS":            {"ITEM_ERROR", http.StatusBadRequest},
+	"NO_LIABILITY_ACCOUNTS":                  {"ITEM_ERROR", http.StatusBadRequest},
+	"ITEM_NOT_SUPPORTED":                     {"ITEM_ERROR", http.StatusBadRequest},
+	"ITEM_CONCURRENTLY_DELETED":              {"ITEM_ERROR", http.StatusBadRequest},
+	"USER_PERMISSION_REVOKED":                {"ITEM_ERROR", http.StatusBadRequest},
+	"USER_ACCOUNT_REVOKED":                   {"ITEM_ERROR", http.StatusBadRequest},
+	"TRANSACTIONS_LIMIT":                     {"RATE_LIMIT_EXCEEDED", http.StatusTooManyRequests},
+	"BALANCE_LIMIT":                          {"RATE_LIMIT_EXCEEDED", http.StatusTooManyRequests},
+	"IDENTITY_LIMIT":                         {"RATE_LIMIT_EXCEEDED", http.StatusTooManyRequests},
+	"ADDITION_LIMIT":                         {"RATE_LIMIT_EXCEEDED", http.StatusTooManyRequests},
+	"INSTITUTION_NOT_ENABLED_IN_ENVIRONMENT": {"INVALID_INPUT", http.StatusBadRequest},
+	"INSTITUTION_NOT_FOUND":                  {"INVALID_INPUT", http.StatusBadRequest},
+	"INVALID_PRODUCT":                        {"INVALID_INPUT", http.StatusBadRequest},
+	"INVALID_ACCOUNT_ID":                     {"INVALID_INPUT", http.StatusBadRequest},
+	"PRODUCT_NOT_ENABLED":                    {"INVALID_REQUEST", http.StatusBadRequest},
+	"INVALID_CONFIGURATION":                  {"INVALID_REQUEST", http.StatusBadRequest},
+	"LAST_UPDATED_DATETIME_OUT_OF_RANGE":     {"INVALID_RESULT", http.StatusBadRequest},
+	"OAUTH_REGISTRATION_ERROR":               {"OAUTH_ERROR", http.StatusBadRequest},
+	"RECAPTCHA_REQUIRED":                     {"RECAPTCHA_ERROR", http.StatusBadRequest},
+}
+
+// ErrorCodes lists the error codes the server knows, with the type and
+// status Plaid answers each with: the codes of Plaid's error reference
+// that the endpoints kluis calls can answer, and those the spec's examples
+// name.
+func ErrorCodes() map[string]Fault {
+	out := make(map[string]Fault, len(errorTable))
+	for code := range errorTable {
+		out[code] = faultFor(code)
+	}
+	return out
 }
 
 // faultFor is Plaid's answer for an error code; an unknown code is an

@@ -55,6 +55,7 @@ const (
 	EndpointItemRemove            = "/item/remove"
 	EndpointAccessTokenInvalidate = "/item/access_token/invalidate"
 	EndpointWebhookKeyGet         = "/webhook_verification_key/get"
+	EndpointItemWebhookUpdate     = "/item/webhook/update"
 )
 
 // APIVersion is the only Plaid-Version the server accepts.
@@ -93,6 +94,13 @@ type Institution struct {
 	Auth bool
 	// Down makes every item call answer INSTITUTION_DOWN.
 	Down bool
+	// Tokenized makes its accounts' numbers tokenized
+	// (is_tokenized_account_number), as Chase's and PNC's are.
+	Tokenized bool
+	// VerificationStatus is given to its new accounts (Plaid's
+	// verification_status, e.g. pending_manual_verification); empty: none,
+	// as for instant auth.
+	VerificationStatus string
 }
 
 // Account is one account of an item, with its full numbers.
@@ -104,6 +112,9 @@ type Account struct {
 	Subtype string
 	Number  string
 	Routing string
+	// Tokenized and VerificationStatus are Auth's facts about the account.
+	Tokenized          bool
+	VerificationStatus string
 }
 
 // Item is the state of one item.
@@ -155,6 +166,7 @@ type Server struct {
 	validated    map[string]int
 	keys         map[string]*signingKey
 	currentKid   string
+	linkRequests []map[string]any
 
 	done     chan struct{}
 	doneOnce sync.Once
@@ -509,6 +521,7 @@ func (s *Server) handlers() map[string]func(map[string]any) answer {
 		EndpointItemRemove:            s.itemRemove,
 		EndpointAccessTokenInvalidate: s.accessTokenInvalidate,
 		EndpointWebhookKeyGet:         s.webhookKeyGet,
+		EndpointItemWebhookUpdate:     s.itemWebhookUpdate,
 	}
 }
 
@@ -538,6 +551,9 @@ func (s *Server) linkTokenCreate(req map[string]any) answer {
 	} else if products, _ := req["products"].([]any); len(products) == 0 {
 		return plaidError(http.StatusBadRequest, "INVALID_REQUEST", "MISSING_FIELDS", "the following required fields are missing: products")
 	}
+	if a, refused := s.checkLinkRequest(req); refused {
+		return a
+	}
 	tok := "link-sandbox-" + uuid()
 	expires := s.clock.Now().Add(ttl).UTC().Truncate(time.Second)
 	s.linkTokens[tok] = &linkToken{clientUserID: clientUserID, webhook: str(req, "webhook"), accessToken: access, expires: expires}
@@ -566,6 +582,11 @@ func (s *Server) newItem(institutionID, webhook string) *Item {
 			newAccount("Plaid Checking", "checking"),
 			newAccount("Plaid Saving", "savings"),
 		},
+	}
+	if inst, ok := s.institutions[institutionID]; ok {
+		for i := range it.Accounts {
+			it.Accounts[i].Tokenized, it.Accounts[i].VerificationStatus = inst.Tokenized, inst.VerificationStatus
+		}
 	}
 	s.items[it.ID] = it
 	s.accessTokens[it.AccessToken] = it.ID
@@ -621,7 +642,8 @@ func (s *Server) authGet(req map[string]any) answer {
 	}
 	ach := make([]any, 0, len(it.Accounts))
 	for _, a := range it.Accounts {
-		ach = append(ach, map[string]any{"account_id": a.ID, "account": a.Number, "routing": a.Routing, "wire_routing": a.Routing})
+		ach = append(ach, map[string]any{"account_id": a.ID, "account": a.Number, "routing": a.Routing, "wire_routing": a.Routing,
+			"is_tokenized_account_number": a.Tokenized})
 	}
 	return ok(map[string]any{
 		"accounts": accountsJSON(it),
@@ -633,7 +655,7 @@ func (s *Server) authGet(req map[string]any) answer {
 func accountsJSON(it *Item) []any {
 	out := make([]any, 0, len(it.Accounts))
 	for _, a := range it.Accounts {
-		out = append(out, map[string]any{
+		acct := map[string]any{
 			"account_id":    a.ID,
 			"balances":      map[string]any{"available": 100.0, "current": 110.0, "limit": nil, "iso_currency_code": "USD", "unofficial_currency_code": nil},
 			"mask":          a.Mask,
@@ -641,7 +663,11 @@ func accountsJSON(it *Item) []any {
 			"official_name": "Plaid " + a.Subtype,
 			"type":          a.Type,
 			"subtype":       a.Subtype,
-		})
+		}
+		if a.VerificationStatus != "" {
+			acct["verification_status"] = a.VerificationStatus
+		}
+		out = append(out, acct)
 	}
 	return out
 }

@@ -224,3 +224,18 @@ func shorten(s string) string {
 	}
 	return s
 }
+
+// ErrorTypes lists the values of the spec's PlaidErrorType enum.
+func (s *Spec) ErrorTypes() []string {
+	ref := s.doc.Components.Schemas["PlaidErrorType"]
+	if ref == nil || ref.Value == nil {
+		return nil
+	}
+	out := make([]string, 0, len(ref.Value.Enum))
+	for _, v := range ref.Value.Enum {
+		if str, ok := v.(string); ok {
+			out = append(out, str)
+		}
+	}
+	return out
+}

@@ -6,7 +6,8 @@
 // It really encrypts: each Transit key has an AES-GCM key per version,
 // ciphertexts are "vault:v<N>:<base64>", derived keys need a context, and
 // errors come in Vault's shape ({"errors": [...]}). Knobs let a test seal
-// Vault, stop it, add latency, change the token's lifetime, and count calls.
+// Vault, stop it, add latency, send answers in two parts with a pause
+// between, change the token's lifetime, and count calls.
 package transittest
 
 import (
@@ -67,6 +68,7 @@ type Server struct {
 	expires   time.Time
 	sealed    bool
 	latency   time.Duration
+	bodyPause time.Duration
 	calls     map[string]int
 }
 
@@ -167,6 +169,16 @@ func (s *Server) SetLatency(d time.Duration) {
 	s.latency = d
 }
 
+// SetSlowAnswers makes every answer arrive in two parts: the status, headers
+// and first half of the body at once, the rest after pause (as from a busy
+// Vault or a slow network). A client that stops reading, or gives up on its
+// request, ends the pause early. 0 turns it off.
+func (s *Server) SetSlowAnswers(pause time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.bodyPause = pause
+}
+
 // Calls is how many requests reached the named endpoint (CallDatakey,
 // CallDecrypt, ...), failed ones included.
 func (s *Server) Calls(name string) int {
@@ -181,8 +193,11 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	if call != "" {
 		s.calls[call]++
 	}
-	latency, sealed := s.latency, s.sealed
+	latency, sealed, pause := s.latency, s.sealed, s.bodyPause
 	s.mu.Unlock()
+	if pause > 0 {
+		w = &slowWriter{ResponseWriter: w, ctx: r.Context(), closing: s.closing, pause: pause}
+	}
 
 	if !s.wait(r.Context(), latency) {
 		return
@@ -534,6 +549,37 @@ func (s *Server) wait(ctx context.Context, latency time.Duration) bool {
 	case <-s.closing:
 		return false
 	}
+}
+
+// slowWriter sends the first half of a body, flushes it, waits, then sends
+// the rest.
+type slowWriter struct {
+	http.ResponseWriter
+	ctx     context.Context
+	closing chan struct{}
+	pause   time.Duration
+}
+
+func (w *slowWriter) Write(b []byte) (int, error) {
+	half := len(b) / 2
+	n, err := w.ResponseWriter.Write(b[:half])
+	if err != nil {
+		return n, err
+	}
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+	t := time.NewTimer(w.pause)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-w.ctx.Done():
+		return n, w.ctx.Err()
+	case <-w.closing:
+		return n, http.ErrServerClosed
+	}
+	m, err := w.ResponseWriter.Write(b[half:])
+	return n + m, err
 }
 
 func errorBody(status int, errs ...string) (int, any) {

@@ -1,0 +1,110 @@
+package banklink
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/kluis-dev/kluis/events"
+)
+
+// Plaid's verification_status values that webhooks set on an account.
+const (
+	providerAutomaticallyVerified = "automatically_verified"
+	providerVerificationExpired   = "verification_expired"
+)
+
+// applyStateWebhook applies the webhook kinds of issue 14 as idempotent
+// state transitions (the same event applied to an item already in its
+// state does nothing) and reports whether ev was one of them.
+func (s *Service) applyStateWebhook(ctx context.Context, tx pgx.Tx, actor Actor, ev WebhookEvent, it Item) (string, bool, error) {
+	switch ev.Kind {
+	case EventLoginRepaired:
+		// No event for apps yet: item.repaired belongs with the item events
+		// of issue 14 point 6.
+		out, err := s.transitionItem(ctx, tx, actor, ev, it, []string{ItemLoginRequired}, ItemActive, "item.login_repaired", "")
+		return out, true, err
+	case EventItemError, EventWebhookUpdated:
+		// Recorded with the provider's code, deliberately changing nothing.
+		return WebhookIgnored, true, nil
+	case EventAuthVerified, EventAuthExpired:
+		out, err := s.applyAuthWebhook(ctx, tx, actor, ev, it)
+		return out, true, err
+	}
+	return "", false, nil
+}
+
+// transitionItem moves the item from one of from to to, with its audit
+// entry and the apps' event (eventType, when set), or does nothing (WebhookNoChange) when the
+// item is not in one of from.
+func (s *Service) transitionItem(ctx context.Context, tx pgx.Tx, actor Actor, ev WebhookEvent, it Item, from []string, to, action, eventType string) (string, error) {
+	changed, err := setItemStatus(ctx, tx, it.ID, from, to, s.now())
+	if err != nil || !changed {
+		return WebhookNoChange, err
+	}
+	ext, err := externalSubject(ctx, tx, it.SubjectID)
+	if err != nil {
+		return "", err
+	}
+	if eventType != "" {
+		if _, err := events.Enqueue(ctx, tx, events.Event{Type: eventType, Data: map[string]string{"item_id": it.ID, "status": to}}); err != nil {
+			return "", err
+		}
+	}
+	return WebhookApplied, s.appendAudit(ctx, tx, actor, action, it.ID, ext, map[string]any{
+		"from": it.Status, "to": to, "event_id": ev.ID, "provider_code": clip(ev.ProviderCode)})
+}
+
+// applyAuthWebhook records the provider's verdict on one account's
+// micro-deposits: automatically_verified makes instant verification
+// possible and marks the item for completion (its numbers can be read
+// now); verification_expired means the account stays unverified by the
+// provider. The same verdict again changes nothing.
+func (s *Service) applyAuthWebhook(ctx context.Context, tx pgx.Tx, actor Actor, ev WebhookEvent, it Item) (string, error) {
+	status := providerAutomaticallyVerified
+	if ev.Kind == EventAuthExpired {
+		status = providerVerificationExpired
+	}
+	accountID, changed, err := setProviderVerification(ctx, tx, it.ID, ev.ProviderAccountID, status, s.now())
+	if err != nil || !changed {
+		return WebhookNoChange, err
+	}
+	if status == providerAutomaticallyVerified {
+		if err := markCompletionPending(ctx, tx, it.ID, s.now()); err != nil {
+			return "", err
+		}
+	}
+	ext, err := externalSubject(ctx, tx, it.SubjectID)
+	if err != nil {
+		return "", err
+	}
+	return WebhookApplied, s.appendAudit(ctx, tx, actor, "account.provider_verification", accountID, ext, map[string]any{
+		"item_id": it.ID, "provider_verification_status": status, "event_id": ev.ID})
+}
+
+// setProviderVerification records the provider's verification status of
+// the item's live account, unless it is that already.
+func setProviderVerification(ctx context.Context, tx pgx.Tx, itemID, providerAccountID, status string, now time.Time) (string, bool, error) {
+	var id string
+	err := tx.QueryRow(ctx, `UPDATE accounts SET provider_verification_status = $3, updated_at = $4
+		WHERE item_id = $1 AND provider_account_id = $2 AND removed_at IS NULL AND status = 'active'
+		  AND provider_verification_status IS DISTINCT FROM $3
+		RETURNING id`, itemID, providerAccountID, status, now).Scan(&id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, dbErr("record provider verification", err)
+	}
+	return id, true, nil
+}
+
+// markCompletionPending has the completion job read the item again.
+func markCompletionPending(ctx context.Context, tx pgx.Tx, id string, now time.Time) error {
+	if _, err := tx.Exec(ctx, `UPDATE items SET completion_pending = true, updated_at = $2 WHERE id = $1 AND status <> 'removed'`, id, now); err != nil {
+		return dbErr("mark item for completion", err)
+	}
+	return nil
+}
