@@ -14,6 +14,8 @@ type partialProvider struct {
 	removed []string
 }
 
+func (p *partialProvider) Name() string { return "partial" }
+
 func (p *partialProvider) RemoveItem(_ context.Context, token string) error {
 	if token == "tok_fails" {
 		return kluis.Wrap(kluis.EUnavailable, "provider unavailable", ErrProvider)
