@@ -97,6 +97,15 @@ func NewServer(t testing.TB) *Server {
 	return s
 }
 
+// Client returns an HTTP client for this server with a transport of its own.
+// Tests that talk to the server directly should use it rather than
+// http.DefaultClient: every httptest server's Close calls
+// http.DefaultTransport.CloseIdleConnections, so a parallel test closing its
+// server can break a request in flight on the shared transport ("transport
+// connection broken: http: CloseIdleConnections called"), and a PUT or POST
+// is not retried.
+func (s *Server) Client() *http.Client { return s.srv.Client() }
+
 // Close stops the server. Safe to call twice.
 func (s *Server) Close() {
 	s.once.Do(func() {

@@ -19,7 +19,7 @@ func do(t *testing.T, srv *transittest.Server, method, path, token, body string)
 	if token != "" {
 		req.Header.Set("X-Vault-Token", token)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := srv.Client().Do(req) // not http.DefaultClient: see Server.Client
 	if err != nil {
 		t.Fatal(err)
 	}
