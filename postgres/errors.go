@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 
 	"github.com/jackc/pgx/v5"
@@ -68,7 +69,18 @@ func translateSQLState(pgErr *pgconn.PgError, err error) error {
 	return kluis.Wrap(kluis.EInternal, "internal error", err)
 }
 
+// isConnectionError reports whether err is the connection failing rather
+// than the database answering: a network error, a failed connect, an error
+// pgconn marks safe to retry (nothing was sent) or a timeout, and a
+// connection the server closed under a query. pgproto3 turns the server's
+// FIN in the middle of an answer into io.ErrUnexpectedEOF, which is no
+// net.Error: a proxy or a server that closes its side of an open connection
+// (rather than resetting it) gives that, and it is the database going away,
+// not an internal error.
 func isConnectionError(err error) bool {
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+		return true
+	}
 	var netErr net.Error
 	if errors.As(err, &netErr) {
 		return true
