@@ -6,6 +6,7 @@ import (
 	"io"
 	"path/filepath"
 	"text/template"
+	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 )
@@ -18,7 +19,8 @@ kluis is running (development: local root key, sandbox bank provider).
   public listener:   http://{{.Public}}
   internal listener: https://{{.Internal}} (mutual TLS; certificates in {{.Dir}})
 
-Tokens, valid for 12 hours:
+USER_TOKEN is valid for 12 hours; STAFF_TOKEN for 90 minutes, and for erasure
+and legal-hold actions only in its first 15 (restart for a fresh one):
 
   export USER_TOKEN={{.UserToken}}
   export STAFF_TOKEN={{.StaffToken}}
@@ -68,8 +70,12 @@ func printSamples(out io.Writer, dir string, addrs [2]string, signer *ecdsa.Priv
 	data := map[string]string{
 		"Public": addrs[0], "Internal": addrs[1], "Dir": filepath.Clean(dir),
 		"UserToken": mintDev(signer, jwt.MapClaims{"sub": "user_dev_1", "aud": "kluis"}),
+		// A staff token as the compliance routes want it: MFA just now
+		// (auth_time) and a lifetime within KLUIS_STAFF_TOKEN_MAX_LIFETIME's
+		// default, so erasure and legal-hold actions take it.
 		"StaffToken": mintDev(signer, jwt.MapClaims{
 			"sub": "staff_dev_1", "aud": "kluis-staff", "roles": []string{"compliance"}, "amr": []string{"pwd", "mfa"},
+			"auth_time": time.Now().Unix(), "exp": time.Now().Add(90 * time.Minute).Unix(),
 		}),
 	}
 	if err := samplesText.Execute(out, data); err != nil {
