@@ -259,29 +259,40 @@ func (s *Store) resealRecords(ctx context.Context, tx pgx.Tx, subjectID string, 
 	for _, sk := range old {
 		byVersion[sk.version] = sk
 	}
-	for _, rec := range recs {
-		sk, ok := byVersion[rec.keyVersion]
-		if !ok {
-			return 0, kluis.Wrap(kluis.EInternal, "internal error", fmt.Errorf("vault: record %s names key version %d, which is gone", rec.ref, rec.keyVersion))
-		}
-		if err := checkUnboundOwner(ctx, tx, owners, rec); err != nil {
-			return 0, err
-		}
-		env, err := s.reseal(ctx, subjectID, rec, sk, newVersion, newKey)
-		if err != nil {
-			return 0, err
-		}
-		if _, err := tx.Exec(ctx, `
-			UPDATE credentials SET envelope = $2, key_version = $3, updated_at = now() WHERE ref = $1`,
-			rec.ref, env, newVersion); err != nil {
-			return 0, fmt.Errorf("vault: store resealed record: %w", postgres.Translate(err))
-		}
+	if err := s.resealEach(ctx, tx, subjectID, recs, byVersion, newVersion, newKey, owners, `
+		UPDATE credentials SET envelope = $2, key_version = $3, updated_at = now() WHERE ref = $1`); err != nil {
+		return 0, err
 	}
 	pending, err := s.resealPending(ctx, tx, subjectID, byVersion, newVersion, newKey, owners)
 	if err != nil {
 		return 0, err
 	}
 	return len(recs) + pending, nil
+}
+
+// resealEach re-seals each of recs under newKey (newVersion), after the
+// pointer check for a record sealed before envelopes bound their owner, and
+// stores it with store (UPDATE … WHERE ref = $1, given the new envelope and
+// key version), for current and pending versions alike.
+func (s *Store) resealEach(ctx context.Context, tx pgx.Tx, subjectID string, recs []sealedRecord, byVersion map[uint32]storedKey,
+	newVersion uint32, newKey []byte, owners OwnerPointers, store string) error {
+	for _, rec := range recs {
+		sk, ok := byVersion[rec.keyVersion]
+		if !ok {
+			return kluis.Wrap(kluis.EInternal, "internal error", fmt.Errorf("vault: a version of %s names key version %d, which is gone", rec.ref, rec.keyVersion))
+		}
+		if err := checkUnboundOwner(ctx, tx, owners, rec); err != nil {
+			return err
+		}
+		env, err := s.reseal(ctx, subjectID, rec, sk, newVersion, newKey)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, store, rec.ref, env, newVersion); err != nil {
+			return fmt.Errorf("vault: store resealed record: %w", postgres.Translate(err))
+		}
+	}
+	return nil
 }
 
 // resealPending re-seals the pending versions (rotations under way) of the
@@ -304,23 +315,9 @@ func (s *Store) resealPending(ctx context.Context, tx pgx.Tx, subjectID string, 
 	if err != nil {
 		return 0, fmt.Errorf("vault: read pending versions to reseal: %w", postgres.Translate(err))
 	}
-	for _, rec := range recs {
-		sk, ok := byVersion[rec.keyVersion]
-		if !ok {
-			return 0, kluis.Wrap(kluis.EInternal, "internal error", fmt.Errorf("vault: pending version of %s names key version %d, which is gone", rec.ref, rec.keyVersion))
-		}
-		if err := checkUnboundOwner(ctx, tx, owners, rec); err != nil {
-			return 0, err
-		}
-		env, err := s.reseal(ctx, subjectID, rec, sk, newVersion, newKey)
-		if err != nil {
-			return 0, err
-		}
-		if _, err := tx.Exec(ctx, `
-			UPDATE credentials SET pending_envelope = $2, pending_key_version = $3, updated_at = now() WHERE ref = $1`,
-			rec.ref, env, newVersion); err != nil {
-			return 0, fmt.Errorf("vault: store resealed pending version: %w", postgres.Translate(err))
-		}
+	if err := s.resealEach(ctx, tx, subjectID, recs, byVersion, newVersion, newKey, owners, `
+		UPDATE credentials SET pending_envelope = $2, pending_key_version = $3, updated_at = now() WHERE ref = $1`); err != nil {
+		return 0, err
 	}
 	return len(recs), nil
 }
