@@ -224,6 +224,16 @@ func TestAFlippedByteInTheWrappedKeyFailsToOpen(t *testing.T) {
 	ref := v.seal(t, sub, KindBankAccessToken, `{"access_token":"t"}`, "")
 	v.exec(t, `UPDATE keystore.subject_keys SET wrapped = set_byte(wrapped, 20, get_byte(wrapped, 20) # 1) WHERE subject_id = $1`, sub)
 	_, err := v.store.Open(context.Background(), ref)
+	wantCode(t, err, EIntegrity) // wrapped by a keyring key: the local AEAD says no
+	if !errors.Is(err, ErrEnvelopeAuth) {
+		t.Fatalf("got %v, want the failed authentication in the chain", err)
+	}
+	// A key from before the hierarchy: the provider refuses it.
+	sub2 := v.subject(t, "user-2")
+	ref2 := v.seal(t, sub2, KindBankAccessToken, `{"access_token":"t"}`, "")
+	v.toRootWrapped(t, sub2)
+	v.exec(t, `UPDATE keystore.subject_keys SET wrapped = set_byte(wrapped, 20, get_byte(wrapped, 20) # 1) WHERE subject_id = $1`, sub2)
+	_, err = v.store.Open(context.Background(), ref2)
 	wantCode(t, err, kluis.EInternal)
 	if !errors.Is(err, ErrKeyRefused) {
 		t.Fatalf("got %v, want the provider's refusal in the chain", err)
@@ -275,6 +285,7 @@ func TestConcurrentOpensOnAColdCacheMakeOneProviderCall(t *testing.T) {
 	v := newTestVault(t, CacheOptions{})
 	sub := v.subject(t, "user-1")
 	ref := v.seal(t, sub, KindBankAccessToken, `{"access_token":"t"}`, "")
+	v.toRootWrapped(t, sub) // the cache serves keys from before the hierarchy
 	other := v.instance(t, CacheOptions{})
 	gate := make(chan struct{})
 	v.provider.gate.Store(&gate)
@@ -432,6 +443,14 @@ func TestDestroyedSubjectKeysShredTheSubjectsRecords(t *testing.T) {
 	alice, bob := v.subject(t, "alice"), v.subject(t, "bob")
 	aliceRef := v.seal(t, alice, KindBankAccessToken, `{"access_token":"a"}`, "")
 	bobRef := v.seal(t, bob, KindBankAccessToken, `{"access_token":"b"}`, "")
+	// Keys from before the hierarchy, so that the cache holds them.
+	v.toRootWrapped(t, alice)
+	v.toRootWrapped(t, bob)
+	for _, ref := range []string{aliceRef, bobRef} {
+		if _, err := v.store.Open(context.Background(), ref); err != nil {
+			t.Fatal(err)
+		}
+	}
 	other := v.instance(t, CacheOptions{})
 	if _, err := other.store.Open(context.Background(), aliceRef); err != nil {
 		t.Fatal(err) // warms the other instance's cache
