@@ -34,6 +34,11 @@ type app struct {
 	ring    *vault.KeyRing
 	store   *vault.Store
 	auditor *compliance.Auditor
+	// rotation is the key-rotation job's progress, for /metrics;
+	// rotationOut, when set (`kluis keys rotate`), gets its progress lines.
+	rotation    *vault.RotationMetrics
+	rotationOut io.Writer
+	newEpoch    bool // `kluis keys rotate --new-epoch`
 	// Feature services, built once on first use (handlers and jobs share them).
 	bank        *banklink.Service
 	bankBreaker []*bankbreaker.Provider // one breaker per bank provider but the sandbox
@@ -89,9 +94,17 @@ func build(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*app, 
 	a.closers = append(a.closers, a.sys.Close)
 	a.ring = vault.NewKeyRing(a.keys, vault.CacheOptions{
 		MaxAge: cfg.KeyCacheMaxAge, MaxUses: cfg.KeyCacheMaxUses, MaxKeys: cfg.KeyCacheMaxKeys,
+		KeyringRecheck: cfg.KeyringRecheck,
 	})
 	a.closers = append(a.closers, a.ring.Purge)
 	a.store = vault.NewStore(a.db, a.ring, a.sys)
+	// The keyring keys, made on a first start: kluis does not start unless
+	// it can serve work that needs keys.
+	if err := waitForProvider(ctx, logger, "load keyring keys", func() error { return a.ring.LoadKeyring(ctx, a.db.Pool) }); err != nil {
+		a.close()
+		return nil, err
+	}
+	a.rotation = vault.NewRotationMetrics(a.ring)
 	a.auditor = compliance.NewAuditor(a.db, a.sys, nil)
 	return a, nil
 }
@@ -128,25 +141,37 @@ var errKeysRefused = errors.New("the key provider refused to unwrap kluis's stor
 // loadSystemKeys retries while the key provider is unavailable, up to
 // startupWait: kluis does not start without its keys.
 func loadSystemKeys(ctx context.Context, db *postgres.DB, keys vault.KeyProvider, logger *slog.Logger) (*vault.SystemKeys, error) {
+	var sys *vault.SystemKeys
+	err := waitForProvider(ctx, logger, "load system keys", func() error {
+		var err error
+		sys, err = vault.LoadSystemKeys(ctx, db, keys)
+		return err
+	})
+	return sys, err
+}
+
+// waitForProvider runs load until it succeeds, retrying while the key
+// provider is unavailable, up to startupWait. Only an unreachable provider
+// is worth waiting for; a refusal (a wrong root key, say) will not go away
+// by itself.
+func waitForProvider(ctx context.Context, logger *slog.Logger, what string, load func() error) error {
 	deadline := time.Now().Add(startupWait)
 	wait := 500 * time.Millisecond
 	for {
-		sys, err := vault.LoadSystemKeys(ctx, db, keys)
+		err := load()
 		if err == nil {
-			return sys, nil
+			return nil
 		}
-		// Only an unreachable provider is worth waiting for; a refusal (a
-		// wrong root key, say) will not go away by itself.
 		if kluis.ErrorCode(err) != kluis.EUnavailable {
-			return nil, fmt.Errorf("%w: %w", errKeysRefused, err)
+			return fmt.Errorf("%w: %w", errKeysRefused, err)
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			return nil, fmt.Errorf("load system keys: %w", err)
+			return fmt.Errorf("%s: %w", what, err)
 		}
 		logger.Warn("key provider not usable yet; retrying", "cause", err.Error())
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return ctx.Err()
 		case <-time.After(wait):
 		}
 		wait = min(wait*2, 5*time.Second)

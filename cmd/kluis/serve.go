@@ -121,6 +121,7 @@ func (a *app) deps(ctx context.Context) (*api.Deps, error) {
 	if b, ok := a.keys.(*breaker.Provider); ok {
 		registry.MustRegister(b.Collector())
 	}
+	registry.MustRegister(a.rotation)
 	limiter, err := a.rateLimiter(registry)
 	if err != nil {
 		return nil, err
@@ -133,7 +134,10 @@ func (a *app) deps(ctx context.Context) (*api.Deps, error) {
 		AuditHeads: a.sys, AuditSealInterval: a.cfg.AuditSealInterval,
 		Ready: map[string]func(context.Context) error{
 			"database":     a.db.Ping,
-			"key_provider": newProviderCheck(a.keys).check,
+			// Readiness means "can serve": the keyring key confirmed
+			// within KLUIS_KEYRING_RECHECK, not "the provider answered a
+			// ping" (a provider down for a minute does not stop kluis).
+			"key_provider": a.ring.Ready,
 		},
 		Refusals: compliance.NewRefusals(a.auditor, compliance.RefusalOptions{Logger: a.log}), Clock: kluis.SystemClock{},
 		StaffMFAMaxAge: a.cfg.StaffMFAMaxAge, StaffTokenMaxLifetime: a.cfg.StaffTokenMaxLifetime,
@@ -185,10 +189,14 @@ func (a *app) listen(deps *api.Deps) ([]*http.Server, []net.Listener, error) {
 }
 
 // background starts the long-running parts that stop with ctx: the audit
-// sealer and the subject-key cache janitor.
+// sealer, the subject-key cache janitor and the keyring's recheck.
 func (a *app) background(ctx context.Context, wg *sync.WaitGroup) {
 	sealer := compliance.NewSealer(a.db, 0)
-	wg.Add(2)
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		a.ring.RunKeyringRecheck(ctx)
+	}()
 	go func() {
 		defer wg.Done()
 		sealer.Run(ctx, a.cfg.AuditSealInterval, func(err error) {
