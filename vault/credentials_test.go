@@ -40,12 +40,32 @@ func newTestVault(t *testing.T, opts CacheOptions) *testVault {
 	t.Cleanup(sys.Close)
 	ring := NewKeyRing(p, opts)
 	t.Cleanup(ring.Purge)
-	return &testVault{db: db, dbURL: dbURL, provider: p, ring: ring, sys: sys, store: NewStore(db, ring, sys)}
+	v := &testVault{db: db, dbURL: dbURL, provider: p, ring: ring, sys: sys, store: NewStore(db, ring, sys)}
+	v.loadKeyring(t)
+	return v
+}
+
+// loadKeyring loads the keyring keys as `kluis serve` does at start, before
+// any transaction needs them.
+func (v *testVault) loadKeyring(t *testing.T) {
+	t.Helper()
+	if err := v.ring.LoadKeyring(context.Background(), v.db.Pool); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // instance returns a second kluis instance on the same database and
 // provider: its own key ring and cache.
 func (v *testVault) instance(t *testing.T, opts CacheOptions) *testVault {
+	t.Helper()
+	other := v.unloadedInstance(t, opts)
+	other.loadKeyring(t)
+	return other
+}
+
+// unloadedInstance is an instance that has not loaded its keyring keys yet:
+// its first use loads them.
+func (v *testVault) unloadedInstance(t *testing.T, opts CacheOptions) *testVault {
 	t.Helper()
 	ring := NewKeyRing(v.provider, opts)
 	t.Cleanup(ring.Purge)
@@ -328,7 +348,9 @@ func TestAnUnavailableProviderFailsClosedAndStoresNothing(t *testing.T) {
 	v := newTestVault(t, CacheOptions{})
 	sub := v.subject(t, "user-1")
 	v.provider.unavailable.Store(true)
-	_, err := v.trySeal(sub, KindBankAccessToken, `{"access_token":"t"}`, "")
+	// An instance that could not load its keyring key stores nothing.
+	cold := v.unloadedInstance(t, CacheOptions{})
+	_, err := cold.trySeal(sub, KindBankAccessToken, `{"access_token":"t"}`, "")
 	wantCode(t, err, kluis.EUnavailable)
 	if !errors.Is(err, kluis.ErrUnavailable) || !errors.Is(err, ErrKeyUnavailable) {
 		t.Fatalf("got %v, want ErrUnavailable and ErrKeyUnavailable in the chain", err)
@@ -340,20 +362,27 @@ func TestAnUnavailableProviderFailsClosedAndStoresNothing(t *testing.T) {
 		t.Fatalf("%d rows stored", n)
 	}
 
-	// A record sealed while it was up cannot be opened on a cold cache.
+	// A record sealed while it was up cannot be opened on such an instance.
 	v.provider.unavailable.Store(false)
 	ref := v.seal(t, sub, KindBankAccessToken, `{"access_token":"t"}`, "")
 	v.provider.unavailable.Store(true)
-	_, err = v.instance(t, CacheOptions{}).store.Open(context.Background(), ref)
+	_, err = v.unloadedInstance(t, CacheOptions{}).store.Open(context.Background(), ref)
 	wantCode(t, err, kluis.EUnavailable)
 }
 
-func TestARefusingProviderIsAnInternalError(t *testing.T) {
+// A provider that refuses the keyring key (root key disabled) leaves kluis
+// unable to serve until it confirms it (503); one that refuses a subject key
+// wrapped by the root (from before the hierarchy) is an internal error.
+func TestARefusingProviderIsUnavailableForTheKeyringAndInternalForARootWrappedKey(t *testing.T) {
 	t.Parallel()
 	v := newTestVault(t, CacheOptions{})
 	sub := v.subject(t, "user-1")
+	ref := v.seal(t, sub, KindBankAccessToken, `{"access_token":"t"}`, "")
+	v.toRootWrapped(t, sub)
 	v.provider.refuse.Store(true)
-	_, err := v.trySeal(sub, KindBankAccessToken, `{"access_token":"t"}`, "")
+	_, err := v.unloadedInstance(t, CacheOptions{}).trySeal(v.subject(t, "user-2"), KindBankAccessToken, `{"access_token":"t"}`, "")
+	wantCode(t, err, kluis.EUnavailable)
+	_, err = v.store.Open(context.Background(), ref)
 	wantCode(t, err, kluis.EInternal)
 }
 

@@ -92,10 +92,12 @@ type keyring struct {
 	keys   map[uint32]*keyringKey
 	active uint32
 
-	// refresh runs one at a time; lastTry and lastErr let requests that
-	// find a key missing or stale fail at once while a provider that just
-	// failed is given its keyringRetryEvery.
-	refreshMu   sync.Mutex
+	// refresh runs one at a time (refreshing holds its one token; a waiter
+	// leaves at its own deadline); lastTry and lastErr, under errMu, let
+	// requests that find a key missing or stale fail at once while a
+	// provider that just failed is given its keyringRetryEvery.
+	refreshing  chan struct{}
+	errMu       sync.Mutex
 	lastTry     time.Time
 	lastErr     error
 	activeRead  time.Time
@@ -103,7 +105,7 @@ type keyring struct {
 }
 
 func newKeyring(provider KeyProvider, opts KeyringOptions) *keyring {
-	return &keyring{provider: provider, opts: opts.withDefaults(), keys: make(map[uint32]*keyringKey)}
+	return &keyring{provider: provider, opts: opts.withDefaults(), keys: make(map[uint32]*keyringKey), refreshing: make(chan struct{}, 1)}
 }
 
 // setDB names the pool the keyring reads its rows from, once.
@@ -162,14 +164,14 @@ func (k *keyring) activeEpoch(ctx context.Context) (uint32, error) {
 	k.mu.RLock()
 	defer k.mu.RUnlock()
 	if k.active == 0 {
-		return 0, keyringUnavailable(k.lastErr)
+		return 0, keyringUnavailable(k.lastError())
 	}
 	return k.active, nil
 }
 
 func (k *keyring) lastError() error {
-	k.refreshMu.Lock()
-	defer k.refreshMu.Unlock()
+	k.errMu.Lock()
+	defer k.errMu.Unlock()
 	return k.lastErr
 }
 
@@ -214,18 +216,27 @@ func readKeyringRows(ctx context.Context, q Querier) ([]keyringRow, error) {
 // failed less than keyringRetryEvery ago is not tried again: its error is
 // returned.
 func (k *keyring) refresh(ctx context.Context, force bool) error {
-	k.refreshMu.Lock()
-	defer k.refreshMu.Unlock()
+	select {
+	case k.refreshing <- struct{}{}:
+		defer func() { <-k.refreshing }()
+	case <-ctx.Done():
+		return keyringUnavailable(ctx.Err())
+	}
 	now := k.opts.Clock.Now()
-	if !force && k.lastErr != nil && now.Sub(k.lastTry) < keyringRetryEvery {
-		return keyringUnavailable(k.lastErr)
+	k.errMu.Lock()
+	lastTry, lastErr := k.lastTry, k.lastErr
+	k.errMu.Unlock()
+	if !force && lastErr != nil && now.Sub(lastTry) < keyringRetryEvery {
+		return keyringUnavailable(lastErr)
 	}
 	err := k.refreshLocked(ctx)
 	if err != nil && ctx.Err() != nil {
 		// The caller gave up: that says nothing of the provider.
 		return keyringUnavailable(err)
 	}
+	k.errMu.Lock()
 	k.lastTry, k.lastErr = now, err
+	k.errMu.Unlock()
 	if err != nil {
 		return keyringUnavailable(err)
 	}
@@ -374,7 +385,14 @@ func (k *keyring) tick(ctx context.Context) {
 	case confirm:
 		_ = k.refresh(ctx, false) // its error is kept for requests and readiness
 	case readActive:
-		_, _ = k.readActive(ctx) // a database that fails here fails requests too
+		k.mu.RLock()
+		before := k.active
+		k.mu.RUnlock()
+		if active, err := k.readActive(ctx); err == nil && active != before {
+			// Another instance started an epoch: unwrap its key here, off
+			// the request path, before the next seal needs it.
+			_ = k.refresh(ctx, true)
+		}
 	}
 }
 

@@ -96,7 +96,7 @@ func TestSubjectKeysAreMadeAndOpenedWithoutAProviderCall(t *testing.T) {
 	}
 	// A new instance, cache cold: one unwrap (its keyring key) for every
 	// subject key it opens.
-	other := v.instance(t, CacheOptions{MaxKeys: 1})
+	other := v.unloadedInstance(t, CacheOptions{MaxKeys: 1})
 	before = v.provider.calls()
 	for round := 0; round < 3; round++ {
 		for ref, secret := range refs {
@@ -304,7 +304,7 @@ func TestRootWrappedKeysOpenMigrateIntoTheHierarchyAndStillOpen(t *testing.T) {
 	}
 	// Still open, and on a fresh instance without a provider call beyond
 	// its keyring key.
-	fresh := v.instance(t, CacheOptions{})
+	fresh := v.unloadedInstance(t, CacheOptions{})
 	before := v.provider.unwraps.Load()
 	openAll(fresh.store)
 	if got := v.provider.unwraps.Load() - before; got != 1 {
@@ -518,5 +518,34 @@ func TestTwoInstancesRotatingAtOnceMoveEveryKeyOnce(t *testing.T) {
 		if c, err := v.instance(t, CacheOptions{}).store.Open(ctx, ref); err != nil || string(c.Secret) != secret {
 			t.Fatalf("open %s after the rotations: %v", ref, err)
 		}
+	}
+}
+
+func TestSeedMakesSubjectsKeysAndRecordsThatOpenWithoutAProviderCall(t *testing.T) {
+	t.Parallel()
+	v := newTestVault(t, CacheOptions{})
+	ctx := context.Background()
+	recs := make([]SeedRecord, 500)
+	for i := range recs {
+		recs[i] = SeedRecord{ExternalID: fmt.Sprintf("seeded-%d", i), Kind: KindAccountNumber,
+			Owner: newOwner(KindAccountNumber), Secret: []byte(fmt.Sprintf(`{"account_number":"%010d"}`, i)), BlindIndexInput: fmt.Sprintf("%010d", i)}
+	}
+	before := v.provider.calls()
+	seeded, err := v.store.Seed(ctx, recs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, s := range seeded {
+		c, err := v.store.Open(ctx, s.Ref)
+		if err != nil || string(c.Secret) != string(recs[i].Secret) || c.SubjectID != s.SubjectID || c.Owner != recs[i].Owner {
+			t.Fatalf("seeded record %d: %v", i, err)
+		}
+	}
+	if got := v.provider.calls() - before; got != 0 {
+		t.Fatalf("seeding and opening 500 records made %d provider calls", got)
+	}
+	found, err := v.store.FindByBlindIndex(ctx, v.db.Pool, KindAccountNumber, "0000000042")
+	if err != nil || len(found) != 1 || found[0].Ref != seeded[42].Ref {
+		t.Fatalf("blind index of a seeded number: %v %v", found, err)
 	}
 }

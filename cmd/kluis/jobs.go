@@ -92,26 +92,47 @@ func setRotationCounts(run *jobs.Run, r vault.RotationResult) {
 }
 
 // rotationProgress prints a rotation's progress: a line when a step
-// begins and at most one a second within it.
+// begins, at most one a second within it, and its last state when it ends.
 type rotationProgress struct {
-	out  io.Writer
-	step string
-	at   time.Time
+	out     io.Writer
+	step    string
+	at      time.Time
+	last    vault.RotationResult
+	pending bool // last was not printed
 }
 
 func newRotationProgress(out io.Writer) *rotationProgress { return &rotationProgress{out: out} }
 
 func (p *rotationProgress) print(r vault.RotationResult) {
-	if p.out == nil || (r.Step == p.step && time.Since(p.at) < time.Second) {
+	if p.out == nil {
 		return
 	}
-	p.step, p.at = r.Step, time.Now()
+	switch {
+	case r.Step != p.step:
+		if p.pending {
+			p.line(p.last)
+		}
+		p.step = r.Step
+		p.line(r)
+	case time.Since(p.at) >= time.Second:
+		p.line(r)
+	default:
+		p.last, p.pending = r, true
+	}
+}
+
+func (p *rotationProgress) line(r vault.RotationResult) {
+	p.at, p.pending = time.Now(), false
 	switch r.Step {
 	case vault.StepRoot:
 		fmt.Fprintf(p.out, "key-rotation: root: %d keyring and system keys rewrapped under the root key's newest version\n", r.RootRewrapped)
 	case vault.StepRewrap:
-		fmt.Fprintf(p.out, "key-rotation: keyring epoch %d%s: %d subject keys re-wrapped (%d from the root key), %d failed, %d to go\n",
-			r.Epoch, map[bool]string{true: " (new)", false: ""}[r.NewEpoch], r.Rewrapped, r.Migrated, r.RewrapFailed, r.Remaining)
+		epoch := fmt.Sprintf("keyring epoch %d", r.Epoch)
+		if r.NewEpoch {
+			epoch += " (new)"
+		}
+		fmt.Fprintf(p.out, "key-rotation: %s: %d subject keys re-wrapped (%d from the root key), %d failed, %d to go\n",
+			epoch, r.Rewrapped, r.Migrated, r.RewrapFailed, r.Remaining)
 	case vault.StepReseal:
 		fmt.Fprintf(p.out, "key-rotation: re-seal: %d subjects (%d records) given a new key version, %d failed\n",
 			r.ResealedSubjects, r.ResealedRecords, r.ResealFailed)

@@ -161,3 +161,27 @@ func TestFailureTextShowsTheProvidersWordsBeneathTheSummary(t *testing.T) {
 		})
 	}
 }
+
+// `kluis keys rotate --new-epoch` starts a keyring epoch, moves every
+// subject key to it locally and prints its progress; reveals go on.
+func TestKeysRotateNewEpochPrintsItsProgress(t *testing.T) {
+	k := startTransitKluis(t, 30)
+	before := k.srv.TotalCalls()
+	code, out, errOut := runKluis(t, k.env, "keys", "rotate", "--new-epoch")
+	if code != 0 || !strings.Contains(out, "keyring epoch 2 (new): 30 subject keys re-wrapped") || !strings.Contains(out, "succeeded") {
+		t.Fatalf("keys rotate --new-epoch = %d %q %q", code, out, errOut)
+	}
+	// The command builds its own kluis (system keys, keyring) and then makes
+	// one key, whatever the number of subjects: a few calls, not 30.
+	if got := k.srv.TotalCalls() - before; got > 20 {
+		t.Fatalf("a new epoch over 30 subjects made %d Transit calls", got)
+	}
+	for _, ref := range k.refs {
+		if _, err := k.app.store.Open(context.Background(), ref); err != nil {
+			t.Fatalf("open after the new epoch: %v", err)
+		}
+	}
+	if code, _, errOut := runKluis(t, k.env, "keys", "rotate", "--bogus"); code == 0 || !strings.Contains(errOut, "--new-epoch") {
+		t.Fatalf("keys rotate --bogus = %d %q", code, errOut)
+	}
+}

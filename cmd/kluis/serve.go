@@ -133,7 +133,7 @@ func (a *app) deps(ctx context.Context) (*api.Deps, error) {
 		RateLimiter: limiter, RateLimits: &limits, IdempotencyTTL: a.cfg.IdempotencyTTL,
 		AuditHeads: a.sys, AuditSealInterval: a.cfg.AuditSealInterval,
 		Ready: map[string]func(context.Context) error{
-			"database":     a.db.Ping,
+			"database": a.db.Ping,
 			// Readiness means "can serve": the keyring key confirmed
 			// within KLUIS_KEYRING_RECHECK, not "the provider answered a
 			// ping" (a provider down for a minute does not stop kluis).
