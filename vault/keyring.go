@@ -35,10 +35,9 @@ import (
 // without the provider confirming it (KLUIS_KEYRING_RECHECK).
 const DefaultKeyringRecheck = 5 * time.Minute
 
-// keyringRetryEvery bounds how often a key that is missing or stale is
-// fetched from the provider on demand, so that a provider that is down is
-// not asked once per request; the recheck loop also ticks this often, so
-// kluis recovers within about this long of the provider's return.
+// keyringRetryEvery is how often the recheck loop ticks: kluis recovers
+// within about this long of the provider's return (and requests that need
+// a key try it too, sharing one attempt among those that wait at once).
 const keyringRetryEvery = time.Second
 
 // keyringActiveCheck is how often the recheck loop reads which epoch is
@@ -93,12 +92,13 @@ type keyring struct {
 	active uint32
 
 	// refresh runs one at a time (refreshing holds its one token; a waiter
-	// leaves at its own deadline); lastTry and lastErr, under errMu, let
-	// requests that find a key missing or stale fail at once while a
-	// provider that just failed is given its keyringRetryEvery.
+	// leaves at its own deadline). Requests that wait for one together
+	// share its answer (gen counts the refreshes done), so a provider that
+	// is down gets one call per wave of requests, and the breaker in front
+	// of it (kluis serve) fails them at once after a few.
 	refreshing  chan struct{}
 	errMu       sync.Mutex
-	lastTry     time.Time
+	gen         uint64
 	lastErr     error
 	activeRead  time.Time
 	providerHit uint64 // provider calls made for keyring keys, for tests and metrics
@@ -212,30 +212,37 @@ func readKeyringRows(ctx context.Context, q Querier) ([]keyringRow, error) {
 // refresh reads the keyring rows and has the provider unwrap each epoch's
 // key again: that is the confirmation. A key the provider refuses is zeroed
 // and dropped at once; one it cannot be asked about stays until its bound.
-// Epochs whose rows are gone are dropped. Unless force, a refresh that
-// failed less than keyringRetryEvery ago is not tried again: its error is
-// returned.
+// Epochs whose rows are gone are dropped. Unless force, a caller that
+// waited while another refresh ran takes that refresh's answer.
 func (k *keyring) refresh(ctx context.Context, force bool) error {
+	k.errMu.Lock()
+	gen := k.gen
+	k.errMu.Unlock()
 	select {
 	case k.refreshing <- struct{}{}:
 		defer func() { <-k.refreshing }()
 	case <-ctx.Done():
 		return keyringUnavailable(ctx.Err())
 	}
-	now := k.opts.Clock.Now()
 	k.errMu.Lock()
-	lastTry, lastErr := k.lastTry, k.lastErr
-	k.errMu.Unlock()
-	if !force && lastErr != nil && now.Sub(lastTry) < keyringRetryEvery {
-		return keyringUnavailable(lastErr)
+	if !force && k.gen != gen {
+		// A refresh ended while this one waited: its answer is this one's.
+		err := k.lastErr
+		k.errMu.Unlock()
+		if err != nil {
+			return keyringUnavailable(err)
+		}
+		return nil
 	}
+	k.errMu.Unlock()
 	err := k.refreshLocked(ctx)
 	if err != nil && ctx.Err() != nil {
 		// The caller gave up: that says nothing of the provider.
 		return keyringUnavailable(err)
 	}
 	k.errMu.Lock()
-	k.lastTry, k.lastErr = now, err
+	k.gen++
+	k.lastErr = err
 	k.errMu.Unlock()
 	if err != nil {
 		return keyringUnavailable(err)
