@@ -207,4 +207,18 @@ func TestNewSubjectsAndRevealsMakeNoKMSCall(t *testing.T) {
 	if got := kms.TotalCalls() - before; got > 10 {
 		t.Fatalf("100 new subjects and 100 reveals made %d KMS calls", got)
 	}
+
+	// A root rotation rewraps the keyring key and the system keys, whatever
+	// the number of subjects: at most 10 calls (the recheck loop's own
+	// confirmations aside).
+	kms.Rotate(kms.KeyID())
+	before, loop := kms.TotalCalls(), k.app.ring.KeyringProviderCalls()
+	res, err := k.app.store.Rotate(ctx, k.app.db, vault.RotationOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := kms.TotalCalls() - before - int(k.app.ring.KeyringProviderCalls()-loop)
+	if calls > 10 || res.RootRewrapped != 1+len(vault.DefaultSystemKeys) || res.Rewrapped != 0 {
+		t.Fatalf("root rotation over 100 subjects: %d KMS calls, %+v", calls, res)
+	}
 }
