@@ -43,7 +43,8 @@ type DormantReport struct {
 	// Held counts dormant subjects kept because a legal hold names them.
 	Held int64 `json:"held"`
 	// Active counts candidates found active after all (a reveal or a link
-	// in the audit log since the cutoff); their last_seen_at moves up.
+	// in the audit log since the cutoff: their last_seen_at moves up), or
+	// seen or taken by another run between the listing and the erasure.
 	Active int64 `json:"active"`
 }
 
@@ -135,6 +136,9 @@ func (s *Service) eraseIfDormant(ctx context.Context, c dormantCandidate, cutoff
 	case kluis.ErrorCode(err) == ELegalHold:
 		rep.Held++ // a hold committed since the check above
 		return nil
+	case kluis.ErrorCode(err) == kluis.EConflict:
+		rep.Active++ // seen again, or an erasure opened meanwhile
+		return nil
 	case err != nil:
 		return err
 	}
@@ -190,13 +194,14 @@ func (s *Service) requestDormantErasure(ctx context.Context, c dormantCandidate,
 		tag, err := tx.Exec(ctx, `
 			INSERT INTO erasure_requests (id, erased_subject_id, subject_pseudonym, reason, status, requested_by, requested_at, approved_by, approved_at)
 			SELECT $1, $2, $3, $4, $5, $6, $7, $8, $7
-			WHERE NOT EXISTS (SELECT 1 FROM subjects WHERE id = $2 AND (erasing_since IS NOT NULL OR last_seen_at >= $9))`,
+			WHERE EXISTS (SELECT 1 FROM subjects WHERE id = $2 AND erasing_since IS NULL AND last_seen_at < $9)`,
 			id, c.id, pseudonym, reason, ErasureApproved, dormantRequester, now, dormantApprover, cutoff)
 		if err != nil {
 			return fmt.Errorf("compliance: dormant erasure: %w", postgres.Translate(err))
 		}
 		if tag.RowsAffected() == 0 {
-			return kluis.Errorf(kluis.EConflict, "the subject was seen again")
+			// Seen again, erased by another run, or already erasing.
+			return kluis.Errorf(kluis.EConflict, "the subject is no longer dormant")
 		}
 		if _, err := tx.Exec(ctx, `UPDATE subjects SET erasing_since = $2, erasure_request_id = $3 WHERE id = $1`, c.id, now, id); err != nil {
 			return fmt.Errorf("compliance: fence subject: %w", postgres.Translate(err))

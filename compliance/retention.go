@@ -140,8 +140,7 @@ func defaultClasses() []RetentionClass {
 		{
 			Name: "revoked_accounts", Table: "accounts", Subject: "t.subject_id",
 			Where: `((t.status = 'revoked' AND t.revoked_at < $1)
-				OR t.item_id IN (SELECT i.id FROM items i JOIN credentials c ON c.ref = i.credential_ref
-					WHERE i.status = 'revoked' AND c.revoked_at < $1))
+				OR t.item_id IN (SELECT i.id FROM items i WHERE i.status = 'revoked' AND i.updated_at < $1))
 				AND NOT EXISTS (SELECT 1 FROM verifications v WHERE v.account_id = t.id)`,
 			Requires: []string{"status", "revoked_at", "item_id", "subject_id"},
 			Default:  90 * day, Min: time.Hour,
@@ -149,13 +148,13 @@ func defaultClasses() []RetentionClass {
 		},
 		{
 			Name: "revoked_items", Table: "items", Subject: "t.subject_id",
-			Where: `t.status = 'revoked' AND (SELECT c.revoked_at FROM credentials c WHERE c.ref = t.credential_ref) < $1
+			Where: `t.status = 'revoked' AND t.updated_at < $1
 				AND NOT EXISTS (SELECT 1 FROM accounts a WHERE a.item_id = t.id)
 				AND NOT EXISTS (SELECT 1 FROM link_sessions l WHERE l.item_id = t.id OR l.exchanged_item_id = t.id)
 				AND NOT EXISTS (SELECT 1 FROM provider_webhook_events w WHERE w.item_id = t.id)`,
-			Requires: []string{"status", "credential_ref", "subject_id"},
+			Requires: []string{"status", "updated_at", "subject_id"},
 			Default:  90 * day, Min: time.Hour,
-			Description: "items whose owner withdrew consent at the bank (their token is already destroyed), by the time of revocation, once nothing refers to them",
+			Description: "items whose owner withdrew consent at the bank (their token is already destroyed), by the time of revocation (the item's last change), once nothing refers to them",
 		},
 		{
 			Name: "revoked_credentials", Table: "credentials", Subject: "t.subject_id",

@@ -165,16 +165,26 @@ func retentionDryRun(ctx context.Context, getenv func(string) string, out io.Wri
 			if res.Counts["skipped_"+c.Name] == 1 {
 				n = "skipped (no such table yet)"
 			}
-			fmt.Fprintf(w, "%s\t%s\t%s\n", c.Name, a.cfg.Retention[c.Name], n)
+			fmt.Fprintf(w, "%s\t%s\t%s\n", c.Name, days(a.cfg.Retention[c.Name]), n)
 		}
 		if a.cfg.DormantSubjects == 0 {
 			fmt.Fprintf(w, "%s\toff\t-\n", compliance.DormantClass)
 		} else {
 			fmt.Fprintf(w, "%s\t%s\t%d (%d kept under a legal hold, %d seen again)\n", compliance.DormantClass,
-				a.cfg.DormantSubjects, res.Counts["would_purge_"+compliance.DormantClass], res.Counts["dormant_held"], res.Counts["dormant_seen_again"])
+				days(a.cfg.DormantSubjects), res.Counts["would_purge_"+compliance.DormantClass], res.Counts["dormant_held"], res.Counts["dormant_seen_again"])
 		}
 		return w.Flush()
 	})
+}
+
+// days shows a period in whole days where it is one ("30d"), as settings
+// are usually written.
+func days(d time.Duration) string {
+	const day = 24 * time.Hour
+	if d > 0 && d%day == 0 {
+		return fmt.Sprintf("%dd", d/day)
+	}
+	return d.String()
 }
 
 func runJob(ctx context.Context, s *jobs.Scheduler, out io.Writer, name string) error {
