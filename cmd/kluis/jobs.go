@@ -22,7 +22,11 @@ var jobHooks []func(a *app, s *jobs.Scheduler) error
 
 // scheduler builds the scheduler with every job kluis runs.
 func (a *app) scheduler() (*jobs.Scheduler, error) {
-	s := jobs.New(a.db, a.auditor, a.log, jobs.Options{})
+	var opts jobs.Options
+	if a.registry != nil {
+		opts.Metrics = jobs.NewMetrics(a.registry)
+	}
+	s := jobs.New(a.db, a.auditor, a.log, opts)
 	base := []jobs.Job{
 		{
 			Name: "key-rotation", Schedule: "17 3 * * *", Timeout: 6 * time.Hour,
