@@ -427,7 +427,8 @@ func (k *keyring) readActive(ctx context.Context) (uint32, error) {
 }
 
 // ready is nil when the active epoch's key is confirmed within its bound,
-// and otherwise tries (at most every keyringRetryEvery) to confirm it.
+// and otherwise tries to confirm it (sharing the attempt of any refresh
+// already under way).
 func (k *keyring) ready(ctx context.Context) error {
 	epoch, err := k.activeEpoch(ctx)
 	if err != nil {
