@@ -66,8 +66,8 @@ func (r *KeyRing) LoadKeyring(ctx context.Context, db Querier) error {
 // Ready is nil when the active keyring key is confirmed by the provider
 // within KLUIS_KEYRING_RECHECK, so that kluis can serve work that needs
 // keys; otherwise it tries to confirm it again (one attempt shared by the
-// callers waiting at once), and
-// is EUnavailable while it cannot. /readyz asks it.
+// callers waiting at once), and is EUnavailable while it cannot. /readyz
+// asks it.
 func (r *KeyRing) Ready(ctx context.Context) error { return r.keyring.ready(ctx) }
 
 // RunKeyringRecheck confirms the keyring keys with the provider before
