@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/postgres"
 )
 
@@ -85,8 +86,8 @@ func (s *Service) ExportSubject(ctx context.Context, by Staff, subject string) (
 	if err := tx.Commit(ctx); err != nil {
 		return out, fmt.Errorf("compliance: export: %w", postgres.Translate(err))
 	}
-	err = s.auditor.Record(ctx, Entry{
-		ActorKind: ActorStaff, Actor: by.ID, Action: "subject.exported", Outcome: OutcomeSuccess,
+	err = s.auditor.Record(ctx, audit.Entry{
+		ActorKind: audit.ActorStaff, Actor: by.ID, Action: "subject.exported", Outcome: audit.OutcomeSuccess,
 		Subject: subject, RequestID: by.RequestID, Details: map[string]any{"categories": len(out.Records)},
 	})
 	return out, err
