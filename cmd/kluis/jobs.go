@@ -10,15 +10,12 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/compliance"
 	"github.com/kluis-dev/kluis/config"
 	"github.com/kluis-dev/kluis/jobs"
 	"github.com/kluis-dev/kluis/vault"
 )
-
-// jobHooks let features register their scheduled jobs, one file per feature,
-// without this file growing a line for each.
-var jobHooks []func(a *app, s *jobs.Scheduler) error
 
 // scheduler builds the scheduler with every job kluis runs.
 func (a *app) scheduler() (*jobs.Scheduler, error) {
@@ -42,8 +39,10 @@ func (a *app) scheduler() (*jobs.Scheduler, error) {
 			return nil, err
 		}
 	}
-	for _, hook := range jobHooks {
-		if err := hook(a, s); err != nil {
+	for _, register := range []func(*jobs.Scheduler) error{
+		a.registerBankJobs, a.registerComplianceJobs, a.registerVerificationJobs,
+	} {
+		if err := register(s); err != nil {
 			return nil, err
 		}
 	}
@@ -58,17 +57,13 @@ func (a *app) scheduler() (*jobs.Scheduler, error) {
 // linking's pointers). It checkpoints its counts in job_runs, shows its
 // progress in /metrics and, under `kluis keys rotate`, prints it.
 func (a *app) rotateKeys(ctx context.Context, run *jobs.Run) error {
-	owners, err := a.bankLink()
-	if err != nil {
-		return err
-	}
 	progress := newRotationProgress(a.rotationOut)
 	res, err := a.store.Rotate(ctx, a.db, vault.RotationOptions{
 		Cryptoperiod:        a.cfg.KeyCryptoperiod,
 		KeyringCryptoperiod: a.cfg.KeyringCryptoperiod,
 		NewEpoch:            a.newEpoch,
 		Batch:               a.cfg.KeyRotationBatch,
-		Owners:              owners,
+		Owners:              a.bank,
 		Report: func(r vault.RotationResult) {
 			a.rotation.Observe(r)
 			progress.print(r)
@@ -148,7 +143,7 @@ func (p *rotationProgress) line(r vault.RotationResult) {
 var errAuditBroken = errors.New("the audit chain does not verify")
 
 func (a *app) verifyAuditJob(ctx context.Context, run *jobs.Run) error {
-	res, err := compliance.VerifyWith(ctx, a.db, compliance.VerifyOptions{SealInterval: a.cfg.AuditSealInterval})
+	res, err := audit.VerifyWith(ctx, a.db, audit.VerifyOptions{SealInterval: a.cfg.AuditSealInterval})
 	if err != nil {
 		return err
 	}
