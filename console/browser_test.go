@@ -60,7 +60,7 @@ func newShots(t *testing.T, ctx context.Context) *shots {
 		if !t.Failed() {
 			return
 		}
-		buf, err := chromedp.Run(ctx, chromedp.FullScreenshot(90))
+		buf, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 		if err != nil || len(buf) == 0 {
 			buf = s.last
 		}
@@ -78,7 +78,7 @@ func newShots(t *testing.T, ctx context.Context) *shots {
 func (s *shots) take(name string) {
 	s.t.Helper()
 	var err error
-	if s.last, err = chromedp.Run(s.ctx, chromedp.FullScreenshot(90)); err != nil {
+	if s.last, err = chromedp.Run(s.ctx, chromedp.FullScreenshot(100)); err != nil {
 		s.t.Fatalf("screenshot: %v", err)
 	}
 	if s.dir == "" {
@@ -93,7 +93,7 @@ func (s *shots) take(name string) {
 	if err := chromedp.Do(s.ctx, chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2))); err != nil {
 		s.t.Fatal(err)
 	}
-	phone, err := chromedp.Run(s.ctx, chromedp.FullScreenshot(90))
+	phone, err := chromedp.Run(s.ctx, chromedp.FullScreenshot(100))
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -155,9 +155,12 @@ func TestTheWholeErasureWorkflowThroughTheConsole(t *testing.T) {
 	}
 	ce.revoker.stalled.Store(ce.subject(t, "user-stalled"))
 
+	// Every action starts from a fresh queue, so that the confirmation
+	// waited for is this action's, not the last one's.
+	queue := chromedp.Navigate(ce.console.URL + "/")
 	run(t, ctx, "sign in as staff_a", signInAs(ce, "staff_a"))
 	request := func(subject, reason string) {
-		run(t, ctx, "request erasure of "+subject,
+		run(t, ctx, "request erasure of "+subject, queue,
 			chromedp.SetValue(css("#er-subject"), subject),
 			chromedp.SetValue(css("#er-reason"), reason),
 			chromedp.Click(css(`form[action="/erasures"] button`)),
@@ -177,7 +180,7 @@ func TestTheWholeErasureWorkflowThroughTheConsole(t *testing.T) {
 	shot.take("console-erasures")
 
 	// The requester may cancel their own request, with a reason.
-	run(t, ctx, "cancel",
+	run(t, ctx, "cancel", queue,
 		chromedp.SetValue(css("#cn-"+cancel), "TICKET-2-withdrawn"),
 		chromedp.Click(css(`button[aria-label="Cancel `+cancel+`"]`)),
 		chromedp.WaitVisible(css(`div.done`)),
@@ -186,7 +189,7 @@ func TestTheWholeErasureWorkflowThroughTheConsole(t *testing.T) {
 		t.Fatalf("cancelled request = %s", got)
 	}
 	// The requester cannot approve their own request: kluis says why.
-	run(t, ctx, "approve own request",
+	run(t, ctx, "approve own request", queue,
 		chromedp.Click(css(`button[aria-label="Approve `+erase+`"]`)),
 		chromedp.WaitVisible(css(`div.error`)),
 	)
@@ -196,13 +199,13 @@ func TestTheWholeErasureWorkflowThroughTheConsole(t *testing.T) {
 	run(t, ctx, "sign out", signOut())
 
 	run(t, ctx, "sign in as staff_b", signInAs(ce, "staff_b"))
-	run(t, ctx, "reject",
+	run(t, ctx, "reject", queue,
 		chromedp.SetValue(css("#rj-"+reject), "TICKET-3-not-verified"),
 		chromedp.Click(css(`button[aria-label="Reject `+reject+`"]`)),
 		chromedp.WaitVisible(css(`div.done`)),
 	)
-	run(t, ctx, "approve", chromedp.Click(css(`button[aria-label="Approve `+erase+`"]`)), chromedp.WaitVisible(css(`div.done`)))
-	run(t, ctx, "approve the stalled one", chromedp.Click(css(`button[aria-label="Approve `+stalled+`"]`)), chromedp.WaitVisible(css(`div.done`)))
+	run(t, ctx, "approve", queue, chromedp.Click(css(`button[aria-label="Approve `+erase+`"]`)), chromedp.WaitVisible(css(`div.done`)))
+	run(t, ctx, "approve the stalled one", queue, chromedp.Click(css(`button[aria-label="Approve `+stalled+`"]`)), chromedp.WaitVisible(css(`div.done`)))
 	for id, want := range map[string]string{reject: "rejected", erase: "completed", stalled: "needs_attention"} {
 		if got := ce.status(t, id); got != want {
 			t.Errorf("%s = %s, want %s", id, got, want)
@@ -213,7 +216,7 @@ func TestTheWholeErasureWorkflowThroughTheConsole(t *testing.T) {
 		t.Errorf("the stalled request shows %q", s)
 	}
 	shot.take("console-needs-attention")
-	run(t, ctx, "acknowledge the exceptions",
+	run(t, ctx, "acknowledge the exceptions", queue,
 		chromedp.Click(css(`button[aria-label="Complete `+stalled+` with exceptions"]`)), chromedp.WaitVisible(css(`div.done`)))
 	if got := ce.status(t, stalled); got != "needs_attention" {
 		t.Fatalf("one staff member completed it alone: %s", got)
@@ -221,7 +224,7 @@ func TestTheWholeErasureWorkflowThroughTheConsole(t *testing.T) {
 	run(t, ctx, "sign out", signOut())
 
 	run(t, ctx, "sign in as staff_a again", signInAs(ce, "staff_a"))
-	run(t, ctx, "complete with exceptions",
+	run(t, ctx, "complete with exceptions", queue,
 		chromedp.Click(css(`button[aria-label="Complete `+stalled+` with exceptions"]`)), chromedp.WaitVisible(css(`div.done`)))
 	if got := ce.status(t, stalled); got != "completed_with_exceptions" {
 		t.Fatalf("stalled request = %s, want completed_with_exceptions", got)

@@ -45,3 +45,17 @@ func TestTheRetentionDryRunPrintsPerClassWhatWouldGo(t *testing.T) {
 		t.Errorf("--dry-run on another job = %d, want a usage error", code)
 	}
 }
+
+// `kluis console` names every missing setting at once and exits 1.
+func TestTheConsoleNamesEveryMissingSetting(t *testing.T) {
+	code, _, errOut := runKluis(t, map[string]string{"KLUIS_CONSOLE_API_URL": "http://kluis:8443"}, "console")
+	if code != 1 {
+		t.Fatalf("console without settings = %d, want 1", code)
+	}
+	for _, want := range []string{"KLUIS_CONSOLE_PUBLIC_URL", "KLUIS_CONSOLE_TLS_CERT", "KLUIS_CONSOLE_OIDC_ISSUER",
+		"KLUIS_CONSOLE_OIDC_CLIENT_ID", "KLUIS_CONSOLE_CLIENT_CERT", "KLUIS_CONSOLE_API_CA", "KLUIS_CONSOLE_API_URL: must be"} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("the error does not name %s:\n%s", want, errOut)
+		}
+	}
+}
