@@ -59,3 +59,38 @@ func TestTheConsoleNamesEveryMissingSetting(t *testing.T) {
 		}
 	}
 }
+
+// The retention job erases a dormant subject and keeps one under a hold.
+func TestTheRetentionJobErasesADormantSubjectAndKeepsAHeldOne(t *testing.T) {
+	db, u := pgtest.Open(t)
+	ctx := context.Background()
+	old := time.Now().Add(-400 * 24 * time.Hour)
+	ids := map[string]string{}
+	for _, sub := range []string{"user-dormant", "user-held-dormant"} {
+		id, err := vault.EnsureSubject(ctx, db.Pool, sub)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[sub] = id
+		if _, err := db.Pool.Exec(ctx, `UPDATE subjects SET created_at = $2, last_seen_at = $2 WHERE id = $1`, id, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := db.Pool.Exec(ctx, `INSERT INTO legal_holds (id, held_subject_id, subject_pseudonym, reason, created_by, created_at)
+		VALUES ('hold_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', $1, 'p', 'CASE-1', 'staff_a', now())`, ids["user-held-dormant"]); err != nil {
+		t.Fatal(err)
+	}
+	env := serveEnv(t, u)
+	env["KLUIS_RETENTION_DORMANT_SUBJECTS"] = "365d"
+	if code, out, errOut := runKluis(t, env, "jobs", "run", "retention-purge"); code != 0 ||
+		!strings.Contains(out, "purged_dormant_subjects=1") || !strings.Contains(out, "dormant_held=1") {
+		t.Fatalf("retention-purge = %d %q %q", code, out, errOut)
+	}
+	var n int
+	if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM subjects WHERE id = $1`, ids["user-dormant"]).Scan(&n); err != nil || n != 0 {
+		t.Errorf("the dormant subject is still there (%d, %v)", n, err)
+	}
+	if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM subjects WHERE id = $1`, ids["user-held-dormant"]).Scan(&n); err != nil || n != 1 {
+		t.Errorf("the held subject was erased (%d, %v)", n, err)
+	}
+}
