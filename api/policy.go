@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/kluis-dev/kluis/filewatch"
 	"gopkg.in/yaml.v3"
 )
 
@@ -245,34 +246,10 @@ func (p *Policy) Reload() (changed bool, err error) {
 }
 
 // Watch reloads the policy file every interval and whenever hup delivers
-// (SIGHUP), until ctx ends. Each change put in force is logged, and so is a
-// bad file (once per version of it); the policy file holds no secret.
+// (SIGHUP), until ctx ends (filewatch.Watch: changes and bad files are
+// logged; the policy file holds no secret).
 func (p *Policy) Watch(ctx context.Context, interval time.Duration, hup <-chan os.Signal, logger *slog.Logger) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	var lastBad string
-	for {
-		why := "changed"
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		case <-hup:
-			why = "SIGHUP"
-		}
-		changed, err := p.Reload()
-		switch {
-		case err != nil && err.Error() != lastBad:
-			lastBad = err.Error()
-			logger.Error("service policy not reloaded; the policy in force stays", "trigger", why, "cause", lastBad)
-		case err != nil:
-		case changed:
-			lastBad = ""
-			logger.Info("service policy reloaded", "trigger", why)
-		default:
-			lastBad = "" // the file is back to the policy in force
-		}
-	}
+	filewatch.Watch(ctx, "service policy", interval, hup, logger, p.Reload)
 }
 
 // Knows reports whether the service is named in the policy.
