@@ -25,10 +25,13 @@ func init() {
 }
 
 // subjectRequest is the body of a legal hold or an erasure request:
-// subject_id is the subject's external id (the `sub` of their token).
+// subject_id is the subject's external id (the `sub` of their token), in
+// the app `?app=` names (Deps.subjectKey).
 type subjectRequest struct {
 	SubjectID string `json:"subject_id"`
 	Reason    string `json:"reason"`
+	// key is the subject's user key: the app and subject_id.
+	key string
 }
 
 func staffOf(c echo.Context) compliance.Staff {
@@ -46,7 +49,12 @@ func (d *Deps) decodeSubjectRequest(c echo.Context) (subjectRequest, error) {
 	if req.SubjectID == "" || len(req.SubjectID) > 255 {
 		return req, kluis.Errorf(kluis.EInvalid, "subject_id is required, at most 255 characters")
 	}
-	return req, d.bindIdempotencySubject(c, req.SubjectID)
+	key, err := d.subjectKey(c, req.SubjectID)
+	if err != nil {
+		return req, err
+	}
+	req.key = key
+	return req, d.bindIdempotencySubject(c, key)
 }
 
 func (d *Deps) placeHold(c echo.Context) error {
@@ -54,7 +62,7 @@ func (d *Deps) placeHold(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	h, err := d.Compliance.PlaceHold(c.Request().Context(), staffOf(c), req.SubjectID, req.Reason)
+	h, err := d.Compliance.PlaceHold(c.Request().Context(), staffOf(c), req.key, req.Reason)
 	if err != nil {
 		return err
 	}
@@ -73,7 +81,7 @@ func (d *Deps) requestErasure(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	r, err := d.Compliance.RequestErasure(c.Request().Context(), staffOf(c), req.SubjectID, req.Reason)
+	r, err := d.Compliance.RequestErasure(c.Request().Context(), staffOf(c), req.key, req.Reason)
 	if err != nil {
 		return err
 	}
@@ -100,7 +108,11 @@ func (d *Deps) approveErasure(c echo.Context) error {
 }
 
 func (d *Deps) exportSubject(c echo.Context) error {
-	out, err := d.Compliance.ExportSubject(c.Request().Context(), staffOf(c), c.Param("id"))
+	key, err := d.subjectKey(c, c.Param("id"))
+	if err != nil {
+		return err
+	}
+	out, err := d.Compliance.ExportSubject(c.Request().Context(), staffOf(c), key)
 	if err != nil {
 		return err
 	}

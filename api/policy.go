@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/filewatch"
 	"gopkg.in/yaml.v3"
 )
@@ -69,10 +70,14 @@ type ServicePolicy struct {
 }
 
 // RevealPolicy lists the credential kinds a service may reveal and the
-// purposes it may give.
+// purposes it may give, and optionally the apps whose users' credentials
+// it may reveal.
 type RevealPolicy struct {
 	Kinds    []string `yaml:"kinds"`
 	Purposes []string `yaml:"purposes"`
+	// Apps, when set, limits the service to the credentials of these apps'
+	// users (app ids); empty means every app's.
+	Apps []string `yaml:"apps"`
 }
 
 // Revocations lists client certificates refused whatever service they name:
@@ -171,6 +176,11 @@ func checkService(name string, sp ServicePolicy) error {
 	for _, pu := range sp.Reveal.Purposes {
 		if !namePattern.MatchString(pu) {
 			return fmt.Errorf("purpose %q is not a valid name", pu)
+		}
+	}
+	for _, app := range sp.Reveal.Apps {
+		if !kluis.ValidAppID(app) {
+			return fmt.Errorf("app %q is not a valid app id", app)
 		}
 	}
 	return nil
@@ -275,6 +285,20 @@ func (p *Policy) MayReveal(service, kind, purpose string) bool {
 		return false
 	}
 	return slices.Contains(sp.Reveal.Kinds, kind) && slices.Contains(sp.Reveal.Purposes, purpose)
+}
+
+// MayRevealApp reports whether the service may reveal the credentials of
+// the users of app: its reveal policy names no apps, or names this one.
+func (p *Policy) MayRevealApp(service, app string) bool {
+	d := p.current()
+	if d == nil {
+		return false
+	}
+	sp, ok := d.Services[service]
+	if !ok || sp.Reveal == nil {
+		return false
+	}
+	return len(sp.Reveal.Apps) == 0 || slices.Contains(sp.Reveal.Apps, app)
 }
 
 // MayCarryCompliance reports whether the service is a compliance console.

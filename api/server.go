@@ -16,6 +16,7 @@ import (
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/api/idempotency"
 	"github.com/kluis-dev/kluis/api/ratelimit"
+	"github.com/kluis-dev/kluis/apps"
 	"github.com/kluis-dev/kluis/banklink"
 	"github.com/kluis-dev/kluis/compliance"
 	"github.com/kluis-dev/kluis/postgres"
@@ -83,6 +84,10 @@ type Deps struct {
 	Clock kluis.Clock
 
 	metrics *httpMetrics
+
+	// Apps are the apps in force: compliance routes that name a subject
+	// resolve `?app=` against them. Nil means one app, kluis.DefaultApp.
+	Apps *apps.Registry
 
 	// MACs keys the Idempotency-Key rows (vault.SystemKeyIdempotency);
 	// without it, a POST with an Idempotency-Key answers 503.
