@@ -170,7 +170,7 @@ func (s *Service) effects(ctx context.Context, tx pgx.Tx, v Verification, from S
 			}
 		}
 		if e.Emit != "" {
-			if _, err := events.Enqueue(ctx, tx, events.Event{Type: e.Emit, OccurredAt: s.now(), Data: map[string]string{
+			if _, err := events.Enqueue(ctx, tx, events.Event{Subject: v.SubjectID, Type: e.Emit, OccurredAt: s.now(), Data: map[string]string{
 				"verification_id": v.ID, "account_id": v.AccountID, "status": string(v.Status),
 			}}); err != nil {
 				return err
