@@ -88,6 +88,9 @@ type Deps struct {
 	// Apps are the apps in force: compliance routes that name a subject
 	// resolve `?app=` against them. Nil means one app, kluis.DefaultApp.
 	Apps *apps.Registry
+	// OnReplay, if set, is called after an event replay commits (the event
+	// worker's Wake, so that the replay goes out at once).
+	OnReplay func()
 
 	// MACs keys the Idempotency-Key rows (vault.SystemKeyIdempotency);
 	// without it, a POST with an Idempotency-Key answers 503.

@@ -131,6 +131,15 @@ type Config struct {
 	WebhookSecret     string
 	WebhookSecretFile string
 	WebhookRetryFor   time.Duration
+	// WebhookPreviousSecretFile and WebhookPreviousSecretRetireAt rotate the
+	// single app's secret without an apps file: until the date, deliveries
+	// are signed with both secrets.
+	WebhookPreviousSecretFile     string
+	WebhookPreviousSecretRetireAt time.Time
+
+	// AppsFile defines kluis's apps (KLUIS_APPS_FILE); without it, the
+	// single-app settings are the one app "default".
+	AppsFile string
 
 	// StaffMFAMaxAge bounds how long ago a staff token's auth_time may be,
 	// and StaffTokenMaxLifetime its exp - iat, for erasure and legal holds.
@@ -676,6 +685,32 @@ func (c *Config) readVerification(r *reader) {
 		r.bad("KLUIS_WEBHOOK_SECRET", "is required when KLUIS_WEBHOOK_ENDPOINTS is set")
 	}
 	c.WebhookRetryFor = r.duration("KLUIS_WEBHOOK_RETRY_FOR", 72*time.Hour, 24*time.Hour, 30*24*time.Hour)
+	c.readPreviousSecret(r)
+	c.AppsFile = r.str("KLUIS_APPS_FILE", "")
+	r.file("KLUIS_APPS_FILE", c.AppsFile)
+	if c.AppsFile != "" && (len(c.WebhookEndpoints) > 0 || c.WebhookPreviousSecretFile != "") {
+		r.bad("KLUIS_APPS_FILE", "with an apps file, event endpoints and their secrets are set per app in it, not in KLUIS_WEBHOOK_*")
+	}
+}
+
+// readPreviousSecret reads the secret being rotated out of the single
+// app's endpoints and the date it stops signing.
+func (c *Config) readPreviousSecret(r *reader) {
+	c.WebhookPreviousSecretFile = r.str("KLUIS_WEBHOOK_PREVIOUS_SECRET_FILE", "")
+	until := r.str("KLUIS_WEBHOOK_PREVIOUS_SECRET_RETIRE_AT", "")
+	if (c.WebhookPreviousSecretFile == "") != (until == "") {
+		r.bad("KLUIS_WEBHOOK_PREVIOUS_SECRET_FILE", "set it together with KLUIS_WEBHOOK_PREVIOUS_SECRET_RETIRE_AT, or neither")
+		return
+	}
+	if until == "" {
+		return
+	}
+	r.file("KLUIS_WEBHOOK_PREVIOUS_SECRET_FILE", c.WebhookPreviousSecretFile)
+	t, err := time.Parse(time.RFC3339, until)
+	if err != nil {
+		r.bad("KLUIS_WEBHOOK_PREVIOUS_SECRET_RETIRE_AT", "must be an RFC 3339 time, such as 2027-01-31T00:00:00Z")
+	}
+	c.WebhookPreviousSecretRetireAt = t
 }
 
 // readVerificationLimits reads the limits on guessing micro-deposits

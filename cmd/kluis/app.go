@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/apps"
 	"github.com/kluis-dev/kluis/banklink"
 	bankbreaker "github.com/kluis-dev/kluis/banklink/breaker"
 	"github.com/kluis-dev/kluis/compliance"
@@ -39,6 +40,7 @@ type app struct {
 	bankBreaker []*bankbreaker.Provider // one breaker per bank provider but the sandbox
 	comp        *compliance.Service
 	verify      *verificationParts
+	apps        *apps.Registry
 	closers     []func()
 }
 

@@ -22,6 +22,8 @@ func init() {
 			return err
 		}
 		d.Verification = parts.svc
+		d.OnReplay = parts.worker.Wake
+		d.Registry.MustRegister(parts.worker.Collector())
 		// serve is the one command that builds Deps: the event worker runs
 		// with it, and stops (waited for) when the app closes.
 		ctx, cancel := context.WithCancel(context.Background())
@@ -49,12 +51,11 @@ func (a *app) verification() (*verificationParts, error) {
 	if a.verify != nil {
 		return a.verify, nil
 	}
-	secret, err := webhookSecret(a.cfg.WebhookSecret, a.cfg.WebhookSecretFile)
+	reg, err := a.appRegistry()
 	if err != nil {
 		return nil, err
 	}
-	worker, err := events.NewWorker(events.WorkerOptions{DB: a.db, Endpoints: a.cfg.WebhookEndpoints, Secret: secret,
-		Logger: a.log, RetryFor: a.cfg.WebhookRetryFor})
+	worker, err := events.NewWorker(events.WorkerOptions{DB: a.db, Apps: reg, Logger: a.log, RetryFor: a.cfg.WebhookRetryFor})
 	if err != nil {
 		return nil, err
 	}
