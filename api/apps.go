@@ -34,12 +34,6 @@ func (d *Deps) subjectKey(c echo.Context, external string) (string, error) {
 // and only one is in force.
 func (d *Deps) queryApp(c echo.Context) (string, error) {
 	named := c.QueryParam(AppQueryParam)
-	if d.Apps == nil {
-		if named != "" && named != kluis.DefaultApp {
-			return "", errUnknownApp()
-		}
-		return kluis.DefaultApp, nil
-	}
 	set := d.Apps.Current()
 	if named == "" {
 		if only, ok := set.Only(); ok {

@@ -21,9 +21,7 @@ func init() {
 		comp.GET("/erasure-requests/:id", d.getErasure)
 		comp.POST("/erasure-requests/:id/approve", d.approveErasure)
 		comp.GET("/subjects/:id/export", d.exportSubject)
-		if d.Apps != nil {
-			comp.POST("/events/:id/replay", d.replayEvent)
-		}
+		comp.POST("/events/:id/replay", d.replayEvent)
 	})
 }
 

@@ -86,7 +86,8 @@ type Deps struct {
 	metrics *httpMetrics
 
 	// Apps are the apps in force: compliance routes that name a subject
-	// resolve `?app=` against them. Nil means one app, kluis.DefaultApp.
+	// resolve `?app=` against them. Nil means one app, kluis.DefaultApp,
+	// with no event endpoints.
 	Apps *apps.Registry
 	// OnReplay, if set, is called after an event replay commits (the event
 	// worker's Wake, so that the replay goes out at once).
@@ -122,6 +123,9 @@ func (d *Deps) defaults() {
 	}
 	if d.Clock == nil {
 		d.Clock = kluis.SystemClock{}
+	}
+	if d.Apps == nil {
+		d.Apps = apps.Static(apps.None())
 	}
 	if d.Refusals == nil {
 		d.Refusals = compliance.NewRefusals(d.Auditor, compliance.RefusalOptions{Clock: d.Clock, Logger: d.Logger})

@@ -167,3 +167,10 @@ func Default(s Single) (*Set, error) {
 	}
 	return newSet([]*App{a})
 }
+
+// None is the one-app Set of the default app with no settings: for a
+// kluis (or a test) that names no apps, whose users are verified elsewhere.
+func None() *Set {
+	set, _ := newSet([]*App{{ID: kluis.DefaultApp}})
+	return set
+}
