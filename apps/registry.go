@@ -137,11 +137,16 @@ type Single struct {
 	Endpoints        []string
 	Secret, Previous []byte
 	PreviousRetireAt time.Time
+	// Production refuses plain-http origins and redirect URIs.
+	Production bool
 }
 
 // Default builds the one-app Set of the single-app settings. An endpoint's
 // Key and ID are a hash of its URL, as stored before apps existed.
 func Default(s Single) (*Set, error) {
+	if err := checkPages(&App{AllowedOrigins: s.AllowedOrigins, RedirectURIs: s.RedirectURIs}, s.Production); err != nil {
+		return nil, fmt.Errorf("KLUIS_ALLOWED_ORIGINS or KLUIS_REDIRECT_URIS: %w", err)
+	}
 	a := &App{ID: kluis.DefaultApp, JWT: JWT{Issuer: s.Issuer, Audience: s.Audience},
 		AllowedOrigins: s.AllowedOrigins, RedirectURIs: s.RedirectURIs, PlaidLink: s.PlaidLink}
 	secrets := []Secret{{Key: s.Secret}}

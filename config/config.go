@@ -140,6 +140,9 @@ type Config struct {
 	// AppsFile defines kluis's apps (KLUIS_APPS_FILE); without it, the
 	// single-app settings are the one app "default".
 	AppsFile string
+	// AllowedOrigins and RedirectURIs are the default app's, for the
+	// hosted pages (KLUIS_ALLOWED_ORIGINS, KLUIS_REDIRECT_URIS).
+	AllowedOrigins, RedirectURIs []string
 
 	// StaffMFAMaxAge bounds how long ago a staff token's auth_time may be,
 	// and StaffTokenMaxLifetime its exp - iat, for erasure and legal holds.
@@ -691,6 +694,22 @@ func (c *Config) readVerification(r *reader) {
 	if c.AppsFile != "" && (len(c.WebhookEndpoints) > 0 || c.WebhookPreviousSecretFile != "") {
 		r.bad("KLUIS_APPS_FILE", "with an apps file, event endpoints and their secrets are set per app in it, not in KLUIS_WEBHOOK_*")
 	}
+	c.AllowedOrigins = r.list("KLUIS_ALLOWED_ORIGINS")
+	c.RedirectURIs = r.list("KLUIS_REDIRECT_URIS")
+	if c.AppsFile != "" && (len(c.AllowedOrigins) > 0 || len(c.RedirectURIs) > 0) {
+		r.bad("KLUIS_APPS_FILE", "with an apps file, allowed origins and redirect URIs are set per app in it")
+	}
+}
+
+// list reads a comma-separated setting, without empty entries.
+func (r *reader) list(name string) []string {
+	var out []string
+	for _, v := range strings.Split(r.str(name, ""), ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 // readPreviousSecret reads the secret being rotated out of the single

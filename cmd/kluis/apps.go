@@ -30,6 +30,7 @@ func (a *app) appRegistry() (*apps.Registry, error) {
 		return nil, err
 	}
 	single := apps.Single{Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience, Endpoints: cfg.WebhookEndpoints, Secret: secret,
+		AllowedOrigins: cfg.AllowedOrigins, RedirectURIs: cfg.RedirectURIs, Production: cfg.Production(),
 		PlaidLink: plaidlink.Settings{ClientName: cfg.PlaidClientName, CountryCodes: cfg.PlaidCountryCodes, Language: cfg.PlaidLanguage,
 			RedirectURI: cfg.PlaidRedirectURI, AndroidPackageName: cfg.PlaidAndroidPackageName}}
 	if cfg.WebhookPreviousSecretFile != "" {
