@@ -4,6 +4,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/banklink/plaid/plaidlink"
 )
 
 // AppQueryParam is the query parameter by which a compliance route that
@@ -15,6 +16,14 @@ const AppQueryParam = "app"
 func UserApp(c echo.Context) string {
 	app, _ := kluis.SplitUserKey(Subject(c))
 	return app
+}
+
+// linkSettings are the Plaid Link settings of the user's app.
+func (d *Deps) linkSettings(c echo.Context) plaidlink.Settings {
+	if app, ok := d.Apps.App(UserApp(c)); ok {
+		return app.PlaidLink
+	}
+	return plaidlink.Settings{}
 }
 
 // subjectKey returns the user key of the subject a compliance route names
