@@ -3,6 +3,7 @@ package api_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/kluis-dev/kluis/api"
 	"github.com/kluis-dev/kluis/api/apitest"
+	"github.com/kluis-dev/kluis/api/jwtauth"
 	"github.com/kluis-dev/kluis/api/jwtauth/jwttest"
 	"github.com/kluis-dev/kluis/apps"
 	"github.com/kluis-dev/kluis/compliance"
@@ -207,8 +209,7 @@ func TestTwoAppsNeitherSeesTheOthersUsersThroughAnyRoute(t *testing.T) {
 	open := ae.bank.newSession(t, consumer, "")
 	mine := ae.bank.linkSandbox(t, merchant, "ins_sandbox") // the merchant's alice has an item of her own
 
-	random := func(prefix string) string { return prefix + strings.Repeat("a", 32) }
-	cases := []struct{ name, method, path, real, fake, body string }{
+	cases := []foreignCase{
 		{"get item", "GET", "/v1/items/%s", item.ID, random("itm_"), ""},
 		{"delete item", "DELETE", "/v1/items/%s", item.ID, random("itm_"), ""},
 		{"get a linked account", "GET", "/v1/accounts/%s", item.Accounts[0].ID, random("acc_"), ""},
@@ -223,26 +224,7 @@ func TestTwoAppsNeitherSeesTheOthersUsersThroughAnyRoute(t *testing.T) {
 			`{"link_session_id":"%s","institution_id":"ins_sandbox","username":"user_good","password":"pass_good"}`},
 		{"fire a webhook", "POST", "/v1/sandbox/items/%s/fire-webhook", item.ID, random("itm_"), `{"code":"LOGIN_REQUIRED"}`},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			req := func(id string) (int, string) {
-				path, body := tc.path, tc.body
-				if strings.Contains(path, "%s") {
-					path = fmt.Sprintf(path, id)
-				} else {
-					body = fmt.Sprintf(body, id)
-				}
-				status, _, resp := ae.bank.call(t, tc.method, path, merchant, body)
-				return status, resp
-			}
-			s1, b1 := req(tc.real)
-			s2, b2 := req(tc.fake)
-			mustError(t, s1, b1, 404, "not_found")
-			if s1 != s2 || withoutRequestID(b1) != withoutRequestID(b2) {
-				t.Fatalf("the other app's object: %d %s\na random id:          %d %s", s1, b1, s2, b2)
-			}
-		})
-	}
+	ae.bank.answersAsRandomIDs(t, merchant, cases)
 
 	t.Run("lists show each app's own", func(t *testing.T) {
 		for _, tc := range []struct {
@@ -428,5 +410,49 @@ func TestEventsGoOnlyToTheSubjectsAppAndReplayStaysInTheApp(t *testing.T) {
 	}
 	if found := rowsMentioning(t, ae.Env, "consumer-canary"); len(found) > 0 {
 		t.Fatalf("the endpoint URL's token is stored: %v", found)
+	}
+}
+
+func TestAnAppWithItsOwnKeysTakesOnlyTokensSignedByThem(t *testing.T) {
+	ctx := context.Background()
+	shared, err := jwtauth.New(ctx, jwtauth.Options{JWKSFile: jwttest.WriteJWKS(t, jwttest.DefaultKeys()...), Issuer: jwttest.Issuer,
+		UserAudience: jwttest.UserAudience, StaffAudience: jwttest.StaffAudience})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(shared.Close)
+	own := jwttest.NewECKey(t, "merchant-key")
+	set, _, err := apps.Parse([]byte(fmt.Sprintf("apps:\n  consumer: {jwt: {issuer: %q, audience: %q}}\n  merchant: {jwt: {issuer: %q, audience: %q, jwks_file: %q}}\n",
+		jwttest.Issuer, jwttest.UserAudience, jwttest.Issuer, merchantAudience, jwttest.WriteJWKS(t, own))), apps.Options{StaffAudience: jwttest.StaffAudience})
+	if err != nil {
+		t.Fatal(err)
+	}
+	users := &api.UserVerifiers{Apps: apps.Static(set), Shared: shared, Own: func(j apps.JWT) (*jwtauth.Verifier, error) {
+		return jwtauth.New(ctx, jwtauth.Options{JWKSFile: j.JWKSFile, Issuer: j.Issuer, UserAudience: j.Audience, StaffAudience: jwttest.StaffAudience})
+	}}
+	if err := users.Check(set); err != nil {
+		t.Fatal(err)
+	}
+	auth := api.JWTAuthenticator{Verifier: shared, Users: users}
+	for _, tc := range []struct {
+		name, token, want string
+	}{
+		{"a consumer token", jwttest.Token(t, jwttest.WithSubject("erin")), "erin"},
+		{"a merchant token signed by the merchant's key", jwttest.Token(t, jwttest.WithSubject("erin"), jwttest.WithAudience(merchantAudience), jwttest.WithKey(own)), "merchant\x1ferin"},
+		{"a merchant token signed by the shared key", jwttest.Token(t, jwttest.WithSubject("erin"), jwttest.WithAudience(merchantAudience)), ""},
+		{"a consumer token signed by the merchant's key", jwttest.Token(t, jwttest.WithSubject("erin"), jwttest.WithKey(own)), ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := auth.User(ctx, tc.token)
+			if tc.want == "" {
+				if !errors.Is(err, api.ErrBadToken) {
+					t.Fatalf("User = %q, %v; want ErrBadToken", got, err)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("User = %q, %v; want %q", got, err, tc.want)
+			}
+		})
 	}
 }

@@ -276,29 +276,25 @@ func (d *policyDoc) knows(service string) bool {
 // MayReveal reports whether the service may reveal a credential of kind for
 // purpose.
 func (p *Policy) MayReveal(service, kind, purpose string) bool {
+	r := p.revealPolicy(service)
+	return r != nil && slices.Contains(r.Kinds, kind) && slices.Contains(r.Purposes, purpose)
+}
+
+// revealPolicy is the service's reveal policy in force, nil when it may
+// reveal nothing.
+func (p *Policy) revealPolicy(service string) *RevealPolicy {
 	d := p.current()
 	if d == nil {
-		return false
+		return nil
 	}
-	sp, ok := d.Services[service]
-	if !ok || sp.Reveal == nil {
-		return false
-	}
-	return slices.Contains(sp.Reveal.Kinds, kind) && slices.Contains(sp.Reveal.Purposes, purpose)
+	return d.Services[service].Reveal
 }
 
 // MayRevealApp reports whether the service may reveal the credentials of
 // the users of app: its reveal policy names no apps, or names this one.
 func (p *Policy) MayRevealApp(service, app string) bool {
-	d := p.current()
-	if d == nil {
-		return false
-	}
-	sp, ok := d.Services[service]
-	if !ok || sp.Reveal == nil {
-		return false
-	}
-	return len(sp.Reveal.Apps) == 0 || slices.Contains(sp.Reveal.Apps, app)
+	r := p.revealPolicy(service)
+	return r != nil && (len(r.Apps) == 0 || slices.Contains(r.Apps, app))
 }
 
 // MayCarryCompliance reports whether the service is a compliance console.
