@@ -23,6 +23,7 @@ import (
 	"github.com/kluis-dev/kluis/compliance"
 	"github.com/kluis-dev/kluis/events"
 	"github.com/kluis-dev/kluis/vault"
+	"github.com/kluis-dev/kluis/verification"
 )
 
 // merchantAudience is the audience of the merchant app's user tokens; the
@@ -437,7 +438,7 @@ func TestAnAppWithItsOwnKeysTakesOnlyTokensSignedByThem(t *testing.T) {
 	for _, tc := range []struct {
 		name, token, want string
 	}{
-		{"a consumer token", jwttest.Token(t, jwttest.WithSubject("erin")), "erin"},
+		{"a consumer token", jwttest.Token(t, jwttest.WithSubject("erin")), "consumer\x1ferin"},
 		{"a merchant token signed by the merchant's key", jwttest.Token(t, jwttest.WithSubject("erin"), jwttest.WithAudience(merchantAudience), jwttest.WithKey(own)), "merchant\x1ferin"},
 		{"a merchant token signed by the shared key", jwttest.Token(t, jwttest.WithSubject("erin"), jwttest.WithAudience(merchantAudience)), ""},
 		{"a consumer token signed by the merchant's key", jwttest.Token(t, jwttest.WithSubject("erin"), jwttest.WithKey(own)), ""},
@@ -455,4 +456,25 @@ func TestAnAppWithItsOwnKeysTakesOnlyTokensSignedByThem(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestOneAppsFailuresOfAnAccountNumberDoNotLockItForAnotherApp(t *testing.T) {
+	ae := startApps(t)
+	// Three users of the consumer app fail twice each: the number's limit
+	// (verification.DefaultNumberFailures, 6) is reached in that app.
+	for i := 0; i < 3; i++ {
+		tok := userToken(t, fmt.Sprintf("guesser_%d", i))
+		a := ae.manualAccount(t, tok, canaryAccount)
+		ae.failRound(t, tok, a.ID)
+		ae.failRound(t, tok, a.ID)
+	}
+	consumer := userToken(t, "frank")
+	theirs := ae.manualAccount(t, consumer, canaryAccount)
+	status, body := ae.call(t, "POST", "/v1/accounts/"+theirs.ID+"/verifications", consumer, `{"method":"micro_deposits"}`)
+	mustErrorReason(t, status, body, 429, "rate_limited", verification.CodeNumberVelocity)
+	// The merchant app's user with the same number is not held back by the
+	// consumer app's users.
+	merchant := merchantToken(t, "frank")
+	ours := ae.manualAccount(t, merchant, canaryAccount)
+	ae.start(t, merchant, ours.ID, "micro_deposits", 201)
 }
