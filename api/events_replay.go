@@ -8,7 +8,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/kluis-dev/kluis"
-	"github.com/kluis-dev/kluis/compliance"
+	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/events"
 )
 
@@ -60,9 +60,9 @@ func (d *Deps) replayEvent(c echo.Context) error {
 		if req.EndpointID != "" {
 			details["endpoint_id"] = req.EndpointID
 		}
-		return d.Auditor.Append(ctx, tx, compliance.Entry{
-			ActorKind: compliance.ActorStaff, Actor: staff.ID, Action: "event.replay", Target: eventID,
-			Outcome: compliance.OutcomeSuccess, RequestID: staff.RequestID, Details: details,
+		return d.Auditor.Append(ctx, tx, audit.Entry{
+			ActorKind: audit.ActorStaff, Actor: staff.ID, Action: "event.replay", Target: eventID,
+			Outcome: audit.OutcomeSuccess, RequestID: staff.RequestID, Details: details,
 		})
 	})
 	if err != nil {

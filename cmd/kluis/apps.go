@@ -10,24 +10,21 @@ import (
 	"github.com/kluis-dev/kluis/banklink/plaid/plaidlink"
 )
 
-// appRegistry builds (once) the apps in force: KLUIS_APPS_FILE, or the
-// single-app settings as the app "default".
-func (a *app) appRegistry() (*apps.Registry, error) {
-	if a.apps != nil {
-		return a.apps, nil
-	}
+// openApps builds the apps in force: KLUIS_APPS_FILE, or the single-app
+// settings as the app "default".
+func (a *app) openApps(context.Context) error {
 	cfg := a.cfg
 	if cfg.AppsFile != "" {
 		reg, err := apps.Load(cfg.AppsFile, apps.Options{Issuer: cfg.JWTIssuer, StaffAudience: cfg.StaffJWTAudience, Production: cfg.Production()})
 		if err != nil {
-			return nil, err
+			return err
 		}
 		a.apps = reg
-		return reg, nil
+		return nil
 	}
 	secret, err := webhookSecret(cfg.WebhookSecret, cfg.WebhookSecretFile)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	single := apps.Single{Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience, Endpoints: cfg.WebhookEndpoints, Secret: secret,
 		AllowedOrigins: cfg.AllowedOrigins, RedirectURIs: cfg.RedirectURIs, Production: cfg.Production(),
@@ -35,16 +32,16 @@ func (a *app) appRegistry() (*apps.Registry, error) {
 			RedirectURI: cfg.PlaidRedirectURI, AndroidPackageName: cfg.PlaidAndroidPackageName}}
 	if cfg.WebhookPreviousSecretFile != "" {
 		if single.Previous, err = webhookSecret("", cfg.WebhookPreviousSecretFile); err != nil {
-			return nil, err
+			return err
 		}
 		single.PreviousRetireAt = cfg.WebhookPreviousSecretRetireAt
 	}
 	set, err := apps.Default(single)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	a.apps = apps.Static(set)
-	return a.apps, nil
+	return nil
 }
 
 // userVerifiers verifies the user tokens of every app: apps without keys of
