@@ -238,9 +238,10 @@ const (
 	staffClockSkew = 30 * time.Second
 )
 
-// freshMFARoutes are the compliance actions that erase or protect a
-// subject's data: requesting, approving, rejecting, cancelling or
-// completing (with exceptions) an erasure, placing or lifting a legal hold (method and route template). A route
+// freshMFARoutes are the compliance actions that change something:
+// requesting, approving, rejecting, cancelling or completing (with
+// exceptions) an erasure, placing or lifting a legal hold, replaying an
+// event (method and route template). A route
 // added for such an action belongs here.
 var freshMFARoutes = map[string]bool{
 	"POST /compliance/v1/erasure-requests":              true,
@@ -252,6 +253,9 @@ var freshMFARoutes = map[string]bool{
 	"DELETE /compliance/v1/legal-holds/:id":             true,
 	// The complete export opens every sealed record of a person.
 	"POST /compliance/v1/subjects/:id/export": true,
+	// A replay sends an app's events out again: a change made on the
+	// app's behalf, so the staff member must have authenticated lately.
+	"POST /compliance/v1/events/:id/replay": true,
 }
 
 // requireFreshMFA guards freshMFARoutes: beyond requireStaff, the staff

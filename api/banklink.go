@@ -114,7 +114,7 @@ func (d *Deps) createLinkSession(c echo.Context) error {
 	if err := DecodeJSON(c, &req); err != nil {
 		return err
 	}
-	opts := banklink.LinkOptions{Products: req.Products, ItemID: req.ItemID, Provider: req.Provider,
+	opts := banklink.LinkOptions{Products: req.Products, ItemID: req.ItemID, Provider: req.Provider, Link: d.linkSettings(c),
 		AccountSelection: req.AccountSelection, Platform: req.Platform}
 	if req.AccountFilters != nil {
 		opts.AccountSubtypes = req.AccountFilters.Depository

@@ -334,23 +334,17 @@ func withoutRequestID(body string) string {
 	return regexp.MustCompile(`"request_id":"[^"]*"`).ReplaceAllString(body, `"request_id":""`)
 }
 
-func TestAnotherUsersObjectsAnswerExactlyAsRandomIDsAndChangeNothing(t *testing.T) {
-	be := startBank(t, false)
-	owner, other := userToken(t, "user_owner"), userToken(t, "user_other")
-	it := be.linkSandbox(t, owner, sandbox.InstitutionAuth)
-	open := be.newSession(t, owner, "")
-	be.linkSandbox(t, other, sandbox.InstitutionAuth) // the other user exists and has items of their own
-	random := func(prefix string) string { return prefix + strings.Repeat("a", 32) }
-	cases := []struct{ name, method, path, real, fake, body string }{
-		{"get item", "GET", "/v1/items/%s", it.ID, random("itm_"), ""},
-		{"delete item", "DELETE", "/v1/items/%s", it.ID, random("itm_"), ""},
-		{"get account", "GET", "/v1/accounts/%s", it.Accounts[0].ID, random("acc_"), ""},
-		{"exchange a session", "POST", "/v1/link/sessions/%s/exchange", open.ID, random("lks_"), `{"public_token":"public-sandbox-x"}`},
-		{"update mode for an item", "POST", "/v1/link/sessions", it.ID, random("itm_"), `{"item_id":"%s"}`},
-		{"sandbox public token", "POST", "/v1/sandbox/public-token", open.ID, random("lks_"),
-			`{"link_session_id":"%s","institution_id":"ins_sandbox","username":"user_good","password":"pass_good"}`},
-		{"fire a webhook", "POST", "/v1/sandbox/items/%s/fire-webhook", it.ID, random("itm_"), `{"code":"LOGIN_REQUIRED"}`},
-	}
+// foreignCase is a request about someone else's object: path (or, when it
+// has no %s, body) takes the id, real (theirs) or fake (random).
+type foreignCase struct{ name, method, path, real, fake, body string }
+
+// random is an id of prefix that names nothing.
+func random(prefix string) string { return prefix + strings.Repeat("a", 32) }
+
+// answersAsRandomIDs checks that each case, sent with tok, answers 404 and
+// exactly as the same request with a random id does.
+func (be *bankEnv) answersAsRandomIDs(t *testing.T, tok string, cases []foreignCase) {
+	t.Helper()
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			req := func(id string) (int, string) {
@@ -360,7 +354,7 @@ func TestAnotherUsersObjectsAnswerExactlyAsRandomIDsAndChangeNothing(t *testing.
 				} else {
 					body = fmt.Sprintf(body, id)
 				}
-				status, _, resp := be.call(t, tc.method, path, other, body)
+				status, _, resp := be.call(t, tc.method, path, tok, body)
 				return status, resp
 			}
 			s1, b1 := req(tc.real)
@@ -371,6 +365,25 @@ func TestAnotherUsersObjectsAnswerExactlyAsRandomIDsAndChangeNothing(t *testing.
 			}
 		})
 	}
+}
+
+func TestAnotherUsersObjectsAnswerExactlyAsRandomIDsAndChangeNothing(t *testing.T) {
+	be := startBank(t, false)
+	owner, other := userToken(t, "user_owner"), userToken(t, "user_other")
+	it := be.linkSandbox(t, owner, sandbox.InstitutionAuth)
+	open := be.newSession(t, owner, "")
+	be.linkSandbox(t, other, sandbox.InstitutionAuth) // the other user exists and has items of their own
+	cases := []foreignCase{
+		{"get item", "GET", "/v1/items/%s", it.ID, random("itm_"), ""},
+		{"delete item", "DELETE", "/v1/items/%s", it.ID, random("itm_"), ""},
+		{"get account", "GET", "/v1/accounts/%s", it.Accounts[0].ID, random("acc_"), ""},
+		{"exchange a session", "POST", "/v1/link/sessions/%s/exchange", open.ID, random("lks_"), `{"public_token":"public-sandbox-x"}`},
+		{"update mode for an item", "POST", "/v1/link/sessions", it.ID, random("itm_"), `{"item_id":"%s"}`},
+		{"sandbox public token", "POST", "/v1/sandbox/public-token", open.ID, random("lks_"),
+			`{"link_session_id":"%s","institution_id":"ins_sandbox","username":"user_good","password":"pass_good"}`},
+		{"fire a webhook", "POST", "/v1/sandbox/items/%s/fire-webhook", it.ID, random("itm_"), `{"code":"LOGIN_REQUIRED"}`},
+	}
+	be.answersAsRandomIDs(t, other, cases)
 	// Nothing changed for the owner.
 	status, _, body := be.call(t, "GET", "/v1/items/"+it.ID, owner, "")
 	var got itemBody

@@ -12,10 +12,13 @@ import (
 )
 
 // subjectRequest is the body of a legal hold or an erasure request:
-// subject_id is the subject's external id (the `sub` of their token).
+// subject_id is the subject's external id (the `sub` of their token), in
+// the app `?app=` names (Deps.subjectKey).
 type subjectRequest struct {
 	SubjectID string `json:"subject_id"`
 	Reason    string `json:"reason"`
+	// key is the subject's user key: the app and subject_id.
+	key string
 }
 
 func staffOf(c echo.Context) compliance.Staff {
@@ -33,7 +36,12 @@ func (d *Deps) decodeSubjectRequest(c echo.Context) (subjectRequest, error) {
 	if req.SubjectID == "" || len(req.SubjectID) > 255 {
 		return req, kluis.Errorf(kluis.EInvalid, "subject_id is required, at most 255 characters")
 	}
-	return req, d.bindIdempotencySubject(c, req.SubjectID)
+	key, err := d.subjectKey(c, req.SubjectID)
+	if err != nil {
+		return req, err
+	}
+	req.key = key
+	return req, d.bindIdempotencySubject(c, key)
 }
 
 func (d *Deps) placeHold(c echo.Context) error {
@@ -41,7 +49,7 @@ func (d *Deps) placeHold(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	h, err := d.Compliance.PlaceHold(c.Request().Context(), staffOf(c), req.SubjectID, req.Reason)
+	h, err := d.Compliance.PlaceHold(c.Request().Context(), staffOf(c), req.key, req.Reason)
 	if err != nil {
 		return err
 	}
@@ -60,7 +68,7 @@ func (d *Deps) requestErasure(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	r, err := d.Compliance.RequestErasure(c.Request().Context(), staffOf(c), req.SubjectID, req.Reason)
+	r, err := d.Compliance.RequestErasure(c.Request().Context(), staffOf(c), req.key, req.Reason)
 	if err != nil {
 		return err
 	}
@@ -87,7 +95,11 @@ func (d *Deps) approveErasure(c echo.Context) error {
 }
 
 func (d *Deps) exportSubject(c echo.Context) error {
-	out, err := d.Compliance.ExportSubject(c.Request().Context(), staffOf(c), c.Param("id"))
+	key, err := d.subjectKey(c, c.Param("id"))
+	if err != nil {
+		return err
+	}
+	out, err := d.Compliance.ExportSubject(c.Request().Context(), staffOf(c), key)
 	if err != nil {
 		return err
 	}
@@ -118,7 +130,11 @@ func (d *Deps) exportArchive(c echo.Context) error {
 	if _, err := compliance.ParseRecipient(req.Recipient); err != nil {
 		return err
 	}
-	out, err := d.Compliance.ExportArchive(c.Request().Context(), staffOf(c), c.Param("id"), req.Recipient)
+	key, err := d.subjectKey(c, c.Param("id"))
+	if err != nil {
+		return err
+	}
+	out, err := d.Compliance.ExportArchive(c.Request().Context(), staffOf(c), key, req.Recipient)
 	if err != nil {
 		return err
 	}

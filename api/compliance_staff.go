@@ -161,9 +161,13 @@ func (d *Deps) subjectAccessReport(c echo.Context) error {
 	if id == "" || len(id) > 255 {
 		return kluis.Errorf(kluis.ENotFound, "not found")
 	}
+	key, err := d.subjectKey(c, id)
+	if err != nil {
+		return err
+	}
 	return d.accessReport(c, func(limit int, before int64) ([]compliance.AccessEntry, int64, error) {
-		return d.Compliance.AccessReport(c.Request().Context(), staffOf(c), id, limit, before)
-	})
+		return d.Compliance.AccessReport(c.Request().Context(), staffOf(c), key, limit, before)
+	}, AppQueryParam)
 }
 
 // ownAccessReport is the user's own access report, with their user token.
@@ -173,8 +177,8 @@ func (d *Deps) ownAccessReport(c echo.Context) error {
 	})
 }
 
-func (d *Deps) accessReport(c echo.Context, report func(limit int, before int64) ([]compliance.AccessEntry, int64, error)) error {
-	if err := onlyQuery(c); err != nil {
+func (d *Deps) accessReport(c echo.Context, report func(limit int, before int64) ([]compliance.AccessEntry, int64, error), query ...string) error {
+	if err := onlyQuery(c, query...); err != nil {
 		return err
 	}
 	limit, err := pageLimit(c)

@@ -18,6 +18,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/filewatch"
 	"gopkg.in/yaml.v3"
 )
 
@@ -68,10 +70,14 @@ type ServicePolicy struct {
 }
 
 // RevealPolicy lists the credential kinds a service may reveal and the
-// purposes it may give.
+// purposes it may give, and optionally the apps whose users' credentials
+// it may reveal.
 type RevealPolicy struct {
 	Kinds    []string `yaml:"kinds"`
 	Purposes []string `yaml:"purposes"`
+	// Apps, when set, limits the service to the credentials of these apps'
+	// users (app ids); empty means every app's.
+	Apps []string `yaml:"apps"`
 }
 
 // Revocations lists client certificates refused whatever service they name:
@@ -172,6 +178,11 @@ func checkService(name string, sp ServicePolicy) error {
 			return fmt.Errorf("purpose %q is not a valid name", pu)
 		}
 	}
+	for _, app := range sp.Reveal.Apps {
+		if !kluis.ValidAppID(app) {
+			return fmt.Errorf("app %q is not a valid app id", app)
+		}
+	}
 	return nil
 }
 
@@ -245,34 +256,10 @@ func (p *Policy) Reload() (changed bool, err error) {
 }
 
 // Watch reloads the policy file every interval and whenever hup delivers
-// (SIGHUP), until ctx ends. Each change put in force is logged, and so is a
-// bad file (once per version of it); the policy file holds no secret.
+// (SIGHUP), until ctx ends (filewatch.Watch: changes and bad files are
+// logged; the policy file holds no secret).
 func (p *Policy) Watch(ctx context.Context, interval time.Duration, hup <-chan os.Signal, logger *slog.Logger) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	var lastBad string
-	for {
-		why := "changed"
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		case <-hup:
-			why = "SIGHUP"
-		}
-		changed, err := p.Reload()
-		switch {
-		case err != nil && err.Error() != lastBad:
-			lastBad = err.Error()
-			logger.Error("service policy not reloaded; the policy in force stays", "trigger", why, "cause", lastBad)
-		case err != nil:
-		case changed:
-			lastBad = ""
-			logger.Info("service policy reloaded", "trigger", why)
-		default:
-			lastBad = "" // the file is back to the policy in force
-		}
-	}
+	filewatch.Watch(ctx, "service policy", interval, hup, logger, p.Reload)
 }
 
 // Knows reports whether the service is named in the policy.
@@ -289,15 +276,25 @@ func (d *policyDoc) knows(service string) bool {
 // MayReveal reports whether the service may reveal a credential of kind for
 // purpose.
 func (p *Policy) MayReveal(service, kind, purpose string) bool {
+	r := p.revealPolicy(service)
+	return r != nil && slices.Contains(r.Kinds, kind) && slices.Contains(r.Purposes, purpose)
+}
+
+// revealPolicy is the service's reveal policy in force, nil when it may
+// reveal nothing.
+func (p *Policy) revealPolicy(service string) *RevealPolicy {
 	d := p.current()
 	if d == nil {
-		return false
+		return nil
 	}
-	sp, ok := d.Services[service]
-	if !ok || sp.Reveal == nil {
-		return false
-	}
-	return slices.Contains(sp.Reveal.Kinds, kind) && slices.Contains(sp.Reveal.Purposes, purpose)
+	return d.Services[service].Reveal
+}
+
+// MayRevealApp reports whether the service may reveal the credentials of
+// the users of app: its reveal policy names no apps, or names this one.
+func (p *Policy) MayRevealApp(service, app string) bool {
+	r := p.revealPolicy(service)
+	return r != nil && (len(r.Apps) == 0 || slices.Contains(r.Apps, app))
 }
 
 // MayCarryCompliance reports whether the service is a compliance console.

@@ -136,6 +136,11 @@ func (d *Deps) revealFor(c echo.Context, t revealTarget) error {
 		return d.refuseReveal(c, entry, info.Ref, "the policy does not allow this kind or purpose",
 			kluis.Errorf(kluis.EForbidden, "this service may not reveal this credential for this purpose"))
 	}
+	entry.Details["app"] = info.App
+	if !d.Policy.MayRevealApp(svc, info.App) {
+		return d.refuseReveal(c, entry, info.Ref, "the policy does not allow this app",
+			kluis.Errorf(kluis.EForbidden, "this service may not reveal this credential for this purpose"))
+	}
 	cred, err := d.openFor(ctx, t, ref)
 	if err != nil {
 		return d.failedOpen(c, entry, t, info.Owner, err)

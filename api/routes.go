@@ -82,6 +82,7 @@ func NewInternal(d *Deps) *echo.Echo {
 		comp.GET("/legal-holds", d.listHolds)
 		comp.GET("/subjects/:id/access-report", d.subjectAccessReport)
 	}
+	comp.POST("/events/:id/replay", d.replayEvent)
 	internal.POST("/credentials/:ref/reveal", d.reveal)
 	if d.BankLink != nil {
 		internal.POST("/accounts/:id/reveal", d.revealAccount)

@@ -16,6 +16,7 @@ import (
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/api/idempotency"
 	"github.com/kluis-dev/kluis/api/ratelimit"
+	"github.com/kluis-dev/kluis/apps"
 	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/banklink"
 	"github.com/kluis-dev/kluis/compliance"
@@ -90,6 +91,14 @@ type Deps struct {
 	// under /v1 (routes.go).
 	testRoutes func(v1 *echo.Group)
 
+	// Apps are the apps in force: compliance routes that name a subject
+	// resolve `?app=` against them. Nil means one app, kluis.DefaultApp,
+	// with no event endpoints.
+	Apps *apps.Registry
+	// OnReplay, if set, is called after an event replay commits (the event
+	// worker's Wake, so that the replay goes out at once).
+	OnReplay func()
+
 	// MACs keys the Idempotency-Key rows (vault.SystemKeyIdempotency);
 	// without it, a POST with an Idempotency-Key answers 503.
 	MACs MACer
@@ -120,6 +129,9 @@ func (d *Deps) defaults() {
 	}
 	if d.Clock == nil {
 		d.Clock = kluis.SystemClock{}
+	}
+	if d.Apps == nil {
+		d.Apps = apps.Static(apps.None())
 	}
 	if d.Refusals == nil {
 		d.Refusals = compliance.NewRefusals(d.Auditor, compliance.RefusalOptions{Clock: d.Clock, Logger: d.Logger})

@@ -61,8 +61,15 @@ func startVerify(t *testing.T, adjust ...func(*verification.Options)) *verifyEnv
 // applies, the per-user ones on verification routes too.
 func startVerifyEnv(t *testing.T, limited bool, adjust ...func(*verification.Options)) *verifyEnv {
 	t.Helper()
+	return startVerifyWith(t, limited, nil, adjust...)
+}
+
+// startVerifyWith is startVerifyEnv with further options for the listeners
+// (run after bank linking and verification are in Deps).
+func startVerifyWith(t *testing.T, limited bool, envOpts []apitest.Option, adjust ...func(*verification.Options)) *verifyEnv {
+	t.Helper()
 	ve := &verifyEnv{clock: &testClock{}}
-	ve.Env = apitest.Start(t, func(d *api.Deps) {
+	ve.Env = apitest.Start(t, append([]apitest.Option{func(d *api.Deps) {
 		keys := d.Pseudonyms.(*vault.SystemKeys)
 		sb, err := sandbox.New(sandbox.Options{DB: d.DB, Secret: sandboxSecret})
 		if err != nil {
@@ -95,7 +102,7 @@ func startVerifyEnv(t *testing.T, limited bool, adjust ...func(*verification.Opt
 			delete(limits.Operations, api.OpManualAccount)
 		}
 		d.RateLimits = &limits
-	})
+	}}, envOpts...)...)
 	return ve
 }
 

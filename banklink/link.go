@@ -51,7 +51,7 @@ func (s *Service) CreateLinkSessionWith(ctx context.Context, actor audit.Actor, 
 	row := sessionRow{ID: kluis.NewID(kluis.PrefixLinkSession), SubjectID: subjectID, Provider: p.Name(),
 		Mode: ModeNew, Status: SessionCreated, Products: products}
 	req := LinkTokenRequest{Products: products, AccountSubtypes: opts.AccountSubtypes,
-		AccountSelection: opts.AccountSelection, Platform: opts.Platform}
+		AccountSelection: opts.AccountSelection, Platform: opts.Platform, Link: opts.Link}
 	if req.ClientUserID, err = s.clientUserID(subjectID); err != nil {
 		return LinkSession{}, err
 	}

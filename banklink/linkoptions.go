@@ -33,6 +33,9 @@ type LinkOptions struct {
 	AccountSelection bool
 	// Platform is PlatformWeb (default), PlatformIOS or PlatformAndroid.
 	Platform string
+	// Link are the Link settings of the user's app (its name, countries,
+	// language, OAuth return); empty fields keep the provider's own.
+	Link plaidlink.Settings
 }
 
 // normalize checks o and fills in defaults; a bad field is EInvalid with

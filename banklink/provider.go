@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/banklink/plaid/plaidlink"
 )
 
 // Provider is a bank-data aggregator. Access tokens and public tokens are
@@ -74,6 +75,9 @@ type LinkTokenRequest struct {
 	AccountSubtypes  []string
 	AccountSelection bool
 	Platform         string
+	// Link are the Link settings of the user's app; empty fields keep the
+	// provider's own. Providers without Link settings ignore them.
+	Link plaidlink.Settings
 }
 
 // Platforms a link session may name.

@@ -284,7 +284,7 @@ func (s *Service) switchToken(ctx context.Context, it Item) error {
 		if !ok {
 			return kluis.Errorf(kluis.EConflict, "the item changed during rotation")
 		}
-		if _, err := events.Enqueue(ctx, tx, events.Event{Type: events.ItemTokenRotated,
+		if _, err := events.Enqueue(ctx, tx, events.Event{Subject: it.SubjectID, Type: events.ItemTokenRotated,
 			Data: map[string]string{"item_id": it.ID, "status": it.Status}}); err != nil {
 			return err
 		}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/postgres"
+	"github.com/kluis-dev/kluis/vault"
 )
 
 // querier is what the store's reads run on: the pool or a transaction.
@@ -484,11 +485,11 @@ func anyAccount(ctx context.Context, q querier, id string) (Account, error) {
 // externalSubject is the subject's external id, which audit entries take
 // (and store only as a pseudonym).
 func externalSubject(ctx context.Context, q querier, subjectID string) (string, error) {
-	var ext string
-	if err := q.QueryRow(ctx, `SELECT external_id FROM subjects WHERE id = $1`, subjectID).Scan(&ext); err != nil {
+	key, err := vault.SubjectKey(ctx, q, subjectID)
+	if err != nil {
 		return "", dbErr("read subject", err)
 	}
-	return ext, nil
+	return key, nil
 }
 
 // webhookSeen reports whether the event was recorded already.

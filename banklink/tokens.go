@@ -164,7 +164,7 @@ func (s *Service) markRelinkRequired(ctx context.Context, actor audit.Actor, it 
 		if changed, err = setItemRelinkRequired(ctx, tx, it.ID, s.now()); err != nil || !changed {
 			return err
 		}
-		if _, err := events.Enqueue(ctx, tx, events.Event{Type: events.ItemRelinkRequired,
+		if _, err := events.Enqueue(ctx, tx, events.Event{Subject: it.SubjectID, Type: events.ItemRelinkRequired,
 			Data: map[string]string{"item_id": it.ID, "status": ItemRelinkRequired}}); err != nil {
 			return err
 		}
@@ -211,7 +211,7 @@ func (s *Service) revokeConsent(ctx context.Context, tx pgx.Tx, actor audit.Acto
 	if err != nil {
 		return false, err
 	}
-	if _, err := events.Enqueue(ctx, tx, events.Event{Type: events.ItemRevoked,
+	if _, err := events.Enqueue(ctx, tx, events.Event{Subject: it.SubjectID, Type: events.ItemRevoked,
 		Data: map[string]string{"item_id": it.ID, "status": ItemRevoked, "scope": "item"}}); err != nil {
 		return false, err
 	}
@@ -260,7 +260,7 @@ func (s *Service) revokeAccountConsent(ctx context.Context, tx pgx.Tx, actor aud
 		return false, err
 	}
 	for _, a := range accts {
-		if _, err := events.Enqueue(ctx, tx, events.Event{Type: events.ItemRevoked, Data: map[string]string{
+		if _, err := events.Enqueue(ctx, tx, events.Event{Subject: it.SubjectID, Type: events.ItemRevoked, Data: map[string]string{
 			"item_id": it.ID, "account_id": a.ID, "status": AccountRevoked, "scope": "account"}}); err != nil {
 			return false, err
 		}

@@ -50,7 +50,7 @@ func (s *Service) transitionItem(ctx context.Context, tx pgx.Tx, actor audit.Act
 		return "", err
 	}
 	if eventType != "" {
-		if _, err := events.Enqueue(ctx, tx, events.Event{Type: eventType, Data: map[string]string{"item_id": it.ID, "status": to}}); err != nil {
+		if _, err := events.Enqueue(ctx, tx, events.Event{Subject: it.SubjectID, Type: eventType, Data: map[string]string{"item_id": it.ID, "status": to}}); err != nil {
 			return "", err
 		}
 	}

@@ -198,7 +198,7 @@ func (s *Service) applyWebhook(ctx context.Context, tx pgx.Tx, actor audit.Actor
 	}
 	// The apps hear of it from the outbox, written in this transaction: the
 	// event exists exactly when the change does.
-	if _, err := events.Enqueue(ctx, tx, events.Event{Type: action, Data: map[string]string{"item_id": it.ID, "status": to}}); err != nil {
+	if _, err := events.Enqueue(ctx, tx, events.Event{Subject: it.SubjectID, Type: action, Data: map[string]string{"item_id": it.ID, "status": to}}); err != nil {
 		return "", err
 	}
 	return WebhookApplied, s.appendAudit(ctx, tx, actor, action, it.ID, ext, map[string]any{

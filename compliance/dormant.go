@@ -85,7 +85,7 @@ func (s *Service) EraseDormant(ctx context.Context, period time.Duration, batch 
 // that no erasure holds already.
 func (s *Service) dormantCandidates(ctx context.Context, cutoff time.Time, batch int) ([]dormantCandidate, error) {
 	rows, err := s.db.Pool.Query(ctx, `
-		SELECT s.id, s.external_id FROM subjects s
+		SELECT s.id, s.app_id, s.external_id FROM subjects s
 		WHERE s.last_seen_at < $1 AND s.created_at < $1 AND s.erasing_since IS NULL
 		  AND NOT EXISTS (SELECT 1 FROM erasure_requests e WHERE e.erased_subject_id = s.id)
 		ORDER BY s.last_seen_at, s.id LIMIT $2`, cutoff, batch)
@@ -94,7 +94,11 @@ func (s *Service) dormantCandidates(ctx context.Context, cutoff time.Time, batch
 	}
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (dormantCandidate, error) {
 		var c dormantCandidate
-		return c, r.Scan(&c.id, &c.externalID)
+		var app string
+		err := r.Scan(&c.id, &app, &c.externalID)
+		// Audit pseudonyms are of the user key: the app and the sub.
+		c.externalID = kluis.UserKey(app, c.externalID)
+		return c, err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("compliance: dormant subjects: %w", postgres.Translate(err))

@@ -144,6 +144,18 @@ type Config struct {
 	WebhookSecret     string
 	WebhookSecretFile string
 	WebhookRetryFor   time.Duration
+	// WebhookPreviousSecretFile and WebhookPreviousSecretRetireAt rotate the
+	// single app's secret without an apps file: until the date, deliveries
+	// are signed with both secrets.
+	WebhookPreviousSecretFile     string
+	WebhookPreviousSecretRetireAt time.Time
+
+	// AppsFile defines kluis's apps (KLUIS_APPS_FILE); without it, the
+	// single-app settings are the one app "default".
+	AppsFile string
+	// AllowedOrigins and RedirectURIs are the default app's, for the
+	// hosted pages (KLUIS_ALLOWED_ORIGINS, KLUIS_REDIRECT_URIS).
+	AllowedOrigins, RedirectURIs []string
 
 	// StaffMFAMaxAge bounds how long ago a staff token's auth_time may be,
 	// and StaffTokenMaxLifetime its exp - iat, for erasure and legal holds.
@@ -693,6 +705,48 @@ func (c *Config) readVerification(r *reader) {
 		r.bad("KLUIS_WEBHOOK_SECRET", "is required when KLUIS_WEBHOOK_ENDPOINTS is set")
 	}
 	c.WebhookRetryFor = r.duration("KLUIS_WEBHOOK_RETRY_FOR", 72*time.Hour, 24*time.Hour, 30*24*time.Hour)
+	c.readPreviousSecret(r)
+	c.AppsFile = r.str("KLUIS_APPS_FILE", "")
+	r.file("KLUIS_APPS_FILE", c.AppsFile)
+	if c.AppsFile != "" && (len(c.WebhookEndpoints) > 0 || c.WebhookPreviousSecretFile != "") {
+		r.bad("KLUIS_APPS_FILE", "with an apps file, event endpoints and their secrets are set per app in it, not in KLUIS_WEBHOOK_*")
+	}
+	c.AllowedOrigins = r.list("KLUIS_ALLOWED_ORIGINS")
+	c.RedirectURIs = r.list("KLUIS_REDIRECT_URIS")
+	if c.AppsFile != "" && (len(c.AllowedOrigins) > 0 || len(c.RedirectURIs) > 0) {
+		r.bad("KLUIS_APPS_FILE", "with an apps file, allowed origins and redirect URIs are set per app in it")
+	}
+}
+
+// list reads a comma-separated setting, without empty entries.
+func (r *reader) list(name string) []string {
+	var out []string
+	for _, v := range strings.Split(r.str(name, ""), ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// readPreviousSecret reads the secret being rotated out of the single
+// app's endpoints and the date it stops signing.
+func (c *Config) readPreviousSecret(r *reader) {
+	c.WebhookPreviousSecretFile = r.str("KLUIS_WEBHOOK_PREVIOUS_SECRET_FILE", "")
+	until := r.str("KLUIS_WEBHOOK_PREVIOUS_SECRET_RETIRE_AT", "")
+	if (c.WebhookPreviousSecretFile == "") != (until == "") {
+		r.bad("KLUIS_WEBHOOK_PREVIOUS_SECRET_FILE", "set it together with KLUIS_WEBHOOK_PREVIOUS_SECRET_RETIRE_AT, or neither")
+		return
+	}
+	if until == "" {
+		return
+	}
+	r.file("KLUIS_WEBHOOK_PREVIOUS_SECRET_FILE", c.WebhookPreviousSecretFile)
+	t, err := time.Parse(time.RFC3339, until)
+	if err != nil {
+		r.bad("KLUIS_WEBHOOK_PREVIOUS_SECRET_RETIRE_AT", "must be an RFC 3339 time, such as 2027-01-31T00:00:00Z")
+	}
+	c.WebhookPreviousSecretRetireAt = t
 }
 
 // readVerificationLimits reads the limits on guessing micro-deposits

@@ -22,6 +22,7 @@ import (
 
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/postgres"
+	"github.com/kluis-dev/kluis/vault"
 )
 
 // Event types kluis sends.
@@ -64,6 +65,12 @@ const PrefixEvent = "evt_"
 
 // Event is one event for client apps.
 type Event struct {
+	// Subject is the internal id of the data subject the event is about: it
+	// goes only to the endpoints of the subject's app. Every event but
+	// audit.head (which goes to every app) names one; Enqueue refuses one
+	// that does not, so that no event can reach another app's endpoints by
+	// being forgotten.
+	Subject string
 	// Type is one of the constants above.
 	Type string
 	// Data holds identifiers ("item_id": "itm_…") and statuses ("status":
@@ -132,6 +139,10 @@ func Enqueue(ctx context.Context, tx pgx.Tx, e Event) (string, error) {
 	if err := e.Validate(); err != nil {
 		return "", err
 	}
+	app, err := appOf(ctx, tx, e)
+	if err != nil {
+		return "", err
+	}
 	at := e.OccurredAt
 	if at.IsZero() {
 		at = time.Now()
@@ -144,12 +155,28 @@ func Enqueue(ctx context.Context, tx pgx.Tx, e Event) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("events: encode: %w", err)
 	}
-	_, err = tx.Exec(ctx, `INSERT INTO outbox (id, type, payload, created_at) VALUES ($1, $2, $3, $4)`,
-		p.ID, p.Type, body, p.CreatedAt)
+	_, err = tx.Exec(ctx, `INSERT INTO outbox (id, type, payload, created_at, app_id) VALUES ($1, $2, $3, $4, $5)`,
+		p.ID, p.Type, body, p.CreatedAt, app)
 	if err != nil {
 		return "", fmt.Errorf("events: enqueue: %w", postgres.Translate(err))
 	}
 	return p.ID, nil
+}
+
+// appOf is the app whose endpoints receive e: its subject's, or every
+// app's (nil) for audit.head.
+func appOf(ctx context.Context, tx pgx.Tx, e Event) (*string, error) {
+	if e.Type == AuditHead {
+		return nil, nil
+	}
+	if e.Subject == "" {
+		return nil, kluis.Errorf(kluis.EInvalid, "events: a %s event must name its subject", e.Type)
+	}
+	app, err := vault.SubjectApp(ctx, tx, e.Subject)
+	if err != nil {
+		return nil, fmt.Errorf("events: the event's app: %w", err)
+	}
+	return &app, nil
 }
 
 // Latest returns the data of the newest event of type typ still in the

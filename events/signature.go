@@ -16,8 +16,20 @@ const SignatureHeader = "Kluis-Signature"
 // Sign returns the Kluis-Signature value for body sent at unix time t:
 // "t=<unix>,v1=<hex HMAC-SHA256 under secret of "<t>.<body>">".
 func Sign(secret []byte, t int64, body []byte) string {
+	return SignAll([][]byte{secret}, t, body)
+}
+
+// SignAll is Sign with every one of secrets: one v1 value each, in order
+// ("t=<unix>,v1=<new>,v1=<old>" during a rotation, as Stripe does), so that
+// a receiver that knows either secret can verify the delivery.
+func SignAll(secrets [][]byte, t int64, body []byte) string {
 	ts := strconv.FormatInt(t, 10)
-	return "t=" + ts + ",v1=" + hex.EncodeToString(mac(secret, ts, body))
+	var b strings.Builder
+	b.WriteString("t=" + ts)
+	for _, s := range secrets {
+		b.WriteString(",v1=" + hex.EncodeToString(mac(s, ts, body)))
+	}
+	return b.String()
 }
 
 func mac(secret []byte, ts string, body []byte) []byte {

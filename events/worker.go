@@ -4,15 +4,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/big"
 	"net/http"
-	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -20,17 +17,24 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/apps"
 	"github.com/kluis-dev/kluis/postgres"
 )
 
-// WorkerOptions configure a Worker. DB, Endpoints and Secret are required
-// for delivery; everything else has a default.
+// WorkerOptions configure a Worker. DB is required; Apps (or, for one app,
+// Endpoints and Secret) say where events go; everything else has a default.
 type WorkerOptions struct {
 	DB *postgres.DB
-	// Endpoints are the app URLs every event goes to.
+	// Apps are the apps in force: each event goes to the endpoints of its
+	// subject's app (audit.head to every app's), signed with each
+	// endpoint's active secrets as the apps stand at the attempt, so that
+	// a rotation reaches deliveries already queued.
+	Apps *apps.Registry
+	// Endpoints and Secret, when Apps is nil, are the default app's
+	// endpoints and their one secret (KLUIS_WEBHOOK_ENDPOINTS and
+	// KLUIS_WEBHOOK_SECRET).
 	Endpoints []string
-	// Secret keys the signatures.
-	Secret []byte
+	Secret    []byte
 	// Client sends deliveries; by default one with a 10 s timeout that
 	// follows no redirects (a redirect is a failed attempt).
 	Client *http.Client
@@ -52,22 +56,13 @@ type WorkerOptions struct {
 	Lease time.Duration
 }
 
-// endpoint is one configured URL with its stored names.
-type endpoint struct {
-	url string
-	// id is a hash of the whole URL; display is the URL without userinfo or
-	// query (either might hold a token).
-	id, display string
-}
-
 // Worker delivers the outbox. Run it on every instance: the instances share
 // the work.
 type Worker struct {
-	opts      WorkerOptions
-	endpoints []endpoint
-	byID      map[string]endpoint
-	wake      chan struct{}
-	done      chan struct{}
+	opts    WorkerOptions
+	metrics *deliveryMetrics
+	wake    chan struct{}
+	done    chan struct{}
 }
 
 // NewWorker checks opts and returns a Worker.
@@ -75,20 +70,14 @@ func NewWorker(opts WorkerOptions) (*Worker, error) {
 	if opts.DB == nil {
 		return nil, errors.New("events: DB is required")
 	}
-	if len(opts.Endpoints) > 0 && len(opts.Secret) == 0 {
-		return nil, errors.New("events: a webhook secret is required when endpoints are configured")
-	}
-	w := &Worker{opts: opts, byID: map[string]endpoint{}, wake: make(chan struct{}, 1), done: make(chan struct{})}
-	for _, raw := range opts.Endpoints {
-		ep, err := parseEndpoint(raw)
+	if opts.Apps == nil {
+		set, err := apps.Default(apps.Single{Endpoints: opts.Endpoints, Secret: opts.Secret})
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("events: %w", err)
 		}
-		if _, dup := w.byID[ep.id]; !dup {
-			w.endpoints = append(w.endpoints, ep)
-			w.byID[ep.id] = ep
-		}
+		opts.Apps = apps.Static(set)
 	}
+	w := &Worker{opts: opts, metrics: newDeliveryMetrics(), wake: make(chan struct{}, 1), done: make(chan struct{})}
 	w.defaults()
 	return w, nil
 }
@@ -125,15 +114,13 @@ func (w *Worker) defaults() {
 	}
 }
 
-func parseEndpoint(raw string) (endpoint, error) {
-	u, err := url.Parse(raw)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		// The URL is not echoed: it may carry a token.
-		return endpoint{}, errors.New("events: a webhook endpoint is not an http(s) URL")
+// endpoints are the endpoints in force, by stored key.
+func (w *Worker) endpoints() map[string]apps.Endpoint {
+	out := map[string]apps.Endpoint{}
+	for _, e := range w.opts.Apps.Current().Endpoints() {
+		out[e.Key] = e
 	}
-	sum := sha256.Sum256([]byte(raw))
-	display := u.Scheme + "://" + u.Host + u.EscapedPath()
-	return endpoint{url: raw, id: hex.EncodeToString(sum[:12]), display: display}, nil
+	return out
 }
 
 // Run delivers until ctx ends. Call it once per Worker.
@@ -170,13 +157,14 @@ func (w *Worker) Wake() {
 // deliveries are claimed and attempted. It returns how many attempts it
 // made.
 func (w *Worker) Tick(ctx context.Context) (int, error) {
-	if len(w.endpoints) == 0 {
+	eps := w.endpoints()
+	if len(eps) == 0 {
 		return 0, nil
 	}
-	if err := w.fanOut(ctx); err != nil {
+	if err := w.fanOut(ctx, eps); err != nil {
 		return 0, err
 	}
-	claimed, err := w.claim(ctx)
+	claimed, err := w.claim(ctx, eps)
 	if err != nil {
 		return 0, err
 	}
@@ -186,7 +174,7 @@ func (w *Worker) Tick(ctx context.Context) (int, error) {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			errs[i] = w.deliver(ctx, claimed[i])
+			errs[i] = w.deliver(ctx, eps, claimed[i])
 		}(i)
 	}
 	wg.Wait()
@@ -194,24 +182,24 @@ func (w *Worker) Tick(ctx context.Context) (int, error) {
 }
 
 // fanOut gives every event not yet fanned out one pending delivery per
-// configured endpoint, due at once.
-func (w *Worker) fanOut(ctx context.Context) error {
-	ids := make([]string, len(w.endpoints))
-	shown := make([]string, len(w.endpoints))
-	for i, ep := range w.endpoints {
-		ids[i], shown[i] = ep.id, ep.display
+// endpoint of its app (of every app for an event of none), due at once.
+func (w *Worker) fanOut(ctx context.Context, eps map[string]apps.Endpoint) error {
+	var keys, shown, owners []string
+	for _, ep := range eps {
+		keys, shown, owners = append(keys, ep.Key), append(shown, ep.Display()), append(owners, ep.App)
 	}
 	_, err := w.opts.DB.Pool.Exec(ctx, `
 		WITH ev AS (
-			SELECT id, created_at FROM outbox WHERE NOT fanned_out
+			SELECT id, created_at, app_id FROM outbox WHERE NOT fanned_out
 			ORDER BY created_at LIMIT 500 FOR UPDATE SKIP LOCKED
 		), ins AS (
 			INSERT INTO outbox_targets (event_id, endpoint_id, endpoint, status, next_attempt_at)
 			SELECT ev.id, e.id, e.shown, 'pending', ev.created_at
-			FROM ev CROSS JOIN unnest($1::text[], $2::text[]) AS e(id, shown)
+			FROM ev JOIN unnest($1::text[], $2::text[], $3::text[]) AS e(id, shown, app)
+			  ON ev.app_id IS NULL OR ev.app_id = e.app
 			ON CONFLICT DO NOTHING
 		)
-		UPDATE outbox SET fanned_out = true WHERE id IN (SELECT id FROM ev)`, ids, shown)
+		UPDATE outbox SET fanned_out = true WHERE id IN (SELECT id FROM ev)`, keys, shown, owners)
 	if err != nil {
 		return fmt.Errorf("events: fan out: %w", postgres.Translate(err))
 	}
@@ -229,10 +217,10 @@ type claimedDelivery struct {
 // claim leases due deliveries: SKIP LOCKED so that instances claiming at
 // once take different rows, and the lease (next_attempt_at in the future)
 // so that the row is not claimed again while its attempt runs.
-func (w *Worker) claim(ctx context.Context) ([]claimedDelivery, error) {
-	ids := make([]string, len(w.endpoints))
-	for i, ep := range w.endpoints {
-		ids[i] = ep.id
+func (w *Worker) claim(ctx context.Context, eps map[string]apps.Endpoint) ([]claimedDelivery, error) {
+	ids := make([]string, 0, len(eps))
+	for key := range eps {
+		ids = append(ids, key)
 	}
 	now := w.opts.Clock.Now()
 	rows, err := w.opts.DB.Pool.Query(ctx, `
@@ -272,8 +260,8 @@ type attemptResult struct {
 func (r attemptResult) ok() bool { return r.err == "" && r.status >= 200 && r.status < 300 }
 
 // deliver makes one attempt and records it.
-func (w *Worker) deliver(ctx context.Context, d claimedDelivery) error {
-	ep, ok := w.byID[d.endpointID]
+func (w *Worker) deliver(ctx context.Context, eps map[string]apps.Endpoint, d claimedDelivery) error {
+	ep, ok := eps[d.endpointID]
 	if !ok {
 		return nil
 	}
@@ -282,12 +270,20 @@ func (w *Worker) deliver(ctx context.Context, d claimedDelivery) error {
 		// Stopping: the lease runs out and another pass tries again.
 		return nil
 	}
-	return w.record(context.WithoutCancel(ctx), d, res)
+	w.metrics.observe(ep, res)
+	return w.record(context.WithoutCancel(ctx), ep, d, res)
 }
 
-func (w *Worker) post(ctx context.Context, ep endpoint, d claimedDelivery) attemptResult {
+func (w *Worker) post(ctx context.Context, ep apps.Endpoint, d claimedDelivery) attemptResult {
+	now := w.opts.Clock.Now()
+	secrets := ep.Active(now)
+	if len(secrets) == 0 {
+		// Every secret retired: nothing goes out unsigned. The attempt
+		// fails and is retried, so that a fixed apps file delivers it.
+		return attemptResult{err: "no active secret"}
+	}
 	start := time.Now()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, ep.url, bytes.NewReader(d.payload))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, ep.URL, bytes.NewReader(d.payload))
 	if err != nil {
 		return attemptResult{err: "bad request"}
 	}
@@ -295,7 +291,7 @@ func (w *Worker) post(ctx context.Context, ep endpoint, d claimedDelivery) attem
 	req.Header.Set("User-Agent", "kluis-webhooks/1")
 	req.Header.Set("Kluis-Event-Id", d.eventID)
 	req.Header.Set("Kluis-Delivery-Attempt", fmt.Sprint(d.attempt))
-	req.Header.Set(SignatureHeader, Sign(w.opts.Secret, w.opts.Clock.Now().Unix(), d.payload))
+	req.Header.Set(SignatureHeader, SignAll(secrets, now.Unix(), d.payload))
 	resp, err := w.opts.Client.Do(req)
 	if err != nil {
 		// Go's errors name the URL, query and all: keep only the kind.
@@ -317,7 +313,7 @@ func (w *Worker) post(ctx context.Context, ep endpoint, d claimedDelivery) attem
 // record writes the attempt and moves the delivery on: delivered, due
 // again after a backoff, or dead once the retry period is over. The update
 // holds only while this worker's lease does (attempts unchanged).
-func (w *Worker) record(ctx context.Context, d claimedDelivery, res attemptResult) error {
+func (w *Worker) record(ctx context.Context, ep apps.Endpoint, d claimedDelivery, res attemptResult) error {
 	now := w.opts.Clock.Now()
 	return w.opts.DB.InTx(ctx, func(tx pgx.Tx) error {
 		outcome := "failed"
@@ -342,7 +338,8 @@ func (w *Worker) record(ctx context.Context, d claimedDelivery, res attemptResul
 		case now.Sub(d.createdAt) >= w.opts.RetryFor:
 			_, err = tx.Exec(ctx, `UPDATE outbox_targets SET status = 'dead'
 				WHERE event_id = $1 AND endpoint_id = $2 AND status = 'pending' AND attempts = $3`, d.eventID, d.endpointID, d.attempt)
-			w.opts.Logger.Warn("event delivery given up", "event_id", d.eventID, "endpoint_id", d.endpointID, "attempts", d.attempt)
+			w.opts.Logger.Warn("event delivery given up", "event_id", d.eventID, "app", ep.App, "endpoint_id", ep.ID, "attempts", d.attempt)
+			w.metrics.dead.WithLabelValues(ep.App, ep.ID).Inc()
 		default:
 			_, err = tx.Exec(ctx, `UPDATE outbox_targets SET next_attempt_at = $4
 				WHERE event_id = $1 AND endpoint_id = $2 AND status = 'pending' AND attempts = $3`,

@@ -15,6 +15,7 @@ import (
 
 	"github.com/kluis-dev/kluis/postgres"
 	"github.com/kluis-dev/kluis/postgres/pgtest"
+	"github.com/kluis-dev/kluis/vault"
 )
 
 var testSecret = []byte("whsec-test-0123456789abcdef0123456789")
@@ -69,12 +70,23 @@ func (rc *receiver) count(id string) int {
 	return rc.got[id]
 }
 
+// enqueue writes an event about a user of the default app.
 func enqueue(t *testing.T, db *postgres.DB, typ string, data map[string]string) string {
+	t.Helper()
+	return enqueueFor(t, db, "user-1", typ, data)
+}
+
+// enqueueFor writes an event about the user whose user key
+// (kluis.UserKey) is user, creating the subject if need be.
+func enqueueFor(t *testing.T, db *postgres.DB, user, typ string, data map[string]string) string {
 	t.Helper()
 	var id string
 	err := db.InTx(context.Background(), func(tx pgx.Tx) error {
-		var err error
-		id, err = Enqueue(context.Background(), tx, Event{Type: typ, Data: data})
+		sub, err := vault.EnsureSubject(context.Background(), tx, user)
+		if err != nil {
+			return err
+		}
+		id, err = Enqueue(context.Background(), tx, Event{Subject: sub, Type: typ, Data: data})
 		return err
 	})
 	if err != nil {
@@ -283,8 +295,11 @@ func TestDeliveryIsGivenUpAfterTheRetryPeriod(t *testing.T) {
 	rc := newReceiver(t, func(int64, *http.Request) int { return 500 })
 	var id string
 	err := db.InTx(context.Background(), func(tx pgx.Tx) error {
-		var err error
-		id, err = Enqueue(context.Background(), tx, Event{Type: VerificationPosted, OccurredAt: time.Now().Add(-25 * time.Hour),
+		sub, err := vault.EnsureSubject(context.Background(), tx, "user-1")
+		if err != nil {
+			return err
+		}
+		id, err = Enqueue(context.Background(), tx, Event{Subject: sub, Type: VerificationPosted, OccurredAt: time.Now().Add(-25 * time.Hour),
 			Data: map[string]string{"verification_id": verID, "status": "posted"}})
 		return err
 	})

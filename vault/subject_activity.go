@@ -14,18 +14,19 @@ import (
 // costs no write per request.
 const SeenEvery = time.Hour
 
-// TouchSubject records that the user with externalID called kluis now, for
-// the retention of dormant subjects. It writes at most once per SeenEvery per
-// subject, never for a subject being erased, and does nothing for one kluis
-// holds nothing on yet.
-func TouchSubject(ctx context.Context, q Querier, externalID string) error {
-	if externalID == "" || len(externalID) > maxExternalIDLen {
+// TouchSubject records that the user whose user key (kluis.UserKey) is
+// userKey called kluis now, for the retention of dormant subjects. It
+// writes at most once per SeenEvery per subject, never for a subject being
+// erased, and does nothing for one kluis holds nothing on yet.
+func TouchSubject(ctx context.Context, q Querier, userKey string) error {
+	app, externalID, err := splitUserKey(userKey)
+	if err != nil {
 		return nil
 	}
-	_, err := q.Exec(ctx, `
+	_, err = q.Exec(ctx, `
 		UPDATE subjects SET last_seen_at = now()
-		WHERE external_id = $1 AND erasing_since IS NULL AND last_seen_at < now() - make_interval(secs => $2)`,
-		externalID, SeenEvery.Seconds())
+		WHERE app_id = $1 AND external_id = $2 AND erasing_since IS NULL AND last_seen_at < now() - make_interval(secs => $3)`,
+		app, externalID, SeenEvery.Seconds())
 	if err != nil {
 		return fmt.Errorf("vault: touch subject: %w", postgres.Translate(err))
 	}

@@ -11,21 +11,23 @@ import (
 // maxExternalIDLen matches the subjects.external_id check.
 const maxExternalIDLen = 255
 
-// EnsureSubject returns the internal id of the data subject whose external id
-// (the `sub` of their token) is externalID, creating the subject on first
-// sight. Other tables refer to the internal id only, so that erasure removes
+// EnsureSubject returns the internal id of the data subject whose user key
+// (kluis.UserKey: their app and the `sub` of their token) is userKey,
+// creating the subject in that app on first sight. Other tables refer to the internal id only, so that erasure removes
 // the link to the person by deleting one row (DeleteSubject). Concurrent calls
 // for one external id return the same id. Every caller is about to write for
 // the subject, so a subject whose erasure runs is kluis.ESubjectErasing; once
 // the erasure has completed the same external id is a new subject.
-func EnsureSubject(ctx context.Context, q Querier, externalID string) (string, error) {
-	if externalID == "" || len(externalID) > maxExternalIDLen {
-		return "", kluis.Errorf(kluis.EInvalid, "invalid subject")
+func EnsureSubject(ctx context.Context, q Querier, userKey string) (string, error) {
+	app, externalID, err := splitUserKey(userKey)
+	if err != nil {
+		return "", err
 	}
 	var id string
 	var erasing bool
 	// Most calls find the subject: read first, so that they write nothing.
-	err := q.QueryRow(ctx, `SELECT id, erasing_since IS NOT NULL FROM subjects WHERE external_id = $1`, externalID).Scan(&id, &erasing)
+	err = q.QueryRow(ctx, `SELECT id, erasing_since IS NOT NULL FROM subjects WHERE app_id = $1 AND external_id = $2`,
+		app, externalID).Scan(&id, &erasing)
 	if err == nil {
 		if erasing {
 			return "", errSubjectErasing()
@@ -36,9 +38,9 @@ func EnsureSubject(ctx context.Context, q Querier, externalID string) (string, e
 	// conflict (another caller created it meanwhile); with DO NOTHING it
 	// would return nothing.
 	err = q.QueryRow(ctx, `
-		INSERT INTO subjects (id, external_id) VALUES ($1, $2)
-		ON CONFLICT (external_id) DO UPDATE SET external_id = EXCLUDED.external_id
-		RETURNING id`, kluis.NewID(PrefixSubject), externalID).Scan(&id)
+		INSERT INTO subjects (id, app_id, external_id) VALUES ($1, $2, $3)
+		ON CONFLICT (app_id, external_id) DO UPDATE SET external_id = EXCLUDED.external_id
+		RETURNING id`, kluis.NewID(PrefixSubject), app, externalID).Scan(&id)
 	if err != nil {
 		return "", fmt.Errorf("vault: ensure subject: %w", postgres.Translate(err))
 	}
@@ -69,11 +71,16 @@ func errSubjectErasing() error {
 	return kluis.Errorf(kluis.ESubjectErasing, "the subject's erasure is running; nothing new may be written for them")
 }
 
-// LookupSubject returns the internal id of the subject with externalID, or
-// ENotFound.
-func LookupSubject(ctx context.Context, q Querier, externalID string) (string, error) {
+// LookupSubject returns the internal id of the subject whose user key
+// (kluis.UserKey) is userKey, or ENotFound. The same sub in another app is
+// another subject: it is never found here.
+func LookupSubject(ctx context.Context, q Querier, userKey string) (string, error) {
+	app, externalID, err := splitUserKey(userKey)
+	if err != nil {
+		return "", kluis.Errorf(kluis.ENotFound, "not found")
+	}
 	var id string
-	err := q.QueryRow(ctx, `SELECT id FROM subjects WHERE external_id = $1`, externalID).Scan(&id)
+	err = q.QueryRow(ctx, `SELECT id FROM subjects WHERE app_id = $1 AND external_id = $2`, app, externalID).Scan(&id)
 	if err != nil {
 		return "", fmt.Errorf("vault: lookup subject: %w", postgres.Translate(err))
 	}
@@ -93,4 +100,36 @@ func DeleteSubject(ctx context.Context, q Querier, subjectID string) error {
 		return kluis.Errorf(kluis.ENotFound, "not found")
 	}
 	return nil
+}
+
+// splitUserKey checks a user key and returns its app and external id.
+func splitUserKey(userKey string) (app, externalID string, err error) {
+	app, externalID = kluis.SplitUserKey(userKey)
+	if !kluis.ValidAppID(app) || externalID == "" || len(externalID) > maxExternalIDLen {
+		return "", "", kluis.Errorf(kluis.EInvalid, "invalid subject")
+	}
+	return app, externalID, nil
+}
+
+// SubjectKey returns the user key (kluis.UserKey) of the subject with the
+// internal id subjectID: what audit entries take as the subject (and store
+// only as its pseudonym). An unknown subject is ENotFound.
+func SubjectKey(ctx context.Context, q Querier, subjectID string) (string, error) {
+	var app, ext string
+	err := q.QueryRow(ctx, `SELECT app_id, external_id FROM subjects WHERE id = $1`, subjectID).Scan(&app, &ext)
+	if err != nil {
+		return "", fmt.Errorf("vault: subject key: %w", postgres.Translate(err))
+	}
+	return kluis.UserKey(app, ext), nil
+}
+
+// SubjectApp returns the app the subject with the internal id subjectID
+// belongs to. An unknown subject is ENotFound.
+func SubjectApp(ctx context.Context, q Querier, subjectID string) (string, error) {
+	var app string
+	err := q.QueryRow(ctx, `SELECT app_id FROM subjects WHERE id = $1`, subjectID).Scan(&app)
+	if err != nil {
+		return "", fmt.Errorf("vault: subject app: %w", postgres.Translate(err))
+	}
+	return app, nil
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/vault"
 )
 
 // Limits on guessing (API.md "Verification limits"). Each micro-deposit
@@ -58,15 +59,19 @@ func lockNumber(ctx context.Context, tx pgx.Tx, idx []byte) error {
 // too often within the lockout.
 func (s *Service) checkLimits(ctx context.Context, tx pgx.Tx, v Verification, idx []byte) error {
 	since := s.now().Add(-s.lockout)
+	app, err := vault.SubjectApp(ctx, tx, v.SubjectID)
+	if err != nil {
+		return err
+	}
 	var n failureCounts
-	err := tx.QueryRow(ctx, `
+	err = tx.QueryRow(ctx, `
 		SELECT
 		  (SELECT count(*) FROM verification_failures WHERE account_id = $1 AND failed_at > $4),
 		  (SELECT count(*) FROM verification_failures WHERE subject_id = $2 AND number_index = $3 AND failed_at > $4),
 		  (SELECT count(*) FROM verifications WHERE subject_id = $2 AND number_index = $3 AND status IN ('pending', 'sent', 'posted')),
-		  (SELECT count(*) FROM verification_failures WHERE number_index = $3 AND failed_at > $4),
-		  (SELECT count(*) FROM verifications WHERE number_index = $3 AND status IN ('pending', 'sent', 'posted'))`,
-		v.AccountID, v.SubjectID, idx, since).
+		  (SELECT count(*) FROM verification_failures f WHERE number_index = $3 AND failed_at > $4 AND `+inApp("f", "$5")+`),
+		  (SELECT count(*) FROM verifications f WHERE number_index = $3 AND status IN ('pending', 'sent', 'posted') AND `+inApp("f", "$5")+`)`,
+		v.AccountID, v.SubjectID, idx, since, app).
 		Scan(&n.account, &n.userNumber, &n.userNumberOpen, &n.number, &n.numberOpen)
 	if err != nil {
 		return dbErr("count failed verifications", err)
@@ -79,9 +84,19 @@ func (s *Service) checkLimits(ctx context.Context, tx pgx.Tx, v Verification, id
 	case idx != nil && n.userNumber+n.userNumberOpen > LockAfterFailures:
 		return kluis.Errorf(kluis.EConflict, "a verification of another account with this account number is in progress")
 	case idx != nil && n.number+n.numberOpen > s.numberFails:
-		return s.velocity(ctx, tx, v.ID, idx, n)
+		return s.velocity(ctx, tx, v.ID, app, idx, n)
 	}
 	return nil
+}
+
+// inApp is the condition that a row of table (its alias) belongs to a
+// subject of the app in param: the velocity limit counts an account
+// number's failures across the users of one app (API.md), so that one
+// app's users cannot lock a number for another app's. Checked per row by
+// the subjects' primary key, after the number's own index found the few
+// rows.
+func inApp(table, param string) string {
+	return `EXISTS (SELECT 1 FROM subjects s WHERE s.id = ` + table + `.subject_id AND s.app_id = ` + param + `)`
 }
 
 // locked is the 409 for a locked account, saying when the lock lifts: when
@@ -103,20 +118,20 @@ func (s *Service) locked(ctx context.Context, tx pgx.Tx, where string, args ...a
 // open) verifications, with the time until one slot frees: the oldest
 // failure that must leave the lockout period, or the soonest an open
 // verification of the number ends by its deadline.
-func (s *Service) velocity(ctx context.Context, tx pgx.Tx, newID string, idx []byte, n failureCounts) error {
+func (s *Service) velocity(ctx context.Context, tx pgx.Tx, newID, app string, idx []byte, n failureCounts) error {
 	var free time.Time
 	// Slots used besides the new verification: failures, and opens
 	// other than it. One must go: the (limit - opens)-th newest failure.
 	if k := s.numberFails - (n.numberOpen - 1); k >= 1 && k <= n.number {
-		at, err := nthNewestFailure(ctx, tx, `number_index = $1`, k, idx)
+		at, err := nthNewestFailure(ctx, tx, `number_index = $1 AND `+inApp("verification_failures", "$2"), k, idx, app)
 		if err != nil {
 			return err
 		}
 		free = at.Add(s.lockout)
 	}
 	var soonest *time.Time
-	if err := tx.QueryRow(ctx, `SELECT min(expires_at) FROM verifications WHERE number_index = $1 AND id <> $2
-		AND status IN ('pending', 'sent', 'posted')`, idx, newID).Scan(&soonest); err != nil {
+	if err := tx.QueryRow(ctx, `SELECT min(expires_at) FROM verifications f WHERE number_index = $1 AND id <> $2
+		AND status IN ('pending', 'sent', 'posted') AND `+inApp("f", "$3"), idx, newID, app).Scan(&soonest); err != nil {
 		return dbErr("read open verifications", err)
 	}
 	if soonest != nil && (free.IsZero() || soonest.Before(free)) {

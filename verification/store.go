@@ -11,6 +11,7 @@ import (
 	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/events"
 	"github.com/kluis-dev/kluis/postgres"
+	"github.com/kluis-dev/kluis/vault"
 )
 
 // rowQuerier is a pool or a transaction.
@@ -84,11 +85,11 @@ func getAccount(ctx context.Context, q rowQuerier, id, subjectID string) (Accoun
 // externalSubject returns the subject's external id, for audit entries
 // (stored only as its pseudonym).
 func externalSubject(ctx context.Context, tx pgx.Tx, subjectID string) (string, error) {
-	var ext string
-	if err := tx.QueryRow(ctx, `SELECT external_id FROM subjects WHERE id = $1`, subjectID).Scan(&ext); err != nil {
+	key, err := vault.SubjectKey(ctx, tx, subjectID)
+	if err != nil {
 		return "", dbErr("read subject", err)
 	}
-	return ext, nil
+	return key, nil
 }
 
 var terminal = []string{string(StatusVerified), string(StatusFailed), string(StatusExpired), string(StatusReturned)}
@@ -169,7 +170,7 @@ func (s *Service) effects(ctx context.Context, tx pgx.Tx, v Verification, from S
 			}
 		}
 		if e.Emit != "" {
-			if _, err := events.Enqueue(ctx, tx, events.Event{Type: e.Emit, OccurredAt: s.now(), Data: map[string]string{
+			if _, err := events.Enqueue(ctx, tx, events.Event{Subject: v.SubjectID, Type: e.Emit, OccurredAt: s.now(), Data: map[string]string{
 				"verification_id": v.ID, "account_id": v.AccountID, "status": string(v.Status),
 			}}); err != nil {
 				return err

@@ -99,6 +99,8 @@ type Verifier struct {
 	userAudience  string
 	staffAudience string
 	cancel        context.CancelFunc
+	// opts are the options it was built with (ForUsers derives from them).
+	opts Options
 }
 
 // New loads the keys and returns a Verifier. A bad JWKS file, an unreachable
@@ -127,7 +129,43 @@ func New(ctx context.Context, o Options) (*Verifier, error) {
 		userAudience:  o.UserAudience,
 		staffAudience: o.StaffAudience,
 		cancel:        cancel,
+		opts:          o,
 	}, nil
+}
+
+// ForUsers returns a Verifier of the user tokens of another issuer and
+// audience (an app's) that shares v's keys, their refresh and v's staff
+// audience (a token naming it is refused as a user token). It fetches
+// nothing; closing v stops the shared refresh.
+func (v *Verifier) ForUsers(issuer, audience string) *Verifier {
+	o := v.opts
+	o.Issuer, o.UserAudience = issuer, audience
+	return &Verifier{
+		keys:          v.keys,
+		userParser:    newParser(o, audience),
+		staffParser:   v.staffParser,
+		userAudience:  audience,
+		staffAudience: v.staffAudience,
+		cancel:        func() {},
+		opts:          o,
+	}
+}
+
+// Options returns the options v was built with (defaults filled in).
+func (v *Verifier) Options() Options { return v.opts }
+
+// Peek returns a token's iss and aud without verifying anything, so that
+// the caller can choose whose settings verify it (the app's). Only the
+// size is checked; the chosen Verifier checks everything else.
+func Peek(raw string) (issuer string, audience []string, err error) {
+	if raw == "" || len(raw) > MaxTokenBytes {
+		return "", nil, invalid("empty or too long token")
+	}
+	var rc jwt.RegisteredClaims
+	if _, _, err := jwt.NewParser().ParseUnverified(raw, &rc); err != nil {
+		return "", nil, invalid("malformed token")
+	}
+	return rc.Issuer, []string(rc.Audience), nil
 }
 
 // Close stops the background JWKS refresh. Verification keeps working on the

@@ -7,6 +7,7 @@ import (
 
 	"github.com/kluis-dev/kluis/banklink"
 	"github.com/kluis-dev/kluis/banklink/plaid"
+	"github.com/kluis-dev/kluis/banklink/plaid/plaidlink"
 )
 
 func TestLinkTokensCarryTheAppOwnersSettingsAndTheSessionsOptions(t *testing.T) {
@@ -70,5 +71,29 @@ func TestBadLinkSettingsAreRefusedAtConstruction(t *testing.T) {
 				t.Fatal("accepted")
 			}
 		})
+	}
+}
+
+func TestAnAppsOwnLinkSettingsTakeThePlaceOfTheProvidersForItsSessions(t *testing.T) {
+	srv := newServer(t)
+	p := newProvider(t, srv, func(o *plaid.Options) { o.ClientName, o.Language = "Default App", "en" })
+	ctx := context.Background()
+	if _, err := p.CreateLinkToken(ctx, banklink.LinkTokenRequest{ClientUserID: "u1", Products: []string{"auth"},
+		Link: plaidlink.Settings{ClientName: "Merchant", Language: "nl", CountryCodes: []string{"NL"}, RedirectURI: "https://merchant.test/oauth"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.CreateLinkToken(ctx, banklink.LinkTokenRequest{ClientUserID: "u2", Products: []string{"auth"}}); err != nil {
+		t.Fatal(err)
+	}
+	reqs := srv.LinkTokenRequests()
+	app, other := reqs[0], reqs[1]
+	if app["client_name"] != "Merchant" || app["language"] != "nl" || app["redirect_uri"] != "https://merchant.test/oauth" {
+		t.Fatalf("the app's session = %v", app)
+	}
+	if cc, _ := app["country_codes"].([]any); len(cc) != 1 || cc[0] != "NL" {
+		t.Fatalf("country_codes = %v", app["country_codes"])
+	}
+	if other["client_name"] != "Default App" || other["language"] != "en" {
+		t.Fatalf("a session without app settings = %v", other)
 	}
 }

@@ -504,10 +504,17 @@ var _ banklink.Provider = (*Provider)(nil)
 // account selection in update mode (how a user adds accounts the item's
 // NEW_ACCOUNTS_AVAILABLE announced).
 func (p *Provider) sessionSettings(in *linkTokenCreateRequest, req banklink.LinkTokenRequest) {
-	if req.Platform == banklink.PlatformAndroid && p.androidPkg != "" {
-		in.AndroidPackageName = p.androidPkg
+	app := req.Link
+	androidPkg, redirectURI := orString(app.AndroidPackageName, p.androidPkg), orString(app.RedirectURI, p.redirectURI)
+	if req.Platform == banklink.PlatformAndroid && androidPkg != "" {
+		in.AndroidPackageName = androidPkg
 	} else {
-		in.RedirectURI = p.redirectURI
+		in.RedirectURI = redirectURI
+	}
+	// The app's own Link settings (apps file) over the provider's.
+	in.ClientName, in.Language = orString(app.ClientName, in.ClientName), orString(app.Language, in.Language)
+	if len(app.CountryCodes) > 0 {
+		in.CountryCodes = app.CountryCodes
 	}
 	if len(req.AccountSubtypes) > 0 {
 		in.AccountFilters = &linkTokenAccountFilters{}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/apps"
 	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/banklink"
 	bankbreaker "github.com/kluis-dev/kluis/banklink/breaker"
@@ -53,6 +54,7 @@ type app struct {
 	bankBreaker []*bankbreaker.Provider // one breaker per bank provider but the sandbox
 	comp        *compliance.Service
 	verify      *verification.Service
+	apps        *apps.Registry
 	// registry is the serving process's Prometheus registry (nil for
 	// one-off commands), which the scheduler's job metrics join.
 	registry *prometheus.Registry
@@ -75,7 +77,7 @@ func newLogger(cfg *config.Config, out io.Writer) (*slog.Logger, error) {
 // build builds every part of kluis in order, each from the ones before
 // it: the database (refusing a schema with pending migrations), the key
 // provider and the system keys, the vault, the audit writer, the event
-// outbox, then the features. On an error it closes what it opened.
+// outbox (after the apps, whose endpoints it serves), then the features. On an error it closes what it opened.
 func build(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*app, error) {
 	a := &app{cfg: cfg, log: logger}
 	for _, step := range []func(context.Context) error{
@@ -83,6 +85,7 @@ func build(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*app, 
 		a.openKeys,
 		a.openVault,
 		a.openAudit,
+		a.openApps,
 		a.openEvents,
 		a.openBankLink,
 		a.openCompliance,
@@ -153,15 +156,11 @@ func (a *app) openAudit(context.Context) error {
 	return nil
 }
 
-// openEvents builds the event outbox's delivery worker for the configured
-// app endpoints. Features wake it after enqueuing; serve runs it.
+// openEvents builds the event outbox's delivery worker for the apps'
+// endpoints. Features wake it after enqueuing; serve runs it.
 func (a *app) openEvents(context.Context) error {
-	secret, err := webhookSecret(a.cfg.WebhookSecret, a.cfg.WebhookSecretFile)
-	if err != nil {
-		return err
-	}
-	a.worker, err = events.NewWorker(events.WorkerOptions{DB: a.db, Endpoints: a.cfg.WebhookEndpoints, Secret: secret,
-		Logger: a.log, RetryFor: a.cfg.WebhookRetryFor})
+	var err error
+	a.worker, err = events.NewWorker(events.WorkerOptions{DB: a.db, Apps: a.apps, Logger: a.log, RetryFor: a.cfg.WebhookRetryFor})
 	return err
 }
 

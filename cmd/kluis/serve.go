@@ -112,6 +112,10 @@ func (a *app) deps(ctx context.Context) (*api.Deps, error) {
 		return nil, err
 	}
 	a.closers = append(a.closers, verifier.Close)
+	users, err := a.userVerifiers(ctx, a.apps, verifier)
+	if err != nil {
+		return nil, err
+	}
 	var policy *api.Policy
 	if a.cfg.ServicePolicyFile != "" {
 		if policy, err = api.LoadPolicy(a.cfg.ServicePolicyFile); err != nil {
@@ -132,9 +136,10 @@ func (a *app) deps(ctx context.Context) (*api.Deps, error) {
 	for _, b := range a.bankBreaker {
 		registry.MustRegister(b.Collector())
 	}
+	registry.MustRegister(a.worker.Collector())
 	return &api.Deps{
-		DB: a.db, Auditor: a.auditor, Pseudonyms: a.sys, MACs: a.sys, Auth: api.JWTAuthenticator{Verifier: verifier},
-		Policy: policy, Vault: a.store, Logger: a.log, Registry: registry,
+		DB: a.db, Auditor: a.auditor, Pseudonyms: a.sys, MACs: a.sys, Auth: api.JWTAuthenticator{Verifier: verifier, Users: users},
+		Apps: a.apps, OnReplay: a.worker.Wake, Policy: policy, Vault: a.store, Logger: a.log, Registry: registry,
 		RateLimiter: limiter, RateLimits: &limits, IdempotencyTTL: a.cfg.IdempotencyTTL,
 		AuditHeads: a.sys, AuditSealInterval: a.cfg.AuditSealInterval,
 		Ready: map[string]func(context.Context) error{
@@ -232,18 +237,29 @@ func (a *app) watch(ctx context.Context, wg *sync.WaitGroup, deps *api.Deps) (st
 		defer wg.Done()
 		deps.Refusals.Run(rctx, 5*time.Second)
 	}()
+	// Each watched file has its own SIGHUP channel: one signal reloads both.
+	if a.apps != nil && a.apps.FromFile() {
+		a.onSIGHUP(ctx, wg, a.watchApps)
+	}
 	if deps.Policy == nil || a.cfg.ServicePolicyFile == "" {
 		return stopRefusals
 	}
+	a.onSIGHUP(ctx, wg, func(ctx context.Context, hup <-chan os.Signal) {
+		deps.Policy.Watch(ctx, api.PolicyPollInterval, hup, a.log)
+	})
+	return stopRefusals
+}
+
+// onSIGHUP runs watch until ctx ends, with a channel that receives SIGHUP.
+func (a *app) onSIGHUP(ctx context.Context, wg *sync.WaitGroup, watch func(context.Context, <-chan os.Signal)) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		defer signal.Stop(hup)
-		deps.Policy.Watch(ctx, api.PolicyPollInterval, hup, a.log)
+		watch(ctx, hup)
 	}()
-	return stopRefusals
 }
 
 func (a *app) shutdown(servers []*http.Server) {
