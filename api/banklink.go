@@ -50,6 +50,7 @@ func init() {
 	publicRootRoutes = append(publicRootRoutes, func(d *Deps, e *echo.Echo) {
 		if d.BankLink != nil {
 			e.POST("/webhooks/:provider", d.providerWebhook)
+			e.GET("/link/callback/:provider", d.oauthCallback)
 		}
 	})
 	internalRoutes = append(internalRoutes, func(d *Deps, internal, _ *echo.Group) {

@@ -16,4 +16,6 @@ func registerProviderErrorStatuses() {
 	RegisterErrorStatus(banklink.CodeNoAccounts, http.StatusUnprocessableEntity)
 	RegisterErrorStatus(banklink.CodeProductNotReady, http.StatusServiceUnavailable)
 	RegisterErrorStatus(banklink.CodeProviderError, http.StatusServiceUnavailable)
+	// A Stitch token kluis lost (issue 15): the user must link again.
+	RegisterErrorStatus(banklink.CodeItemRelinkRequired, http.StatusConflict)
 }

@@ -216,18 +216,32 @@ func accessTokenSecret(provider, token string) ([]byte, error) {
 // sealNumbers seals the account's numbers for the subject in tx, with the
 // blind index of the account number.
 func (s *Service) sealNumbers(ctx context.Context, tx pgx.Tx, accountID, subjectID string, n AuthNumbers) (string, error) {
-	secret, err := json.Marshal(struct {
+	secret, err := numbersSecret(n)
+	if err != nil {
+		return "", err
+	}
+	defer clear(secret)
+	return s.vault.Seal(ctx, tx, vault.AccountOwner(accountID), subjectID, vault.KindAccountNumber, secret, n.AccountNumber)
+}
+
+// numbersSecret is the sealed form of an account's numbers: a US
+// account's account and routing number, a South African one's account
+// number, branch code and bank (API.md, "Reveal").
+func numbersSecret(n AuthNumbers) ([]byte, error) {
+	if n.BankID != "" {
+		return json.Marshal(struct {
+			AccountNumber string `json:"account_number"`
+			BranchCode    string `json:"branch_code"`
+			BankID        string `json:"bank_id"`
+		}{n.AccountNumber, n.BranchCode, n.BankID})
+	}
+	return json.Marshal(struct {
 		AccountNumber string `json:"account_number"`
 		RoutingNumber string `json:"routing_number"`
 		// Tokenized tells the service revealing it that the number works
 		// only for ACH from the app that linked the account.
 		Tokenized bool `json:"tokenized,omitempty"`
 	}{n.AccountNumber, n.RoutingNumber, n.Tokenized})
-	if err != nil {
-		return "", err
-	}
-	defer clear(secret)
-	return s.vault.Seal(ctx, tx, vault.AccountOwner(accountID), subjectID, vault.KindAccountNumber, secret, n.AccountNumber)
 }
 
 // Actor says who asked for a change, for its audit entry.
