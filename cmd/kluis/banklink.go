@@ -123,6 +123,8 @@ func (a *app) bankProvider(name string) (banklink.Provider, error) {
 		return plaid.New(plaid.Options{ClientID: a.cfg.PlaidClientID, Secret: a.cfg.PlaidSecret, BaseURL: a.cfg.PlaidBaseURL,
 			ClientName: a.cfg.PlaidClientName, CountryCodes: a.cfg.PlaidCountryCodes, Language: a.cfg.PlaidLanguage,
 			RedirectURI: a.cfg.PlaidRedirectURI, AndroidPackageName: a.cfg.PlaidAndroidPackageName})
+	case "stitch":
+		return a.stitchProvider()
 	}
 	return nil, fmt.Errorf("unknown bank provider %q", name)
 }

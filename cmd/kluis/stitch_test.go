@@ -1,0 +1,67 @@
+package main
+
+import (
+	"context"
+	"io"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/kluis-dev/kluis/api/jwtauth/jwttest"
+	"github.com/kluis-dev/kluis/banklink"
+	"github.com/kluis-dev/kluis/banklink/stitch/stitchtest"
+	"github.com/kluis-dev/kluis/config"
+	"github.com/kluis-dev/kluis/postgres/pgtest"
+	"github.com/kluis-dev/kluis/vault/localkek"
+)
+
+// TestTheWiringBuildsStitchBehindItsBreaker builds kluis from
+// KLUIS_BANK_PROVIDERS=stitch,sandbox: Stitch is the default, behind a
+// breaker, and its link token (through the breaker) is the authorize URL of
+// the session, the same AuthorizeURL gives.
+func TestTheWiringBuildsStitchBehindItsBreaker(t *testing.T) {
+	dir := t.TempDir()
+	kek := filepath.Join(dir, "kek.b64")
+	if err := localkek.Generate(kek); err != nil {
+		t.Fatal(err)
+	}
+	srv := stitchtest.NewServer(t)
+	env := map[string]string{
+		"KLUIS_DATABASE_URL": pgtest.New(t), "KLUIS_LOCAL_KEK_FILE": kek,
+		"KLUIS_JWT_JWKS_FILE": jwttest.WriteJWKS(t, jwttest.DefaultKeys()...), "KLUIS_JWT_ISSUER": jwttest.Issuer,
+		"KLUIS_BANK_PROVIDERS": "stitch,sandbox", "STITCH_CLIENT_ID": stitchtest.ClientID,
+		"STITCH_CLIENT_SECRET": stitchtest.ClientSecret, "STITCH_BASE_URL": srv.URL, "STITCH_AUTH_URL": srv.URL,
+		"KLUIS_STITCH_REDIRECT_URI": "https://kluis.example/link/callback/stitch", "STITCH_WEBHOOK_SECRET": stitchtest.WebhookSecret,
+	}
+	cfg, err := config.Load(func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	logger, _ := newLogger(cfg, io.Discard)
+	a, err := build(context.Background(), cfg, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.close()
+	bank, err := a.bankLink()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(bank.ProviderNames(), ","); got != "stitch,sandbox" || len(a.bankBreaker) != 1 {
+		t.Fatalf("providers = %s, %d breakers", got, len(a.bankBreaker))
+	}
+	s, err := bank.CreateLinkSession(context.Background(), banklink.User("user_wiring", ""), []string{"auth"}, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(s.LinkToken, srv.URL+"/connect/authorize?") {
+		t.Fatal("the link token is not Stitch's authorize URL")
+	}
+	got, err := bank.AuthorizeURL(context.Background(), s.ID)
+	if err != nil || got != s.LinkToken {
+		t.Fatalf("AuthorizeURL = %v; want the session's link token", err)
+	}
+	if _, err := srv.Authorize(got); err != nil {
+		t.Fatalf("Stitch refuses the authorize URL: %v", err)
+	}
+}
