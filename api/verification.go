@@ -19,6 +19,7 @@ func init() {
 	RegisterErrorStatus(verification.CodeMismatch, http.StatusUnprocessableEntity)
 	RegisterErrorStatus(verification.CodeInstantUnsupported, http.StatusUnprocessableEntity)
 	RegisterErrorStatus(verification.CodeMicroDepositsUnavailable, http.StatusUnprocessableEntity)
+	RegisterErrorStatus(verification.CodeBankVerificationUnavailable, http.StatusUnprocessableEntity)
 	// A locked account is a conflict with its state (409, its own code);
 	// an account number that failed too often across users is a rate
 	// limit (429 rate_limited, the cause in error.reason).
@@ -118,6 +119,8 @@ type verificationJSON struct {
 	AttemptsRemaining int       `json:"attempts_remaining"`
 	ExpiresAt         time.Time `json:"expires_at"`
 	CreatedAt         time.Time `json:"created_at"`
+	// Checks: a bank account verification's answer, once the bank gave it.
+	Checks *verification.Checks `json:"checks,omitempty"`
 }
 
 func verificationView(v verification.Verification) verificationJSON {
@@ -159,7 +162,7 @@ func (d *Deps) startVerification(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusCreated, verificationView(v))
+	return d.writeVerification(c, http.StatusCreated, v)
 }
 
 // getVerification is GET /v1/verifications/{id}.
@@ -168,7 +171,7 @@ func (d *Deps) getVerification(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, verificationView(v))
+	return d.writeVerification(c, http.StatusOK, v)
 }
 
 // confirmVerification is POST /v1/verifications/{id}/confirm.
