@@ -53,6 +53,11 @@ type Options struct {
 	// OrphanRevokeFor bounds how long a provider token kluis could not
 	// store is retried at the provider (default DefaultOrphanRevokeFor).
 	OrphanRevokeFor time.Duration
+	// BankVerificationDone, if set, is told of a provider webhook saying
+	// the bank answered a bank account verification (provider, the
+	// provider's id of it): verification completes it. An error makes the
+	// webhook answer fail, and the provider deliver it again.
+	BankVerificationDone func(ctx context.Context, provider, ref string) error
 }
 
 // Service is bank linking: link sessions, exchange, items, accounts,
@@ -74,6 +79,8 @@ type Service struct {
 	timeouts  CallTimeouts
 	// orphanRevokeFor: see Options.OrphanRevokeFor.
 	orphanRevokeFor time.Duration
+	// bankVerificationDone: see Options.BankVerificationDone.
+	bankVerificationDone func(ctx context.Context, provider, ref string) error
 }
 
 // New checks opts and returns a Service.
@@ -94,7 +101,7 @@ func New(opts Options) (*Service, error) {
 	}
 	s := &Service{db: opts.DB, vault: opts.Vault, audit: opts.Auditor, providers: providers, keys: opts.Keys,
 		keyName: opts.KeyName, clock: opts.Clock, log: opts.Logger, webhook: opts.WebhookURL,
-		orphanRevokeFor: opts.OrphanRevokeFor}
+		orphanRevokeFor: opts.OrphanRevokeFor, bankVerificationDone: opts.BankVerificationDone}
 	if s.orphanRevokeFor <= 0 {
 		s.orphanRevokeFor = DefaultOrphanRevokeFor
 	}

@@ -229,3 +229,6 @@ func safeToken(s string) string {
 	}
 	return s
 }
+
+// isCode reports whether err carries the kluis code code.
+func isCode(err error, code string) bool { return kluis.ErrorCode(err) == code }
