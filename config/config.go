@@ -91,6 +91,9 @@ type Config struct {
 	StitchAuthURL       string
 	StitchRedirectURI   string
 	StitchWebhookSecret string
+	// BAVRequiredChecks are the bank account verification checks that
+	// must all be true to verify an account (KLUIS_BAV_REQUIRED_CHECKS).
+	BAVRequiredChecks []string
 
 	// KeyCryptoperiod: subject keys older than this get a new version when
 	// the rotation job runs.

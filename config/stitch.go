@@ -3,6 +3,8 @@ package config
 import (
 	"net/url"
 	"strings"
+
+	"github.com/kluis-dev/kluis/verification"
 )
 
 // readStitch reads Stitch's settings (used when KLUIS_BANK_PROVIDERS names
@@ -15,6 +17,11 @@ func (c *Config) readStitch(r *reader) {
 	c.StitchAuthURL = r.str("STITCH_AUTH_URL", "https://secure.stitch.money")
 	c.StitchRedirectURI = r.str("KLUIS_STITCH_REDIRECT_URI", "")
 	c.StitchWebhookSecret = r.str("STITCH_WEBHOOK_SECRET", "")
+	checks, err := verification.ParseRequiredChecks(r.str("KLUIS_BAV_REQUIRED_CHECKS", ""))
+	if err != nil {
+		r.bad("KLUIS_BAV_REQUIRED_CHECKS", "must be a comma-separated list of "+strings.Join(verification.AllChecks, ", "))
+	}
+	c.BAVRequiredChecks = checks
 }
 
 // validateStitch checks Stitch's settings when stitch is configured.

@@ -25,6 +25,7 @@ func TestStitchSettingsAreRequiredAndCheckedWhenStitchIsConfigured(t *testing.T)
 		"STITCH_BASE_URL":           "ftp://api.stitch.money",
 		"STITCH_AUTH_URL":           "not a url",
 		"STITCH_WEBHOOK_SECRET":     "plain",
+		"KLUIS_BAV_REQUIRED_CHECKS": "account_exists,balance",
 	} {
 		e := map[string]string{}
 		for k, v := range good {
@@ -35,5 +36,19 @@ func TestStitchSettingsAreRequiredAndCheckedWhenStitchIsConfigured(t *testing.T)
 		if err == nil || !strings.Contains(err.Error(), name+":") {
 			t.Errorf("%s=%q: err = %v", name, bad, err)
 		}
+	}
+}
+
+func TestTheRequiredBankChecksDefaultAndAreRead(t *testing.T) {
+	c, err := config.Load(env(t, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(c.BAVRequiredChecks, ",") != "account_exists,account_open,id_number_matches" {
+		t.Fatalf("default = %v", c.BAVRequiredChecks)
+	}
+	c, err = config.Load(env(t, map[string]string{"KLUIS_BAV_REQUIRED_CHECKS": "account_exists, name_matches"}))
+	if err != nil || strings.Join(c.BAVRequiredChecks, ",") != "account_exists,name_matches" {
+		t.Fatalf("read = %v (%v)", c.BAVRequiredChecks, err)
 	}
 }

@@ -57,7 +57,7 @@ func (a *app) bankLink() (*banklink.Service, error) {
 	}
 	svc, err := banklink.New(banklink.Options{
 		DB: a.db, Vault: a.store, Auditor: a.auditor, Providers: providers, Keys: a.sys,
-		Logger: a.log, WebhookURL: a.cfg.BankWebhookURL,
+		Logger: a.log, WebhookURL: a.cfg.BankWebhookURL, BankVerificationDone: a.bankVerificationDone,
 	})
 	if err != nil {
 		return nil, err

@@ -70,6 +70,10 @@ func (a *app) verification() (*verificationParts, error) {
 		opts.Rails["sandbox"] = sandboxrail.New(a.db, a.sys, a.cfg.SandboxRailDelay, nil)
 	}
 	opts.Rail = opts.Rails[a.cfg.BankProvider]
+	if opts.BankVerifiers, err = a.bankVerifiers(); err != nil {
+		return nil, err
+	}
+	opts.RequiredChecks = a.cfg.BAVRequiredChecks
 	svc, err := verification.New(opts)
 	if err != nil {
 		return nil, err
