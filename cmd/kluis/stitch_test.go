@@ -12,7 +12,9 @@ import (
 	"github.com/kluis-dev/kluis/banklink/stitch/stitchtest"
 	"github.com/kluis-dev/kluis/config"
 	"github.com/kluis-dev/kluis/postgres/pgtest"
+	"github.com/kluis-dev/kluis/vault"
 	"github.com/kluis-dev/kluis/vault/localkek"
+	"github.com/kluis-dev/kluis/verification"
 )
 
 // TestTheWiringBuildsStitchBehindItsBreaker builds kluis from
@@ -63,5 +65,49 @@ func TestTheWiringBuildsStitchBehindItsBreaker(t *testing.T) {
 	}
 	if _, err := srv.Authorize(got); err != nil {
 		t.Fatalf("Stitch refuses the authorize URL: %v", err)
+	}
+}
+
+// TestTheDevSetupVerifiesASouthAfricanManualAccountByTheBank builds kluis as
+// `kluis dev` does (the sandbox provider) and takes the samples' South
+// African account through bank account verification: the sandbox's
+// verifier is wired, and an account ending in 0001 is verified.
+func TestTheDevSetupVerifiesASouthAfricanManualAccountByTheBank(t *testing.T) {
+	dir := t.TempDir()
+	kek := filepath.Join(dir, "kek.b64")
+	if err := localkek.Generate(kek); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{
+		"KLUIS_DATABASE_URL": pgtest.New(t), "KLUIS_LOCAL_KEK_FILE": kek,
+		"KLUIS_JWT_JWKS_FILE": jwttest.WriteJWKS(t, jwttest.DefaultKeys()...), "KLUIS_JWT_ISSUER": jwttest.Issuer,
+	}
+	cfg, err := config.Load(func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	logger, _ := newLogger(cfg, io.Discard)
+	a, err := build(context.Background(), cfg, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.close()
+	parts, err := a.verification()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	actor := verification.User("user_dev_1", "")
+	if _, err := vault.EnsureSubject(ctx, a.db.Pool, actor.Name); err != nil {
+		t.Fatal(err)
+	}
+	acct, err := parts.svc.CreateManualAccount(ctx, actor, verification.ManualAccount{Country: "ZA", BankID: "za_capitec",
+		AccountNumber: "1479260001", AccountType: "savings", HolderName: "Dev User", HolderIDNumber: "8001015009087"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := parts.svc.Start(ctx, actor, acct.ID, verification.MethodBankAccountVerification)
+	if err != nil || v.Status != verification.StatusVerified || v.Rail != "sandbox" {
+		t.Fatalf("bank verification: %+v %v", v, err)
 	}
 }
