@@ -194,6 +194,24 @@ func TestAnAccountLinkedThroughStitchIsRevealedAsAServiceWithAFreshUserToken(t *
 		}
 	})
 
+	t.Run("no Stitch token is in a log line, an audit entry or a clear column", func(t *testing.T) {
+		for _, canary := range []string{"stitch-rt-", "stitch-ut-", "stitch-v1.", "stitch-code."} {
+			if strings.Contains(se.Logs.String(), canary) {
+				t.Fatalf("the logs carry a Stitch token (%s…)", canary)
+			}
+			var n int
+			if err := se.DB.Pool.QueryRow(context.Background(), `SELECT
+				(SELECT count(*) FROM audit_entries WHERE details::text LIKE '%' || $1 || '%') +
+				(SELECT count(*) FROM items WHERE row_to_json(items)::text LIKE '%' || $1 || '%') +
+				(SELECT count(*) FROM link_sessions WHERE row_to_json(link_sessions)::text LIKE '%' || $1 || '%')`, canary).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			if n != 0 {
+				t.Fatalf("%d rows carry a Stitch token (%s…) in the clear", n, canary)
+			}
+		}
+	})
+
 	t.Run("unlinking revokes the grant at Stitch", func(t *testing.T) {
 		_, fresh, _ := se.revealItem(t, it.ID)
 		status, _, body := se.call(t, "DELETE", "/v1/items/"+it.ID, tok, "")
