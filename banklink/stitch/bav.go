@@ -8,6 +8,17 @@ import (
 // BAVScope is the client-token scope bank account verification needs.
 const BAVScope = "client_bankaccountverification accountholders"
 
+// verdictFragment is the bank's verdict, as both queries read it.
+const verdictFragment = `
+fragment Verdict on VerifiedBankAccountDetails {
+  accountVerificationResult
+  detailedAccountVerificationResults { accountExists }
+  accountOpen
+  accountAcceptsDebits
+  accountAcceptsCredits
+  accountHolder { identifyingDocumentVerificationResult lastNameVerificationResult }
+}`
+
 // verifyBankAccountQuery submits a bank account verification
 // (verifyBankAccountDetails, BankAccountVerificationInput). The answer is
 // the bank's verdict or, when the bank answers later, a pending
@@ -19,14 +30,7 @@ const verifyBankAccountQuery = `query VerifyBankAccount($input: BankAccountVerif
     ... on PendingBankAccountVerification { id }
   }
 }
-fragment Verdict on VerifiedBankAccountDetails {
-  accountVerificationResult
-  detailedAccountVerificationResults { accountExists }
-  accountOpen
-  accountAcceptsDebits
-  accountAcceptsCredits
-  accountHolder { identifyingDocumentVerificationResult lastNameVerificationResult }
-}`
+` + verdictFragment
 
 // bankAccountVerificationQuery asks about a pending verification.
 const bankAccountVerificationQuery = `query BankAccountVerification($id: ID!) {
@@ -36,14 +40,7 @@ const bankAccountVerificationQuery = `query BankAccountVerification($id: ID!) {
     ... on PendingBankAccountVerification { id }
   }
 }
-fragment Verdict on VerifiedBankAccountDetails {
-  accountVerificationResult
-  detailedAccountVerificationResults { accountExists }
-  accountOpen
-  accountAcceptsDebits
-  accountAcceptsCredits
-  accountHolder { identifyingDocumentVerificationResult lastNameVerificationResult }
-}`
+` + verdictFragment
 
 // BAVInput is what a bank account verification sends: personal data and a
 // secret, never logged or put in an error.

@@ -17,23 +17,20 @@ import (
 	"github.com/kluis-dev/kluis/verification"
 )
 
-// TestTheWiringBuildsStitchBehindItsBreaker builds kluis from
-// KLUIS_BANK_PROVIDERS=stitch,sandbox: Stitch is the default, behind a
-// breaker, and its link token (through the breaker) is the authorize URL of
-// the session, the same AuthorizeURL gives.
-func TestTheWiringBuildsStitchBehindItsBreaker(t *testing.T) {
-	dir := t.TempDir()
-	kek := filepath.Join(dir, "kek.b64")
+// buildWith builds kluis as serve does, from a development environment
+// (local root key, test JWKS, a fresh database) plus extra; closed at t's end.
+func buildWith(t *testing.T, extra map[string]string) *app {
+	t.Helper()
+	kek := filepath.Join(t.TempDir(), "kek.b64")
 	if err := localkek.Generate(kek); err != nil {
 		t.Fatal(err)
 	}
-	srv := stitchtest.NewServer(t)
 	env := map[string]string{
 		"KLUIS_DATABASE_URL": pgtest.New(t), "KLUIS_LOCAL_KEK_FILE": kek,
 		"KLUIS_JWT_JWKS_FILE": jwttest.WriteJWKS(t, jwttest.DefaultKeys()...), "KLUIS_JWT_ISSUER": jwttest.Issuer,
-		"KLUIS_BANK_PROVIDERS": "stitch,sandbox", "STITCH_CLIENT_ID": stitchtest.ClientID,
-		"STITCH_CLIENT_SECRET": stitchtest.ClientSecret, "STITCH_BASE_URL": srv.URL, "STITCH_AUTH_URL": srv.URL,
-		"KLUIS_STITCH_REDIRECT_URI": "https://kluis.example/link/callback/stitch", "STITCH_WEBHOOK_SECRET": stitchtest.WebhookSecret,
+	}
+	for k, v := range extra {
+		env[k] = v
 	}
 	cfg, err := config.Load(func(k string) string { return env[k] })
 	if err != nil {
@@ -44,7 +41,21 @@ func TestTheWiringBuildsStitchBehindItsBreaker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer a.close()
+	t.Cleanup(a.close)
+	return a
+}
+
+// TestTheWiringBuildsStitchBehindItsBreaker builds kluis from
+// KLUIS_BANK_PROVIDERS=stitch,sandbox: Stitch is the default, behind a
+// breaker, and its link token (through the breaker) is the authorize URL of
+// the session, the same AuthorizeURL gives.
+func TestTheWiringBuildsStitchBehindItsBreaker(t *testing.T) {
+	srv := stitchtest.NewServer(t)
+	a := buildWith(t, map[string]string{
+		"KLUIS_BANK_PROVIDERS": "stitch,sandbox", "STITCH_CLIENT_ID": stitchtest.ClientID,
+		"STITCH_CLIENT_SECRET": stitchtest.ClientSecret, "STITCH_BASE_URL": srv.URL, "STITCH_AUTH_URL": srv.URL,
+		"KLUIS_STITCH_REDIRECT_URI": "https://kluis.example/link/callback/stitch", "STITCH_WEBHOOK_SECRET": stitchtest.WebhookSecret,
+	})
 	bank, err := a.bankLink()
 	if err != nil {
 		t.Fatal(err)
@@ -73,25 +84,7 @@ func TestTheWiringBuildsStitchBehindItsBreaker(t *testing.T) {
 // African account through bank account verification: the sandbox's
 // verifier is wired, and an account ending in 0001 is verified.
 func TestTheDevSetupVerifiesASouthAfricanManualAccountByTheBank(t *testing.T) {
-	dir := t.TempDir()
-	kek := filepath.Join(dir, "kek.b64")
-	if err := localkek.Generate(kek); err != nil {
-		t.Fatal(err)
-	}
-	env := map[string]string{
-		"KLUIS_DATABASE_URL": pgtest.New(t), "KLUIS_LOCAL_KEK_FILE": kek,
-		"KLUIS_JWT_JWKS_FILE": jwttest.WriteJWKS(t, jwttest.DefaultKeys()...), "KLUIS_JWT_ISSUER": jwttest.Issuer,
-	}
-	cfg, err := config.Load(func(k string) string { return env[k] })
-	if err != nil {
-		t.Fatal(err)
-	}
-	logger, _ := newLogger(cfg, io.Discard)
-	a, err := build(context.Background(), cfg, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.close()
+	a := buildWith(t, nil)
 	parts, err := a.verification()
 	if err != nil {
 		t.Fatal(err)

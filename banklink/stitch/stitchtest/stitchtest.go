@@ -295,8 +295,7 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f := r.PostForm
-	if f.Get("client_id") != ClientID || !hmac.Equal([]byte(f.Get("client_secret")), []byte(ClientSecret)) {
-		oauthErr(w, http.StatusUnauthorized, "invalid_client")
+	if !clientAuthenticated(w, f) {
 		return
 	}
 	switch f.Get("grant_type") {
@@ -309,6 +308,16 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	default:
 		oauthErr(w, http.StatusBadRequest, "unsupported_grant_type")
 	}
+}
+
+// clientAuthenticated checks the client's id and secret (client_secret_post)
+// and answers invalid_client when they are wrong.
+func clientAuthenticated(w http.ResponseWriter, f url.Values) bool {
+	if f.Get("client_id") != ClientID || !hmac.Equal([]byte(f.Get("client_secret")), []byte(ClientSecret)) {
+		oauthErr(w, http.StatusUnauthorized, "invalid_client")
+		return false
+	}
+	return true
 }
 
 // redeem trades a code for a user token and a refresh token.
@@ -420,8 +429,7 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f := r.PostForm
-	if f.Get("client_id") != ClientID || !hmac.Equal([]byte(f.Get("client_secret")), []byte(ClientSecret)) {
-		oauthErr(w, http.StatusUnauthorized, "invalid_client")
+	if !clientAuthenticated(w, f) {
 		return
 	}
 	s.mu.Lock()
