@@ -12,7 +12,6 @@ import (
 
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/compliance"
-	"github.com/kluis-dev/kluis/vault"
 )
 
 // MethodBankAccountVerification asks the bank, through a BankVerifier,
@@ -96,24 +95,6 @@ func ParseRequiredChecks(list string) ([]string, error) {
 	return out, nil
 }
 
-// BankAccountDetails is what a bank account verification sends to the
-// bank. Every field is personal data or a secret: implementations never
-// log it or put it in an error.
-type BankAccountDetails struct {
-	// VerificationID names the verification (for the verifier's own
-	// reference; never sent as personal data).
-	VerificationID string
-	AccountNumber  string
-	// BankID is kluis's bank id (package za); BranchCode the branch code
-	// the user gave or the bank's universal one.
-	BankID, BranchCode string
-	// AccountType is cheque, savings or transmission ("" unknown).
-	AccountType string
-	// IDNumber is the holder's South African ID number; HolderName their
-	// name as the user gave it.
-	IDNumber, HolderName string
-}
-
 // BankAnswer is a verifier's answer: final (Checks), or Pending until the
 // bank answers (Ref names it for BankAccountVerification).
 type BankAnswer struct {
@@ -131,7 +112,7 @@ type BankVerifier interface {
 	// Name is what the verification row records (its rail).
 	Name() string
 	// VerifyBankAccount submits the details.
-	VerifyBankAccount(ctx context.Context, d BankAccountDetails) (BankAnswer, error)
+	VerifyBankAccount(ctx context.Context, d BankDetails) (BankAnswer, error)
 	// BankAccountVerification asks again about a pending one.
 	BankAccountVerification(ctx context.Context, ref string) (BankAnswer, error)
 }
@@ -167,7 +148,7 @@ func (s *Service) RequiredChecks() []string { return slices.Clone(s.requiredChec
 // bankVerifiable says whether a can be verified by the bank: a South
 // African manual account with the holder's ID number, and a verifier.
 func (s *Service) bankVerifiable(a Account) bool {
-	return s.bankVerifier != nil && a.ItemID == "" && a.Country == "ZA" && a.AccountNumberRef != "" && a.HolderIDRef != ""
+	return s.bankVerifier != nil && a.ItemID == "" && a.Country == CountryZA && a.AccountNumberRef != "" && a.HolderIDRef != ""
 }
 
 // outcome is the event the bank's checks make: every required check true
@@ -215,13 +196,12 @@ func (s *Service) submitBank(ctx context.Context, actor Actor, v Verification, a
 	if bv == nil {
 		return Verification{}, kluis.Unavailable("bank verifier", fmt.Errorf("verification: bank verifier %q is not configured", v.Rail))
 	}
-	d, err := s.bankDetails(ctx, a)
+	d, err := s.openBankDetails(ctx, s.db.Pool, a)
 	if err != nil {
 		return Verification{}, err
 	}
-	d.VerificationID = v.ID
 	ans, err := bv.VerifyBankAccount(ctx, d)
-	clearDetails(&d)
+	d = BankDetails{}
 	if err != nil {
 		s.log.Warn("bank verifier refused or unreachable; the poll job submits again", "verification_id", v.ID,
 			"code", kluis.ErrorCode(err))
@@ -232,32 +212,6 @@ func (s *Service) submitBank(ctx context.Context, actor Actor, v Verification, a
 	}
 	return s.applyBankAnswer(ctx, actor, v, ans)
 }
-
-// bankDetails opens the account's sealed numbers and the holder's ID number.
-func (s *Service) bankDetails(ctx context.Context, a Account) (BankAccountDetails, error) {
-	nums, err := s.vault.OpenOwned(ctx, vault.AccountOwner(a.ID), a.AccountNumberRef)
-	if err != nil {
-		return BankAccountDetails{}, err
-	}
-	defer nums.Zero()
-	var n sealedZANumbers
-	if err := json.Unmarshal(nums.Secret, &n); err != nil {
-		return BankAccountDetails{}, kluis.Wrap(kluis.EInternal, "internal error", errors.New("verification: sealed numbers are malformed"))
-	}
-	id, err := s.vault.OpenOwned(ctx, vault.AccountOwner(a.ID), a.HolderIDRef)
-	if err != nil {
-		return BankAccountDetails{}, err
-	}
-	defer id.Zero()
-	var idn sealedIDNumber
-	if err := json.Unmarshal(id.Secret, &idn); err != nil {
-		return BankAccountDetails{}, kluis.Wrap(kluis.EInternal, "internal error", errors.New("verification: sealed ID number is malformed"))
-	}
-	return BankAccountDetails{AccountNumber: n.AccountNumber, BankID: n.BankID, BranchCode: n.BranchCode,
-		AccountType: a.Subtype, IDNumber: idn.IDNumber, HolderName: n.HolderName}, nil
-}
-
-func clearDetails(d *BankAccountDetails) { *d = BankAccountDetails{} }
 
 // applyBankAnswer records a verifier's answer: pending keeps v pending with
 // the verifier's reference (and the account pending); final stores the

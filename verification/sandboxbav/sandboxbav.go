@@ -56,7 +56,7 @@ func New() *Verifier { return &Verifier{} }
 func (*Verifier) Name() string { return Name }
 
 // VerifyBankAccount answers by the account number's ending.
-func (*Verifier) VerifyBankAccount(_ context.Context, d verification.BankAccountDetails) (verification.BankAnswer, error) {
+func (*Verifier) VerifyBankAccount(_ context.Context, d verification.BankDetails) (verification.BankAnswer, error) {
 	n := d.AccountNumber
 	if len(n) < 4 || d.IDNumber == "" {
 		return verification.BankAnswer{}, kluis.Errorf(kluis.EInvalid, "sandbox bank verification: an account number and an ID number are required")

@@ -22,7 +22,7 @@ func New(p *stitch.Provider) *Verifier { return &Verifier{p: p} }
 func (v *Verifier) Name() string { return stitch.Name }
 
 // VerifyBankAccount submits the details to Stitch.
-func (v *Verifier) VerifyBankAccount(ctx context.Context, d verification.BankAccountDetails) (verification.BankAnswer, error) {
+func (v *Verifier) VerifyBankAccount(ctx context.Context, d verification.BankDetails) (verification.BankAnswer, error) {
 	r, err := v.p.VerifyBankAccountDetails(ctx, stitch.BAVInput{AccountNumber: d.AccountNumber, BankID: d.BankID,
 		BranchCode: d.BranchCode, AccountType: d.AccountType, IDNumber: d.IDNumber, HolderName: d.HolderName})
 	if err != nil {
