@@ -34,8 +34,8 @@ import (
 // Test credentials the server accepts.
 const (
 	ClientID      = "test-client-0f6c"
-	ClientSecret  = "test-secret-7d1e-not-a-real-secret" // #nosec G101 -- a test server's fixed secret
-	WebhookSecret = "whsec_c3RpdGNodGVzdC13ZWJob29rLXNlY3JldA=="
+	ClientSecret  = "test-secret-7d1e-not-a-real-secret"         // #nosec G101 -- a test server's fixed secret
+	WebhookSecret = "whsec_c3RpdGNodGVzdC13ZWJob29rLXNlY3JldA==" // #nosec G101 -- a test server's fixed webhook secret
 )
 
 // Banks a user can link at (Stitch BankId values).
