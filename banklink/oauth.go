@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/vault"
 )
 
@@ -209,7 +210,7 @@ func (s *Service) CompleteOAuthCallback(ctx context.Context, provider string, qu
 		if err != nil {
 			return err
 		}
-		return s.appendAudit(ctx, tx, User(ext, requestID), "link_session."+res.Status, row.ID, ext,
+		return s.appendAudit(ctx, tx, audit.User(ext, requestID), "link_session."+res.Status, row.ID, ext,
 			map[string]any{"mode": row.Mode, "provider": row.Provider, "via": "oauth_callback"})
 	})
 	if err != nil {

@@ -11,7 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/kluis-dev/kluis"
-	"github.com/kluis-dev/kluis/compliance"
+	"github.com/kluis-dev/kluis/audit"
 )
 
 // MethodBankAccountVerification asks the bank, through a BankVerifier,
@@ -170,7 +170,7 @@ func (s *Service) outcome(c Checks) EventKind {
 
 // startBankVerification inserts a pending bank account verification (within
 // the limits on failing, like micro-deposits) and submits the details.
-func (s *Service) startBankVerification(ctx context.Context, actor Actor, a Account, requested string) (Verification, error) {
+func (s *Service) startBankVerification(ctx context.Context, actor audit.Actor, a Account, requested string) (Verification, error) {
 	if !s.bankVerifiable(a) {
 		return Verification{}, kluis.Errorf(CodeBankVerificationUnavailable,
 			"bank account verification needs a South African manual account with the holder's ID number, and a bank verifier")
@@ -191,7 +191,7 @@ func (s *Service) startBankVerification(ctx context.Context, actor Actor, a Acco
 // submitBank sends v's details to its verifier and applies the answer. A
 // verifier that cannot be reached leaves v pending without a reference:
 // the poll job submits it again.
-func (s *Service) submitBank(ctx context.Context, actor Actor, v Verification, a Account) (Verification, error) {
+func (s *Service) submitBank(ctx context.Context, actor audit.Actor, v Verification, a Account) (Verification, error) {
 	bv := s.bankVerifiers[v.Rail]
 	if bv == nil {
 		return Verification{}, kluis.Unavailable("bank verifier", fmt.Errorf("verification: bank verifier %q is not configured", v.Rail))
@@ -217,7 +217,7 @@ func (s *Service) submitBank(ctx context.Context, actor Actor, v Verification, a
 // the verifier's reference (and the account pending); final stores the
 // checks and moves v to verified or failed, in one transaction with its
 // effects and audit entry.
-func (s *Service) applyBankAnswer(ctx context.Context, actor Actor, v Verification, ans BankAnswer) (Verification, error) {
+func (s *Service) applyBankAnswer(ctx context.Context, actor audit.Actor, v Verification, ans BankAnswer) (Verification, error) {
 	changed := false
 	err := s.db.InTx(ctx, func(tx pgx.Tx) error {
 		if ans.Pending {
@@ -263,7 +263,7 @@ func (s *Service) applyBankAnswer(ctx context.Context, actor Actor, v Verificati
 // markBankPending records the verifier's reference of a pending bank
 // verification (the bank answers later) and marks the account pending,
 // audited.
-func (s *Service) markBankPending(ctx context.Context, tx pgx.Tx, v Verification, ref string, actor Actor) (Verification, bool, error) {
+func (s *Service) markBankPending(ctx context.Context, tx pgx.Tx, v Verification, ref string, actor audit.Actor) (Verification, bool, error) {
 	if ref == "" || len(ref) > 256 {
 		return v, false, kluis.Wrap(kluis.EUnavailable, "the bank verifier gave no reference; try again later", errors.New("verification: pending answer without a reference"))
 	}
@@ -280,14 +280,14 @@ func (s *Service) markBankPending(ctx context.Context, tx pgx.Tx, v Verification
 		return v, false, dbErr("update account", err)
 	}
 	sub := actor.Name
-	if actor.Kind != compliance.ActorUser {
+	if actor.Kind != audit.ActorUser {
 		if sub, err = externalSubject(ctx, tx, v.SubjectID); err != nil {
 			return v, false, err
 		}
 	}
-	return got, true, s.audit.Append(ctx, tx, compliance.Entry{
+	return got, true, s.audit.Append(ctx, tx, audit.Entry{
 		ActorKind: actor.Kind, Actor: actor.Name, Action: "verification.bank_pending", Target: v.ID,
-		Outcome: compliance.OutcomeSuccess, Subject: sub, RequestID: actor.RequestID,
+		Outcome: audit.OutcomeSuccess, Subject: sub, RequestID: actor.RequestID,
 		Details: map[string]any{"account_id": v.AccountID, "verifier": v.Rail}})
 }
 
@@ -307,7 +307,7 @@ func (s *Service) PollBankVerifications(ctx context.Context) (BankPollResult, er
 	if len(s.bankVerifiers) == 0 {
 		return res, nil
 	}
-	actor := System(JobBankPoll)
+	actor := audit.System(JobBankPoll)
 	now := s.now()
 	batch, err := due(ctx, s.db, `method = 'bank_account_verification' AND status = 'pending' AND expires_at > $1
 		AND (rail_ref IS NOT NULL OR updated_at <= $2) ORDER BY updated_at`, sweepBatch, now, now.Add(-s.resendAfter))
@@ -335,7 +335,7 @@ func (s *Service) PollBankVerifications(ctx context.Context) (BankPollResult, er
 
 // pollBank asks v's verifier about it (or submits it again when it has no
 // reference yet) and applies the answer.
-func (s *Service) pollBank(ctx context.Context, actor Actor, v Verification) (Verification, error) {
+func (s *Service) pollBank(ctx context.Context, actor audit.Actor, v Verification) (Verification, error) {
 	bv := s.bankVerifiers[v.Rail]
 	if bv == nil {
 		return v, kluis.Unavailable("bank verifier", fmt.Errorf("verification: bank verifier %q is not configured", v.Rail))
@@ -374,7 +374,7 @@ func (s *Service) CompleteBankVerification(ctx context.Context, verifier, ref st
 	if err != nil {
 		return dbErr("read verification", err)
 	}
-	_, err = s.pollBank(ctx, System("bank-verification-webhook"), v)
+	_, err = s.pollBank(ctx, audit.System("bank-verification-webhook"), v)
 	return err
 }
 

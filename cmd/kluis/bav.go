@@ -11,10 +11,6 @@ import (
 	"github.com/kluis-dev/kluis/verification/stitchbav"
 )
 
-func init() {
-	jobHooks = append(jobHooks, registerBankVerificationJob)
-}
-
 // bankVerifiers are the bank account verifiers of the configured
 // providers: Stitch's first (it verifies new ones when configured), then
 // the sandbox's. None: bank account verification is 422.
@@ -36,22 +32,17 @@ func (a *app) bankVerifiers() ([]verification.BankVerifier, error) {
 // bankVerificationDone completes the bank verification a provider's
 // webhook names (banklink.Options.BankVerificationDone).
 func (a *app) bankVerificationDone(ctx context.Context, provider, ref string) error {
-	parts, err := a.verification()
-	if err != nil {
-		return err
+	if a.verify == nil {
+		return fmt.Errorf("bank verification webhook: verification is not running")
 	}
-	return parts.svc.CompleteBankVerification(ctx, provider, ref)
+	return a.verify.CompleteBankVerification(ctx, provider, ref)
 }
 
 // registerBankVerificationJob adds the poll that completes pending bank
 // account verifications (and submits again those the verifier could not
 // take), every minute.
-func registerBankVerificationJob(a *app, s *jobs.Scheduler) error {
-	parts, err := a.verification()
-	if err != nil {
-		return err
-	}
-	svc := parts.svc
+func (a *app) registerBankVerificationJob(s *jobs.Scheduler) error {
+	svc := a.verify
 	return s.Register(jobs.Job{
 		Name: verification.JobBankPoll, Schedule: "@every 1m", Timeout: 10 * time.Minute,
 		Run: func(ctx context.Context, run *jobs.Run) error {

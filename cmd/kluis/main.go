@@ -1,7 +1,7 @@
 // Command kluis is the one binary of kluis: the server, its migrations, its
 // scheduled jobs, audit verification, key rotation, and a development setup.
 //
-//	kluis serve | migrate | jobs list | jobs run NAME | audit verify [--head FILE] | audit head | keys rotate | dev | version
+//	kluis serve | console | migrate | jobs list | jobs run NAME | audit verify [--head FILE] | audit head | keys rotate | dev | version
 //
 // Configuration comes from the environment (API.md, README).
 package main
@@ -41,6 +41,7 @@ commands:
                  (--head FILE: and check that the chain extends that signed head)
   audit head     print the chain's head, signed, as one line of JSON
   keys rotate    rewrap subject keys under the newest root key and renew old ones
+  console        serve the compliance staff console (its own listener; docs/CONSOLE.md)
   dev            a first look on this machine: database, keys, certificates, server
   version        print the version
 `
@@ -71,6 +72,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		err = auditHead(ctx, getenv, stdout)
 	case cmd == "keys" && len(rest) == 1 && rest[0] == "rotate":
 		err = keysRotate(ctx, getenv, stdout)
+	case cmd == "console" && len(rest) == 0:
+		err = runConsole(ctx, getenv, stdout)
 	case cmd == "dev" && len(rest) == 0:
 		err = dev(ctx, getenv, stdout)
 	case cmd == "version" && len(rest) == 0:

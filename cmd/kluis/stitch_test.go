@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/kluis-dev/kluis/api/jwtauth/jwttest"
-	"github.com/kluis-dev/kluis/banklink"
+	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/banklink/stitch/stitchtest"
 	"github.com/kluis-dev/kluis/config"
 	"github.com/kluis-dev/kluis/postgres/pgtest"
@@ -56,14 +56,11 @@ func TestTheWiringBuildsStitchBehindItsBreaker(t *testing.T) {
 		"STITCH_CLIENT_SECRET": stitchtest.ClientSecret, "STITCH_BASE_URL": srv.URL, "STITCH_AUTH_URL": srv.URL,
 		"KLUIS_STITCH_REDIRECT_URI": "https://kluis.example/link/callback/stitch", "STITCH_WEBHOOK_SECRET": stitchtest.WebhookSecret,
 	})
-	bank, err := a.bankLink()
-	if err != nil {
-		t.Fatal(err)
-	}
+	bank := a.bank
 	if got := strings.Join(bank.ProviderNames(), ","); got != "stitch,sandbox" || len(a.bankBreaker) != 1 {
 		t.Fatalf("providers = %s, %d breakers", got, len(a.bankBreaker))
 	}
-	s, err := bank.CreateLinkSession(context.Background(), banklink.User("user_wiring", ""), []string{"auth"}, "", "")
+	s, err := bank.CreateLinkSession(context.Background(), audit.User("user_wiring", ""), []string{"auth"}, "", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,21 +82,18 @@ func TestTheWiringBuildsStitchBehindItsBreaker(t *testing.T) {
 // verifier is wired, and an account ending in 0001 is verified.
 func TestTheDevSetupVerifiesASouthAfricanManualAccountByTheBank(t *testing.T) {
 	a := buildWith(t, nil)
-	parts, err := a.verification()
-	if err != nil {
-		t.Fatal(err)
-	}
+	svc := a.verify
 	ctx := context.Background()
-	actor := verification.User("user_dev_1", "")
+	actor := audit.User("user_dev_1", "")
 	if _, err := vault.EnsureSubject(ctx, a.db.Pool, actor.Name); err != nil {
 		t.Fatal(err)
 	}
-	acct, err := parts.svc.CreateManualAccount(ctx, actor, verification.ManualAccount{Country: "ZA", BankID: "za_capitec",
+	acct, err := svc.CreateManualAccount(ctx, actor, verification.ManualAccount{Country: "ZA", BankID: "za_capitec",
 		AccountNumber: "1479260001", AccountType: "savings", HolderName: "Dev User", HolderIDNumber: "8001015009087"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, err := parts.svc.Start(ctx, actor, acct.ID, verification.MethodBankAccountVerification)
+	v, err := svc.Start(ctx, actor, acct.ID, verification.MethodBankAccountVerification)
 	if err != nil || v.Status != verification.StatusVerified || v.Rail != "sandbox" {
 		t.Fatalf("bank verification: %+v %v", v, err)
 	}
