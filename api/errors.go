@@ -82,8 +82,8 @@ var statusOf = map[string]int{
 	verification.CodeMicroDepositsUnavailable: http.StatusUnprocessableEntity,
 	// Bank account verification of an account it cannot check (issue 15).
 	verification.CodeBankVerificationUnavailable: http.StatusUnprocessableEntity,
-	verification.CodeLocked:                   http.StatusConflict,
-	verification.CodeNumberVelocity:           http.StatusTooManyRequests,
+	verification.CodeLocked:                      http.StatusConflict,
+	verification.CodeNumberVelocity:              http.StatusTooManyRequests,
 }
 
 // baseCode is the code API.md gives each status.
