@@ -70,6 +70,9 @@ var statusOf = map[string]int{
 	banklink.CodeNoAccounts:       http.StatusUnprocessableEntity,
 	banklink.CodeProductNotReady:  http.StatusServiceUnavailable,
 	banklink.CodeProviderError:    http.StatusServiceUnavailable,
+	// A Stitch token kluis lost (issue 15; docs/STITCH.md): the user must
+	// link again.
+	banklink.CodeItemRelinkRequired: http.StatusConflict,
 
 	// Verification. A locked account is a conflict with its state (409, its
 	// own code); an account number that failed too often across users is a
@@ -77,8 +80,10 @@ var statusOf = map[string]int{
 	verification.CodeMismatch:                 http.StatusUnprocessableEntity,
 	verification.CodeInstantUnsupported:       http.StatusUnprocessableEntity,
 	verification.CodeMicroDepositsUnavailable: http.StatusUnprocessableEntity,
-	verification.CodeLocked:                   http.StatusConflict,
-	verification.CodeNumberVelocity:           http.StatusTooManyRequests,
+	// Bank account verification of an account it cannot check (issue 15).
+	verification.CodeBankVerificationUnavailable: http.StatusUnprocessableEntity,
+	verification.CodeLocked:                      http.StatusConflict,
+	verification.CodeNumberVelocity:              http.StatusTooManyRequests,
 }
 
 // baseCode is the code API.md gives each status.

@@ -146,6 +146,11 @@ func (d *Deps) revealFor(c echo.Context, t revealTarget) error {
 		return d.failedOpen(c, entry, t, info.Owner, err)
 	}
 	defer cred.Zero()
+	secret, err := d.serviceSecret(ctx, cred)
+	if err != nil {
+		return err
+	}
+	defer clear(secret)
 	entry.Details["owner"] = cred.Owner.String()
 	entry.Outcome = audit.OutcomeSuccess
 	if err := d.Auditor.Record(ctx, entry); err != nil {
@@ -154,12 +159,27 @@ func (d *Deps) revealFor(c echo.Context, t revealTarget) error {
 	// The body is encoded here, so that the secret's only other copy is the
 	// zeroed one above, and written with no-store (set for every answer).
 	body, err := json.Marshal(revealResponse{Ref: cred.Ref, Kind: cred.Kind,
-		Owner: ownerJSON{Type: cred.Owner.Type, ID: cred.Owner.ID}, Secret: cred.Secret})
+		Owner: ownerJSON{Type: cred.Owner.Type, ID: cred.Owner.ID}, Secret: secret})
 	if err != nil {
 		return err
 	}
 	defer clear(body)
 	return c.Blob(http.StatusOK, echo.MIMEApplicationJSON, body)
+}
+
+// serviceSecret is the secret a service gets for cred: an access token
+// whose provider's tokens expire (Stitch) is the usable token alone, renewed
+// first when near its expiry, with its expires_at (banklink.ServiceCredential);
+// anything else is the sealed secret. The caller clears it.
+func (d *Deps) serviceSecret(ctx context.Context, cred vault.Credential) ([]byte, error) {
+	if d.BankLink == nil || cred.Kind != vault.KindBankAccessToken {
+		return append([]byte(nil), cred.Secret...), nil
+	}
+	ss, err := d.BankLink.ServiceCredential(ctx, cred)
+	if err != nil {
+		return nil, err
+	}
+	return ss.Secret, nil
 }
 
 // followPointer returns the credential ref that the owner's pointer names.

@@ -47,6 +47,9 @@ func NewPublic(d *Deps) *echo.Echo {
 	// provider's own signature).
 	if d.BankLink != nil {
 		e.POST("/webhooks/:provider", d.providerWebhook)
+		// Where an OAuth provider (Stitch) sends the user back: no user
+		// token; the state names the link session (oauth_callback.go).
+		e.GET("/link/callback/:provider", d.oauthCallback)
 	}
 	return e
 }

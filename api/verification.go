@@ -95,6 +95,8 @@ type verificationJSON struct {
 	AttemptsRemaining int       `json:"attempts_remaining"`
 	ExpiresAt         time.Time `json:"expires_at"`
 	CreatedAt         time.Time `json:"created_at"`
+	// Checks: a bank account verification's answer, once the bank gave it.
+	Checks *verification.Checks `json:"checks,omitempty"`
 }
 
 func verificationView(v verification.Verification) verificationJSON {
@@ -136,7 +138,7 @@ func (d *Deps) startVerification(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusCreated, verificationView(v))
+	return d.writeVerification(c, http.StatusCreated, v)
 }
 
 // getVerification is GET /v1/verifications/{id}.
@@ -145,7 +147,7 @@ func (d *Deps) getVerification(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, verificationView(v))
+	return d.writeVerification(c, http.StatusOK, v)
 }
 
 // confirmVerification is POST /v1/verifications/{id}/confirm.

@@ -81,6 +81,11 @@ func (s *Service) CreateLinkSessionWith(ctx context.Context, actor audit.Actor, 
 		row.Mode, row.ItemID, ttl = ModeUpdate, update.ID, UpdateSessionTTL
 	}
 	req.WebhookURL = s.webhookURL(p.Name())
+	if _, ok := oauthProvider(p); ok {
+		if req.State, err = s.oauthState(row.ID); err != nil {
+			return LinkSession{}, err
+		}
+	}
 	lt, err := p.CreateLinkToken(ctx, req)
 	if err != nil {
 		if update.ID != "" && !version.Pending && kluis.ErrorCode(err) == CodeInvalidToken {

@@ -78,6 +78,10 @@ type LinkTokenRequest struct {
 	// Link are the Link settings of the user's app; empty fields keep the
 	// provider's own. Providers without Link settings ignore them.
 	Link plaidlink.Settings
+	// State is the OAuth state an OAuthProvider's authorize URL carries:
+	// banklink binds it to the link session (Service.oauthState), and the
+	// provider derives its PKCE verifier from it. Others ignore it.
+	State string
 }
 
 // Platforms a link session may name.
@@ -134,6 +138,10 @@ type AuthNumbers struct {
 	// is_tokenized_account_number), good for ACH from the app that linked
 	// it and for nothing else.
 	Tokenized bool
+	// BranchCode and BankID are a South African account's (Stitch), which
+	// has no routing number; BankID is kluis's bank id (package za).
+	BranchCode string
+	BankID     string
 }
 
 // Webhook event kinds kluis acts on; anything else is KindUnknown (recorded,
@@ -231,3 +239,8 @@ func WebhookItemKnown(ctx context.Context, providerItemID string) bool {
 
 // ErrProvider is wrapped by every error a provider returns, for errors.Is.
 var ErrProvider = errors.New("bank provider error")
+
+// EventBankAccountVerification: the provider finished a bank account
+// verification it had answered pending (WebhookEvent.ProviderCode names
+// the provider's verification id); verification completes it.
+const EventBankAccountVerification = "bank_account_verification"

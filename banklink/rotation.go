@@ -133,7 +133,11 @@ func (s *Service) rotateClaimed(ctx context.Context, id string, until time.Time,
 	if err != nil {
 		return skipped, err
 	}
-	if resumed {
+	// A provider whose tokens expire (Stitch) cannot be asked whether a
+	// refresh token is still good without spending it: spending it is the
+	// probe (a spent one is CodeInvalidToken: lost).
+	refreshes := s.expiring(it.Provider)
+	if resumed && !refreshes {
 		// A run was cut short between its claim and its store: the
 		// provider may have rotated. Ask it whether the token still works.
 		return s.probe(ctx, it, v.Version, token, until)
@@ -151,13 +155,21 @@ func (s *Service) rotateClaimed(ctx context.Context, id string, until time.Time,
 		s.releaseLease(ctx, it.ID, until)
 		return skipped, err
 	}
-	callCtx, cancel := context.WithTimeout(ctx, providerCallTimeout)
-	fresh, err := p.RotateAccessToken(callCtx, token)
-	cancel()
+	fresh, err := s.rotateAt(ctx, p, token, until)
+	if refreshes && kluis.ErrorCode(err) == kluis.EUnavailable {
+		// The answer may have been lost after the provider spent the
+		// refresh token: spend it again, which either works (the first
+		// request never arrived) or says it is spent (lost).
+		fresh, err = s.rotateAt(ctx, p, token, until)
+	}
 	switch code := kluis.ErrorCode(err); {
 	case err == nil:
 	case code == CodeInvalidToken:
 		return s.lost(ctx, it, v.Version, "the provider no longer knows the token")
+	case refreshes && code == kluis.EUnavailable:
+		// Still no answer: the lease is left to expire, and the next
+		// refresh spends the token again.
+		return skipped, providerErr("refresh access token", err)
 	case code == kluis.EUnavailable || code == kluis.EInternal:
 		// The request may have reached the provider and its answer been
 		// lost: the old token may be dead already.
@@ -176,6 +188,20 @@ func (s *Service) rotateClaimed(ctx context.Context, id string, until time.Time,
 		return s.storeFailed(ctx, it, v.Version, fresh, err)
 	}
 	return rotated, s.switchToken(ctx, it)
+}
+
+// rotateAt asks p to rotate token, bounded well inside the lease that ends
+// at until, so that the lease never expires under a call still running.
+func (s *Service) rotateAt(ctx context.Context, p Provider, token string, until time.Time) (string, error) {
+	callCtx, cancel := context.WithTimeout(ctx, callTimeout(until.Sub(s.now())))
+	defer cancel()
+	return p.RotateAccessToken(callCtx, token)
+}
+
+// callTimeout bounds one provider call under a lease with left to run: at
+// most providerCallTimeout, and a third of what is left.
+func callTimeout(left time.Duration) time.Duration {
+	return max(min(providerCallTimeout, left/3), time.Second)
 }
 
 // storePending seals the fresh token as the pending version of the item's
@@ -284,16 +310,21 @@ func (s *Service) switchToken(ctx context.Context, it Item) error {
 		if !ok {
 			return kluis.Errorf(kluis.EConflict, "the item changed during rotation")
 		}
-		if _, err := events.Enqueue(ctx, tx, events.Event{Subject: it.SubjectID, Type: events.ItemTokenRotated,
-			Data: map[string]string{"item_id": it.ID, "status": it.Status}}); err != nil {
-			return err
+		refresh := s.expiring(it.Provider)
+		if !refresh {
+			// A token that expires is renewed every few minutes: not news
+			// for the app.
+			if _, err := events.Enqueue(ctx, tx, events.Event{Subject: it.SubjectID, Type: events.ItemTokenRotated,
+				Data: map[string]string{"item_id": it.ID, "status": it.Status}}); err != nil {
+				return err
+			}
 		}
 		ext, err := externalSubject(ctx, tx, it.SubjectID)
 		if err != nil {
 			return err
 		}
 		return s.appendAudit(ctx, tx, rotationActor, "item.access_token_rotated", it.ID, ext, map[string]any{
-			"credential_ref": it.CredentialRef, "version": version})
+			"credential_ref": it.CredentialRef, "version": version, "refresh": refresh})
 	})
 }
 

@@ -57,6 +57,11 @@ type Options struct {
 	// commits (events.Worker.Wake), so that apps hear of them at once
 	// rather than at the worker's next tick.
 	Notify func()
+	// BankVerificationDone, if set, is told of a provider webhook saying
+	// the bank answered a bank account verification (provider, the
+	// provider's id of it): verification completes it. An error makes the
+	// webhook answer fail, and the provider deliver it again.
+	BankVerificationDone func(ctx context.Context, provider, ref string) error
 }
 
 // Service is bank linking: link sessions, exchange, items, accounts,
@@ -79,6 +84,8 @@ type Service struct {
 	// orphanRevokeFor: see Options.OrphanRevokeFor.
 	orphanRevokeFor time.Duration
 	notify          func()
+	// bankVerificationDone: see Options.BankVerificationDone.
+	bankVerificationDone func(ctx context.Context, provider, ref string) error
 }
 
 // New checks opts and returns a Service.
@@ -99,7 +106,7 @@ func New(opts Options) (*Service, error) {
 	}
 	s := &Service{db: opts.DB, vault: opts.Vault, audit: opts.Auditor, providers: providers, keys: opts.Keys,
 		keyName: opts.KeyName, clock: opts.Clock, log: opts.Logger, webhook: opts.WebhookURL,
-		orphanRevokeFor: opts.OrphanRevokeFor, notify: opts.Notify}
+		orphanRevokeFor: opts.OrphanRevokeFor, notify: opts.Notify, bankVerificationDone: opts.BankVerificationDone}
 	if s.orphanRevokeFor <= 0 {
 		s.orphanRevokeFor = DefaultOrphanRevokeFor
 	}
@@ -231,18 +238,32 @@ func accessTokenSecret(provider, token string) ([]byte, error) {
 // sealNumbers seals the account's numbers for the subject in tx, with the
 // blind index of the account number.
 func (s *Service) sealNumbers(ctx context.Context, tx pgx.Tx, accountID, subjectID string, n AuthNumbers) (string, error) {
-	secret, err := json.Marshal(struct {
+	secret, err := numbersSecret(n)
+	if err != nil {
+		return "", err
+	}
+	defer clear(secret)
+	return s.vault.Seal(ctx, tx, vault.AccountOwner(accountID), subjectID, vault.KindAccountNumber, secret, n.AccountNumber)
+}
+
+// numbersSecret is the sealed form of an account's numbers: a US
+// account's account and routing number, a South African one's account
+// number, branch code and bank (API.md, "Reveal").
+func numbersSecret(n AuthNumbers) ([]byte, error) {
+	if n.BankID != "" {
+		return json.Marshal(struct {
+			AccountNumber string `json:"account_number"`
+			BranchCode    string `json:"branch_code"`
+			BankID        string `json:"bank_id"`
+		}{n.AccountNumber, n.BranchCode, n.BankID})
+	}
+	return json.Marshal(struct {
 		AccountNumber string `json:"account_number"`
 		RoutingNumber string `json:"routing_number"`
 		// Tokenized tells the service revealing it that the number works
 		// only for ACH from the app that linked the account.
 		Tokenized bool `json:"tokenized,omitempty"`
 	}{n.AccountNumber, n.RoutingNumber, n.Tokenized})
-	if err != nil {
-		return "", err
-	}
-	defer clear(secret)
-	return s.vault.Seal(ctx, tx, vault.AccountOwner(accountID), subjectID, vault.KindAccountNumber, secret, n.AccountNumber)
 }
 
 // appendAudit writes one audit entry in tx.

@@ -69,6 +69,13 @@ func (s *Service) HandleWebhook(ctx context.Context, provider string, header htt
 			return res, err
 		}
 	}
+	// A bank account verification the bank answered: verification asks
+	// the provider and completes it, before the webhook is recorded.
+	if ev.Kind == EventBankAccountVerification && s.bankVerificationDone != nil {
+		if err := s.bankVerificationDone(ctx, provider, ev.ProviderCode); err != nil {
+			return res, err
+		}
+	}
 	// Consent withdrawn: remove the item at the provider where it still
 	// can be (it stops access and billing), before the transaction.
 	var rv revocation

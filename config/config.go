@@ -82,6 +82,19 @@ type Config struct {
 	PlaidRedirectURI        string
 	PlaidAndroidPackageName string
 
+	// Stitch (issue 15, docs/STITCH.md): client credentials, the API and
+	// identity-server URLs, kluis's OAuth callback as registered with
+	// Stitch, and the webhook signing secret.
+	StitchClientID      string
+	StitchClientSecret  string
+	StitchBaseURL       string
+	StitchAuthURL       string
+	StitchRedirectURI   string
+	StitchWebhookSecret string
+	// BAVRequiredChecks are the bank account verification checks that
+	// must all be true to verify an account (KLUIS_BAV_REQUIRED_CHECKS).
+	BAVRequiredChecks []string
+
 	// KeyCryptoperiod: subject keys older than this get a new version when
 	// the rotation job runs.
 	KeyCryptoperiod time.Duration
@@ -248,6 +261,7 @@ func Load(getenv Getenv) (*Config, error) {
 	c.readRetention(&r)
 	c.readVerification(&r)
 	c.readBankProviders(&r)
+	c.readStitch(&r)
 	c.validate(&r)
 	if len(r.problems) > 0 {
 		return nil, errors.New("configuration: " + strings.Join(r.problems, "\n  "))
@@ -412,7 +426,7 @@ func (c *Config) validateKeys(r *reader) {
 }
 
 // knownBankProviders are the names KLUIS_BANK_PROVIDERS may hold.
-var knownBankProviders = map[string]bool{"sandbox": true, "plaid": true}
+var knownBankProviders = map[string]bool{"sandbox": true, "plaid": true, "stitch": true}
 
 // readBankProviders reads KLUIS_BANK_PROVIDERS (comma-separated, the first
 // the default), or else the older single KLUIS_BANK_PROVIDER.
@@ -431,7 +445,7 @@ func (c *Config) readBankProviders(r *reader) {
 		name = strings.TrimSpace(name)
 		switch {
 		case !knownBankProviders[name]:
-			r.bad("KLUIS_BANK_PROVIDERS", "must be a comma-separated list of sandbox and plaid")
+			r.bad("KLUIS_BANK_PROVIDERS", "must be a comma-separated list of sandbox, plaid and stitch")
 			return
 		case seen[name]:
 			r.bad("KLUIS_BANK_PROVIDERS", "names "+name+" twice")
@@ -475,8 +489,10 @@ func (c *Config) validateBankProvider(r *reader, name string) {
 				r.bad("PLAID_BASE_URL", "must be an https URL")
 			}
 		}
+	case "stitch":
+		c.validateStitch(r)
 	default:
-		r.bad("KLUIS_BANK_PROVIDER", "must be sandbox or plaid")
+		r.bad("KLUIS_BANK_PROVIDER", "must be sandbox, plaid or stitch")
 	}
 }
 
@@ -498,6 +514,12 @@ func (c *Config) validateProduction(r *reader) {
 	}
 	if strings.HasPrefix(c.PlaidBaseURL, "http://") {
 		r.bad("PLAID_BASE_URL", "production requires https")
+	}
+	for name, u := range map[string]string{"STITCH_BASE_URL": c.StitchBaseURL, "STITCH_AUTH_URL": c.StitchAuthURL,
+		"KLUIS_STITCH_REDIRECT_URI": c.StitchRedirectURI} {
+		if strings.HasPrefix(u, "http://") {
+			r.bad(name, "production requires https")
+		}
 	}
 }
 

@@ -45,6 +45,13 @@ const (
 	EventWrongAnswer EventKind = "wrong_answer"
 	// EventDeadline: the window passed.
 	EventDeadline EventKind = "deadline"
+	// EventBankConfirmed, EventBankRefuted, EventBankUnconfirmed: the bank
+	// answered a bank account verification: every required check true; one
+	// false; one unknown (failed, but not counted towards the lock: the
+	// bank said nothing against the user).
+	EventBankConfirmed   EventKind = "bank_confirmed"
+	EventBankRefuted     EventKind = "bank_refuted"
+	EventBankUnconfirmed EventKind = "bank_unconfirmed"
 )
 
 // State is what the machine reads and writes.
@@ -60,6 +67,9 @@ type Effect struct {
 	AccountStatus string
 	// Emit, when set, is the type of event for client apps.
 	Emit string
+	// Uncounted: a failure that does not count towards the lock (the bank
+	// could not confirm; nobody refuted anything).
+	Uncounted bool
 }
 
 // Account verification statuses (accounts.verification_status).
@@ -127,6 +137,15 @@ func Next(s State, ev EventKind) (State, []Effect, error) {
 			return State{StatusFailed, 0}, []Effect{{AccountStatus: AccountFailed, Emit: TypeFailed}}, nil
 		}
 		return State{StatusPosted, left}, nil, nil
+	case EventBankConfirmed, EventBankRefuted, EventBankUnconfirmed:
+		if s.Status != StatusPending {
+			return bad()
+		}
+		if ev == EventBankConfirmed {
+			return State{StatusVerified, s.AttemptsRemaining}, []Effect{{AccountStatus: AccountVerified, Emit: TypeVerified}}, nil
+		}
+		return State{StatusFailed, s.AttemptsRemaining}, []Effect{{AccountStatus: AccountFailed, Emit: TypeFailed,
+			Uncounted: ev == EventBankUnconfirmed}}, nil
 	case EventDeadline:
 		if !s.Status.Open() {
 			return bad()

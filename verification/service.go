@@ -134,6 +134,12 @@ type Options struct {
 	// NumberFailures is how many failed verifications of one account
 	// number, across users, refuse new ones (DefaultNumberFailures).
 	NumberFailures int
+	// BankVerifiers check South African manual accounts with the bank
+	// (bank_account_verification, bav.go); the first verifies new ones.
+	BankVerifiers []BankVerifier
+	// RequiredChecks must all be true for a bank verification to verify
+	// (DefaultRequiredChecks).
+	RequiredChecks []string
 }
 
 // Service verifies accounts. It holds no state of its own (Postgres does)
@@ -157,6 +163,10 @@ type Service struct {
 	notify      func()
 	lockout     time.Duration
 	numberFails int
+	// Bank account verification (bav.go).
+	bankVerifiers  map[string]BankVerifier
+	bankVerifier   BankVerifier
+	requiredChecks []string
 }
 
 // New checks opts and returns a Service.
@@ -195,6 +205,9 @@ func New(opts Options) (*Service, error) {
 	}
 	if s.numberFails <= 0 {
 		s.numberFails = DefaultNumberFailures
+	}
+	if err := s.setBankVerifiers(opts.BankVerifiers, opts.RequiredChecks); err != nil {
+		return nil, err
 	}
 	if err := s.setRails(opts.Rail, opts.Rails); err != nil {
 		return nil, err

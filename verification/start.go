@@ -74,8 +74,8 @@ func providerVerified(status *string) bool {
 // users), EUnavailable (the rail cannot take the deposits now; the
 // verification is kept and sent again by the rail-poll job).
 func (s *Service) Start(ctx context.Context, actor audit.Actor, accountID, method string) (Verification, error) {
-	if method != MethodAuto && method != MethodInstant && method != MethodMicroDeposits {
-		return Verification{}, kluis.Errorf(kluis.EInvalid, "method must be auto, instant or micro_deposits")
+	if method != MethodAuto && method != MethodInstant && method != MethodMicroDeposits && method != MethodBankAccountVerification {
+		return Verification{}, kluis.Errorf(kluis.EInvalid, "method must be auto, instant, bank_account_verification or micro_deposits")
 	}
 	subjectID, err := s.subjectOf(ctx, actor.Name)
 	if err != nil {
@@ -95,6 +95,9 @@ func (s *Service) Start(ctx context.Context, actor audit.Actor, accountID, metho
 	if a.VerificationStatus == AccountVerified {
 		return Verification{}, kluis.Errorf(kluis.EConflict, "the account is already verified")
 	}
+	if method == MethodBankAccountVerification {
+		return s.startBankVerification(ctx, actor, a, method)
+	}
 	chosen := MethodMicroDeposits
 	if method != MethodMicroDeposits {
 		ok, err := s.instantSupported(ctx, a)
@@ -110,6 +113,10 @@ func (s *Service) Start(ctx context.Context, actor audit.Actor, accountID, metho
 	}
 	if chosen == MethodInstant {
 		return s.startInstant(ctx, actor, a, method)
+	}
+	if method == MethodAuto && s.bankVerifiable(a) {
+		// auto: instant, then the bank's word, then micro-deposits.
+		return s.startBankVerification(ctx, actor, a, method)
 	}
 	return s.startMicroDeposits(ctx, actor, a, method)
 }

@@ -177,7 +177,7 @@ func (s *Service) effects(ctx context.Context, tx pgx.Tx, v Verification, from S
 			}
 		}
 	}
-	if v.Status == StatusFailed && from != StatusFailed {
+	if v.Status == StatusFailed && from != StatusFailed && !uncounted(effects) {
 		if err := s.recordFailure(ctx, tx, v); err != nil {
 			return err
 		}
@@ -237,4 +237,15 @@ func due(ctx context.Context, q *postgres.DB, where string, limit int, args ...a
 		return nil, dbErr("list verifications", err)
 	}
 	return out, nil
+}
+
+// uncounted reports whether a transition's failure does not count towards
+// the lock.
+func uncounted(effects []Effect) bool {
+	for _, e := range effects {
+		if e.Uncounted {
+			return true
+		}
+	}
+	return false
 }

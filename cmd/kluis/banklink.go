@@ -23,6 +23,7 @@ func (a *app) openBankLink(ctx context.Context) error {
 	svc, err := banklink.New(banklink.Options{
 		DB: a.db, Vault: a.store, Auditor: a.auditor, Providers: providers, Keys: a.sys,
 		Logger: a.log, WebhookURL: a.cfg.BankWebhookURL, Notify: a.worker.Wake,
+		BankVerificationDone: a.bankVerificationDone,
 	})
 	if err != nil {
 		return err
@@ -88,6 +89,8 @@ func (a *app) bankProvider(name string) (banklink.Provider, error) {
 		return plaid.New(plaid.Options{ClientID: a.cfg.PlaidClientID, Secret: a.cfg.PlaidSecret, BaseURL: a.cfg.PlaidBaseURL,
 			ClientName: a.cfg.PlaidClientName, CountryCodes: a.cfg.PlaidCountryCodes, Language: a.cfg.PlaidLanguage,
 			RedirectURI: a.cfg.PlaidRedirectURI, AndroidPackageName: a.cfg.PlaidAndroidPackageName})
+	case "stitch":
+		return a.stitchProvider()
 	}
 	return nil, fmt.Errorf("unknown bank provider %q", name)
 }

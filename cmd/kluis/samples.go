@@ -52,11 +52,16 @@ Verify a manual account with micro-deposits:
   curl -s http://{{.Public}}/v1/sandbox/verifications/ver_…/deposits -H "$A"
   curl -s -X POST http://{{.Public}}/v1/verifications/ver_…/confirm -H "$A" -H "$J" -d '{"amounts":[12,34]}'
 
-A South African manual account (the banks: GET /v1/banks?country=ZA):
+A South African manual account (the banks: GET /v1/banks?country=ZA), verified
+by the bank (bank account verification; the sandbox bank answers by the number's
+last four digits: 0001 verified, 0002 no such account, 0003 closed, 0004 ID
+mismatch, 0005 name mismatch, 0006 and 0007 pending until the
+verification-bank-poll job runs, 0008 unknown):
 
   curl -s "http://{{.Public}}/v1/banks?country=ZA" -H "$A"
   curl -s -X POST http://{{.Public}}/v1/accounts -H "$A" -H "$J" \
-    -d '{"country":"ZA","bank_id":"za_capitec","account_number":"1234567890","account_type":"savings","holder_name":"Dev User","holder_id_number":"8001015009087"}'
+    -d '{"country":"ZA","bank_id":"za_capitec","account_number":"1479260001","account_type":"savings","holder_name":"Dev User","holder_id_number":"8001015009087"}'
+  curl -s -X POST http://{{.Public}}/v1/accounts/acc_…/verifications -H "$A" -H "$J" -d '{"method":"bank_account_verification"}'
 
   curl -s --cacert {{.Dir}}/ca.crt --cert {{.Dir}}/payments.crt --key {{.Dir}}/payments.key \
     https://{{.Internal}}/metrics | head

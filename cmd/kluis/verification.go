@@ -27,6 +27,11 @@ func (a *app) openVerification(context.Context) error {
 		opts.Rails["sandbox"] = sandboxrail.New(a.db, a.sys, a.cfg.SandboxRailDelay, nil)
 	}
 	opts.Rail = opts.Rails[a.cfg.BankProvider]
+	var err error
+	if opts.BankVerifiers, err = a.bankVerifiers(); err != nil {
+		return err
+	}
+	opts.RequiredChecks = a.cfg.BAVRequiredChecks
 	svc, err := verification.New(opts)
 	if err != nil {
 		return err
