@@ -138,6 +138,7 @@ func (d *Deps) base(listener string, tls bool) *echo.Echo {
 	e.Use(withRequestID, secureHeaders(tls), accessLog(d.Logger, listener, d.metrics),
 		recoverPanics(d.Logger), d.limitAddress(listener), withDeadline(d.RequestTimeout), requireJSON, limitBody)
 	e.GET("/openapi.yaml", serveOpenAPI)
+	e.GET("/docs", serveDocs)
 	return e
 }
 
