@@ -153,3 +153,22 @@ func TestAnErrorThatIsNotTheContractsShapeStillHasItsStatus(t *testing.T) {
 		t.Errorf("error = %+v", e)
 	}
 }
+
+// FuzzErrorFrom: whatever a server (or a proxy in front of it) answers, the
+// error keeps the status and reading it never panics.
+func FuzzErrorFrom(f *testing.F) {
+	f.Add(409, []byte(`{"error":{"code":"legal_hold","message":"m","request_id":"r"}}`), "5")
+	f.Add(503, []byte(`{"error":{"code":"unavailable","reason":"institution_down","retry_after_seconds":5}}`), "x")
+	f.Add(502, []byte(`<html>`), "")
+	f.Add(400, []byte(`{"error":null}`), "-1")
+	f.Add(422, []byte(`{"error":{"code":7,"field":["a"]}}`), "99999999999999999999")
+	f.Fuzz(func(t *testing.T, status int, body []byte, retry string) {
+		h := http.Header{}
+		h.Set("Retry-After", retry)
+		e := errorFrom(&http.Response{StatusCode: status, Header: h}, body)
+		if e.Status != status || e.RetryAfter < 0 {
+			t.Fatalf("errorFrom = %+v", e)
+		}
+		_ = e.Error()
+	})
+}
