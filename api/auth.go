@@ -134,7 +134,21 @@ func (d *Deps) requireUser(next echo.HandlerFunc) echo.HandlerFunc {
 			return d.authFailure(c, kluis.EUnauthenticated, safeReason(err), compliance.ActorAnonymous, "")
 		}
 		c.Set(ctxSubject, sub)
+		d.touch(c, sub)
 		return next(c)
+	}
+}
+
+// touch records that the user called kluis, for the retention of dormant
+// subjects. A failure is logged, not answered: the request's own work meets
+// the same database, and the next request tries again.
+func (d *Deps) touch(c echo.Context, sub string) {
+	if d.DB == nil {
+		return
+	}
+	ctx := c.Request().Context()
+	if err := d.seen.Touch(ctx, d.DB.Pool, sub, time.Now()); err != nil {
+		d.Logger.WarnContext(ctx, "recording the user's activity failed", "request_id", requestID(c), "cause", err.Error())
 	}
 }
 
@@ -235,6 +249,8 @@ var freshMFARoutes = map[string]bool{
 	"POST /compliance/v1/erasure-requests/:id/complete": true,
 	"POST /compliance/v1/legal-holds":                   true,
 	"DELETE /compliance/v1/legal-holds/:id":             true,
+	// The complete export opens every sealed record of a person.
+	"POST /compliance/v1/subjects/:id/export": true,
 }
 
 // requireFreshMFA guards freshMFARoutes: beyond requireStaff, the staff

@@ -62,6 +62,7 @@ func startCompliance(t *testing.T) *complianceEnv {
 		ce.revoker.db = d.DB
 		ce.svc = compliance.NewService(d.DB, d.Auditor, late, nil)
 		ce.svc.AddRevoker(ce.revoker)
+		ce.svc.SetSealedOpener(d.Vault)
 		d.Compliance = ce.svc
 	})
 	late.ring = ce.Ring

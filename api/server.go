@@ -70,6 +70,8 @@ type Deps struct {
 	// zero; API.md: at least 24 hours).
 	IdempotencyTTL time.Duration
 	idem           *idempotency.Store
+	// seen throttles the record of users' activity (dormant retention).
+	seen vault.Seen
 	// Refusals audits failed authentications and refused webhooks in
 	// aggregate; whoever builds Deps runs its Run (NewRefusals over Auditor
 	// if nil, and then only a Flush writes it).

@@ -53,6 +53,8 @@ type Service struct {
 	clock   kluis.Clock
 
 	revokers []Revoker
+	// sealed opens sealed records for the complete export (SetSealedOpener).
+	sealed SealedOpener
 	// revokeAttempts is how many revoke passes may leave items unrevoked
 	// before the run waits for people (needs_attention).
 	revokeAttempts int

@@ -138,6 +138,34 @@ func defaultClasses() []RetentionClass {
 			Description: "removed items (their credential is already destroyed), by the time of removal",
 		},
 		{
+			Name: "revoked_accounts", Table: "accounts", Subject: "t.subject_id",
+			Where: `((t.status = 'revoked' AND t.revoked_at < $1)
+				OR t.item_id IN (SELECT i.id FROM items i WHERE i.status = 'revoked' AND i.updated_at < $1))
+				AND NOT EXISTS (SELECT 1 FROM verifications v WHERE v.account_id = t.id)`,
+			Requires: []string{"status", "revoked_at", "item_id", "subject_id"},
+			Default:  90 * day, Min: time.Hour,
+			Description: "accounts whose owner withdrew consent at the bank (or whose item was revoked), by the time of revocation, once no verification refers to them",
+		},
+		{
+			Name: "revoked_items", Table: "items", Subject: "t.subject_id",
+			Where: `t.status = 'revoked' AND t.updated_at < $1
+				AND NOT EXISTS (SELECT 1 FROM accounts a WHERE a.item_id = t.id)
+				AND NOT EXISTS (SELECT 1 FROM link_sessions l WHERE l.item_id = t.id OR l.exchanged_item_id = t.id)
+				AND NOT EXISTS (SELECT 1 FROM provider_webhook_events w WHERE w.item_id = t.id)`,
+			Requires: []string{"status", "updated_at", "subject_id"},
+			Default:  90 * day, Min: time.Hour,
+			Description: "items whose owner withdrew consent at the bank (their token is already destroyed), by the time of revocation (the item's last change), once nothing refers to them",
+		},
+		{
+			Name: "revoked_credentials", Table: "credentials", Subject: "t.subject_id",
+			Where: `t.revoked_at < $1
+				AND NOT EXISTS (SELECT 1 FROM items i WHERE i.credential_ref = t.ref OR i.pending_credential_ref = t.ref)
+				AND NOT EXISTS (SELECT 1 FROM accounts a WHERE a.account_number_ref = t.ref OR a.holder_id_ref = t.ref)`,
+			Requires: []string{"revoked_at", "ref", "subject_id"},
+			Default:  90 * day, Min: time.Hour,
+			Description: "tombstones of revoked credentials (the secret is long destroyed; the ref answers 410 until then and 404 after), once no item or account refers to them",
+		},
+		{
 			Name: "outbox_events", Table: "outbox",
 			Where: `t.fanned_out AND t.created_at < $1
 				AND NOT EXISTS (SELECT 1 FROM outbox_targets o WHERE o.event_id = t.id AND o.status = 'pending')`,

@@ -94,6 +94,23 @@ var fixtures = map[string]func(t *testing.T, db *postgres.DB, at time.Time, subj
 	"removed_items": func(t *testing.T, db *postgres.DB, at time.Time, subject string) row {
 		return row{"items", "id = $1", removedItem(t, db, subject, at)}
 	},
+	"revoked_accounts": func(t *testing.T, db *postgres.DB, at time.Time, subject string) row {
+		id := kluis.NewID(kluis.PrefixAccount)
+		exec(t, db, `INSERT INTO accounts (id, subject_id, name, mask, status, revoked_at) VALUES ($1, $2, 'cheque', '1234', 'revoked', $3)`, id, subject, at)
+		return row{"accounts", "id = $1", id}
+	},
+	"revoked_items": func(t *testing.T, db *postgres.DB, at time.Time, subject string) row {
+		// Its token's tombstone is young, so the credentials class keeps
+		// it in the same run: each class's count stays its own.
+		ref := tombstone(t, db, subject, time.Now())
+		id := kluis.NewID(kluis.PrefixItem)
+		exec(t, db, `INSERT INTO items (id, subject_id, provider, provider_item_id, institution_id, institution_name, status, credential_ref, updated_at)
+			VALUES ($1, $2, 'sandbox', $3, 'ins_sandbox', 'Sandbox Bank', 'revoked', $4, $5)`, id, subject, kluis.NewID("pi_"), ref, at)
+		return row{"items", "id = $1", id}
+	},
+	"revoked_credentials": func(t *testing.T, db *postgres.DB, at time.Time, subject string) row {
+		return row{"credentials", "ref = $1", tombstone(t, db, subject, at)}
+	},
 	"outbox_events": func(t *testing.T, db *postgres.DB, at time.Time, _ string) row {
 		id := kluis.NewID("evt_")
 		exec(t, db, `INSERT INTO outbox (id, type, payload, created_at, fanned_out) VALUES ($1, 'item.removed', '{}', $2, true)`, id, at)
@@ -114,6 +131,16 @@ var fixtures = map[string]func(t *testing.T, db *postgres.DB, at time.Time, subj
 		}
 		return row{"job_runs", "id = $1", id}
 	},
+}
+
+// tombstone inserts what a revoked credential leaves: its row without a
+// secret, revoked at at.
+func tombstone(t *testing.T, db *postgres.DB, subject string, at time.Time) string {
+	t.Helper()
+	ref := kluis.NewID(kluis.PrefixCredential)
+	exec(t, db, `INSERT INTO credentials (ref, subject_id, kind, key_version, envelope, revoked_at, owner_type, owner_id)
+		VALUES ($1, $2, 'bank_access_token', 1, NULL, $3, 'item', $4)`, ref, subject, at, kluis.NewID(kluis.PrefixItem))
+	return ref
 }
 
 func removedItem(t *testing.T, db *postgres.DB, subject string, at time.Time) string {

@@ -1013,6 +1013,22 @@ type GetSubjectAccessReportParams struct {
 	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
 }
 
+// ExportSubjectArchiveJSONBody defines parameters for ExportSubjectArchive.
+type ExportSubjectArchiveJSONBody struct {
+	// Recipient an age X25519 recipient (public key); the staff member keeps the identity (private key) that opens the archive
+	Recipient string `json:"recipient"`
+}
+
+// ExportSubjectArchiveParams defines parameters for ExportSubjectArchive.
+type ExportSubjectArchiveParams struct {
+	// IdempotencyKey 1 to 255 printable ASCII characters (else 400), scoped to the caller and kept at
+	// least 24 hours. The same key with the same request replays the first answer
+	// (below 500) with `Idempotent-Replayed: true`; with another request, 422
+	// `idempotency_key_reused`; while the first is still running, 409
+	// `idempotency_key_in_use`. A 5xx is not kept, so a retry with the key runs again.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
 // RevealAccountNumberJSONBody defines parameters for RevealAccountNumber.
 type RevealAccountNumberJSONBody struct {
 	Purpose string `json:"purpose"`
@@ -1263,6 +1279,9 @@ type RejectErasureRequestJSONRequestBody = ReasonRequest
 
 // PlaceLegalHoldJSONRequestBody defines body for PlaceLegalHold for application/json ContentType.
 type PlaceLegalHoldJSONRequestBody = SubjectRequest
+
+// ExportSubjectArchiveJSONRequestBody defines body for ExportSubjectArchive for application/json ContentType.
+type ExportSubjectArchiveJSONRequestBody ExportSubjectArchiveJSONBody
 
 // RevealAccountNumberJSONRequestBody defines body for RevealAccountNumber for application/json ContentType.
 type RevealAccountNumberJSONRequestBody RevealAccountNumberJSONBody
@@ -1691,6 +1710,11 @@ type ClientInterface interface {
 	// ExportSubject request
 	ExportSubject(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// ExportSubjectArchiveWithBody request with any body
+	ExportSubjectArchiveWithBody(ctx context.Context, id string, params *ExportSubjectArchiveParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	ExportSubjectArchive(ctx context.Context, id string, params *ExportSubjectArchiveParams, body ExportSubjectArchiveJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// GetHealth request
 	GetHealth(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
 
@@ -1998,6 +2022,30 @@ func (c *Client) GetSubjectAccessReport(ctx context.Context, id string, params *
 
 func (c *Client) ExportSubject(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewExportSubjectRequest(c.Server, id)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+func (c *Client) ExportSubjectArchiveWithBody(ctx context.Context, id string, params *ExportSubjectArchiveParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewExportSubjectArchiveRequestWithBody(c.Server, id, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+func (c *Client) ExportSubjectArchive(ctx context.Context, id string, params *ExportSubjectArchiveParams, body ExportSubjectArchiveJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewExportSubjectArchiveRequest(c.Server, id, params, body)
 	if err != nil {
 		return nil, err
 	}
@@ -3202,6 +3250,68 @@ func NewExportSubjectRequest(server string, id string) (*http.Request, error) {
 	req, err := http.NewRequest("GET", queryURL.String(), nil)
 	if err != nil {
 		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewExportSubjectArchiveRequest calls the generic ExportSubjectArchive builder with application/json body
+func NewExportSubjectArchiveRequest(server string, id string, params *ExportSubjectArchiveParams, body ExportSubjectArchiveJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewExportSubjectArchiveRequestWithBody(server, id, params, "application/json", bodyReader)
+}
+
+// NewExportSubjectArchiveRequestWithBody generates requests for ExportSubjectArchive with any type of body
+func NewExportSubjectArchiveRequestWithBody(server string, id string, params *ExportSubjectArchiveParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithLocation("simple", false, "id", runtime.ParamLocationPath, id)
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/compliance/v1/subjects/%s/export", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest("POST", queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.IdempotencyKey != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithLocation("simple", false, "Idempotency-Key", runtime.ParamLocationHeader, *params.IdempotencyKey)
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam0)
+		}
+
 	}
 
 	return req, nil
@@ -4585,6 +4695,11 @@ type ClientWithResponsesInterface interface {
 	// ExportSubjectWithResponse request
 	ExportSubjectWithResponse(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*ExportSubjectResponse, error)
 
+	// ExportSubjectArchiveWithBodyWithResponse request with any body
+	ExportSubjectArchiveWithBodyWithResponse(ctx context.Context, id string, params *ExportSubjectArchiveParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*ExportSubjectArchiveResponse, error)
+
+	ExportSubjectArchiveWithResponse(ctx context.Context, id string, params *ExportSubjectArchiveParams, body ExportSubjectArchiveJSONRequestBody, reqEditors ...RequestEditorFn) (*ExportSubjectArchiveResponse, error)
+
 	// GetHealthWithResponse request
 	GetHealthWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetHealthResponse, error)
 
@@ -5071,6 +5186,37 @@ func (r ExportSubjectResponse) Status() string {
 
 // StatusCode returns HTTPResponse.StatusCode
 func (r ExportSubjectResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+type ExportSubjectArchiveResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	JSON400      *BadRequest
+	JSON401      *Unauthenticated
+	JSON403      *Forbidden
+	JSON404      *NotFound
+	JSON409      *Conflict
+	JSON415      *UnsupportedMediaType
+	JSON422      *Unprocessable
+	JSON429      *RateLimited
+	JSON500      *Internal
+	JSON503      *Unavailable
+}
+
+// Status returns HTTPResponse.Status
+func (r ExportSubjectArchiveResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ExportSubjectArchiveResponse) StatusCode() int {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.StatusCode
 	}
@@ -6058,6 +6204,23 @@ func (c *ClientWithResponses) ExportSubjectWithResponse(ctx context.Context, id 
 		return nil, err
 	}
 	return ParseExportSubjectResponse(rsp)
+}
+
+// ExportSubjectArchiveWithBodyWithResponse request with arbitrary body returning *ExportSubjectArchiveResponse
+func (c *ClientWithResponses) ExportSubjectArchiveWithBodyWithResponse(ctx context.Context, id string, params *ExportSubjectArchiveParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*ExportSubjectArchiveResponse, error) {
+	rsp, err := c.ExportSubjectArchiveWithBody(ctx, id, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseExportSubjectArchiveResponse(rsp)
+}
+
+func (c *ClientWithResponses) ExportSubjectArchiveWithResponse(ctx context.Context, id string, params *ExportSubjectArchiveParams, body ExportSubjectArchiveJSONRequestBody, reqEditors ...RequestEditorFn) (*ExportSubjectArchiveResponse, error) {
+	rsp, err := c.ExportSubjectArchive(ctx, id, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseExportSubjectArchiveResponse(rsp)
 }
 
 // GetHealthWithResponse request returning *GetHealthResponse
@@ -7428,6 +7591,95 @@ func ParseExportSubjectResponse(rsp *http.Response) (*ExportSubjectResponse, err
 			return nil, err
 		}
 		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest RateLimited
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest Internal
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseExportSubjectArchiveResponse parses an HTTP response from a ExportSubjectArchiveWithResponse call
+func ParseExportSubjectArchiveResponse(rsp *http.Response) (*ExportSubjectArchiveResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ExportSubjectArchiveResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthenticated
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Conflict
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest Unprocessable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON422 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
 		var dest RateLimited

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/prometheus/client_golang/prometheus"
+
 	"context"
 	"errors"
 	"fmt"
@@ -39,7 +41,10 @@ type app struct {
 	bankBreaker []*bankbreaker.Provider // one breaker per bank provider but the sandbox
 	comp        *compliance.Service
 	verify      *verificationParts
-	closers     []func()
+	// registry is the serving process's Prometheus registry (nil for
+	// one-off commands), which the scheduler's job metrics join.
+	registry *prometheus.Registry
+	closers  []func()
 }
 
 // startupWait bounds how long start-up waits for the key provider: kluis

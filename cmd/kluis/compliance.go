@@ -30,6 +30,7 @@ func (a *app) compliance() (*compliance.Service, error) {
 	}
 	svc := compliance.NewService(a.db, a.auditor, a.ring, nil)
 	svc.SetRevokeAttempts(a.cfg.ErasureRevokeAttempts)
+	svc.SetSealedOpener(a.store)
 	bank, err := a.bankLink()
 	if err != nil {
 		return nil, err
@@ -109,5 +110,24 @@ func (a *app) purge(ctx context.Context, run *jobs.Run, purger *compliance.Purge
 		}
 		run.Set(prefix+cr.Class, cr.Deleted)
 	}
+	if err != nil || a.cfg.DormantSubjects == 0 {
+		return err
+	}
+	return a.eraseDormant(ctx, run, prefix, opts.DryRun)
+}
+
+// eraseDormant erases the subjects unseen for KLUIS_RETENTION_DORMANT_SUBJECTS
+// through the erasure pipeline (compliance.EraseDormant), counting in the
+// run the subjects erased, still running, kept under a hold, and found active.
+func (a *app) eraseDormant(ctx context.Context, run *jobs.Run, prefix string, dry bool) error {
+	svc, err := a.compliance()
+	if err != nil {
+		return err
+	}
+	rep, err := svc.EraseDormant(ctx, a.cfg.DormantSubjects, 0, dry)
+	run.Set(prefix+compliance.DormantClass, rep.Erased)
+	run.Set("dormant_erasures_running", rep.Started)
+	run.Set("dormant_held", rep.Held)
+	run.Set("dormant_seen_again", rep.Active)
 	return err
 }

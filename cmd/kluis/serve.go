@@ -118,6 +118,7 @@ func (a *app) deps(ctx context.Context) (*api.Deps, error) {
 		}
 	}
 	registry := prometheus.NewRegistry()
+	a.registry = registry
 	if b, ok := a.keys.(*breaker.Provider); ok {
 		registry.MustRegister(b.Collector())
 	}
