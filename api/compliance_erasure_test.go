@@ -15,6 +15,7 @@ import (
 	"github.com/kluis-dev/kluis/api"
 	"github.com/kluis-dev/kluis/api/apitest"
 	"github.com/kluis-dev/kluis/api/jwtauth/jwttest"
+	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/compliance"
 	"github.com/kluis-dev/kluis/postgres"
 	"github.com/kluis-dev/kluis/vault"
@@ -303,7 +304,7 @@ func TestAnErasureThroughHTTP(t *testing.T) {
 	if n := auditCount(t, ce.Env, `subject_pseudonym = $1`, era.Pseudonym); n < 5 {
 		t.Errorf("the erased subject's audit entries (by pseudonym) = %d, want them kept", n)
 	}
-	if _, err := compliance.NewSealer(ce.DB, 0).SealPending(ctx); err != nil {
+	if _, err := audit.NewSealer(ce.DB, 0).SealPending(ctx); err != nil {
 		t.Fatal(err)
 	}
 	status, body = ce.call(t, "POST", "/audit/verify", staffA, "")

@@ -11,22 +11,6 @@ import (
 	"github.com/kluis-dev/kluis/compliance"
 )
 
-func init() {
-	RegisterErrorStatus(compliance.ELegalHold, http.StatusConflict)
-	internalRoutes = append(internalRoutes, func(d *Deps, _, comp *echo.Group) {
-		if d.Compliance == nil {
-			return
-		}
-		comp.POST("/legal-holds", d.placeHold)
-		comp.DELETE("/legal-holds/:id", d.liftHold)
-		comp.POST("/erasure-requests", d.requestErasure)
-		comp.GET("/erasure-requests/:id", d.getErasure)
-		comp.POST("/erasure-requests/:id/approve", d.approveErasure)
-		comp.GET("/subjects/:id/export", d.exportSubject)
-		comp.POST("/subjects/:id/export", d.exportArchive)
-	})
-}
-
 // subjectRequest is the body of a legal hold or an erasure request:
 // subject_id is the subject's external id (the `sub` of their token).
 type subjectRequest struct {

@@ -23,11 +23,6 @@ const (
 	EIdempotencyKeyInUse  = "idempotency_key_in_use"
 )
 
-func init() {
-	RegisterErrorStatus(EIdempotencyKeyReused, http.StatusUnprocessableEntity)
-	RegisterErrorStatus(EIdempotencyKeyInUse, http.StatusConflict)
-}
-
 const (
 	headerIdempotencyKey = "Idempotency-Key"
 	// headerReplayed marks an answer replayed from the store.

@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/postgres"
 )
 
@@ -206,13 +207,13 @@ func (s *Service) requestDormantErasure(ctx context.Context, c dormantCandidate,
 		if _, err := tx.Exec(ctx, `UPDATE subjects SET erasing_since = $2, erasure_request_id = $3 WHERE id = $1`, c.id, now, id); err != nil {
 			return fmt.Errorf("compliance: fence subject: %w", postgres.Translate(err))
 		}
-		for _, e := range []Entry{
-			{ActorKind: ActorSystem, Actor: dormantRequester, Action: "erasure.requested", Target: id, Outcome: OutcomeSuccess,
+		for _, e := range []audit.Entry{
+			{ActorKind: audit.ActorSystem, Actor: dormantRequester, Action: "erasure.requested", Target: id, Outcome: audit.OutcomeSuccess,
 				Details: map[string]any{"class": DormantClass}},
-			{ActorKind: ActorSystem, Actor: dormantApprover, Action: "erasure.approve", Target: id, Outcome: OutcomeSuccess,
+			{ActorKind: audit.ActorSystem, Actor: dormantApprover, Action: "erasure.approve", Target: id, Outcome: audit.OutcomeSuccess,
 				Details: map[string]any{"class": DormantClass}},
 		} {
-			if err := s.auditor.appendPseudonymous(ctx, tx, e, pseudonym); err != nil {
+			if err := s.auditor.AppendPseudonymous(ctx, tx, e, pseudonym); err != nil {
 				return err
 			}
 		}

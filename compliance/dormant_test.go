@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kluis-dev/kluis/audit"
+	"github.com/kluis-dev/kluis/audit/audittest"
 	"github.com/kluis-dev/kluis/compliance"
 	"github.com/kluis-dev/kluis/postgres"
 	"github.com/kluis-dev/kluis/postgres/pgtest"
@@ -21,7 +23,7 @@ func TestDormantSubjectsAreErasedThroughThePipelineAndHeldOrActiveOnesKept(t *te
 	ctx := context.Background()
 	now := time.Now().UTC()
 	clock := fixedClock{now}
-	auditor := compliance.NewAuditor(db, testPseudonyms{}, clock)
+	auditor := audit.NewAuditor(db, audittest.Pseudonyms{}, clock)
 	svc := compliance.NewService(db, auditor, tableShredder{}, clock)
 	const period = 365 * 24 * time.Hour
 	old := now.Add(-period - 24*time.Hour)
@@ -35,9 +37,9 @@ func TestDormantSubjectsAreErasedThroughThePipelineAndHeldOrActiveOnesKept(t *te
 	lastSeen(t, db, ids["user-seen"], now.Add(-time.Hour))
 	// A service revealed one person's credential recently; staff only
 	// looked at another's access report, which keeps no one.
-	for _, e := range []compliance.Entry{
-		{ActorKind: compliance.ActorService, Actor: "payments", Action: "credential.reveal", Outcome: compliance.OutcomeSuccess, Subject: "user-revealed"},
-		{ActorKind: compliance.ActorStaff, Actor: "staff_a", Action: "subject.access_report", Outcome: compliance.OutcomeSuccess, Subject: "user-looked-at"},
+	for _, e := range []audit.Entry{
+		{ActorKind: audit.ActorService, Actor: "payments", Action: "credential.reveal", Outcome: audit.OutcomeSuccess, Subject: "user-revealed"},
+		{ActorKind: audit.ActorStaff, Actor: "staff_a", Action: "subject.access_report", Outcome: audit.OutcomeSuccess, Subject: "user-looked-at"},
 	} {
 		if err := auditor.Record(ctx, e); err != nil {
 			t.Fatal(err)
@@ -102,7 +104,7 @@ func TestConcurrentDormantRunsEraseEachSubjectOnce(t *testing.T) {
 	db, _ := pgtest.Open(t)
 	ctx := context.Background()
 	now := time.Now().UTC()
-	auditor := compliance.NewAuditor(db, testPseudonyms{}, fixedClock{now})
+	auditor := audit.NewAuditor(db, audittest.Pseudonyms{}, fixedClock{now})
 	svc := compliance.NewService(db, auditor, tableShredder{}, fixedClock{now})
 	for _, sub := range []string{"user-a", "user-b", "user-c", "user-d"} {
 		lastSeen(t, db, newSubject(t, db, sub), now.Add(-400*24*time.Hour))

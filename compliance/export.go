@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/postgres"
 )
 
@@ -58,8 +59,8 @@ func (s *Service) ExportSubject(ctx context.Context, by Staff, subject string) (
 	if err != nil {
 		return out, err
 	}
-	err = s.auditor.Record(ctx, Entry{
-		ActorKind: ActorStaff, Actor: by.ID, Action: "subject.exported", Outcome: OutcomeSuccess,
+	err = s.auditor.Record(ctx, audit.Entry{
+		ActorKind: audit.ActorStaff, Actor: by.ID, Action: "subject.exported", Outcome: audit.OutcomeSuccess,
 		Subject: subject, RequestID: by.RequestID, Details: map[string]any{"categories": len(out.Records)},
 	})
 	return out, err

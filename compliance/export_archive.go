@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/vault"
 )
 
@@ -135,8 +136,8 @@ func (s *Service) ExportArchive(ctx context.Context, by Staff, subject, recipien
 	}
 	sum := sha256.Sum256(archive)
 	res := ExportArchive{Archive: archive, Digest: hex.EncodeToString(sum[:])}
-	err = s.auditor.Record(ctx, Entry{
-		ActorKind: ActorStaff, Actor: by.ID, Action: "subject.exported", Outcome: OutcomeSuccess,
+	err = s.auditor.Record(ctx, audit.Entry{
+		ActorKind: audit.ActorStaff, Actor: by.ID, Action: "subject.exported", Outcome: audit.OutcomeSuccess,
 		Subject: subject, RequestID: by.RequestID, Details: map[string]any{
 			"format": ExportFormat, "encryption": "age", "recipient": recipient,
 			"sha256": res.Digest, "included": manifest.Included, "withheld": len(manifest.Withheld),

@@ -31,7 +31,7 @@ import (
 	"github.com/robfig/cron/v3"
 
 	"github.com/kluis-dev/kluis"
-	"github.com/kluis-dev/kluis/compliance"
+	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/postgres"
 )
 
@@ -119,7 +119,7 @@ type JobInfo struct {
 // Scheduler runs registered jobs on their schedules and on demand.
 type Scheduler struct {
 	db          *postgres.DB
-	auditor     *compliance.Auditor
+	auditor     *audit.Auditor
 	log         *slog.Logger
 	instance    string
 	timeout     time.Duration
@@ -148,7 +148,7 @@ var parser = cron.NewParser(cron.SecondOptional | cron.Minute | cron.Hour | cron
 var validName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
 
 // New returns a Scheduler recording runs in db and in the audit log.
-func New(db *postgres.DB, auditor *compliance.Auditor, logger *slog.Logger, opts Options) *Scheduler {
+func New(db *postgres.DB, auditor *audit.Auditor, logger *slog.Logger, opts Options) *Scheduler {
 	if opts.Instance == "" {
 		opts.Instance = defaultInstance()
 	}

@@ -11,7 +11,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/kluis-dev/kluis/compliance"
+	"github.com/kluis-dev/kluis/audit"
+	"github.com/kluis-dev/kluis/audit/audittest"
 	"github.com/kluis-dev/kluis/jobs"
 	"github.com/kluis-dev/kluis/logging"
 	"github.com/kluis-dev/kluis/postgres/pgtest"
@@ -27,7 +28,7 @@ func TestJobRunsShowInTheMetrics(t *testing.T) {
 	fail := false
 	release := make(chan struct{})
 	running := make(chan struct{}, 1)
-	s := jobs.New(db, compliance.NewAuditor(db, testPseudonyms{}, nil), logging.New(io.Discard, 0),
+	s := jobs.New(db, audit.NewAuditor(db, audittest.Pseudonyms{}, nil), logging.New(io.Discard, 0),
 		jobs.Options{Instance: "host-a:1", Metrics: jobs.NewMetrics(reg)})
 	for _, j := range []jobs.Job{
 		{Name: "retention-purge", Schedule: "@daily", Run: func(ctx context.Context, rec *jobs.Run) error {

@@ -10,15 +10,12 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/compliance"
 	"github.com/kluis-dev/kluis/config"
 	"github.com/kluis-dev/kluis/jobs"
 	"github.com/kluis-dev/kluis/vault"
 )
-
-// jobHooks let features register their scheduled jobs, one file per feature,
-// without this file growing a line for each.
-var jobHooks []func(a *app, s *jobs.Scheduler) error
 
 // scheduler builds the scheduler with every job kluis runs.
 func (a *app) scheduler() (*jobs.Scheduler, error) {
@@ -42,8 +39,10 @@ func (a *app) scheduler() (*jobs.Scheduler, error) {
 			return nil, err
 		}
 	}
-	for _, hook := range jobHooks {
-		if err := hook(a, s); err != nil {
+	for _, register := range []func(*jobs.Scheduler) error{
+		a.registerBankJobs, a.registerComplianceJobs, a.registerVerificationJobs,
+	} {
+		if err := register(s); err != nil {
 			return nil, err
 		}
 	}
@@ -55,13 +54,9 @@ func (a *app) scheduler() (*jobs.Scheduler, error) {
 // (their owners checked against bank linking's pointers), checkpointing its
 // counts in job_runs as it goes.
 func (a *app) rotateKeys(ctx context.Context, run *jobs.Run) error {
-	owners, err := a.bankLink()
-	if err != nil {
-		return err
-	}
 	res, err := a.store.Rotate(ctx, a.db, vault.RotationOptions{
 		Cryptoperiod: a.cfg.KeyCryptoperiod,
-		Owners:       owners,
+		Owners:       a.bank,
 		Progress: func(rewrapped, subjects, records int) {
 			run.Set("rewrapped_keys", int64(rewrapped))
 			run.Set("resealed_subjects", int64(subjects))
@@ -81,7 +76,7 @@ func (a *app) rotateKeys(ctx context.Context, run *jobs.Run) error {
 var errAuditBroken = errors.New("the audit chain does not verify")
 
 func (a *app) verifyAuditJob(ctx context.Context, run *jobs.Run) error {
-	res, err := compliance.VerifyWith(ctx, a.db, compliance.VerifyOptions{SealInterval: a.cfg.AuditSealInterval})
+	res, err := audit.VerifyWith(ctx, a.db, audit.VerifyOptions{SealInterval: a.cfg.AuditSealInterval})
 	if err != nil {
 		return err
 	}
