@@ -4,7 +4,7 @@ PKGS      := ./...
 FUZZTIME  ?= 2m
 export KLUIS_TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable
 
-.PHONY: dev test unit fuzz lint sbom build services bench clean
+.PHONY: dev test unit fuzz lint spectral sbom build services bench clean
 
 ## dev: Postgres up, migrated, local key, sandbox provider, sample requests printed
 dev: services
@@ -30,9 +30,15 @@ fuzz:
 bench: services
 	@scripts/bench.sh
 
-## lint: go vet, gofmt, staticcheck, gosec, govulncheck (pinned in tools/go.mod)
+## lint: go vet, gofmt, staticcheck, gosec, govulncheck (pinned in tools/go.mod),
+## and Spectral's OWASP ruleset over api/openapi.yaml (pinned in
+## tools/spectral/package-lock.json; needs node 20 and npm)
 lint:
 	@scripts/lint.sh
+
+## spectral: only the contract's Spectral lint (zero errors required)
+spectral:
+	@scripts/spectral.sh
 
 ## sbom: a CycloneDX SBOM (JSON) of the modules built into bin/kluis
 sbom: build

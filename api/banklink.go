@@ -148,8 +148,13 @@ func (d *Deps) exchangePublicToken(c echo.Context) error {
 	return c.JSON(status, map[string]any{"item": toItem(it)})
 }
 
+// listItems is GET /v1/items: a page of the caller's items, oldest first.
 func (d *Deps) listItems(c echo.Context) error {
-	items, err := d.BankLink.Items(c.Request().Context(), Subject(c))
+	page, err := d.bankPage(c)
+	if err != nil {
+		return err
+	}
+	items, next, err := d.BankLink.Items(c.Request().Context(), Subject(c), page)
 	if err != nil {
 		return err
 	}
@@ -157,7 +162,33 @@ func (d *Deps) listItems(c echo.Context) error {
 	for _, it := range items {
 		out = append(out, toItem(it))
 	}
-	return c.JSON(http.StatusOK, map[string]any{"items": out})
+	return d.listAnswer(c, "items", out, anyPosition(next))
+}
+
+// bankPage reads a bank-link list's page: limit and cursor, and nothing
+// else (an unknown query parameter is 400).
+func (d *Deps) bankPage(c echo.Context) (banklink.Page, error) {
+	if err := onlyQuery(c); err != nil {
+		return banklink.Page{}, err
+	}
+	limit, err := pageLimit(c)
+	if err != nil {
+		return banklink.Page{}, err
+	}
+	var after banklink.Position
+	has, err := d.openCursor(c, &after)
+	if err != nil || !has {
+		return banklink.Page{Limit: limit}, err
+	}
+	return banklink.Page{Limit: limit, After: &after}, nil
+}
+
+// anyPosition keeps a nil position nil as an interface (no next_cursor).
+func anyPosition(p *banklink.Position) any {
+	if p == nil {
+		return nil
+	}
+	return p
 }
 
 func (d *Deps) getItem(c echo.Context) error {
@@ -182,8 +213,14 @@ func (d *Deps) deleteItem(c echo.Context) error {
 	return c.NoContent(http.StatusNoContent)
 }
 
+// listAccounts is GET /v1/accounts: a page of the caller's accounts,
+// linked and manual, oldest first.
 func (d *Deps) listAccounts(c echo.Context) error {
-	accts, err := d.BankLink.Accounts(c.Request().Context(), Subject(c))
+	page, err := d.bankPage(c)
+	if err != nil {
+		return err
+	}
+	accts, next, err := d.BankLink.Accounts(c.Request().Context(), Subject(c), page)
 	if err != nil {
 		return err
 	}
@@ -191,7 +228,7 @@ func (d *Deps) listAccounts(c echo.Context) error {
 	for _, a := range accts {
 		out = append(out, toAccount(a))
 	}
-	return c.JSON(http.StatusOK, map[string]any{"accounts": out})
+	return d.listAnswer(c, "accounts", out, anyPosition(next))
 }
 
 func (d *Deps) getAccount(c echo.Context) error {

@@ -110,7 +110,7 @@ func (d *Deps) limitAddress(listener string) echo.MiddlewareFunc {
 			if ip == "" {
 				ip = "unknown"
 			}
-			if err := d.allow(c, "address", addressKey(ip, d.RateLimits.IPv6Prefix), d.RateLimits.Address); err != nil {
+			if err := d.allow(c, "address", "address", addressKey(ip, d.RateLimits.IPv6Prefix), d.RateLimits.Address); err != nil {
 				return err
 			}
 			return next(c)
@@ -127,12 +127,12 @@ func (d *Deps) limitCaller(next echo.HandlerFunc) echo.HandlerFunc {
 		if who == "" {
 			kind, who, limit = "service", serviceName(c), d.RateLimits.Service
 		}
-		if err := d.allow(c, kind, who, limit); err != nil {
+		if err := d.allow(c, kind, kind, who, limit); err != nil {
 			return err
 		}
 		op := operationOf(c)
 		if l, ok := d.RateLimits.Operations[op]; ok {
-			if err := d.allow(c, "op:"+op+":"+kind, who, l); err != nil {
+			if err := d.allow(c, "op:"+op, "op:"+op+":"+kind, who, l); err != nil {
 				return err
 			}
 		}
@@ -141,10 +141,12 @@ func (d *Deps) limitCaller(next echo.HandlerFunc) echo.HandlerFunc {
 }
 
 // allow counts one event for (name, identity) and returns the 429 when the
-// limit is spent. The identity (an address, a subject) reaches the store
-// only as a keyed pseudonym. A limiter that cannot answer fails closed with
-// 503; the configured limiter falls back to memory instead of failing.
-func (d *Deps) allow(c echo.Context, name, identity string, limit ratelimit.Limit) error {
+// limit is spent; either way the answer announces the limit as policy in
+// its RateLimit-Policy and RateLimit headers. The identity (an address, a
+// subject) reaches the store only as a keyed pseudonym. A limiter that
+// cannot answer fails closed with 503; the configured limiter falls back to
+// memory instead of failing.
+func (d *Deps) allow(c echo.Context, policy, name, identity string, limit ratelimit.Limit) error {
 	if limit.IsZero() {
 		return nil
 	}
@@ -152,6 +154,7 @@ func (d *Deps) allow(c echo.Context, name, identity string, limit ratelimit.Limi
 	if err != nil {
 		return kluis.Unavailable("rate limiter", err)
 	}
+	announceLimit(c, policy, limit, res)
 	if res.Allowed {
 		return nil
 	}

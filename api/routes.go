@@ -10,6 +10,8 @@ import "github.com/labstack/echo/v4"
 // contract, provider webhooks, and /v1 behind a user token.
 func NewPublic(d *Deps) *echo.Echo {
 	e := d.base("public", d.PublicTLS)
+	e.GET("/openapi.yaml", serveOpenAPI)
+	e.GET("/docs", serveDocs)
 	e.GET("/healthz", healthz)
 	e.GET("/readyz", d.readyz)
 	v1 := e.Group("/v1", d.requireUser, d.limitCaller, d.auditFence, d.idempotent, d.auditFence)
@@ -59,6 +61,11 @@ func NewPublic(d *Deps) *echo.Echo {
 // also need a staff token.
 func NewInternal(d *Deps) *echo.Echo {
 	e := d.base("internal", true)
+	// The contract and its reference hold nothing secret: outside the
+	// service group, as on the public listener (the TLS handshake still
+	// asks for a client certificate).
+	e.GET("/openapi.yaml", serveOpenAPI)
+	e.GET("/docs", serveDocs)
 	svc := e.Group("", d.requireService, d.limitCaller)
 	svc.GET("/metrics", d.metricsHandler())
 	svc.GET("/healthz", healthz)

@@ -155,7 +155,6 @@ func (d *Deps) base(listener string, tls bool) *echo.Echo {
 	e.IPExtractor = ipExtractor(d.TrustedProxies)
 	e.Use(withRequestID, secureHeaders(tls), accessLog(d.Logger, listener, d.metrics),
 		recoverPanics(d.Logger), d.limitAddress(listener), withDeadline(d.RequestTimeout), requireJSON, limitBody)
-	e.GET("/openapi.yaml", serveOpenAPI)
 	return e
 }
 

@@ -13,24 +13,26 @@ import (
 	"github.com/kluis-dev/kluis/vault"
 )
 
-// Items lists the subject's items (removed ones are gone) with their
-// accounts.
-func (s *Service) Items(ctx context.Context, sub string) ([]Item, error) {
+// Items lists one page of the subject's items (removed ones are gone) with
+// their accounts, oldest first, and where the next page starts (nil after
+// the last).
+func (s *Service) Items(ctx context.Context, sub string, page Page) ([]Item, *Position, error) {
 	subjectID, err := s.subjectOf(ctx, sub)
 	if kluis.ErrorCode(err) == kluis.ENotFound {
-		return []Item{}, nil
+		return []Item{}, nil, nil
 	}
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	items, err := listItems(ctx, s.db.Pool, subjectID)
+	items, err := listItems(ctx, s.db.Pool, subjectID, page)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	items, next := cut(page, items, func(it Item) Position { return Position{it.CreatedAt, it.ID} })
 	if err := s.withAccounts(ctx, s.db.Pool, items); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return items, nil
+	return items, next, nil
 }
 
 // Item returns the subject's item with its accounts; another subject's
@@ -72,16 +74,22 @@ func (s *Service) oneWithAccounts(ctx context.Context, it Item) (Item, error) {
 	return items[0], nil
 }
 
-// Accounts lists the subject's accounts, linked and manual.
-func (s *Service) Accounts(ctx context.Context, sub string) ([]Account, error) {
+// Accounts lists one page of the subject's accounts, linked and manual,
+// oldest first, and where the next page starts (nil after the last).
+func (s *Service) Accounts(ctx context.Context, sub string, page Page) ([]Account, *Position, error) {
 	subjectID, err := s.subjectOf(ctx, sub)
 	if kluis.ErrorCode(err) == kluis.ENotFound {
-		return []Account{}, nil
+		return []Account{}, nil, nil
 	}
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return listAccounts(ctx, s.db.Pool, subjectID)
+	accts, err := listAccounts(ctx, s.db.Pool, subjectID, page)
+	if err != nil {
+		return nil, nil, err
+	}
+	accts, next := cut(page, accts, func(a Account) Position { return Position{a.CreatedAt, a.ID} })
+	return accts, next, nil
 }
 
 // Account returns the subject's account; another subject's is ENotFound.
@@ -216,7 +224,7 @@ func (s *Service) removeItem(ctx context.Context, actor audit.Actor, externalSub
 // item_id, reason revoke_failed).
 func (s *Service) RevokeSubject(ctx context.Context, subjectID string, fence compliance.RevokeFence) (compliance.Revocation, error) {
 	var rev compliance.Revocation
-	items, err := listItems(ctx, s.db.Pool, subjectID)
+	items, err := listItems(ctx, s.db.Pool, subjectID, Page{})
 	if err != nil {
 		return rev, err
 	}

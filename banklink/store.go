@@ -266,9 +266,12 @@ func itemTokenRef(ctx context.Context, q querier, provider, providerItemID strin
 	return id, ref, status, nil
 }
 
-func listItems(ctx context.Context, q querier, subjectID string) ([]Item, error) {
+func listItems(ctx context.Context, q querier, subjectID string, page Page) ([]Item, error) {
+	after, afterID, limit := page.pageArgs()
 	rows, err := q.Query(ctx, `SELECT `+itemColumns+` FROM items
-		WHERE subject_id = $1 AND status <> 'removed' ORDER BY created_at, id`, subjectID)
+		WHERE subject_id = $1 AND status <> 'removed'
+		AND ($2::timestamptz IS NULL OR (created_at, id) > ($2::timestamptz, $3::text))
+		ORDER BY created_at, id LIMIT $4`, subjectID, after, afterID, limit)
 	if err != nil {
 		return nil, dbErr("list items", err)
 	}
@@ -454,9 +457,12 @@ func accountsOf(ctx context.Context, q querier, itemIDs []string) ([]Account, er
 }
 
 // listAccounts lists the subject's live accounts, linked and manual.
-func listAccounts(ctx context.Context, q querier, subjectID string) ([]Account, error) {
+func listAccounts(ctx context.Context, q querier, subjectID string, page Page) ([]Account, error) {
+	after, afterID, limit := page.pageArgs()
 	return collectAccounts(q.Query(ctx, `SELECT `+accountColumns+` FROM accounts
-		WHERE subject_id = $1 AND removed_at IS NULL ORDER BY created_at, id`, subjectID))
+		WHERE subject_id = $1 AND removed_at IS NULL
+		AND ($2::timestamptz IS NULL OR (created_at, id) > ($2::timestamptz, $3::text))
+		ORDER BY created_at, id LIMIT $4`, subjectID, after, afterID, limit))
 }
 
 // getAccount reads the subject's live account; another subject's, and every

@@ -4,6 +4,7 @@ import (
 	"container/list"
 	"context"
 	"hash/maphash"
+	"math"
 	"sync"
 	"time"
 
@@ -80,13 +81,24 @@ func (m *Memory) Allow(_ context.Context, key string, limit Limit) (Result, erro
 	b := s.bucket(key, limit)
 	r := b.lim.ReserveN(now, 1)
 	if !r.OK() {
-		return Result{RetryAfter: limit.Period}, nil
+		return Result{RetryAfter: limit.Period, Reset: limit.Period}, nil
 	}
 	if wait := r.DelayFrom(now); wait > 0 {
 		r.CancelAt(now)
-		return Result{RetryAfter: wait}, nil
+		return b.state(now, Result{RetryAfter: wait}), nil
 	}
-	return Result{Allowed: true}, nil
+	return b.state(now, Result{Allowed: true}), nil
+}
+
+// state fills in res's Remaining and Reset from the bucket's tokens at now.
+// Called with the shard's lock held.
+func (b *bucket) state(now time.Time, res Result) Result {
+	tokens := b.lim.TokensAt(now)
+	res.Remaining = max(int(math.Floor(tokens)), 0)
+	if missing := float64(b.lim.Burst()) - tokens; missing > 0 && b.lim.Limit() > 0 {
+		res.Reset = time.Duration(missing / float64(b.lim.Limit()) * float64(time.Second))
+	}
+	return res
 }
 
 // bucket returns key's bucket, made most recently used, creating it (and

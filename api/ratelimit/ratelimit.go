@@ -26,6 +26,11 @@ type Result struct {
 	// RetryAfter is how long to wait before the next event is allowed;
 	// zero when Allowed.
 	RetryAfter time.Duration
+	// Remaining is how many more events the limit allows now (after this
+	// one), and Reset how long until it is whole again (every event of a
+	// burst allowed): the `r` and `t` of the RateLimit header.
+	Remaining int
+	Reset     time.Duration
 }
 
 // Limiter counts one event for key under limit. key is opaque (the caller

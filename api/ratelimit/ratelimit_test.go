@@ -240,3 +240,25 @@ func BenchmarkMemoryParallel(b *testing.B) {
 		}
 	})
 }
+
+// Both limiters say how much of the limit is left and when it is whole
+// again, for the RateLimit header: one less each time, none when refused.
+func TestLimitersReportWhatIsLeft(t *testing.T) {
+	redis, _ := testRedis(t)
+	for name, l := range map[string]ratelimit.Limiter{"memory": ratelimit.NewMemory(0), "redis": redis} {
+		t.Run(name, func(t *testing.T) {
+			limit := ratelimit.Limit{Rate: 5, Period: time.Hour, Burst: 5}
+			key := "left:" + randomHex(t)
+			for want := 4; want >= 0; want-- {
+				_, r := spend(t, l, key, limit, 1)
+				if !r.Allowed || r.Remaining != want || r.Reset <= 0 || r.Reset > limit.Period {
+					t.Fatalf("after %d: %+v, want allowed with %d left and a reset within the hour", 5-want, r, want)
+				}
+			}
+			_, r := spend(t, l, key, limit, 1)
+			if r.Allowed || r.Remaining != 0 || r.RetryAfter <= 0 || r.Reset <= 0 {
+				t.Fatalf("past the limit: %+v, want refused, nothing left, a wait and a reset", r)
+			}
+		})
+	}
+}

@@ -57,10 +57,13 @@ func (r *Redis) Allow(ctx context.Context, key string, limit Limit) (Result, err
 	if err != nil {
 		return Result{}, fmt.Errorf("ratelimit: redis: %w", err)
 	}
+	out := Result{Remaining: max(res.Remaining, 0), Reset: max(res.ResetAfter, 0)}
 	if res.Allowed > 0 {
-		return Result{Allowed: true}, nil
+		out.Allowed = true
+		return out, nil
 	}
-	return Result{RetryAfter: max(res.RetryAfter, time.Millisecond)}, nil
+	out.RetryAfter = max(res.RetryAfter, time.Millisecond)
+	return out, nil
 }
 
 // Fallback limits through Primary (Redis) and, when Primary fails, through
