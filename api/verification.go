@@ -118,12 +118,15 @@ type verificationJSON struct {
 	AttemptsRemaining int       `json:"attempts_remaining"`
 	ExpiresAt         time.Time `json:"expires_at"`
 	CreatedAt         time.Time `json:"created_at"`
+	// ProviderChecked: the bank provider sent the micro-deposits and
+	// checks them (Plaid's); the user confirms in its Link, in update mode.
+	ProviderChecked bool `json:"provider_checked,omitempty"`
 }
 
 func verificationView(v verification.Verification) verificationJSON {
 	return verificationJSON{ID: v.ID, AccountID: v.AccountID, Method: v.Method, RequestedMethod: v.RequestedMethod,
 		AnswerKind: v.AnswerKind, Status: string(v.Status), AttemptsRemaining: v.AttemptsRemaining,
-		ExpiresAt: v.ExpiresAt.UTC(), CreatedAt: v.CreatedAt.UTC()}
+		ExpiresAt: v.ExpiresAt.UTC(), CreatedAt: v.CreatedAt.UTC(), ProviderChecked: v.ProviderChecked}
 }
 
 func (d *Deps) verificationActor(c echo.Context) verification.Actor {

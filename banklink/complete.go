@@ -9,6 +9,7 @@ import (
 
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/compliance"
+	"github.com/kluis-dev/kluis/events"
 	"github.com/kluis-dev/kluis/vault"
 )
 
@@ -204,6 +205,9 @@ func (s *Service) completeItem(ctx context.Context, it Item) (bool, error) {
 		if err != nil {
 			return err
 		}
+		if err := s.refreshProviderStatuses(ctx, tx, locked, accts.Accounts); err != nil {
+			return err
+		}
 		if err := setItemCompletion(ctx, tx, locked.ID, accts.Institution, pending, s.now()); err != nil {
 			return err
 		}
@@ -223,6 +227,9 @@ func (s *Service) markLoginRequiredPending(ctx context.Context, it Item) error {
 	return s.db.InTx(ctx, func(tx pgx.Tx) error {
 		changed, err := setItemStatus(ctx, tx, it.ID, []string{ItemActive}, ItemLoginRequired, s.now())
 		if err != nil || !changed {
+			return err
+		}
+		if err := itemEvent(ctx, tx, events.ItemLoginRequired, it.ID, ItemLoginRequired); err != nil {
 			return err
 		}
 		ext, err := externalSubject(ctx, tx, it.SubjectID)

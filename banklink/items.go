@@ -9,6 +9,7 @@ import (
 
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/compliance"
+	"github.com/kluis-dev/kluis/events"
 	"github.com/kluis-dev/kluis/vault"
 )
 
@@ -187,6 +188,9 @@ func (s *Service) removeItem(ctx context.Context, actor Actor, externalSub strin
 				return err
 			}
 			destroyed++
+		}
+		if err := itemEvent(ctx, tx, events.ItemRemoved, it.ID, ItemRemoved); err != nil {
+			return err
 		}
 		return s.appendAudit(ctx, tx, actor, "item.removed", it.ID, externalSub, map[string]any{
 			"from": it.Status, "credentials_destroyed": destroyed, "provider": it.Provider,

@@ -7,6 +7,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/events"
 	"github.com/kluis-dev/kluis/vault"
 )
 
@@ -14,6 +15,7 @@ import (
 const (
 	maxPublicTokenLen = 512
 	maxProducts       = 8
+	maxSandboxCodeLen = 16
 )
 
 // exchangeLease is how long one exchange may talk to the provider before a
@@ -155,6 +157,9 @@ func (s *Service) SandboxPublicToken(ctx context.Context, actor Actor, sessionID
 		return "", sessionClosed(row.Status)
 	}
 	login.AccessToken = ""
+	if len(login.Code) > maxSandboxCodeLen {
+		return "", kluis.Errorf(kluis.EInvalid, "code: at most 16 characters")
+	}
 	if row.Mode == ModeUpdate {
 		it, err := getItem(ctx, s.db.Pool, row.ItemID, row.SubjectID, false)
 		if err != nil {
@@ -326,6 +331,9 @@ func (s *Service) exchangeNew(ctx context.Context, actor Actor, row sessionRow, 
 		if err := s.appendAudit(ctx, tx, actor, "link_session.exchanged", row.ID, actor.Name, map[string]any{"item_id": it.ID}); err != nil {
 			return err
 		}
+		if err := itemEvent(ctx, tx, events.ItemCreated, it.ID, it.Status); err != nil {
+			return err
+		}
 		return s.appendAudit(ctx, tx, actor, "item.linked", it.ID, actor.Name, map[string]any{
 			"provider": it.Provider, "institution_id": it.InstitutionID, "credential_ref": it.CredentialRef, "accounts": added,
 			"status": it.Status, "completion_pending": it.CompletionPending, "read_failure": rd.failure})
@@ -376,6 +384,14 @@ func (s *Service) exchangeUpdate(ctx context.Context, actor Actor, row sessionRo
 		if err != nil {
 			return err
 		}
+		// The user may have confirmed the provider's micro-deposits in this
+		// session: their accounts' statuses, and the numbers now given.
+		if err := s.refreshProviderStatuses(ctx, tx, locked, accts.Accounts); err != nil {
+			return err
+		}
+		if _, err := s.sealMissingNumbers(ctx, tx, locked, numbers); err != nil {
+			return err
+		}
 		ok, err := markExchanged(ctx, tx, row.ID, hash, locked.ID, now)
 		if err != nil {
 			return err
@@ -391,8 +407,14 @@ func (s *Service) exchangeUpdate(ctx context.Context, actor Actor, row sessionRo
 				map[string]any{"from": ItemLoginRequired, "to": ItemActive}); err != nil {
 				return err
 			}
+			if err := itemEvent(ctx, tx, events.ItemRepaired, locked.ID, ItemActive); err != nil {
+				return err
+			}
 		}
 		if added > 0 {
+			if err := itemEvent(ctx, tx, events.ItemAccountsAdded, locked.ID, ItemActive); err != nil {
+				return err
+			}
 			return s.appendAudit(ctx, tx, actor, "item.accounts_added", locked.ID, actor.Name, map[string]any{"accounts": added})
 		}
 		return nil
@@ -459,6 +481,9 @@ func (s *Service) addAccounts(ctx context.Context, tx pgx.Tx, it Item, accts []P
 		}
 		if ok {
 			added++
+			if err := s.reportProviderStatus(ctx, tx, it.Provider, a.ID, a.ProviderVerificationStatus); err != nil {
+				return 0, err
+			}
 		}
 	}
 	return added, nil

@@ -74,6 +74,9 @@ type Service struct {
 	timeouts  CallTimeouts
 	// orphanRevokeFor: see Options.OrphanRevokeFor.
 	orphanRevokeFor time.Duration
+	// verifications hears providers' verification statuses
+	// (SetAccountVerifications).
+	verifications AccountVerifications
 }
 
 // New checks opts and returns a Service.

@@ -74,6 +74,9 @@ func (a *app) verification() (*verificationParts, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Providers' own micro-deposits (Plaid's) move verifications through
+	// the one state machine.
+	bank.SetAccountVerifications(svc)
 	a.verify = &verificationParts{svc: svc, worker: worker}
 	return a.verify, nil
 }
