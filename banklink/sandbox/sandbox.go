@@ -61,8 +61,8 @@ const (
 	InstitutionAutomated = "ins_sandbox_automated"
 	// MicroDepositCode is the code the sandbox's Same Day deposit carries.
 	MicroDepositCode = "ABC"
-	GoodUsername      = "user_good"
-	GoodPassword      = "pass_good"
+	GoodUsername     = "user_good"
+	GoodPassword     = "pass_good"
 )
 
 // SignatureHeader carries a sandbox webhook's signature.
