@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"encoding/json"
+	"sync"
 	"testing"
 
 	"github.com/kluis-dev/kluis/api"
@@ -237,5 +238,59 @@ func TestPlaidsAuthWebhooksAndLinkDriveVerifiedExpiredAndFailed(t *testing.T) {
 		if got := ve.verification(t, tok, v.ID).Status; got != tc.want {
 			t.Fatalf("after SMS %s: %s, want %s", tc.sms, got, tc.want)
 		}
+	}
+}
+
+// Issue 14 point 2, under concurrency: once the user typed the right code,
+// several update-mode sessions exchanged at once and Plaid's SMS webhook
+// all report the one verdict; the verification is verified exactly once
+// (one transition, one audit entry, one event).
+func TestConcurrentReportsOfOneVerdictVerifyOnce(t *testing.T) {
+	be, ve := startPlaidMicroDeposits(t)
+	tok := userToken(t, "user_plaid_concurrent_verdict")
+	it := be.linkPlaid(t, tok, plaidtest.InstitutionNoAuth)
+	v := ve.openVerification(t, tok, it.Accounts[0].ID)
+	const sessions = 6
+	ids := make([]string, sessions)
+	for i := range ids {
+		s := be.newSession(t, tok, it.ID)
+		ids[i] = s.ID
+		if i == 0 {
+			if right, err := be.plaid.ConfirmMicroDeposits(s.LinkToken, plaidtest.MicroDepositCode); err != nil || !right {
+				t.Fatalf("confirm = %v, %v", right, err)
+			}
+		}
+	}
+	pid := providerItemID(t, be, it.ID)
+	pit, _ := be.plaid.Item(pid)
+	wh := be.plaid.FireWebhook(pid, "AUTH", "SMS_MICRODEPOSITS_VERIFICATION", map[string]any{
+		"account_id": pit.Accounts[0].ID, "status": "MANUALLY_VERIFIED"})
+	var wg sync.WaitGroup
+	for i := range ids {
+		wg.Add(1)
+		go func(id string) {
+			defer wg.Done()
+			status, _, body := be.call(t, "POST", "/v1/link/sessions/"+id+"/exchange", tok, `{"public_token":"public-update-`+id+`"}`)
+			if status != 201 {
+				t.Errorf("exchange = %d %s", status, body)
+			}
+		}(ids[i])
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if status, body := be.webhookPost(t, "plaid", wh.Header, wh.Body); status != 200 {
+			t.Errorf("webhook = %d %s", status, body)
+		}
+	}()
+	wg.Wait()
+	if got := ve.verification(t, tok, v.ID).Status; got != "verified" {
+		t.Fatalf("verification is %s, want verified", got)
+	}
+	if n := ve.events(t, "verification.verified", v.ID); n != 1 {
+		t.Fatalf("%d verification.verified events, want 1", n)
+	}
+	if n := auditCount(t, be.Env, `action = 'verification.verified' AND target = $1`, v.ID); n != 1 {
+		t.Fatalf("verified audited %d times, want 1", n)
 	}
 }
