@@ -239,8 +239,9 @@ func (p *Provider) ExchangePublicToken(ctx context.Context, publicToken string) 
 			return err
 		}
 		md := institutions[instID].md
-		_, err = tx.Exec(ctx, `INSERT INTO sandbox_items (provider_item_id, institution_id, access_token_hash, created_at, md_flow, md_status)
-			VALUES ($1, $2, $3, $4, NULLIF($5, ''), NULLIF($6, ''))`, ex.ProviderItemID, instID, hash(ex.AccessToken), now, md, mdFirstStatus[md])
+		_, err = tx.Exec(ctx, `INSERT INTO sandbox_items (provider_item_id, institution_id, access_token_hash, created_at, md_flow, md_status, md_attempts)
+			VALUES ($1, $2, $3, $4, NULLIF($5, ''), NULLIF($6, ''), $7)`, ex.ProviderItemID, instID, hash(ex.AccessToken), now, md, mdFirstStatus[md],
+			sameDayAttempts)
 		return err
 	})
 	if kluis.ErrorCode(err) == banklink.CodeInvalidToken {
