@@ -7,6 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/events"
 )
 
@@ -20,7 +21,7 @@ const (
 // applyStateWebhook applies the webhook kinds of issue 14 as idempotent
 // state transitions (the same event applied to an item already in its
 // state does nothing) and reports whether ev was one of them.
-func (s *Service) applyStateWebhook(ctx context.Context, tx pgx.Tx, actor Actor, ev WebhookEvent, it Item) (string, bool, error) {
+func (s *Service) applyStateWebhook(ctx context.Context, tx pgx.Tx, actor audit.Actor, ev WebhookEvent, it Item) (string, bool, error) {
 	switch ev.Kind {
 	case EventLoginRepaired:
 		out, err := s.transitionItem(ctx, tx, actor, ev, it, []string{ItemLoginRequired}, ItemActive, "item.login_repaired", events.ItemRepaired)
@@ -38,7 +39,7 @@ func (s *Service) applyStateWebhook(ctx context.Context, tx pgx.Tx, actor Actor,
 // transitionItem moves the item from one of from to to, with its audit
 // entry and the apps' event (eventType, when set), or does nothing (WebhookNoChange) when the
 // item is not in one of from.
-func (s *Service) transitionItem(ctx context.Context, tx pgx.Tx, actor Actor, ev WebhookEvent, it Item, from []string, to, action, eventType string) (string, error) {
+func (s *Service) transitionItem(ctx context.Context, tx pgx.Tx, actor audit.Actor, ev WebhookEvent, it Item, from []string, to, action, eventType string) (string, error) {
 	changed, err := setItemStatus(ctx, tx, it.ID, from, to, s.now())
 	if err != nil || !changed {
 		return WebhookNoChange, err
@@ -61,7 +62,7 @@ func (s *Service) transitionItem(ctx context.Context, tx pgx.Tx, actor Actor, ev
 // expired, failed: AccountVerifications): a verified account also marks
 // the item for completion (its numbers can be read now). The same verdict
 // again changes nothing.
-func (s *Service) applyAuthWebhook(ctx context.Context, tx pgx.Tx, actor Actor, ev WebhookEvent, it Item) (string, error) {
+func (s *Service) applyAuthWebhook(ctx context.Context, tx pgx.Tx, actor audit.Actor, ev WebhookEvent, it Item) (string, error) {
 	status := ev.VerificationStatus
 	if status == "" {
 		status = map[string]string{EventAuthVerified: providerAutomaticallyVerified, EventAuthExpired: providerVerificationExpired,

@@ -7,7 +7,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/kluis-dev/kluis"
-	"github.com/kluis-dev/kluis/compliance"
+	"github.com/kluis-dev/kluis/audit"
 )
 
 // providerRailRef is the rail_ref of a provider-checked verification: the
@@ -21,7 +21,7 @@ const providerRailRef = "provider"
 // nothing, and the verification stands where the provider's status says
 // (ProviderStatus). One the provider already ended unverified is a
 // conflict: the user must link the account again, as Plaid asks.
-func (s *Service) startProviderChecked(ctx context.Context, actor Actor, a Account, requested string, target Status) (Verification, error) {
+func (s *Service) startProviderChecked(ctx context.Context, actor audit.Actor, a Account, requested string, target Status) (Verification, error) {
 	if target == StatusFailed || target == StatusExpired {
 		return Verification{}, kluis.Errorf(kluis.EConflict,
 			"the bank's own micro-deposit verification of this account ended %s: link the account again", target).With("status", string(target))
@@ -42,7 +42,7 @@ func (s *Service) startProviderChecked(ctx context.Context, actor Actor, a Accou
 // openProviderChecked inserts a provider-checked verification of a and
 // moves it to target, in tx. An account with an open verification already
 // is the usual conflict, naming it.
-func (s *Service) openProviderChecked(ctx context.Context, tx pgx.Tx, actor Actor, a Account, requested string, target Status) (Verification, error) {
+func (s *Service) openProviderChecked(ctx context.Context, tx pgx.Tx, actor audit.Actor, a Account, requested string, target Status) (Verification, error) {
 	v := s.newVerification(a, requested, MethodMicroDeposits)
 	v.AnswerKind, v.ProviderChecked = "", true
 	if err := s.insert(ctx, tx, actor, v, nil); err != nil {
@@ -55,7 +55,7 @@ func (s *Service) openProviderChecked(ctx context.Context, tx pgx.Tx, actor Acto
 // status the provider reports (ProviderPath), each a conditional update
 // with its audit entry and event. A row that changed meanwhile is read
 // again and left where it stands.
-func (s *Service) advanceProvider(ctx context.Context, tx pgx.Tx, actor Actor, v Verification, target Status) (Verification, error) {
+func (s *Service) advanceProvider(ctx context.Context, tx pgx.Tx, actor audit.Actor, v Verification, target Status) (Verification, error) {
 	for _, ev := range ProviderPath(v.Status, target) {
 		got, ok, err := s.applyTransition(ctx, tx, v, ev, providerRailRef, actor)
 		if err != nil {
@@ -87,7 +87,7 @@ func (s *Service) ProviderReported(ctx context.Context, tx pgx.Tx, provider, acc
 	if !ok {
 		return nil
 	}
-	actor := Actor{Kind: compliance.ActorProvider, Name: provider}
+	actor := audit.Actor{Kind: audit.ActorProvider, Name: provider}
 	v, err := scanVerification(tx.QueryRow(ctx, `SELECT `+verificationColumns+` FROM verifications
 		WHERE account_id = $1 AND status IN ('pending', 'sent', 'posted') FOR UPDATE`, accountID))
 	switch {
