@@ -265,6 +265,8 @@ type sandboxPublicTokenRequest struct {
 	InstitutionID string `json:"institution_id"`
 	Username      string `json:"username"`
 	Password      string `json:"password"`
+	// Code: update mode of a Same Day micro-deposit item only.
+	Code string `json:"code"`
 }
 
 func (d *Deps) sandboxPublicToken(c echo.Context) error {
@@ -273,7 +275,7 @@ func (d *Deps) sandboxPublicToken(c echo.Context) error {
 		return err
 	}
 	tok, err := d.BankLink.SandboxPublicToken(c.Request().Context(), actorOf(c), req.LinkSessionID, banklink.SandboxLink{
-		InstitutionID: req.InstitutionID, Username: req.Username, Password: req.Password})
+		InstitutionID: req.InstitutionID, Username: req.Username, Password: req.Password, Code: req.Code})
 	if err != nil {
 		return err
 	}

@@ -97,12 +97,15 @@ type verificationJSON struct {
 	CreatedAt         time.Time `json:"created_at"`
 	// Checks: a bank account verification's answer, once the bank gave it.
 	Checks *verification.Checks `json:"checks,omitempty"`
+	// ProviderChecked: the bank provider sent the micro-deposits and
+	// checks them (Plaid's); the user confirms in its Link, in update mode.
+	ProviderChecked bool `json:"provider_checked,omitempty"`
 }
 
 func verificationView(v verification.Verification) verificationJSON {
 	return verificationJSON{ID: v.ID, AccountID: v.AccountID, Method: v.Method, RequestedMethod: v.RequestedMethod,
 		AnswerKind: v.AnswerKind, Status: string(v.Status), AttemptsRemaining: v.AttemptsRemaining,
-		ExpiresAt: v.ExpiresAt.UTC(), CreatedAt: v.CreatedAt.UTC()}
+		ExpiresAt: v.ExpiresAt.UTC(), CreatedAt: v.CreatedAt.UTC(), ProviderChecked: v.ProviderChecked}
 }
 
 func (d *Deps) verificationActor(c echo.Context) audit.Actor {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/audit"
+	"github.com/kluis-dev/kluis/events"
 	"github.com/kluis-dev/kluis/vault"
 )
 
@@ -184,7 +185,7 @@ func (s *Service) completeItem(ctx context.Context, it Item) (bool, error) {
 	}
 	numbers, pending, _ := s.readNumbers(ctx, p, token)
 	actor := audit.Actor{Kind: audit.ActorSystem, Name: "item-completion"}
-	err = s.db.InTx(ctx, func(tx pgx.Tx) error {
+	err = s.inEventTx(ctx, func(tx pgx.Tx) error {
 		// Nothing is sealed for a subject being erased.
 		if err := vault.FenceSubject(ctx, tx, it.SubjectID); err != nil {
 			return err
@@ -204,6 +205,9 @@ func (s *Service) completeItem(ctx context.Context, it Item) (bool, error) {
 		if err != nil {
 			return err
 		}
+		if err := s.refreshProviderStatuses(ctx, tx, locked, accts.Accounts); err != nil {
+			return err
+		}
 		if err := setItemCompletion(ctx, tx, locked.ID, accts.Institution, pending, s.now()); err != nil {
 			return err
 		}
@@ -220,9 +224,12 @@ func (s *Service) completeItem(ctx context.Context, it Item) (bool, error) {
 // markLoginRequiredPending moves a pending item whose login the provider
 // says needs repair to login_required (update mode then completes it).
 func (s *Service) markLoginRequiredPending(ctx context.Context, it Item) error {
-	return s.db.InTx(ctx, func(tx pgx.Tx) error {
+	return s.inEventTx(ctx, func(tx pgx.Tx) error {
 		changed, err := setItemStatus(ctx, tx, it.ID, []string{ItemActive}, ItemLoginRequired, s.now())
 		if err != nil || !changed {
+			return err
+		}
+		if err := itemEvent(ctx, tx, events.ItemLoginRequired, it.SubjectID, it.ID, ItemLoginRequired); err != nil {
 			return err
 		}
 		ext, err := externalSubject(ctx, tx, it.SubjectID)

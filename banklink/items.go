@@ -10,6 +10,7 @@ import (
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/compliance"
+	"github.com/kluis-dev/kluis/events"
 	"github.com/kluis-dev/kluis/vault"
 )
 
@@ -173,7 +174,7 @@ func (s *Service) removeItem(ctx context.Context, actor audit.Actor, externalSub
 			return false, err
 		}
 	}
-	err = s.db.InTx(ctx, func(tx pgx.Tx) error {
+	err = s.inEventTx(ctx, func(tx pgx.Tx) error {
 		if err := guard(ctx, tx, providerRevoked); err != nil {
 			return err
 		}
@@ -196,6 +197,9 @@ func (s *Service) removeItem(ctx context.Context, actor audit.Actor, externalSub
 				return err
 			}
 			destroyed++
+		}
+		if err := itemEvent(ctx, tx, events.ItemRemoved, it.SubjectID, it.ID, ItemRemoved); err != nil {
+			return err
 		}
 		return s.appendAudit(ctx, tx, actor, "item.removed", it.ID, externalSub, map[string]any{
 			"from": it.Status, "credentials_destroyed": destroyed, "provider": it.Provider,

@@ -8,6 +8,7 @@ import (
 
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/audit"
+	"github.com/kluis-dev/kluis/events"
 	"github.com/kluis-dev/kluis/vault"
 )
 
@@ -15,6 +16,7 @@ import (
 const (
 	maxPublicTokenLen = 512
 	maxProducts       = 8
+	maxSandboxCodeLen = 16
 )
 
 // exchangeLease is how long one exchange may talk to the provider before a
@@ -161,6 +163,9 @@ func (s *Service) SandboxPublicToken(ctx context.Context, actor audit.Actor, ses
 		return "", sessionClosed(row.Status)
 	}
 	login.AccessToken = ""
+	if len(login.Code) > maxSandboxCodeLen {
+		return "", kluis.Errorf(kluis.EInvalid, "code: at most 16 characters")
+	}
 	if row.Mode == ModeUpdate {
 		it, err := getItem(ctx, s.db.Pool, row.ItemID, row.SubjectID, false)
 		if err != nil {
@@ -310,7 +315,7 @@ func (s *Service) exchangeNew(ctx context.Context, actor audit.Actor, row sessio
 		it.ProviderItemID = accts.ProviderItemID
 	}
 	now := s.now()
-	err = s.db.InTx(ctx, func(tx pgx.Tx) error {
+	err = s.inEventTx(ctx, func(tx pgx.Tx) error {
 		var err error
 		if it.CredentialRef, err = s.sealAccessToken(ctx, tx, it.ID, row.SubjectID, it.Provider, ex.AccessToken); err != nil {
 			return err
@@ -330,6 +335,9 @@ func (s *Service) exchangeNew(ctx context.Context, actor audit.Actor, row sessio
 			return sessionClosed("no longer open")
 		}
 		if err := s.appendAudit(ctx, tx, actor, "link_session.exchanged", row.ID, actor.Name, map[string]any{"item_id": it.ID}); err != nil {
+			return err
+		}
+		if err := itemEvent(ctx, tx, events.ItemCreated, it.SubjectID, it.ID, it.Status); err != nil {
 			return err
 		}
 		return s.appendAudit(ctx, tx, actor, "item.linked", it.ID, actor.Name, map[string]any{
@@ -363,7 +371,7 @@ func (s *Service) exchangeUpdate(ctx context.Context, actor audit.Actor, row ses
 		return Item{}, err
 	}
 	now := s.now()
-	err = s.db.InTx(ctx, func(tx pgx.Tx) error {
+	err = s.inEventTx(ctx, func(tx pgx.Tx) error {
 		if err := vault.FenceSubject(ctx, tx, row.SubjectID); err != nil {
 			return err
 		}
@@ -382,6 +390,14 @@ func (s *Service) exchangeUpdate(ctx context.Context, actor audit.Actor, row ses
 		if err != nil {
 			return err
 		}
+		// The user may have confirmed the provider's micro-deposits in this
+		// session: their accounts' statuses, and the numbers now given.
+		if err := s.refreshProviderStatuses(ctx, tx, locked, accts.Accounts); err != nil {
+			return err
+		}
+		if _, err := s.sealMissingNumbers(ctx, tx, locked, numbers); err != nil {
+			return err
+		}
 		ok, err := markExchanged(ctx, tx, row.ID, hash, locked.ID, now)
 		if err != nil {
 			return err
@@ -397,8 +413,14 @@ func (s *Service) exchangeUpdate(ctx context.Context, actor audit.Actor, row ses
 				map[string]any{"from": ItemLoginRequired, "to": ItemActive}); err != nil {
 				return err
 			}
+			if err := itemEvent(ctx, tx, events.ItemRepaired, locked.SubjectID, locked.ID, ItemActive); err != nil {
+				return err
+			}
 		}
 		if added > 0 {
+			if err := itemEvent(ctx, tx, events.ItemAccountsAdded, locked.SubjectID, locked.ID, ItemActive); err != nil {
+				return err
+			}
 			return s.appendAudit(ctx, tx, actor, "item.accounts_added", locked.ID, actor.Name, map[string]any{"accounts": added})
 		}
 		return nil
@@ -465,6 +487,9 @@ func (s *Service) addAccounts(ctx context.Context, tx pgx.Tx, it Item, accts []P
 		}
 		if ok {
 			added++
+			if err := s.reportProviderStatus(ctx, tx, it.Provider, a.ID, a.ProviderVerificationStatus); err != nil {
+				return 0, err
+			}
 		}
 	}
 	return added, nil

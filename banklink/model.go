@@ -127,6 +127,10 @@ type SandboxLink struct {
 	Password      string
 	// AccessToken is set in update mode: the item whose login is repaired.
 	AccessToken string
+	// Code, in update mode for an item whose provider verifies its account
+	// by Same Day micro-deposits, is the code the user read off the
+	// deposit (the sandbox's is sandbox.MicroDepositCode).
+	Code string
 }
 
 // SandboxLinker is implemented by the sandbox provider only: it plays the
@@ -156,4 +160,9 @@ const (
 	// of its accounts.
 	SandboxWebhookUserPermissionRevoked = "USER_PERMISSION_REVOKED"
 	SandboxWebhookUserAccountRevoked    = "USER_ACCOUNT_REVOKED"
+	// SandboxWebhookAutomaticallyVerified and
+	// SandboxWebhookVerificationExpired end an Automated Micro-deposits
+	// item's verification, as Plaid's AUTH webhooks of those codes do.
+	SandboxWebhookAutomaticallyVerified = "AUTOMATICALLY_VERIFIED"
+	SandboxWebhookVerificationExpired   = "VERIFICATION_EXPIRED"
 )

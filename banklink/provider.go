@@ -168,6 +168,10 @@ const (
 	// account by micro-deposits, or gave up on it (ProviderAccountID).
 	EventAuthVerified = "auth_verified"
 	EventAuthExpired  = "auth_expired"
+	// EventAuthFailed: the user used up the attempts at confirming the
+	// provider's micro-deposits (Plaid's SMS_MICRODEPOSITS_VERIFICATION
+	// with VERIFICATION_FAILED).
+	EventAuthFailed = "auth_failed"
 )
 
 // WebhookEvent is a verified provider webhook.
@@ -179,8 +183,14 @@ type WebhookEvent struct {
 	ProviderType   string // the provider's own type and code, for the record
 	ProviderCode   string
 	ProviderItemID string
-	// ProviderAccountID names the account of an EventAccountRevoked.
+	// ProviderAccountID names the account of an EventAccountRevoked or of
+	// an auth event.
 	ProviderAccountID string
+	// VerificationStatus, on an auth event, is the account's
+	// verification_status it reports (automatically_verified,
+	// manually_verified, verification_expired, verification_failed); empty:
+	// the one its kind implies.
+	VerificationStatus string
 }
 
 // Error codes of provider errors (kluis.Error codes; api maps them).

@@ -86,6 +86,9 @@ type Service struct {
 	notify          func()
 	// bankVerificationDone: see Options.BankVerificationDone.
 	bankVerificationDone func(ctx context.Context, provider, ref string) error
+	// verifications hears providers' verification statuses
+	// (SetAccountVerifications).
+	verifications AccountVerifications
 }
 
 // New checks opts and returns a Service.

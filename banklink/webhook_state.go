@@ -15,6 +15,7 @@ import (
 const (
 	providerAutomaticallyVerified = "automatically_verified"
 	providerVerificationExpired   = "verification_expired"
+	providerVerificationFailed    = "verification_failed"
 )
 
 // applyStateWebhook applies the webhook kinds of issue 14 as idempotent
@@ -23,14 +24,12 @@ const (
 func (s *Service) applyStateWebhook(ctx context.Context, tx pgx.Tx, actor audit.Actor, ev WebhookEvent, it Item) (string, bool, error) {
 	switch ev.Kind {
 	case EventLoginRepaired:
-		// No event for apps yet: item.repaired belongs with the item events
-		// of issue 14 point 6.
-		out, err := s.transitionItem(ctx, tx, actor, ev, it, []string{ItemLoginRequired}, ItemActive, "item.login_repaired", "")
+		out, err := s.transitionItem(ctx, tx, actor, ev, it, []string{ItemLoginRequired}, ItemActive, "item.login_repaired", events.ItemRepaired)
 		return out, true, err
 	case EventItemError, EventWebhookUpdated:
 		// Recorded with the provider's code, deliberately changing nothing.
 		return WebhookIgnored, true, nil
-	case EventAuthVerified, EventAuthExpired:
+	case EventAuthVerified, EventAuthExpired, EventAuthFailed:
 		out, err := s.applyAuthWebhook(ctx, tx, actor, ev, it)
 		return out, true, err
 	}
@@ -50,7 +49,7 @@ func (s *Service) transitionItem(ctx context.Context, tx pgx.Tx, actor audit.Act
 		return "", err
 	}
 	if eventType != "" {
-		if _, err := events.Enqueue(ctx, tx, events.Event{Subject: it.SubjectID, Type: eventType, Data: map[string]string{"item_id": it.ID, "status": to}}); err != nil {
+		if err := itemEvent(ctx, tx, eventType, it.SubjectID, it.ID, to); err != nil {
 			return "", err
 		}
 	}
@@ -59,23 +58,29 @@ func (s *Service) transitionItem(ctx context.Context, tx pgx.Tx, actor audit.Act
 }
 
 // applyAuthWebhook records the provider's verdict on one account's
-// micro-deposits: automatically_verified makes instant verification
-// possible and marks the item for completion (its numbers can be read
-// now); verification_expired means the account stays unverified by the
-// provider. The same verdict again changes nothing.
+// micro-deposits and moves the account's verification with it (verified,
+// expired, failed: AccountVerifications): a verified account also marks
+// the item for completion (its numbers can be read now). The same verdict
+// again changes nothing.
 func (s *Service) applyAuthWebhook(ctx context.Context, tx pgx.Tx, actor audit.Actor, ev WebhookEvent, it Item) (string, error) {
-	status := providerAutomaticallyVerified
-	if ev.Kind == EventAuthExpired {
-		status = providerVerificationExpired
+	status := ev.VerificationStatus
+	if status == "" {
+		status = map[string]string{EventAuthVerified: providerAutomaticallyVerified, EventAuthExpired: providerVerificationExpired,
+			EventAuthFailed: providerVerificationFailed}[ev.Kind]
 	}
 	accountID, changed, err := setProviderVerification(ctx, tx, it.ID, ev.ProviderAccountID, status, s.now())
 	if err != nil || !changed {
 		return WebhookNoChange, err
 	}
-	if status == providerAutomaticallyVerified {
+	if ev.Kind == EventAuthVerified {
 		if err := markCompletionPending(ctx, tx, it.ID, s.now()); err != nil {
 			return "", err
 		}
+	}
+	// The account's verification moves in this transaction: verified,
+	// expired or failed as the provider says.
+	if err := s.reportProviderStatus(ctx, tx, it.Provider, accountID, status); err != nil {
+		return "", err
 	}
 	ext, err := externalSubject(ctx, tx, it.SubjectID)
 	if err != nil {

@@ -190,6 +190,9 @@ func (s *Service) applyWebhook(ctx context.Context, tx pgx.Tx, actor audit.Actor
 		if err != nil {
 			return "", err
 		}
+		if err := itemEvent(ctx, tx, events.ItemAccountsAdded, it.SubjectID, it.ID, it.Status); err != nil {
+			return "", err
+		}
 		return WebhookApplied, s.appendAudit(ctx, tx, actor, "item.accounts_added", it.ID, ext, map[string]any{
 			"accounts": added, "event_id": ev.ID})
 	default:
@@ -205,7 +208,7 @@ func (s *Service) applyWebhook(ctx context.Context, tx pgx.Tx, actor audit.Actor
 	}
 	// The apps hear of it from the outbox, written in this transaction: the
 	// event exists exactly when the change does.
-	if _, err := events.Enqueue(ctx, tx, events.Event{Subject: it.SubjectID, Type: action, Data: map[string]string{"item_id": it.ID, "status": to}}); err != nil {
+	if err := itemEvent(ctx, tx, action, it.SubjectID, it.ID, to); err != nil {
 		return "", err
 	}
 	return WebhookApplied, s.appendAudit(ctx, tx, actor, action, it.ID, ext, map[string]any{

@@ -81,6 +81,12 @@ type Config struct {
 	PlaidLanguage           string
 	PlaidRedirectURI        string
 	PlaidAndroidPackageName string
+	// PlaidSameDayMicrodeposits and PlaidAutomatedMicrodeposits turn on
+	// Plaid's own micro-deposit flows in link sessions
+	// (KLUIS_PLAID_SAME_DAY_MICRODEPOSITS, KLUIS_PLAID_AUTOMATED_MICRODEPOSITS;
+	// true or false, default false).
+	PlaidSameDayMicrodeposits   bool
+	PlaidAutomatedMicrodeposits bool
 
 	// Stitch (issue 15, docs/STITCH.md): client credentials, the API and
 	// identity-server URLs, kluis's OAuth callback as registered with
@@ -282,6 +288,8 @@ func (c *Config) readPlaidLink(r *reader) {
 	c.PlaidLanguage = r.str("KLUIS_PLAID_LANGUAGE", "en")
 	c.PlaidRedirectURI = r.str("KLUIS_PLAID_REDIRECT_URI", "")
 	c.PlaidAndroidPackageName = r.str("KLUIS_PLAID_ANDROID_PACKAGE_NAME", "")
+	c.PlaidSameDayMicrodeposits = r.boolean("KLUIS_PLAID_SAME_DAY_MICRODEPOSITS")
+	c.PlaidAutomatedMicrodeposits = r.boolean("KLUIS_PLAID_AUTOMATED_MICRODEPOSITS")
 	if len(c.PlaidCountryCodes) == 0 {
 		r.bad("KLUIS_PLAID_COUNTRY_CODES", "must name at least one country")
 	}
@@ -537,6 +545,14 @@ func (r *reader) str(name, def string) string {
 		return v
 	}
 	return def
+}
+
+// boolean reads a true/false setting (default false); anything else is a
+// problem naming the variable.
+func (r *reader) boolean(name string) bool {
+	v := r.str(name, "false")
+	r.oneOf(name, v, "true", "false")
+	return v == "true"
 }
 
 func (r *reader) require(name, v string) {

@@ -27,10 +27,19 @@ import (
 
 // Event types kluis sends.
 const (
-	ItemLoginRequired    = "item.login_required"
-	ItemRevoked          = "item.revoked"
-	ItemRelinkRequired   = "item.relink_required"
-	ItemTokenRotated     = "item.token_rotated" // #nosec G101 -- an event type, not a credential
+	ItemLoginRequired  = "item.login_required"
+	ItemRevoked        = "item.revoked"
+	ItemRelinkRequired = "item.relink_required"
+	ItemTokenRotated   = "item.token_rotated" // #nosec G101 -- an event type, not a credential
+	// ItemCreated: a link session's exchange made a new item.
+	ItemCreated = "item.created"
+	// ItemRepaired: the item's login works again (update mode, or the
+	// provider's LOGIN_REPAIRED).
+	ItemRepaired = "item.repaired"
+	// ItemRemoved: the user unlinked the item.
+	ItemRemoved = "item.removed"
+	// ItemAccountsAdded: accounts were added to an existing item.
+	ItemAccountsAdded    = "item.accounts_added"
 	VerificationPosted   = "verification.posted"
 	VerificationVerified = "verification.verified"
 	VerificationFailed   = "verification.failed"
@@ -45,7 +54,8 @@ const (
 // knownTypes are the types Enqueue accepts: a typo is a bug, not a new type.
 var knownTypes = map[string]bool{
 	ItemLoginRequired: true, ItemRevoked: true, VerificationPosted: true, VerificationVerified: true,
-	ItemRelinkRequired: true, ItemTokenRotated: true,
+	ItemRelinkRequired: true, ItemTokenRotated: true, ItemCreated: true, ItemRepaired: true, ItemRemoved: true,
+	ItemAccountsAdded:  true,
 	VerificationFailed: true, VerificationExpired: true, VerificationReturned: true,
 	AuditHead: true,
 }

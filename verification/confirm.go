@@ -90,6 +90,11 @@ func (s *Service) Confirm(ctx context.Context, actor audit.Actor, id string, ans
 	if v.Method != MethodMicroDeposits {
 		return Verification{}, conflict(v.Status)
 	}
+	if v.ProviderChecked {
+		return Verification{}, kluis.Errorf(kluis.EConflict,
+			"the bank provider checks these deposits: the user confirms them in the provider's Link, in update mode (POST /v1/link/sessions with the account's item_id)").
+			With("status", string(v.Status))
+	}
 	normalized, err := ans.normalize(v.AnswerKind)
 	if err != nil {
 		return Verification{}, err

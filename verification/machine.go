@@ -52,6 +52,13 @@ const (
 	EventBankConfirmed   EventKind = "bank_confirmed"
 	EventBankRefuted     EventKind = "bank_refuted"
 	EventBankUnconfirmed EventKind = "bank_unconfirmed"
+	// EventProviderVerified, EventProviderFailed and EventProviderExpired:
+	// the bank provider, which sent and checks its own micro-deposits
+	// (Plaid's), says the account is verified, that the user used up the
+	// attempts, or that its window passed (ProviderStatus).
+	EventProviderVerified EventKind = "provider_verified"
+	EventProviderFailed   EventKind = "provider_failed"
+	EventProviderExpired  EventKind = "provider_expired"
 )
 
 // State is what the machine reads and writes.
@@ -146,11 +153,77 @@ func Next(s State, ev EventKind) (State, []Effect, error) {
 		}
 		return State{StatusFailed, s.AttemptsRemaining}, []Effect{{AccountStatus: AccountFailed, Emit: TypeFailed,
 			Uncounted: ev == EventBankUnconfirmed}}, nil
-	case EventDeadline:
+	case EventDeadline, EventProviderExpired:
 		if !s.Status.Open() {
 			return bad()
 		}
 		return State{StatusExpired, s.AttemptsRemaining}, []Effect{{AccountStatus: AccountExpired, Emit: TypeExpired}}, nil
+	case EventProviderVerified:
+		if !s.Status.Open() {
+			return bad()
+		}
+		return State{StatusVerified, s.AttemptsRemaining}, []Effect{{AccountStatus: AccountVerified, Emit: TypeVerified}}, nil
+	case EventProviderFailed:
+		if !s.Status.Open() {
+			return bad()
+		}
+		return State{StatusFailed, 0}, []Effect{{AccountStatus: AccountFailed, Emit: TypeFailed}}, nil
 	}
 	return bad()
+}
+
+// ProviderStatus is the kluis status that a provider's own micro-deposit
+// verification_status (Plaid's) stands for, and false for a status that is
+// no micro-deposit verification (none: instant auth; the database_* ones,
+// which match a number, not an owner):
+//
+//	unsent                          pending   (the deposit is not sent yet)
+//	pending_automatic_verification  sent      (sent; the provider checks it itself)
+//	pending_manual_verification     posted    (the user confirms the code in Link)
+//	automatically_verified          verified
+//	manually_verified               verified
+//	verification_failed             failed    (the user used up the attempts)
+//	verification_expired            expired
+func ProviderStatus(providerStatus string) (Status, bool) {
+	st, ok := map[string]Status{
+		"unsent":                         StatusPending,
+		"pending_automatic_verification": StatusSent,
+		"pending_manual_verification":    StatusPosted,
+		"automatically_verified":         StatusVerified,
+		"manually_verified":              StatusVerified,
+		"verification_failed":            StatusFailed,
+		"verification_expired":           StatusExpired,
+	}[providerStatus]
+	return st, ok
+}
+
+// ProviderPath is the events that take a provider-checked verification
+// from its status to the one the provider reports: through sent and posted
+// in order, or to the end the provider names. Nothing when it is there
+// already, when the provider is behind it (the steps never go back), or
+// when it is finished.
+func ProviderPath(from, to Status) []EventKind {
+	if !from.Open() || from == to {
+		return nil
+	}
+	switch to {
+	case StatusVerified:
+		return []EventKind{EventProviderVerified}
+	case StatusFailed:
+		return []EventKind{EventProviderFailed}
+	case StatusExpired:
+		return []EventKind{EventProviderExpired}
+	case StatusSent:
+		if from == StatusPending {
+			return []EventKind{EventSent}
+		}
+	case StatusPosted:
+		if from == StatusPending {
+			return []EventKind{EventSent, EventPosted}
+		}
+		if from == StatusSent {
+			return []EventKind{EventPosted}
+		}
+	}
+	return nil
 }

@@ -46,6 +46,14 @@ func TestNext(t *testing.T) {
 		{"posting twice is refused", State{StatusPosted, 3}, EventPosted, State{StatusPosted, 3}, nil, true},
 		{"instant proof of a sent verification is refused", State{StatusSent, 3}, EventInstantProven, State{StatusSent, 3}, nil, true},
 		{"an unknown event is refused", State{StatusPosted, 3}, EventKind("reboot"), State{StatusPosted, 3}, nil, true},
+		{"the provider's verdict verifies a sent verification", State{StatusSent, 3}, EventProviderVerified, State{StatusVerified, 3},
+			[]Effect{{AccountStatus: AccountVerified, Emit: TypeVerified}}, false},
+		{"the provider's failure fails a posted one", State{StatusPosted, 3}, EventProviderFailed, State{StatusFailed, 0},
+			[]Effect{{AccountStatus: AccountFailed, Emit: TypeFailed}}, false},
+		{"the provider's expiry expires a sent one", State{StatusSent, 3}, EventProviderExpired, State{StatusExpired, 3},
+			[]Effect{{AccountStatus: AccountExpired, Emit: TypeExpired}}, false},
+		{"the provider cannot reopen a failed one", State{StatusFailed, 0}, EventProviderVerified, State{StatusFailed, 0}, nil, true},
+		{"the provider cannot fail a verified one", State{StatusVerified, 3}, EventProviderFailed, State{StatusVerified, 3}, nil, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -79,5 +87,48 @@ func TestAttemptsNeverGoBelowZero(t *testing.T) {
 	}
 	if s != (State{StatusFailed, 0}) {
 		t.Fatalf("after ten wrong answers: %+v, want failed with 0", s)
+	}
+}
+
+func TestProviderStatusesWalkTheMachine(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		provider string
+		from     Status
+		want     Status
+	}{
+		{"unsent", StatusPending, StatusPending},
+		{"pending_automatic_verification", StatusPending, StatusSent},
+		{"pending_manual_verification", StatusPending, StatusPosted},
+		{"pending_manual_verification", StatusSent, StatusPosted},
+		{"automatically_verified", StatusSent, StatusVerified},
+		{"manually_verified", StatusPosted, StatusVerified},
+		{"verification_failed", StatusPosted, StatusFailed},
+		{"verification_expired", StatusSent, StatusExpired},
+		{"pending_automatic_verification", StatusPosted, StatusPosted}, // never back
+		{"unsent", StatusSent, StatusSent},
+		{"manually_verified", StatusFailed, StatusFailed}, // finished stays finished
+	}
+	for _, tc := range cases {
+		target, ok := ProviderStatus(tc.provider)
+		if !ok {
+			t.Fatalf("%s is not a micro-deposit status", tc.provider)
+		}
+		s := State{tc.from, 3}
+		for _, ev := range ProviderPath(tc.from, target) {
+			next, _, err := Next(s, ev)
+			if err != nil {
+				t.Fatalf("%s from %s: %v", tc.provider, tc.from, err)
+			}
+			s = next
+		}
+		if s.Status != tc.want {
+			t.Errorf("%s from %s: %s, want %s", tc.provider, tc.from, s.Status, tc.want)
+		}
+	}
+	for _, none := range []string{"", "database_matched", "database_insights_pass", "something_new"} {
+		if _, ok := ProviderStatus(none); ok {
+			t.Errorf("%q taken as a micro-deposit status", none)
+		}
 	}
 }

@@ -258,6 +258,9 @@ type Account struct {
 	// Revoked: the user withdrew consent to the account at the provider; it
 	// cannot be verified again.
 	Revoked bool
+	// ProviderVerificationStatus is the provider's own word on the linked
+	// account's verification (Plaid's verification_status); "" for none.
+	ProviderVerificationStatus string
 }
 
 // Verification is one verification as callers see it: never the answer.
@@ -270,6 +273,10 @@ type Verification struct {
 	AnswerKind        string
 	Status            Status
 	AttemptsRemaining int
+	// ProviderChecked: the bank provider sent and checks the deposits
+	// (Plaid's micro-deposits); kluis holds no answer, and the user confirms
+	// in the provider's Link (update mode).
+	ProviderChecked bool
 	// Rail names the rail that carries the verification's deposits.
 	Rail      string
 	RailRef   string

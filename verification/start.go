@@ -37,12 +37,7 @@ func (s *Service) instantSupported(ctx context.Context, a Account) (bool, error)
 	if a.AccountNumberRef == "" || status != "active" {
 		return false, nil
 	}
-	var providerStatus *string
-	if err := s.db.Pool.QueryRow(ctx, `SELECT provider_verification_status FROM accounts WHERE id = $1`, a.ID).
-		Scan(&providerStatus); err != nil {
-		return false, dbErr("read account", err)
-	}
-	return providerVerified(providerStatus), nil
+	return providerVerified(a.ProviderVerificationStatus), nil
 }
 
 // providerVerified is Auth's own word on the account's numbers (Plaid's
@@ -51,15 +46,12 @@ func (s *Service) instantSupported(ctx context.Context, a Account) (bool, error)
 // verified the account by micro-deposits. Anything else (pending_*,
 // unsent, expired, failed, and the database_* matches, which match a
 // number, not an owner) is not proof of ownership.
-func providerVerified(status *string) bool {
-	if status == nil {
+func providerVerified(status string) bool {
+	if status == "" {
 		return true
 	}
-	switch *status {
-	case "automatically_verified", "manually_verified":
-		return true
-	}
-	return false
+	st, ok := ProviderStatus(status)
+	return ok && st == StatusVerified
 }
 
 // Start begins verifying the subject's account with method (auto, instant
@@ -114,6 +106,9 @@ func (s *Service) Start(ctx context.Context, actor audit.Actor, accountID, metho
 	if chosen == MethodInstant {
 		return s.startInstant(ctx, actor, a, method)
 	}
+	if target, ok := ProviderStatus(a.ProviderVerificationStatus); ok && a.ItemID != "" {
+		return s.startProviderChecked(ctx, actor, a, method, target)
+	}
 	if method == MethodAuto && s.bankVerifiable(a) {
 		// auto: instant, then the bank's word, then micro-deposits.
 		return s.startBankVerification(ctx, actor, a, method)
@@ -156,11 +151,11 @@ func (s *Service) insertRow(ctx context.Context, tx pgx.Tx, v Verification, mac,
 	// only lock waiters hold.
 	tag, err := tx.Exec(ctx, `
 		INSERT INTO verifications (id, subject_id, account_id, requested_method, method, answer_kind, status,
-			attempts_remaining, answer_mac, rail, expires_at, created_at, updated_at, number_index)
-		VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9, $10, $11, $11, $12)
+			attempts_remaining, answer_mac, rail, expires_at, created_at, updated_at, number_index, provider_checked)
+		VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9, $10, $11, $11, $12, $13)
 		ON CONFLICT (account_id) WHERE status IN ('pending', 'sent', 'posted') DO NOTHING`,
 		v.ID, v.SubjectID, v.AccountID, v.RequestedMethod, v.Method, kind, v.AttemptsRemaining, mac,
-		railColumn(v.Rail), v.ExpiresAt, v.CreatedAt, idx)
+		railColumn(v.Rail), v.ExpiresAt, v.CreatedAt, idx, v.ProviderChecked)
 	if err != nil {
 		return dbErr("insert verification", err)
 	}
@@ -188,11 +183,20 @@ func (s *Service) insertLimited(ctx context.Context, tx pgx.Tx, actor audit.Acto
 	return s.auditStarted(ctx, tx, actor, v)
 }
 
-// auditStarted writes the audit entry of a started verification.
+// auditStarted writes the audit entry of a started verification. Its
+// subject is the user who asked, or, for one a provider started, the
+// account's owner.
 func (s *Service) auditStarted(ctx context.Context, tx pgx.Tx, actor audit.Actor, v Verification) error {
+	sub := actor.Name
+	if actor.Kind != audit.ActorUser {
+		var err error
+		if sub, err = externalSubject(ctx, tx, v.SubjectID); err != nil {
+			return err
+		}
+	}
 	return s.audit.Append(ctx, tx, audit.Entry{
 		ActorKind: actor.Kind, Actor: actor.Name, Action: "verification.started", Target: v.ID,
-		Outcome: audit.OutcomeSuccess, Subject: actor.Name, RequestID: actor.RequestID,
+		Outcome: audit.OutcomeSuccess, Subject: sub, RequestID: actor.RequestID,
 		Details: map[string]any{"account_id": v.AccountID, "requested_method": v.RequestedMethod, "method": v.Method},
 	})
 }

@@ -24,13 +24,13 @@ func dbErr(op string, err error) error {
 }
 
 const verificationColumns = `id, account_id, subject_id, requested_method, method, COALESCE(answer_kind, ''), status,
-	attempts_remaining, COALESCE(rail, ''), COALESCE(rail_ref, ''), expires_at, created_at, updated_at`
+	attempts_remaining, COALESCE(rail, ''), COALESCE(rail_ref, ''), expires_at, created_at, updated_at, provider_checked`
 
 func scanVerification(r pgx.Row) (Verification, error) {
 	var v Verification
 	var status string
 	err := r.Scan(&v.ID, &v.AccountID, &v.SubjectID, &v.RequestedMethod, &v.Method, &v.AnswerKind, &status,
-		&v.AttemptsRemaining, &v.Rail, &v.RailRef, &v.ExpiresAt, &v.CreatedAt, &v.UpdatedAt)
+		&v.AttemptsRemaining, &v.Rail, &v.RailRef, &v.ExpiresAt, &v.CreatedAt, &v.UpdatedAt, &v.ProviderChecked)
 	v.Status = Status(status)
 	return v, err
 }
@@ -66,10 +66,11 @@ func getAccount(ctx context.Context, q rowQuerier, id, subjectID string) (Accoun
 	var a Account
 	var item, ref *string
 	err := q.QueryRow(ctx, `SELECT id, subject_id, item_id, name, mask, type, subtype, verification_status, account_number_ref, created_at,
-		       status = 'revoked', COALESCE(country, ''), COALESCE(bank_id, ''), COALESCE(holder_id_ref, '')
+		       status = 'revoked', COALESCE(country, ''), COALESCE(bank_id, ''), COALESCE(holder_id_ref, ''),
+		       COALESCE(provider_verification_status, '')
 		FROM accounts WHERE id = $1 AND subject_id = $2 AND removed_at IS NULL`, id, subjectID).
 		Scan(&a.ID, &a.SubjectID, &item, &a.Name, &a.Mask, &a.Type, &a.Subtype, &a.VerificationStatus, &ref, &a.CreatedAt, &a.Revoked,
-			&a.Country, &a.BankID, &a.HolderIDRef)
+			&a.Country, &a.BankID, &a.HolderIDRef, &a.ProviderVerificationStatus)
 	if err != nil {
 		return Account{}, dbErr("read account", err)
 	}

@@ -87,7 +87,7 @@ func (s *Service) PollRail(ctx context.Context) (PollResult, error) {
 			break
 		}
 	}
-	stuck, err := due(ctx, s.db, `status = 'pending' AND method = 'micro_deposits' AND updated_at <= $1 AND expires_at > $2 ORDER BY updated_at`,
+	stuck, err := due(ctx, s.db, `status = 'pending' AND method = 'micro_deposits' AND NOT provider_checked AND updated_at <= $1 AND expires_at > $2 ORDER BY updated_at`,
 		sweepBatch, now.Add(-s.resendAfter), now)
 	if err != nil {
 		return res, err

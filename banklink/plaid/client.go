@@ -218,6 +218,8 @@ var errorKinds = map[string]string{
 	"INVALID_UPDATED_USERNAME": banklink.CodeItemLoginRequired,
 	"USER_INPUT_TIMEOUT":       banklink.CodeItemLoginRequired,
 	"PASSWORD_RESET_REQUIRED":  banklink.CodeItemLoginRequired,
+	"INVALID_OTP":              banklink.CodeItemLoginRequired,
+	"INVALID_PHONE_NUMBER":     banklink.CodeItemLoginRequired,
 	// The user did not share what kluis needs: update mode with account
 	// selection grants it.
 	"ACCESS_NOT_GRANTED":              banklink.CodeAccessNotGranted,
@@ -229,6 +231,9 @@ var errorKinds = map[string]string{
 	"PRODUCTS_NOT_SUPPORTED":          banklink.CodeProductNotSupported,
 	"ITEM_NOT_SUPPORTED":              banklink.CodeProductNotSupported,
 	"INSTITUTION_NO_LONGER_SUPPORTED": banklink.CodeProductNotSupported,
+	// Instant Match could not match the numbers the user typed: no
+	// instant auth; micro-deposits verify the account instead.
+	"INSTANT_MATCH_FAILED": banklink.CodeProductNotSupported,
 	// Plaid is still gathering the data: the item is fine, and kluis
 	// completes it later.
 	"PRODUCT_NOT_READY":                      banklink.CodeProductNotReady,

@@ -97,3 +97,44 @@ func TestAnAppsOwnLinkSettingsTakeThePlaceOfTheProvidersForItsSessions(t *testin
 		t.Fatalf("a session without app settings = %v", other)
 	}
 }
+
+// Issue 14 point 2: Plaid's micro-deposit flows are turned on through the
+// link token's auth options: both with auth alone, Automated only when
+// auth comes with another product (Plaid allows Same Day with auth alone),
+// none without auth or in update mode; and Plaid (plaidtest, as the spec
+// and Plaid's rules say) takes each request.
+func TestMicroDepositFlowsAreLinkTokenAuthOptions(t *testing.T) {
+	srv := newServer(t)
+	p := newProvider(t, srv, func(o *plaid.Options) { o.SameDayMicrodeposits, o.AutomatedMicrodeposits = true, true })
+	ctx := context.Background()
+	ex := link(t, srv, p, "ins_109508")
+	it, _ := srv.Item(ex.ProviderItemID)
+	for _, req := range []banklink.LinkTokenRequest{
+		{ClientUserID: "u1", Products: []string{"auth"}},
+		{ClientUserID: "u1", Products: []string{"auth", "transactions"}},
+		{ClientUserID: "u1", Products: []string{"transactions"}},
+		{ClientUserID: "u1", AccessToken: it.AccessToken},
+	} {
+		if _, err := p.CreateLinkToken(ctx, req); err != nil {
+			t.Fatalf("%v: %v", req.Products, err)
+		}
+	}
+	reqs := srv.LinkTokenRequests()
+	reqs = reqs[len(reqs)-4:]
+	want := []map[string]any{
+		{"same_day_microdeposits_enabled": true, "automated_microdeposits_enabled": true},
+		{"automated_microdeposits_enabled": true},
+		nil, nil,
+	}
+	for i, r := range reqs {
+		got, _ := r["auth"].(map[string]any)
+		if len(got) != len(want[i]) {
+			t.Fatalf("request %d auth = %v, want %v", i, got, want[i])
+		}
+		for k, v := range want[i] {
+			if got[k] != v {
+				t.Fatalf("request %d auth = %v, want %v", i, got, want[i])
+			}
+		}
+	}
+}

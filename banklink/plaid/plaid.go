@@ -110,6 +110,14 @@ type Options struct {
 	// Products are the link token's products when the request names none
 	// (default ["auth"]).
 	Products []string
+	// SameDayMicrodeposits and AutomatedMicrodeposits turn on Plaid's own
+	// micro-deposit flows in new link sessions that ask for auth (sent as
+	// auth.same_day_microdeposits_enabled and
+	// auth.automated_microdeposits_enabled): Plaid sends and checks the
+	// deposits, and its verification_status drives kluis's verification
+	// (docs/PLAID.md "Micro-deposits through Plaid").
+	SameDayMicrodeposits   bool
+	AutomatedMicrodeposits bool
 }
 
 // Provider is the Plaid adapter. It is safe for concurrent use.
@@ -129,6 +137,8 @@ type Provider struct {
 	products     []string
 	redirectURI  string
 	androidPkg   string
+	sameDay      bool
+	automated    bool
 
 	keys keyCache
 }
@@ -158,6 +168,8 @@ func New(opts Options) (*Provider, error) {
 		products:     opts.Products,
 		redirectURI:  opts.RedirectURI,
 		androidPkg:   opts.AndroidPackageName,
+		sameDay:      opts.SameDayMicrodeposits,
+		automated:    opts.AutomatedMicrodeposits,
 	}
 	settings := plaidlink.Settings{ClientName: opts.ClientName, CountryCodes: opts.CountryCodes, Language: opts.Language,
 		RedirectURI: opts.RedirectURI, AndroidPackageName: opts.AndroidPackageName}
@@ -275,6 +287,16 @@ type linkTokenCreateRequest struct {
 	AndroidPackageName string                   `json:"android_package_name,omitempty"`
 	AccountFilters     *linkTokenAccountFilters `json:"account_filters,omitempty"`
 	Update             *linkTokenUpdate         `json:"update,omitempty"`
+	Auth               *linkTokenAuth           `json:"auth,omitempty"`
+}
+
+// linkTokenAuth is LinkTokenCreateRequestAuth with the micro-deposit flows
+// kluis can follow: Plaid's Same Day Micro-deposits (the user confirms a
+// code in Link's update mode) and Automated Micro-deposits (Plaid confirms
+// the deposit itself and sends an AUTH webhook).
+type linkTokenAuth struct {
+	SameDayMicrodepositsEnabled   bool `json:"same_day_microdeposits_enabled,omitempty"`
+	AutomatedMicrodepositsEnabled bool `json:"automated_microdeposits_enabled,omitempty"`
 }
 
 // linkTokenAccountFilters is LinkTokenAccountFilters with its depository
@@ -523,4 +545,26 @@ func (p *Provider) sessionSettings(in *linkTokenCreateRequest, req banklink.Link
 	if req.AccessToken != "" && req.AccountSelection {
 		in.Update = &linkTokenUpdate{AccountSelectionEnabled: true}
 	}
+	in.Auth = p.authOptions(in.Products)
+}
+
+// authOptions are the micro-deposit flows a new link session with these
+// products turns on: none without auth (Plaid ties them to it) or in update
+// mode (no products: the item's flow is already chosen), and Same Day only
+// when auth is the one product, as Plaid requires (Same Day items can carry
+// no other product).
+func (p *Provider) authOptions(products []string) *linkTokenAuth {
+	hasAuth := false
+	for _, pr := range products {
+		hasAuth = hasAuth || pr == "auth"
+	}
+	if !hasAuth {
+		return nil
+	}
+	a := linkTokenAuth{SameDayMicrodepositsEnabled: p.sameDay && len(products) == 1,
+		AutomatedMicrodepositsEnabled: p.automated}
+	if a == (linkTokenAuth{}) {
+		return nil
+	}
+	return &a
 }

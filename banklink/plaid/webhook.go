@@ -477,9 +477,29 @@ type webhookBody struct {
 	WebhookCode string `json:"webhook_code"`
 	ItemID      string `json:"item_id"`
 	AccountID   string `json:"account_id"`
-	Error       *struct {
+	// Error is a PlaidError object on ITEM webhooks; some AUTH webhooks
+	// (FallbackAuthMicrodeposit*) send a bare string or null instead.
+	Error errorField `json:"error"`
+	// Status is SMS_MICRODEPOSITS_VERIFICATION's outcome
+	// (MANUALLY_VERIFIED or VERIFICATION_FAILED).
+	Status string `json:"status"`
+}
+
+// errorField is a webhook's error, whichever shape Plaid sent: the code
+// of a PlaidError object, or "" for null, a string or anything else.
+type errorField struct{ ErrorCode string }
+
+// UnmarshalJSON takes a PlaidError object's error_code and ignores any
+// other shape, so that an AUTH webhook's string error cannot make a signed
+// webhook unreadable.
+func (e *errorField) UnmarshalJSON(b []byte) error {
+	var obj struct {
 		ErrorCode string `json:"error_code"`
-	} `json:"error"`
+	}
+	if json.Unmarshal(b, &obj) == nil {
+		e.ErrorCode = obj.ErrorCode
+	}
+	return nil
 }
 
 // parseWebhook reads a verified body and names its event kind.
@@ -503,7 +523,7 @@ func parseWebhook(body []byte) (banklink.WebhookEvent, error) {
 	}
 	switch b.WebhookCode {
 	case "ERROR":
-		if b.Error != nil && b.Error.ErrorCode == "ITEM_LOGIN_REQUIRED" {
+		if b.Error.ErrorCode == "ITEM_LOGIN_REQUIRED" {
 			ev.Kind = banklink.EventLoginRequired
 		}
 	case "PENDING_EXPIRATION", "PENDING_DISCONNECT":

@@ -52,10 +52,7 @@ var loginErrorCodes = map[string]bool{
 func classifyWebhook(ev *banklink.WebhookEvent, b webhookBody) bool {
 	switch b.WebhookType + "/" + b.WebhookCode {
 	case "ITEM/ERROR":
-		code := ""
-		if b.Error != nil {
-			code = safeCode(b.Error.ErrorCode)
-		}
+		code := safeCode(b.Error.ErrorCode)
 		if loginErrorCodes[code] {
 			ev.Kind = banklink.EventLoginRequired
 		} else {
@@ -82,7 +79,18 @@ func classifyWebhook(ev *banklink.WebhookEvent, b webhookBody) bool {
 	case "AUTH/PRODUCT_PERMISSIONS_REQUIRED":
 		// The user withdrew Auth's permission: only update mode gives it back.
 		ev.Kind = banklink.EventLoginRequired
-	case "AUTH/DEFAULT_UPDATE", "AUTH/SMS_MICRODEPOSITS_VERIFICATION":
+	case "AUTH/SMS_MICRODEPOSITS_VERIFICATION":
+		// The user confirmed (or failed to confirm) Same Day deposits
+		// through Plaid's SMS flow rather than Link's update mode.
+		id := safeToken(b.AccountID)
+		switch {
+		case id == "":
+		case b.Status == "MANUALLY_VERIFIED":
+			ev.Kind, ev.ProviderAccountID, ev.VerificationStatus = banklink.EventAuthVerified, id, "manually_verified"
+		case b.Status == "VERIFICATION_FAILED":
+			ev.Kind, ev.ProviderAccountID, ev.VerificationStatus = banklink.EventAuthFailed, id, "verification_failed"
+		}
+	case "AUTH/DEFAULT_UPDATE":
 		// Deliberately ignored (recorded as unknown): see docs/WEBHOOKS.md.
 		return true
 	default:

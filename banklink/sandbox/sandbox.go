@@ -8,7 +8,13 @@
 //
 // Institutions: ins_sandbox (instant auth), ins_sandbox_noauth (no instant
 // auth: GetAuth is CodeProductNotSupported), ins_sandbox_down (every call is
-// CodeInstitutionDown). The one good login is user_good / pass_good.
+// CodeInstitutionDown), and two that play Plaid's own micro-deposits:
+// ins_sandbox_same_day (Same Day Micro-deposits: one account,
+// pending_manual_verification until the user types the deposit's code,
+// MicroDepositCode, in update mode) and ins_sandbox_automated (Automated
+// Micro-deposits: one account, pending_automatic_verification until the
+// AUTOMATICALLY_VERIFIED or VERIFICATION_EXPIRED webhook is fired). The one
+// good login is user_good / pass_good.
 //
 // Webhooks carry Kluis-Sandbox-Signature: t=<unix seconds>,v1=<hex
 // HMAC-SHA256 over "<t>.<body>">, checked in constant time and refused
@@ -48,8 +54,15 @@ const (
 	InstitutionAuth   = "ins_sandbox"
 	InstitutionNoAuth = "ins_sandbox_noauth"
 	InstitutionDown   = "ins_sandbox_down"
-	GoodUsername      = "user_good"
-	GoodPassword      = "pass_good"
+	// InstitutionSameDay and InstitutionAutomated verify their accounts by
+	// the provider's own micro-deposits, as Plaid's Same Day and Automated
+	// Micro-deposits do.
+	InstitutionSameDay   = "ins_sandbox_same_day"
+	InstitutionAutomated = "ins_sandbox_automated"
+	// MicroDepositCode is the code the sandbox's Same Day deposit carries.
+	MicroDepositCode = "ABC"
+	GoodUsername     = "user_good"
+	GoodPassword     = "pass_good"
 )
 
 // SignatureHeader carries a sandbox webhook's signature.
@@ -66,13 +79,28 @@ type institution struct {
 	name string
 	auth bool
 	down bool
+	// md is the provider's micro-deposit flow its items are made by
+	// (mdSameDay, mdAutomated), or "".
+	md string
 }
 
+// The sandbox's micro-deposit flows (sandbox_items.md_flow).
+const (
+	mdSameDay   = "same_day"
+	mdAutomated = "automated"
+)
+
 var institutions = map[string]institution{
-	InstitutionAuth:   {name: "Sandbox Bank", auth: true},
-	InstitutionNoAuth: {name: "Sandbox Credit Union", auth: false},
-	InstitutionDown:   {name: "Sandbox Down Bank", auth: true, down: true},
+	InstitutionAuth:      {name: "Sandbox Bank", auth: true},
+	InstitutionNoAuth:    {name: "Sandbox Credit Union", auth: false},
+	InstitutionDown:      {name: "Sandbox Down Bank", auth: true, down: true},
+	InstitutionSameDay:   {name: "Sandbox Same Day Savings", md: mdSameDay},
+	InstitutionAutomated: {name: "Sandbox Automated Thrift", md: mdAutomated},
 }
+
+// mdFirstStatus is the verification_status of a new micro-deposit item's
+// account, per flow.
+var mdFirstStatus = map[string]string{mdSameDay: "pending_manual_verification", mdAutomated: "pending_automatic_verification"}
 
 // Options configures the sandbox.
 type Options struct {
@@ -167,7 +195,7 @@ func (p *Provider) CompleteLink(ctx context.Context, req banklink.SandboxLink) (
 	}
 	inst, ok := institutions[instID]
 	if !ok {
-		return "", fail(kluis.EInvalid, "unknown sandbox institution: use ins_sandbox, ins_sandbox_noauth or ins_sandbox_down")
+		return "", fail(kluis.EInvalid, "unknown sandbox institution: use ins_sandbox, ins_sandbox_noauth, ins_sandbox_down, ins_sandbox_same_day or ins_sandbox_automated")
 	}
 	if inst.down {
 		return "", fail(banklink.CodeInstitutionDown, "the institution is down, try again later")
@@ -181,6 +209,9 @@ func (p *Provider) CompleteLink(ctx context.Context, req banklink.SandboxLink) (
 	if itemID != "" {
 		if _, err := p.db.Pool.Exec(ctx, `UPDATE sandbox_items SET login_required = false WHERE provider_item_id = $1`, itemID); err != nil {
 			return "", dbFail(err)
+		}
+		if err := p.confirmCode(ctx, itemID, req.Code); err != nil {
+			return "", err
 		}
 	}
 	_, err := p.db.Pool.Exec(ctx, `INSERT INTO sandbox_public_tokens (token_hash, institution_id, provider_item_id, expires_at)
@@ -207,8 +238,10 @@ func (p *Provider) ExchangePublicToken(ctx context.Context, publicToken string) 
 		if err != nil {
 			return err
 		}
-		_, err = tx.Exec(ctx, `INSERT INTO sandbox_items (provider_item_id, institution_id, access_token_hash, created_at)
-			VALUES ($1, $2, $3, $4)`, ex.ProviderItemID, instID, hash(ex.AccessToken), now)
+		md := institutions[instID].md
+		_, err = tx.Exec(ctx, `INSERT INTO sandbox_items (provider_item_id, institution_id, access_token_hash, created_at, md_flow, md_status, md_attempts)
+			VALUES ($1, $2, $3, $4, NULLIF($5, ''), NULLIF($6, ''), $7)`, ex.ProviderItemID, instID, hash(ex.AccessToken), now, md, mdFirstStatus[md],
+			sameDayAttempts)
 		return err
 	})
 	if kluis.ErrorCode(err) == banklink.CodeInvalidToken {
@@ -226,14 +259,18 @@ type sandboxItem struct {
 	institutionID string
 	loginRequired bool
 	newAccounts   int
+	// mdStatus is the verification_status of a micro-deposit item's
+	// account ("" for other items).
+	mdStatus string
 }
 
 // liveItem finds the item an access token opens and refuses it as an
 // aggregator would: unknown token, institution down, login required.
 func (p *Provider) liveItem(ctx context.Context, token string) (sandboxItem, institution, error) {
 	var it sandboxItem
-	err := p.db.Pool.QueryRow(ctx, `SELECT provider_item_id, institution_id, login_required, new_accounts FROM sandbox_items
-		WHERE access_token_hash = $1 AND removed_at IS NULL`, hash(token)).Scan(&it.id, &it.institutionID, &it.loginRequired, &it.newAccounts)
+	err := p.db.Pool.QueryRow(ctx, `SELECT provider_item_id, institution_id, login_required, new_accounts, COALESCE(md_status, '')
+		FROM sandbox_items WHERE access_token_hash = $1 AND removed_at IS NULL`, hash(token)).
+		Scan(&it.id, &it.institutionID, &it.loginRequired, &it.newAccounts, &it.mdStatus)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return sandboxItem{}, institution{}, invalidToken()
 	}
@@ -251,8 +288,15 @@ func (p *Provider) liveItem(ctx context.Context, token string) (sandboxItem, ins
 }
 
 // accounts are the item's accounts: a checking and a savings account, and
-// one more per new-accounts webhook fired.
+// one more per new-accounts webhook fired; a micro-deposit item has the
+// one checking account the user typed the numbers of, with its
+// verification status.
 func (p *Provider) accounts(it sandboxItem) []banklink.ProviderAccount {
+	if it.mdStatus != "" {
+		num := p.accountNumber(it.id, 0)
+		return []banklink.ProviderAccount{{ProviderAccountID: p.accountID(it.id, 0), Name: "Sandbox checking 1",
+			Mask: num[len(num)-4:], Type: "depository", Subtype: "checking", VerificationStatus: it.mdStatus}}
+	}
 	subtypes := []string{"checking", "savings"}
 	for i := 0; i < it.newAccounts; i++ {
 		subtypes = append(subtypes, "savings")
@@ -309,7 +353,7 @@ func (p *Provider) GetAuth(ctx context.Context, accessToken string) ([]banklink.
 	if err != nil {
 		return nil, err
 	}
-	if !inst.auth {
+	if !inst.auth && inst.md == "" {
 		return nil, fail(banklink.CodeProductNotSupported, "the institution does not support instant auth")
 	}
 	accts := p.accounts(it)
@@ -348,6 +392,31 @@ func (p *Provider) RotateAccessToken(ctx context.Context, accessToken string) (s
 	return fresh, nil
 }
 
+// sameDayAttempts is how many codes a Same Day item's user may try.
+const sameDayAttempts = 3
+
+// confirmCode plays the user typing a Same Day deposit's code into Link in
+// update mode: the right code makes the item's account manually_verified;
+// a wrong one spends one of three attempts, and the last makes it
+// verification_failed (either way Link finishes, as Plaid's does). No code,
+// or an item that waits for none, changes nothing. Each step is one
+// conditional update.
+func (p *Provider) confirmCode(ctx context.Context, itemID, code string) error {
+	if code == "" {
+		return nil
+	}
+	right := subtle.ConstantTimeCompare([]byte(strings.ToUpper(strings.TrimSpace(code))), []byte(MicroDepositCode)) == 1
+	_, err := p.db.Pool.Exec(ctx, `UPDATE sandbox_items SET
+			md_status = CASE WHEN $2 THEN 'manually_verified' WHEN md_attempts <= 1 THEN 'verification_failed' ELSE md_status END,
+			md_attempts = CASE WHEN $2 THEN md_attempts ELSE md_attempts - 1 END
+		WHERE provider_item_id = $1 AND md_flow = 'same_day' AND md_status = 'pending_manual_verification' AND md_attempts > 0`,
+		itemID, right)
+	if err != nil {
+		return dbFail(err)
+	}
+	return nil
+}
+
 // webhookBody is a sandbox webhook.
 type webhookBody struct {
 	EventID     string `json:"event_id"`
@@ -383,8 +452,24 @@ func (p *Provider) signedWebhook(ctx context.Context, providerItemID, providerAc
 	if !codePattern.MatchString(code) {
 		return nil, nil, kluis.Errorf(kluis.EInvalid, "code must be LOGIN_REQUIRED, PERMISSION_REVOKED, NEW_ACCOUNTS or another upper-case code")
 	}
+	webhookType := "ITEM"
 	var sql string
 	switch code {
+	case banklink.SandboxWebhookAutomaticallyVerified, banklink.SandboxWebhookVerificationExpired:
+		// An AUTH webhook about the Automated Micro-deposits item's one
+		// account, in Plaid's shape.
+		webhookType, providerAccountID = "AUTH", p.accountID(providerItemID, 0)
+		status := map[string]string{banklink.SandboxWebhookAutomaticallyVerified: "automatically_verified",
+			banklink.SandboxWebhookVerificationExpired: "verification_expired"}[code]
+		tag, err := p.db.Pool.Exec(ctx, `UPDATE sandbox_items SET md_status = $2
+			WHERE provider_item_id = $1 AND md_flow = 'automated' AND md_status = 'pending_automatic_verification' AND removed_at IS NULL`,
+			providerItemID, status)
+		if err != nil {
+			return nil, nil, dbFail(err)
+		}
+		if tag.RowsAffected() == 0 {
+			return nil, nil, kluis.Errorf(kluis.EConflict, "the item has no automated micro-deposit waiting: link ins_sandbox_automated")
+		}
 	case banklink.SandboxWebhookLoginRequired:
 		sql = `UPDATE sandbox_items SET login_required = true WHERE provider_item_id = $1 AND removed_at IS NULL`
 	case banklink.SandboxWebhookPermissionRevoked, banklink.SandboxWebhookUserPermissionRevoked:
@@ -397,7 +482,7 @@ func (p *Provider) signedWebhook(ctx context.Context, providerItemID, providerAc
 			return nil, nil, dbFail(err)
 		}
 	}
-	body, err := json.Marshal(webhookBody{EventID: random("evt-sandbox-"), WebhookType: "ITEM", WebhookCode: code,
+	body, err := json.Marshal(webhookBody{EventID: random("evt-sandbox-"), WebhookType: webhookType, WebhookCode: code,
 		ItemID: providerItemID, AccountID: providerAccountID})
 	if err != nil {
 		return nil, nil, err
@@ -473,6 +558,14 @@ func (p *Provider) VerifyWebhook(_ context.Context, header http.Header, body []b
 			}
 		case banklink.SandboxWebhookNewAccounts:
 			ev.Kind = banklink.EventNewAccounts
+		}
+	}
+	if w.WebhookType == "AUTH" && w.AccountID != "" && eventIDPattern.MatchString(w.AccountID) {
+		switch w.WebhookCode {
+		case banklink.SandboxWebhookAutomaticallyVerified:
+			ev.Kind, ev.ProviderAccountID = banklink.EventAuthVerified, w.AccountID
+		case banklink.SandboxWebhookVerificationExpired:
+			ev.Kind, ev.ProviderAccountID = banklink.EventAuthExpired, w.AccountID
 		}
 	}
 	return ev, nil

@@ -88,7 +88,8 @@ func (a *app) bankProvider(name string) (banklink.Provider, error) {
 	case "plaid":
 		return plaid.New(plaid.Options{ClientID: a.cfg.PlaidClientID, Secret: a.cfg.PlaidSecret, BaseURL: a.cfg.PlaidBaseURL,
 			ClientName: a.cfg.PlaidClientName, CountryCodes: a.cfg.PlaidCountryCodes, Language: a.cfg.PlaidLanguage,
-			RedirectURI: a.cfg.PlaidRedirectURI, AndroidPackageName: a.cfg.PlaidAndroidPackageName})
+			RedirectURI: a.cfg.PlaidRedirectURI, AndroidPackageName: a.cfg.PlaidAndroidPackageName,
+			SameDayMicrodeposits: a.cfg.PlaidSameDayMicrodeposits, AutomatedMicrodeposits: a.cfg.PlaidAutomatedMicrodeposits})
 	case "stitch":
 		return a.stitchProvider()
 	}

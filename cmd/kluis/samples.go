@@ -52,6 +52,21 @@ Verify a manual account with micro-deposits:
   curl -s http://{{.Public}}/v1/sandbox/verifications/ver_…/deposits -H "$A"
   curl -s -X POST http://{{.Public}}/v1/verifications/ver_…/confirm -H "$A" -H "$J" -d '{"amounts":[12,34]}'
 
+Plaid's own micro-deposits, played by the sandbox (docs/PLAID.md): link ins_sandbox_same_day
+as above; the account's verification is provider-checked and posted (409 names it):
+
+  curl -s -X POST http://{{.Public}}/v1/accounts/acc_…/verifications -H "$A" -H "$J" -d '{"method":"auto"}'
+  curl -s http://{{.Public}}/v1/verifications/ver_… -H "$A"
+  curl -s -X POST http://{{.Public}}/v1/link/sessions -H "$A" -H "$J" -d '{"products":["auth"],"item_id":"itm_…"}'
+  curl -s -X POST http://{{.Public}}/v1/sandbox/public-token -H "$A" -H "$J" \
+    -d '{"link_session_id":"lks_…","username":"user_good","password":"pass_good","code":"ABC"}'
+  curl -s -X POST http://{{.Public}}/v1/link/sessions/lks_…/exchange -H "$A" -H "$J" -d '{"public_token":"…"}'
+  curl -s http://{{.Public}}/v1/verifications/ver_… -H "$A"                # verified
+
+or link ins_sandbox_automated and have "Plaid" confirm the deposit itself:
+
+  curl -s -X POST http://{{.Public}}/v1/sandbox/items/itm_…/fire-webhook -H "$A" -H "$J" -d '{"code":"AUTOMATICALLY_VERIFIED"}'
+
 A South African manual account (the banks: GET /v1/banks?country=ZA), verified
 by the bank (bank account verification; the sandbox bank answers by the number's
 last four digits: 0001 verified, 0002 no such account, 0003 closed, 0004 ID

@@ -36,6 +36,9 @@ func (a *app) openVerification(context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Providers' own micro-deposits (Plaid's) move verifications through
+	// the one state machine.
+	a.bank.SetAccountVerifications(svc)
 	a.verify = svc
 	return nil
 }

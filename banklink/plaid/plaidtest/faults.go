@@ -87,6 +87,14 @@ var errorTable = map[string]struct {
 	"LAST_UPDATED_DATETIME_OUT_OF_RANGE":     {"INVALID_RESULT", http.StatusBadRequest},
 	"OAUTH_REGISTRATION_ERROR":               {"OAUTH_ERROR", http.StatusBadRequest},
 	"RECAPTCHA_REQUIRED":                     {"RECAPTCHA_ERROR", http.StatusBadRequest},
+	"INVALID_OTP":                            {"ITEM_ERROR", http.StatusBadRequest},
+	"INVALID_PHONE_NUMBER":                   {"ITEM_ERROR", http.StatusBadRequest},
+	"INSTANT_MATCH_FAILED":                   {"ITEM_ERROR", http.StatusBadRequest},
+	"INVALID_INSTITUTION":                    {"INVALID_INPUT", http.StatusBadRequest},
+	"UNAUTHORIZED_ENVIRONMENT":               {"INVALID_INPUT", http.StatusBadRequest},
+	"UNAUTHORIZED_ROUTE_ACCESS":              {"INVALID_INPUT", http.StatusBadRequest},
+	"TOO_MANY_VERIFICATION_ATTEMPTS":         {"INVALID_INPUT", http.StatusBadRequest},
+	"INCORRECT_DEPOSIT_VERIFICATION":         {"INVALID_INPUT", http.StatusBadRequest},
 }
 
 // ErrorCodes lists the error codes the server knows, with the type and

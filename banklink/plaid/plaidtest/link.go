@@ -18,6 +18,9 @@ func (s *Server) checkLinkRequest(req map[string]any) (answer, bool) {
 			return plaidError(http.StatusBadRequest, "INVALID_REQUEST", "INVALID_PRODUCT", "balance is not a valid product for /link/token/create"), true
 		}
 	}
+	if a, refused := checkAuthOptions(req); refused {
+		return a, true
+	}
 	if str(req, "android_package_name") != "" && str(req, "redirect_uri") != "" {
 		return plaidError(http.StatusBadRequest, "INVALID_REQUEST", "INVALID_FIELD", "android_package_name and redirect_uri cannot both be set"), true
 	}

@@ -101,6 +101,11 @@ type Institution struct {
 	// verification_status, e.g. pending_manual_verification); empty: none,
 	// as for instant auth.
 	VerificationStatus string
+	// AutomatedMicrodeposits: an institution without Auth where Plaid's
+	// Automated Micro-deposits work (a link token that enables them gets
+	// an item pending_automatic_verification); without it, a link token
+	// enabling Same Day Micro-deposits gets one pending_manual_verification.
+	AutomatedMicrodeposits bool
 }
 
 // Account is one account of an item, with its full numbers.
@@ -125,12 +130,18 @@ type Item struct {
 	Webhook       string
 	LoginRequired bool
 	Accounts      []Account
+	// MicroDeposits names the Plaid micro-deposit flow the item was made
+	// by (FlowSameDay, FlowAutomated), or "" for a login with Auth.
+	MicroDeposits string
+	// attemptsLeft are the Same Day code attempts left (3 at first).
+	attemptsLeft int
 }
 
 type publicToken struct {
 	institutionID string
 	webhook       string
 	expires       time.Time
+	auth          linkAuth
 }
 
 type linkToken struct {
@@ -138,6 +149,7 @@ type linkToken struct {
 	webhook      string
 	accessToken  string
 	expires      time.Time
+	auth         linkAuth
 }
 
 // Server is a fake Plaid. Create it with NewServer; it closes with the test.
@@ -346,7 +358,7 @@ func (s *Server) CompleteLink(linkTok, institutionID string) (string, error) {
 		return "", fmt.Errorf("plaidtest: no institution %q", institutionID)
 	}
 	tok := "public-sandbox-" + uuid()
-	s.publicTokens[tok] = &publicToken{institutionID: institutionID, webhook: lt.webhook, expires: s.clock.Now().Add(PublicTokenTTL)}
+	s.publicTokens[tok] = &publicToken{institutionID: institutionID, webhook: lt.webhook, expires: s.clock.Now().Add(PublicTokenTTL), auth: lt.auth}
 	return tok, nil
 }
 
@@ -556,7 +568,8 @@ func (s *Server) linkTokenCreate(req map[string]any) answer {
 	}
 	tok := "link-sandbox-" + uuid()
 	expires := s.clock.Now().Add(ttl).UTC().Truncate(time.Second)
-	s.linkTokens[tok] = &linkToken{clientUserID: clientUserID, webhook: str(req, "webhook"), accessToken: access, expires: expires}
+	s.linkTokens[tok] = &linkToken{clientUserID: clientUserID, webhook: str(req, "webhook"), accessToken: access, expires: expires,
+		auth: linkAuthOf(req)}
 	return ok(map[string]any{"link_token": tok, "expiration": expires.Format(time.RFC3339)})
 }
 
@@ -568,6 +581,7 @@ func (s *Server) publicTokenExchange(req map[string]any) answer {
 	}
 	delete(s.publicTokens, tok) // single use
 	it := s.newItem(pt.institutionID, pt.webhook)
+	s.microDepositItem(it, pt.auth)
 	return ok(map[string]any{"access_token": it.AccessToken, "item_id": it.ID})
 }
 
@@ -637,7 +651,7 @@ func (s *Server) authGet(req map[string]any) answer {
 	if !found {
 		return refusal
 	}
-	if !inst.Auth {
+	if !inst.Auth && it.MicroDeposits == "" {
 		return faultFor("PRODUCTS_NOT_SUPPORTED").answer(EndpointAuthGet, nil)
 	}
 	ach := make([]any, 0, len(it.Accounts))
@@ -678,7 +692,7 @@ func itemJSON(it *Item, inst *Institution) map[string]any {
 		webhook = it.Webhook
 	}
 	products := []any{"auth"}
-	if !inst.Auth {
+	if !inst.Auth && it.MicroDeposits == "" {
 		products = []any{"transactions"}
 	}
 	return map[string]any{
@@ -762,3 +776,18 @@ func uuid() string {
 }
 
 func requestID() string { return randomString(15) }
+
+// AddAccount gives the item one more account, as a user who opens a new
+// account at the bank (or shares one in update mode) does; Plaid then
+// announces it with NEW_ACCOUNTS_AVAILABLE. It returns the account's id.
+func (s *Server) AddAccount(itemID string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	it, ok := s.items[itemID]
+	if !ok {
+		return ""
+	}
+	a := newAccount("Plaid Money Market", "money market")
+	it.Accounts = append(it.Accounts, a)
+	return a.ID
+}

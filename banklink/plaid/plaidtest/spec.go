@@ -239,3 +239,32 @@ func (s *Spec) ErrorTypes() []string {
 	}
 	return out
 }
+
+// WebhookCodes lists the webhook_code of every webhook schema the spec
+// describes for webhookType (ITEM, AUTH, …): the schemas whose
+// webhook_type property is described as that type, in backquotes, as
+// Plaid's description writes them.
+func (s *Spec) WebhookCodes(webhookType string) []string {
+	seen := map[string]bool{}
+	for _, ref := range s.doc.Components.Schemas {
+		if ref == nil || ref.Value == nil {
+			continue
+		}
+		typ, code := ref.Value.Properties["webhook_type"], ref.Value.Properties["webhook_code"]
+		if typ == nil || code == nil || typ.Value == nil || code.Value == nil {
+			continue
+		}
+		if strings.Trim(typ.Value.Description, "`") != webhookType {
+			continue
+		}
+		if c := strings.Trim(code.Value.Description, "`"); c != "" && !strings.ContainsAny(c, " `") {
+			seen[c] = true
+		}
+	}
+	out := make([]string, 0, len(seen))
+	for c := range seen {
+		out = append(out, c)
+	}
+	sort.Strings(out)
+	return out
+}
