@@ -92,8 +92,9 @@ type Provider struct {
 }
 
 var (
-	_ banklink.Provider      = (*Provider)(nil)
-	_ banklink.SandboxLinker = (*Provider)(nil)
+	_ banklink.Provider         = (*Provider)(nil)
+	_ banklink.SandboxLinker    = (*Provider)(nil)
+	_ banklink.AccountPreviewer = (*Provider)(nil)
 )
 
 // New checks opts and returns the sandbox.
@@ -189,6 +190,28 @@ func (p *Provider) CompleteLink(ctx context.Context, req banklink.SandboxLink) (
 		return "", dbFail(err)
 	}
 	return tok, nil
+}
+
+// PreviewAccounts implements banklink.AccountPreviewer: the accounts a
+// new item made from the public token will have, named as GetAccounts will
+// name them (masks come with the item). A token that is unknown, used or
+// expired is CodeInvalidToken.
+func (p *Provider) PreviewAccounts(ctx context.Context, publicToken string) ([]banklink.ProviderAccount, error) {
+	var n int
+	err := p.db.Pool.QueryRow(ctx, `SELECT count(*) FROM sandbox_public_tokens
+		WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2 AND provider_item_id IS NULL`,
+		hash(publicToken), p.clock.Now()).Scan(&n)
+	if err != nil {
+		return nil, dbFail(err)
+	}
+	if n == 0 {
+		return nil, invalidToken()
+	}
+	accts := p.accounts(sandboxItem{})
+	for i := range accts {
+		accts[i].ProviderAccountID, accts[i].Mask = "", ""
+	}
+	return accts, nil
 }
 
 // ExchangePublicToken implements banklink.Provider: a new item with two
