@@ -18,6 +18,7 @@ import (
 	"github.com/kluis-dev/kluis/api/ratelimit"
 	"github.com/kluis-dev/kluis/banklink"
 	"github.com/kluis-dev/kluis/compliance"
+	"github.com/kluis-dev/kluis/hosted"
 	"github.com/kluis-dev/kluis/postgres"
 	"github.com/kluis-dev/kluis/vault"
 	"github.com/kluis-dev/kluis/verification"
@@ -81,6 +82,17 @@ type Deps struct {
 	// Clock judges staff tokens' freshness and dates refusals (the system
 	// clock if nil).
 	Clock kluis.Clock
+
+	// Hosted keeps the hosted pages' page and form tokens; nil leaves the
+	// pages out (docs/HOSTED.md). PublicURL is the public listener's
+	// origin as browsers reach it (KLUIS_PUBLIC_URL): the pages' URLs
+	// start with it and their forms must come from it. Origins are the
+	// apps' browser origins (KLUIS_APP_ORIGINS); HostedPageTTL bounds
+	// page tokens (hosted.DefaultTTL if zero).
+	Hosted        *hosted.Store
+	PublicURL     string
+	Origins       Origins
+	HostedPageTTL time.Duration
 
 	metrics *httpMetrics
 
@@ -159,12 +171,14 @@ func ipExtractor(trusted []netip.Prefix) echo.IPExtractor {
 // contract, and /v1 behind a user token.
 func NewPublic(d *Deps) *echo.Echo {
 	e := d.base("public", d.PublicTLS)
+	e.Pre(d.cors)
 	e.GET("/healthz", healthz)
 	e.GET("/readyz", d.readyz)
 	v1 := e.Group("/v1", d.requireUser, d.limitCaller, d.auditFence, d.idempotent, d.auditFence)
 	for _, r := range publicRoutes {
 		r(d, v1)
 	}
+	d.hostedRoutes(e, v1)
 	for _, r := range publicRootRoutes {
 		r(d, e)
 	}

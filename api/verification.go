@@ -118,12 +118,24 @@ type verificationJSON struct {
 	AttemptsRemaining int       `json:"attempts_remaining"`
 	ExpiresAt         time.Time `json:"expires_at"`
 	CreatedAt         time.Time `json:"created_at"`
+	// HostedVerifyURL is kluis's page for the user's answer, with a fresh
+	// short-lived page token (micro-deposit and bank verifications that
+	// are still open; docs/HOSTED.md).
+	HostedVerifyURL string `json:"hosted_verify_url,omitempty"`
 }
 
 func verificationView(v verification.Verification) verificationJSON {
 	return verificationJSON{ID: v.ID, AccountID: v.AccountID, Method: v.Method, RequestedMethod: v.RequestedMethod,
 		AnswerKind: v.AnswerKind, Status: string(v.Status), AttemptsRemaining: v.AttemptsRemaining,
 		ExpiresAt: v.ExpiresAt.UTC(), CreatedAt: v.CreatedAt.UTC()}
+}
+
+// verificationOut is a verification's answer with its hosted_verify_url.
+func (d *Deps) verificationOut(c echo.Context, v verification.Verification) (verificationJSON, error) {
+	out := verificationView(v)
+	var err error
+	out.HostedVerifyURL, err = d.verifyURL(c, v)
+	return out, err
 }
 
 func (d *Deps) verificationActor(c echo.Context) verification.Actor {
@@ -159,7 +171,11 @@ func (d *Deps) startVerification(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusCreated, verificationView(v))
+	out, err := d.verificationOut(c, v)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusCreated, out)
 }
 
 // getVerification is GET /v1/verifications/{id}.
@@ -168,7 +184,11 @@ func (d *Deps) getVerification(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, verificationView(v))
+	out, err := d.verificationOut(c, v)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, out)
 }
 
 // confirmVerification is POST /v1/verifications/{id}/confirm.

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"net/url"
 	"slices"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 
@@ -265,4 +266,59 @@ func (s *Service) openPublicToken(sessionID string, sealed []byte) (string, erro
 		return "", kluis.Wrap(vault.EIntegrity, "internal error", errors.New("banklink: a sealed public token does not open under its session"))
 	}
 	return string(plain), nil
+}
+
+// InstitutionLister is implemented by providers whose institution choice is
+// kluis's own hosted step (the sandbox); a provider with its own UI (Plaid
+// Link) lists institutions there instead.
+type InstitutionLister interface {
+	Institutions() []Institution
+}
+
+// HostedInstitutions lists the institutions of provider whose names contain
+// query (case-insensitively; all for ""), for the hosted page's search; nil
+// when the provider chooses institutions in its own UI.
+func (s *Service) HostedInstitutions(provider, query string) []Institution {
+	p, ok := s.providers.Lookup(provider)
+	if !ok {
+		return nil
+	}
+	l, ok := p.(InstitutionLister)
+	if !ok {
+		return nil
+	}
+	q := strings.ToLower(strings.TrimSpace(query))
+	var out []Institution
+	for _, in := range l.Institutions() {
+		if q == "" || strings.Contains(strings.ToLower(in.Name), q) {
+			out = append(out, in)
+		}
+	}
+	return out
+}
+
+// HostedLinkToken asks the session's provider for a link token for the
+// hosted page's provider step (Plaid Link runs in the page with it): the
+// token CreateLinkSession returned went to the app and was not kept.
+func (s *Service) HostedLinkToken(ctx context.Context, actor Actor, sessionID string) (string, error) {
+	row, _, err := s.openSession(ctx, s.db.Pool, actor.Name, sessionID)
+	if err != nil {
+		return "", err
+	}
+	if row.Status != SessionCreated || row.Mode != ModeNew {
+		return "", sessionClosed(row.Status)
+	}
+	p, err := s.providers.Provider(row.Provider)
+	if err != nil {
+		return "", err
+	}
+	req := LinkTokenRequest{Products: row.Products, Platform: PlatformWeb, WebhookURL: s.webhookURL(p.Name())}
+	if req.ClientUserID, err = s.clientUserID(row.SubjectID); err != nil {
+		return "", err
+	}
+	lt, err := p.CreateLinkToken(ctx, req)
+	if err != nil {
+		return "", providerErr("create link token", err)
+	}
+	return lt.Token, nil
 }

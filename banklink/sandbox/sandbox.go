@@ -29,6 +29,7 @@ import (
 	"math/big"
 	"net/http"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -92,9 +93,10 @@ type Provider struct {
 }
 
 var (
-	_ banklink.Provider         = (*Provider)(nil)
-	_ banklink.SandboxLinker    = (*Provider)(nil)
-	_ banklink.AccountPreviewer = (*Provider)(nil)
+	_ banklink.Provider          = (*Provider)(nil)
+	_ banklink.SandboxLinker     = (*Provider)(nil)
+	_ banklink.AccountPreviewer  = (*Provider)(nil)
+	_ banklink.InstitutionLister = (*Provider)(nil)
 )
 
 // New checks opts and returns the sandbox.
@@ -190,6 +192,17 @@ func (p *Provider) CompleteLink(ctx context.Context, req banklink.SandboxLink) (
 		return "", dbFail(err)
 	}
 	return tok, nil
+}
+
+// Institutions implements banklink.InstitutionLister: the sandbox's
+// institutions, by name.
+func (p *Provider) Institutions() []banklink.Institution {
+	out := make([]banklink.Institution, 0, len(institutions))
+	for id, in := range institutions {
+		out = append(out, banklink.Institution{ID: id, Name: in.name})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
 }
 
 // PreviewAccounts implements banklink.AccountPreviewer: the accounts a

@@ -24,6 +24,7 @@ import (
 	"github.com/kluis-dev/kluis/api/ratelimit"
 	"github.com/kluis-dev/kluis/compliance"
 	"github.com/kluis-dev/kluis/config"
+	"github.com/kluis-dev/kluis/hosted"
 	"github.com/kluis-dev/kluis/vault/breaker"
 )
 
@@ -139,6 +140,9 @@ func (a *app) deps(ctx context.Context) (*api.Deps, error) {
 		StaffMFAMaxAge: a.cfg.StaffMFAMaxAge, StaffTokenMaxLifetime: a.cfg.StaffTokenMaxLifetime,
 		TrustedProxies: a.cfg.TrustedProxies, TrustDomain: a.cfg.SPIFFETrustDomain, RequestTimeout: a.cfg.RequestTimeout,
 		PublicTLS: a.cfg.PublicTLSCert != "",
+		// Hosted pages and browser apps (docs/HOSTED.md).
+		Hosted: hosted.NewStore(a.db, a.sys, nil), PublicURL: a.cfg.PublicURL,
+		Origins: api.StaticOrigins(a.cfg.AppOrigins), HostedPageTTL: a.cfg.HostedPageTTL,
 	}, nil)
 }
 
