@@ -210,7 +210,10 @@ func (d *Deps) pageHeaders(c echo.Context, plaid bool) {
 		h.Del("X-Frame-Options")
 	}
 	h.Set("Cache-Control", "no-store")
-	h.Set("Referrer-Policy", "no-referrer")
+	// same-origin, not no-referrer: under no-referrer a browser sends
+	// "Origin: null" with the page's own form posts, which sameOrigin
+	// must refuse. Other sites still get no referrer.
+	h.Set("Referrer-Policy", "same-origin")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Cross-Origin-Resource-Policy", "same-origin")
 }
@@ -274,8 +277,9 @@ func (d *Deps) pageOrigin(q url.Values) (hosted.State, error) {
 }
 
 // sameOrigin refuses a form post that a browser says came from another
-// origin (Sec-Fetch-Site, Origin): cross-site request forgery is stopped
-// here before the form token is spent, and by the token after.
+// origin (Sec-Fetch-Site, sent to https origins; Origin, where "null" is a
+// sandboxed or opaque sender): cross-site request forgery is stopped here
+// before the form token is spent, and by the token after.
 func (d *Deps) sameOrigin(c echo.Context) error {
 	r := c.Request()
 	site := r.Header.Get("Sec-Fetch-Site")

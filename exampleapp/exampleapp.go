@@ -42,6 +42,9 @@ type Options struct {
 	Token func() (string, error)
 	// Client calls kluis (http.DefaultClient if nil).
 	Client *http.Client
+	// ExtraFrameOrigins may also be framed by the app's page (the browser
+	// tests frame another site in it, to forge messages from there).
+	ExtraFrameOrigins []string
 }
 
 // Handler serves the app's page, its script and its backend's routes.
