@@ -205,15 +205,6 @@ func (be *browserEnv) waitFor(ctx context.Context, what, predicate string) {
 	}
 }
 
-// newTab opens a tab.
-func (be *browserEnv) newTab(name string) context.Context {
-	ctx, cancel := chromedp.NewContext(be.ctx)
-	be.t.Cleanup(cancel)
-	be.run(ctx, "open tab "+name)
-	be.tabs[name] = ctx
-	return ctx
-}
-
 // title is the document's title.
 func (be *browserEnv) title(ctx context.Context) string {
 	return eval[string](be, ctx, `document.title`)
@@ -491,17 +482,20 @@ func TestBrowserRefusesFramingByAnotherSiteAndMessagesFromAnotherOrigin(t *testi
 
 	// A site that is not an app's cannot frame the page.
 	_, link := be.linkSession(t, be.tok, `{}`)
-	bad := be.newTab("framer")
+	bad := be.ctx
 	be.run(bad, "framer", chromedp.Navigate(be.bad+"/frame?url="+url.QueryEscape(be.KluisURL+link)), chromedp.WaitReady(chromedp.CSS("#f")))
 	be.waitFor(bad, "the frame's load", `document.readyState === 'complete'`)
 	tree := eval2(be, bad, chromedp.Action[*page.FrameTree](func(ctx context.Context, t *chromedp.Target) (*page.FrameTree, error) {
 		r, err := cdp.Call(ctx, t, page.GetFrameTree, cdp.Empty{})
 		return r.FrameTree, err
 	}))
-	for _, child := range tree.ChildFrames {
-		if strings.HasPrefix(child.Frame.URL, be.KluisURL) && child.Frame.UnreachableURL == "" && !strings.HasPrefix(child.Frame.URL, "chrome-error:") {
-			t.Errorf("another site framed the page: %+v", child.Frame)
-		}
+	// The browser refuses the frame (frame-ancestors): it shows its own
+	// error page in its place, and the page's URL is the unreachable one.
+	if len(tree.ChildFrames) != 1 {
+		t.Fatalf("the framer has %d frames, want 1", len(tree.ChildFrames))
+	}
+	if f := tree.ChildFrames[0].Frame; !strings.HasPrefix(f.URL, "chrome-error:") || !strings.HasPrefix(f.UnreachableURL, be.KluisURL+"/link/") {
+		t.Errorf("another site framed the page: %+v", f)
 	}
 }
 
@@ -545,7 +539,7 @@ func TestBrowserVerifiesAManualAccountOnTheVerifyPage(t *testing.T) {
 
 func TestBrowserRefusesWrongAndExpiredPageTokensReplayedFormsAndCrossSitePosts(t *testing.T) {
 	be := startBrowser(t)
-	tab := be.newTab("refusals")
+	tab := be.ctx
 	id, link := be.linkSession(t, be.tok, `{}`)
 
 	// A wrong token, then an expired one.
@@ -575,7 +569,7 @@ func TestBrowserRefusesWrongAndExpiredPageTokensReplayedFormsAndCrossSitePosts(t
 
 	// A post from another site, with the page's live form token: refused
 	// before the token is spent.
-	evil := be.newTab("evil")
+	evil := be.ctx
 	be.run(evil, "cross-site post", chromedp.Navigate(be.bad+"/csrf?target="+url.QueryEscape(be.KluisURL+link[:strings.Index(link, "?")])+"&token="+url.QueryEscape(current)))
 	be.waitFor(evil, "cross-site post refused", `location.origin === `+strconv.Quote(be.KluisURL)+` && document.title.indexOf('This page cannot be used') === 0`)
 	status, body := be.post(t, link[:strings.Index(link, "?")], url.Values{"form_token": {current}, "action": {"search"}, "q": {"bank"}}, nil)

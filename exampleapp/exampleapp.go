@@ -72,7 +72,7 @@ func (a *app) index(w http.ResponseWriter, _ *http.Request) {
 	h := w.Header()
 	// The app's own policy: its scripts and kluis's drop-in; kluis's page
 	// in a frame.
-	h.Set("Content-Security-Policy", "default-src 'none'; script-src 'self' "+a.o.KluisURL+"; style-src 'self'; connect-src 'self'; frame-src "+a.o.KluisURL+"; base-uri 'none'")
+	h.Set("Content-Security-Policy", "default-src 'none'; script-src 'self' "+a.o.KluisURL+"; style-src 'self'; connect-src 'self'; frame-src "+strings.Join(append([]string{a.o.KluisURL}, a.o.ExtraFrameOrigins...), " ")+"; base-uri 'none'")
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	_ = page.Execute(w, struct{ KluisURL, Integrity string }{a.o.KluisURL, a.o.Integrity})
 }
