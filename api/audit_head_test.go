@@ -10,7 +10,7 @@ import (
 
 	"github.com/kluis-dev/kluis/api/apitest"
 	"github.com/kluis-dev/kluis/api/jwtauth/jwttest"
-	"github.com/kluis-dev/kluis/compliance"
+	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/postgres/pgtest"
 )
 
@@ -26,15 +26,15 @@ func TestAuditVerifyChecksAHeadKeptOutsideTheDatabase(t *testing.T) {
 	staff := jwttest.StaffToken(t)
 	appendSealed := func(n int) {
 		for i := 0; i < n; i++ {
-			if err := env.Deps.Auditor.Record(ctx, compliance.Entry{ActorKind: compliance.ActorSystem, Actor: "test", Action: "test.step", Outcome: compliance.OutcomeSuccess}); err != nil {
+			if err := env.Deps.Auditor.Record(ctx, audit.Entry{ActorKind: audit.ActorSystem, Actor: "test", Action: "test.step", Outcome: audit.OutcomeSuccess}); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if _, err := compliance.NewSealer(env.DB, 0).SealPending(ctx); err != nil {
+		if _, err := audit.NewSealer(env.DB, 0).SealPending(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}
-	verify := func(head compliance.Head) (int, map[string]any) {
+	verify := func(head audit.Head) (int, map[string]any) {
 		t.Helper()
 		raw, _ := json.Marshal(map[string]any{"head": head})
 		status, _, body := apitest.Do(t, console, "POST", url, staff, "application/json", string(raw))
@@ -43,7 +43,7 @@ func TestAuditVerifyChecksAHeadKeptOutsideTheDatabase(t *testing.T) {
 		return status, out
 	}
 	appendSealed(3)
-	kept, err := compliance.CurrentHead(ctx, env.DB, env.System)
+	kept, err := audit.CurrentHead(ctx, env.DB, env.System)
 	if err != nil {
 		t.Fatal(err)
 	}

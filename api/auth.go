@@ -10,6 +10,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/compliance"
 )
 
@@ -127,14 +128,28 @@ func (d *Deps) requireUser(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		raw, why := bearer(c)
 		if why != "" {
-			return d.authFailure(c, kluis.EUnauthenticated, why, compliance.ActorAnonymous, "")
+			return d.authFailure(c, kluis.EUnauthenticated, why, audit.ActorAnonymous, "")
 		}
 		sub, err := d.Auth.User(c.Request().Context(), raw)
 		if err != nil {
-			return d.authFailure(c, kluis.EUnauthenticated, safeReason(err), compliance.ActorAnonymous, "")
+			return d.authFailure(c, kluis.EUnauthenticated, safeReason(err), audit.ActorAnonymous, "")
 		}
 		c.Set(ctxSubject, sub)
+		d.touch(c, sub)
 		return next(c)
+	}
+}
+
+// touch records that the user called kluis, for the retention of dormant
+// subjects. A failure is logged, not answered: the request's own work meets
+// the same database, and the next request tries again.
+func (d *Deps) touch(c echo.Context, sub string) {
+	if d.DB == nil {
+		return
+	}
+	ctx := c.Request().Context()
+	if err := d.seen.Touch(ctx, d.DB.Pool, sub, time.Now()); err != nil {
+		d.Logger.WarnContext(ctx, "recording the user's activity failed", "request_id", requestID(c), "cause", err.Error())
 	}
 }
 
@@ -162,7 +177,7 @@ func (d *Deps) requireService(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		st := c.Request().TLS
 		if st == nil || len(st.VerifiedChains) == 0 || len(st.PeerCertificates) == 0 {
-			return d.authFailure(c, kluis.EUnauthenticated, "no verified client certificate", compliance.ActorAnonymous, "")
+			return d.authFailure(c, kluis.EUnauthenticated, "no verified client certificate", audit.ActorAnonymous, "")
 		}
 		leaf := st.PeerCertificates[0]
 		name, refusal := d.Policy.Identify(leaf, st.VerifiedChains, d.TrustDomain)
@@ -183,18 +198,18 @@ func (d *Deps) requireStaff(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		svc := serviceName(c)
 		if !d.Policy.MayCarryCompliance(svc) {
-			return d.authFailure(c, kluis.EForbidden, "service may not carry compliance requests", compliance.ActorService, svc)
+			return d.authFailure(c, kluis.EForbidden, "service may not carry compliance requests", audit.ActorService, svc)
 		}
 		raw, why := bearer(c)
 		if why != "" {
-			return d.authFailure(c, kluis.EUnauthenticated, why, compliance.ActorService, svc)
+			return d.authFailure(c, kluis.EUnauthenticated, why, audit.ActorService, svc)
 		}
 		staff, err := d.Auth.Staff(c.Request().Context(), raw)
 		switch {
 		case errors.Is(err, ErrNotStaff):
-			return d.authFailure(c, kluis.EForbidden, safeReason(err), compliance.ActorService, svc)
+			return d.authFailure(c, kluis.EForbidden, safeReason(err), audit.ActorService, svc)
 		case err != nil:
-			return d.authFailure(c, kluis.EUnauthenticated, safeReason(err), compliance.ActorService, svc)
+			return d.authFailure(c, kluis.EUnauthenticated, safeReason(err), audit.ActorService, svc)
 		}
 		c.Set(ctxStaff, staff.ID)
 		c.Set(ctxStaffToken, staff)
@@ -235,6 +250,8 @@ var freshMFARoutes = map[string]bool{
 	"POST /compliance/v1/erasure-requests/:id/complete": true,
 	"POST /compliance/v1/legal-holds":                   true,
 	"DELETE /compliance/v1/legal-holds/:id":             true,
+	// The complete export opens every sealed record of a person.
+	"POST /compliance/v1/subjects/:id/export": true,
 }
 
 // requireFreshMFA guards freshMFARoutes: beyond requireStaff, the staff
@@ -251,10 +268,10 @@ func (d *Deps) requireFreshMFA(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		tok, ok := c.Get(ctxStaffToken).(StaffToken)
 		if !ok {
-			return d.authFailure(c, kluis.EUnauthenticated, "no staff token", compliance.ActorService, serviceName(c))
+			return d.authFailure(c, kluis.EUnauthenticated, "no staff token", audit.ActorService, serviceName(c))
 		}
 		if why := staleness(tok, d.Clock.Now(), d.StaffMFAMaxAge, d.StaffTokenMaxLifetime); why != "" {
-			return d.authFailure(c, EMFAStale, why, compliance.ActorStaff, tok.ID)
+			return d.authFailure(c, EMFAStale, why, audit.ActorStaff, tok.ID)
 		}
 		return next(c)
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/banklink"
 	"github.com/kluis-dev/kluis/compliance"
 )
@@ -20,47 +21,6 @@ import (
 // (409); an institution that is down is a dependency that is down (503,
 // with Retry-After); a webhook whose signature does not verify is 401, and
 // one whose key cannot be fetched now is 503 (the provider retries).
-func init() {
-	RegisterErrorStatus(banklink.CodeInvalidCredentials, http.StatusUnprocessableEntity)
-	RegisterErrorStatus(banklink.CodeInvalidToken, http.StatusUnprocessableEntity)
-	RegisterErrorStatus(banklink.CodeProductNotSupported, http.StatusUnprocessableEntity)
-	RegisterErrorStatus(banklink.CodeItemLoginRequired, http.StatusConflict)
-	RegisterErrorStatus(banklink.CodeLinkSessionClosed, http.StatusConflict)
-	RegisterErrorStatus(banklink.CodeInstitutionDown, http.StatusServiceUnavailable)
-	RegisterErrorStatus(banklink.CodeBadSignature, http.StatusUnauthorized)
-	RegisterErrorStatus(banklink.CodeWebhookKeyUnavailable, http.StatusServiceUnavailable)
-	registerProviderErrorStatuses()
-
-	publicRoutes = append(publicRoutes, func(d *Deps, v1 *echo.Group) {
-		if d.BankLink == nil {
-			return
-		}
-		v1.POST("/link/sessions", d.createLinkSession)
-		v1.POST("/link/sessions/:id/exchange", d.exchangePublicToken)
-		v1.GET("/items", d.listItems)
-		v1.GET("/items/:id", d.getItem)
-		v1.DELETE("/items/:id", d.deleteItem)
-		v1.GET("/accounts", d.listAccounts)
-		v1.GET("/accounts/:id", d.getAccount)
-		if d.BankLink.Sandbox() {
-			v1.POST("/sandbox/public-token", d.sandboxPublicToken)
-			v1.POST("/sandbox/items/:id/fire-webhook", d.sandboxFireWebhook)
-		}
-	})
-	publicRootRoutes = append(publicRootRoutes, func(d *Deps, e *echo.Echo) {
-		if d.BankLink != nil {
-			e.POST("/webhooks/:provider", d.providerWebhook)
-		}
-	})
-	internalRoutes = append(internalRoutes, func(d *Deps, internal, _ *echo.Group) {
-		if d.BankLink == nil {
-			return
-		}
-		internal.GET("/items/:id", d.internalItem)
-		internal.GET("/accounts/:id", d.internalAccount)
-	})
-}
-
 // The JSON shapes of API.md. None of them carries a credential or a full
 // account number; the internal ones add references only.
 type (
@@ -137,7 +97,7 @@ func toInternalAccount(a banklink.Account) internalAccountJSON {
 	return out
 }
 
-func actorOf(c echo.Context) banklink.Actor { return banklink.User(Subject(c), requestID(c)) }
+func actorOf(c echo.Context) audit.Actor { return audit.User(Subject(c), requestID(c)) }
 
 type createLinkSessionRequest struct {
 	Products []string `json:"products"`
@@ -333,7 +293,7 @@ func (d *Deps) providerWebhook(c echo.Context) error {
 	provider := c.Param("provider")
 	res, err := d.BankLink.HandleWebhook(c.Request().Context(), provider, c.Request().Header, body, requestID(c))
 	if kluis.ErrorCode(err) == banklink.CodeBadSignature {
-		d.noteRefusal(c, compliance.RefusalWebhook, "webhook signature refused", compliance.ActorProvider, provider)
+		d.noteRefusal(c, compliance.RefusalWebhook, "webhook signature refused", audit.ActorProvider, provider)
 		return kluis.Errorf(banklink.CodeBadSignature, "the webhook signature does not verify")
 	}
 	if err != nil {

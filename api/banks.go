@@ -9,12 +9,6 @@ import (
 	"github.com/kluis-dev/kluis/za"
 )
 
-func init() {
-	publicRoutes = append(publicRoutes, func(d *Deps, v1 *echo.Group) {
-		v1.GET("/banks", d.listBanks)
-	})
-}
-
 // bankJSON is one bank of GET /v1/banks.
 type bankJSON struct {
 	ID                  string `json:"id"`

@@ -7,13 +7,13 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/kluis-dev/kluis"
-	"github.com/kluis-dev/kluis/compliance"
+	"github.com/kluis-dev/kluis/audit"
 )
 
 // verifyAuditRequest is the optional body: a head anchored outside the
 // database that the chain must still extend.
 type verifyAuditRequest struct {
-	Head *compliance.Head `json:"head"`
+	Head *audit.Head `json:"head"`
 }
 
 // verifyAudit walks the audit chain for compliance staff and records that it
@@ -25,9 +25,9 @@ func (d *Deps) verifyAudit(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	opts := compliance.VerifyOptions{SealInterval: d.AuditSealInterval, Key: d.AuditHeads}
+	opts := audit.VerifyOptions{SealInterval: d.AuditSealInterval, Key: d.AuditHeads}
 	if opts.SealInterval <= 0 {
-		opts.SealInterval = compliance.DefaultSealInterval
+		opts.SealInterval = audit.DefaultSealInterval
 	}
 	if len(bytes.TrimSpace(body)) > 0 {
 		var req verifyAuditRequest
@@ -44,7 +44,7 @@ func (d *Deps) verifyAudit(c echo.Context) error {
 			opts.Head = req.Head
 		}
 	}
-	res, err := compliance.VerifyWith(ctx, d.DB, opts)
+	res, err := audit.VerifyWith(ctx, d.DB, opts)
 	if err != nil {
 		return err
 	}
@@ -58,9 +58,9 @@ func (d *Deps) verifyAudit(c echo.Context) error {
 	if opts.Head != nil {
 		details["head_pos"] = opts.Head.Pos
 	}
-	err = d.Auditor.Record(ctx, compliance.Entry{
-		ActorKind: compliance.ActorStaff, Actor: StaffID(c), Action: "audit.verify",
-		Outcome: compliance.OutcomeSuccess, RequestID: requestID(c), Details: details,
+	err = d.Auditor.Record(ctx, audit.Entry{
+		ActorKind: audit.ActorStaff, Actor: StaffID(c), Action: "audit.verify",
+		Outcome: audit.OutcomeSuccess, RequestID: requestID(c), Details: details,
 	})
 	if err != nil {
 		return err

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kluis-dev/kluis/api/apitest"
+	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/compliance"
 	"github.com/kluis-dev/kluis/vault"
 )
@@ -68,7 +69,7 @@ func BenchmarkPurgeWhileServing(b *testing.B) {
 		wg.Wait()
 		return lat
 	}
-	sealer := compliance.NewSealer(env.DB, 0)
+	sealer := audit.NewSealer(env.DB, 0)
 	sealCtx, stopSealer := context.WithCancel(ctx)
 	defer stopSealer()
 	go sealer.Run(sealCtx, time.Second, nil)

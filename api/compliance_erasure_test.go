@@ -15,6 +15,7 @@ import (
 	"github.com/kluis-dev/kluis/api"
 	"github.com/kluis-dev/kluis/api/apitest"
 	"github.com/kluis-dev/kluis/api/jwtauth/jwttest"
+	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/compliance"
 	"github.com/kluis-dev/kluis/postgres"
 	"github.com/kluis-dev/kluis/vault"
@@ -62,6 +63,7 @@ func startCompliance(t *testing.T) *complianceEnv {
 		ce.revoker.db = d.DB
 		ce.svc = compliance.NewService(d.DB, d.Auditor, late, nil)
 		ce.svc.AddRevoker(ce.revoker)
+		ce.svc.SetSealedOpener(d.Vault)
 		d.Compliance = ce.svc
 	})
 	late.ring = ce.Ring
@@ -302,7 +304,7 @@ func TestAnErasureThroughHTTP(t *testing.T) {
 	if n := auditCount(t, ce.Env, `subject_pseudonym = $1`, era.Pseudonym); n < 5 {
 		t.Errorf("the erased subject's audit entries (by pseudonym) = %d, want them kept", n)
 	}
-	if _, err := compliance.NewSealer(ce.DB, 0).SealPending(ctx); err != nil {
+	if _, err := audit.NewSealer(ce.DB, 0).SealPending(ctx); err != nil {
 		t.Fatal(err)
 	}
 	status, body = ce.call(t, "POST", "/audit/verify", staffA, "")

@@ -1,6 +1,8 @@
 package api
 
 import (
+	"encoding/base64"
+	"encoding/hex"
 	"net/http"
 
 	"github.com/labstack/echo/v4"
@@ -8,21 +10,6 @@ import (
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/compliance"
 )
-
-func init() {
-	RegisterErrorStatus(compliance.ELegalHold, http.StatusConflict)
-	internalRoutes = append(internalRoutes, func(d *Deps, _, comp *echo.Group) {
-		if d.Compliance == nil {
-			return
-		}
-		comp.POST("/legal-holds", d.placeHold)
-		comp.DELETE("/legal-holds/:id", d.liftHold)
-		comp.POST("/erasure-requests", d.requestErasure)
-		comp.GET("/erasure-requests/:id", d.getErasure)
-		comp.POST("/erasure-requests/:id/approve", d.approveErasure)
-		comp.GET("/subjects/:id/export", d.exportSubject)
-	})
-}
 
 // subjectRequest is the body of a legal hold or an erasure request:
 // subject_id is the subject's external id (the `sub` of their token).
@@ -106,4 +93,39 @@ func (d *Deps) exportSubject(c echo.Context) error {
 	}
 	c.Response().Header().Set("Cache-Control", "no-store")
 	return c.JSON(http.StatusOK, out)
+}
+
+// opExportArchive is the complete export's route: its answer opens sealed
+// records, so, as with reveal, an Idempotency-Key stores the claim only,
+// never the archive (answerNotStored).
+const opExportArchive = "POST /compliance/v1/subjects/:id/export"
+
+// exportRequest is the body of a complete export: the age recipient
+// (public key) the archive is encrypted to.
+type exportRequest struct {
+	Recipient string `json:"recipient"`
+}
+
+// exportArchive answers everything kluis holds on the subject, sealed
+// records opened, as an archive encrypted to the requesting staff member's
+// age recipient. The digest goes in Repr-Digest (RFC 9530) and in the
+// audit entry, which commits first.
+func (d *Deps) exportArchive(c echo.Context) error {
+	var req exportRequest
+	if err := DecodeJSON(c, &req); err != nil {
+		return err
+	}
+	if _, err := compliance.ParseRecipient(req.Recipient); err != nil {
+		return err
+	}
+	out, err := d.Compliance.ExportArchive(c.Request().Context(), staffOf(c), c.Param("id"), req.Recipient)
+	if err != nil {
+		return err
+	}
+	sum, _ := hex.DecodeString(out.Digest)
+	h := c.Response().Header()
+	h.Set("Cache-Control", "no-store")
+	h.Set("Content-Disposition", `attachment; filename="kluis-subject-export.tar.age"`)
+	h.Set("Repr-Digest", "sha-256=:"+base64.StdEncoding.EncodeToString(sum)+":")
+	return c.Blob(http.StatusOK, echo.MIMEOctetStream, out.Archive)
 }

@@ -12,26 +12,6 @@ import (
 	"github.com/kluis-dev/kluis/compliance"
 )
 
-func init() {
-	internalRoutes = append(internalRoutes, func(d *Deps, _, comp *echo.Group) {
-		if d.Compliance == nil {
-			return
-		}
-		comp.GET("/erasure-requests", d.listErasures)
-		comp.POST("/erasure-requests/:id/reject", d.rejectErasure)
-		comp.POST("/erasure-requests/:id/cancel", d.cancelErasure)
-		comp.POST("/erasure-requests/:id/complete", d.completeErasure)
-		comp.GET("/legal-holds", d.listHolds)
-		comp.GET("/subjects/:id/access-report", d.subjectAccessReport)
-	})
-	publicRoutes = append(publicRoutes, func(d *Deps, v1 *echo.Group) {
-		if d.Compliance == nil {
-			return
-		}
-		v1.GET("/me/access-report", d.ownAccessReport)
-	})
-}
-
 // reasonRequest is the body of a rejection or a cancellation.
 type reasonRequest struct {
 	Reason string `json:"reason"`

@@ -9,6 +9,10 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/banklink"
+	"github.com/kluis-dev/kluis/compliance"
+	"github.com/kluis-dev/kluis/vault"
+	"github.com/kluis-dev/kluis/verification"
 )
 
 // Extra codes the HTTP layer itself produces.
@@ -16,9 +20,8 @@ const (
 	eMethodNotAllowed = "method_not_allowed"
 )
 
-// statusOf is the one table from error code to HTTP status. Codes not in it
-// (the more specific ones a feature adds, such as verification_mismatch) are
-// looked up in extraStatus, and anything else is a 500.
+// statusOf is the one table from error code to HTTP status, every feature's
+// codes included; a code not in it is a 500.
 var statusOf = map[string]int{
 	kluis.EInvalid:          http.StatusBadRequest,
 	kluis.EUnauthenticated:  http.StatusUnauthorized,
@@ -35,11 +38,48 @@ var statusOf = map[string]int{
 	kluis.EInternal:         http.StatusInternalServerError,
 	kluis.ESubjectErasing:   http.StatusConflict,
 	EMFAStale:               http.StatusUnauthorized,
-}
 
-// RegisterErrorStatus adds a specific code (such as "verification_mismatch")
-// to the table. Feature handlers call it from an init function.
-func RegisterErrorStatus(code string, status int) { statusOf[code] = status }
+	// Idempotency keys (idempotency.go).
+	EIdempotencyKeyReused: http.StatusUnprocessableEntity,
+	EIdempotencyKeyInUse:  http.StatusConflict,
+
+	// The vault. A pointer and a credential that disagree: 500 internal,
+	// reason integrity (docs/API.md, "Errors"). A credential whose owner
+	// withdrew consent: 410 gone (credential_revoked).
+	vault.EIntegrity:            http.StatusInternalServerError,
+	vault.CodeCredentialRevoked: http.StatusGone,
+
+	// Compliance.
+	compliance.ELegalHold: http.StatusConflict,
+
+	// Bank linking.
+	banklink.CodeInvalidCredentials:    http.StatusUnprocessableEntity,
+	banklink.CodeInvalidToken:          http.StatusUnprocessableEntity,
+	banklink.CodeProductNotSupported:   http.StatusUnprocessableEntity,
+	banklink.CodeItemLoginRequired:     http.StatusConflict,
+	banklink.CodeLinkSessionClosed:     http.StatusConflict,
+	banklink.CodeInstitutionDown:       http.StatusServiceUnavailable,
+	banklink.CodeBadSignature:          http.StatusUnauthorized,
+	banklink.CodeWebhookKeyUnavailable: http.StatusServiceUnavailable,
+	// Provider errors (docs/PLAID.md): what the user did not share is
+	// theirs to fix in update mode (422 access_not_granted, no_accounts); a
+	// product still being prepared, and a provider that refused kluis's own
+	// request, are 503 (reasons product_not_ready, provider_error): never a
+	// 500.
+	banklink.CodeAccessNotGranted: http.StatusUnprocessableEntity,
+	banklink.CodeNoAccounts:       http.StatusUnprocessableEntity,
+	banklink.CodeProductNotReady:  http.StatusServiceUnavailable,
+	banklink.CodeProviderError:    http.StatusServiceUnavailable,
+
+	// Verification. A locked account is a conflict with its state (409, its
+	// own code); an account number that failed too often across users is a
+	// rate limit (429 rate_limited, the cause in error.reason).
+	verification.CodeMismatch:                 http.StatusUnprocessableEntity,
+	verification.CodeInstantUnsupported:       http.StatusUnprocessableEntity,
+	verification.CodeMicroDepositsUnavailable: http.StatusUnprocessableEntity,
+	verification.CodeLocked:                   http.StatusConflict,
+	verification.CodeNumberVelocity:           http.StatusTooManyRequests,
+}
 
 // baseCode is the code API.md gives each status.
 var baseCode = map[int]string{

@@ -4,7 +4,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/kluis-dev/kluis"
-	"github.com/kluis-dev/kluis/compliance"
+	"github.com/kluis-dev/kluis/audit"
 )
 
 // ctxFenceAudited marks a request whose subject_erasing refusal is audited
@@ -25,9 +25,9 @@ func (d *Deps) auditFence(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		c.Set(ctxFenceAudited, true)
 		sub := Subject(c)
-		if aerr := d.Auditor.Record(c.Request().Context(), compliance.Entry{
-			ActorKind: compliance.ActorUser, Actor: sub, Action: "subject.write_refused", Target: c.Param("id"),
-			Outcome: compliance.OutcomeDenied, Subject: sub, RequestID: requestID(c),
+		if aerr := d.Auditor.Record(c.Request().Context(), audit.Entry{
+			ActorKind: audit.ActorUser, Actor: sub, Action: "subject.write_refused", Target: c.Param("id"),
+			Outcome: audit.OutcomeDenied, Subject: sub, RequestID: requestID(c),
 			Details: map[string]any{"reason": kluis.ESubjectErasing, "route": routeOf(c), "method": c.Request().Method},
 		}); aerr != nil {
 			return aerr

@@ -121,29 +121,6 @@ type handoffView struct {
 // holderField is one line of a BAV's holder details.
 type holderField struct{ Label, Value string }
 
-// hostedRoutes adds the hosted pages, their assets, the drop-in, the OAuth
-// return and GET /v1/link/sessions/{id}. Without a hosted store (or bank
-// linking and verification) the matching routes are left out.
-func (d *Deps) hostedRoutes(e *echo.Echo, v1 *echo.Group) {
-	e.GET("/link.js", serveLinkJS)
-	e.GET("/hosted/assets/:name", serveAsset)
-	if d.BankLink != nil {
-		v1.GET("/link/sessions/:id", d.getLinkSession)
-	}
-	if d.Hosted == nil {
-		return
-	}
-	if d.BankLink != nil {
-		e.GET("/link/:id", d.openLinkPage)
-		e.POST("/link/:id", d.postLinkPage)
-		e.GET("/link/callback/:provider", d.linkCallback)
-	}
-	if d.Verification != nil {
-		e.GET("/verify/:id", d.openVerifyPage)
-		e.POST("/verify/:id", d.postVerifyPage)
-	}
-}
-
 // isPageRoute says whether a route template is a hosted page's: those take
 // HTML forms, not JSON (requireJSON lets them through).
 func isPageRoute(route string) bool {

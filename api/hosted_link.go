@@ -8,6 +8,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/banklink"
 	"github.com/kluis-dev/kluis/config"
 	"github.com/kluis-dev/kluis/hosted"
@@ -23,7 +24,7 @@ import (
 type linkPage struct {
 	page    hosted.Page
 	form    string // the page's current form token
-	actor   banklink.Actor
+	actor   audit.Actor
 	session banklink.LinkSession
 }
 
@@ -122,7 +123,7 @@ func (d *Deps) loadLinkPage(c echo.Context, p hosted.Page, form string) (*linkPa
 	if err != nil {
 		return nil, err
 	}
-	lp := &linkPage{page: p, form: form, actor: banklink.User(sub, requestID(c))}
+	lp := &linkPage{page: p, form: form, actor: audit.User(sub, requestID(c))}
 	if lp.session, err = d.BankLink.LinkSession(c.Request().Context(), sub, p.ObjectID); err != nil {
 		return nil, err
 	}

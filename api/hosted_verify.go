@@ -9,6 +9,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/hosted"
 	"github.com/kluis-dev/kluis/verification"
 )
@@ -90,7 +91,7 @@ func (d *Deps) postVerifyPage(c echo.Context) error {
 	if problem != "" {
 		return d.renderVerify(c, p, form, v, problem, "ERROR", http.StatusUnprocessableEntity)
 	}
-	got, err := d.Verification.Confirm(ctx, verification.User(sub, requestID(c)), v.ID, ans)
+	got, err := d.Verification.Confirm(ctx, audit.User(sub, requestID(c)), v.ID, ans)
 	switch kluis.ErrorCode(err) {
 	case "":
 		return d.renderVerify(c, p, form, got, "", "VERIFIED", http.StatusOK)

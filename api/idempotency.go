@@ -23,11 +23,6 @@ const (
 	EIdempotencyKeyInUse  = "idempotency_key_in_use"
 )
 
-func init() {
-	RegisterErrorStatus(EIdempotencyKeyReused, http.StatusUnprocessableEntity)
-	RegisterErrorStatus(EIdempotencyKeyInUse, http.StatusConflict)
-}
-
 const (
 	headerIdempotencyKey = "Idempotency-Key"
 	// headerReplayed marks an answer replayed from the store.
@@ -175,9 +170,10 @@ func (d *Deps) purgeIdempotencyKeys() {
 }
 
 // answerNotStored reports whether the route's answer is a secret that is
-// never kept (reveal): only its claim is.
+// never kept (reveal, the complete subject export): only its claim is.
 func answerNotStored(c echo.Context) bool {
-	return operationOf(c) == OpReveal
+	op := operationOf(c)
+	return op == OpReveal || op == opExportArchive
 }
 
 // replay writes a stored answer.

@@ -21,22 +21,10 @@ type Things struct {
 	failures sync.Map
 }
 
-var thingsFor sync.Map // *Deps → *Things
-
 // WithThings serves POST /v1/test/things on d's public listener.
 func WithThings(d *Deps) *Things {
-	t := &Things{}
-	thingsFor.Store(d, t)
-	return t
-}
-
-func init() {
-	publicRoutes = append(publicRoutes, func(d *Deps, v1 *echo.Group) {
-		v, ok := thingsFor.Load(d)
-		if !ok {
-			return
-		}
-		things := v.(*Things)
+	things := &Things{}
+	d.testRoutes = func(v1 *echo.Group) {
 		v1.POST("/test/things", func(c echo.Context) error {
 			var req struct {
 				Name string `json:"name"`
@@ -52,5 +40,6 @@ func init() {
 			c.Response().Header().Set(echo.HeaderLocation, "/v1/test/things/"+req.Name)
 			return c.JSON(http.StatusCreated, map[string]any{"id": n, "name": req.Name, "owner": Subject(c)})
 		})
-	})
+	}
+	return things
 }

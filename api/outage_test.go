@@ -17,7 +17,7 @@ import (
 	"github.com/kluis-dev/kluis/api"
 	"github.com/kluis-dev/kluis/api/apitest"
 	"github.com/kluis-dev/kluis/api/jwtauth/jwttest"
-	"github.com/kluis-dev/kluis/compliance"
+	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/postgres"
 	"github.com/kluis-dev/kluis/vault"
 	"github.com/kluis-dev/kluis/vault/awskms"
@@ -84,7 +84,7 @@ func throughProxy(t *testing.T, proxy **toxicProxy, timeout time.Duration) apite
 		}
 		t.Cleanup(db.Close)
 		d.DB = db
-		d.Auditor = compliance.NewAuditor(db, d.Pseudonyms, nil)
+		d.Auditor = audit.NewAuditor(db, d.Pseudonyms, nil)
 		d.Ready["database"] = db.Ping
 		d.RequestTimeout = timeout
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/api"
 	"github.com/kluis-dev/kluis/api/apitest"
+	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/banklink"
 	"github.com/kluis-dev/kluis/banklink/plaid"
 	"github.com/kluis-dev/kluis/banklink/plaid/plaidtest"
@@ -402,7 +403,7 @@ func TestAnItemOfAProviderNoLongerConfiguredFailsClosed(t *testing.T) {
 	if names, err := sandboxOnly.UnconfiguredProviders(context.Background()); err != nil || len(names) != 1 || names[0] != "plaid" {
 		t.Fatalf("unconfigured providers of live items = %v, %v; want plaid", names, err)
 	}
-	_, err = sandboxOnly.DeleteItem(context.Background(), banklink.User("user_provider_dropped", "req_dropped"), plItem.ID)
+	_, err = sandboxOnly.DeleteItem(context.Background(), audit.User("user_provider_dropped", "req_dropped"), plItem.ID)
 	if kluis.ErrorCode(err) != kluis.EUnavailable {
 		t.Fatalf("unlinking an item of an unconfigured provider = %v, want unavailable", err)
 	}
@@ -416,7 +417,7 @@ func TestAnItemOfAProviderNoLongerConfiguredFailsClosed(t *testing.T) {
 	if _, err := sandboxOnly.HandleWebhook(context.Background(), "plaid", w.Header, w.Body, "req_dropped"); kluis.ErrorCode(err) != kluis.ENotFound {
 		t.Fatalf("a webhook for an unconfigured provider = %v, want not found", err)
 	}
-	if _, err := sandboxOnly.CreateLinkSession(context.Background(), banklink.User("user_provider_dropped", "req_dropped"),
+	if _, err := sandboxOnly.CreateLinkSession(context.Background(), audit.User("user_provider_dropped", "req_dropped"),
 		nil, plItem.ID, ""); kluis.ErrorCode(err) != kluis.EUnavailable {
 		t.Fatalf("update mode of an item of an unconfigured provider = %v, want unavailable", err)
 	}

@@ -10,25 +10,9 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/kluis-dev/kluis"
-	"github.com/kluis-dev/kluis/compliance"
+	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/vault"
 )
-
-func init() {
-	// A pointer and a credential that disagree: 500 internal, reason
-	// integrity (API.md, "Errors").
-	RegisterErrorStatus(vault.EIntegrity, http.StatusInternalServerError)
-	// A credential whose owner withdrew consent: 410 gone (credential_revoked).
-	RegisterErrorStatus(vault.CodeCredentialRevoked, http.StatusGone)
-	internalRoutes = append(internalRoutes, func(d *Deps, internal, _ *echo.Group) {
-		internal.POST("/credentials/:ref/reveal", d.reveal)
-		if d.BankLink == nil {
-			return
-		}
-		internal.POST("/accounts/:id/reveal", d.revealAccount)
-		internal.POST("/items/:id/reveal", d.revealItem)
-	})
-}
 
 // The three ways to name what to reveal: the metric's route label and the
 // audit entry's "via".
@@ -119,8 +103,8 @@ func (d *Deps) revealFor(c echo.Context, t revealTarget) error {
 	if !namePattern.MatchString(req.Purpose) {
 		return kluis.Errorf(kluis.EInvalid, "purpose is required: a name of up to 128 letters, digits, '.', '_', '/' or '-'")
 	}
-	entry := compliance.Entry{
-		ActorKind: compliance.ActorService, Actor: svc, Action: "credential.reveal",
+	entry := audit.Entry{
+		ActorKind: audit.ActorService, Actor: svc, Action: "credential.reveal",
 		RequestID: requestID(c), Details: map[string]any{"purpose": req.Purpose, "via": t.via},
 	}
 	ref := t.ref
@@ -158,7 +142,7 @@ func (d *Deps) revealFor(c echo.Context, t revealTarget) error {
 	}
 	defer cred.Zero()
 	entry.Details["owner"] = cred.Owner.String()
-	entry.Outcome = compliance.OutcomeSuccess
+	entry.Outcome = audit.OutcomeSuccess
 	if err := d.Auditor.Record(ctx, entry); err != nil {
 		return err
 	}
@@ -176,7 +160,7 @@ func (d *Deps) revealFor(c echo.Context, t revealTarget) error {
 // followPointer returns the credential ref that the owner's pointer names.
 // The route fixes the kind, so the policy is asked before anything is read;
 // an unknown owner, or one with no credential, is 404 like an unknown ref.
-func (d *Deps) followPointer(c echo.Context, e compliance.Entry, t revealTarget, purpose string) (string, error) {
+func (d *Deps) followPointer(c echo.Context, e audit.Entry, t revealTarget, purpose string) (string, error) {
 	if !d.Policy.MayReveal(serviceName(c), kindOwnedBy(t.owner), purpose) {
 		return "", d.refuseReveal(c, e, "", "the policy does not allow this kind or purpose",
 			kluis.Errorf(kluis.EForbidden, "this service may not reveal this credential for this purpose"))
@@ -227,8 +211,8 @@ func (d *Deps) openFor(ctx context.Context, t revealTarget, ref string) (vault.C
 
 // refuseReveal audits a refused reveal and returns the refusal; if the audit
 // log cannot take the entry, the caller gets 503 instead.
-func (d *Deps) refuseReveal(c echo.Context, e compliance.Entry, target, reason string, refusal error) error {
-	e.Outcome, e.Target = compliance.OutcomeDenied, target
+func (d *Deps) refuseReveal(c echo.Context, e audit.Entry, target, reason string, refusal error) error {
+	e.Outcome, e.Target = audit.OutcomeDenied, target
 	e.Details["reason"] = reason
 	if err := d.Auditor.Record(c.Request().Context(), e); err != nil {
 		return err
@@ -243,7 +227,7 @@ func (d *Deps) refuseReveal(c echo.Context, e compliance.Entry, target, reason s
 // internal error is recorded as a failure, for whoever investigates; the
 // caller gets the 500 either way. A provider that cannot be reached is no
 // reveal and is not recorded.
-func (d *Deps) failedOpen(c echo.Context, e compliance.Entry, t revealTarget, found vault.Owner, err error) error {
+func (d *Deps) failedOpen(c echo.Context, e audit.Entry, t revealTarget, found vault.Owner, err error) error {
 	switch kluis.ErrorCode(err) {
 	case kluis.ENotFound:
 		return d.refuseReveal(c, e, e.Target, "credential erased", kluis.Errorf(kluis.ENotFound, "not found"))
@@ -253,7 +237,7 @@ func (d *Deps) failedOpen(c echo.Context, e compliance.Entry, t revealTarget, fo
 		// The owner withdrew consent at the provider: 410, audited.
 		return d.refuseReveal(c, e, e.Target, "credential revoked", err)
 	case kluis.EInternal:
-		e.Outcome = compliance.OutcomeFailure
+		e.Outcome = audit.OutcomeFailure
 		e.Details["reason"] = "credential does not open"
 		d.recordFailure(c, e)
 	}
@@ -265,9 +249,9 @@ func (d *Deps) failedOpen(c echo.Context, e compliance.Entry, t revealTarget, fo
 // integrity and a message that says nothing more. It is audited (the refs
 // and owners involved, no secret) and counted in
 // kluis_reveal_integrity_failures_total; the cause goes to the log.
-func (d *Deps) integrityFailure(c echo.Context, e compliance.Entry, t revealTarget, found vault.Owner, cause error) error {
+func (d *Deps) integrityFailure(c echo.Context, e audit.Entry, t revealTarget, found vault.Owner, cause error) error {
 	d.metrics.revealIntegrity.WithLabelValues(t.via).Inc()
-	e.Outcome = compliance.OutcomeFailure
+	e.Outcome = audit.OutcomeFailure
 	e.Details["reason"] = "integrity"
 	e.Details["credential_ref"] = e.Target
 	if !found.IsZero() && found.Valid() {
@@ -284,7 +268,7 @@ func (d *Deps) integrityFailure(c echo.Context, e compliance.Entry, t revealTarg
 // recordFailure writes the audit entry of a failed reveal. The caller is
 // answering 500 whatever happens here, so a log that cannot take the entry
 // is logged rather than turned into a 503.
-func (d *Deps) recordFailure(c echo.Context, e compliance.Entry) {
+func (d *Deps) recordFailure(c echo.Context, e audit.Entry) {
 	if aerr := d.Auditor.Record(c.Request().Context(), e); aerr != nil {
 		d.Logger.ErrorContext(c.Request().Context(), "audit of a failed reveal not written",
 			"request_id", requestID(c), "cause", aerr.Error())

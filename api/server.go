@@ -16,6 +16,7 @@ import (
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/api/idempotency"
 	"github.com/kluis-dev/kluis/api/ratelimit"
+	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/banklink"
 	"github.com/kluis-dev/kluis/compliance"
 	"github.com/kluis-dev/kluis/hosted"
@@ -27,8 +28,8 @@ import (
 // Deps is what the handlers need. The same Deps builds both listeners.
 type Deps struct {
 	DB         *postgres.DB
-	Auditor    *compliance.Auditor
-	Pseudonyms compliance.Pseudonymizer
+	Auditor    *audit.Auditor
+	Pseudonyms audit.Pseudonymizer
 	Auth       Authenticator
 	Policy     *Policy
 	// Vault seals and opens credentials.
@@ -63,14 +64,16 @@ type Deps struct {
 	// AuditHeads checks the signatures of anchored audit heads given to
 	// POST /compliance/v1/audit/verify (the vault's system keys);
 	// AuditSealInterval is the sealer's interval, which bounds how long an
-	// entry may stay unsealed (compliance.DefaultSealInterval if zero).
-	AuditHeads        compliance.HeadKey
+	// entry may stay unsealed (audit.DefaultSealInterval if zero).
+	AuditHeads        audit.HeadKey
 	AuditSealInterval time.Duration
 
 	// IdempotencyTTL is how long Idempotency-Key answers are kept (24 h if
 	// zero; API.md: at least 24 hours).
 	IdempotencyTTL time.Duration
 	idem           *idempotency.Store
+	// seen throttles the record of users' activity (dormant retention).
+	seen vault.Seen
 	// Refusals audits failed authentications and refused webhooks in
 	// aggregate; whoever builds Deps runs its Run (NewRefusals over Auditor
 	// if nil, and then only a Flush writes it).
@@ -95,6 +98,9 @@ type Deps struct {
 	HostedPageTTL time.Duration
 
 	metrics *httpMetrics
+	// testRoutes, set only by tests in this package, adds test-only routes
+	// under /v1 (routes.go).
+	testRoutes func(v1 *echo.Group)
 
 	// MACs keys the Idempotency-Key rows (vault.SystemKeyIdempotency);
 	// without it, a POST with an Idempotency-Key answers 503.
@@ -166,49 +172,3 @@ func ipExtractor(trusted []netip.Prefix) echo.IPExtractor {
 	}
 	return echo.ExtractIPFromXFFHeader(opts...)
 }
-
-// NewPublic builds the public listener's handler: health, readiness, the
-// contract, and /v1 behind a user token.
-func NewPublic(d *Deps) *echo.Echo {
-	e := d.base("public", d.PublicTLS)
-	e.Pre(d.cors)
-	e.GET("/healthz", healthz)
-	e.GET("/readyz", d.readyz)
-	v1 := e.Group("/v1", d.requireUser, d.limitCaller, d.auditFence, d.idempotent, d.auditFence)
-	for _, r := range publicRoutes {
-		r(d, v1)
-	}
-	d.hostedRoutes(e, v1)
-	for _, r := range publicRootRoutes {
-		r(d, e)
-	}
-	return e
-}
-
-// NewInternal builds the internal listener's handler. Every route needs a
-// client certificate of a service named in the policy; compliance routes
-// also need a staff token.
-func NewInternal(d *Deps) *echo.Echo {
-	e := d.base("internal", true)
-	svc := e.Group("", d.requireService, d.limitCaller)
-	svc.GET("/metrics", d.metricsHandler())
-	svc.GET("/healthz", healthz)
-	svc.GET("/readyz", d.readyz)
-	internal := svc.Group("/internal/v1", d.idempotent)
-	comp := svc.Group("/compliance/v1", d.requireStaff, d.requireFreshMFA, d.idempotent)
-	comp.POST("/audit/verify", d.verifyAudit)
-	for _, r := range internalRoutes {
-		r(d, internal, comp)
-	}
-	return e
-}
-
-// Route hooks let feature handlers (in this package, one file per feature)
-// add their routes without the constructors above growing a line per route.
-var (
-	publicRoutes []func(d *Deps, v1 *echo.Group)
-	// publicRootRoutes add public routes outside /v1, with no user token
-	// (provider webhooks, which carry their own signatures).
-	publicRootRoutes []func(d *Deps, e *echo.Echo)
-	internalRoutes   []func(d *Deps, internal, compliance *echo.Group)
-)

@@ -9,36 +9,13 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/verification"
 )
 
 // A wrong answer and instant verification where the institution cannot
 // give it are the caller's to fix (422); a verification that cannot take
 // an answer in its state is a conflict (409, the generic code).
-func init() {
-	RegisterErrorStatus(verification.CodeMismatch, http.StatusUnprocessableEntity)
-	RegisterErrorStatus(verification.CodeInstantUnsupported, http.StatusUnprocessableEntity)
-	RegisterErrorStatus(verification.CodeMicroDepositsUnavailable, http.StatusUnprocessableEntity)
-	// A locked account is a conflict with its state (409, its own code);
-	// an account number that failed too often across users is a rate
-	// limit (429 rate_limited, the cause in error.reason).
-	RegisterErrorStatus(verification.CodeLocked, http.StatusConflict)
-	RegisterErrorStatus(verification.CodeNumberVelocity, http.StatusTooManyRequests)
-	publicRoutes = append(publicRoutes, func(d *Deps, v1 *echo.Group) {
-		if d.Verification == nil {
-			return
-		}
-		v1.POST("/accounts", d.createManualAccount)
-		v1.POST("/accounts/:id/verifications", d.startVerification)
-		v1.GET("/verifications/:id", d.getVerification)
-		v1.POST("/verifications/:id/confirm", d.confirmVerification)
-		if d.Verification.Sandbox() != nil {
-			v1.GET("/sandbox/verifications/:id/deposits", d.sandboxDeposits)
-			v1.POST("/sandbox/verifications/:id/return", d.sandboxReturnDeposits)
-		}
-	})
-}
-
 // ManualAccountRequest is the body of POST /v1/accounts: the US form
 // (routing_number) or, with country ZA, the South African one (bank_id,
 // branch_code, holder_id_number). Its fields are secrets and personal
@@ -138,8 +115,8 @@ func (d *Deps) verificationOut(c echo.Context, v verification.Verification) (ver
 	return out, err
 }
 
-func (d *Deps) verificationActor(c echo.Context) verification.Actor {
-	return verification.User(Subject(c), requestID(c))
+func (d *Deps) verificationActor(c echo.Context) audit.Actor {
+	return audit.User(Subject(c), requestID(c))
 }
 
 // createManualAccount is POST /v1/accounts.

@@ -10,6 +10,7 @@ import (
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/api"
 	"github.com/kluis-dev/kluis/api/apitest"
+	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/compliance"
 	"github.com/kluis-dev/kluis/vault"
 	"github.com/kluis-dev/kluis/verification"
@@ -338,7 +339,7 @@ func TestConcurrentEntriesOfOneSouthAfricanAccountMakeOne(t *testing.T) {
 func TestASouthAfricanIDNumberIsOwnedByItsAccount(t *testing.T) {
 	ve := startVerify(t)
 	ctx := context.Background()
-	a, err := ve.svc.CreateManualAccount(ctx, verification.User("user_za_owner", "req_1"), verification.ManualAccount{
+	a, err := ve.svc.CreateManualAccount(ctx, audit.User("user_za_owner", "req_1"), verification.ManualAccount{
 		Country: "ZA", BankID: "za_capitec", AccountNumber: canaryZAAccount, AccountType: "savings",
 		HolderName: "Lindiwe Dube", HolderIDNumber: canaryIDNumber})
 	if err != nil {
@@ -366,7 +367,7 @@ func TestASouthAfricanIDNumberIsOwnedByItsAccount(t *testing.T) {
 	}
 	// Another account pointing at the same ID number makes two pointers:
 	// refused.
-	b, err := ve.svc.CreateManualAccount(ctx, verification.User("user_za_owner", "req_2"), verification.ManualAccount{
+	b, err := ve.svc.CreateManualAccount(ctx, audit.User("user_za_owner", "req_2"), verification.ManualAccount{
 		Country: "ZA", BankID: "za_fnb", AccountNumber: "62012345678", AccountType: "cheque", HolderName: "B"})
 	if err != nil {
 		t.Fatal(err)

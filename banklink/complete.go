@@ -8,7 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/kluis-dev/kluis"
-	"github.com/kluis-dev/kluis/compliance"
+	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/vault"
 )
 
@@ -183,7 +183,7 @@ func (s *Service) completeItem(ctx context.Context, it Item) (bool, error) {
 		return false, providerErr("get accounts", err)
 	}
 	numbers, pending, _ := s.readNumbers(ctx, p, token)
-	actor := Actor{Kind: compliance.ActorSystem, Name: "item-completion"}
+	actor := audit.Actor{Kind: audit.ActorSystem, Name: "item-completion"}
 	err = s.db.InTx(ctx, func(tx pgx.Tx) error {
 		// Nothing is sealed for a subject being erased.
 		if err := vault.FenceSubject(ctx, tx, it.SubjectID); err != nil {
@@ -229,7 +229,7 @@ func (s *Service) markLoginRequiredPending(ctx context.Context, it Item) error {
 		if err != nil {
 			return err
 		}
-		return s.appendAudit(ctx, tx, Actor{Kind: compliance.ActorSystem, Name: "item-completion"}, "item.login_required",
+		return s.appendAudit(ctx, tx, audit.Actor{Kind: audit.ActorSystem, Name: "item-completion"}, "item.login_required",
 			it.ID, ext, map[string]any{"from": ItemActive, "to": ItemLoginRequired})
 	})
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/vault"
 )
 
@@ -71,7 +72,7 @@ func (s *Service) LinkSession(ctx context.Context, sub, id string) (LinkSession,
 // the public token sealed on the still-open session (the app gets it once
 // the user has picked accounts: HostedFinish), and returns the accounts the
 // user may pick.
-func (s *Service) HostedLogin(ctx context.Context, actor Actor, sessionID string, login SandboxLink) ([]ProviderAccount, error) {
+func (s *Service) HostedLogin(ctx context.Context, actor audit.Actor, sessionID string, login SandboxLink) ([]ProviderAccount, error) {
 	row, _, err := s.openSession(ctx, s.db.Pool, actor.Name, sessionID)
 	if err != nil {
 		return nil, err
@@ -116,7 +117,7 @@ func (s *Service) HostedLogin(ctx context.Context, actor Actor, sessionID string
 
 // HostedAccounts returns the accounts the session's pending public token
 // (HostedLogin) will bring, for the page that lets the user pick them.
-func (s *Service) HostedAccounts(ctx context.Context, actor Actor, sessionID string) ([]ProviderAccount, error) {
+func (s *Service) HostedAccounts(ctx context.Context, actor audit.Actor, sessionID string) ([]ProviderAccount, error) {
 	row, tok, err := s.pendingToken(ctx, actor, sessionID)
 	if err != nil {
 		return nil, err
@@ -141,7 +142,7 @@ func (s *Service) HostedAccounts(ctx context.Context, actor Actor, sessionID str
 // succeeds with its public token, which is returned for the page to hand
 // to the app. An update-mode session that already succeeded answers its
 // token again.
-func (s *Service) HostedFinish(ctx context.Context, actor Actor, sessionID string, selected []string) (string, error) {
+func (s *Service) HostedFinish(ctx context.Context, actor audit.Actor, sessionID string, selected []string) (string, error) {
 	row, tok, err := s.pendingToken(ctx, actor, sessionID)
 	if err != nil {
 		return "", err
@@ -158,7 +159,7 @@ func (s *Service) HostedFinish(ctx context.Context, actor Actor, sessionID strin
 // HostedProviderToken records the public token a provider's own Link UI
 // (Plaid Link on the hosted page) gave: the session succeeds with it. The
 // provider checks the token at the exchange.
-func (s *Service) HostedProviderToken(ctx context.Context, actor Actor, sessionID, publicToken string) error {
+func (s *Service) HostedProviderToken(ctx context.Context, actor audit.Actor, sessionID, publicToken string) error {
 	if publicToken == "" || len(publicToken) > maxPublicTokenLen {
 		return kluis.Errorf(kluis.EInvalid, "public_token is required")
 	}
@@ -173,7 +174,7 @@ func (s *Service) HostedProviderToken(ctx context.Context, actor Actor, sessionI
 }
 
 // HostedExit records that the user left the hosted page: created → exited.
-func (s *Service) HostedExit(ctx context.Context, actor Actor, sessionID string) error {
+func (s *Service) HostedExit(ctx context.Context, actor audit.Actor, sessionID string) error {
 	row, _, err := s.openSession(ctx, s.db.Pool, actor.Name, sessionID)
 	if err != nil {
 		return err
@@ -196,7 +197,7 @@ func (s *Service) HostedExit(ctx context.Context, actor Actor, sessionID string)
 
 // pendingToken is the session's public token that HostedLogin kept, or, for
 // a session that already succeeded through the hosted page, its token.
-func (s *Service) pendingToken(ctx context.Context, actor Actor, sessionID string) (sessionRow, string, error) {
+func (s *Service) pendingToken(ctx context.Context, actor audit.Actor, sessionID string) (sessionRow, string, error) {
 	row, _, err := s.openSession(ctx, s.db.Pool, actor.Name, sessionID)
 	if err != nil {
 		return sessionRow{}, "", err
@@ -300,7 +301,7 @@ func (s *Service) HostedInstitutions(provider, query string) []Institution {
 // HostedLinkToken asks the session's provider for a link token for the
 // hosted page's provider step (Plaid Link runs in the page with it): the
 // token CreateLinkSession returned went to the app and was not kept.
-func (s *Service) HostedLinkToken(ctx context.Context, actor Actor, sessionID string) (string, error) {
+func (s *Service) HostedLinkToken(ctx context.Context, actor audit.Actor, sessionID string) (string, error) {
 	row, _, err := s.openSession(ctx, s.db.Pool, actor.Name, sessionID)
 	if err != nil {
 		return "", err

@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/compliance"
 	"github.com/kluis-dev/kluis/vault"
 )
@@ -116,7 +117,7 @@ func (s *Service) InternalAccount(ctx context.Context, id string) (Account, erro
 //
 // While the subject's erasure runs it is kluis.ESubjectErasing: the erasure
 // revokes and removes the item itself.
-func (s *Service) DeleteItem(ctx context.Context, actor Actor, id string) (providerRevoked bool, err error) {
+func (s *Service) DeleteItem(ctx context.Context, actor audit.Actor, id string) (providerRevoked bool, err error) {
 	it, err := s.Item(ctx, actor.Name, id)
 	if err != nil {
 		return false, err
@@ -137,7 +138,7 @@ func (s *Service) DeleteItem(ctx context.Context, actor Actor, id string) (provi
 // first in that transaction (the erasure fence, or erasure's legal-hold
 // check), told whether the provider revoked; its error leaves the item and
 // its credentials as they were.
-func (s *Service) removeItem(ctx context.Context, actor Actor, externalSub string, it Item, guard func(ctx context.Context, tx pgx.Tx, providerRevoked bool) error) (bool, error) {
+func (s *Service) removeItem(ctx context.Context, actor audit.Actor, externalSub string, it Item, guard func(ctx context.Context, tx pgx.Tx, providerRevoked bool) error) (bool, error) {
 	until := s.now().Add(tokenLease)
 	_, claimed, err := claimToken(ctx, s.db.Pool, it.ID, s.now(), until, nil)
 	if err != nil {
@@ -223,7 +224,7 @@ func (s *Service) RevokeSubject(ctx context.Context, subjectID string, fence com
 	if err != nil && kluis.ErrorCode(err) != kluis.ENotFound {
 		return rev, err
 	}
-	actor := Actor{Kind: compliance.ActorSystem, Name: "erasure"}
+	actor := audit.Actor{Kind: audit.ActorSystem, Name: "erasure"}
 	for _, it := range items {
 		// A hold that is already there stops the run before the provider
 		// is asked; the fence checks again under the subject's lock.

@@ -7,6 +7,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/vault"
 )
 
@@ -27,13 +28,13 @@ const (
 // provider (empty: the default provider; one not configured is EInvalid),
 // or update mode for itemID (which sub must own, active or login_required)
 // at the item's own provider. The link token is in the answer only.
-func (s *Service) CreateLinkSession(ctx context.Context, actor Actor, products []string, itemID, provider string) (LinkSession, error) {
+func (s *Service) CreateLinkSession(ctx context.Context, actor audit.Actor, products []string, itemID, provider string) (LinkSession, error) {
 	return s.CreateLinkSessionWith(ctx, actor, LinkOptions{Products: products, ItemID: itemID, Provider: provider})
 }
 
 // CreateLinkSessionWith is CreateLinkSession with the session's Link
 // options (LinkOptions); a bad option is EInvalid naming its field.
-func (s *Service) CreateLinkSessionWith(ctx context.Context, actor Actor, opts LinkOptions) (LinkSession, error) {
+func (s *Service) CreateLinkSessionWith(ctx context.Context, actor audit.Actor, opts LinkOptions) (LinkSession, error) {
 	opts, err := opts.normalize()
 	if err != nil {
 		return LinkSession{}, err
@@ -142,7 +143,7 @@ func sessionClosed(status string) error {
 // session: it logs in at the institution (a bad login is
 // CodeInvalidCredentials) and moves the session to succeeded, keeping only
 // the public token's hash. Only the sandbox provider has it.
-func (s *Service) SandboxPublicToken(ctx context.Context, actor Actor, sessionID string, login SandboxLink) (string, error) {
+func (s *Service) SandboxPublicToken(ctx context.Context, actor audit.Actor, sessionID string, login SandboxLink) (string, error) {
 	row, _, err := s.openSession(ctx, s.db.Pool, actor.Name, sessionID)
 	if err != nil {
 		return "", err
@@ -178,7 +179,7 @@ func (s *Service) SandboxPublicToken(ctx context.Context, actor Actor, sessionID
 // succeed moves the session to succeeded with the public token (its hash,
 // and its sealed copy for GET /v1/link/sessions/{id}) and the accounts the
 // user picked, audited.
-func (s *Service) succeed(ctx context.Context, actor Actor, row sessionRow, tok string, selected []string) error {
+func (s *Service) succeed(ctx context.Context, actor audit.Actor, row sessionRow, tok string, selected []string) error {
 	hash, err := s.publicTokenHash(tok)
 	if err != nil {
 		return err
@@ -209,7 +210,7 @@ func (s *Service) succeed(ctx context.Context, actor Actor, row sessionRow, tok 
 // exchange: one holds the session's lease, the others wait for its item.
 // In update mode it repairs the session's item instead (login_required →
 // active) once the provider accepts its access token again.
-func (s *Service) Exchange(ctx context.Context, actor Actor, sessionID, publicToken string) (Item, bool, error) {
+func (s *Service) Exchange(ctx context.Context, actor audit.Actor, sessionID, publicToken string) (Item, bool, error) {
 	if publicToken == "" || len(publicToken) > maxPublicTokenLen {
 		return Item{}, false, kluis.Errorf(kluis.EInvalid, "public_token is required")
 	}
@@ -287,7 +288,7 @@ func (s *Service) claim(ctx context.Context, id, subjectID string, hash []byte, 
 // exchangeNew exchanges the public token at the provider, reads the item's
 // accounts and numbers, and stores the item with its token and numbers
 // sealed, all in one transaction with the session's transition.
-func (s *Service) exchangeNew(ctx context.Context, actor Actor, row sessionRow, hash []byte, publicToken string) (Item, error) {
+func (s *Service) exchangeNew(ctx context.Context, actor audit.Actor, row sessionRow, hash []byte, publicToken string) (Item, error) {
 	p, err := s.providers.Provider(row.Provider)
 	if err != nil {
 		return Item{}, err
@@ -351,7 +352,7 @@ func (s *Service) exchangeNew(ctx context.Context, actor Actor, row sessionRow, 
 
 // exchangeUpdate finishes update mode: the provider must accept the item's
 // access token again; then the item is active, and any new accounts added.
-func (s *Service) exchangeUpdate(ctx context.Context, actor Actor, row sessionRow, hash []byte) (Item, error) {
+func (s *Service) exchangeUpdate(ctx context.Context, actor audit.Actor, row sessionRow, hash []byte) (Item, error) {
 	it, err := getItem(ctx, s.db.Pool, row.ItemID, row.SubjectID, false)
 	if err != nil {
 		return Item{}, err

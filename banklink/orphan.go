@@ -7,6 +7,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/compliance"
 )
 
@@ -33,7 +34,7 @@ const ReasonRevokeFailed = "revoke_failed"
 // the lease. If the bound is reached, the session is recorded as
 // revoke_failed (counted by Live for ever, named by the erasure) with an
 // item.revoke_failed audit entry, and an error is logged.
-func (s *Service) revokeUnstored(ctx context.Context, p Provider, actor Actor, row sessionRow, hash []byte, providerItemID, token string) {
+func (s *Service) revokeUnstored(ctx context.Context, p Provider, actor audit.Actor, row sessionRow, hash []byte, providerItemID, token string) {
 	ctx = context.WithoutCancel(ctx)
 	deadline := time.Now().Add(s.orphanRevokeFor)
 	wait := orphanRevokeFirstWait
@@ -67,7 +68,7 @@ func (s *Service) revokeUnstored(ctx context.Context, p Provider, actor Actor, r
 // markRevokeFailed records, with its audit entry, that the session's
 // unstored token was never confirmed revoked. The audit entry names the
 // session, provider and provider item id, never the token.
-func (s *Service) markRevokeFailed(ctx context.Context, actor Actor, row sessionRow, providerItemID, code string) error {
+func (s *Service) markRevokeFailed(ctx context.Context, actor audit.Actor, row sessionRow, providerItemID, code string) error {
 	ext, err := externalSubject(ctx, s.db.Pool, row.SubjectID)
 	if err != nil && kluis.ErrorCode(err) != kluis.ENotFound {
 		return err
@@ -77,9 +78,9 @@ func (s *Service) markRevokeFailed(ctx context.Context, actor Actor, row session
 			row.ID, s.now()); err != nil {
 			return dbErr("mark link session revoke failed", err)
 		}
-		return s.audit.Append(ctx, tx, compliance.Entry{
+		return s.audit.Append(ctx, tx, audit.Entry{
 			ActorKind: actor.Kind, Actor: actor.Name, Action: "item.revoke_failed", Target: row.ID,
-			Outcome: compliance.OutcomeFailure, Subject: ext, RequestID: actor.RequestID,
+			Outcome: audit.OutcomeFailure, Subject: ext, RequestID: actor.RequestID,
 			Details: map[string]any{"link_session": row.ID, "provider": row.Provider, "provider_item_id": providerItemID, "code": code},
 		})
 	})

@@ -8,7 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/kluis-dev/kluis"
-	"github.com/kluis-dev/kluis/compliance"
+	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/events"
 	"github.com/kluis-dev/kluis/vault"
 )
@@ -27,7 +27,7 @@ type RotationResult struct {
 }
 
 // rotationActor is the audit actor of the rotation job.
-var rotationActor = Actor{Kind: compliance.ActorSystem, Name: "bank-token-rotation"}
+var rotationActor = audit.Actor{Kind: audit.ActorSystem, Name: "bank-token-rotation"}
 
 // RotateAccessTokens rotates at the provider every live item's access token
 // older than maxAge (up to batch items; maxAge <= 0: none, scheduled
@@ -272,7 +272,7 @@ func (s *Service) releaseLease(ctx context.Context, id string, until time.Time) 
 // let go here, after its successor was committed) and ends the lease, in one
 // transaction with the audit entry and an item.token_rotated event.
 func (s *Service) switchToken(ctx context.Context, it Item) error {
-	return s.db.InTx(ctx, func(tx pgx.Tx) error {
+	return s.inEventTx(ctx, func(tx pgx.Tx) error {
 		version, err := s.vault.PromotePending(ctx, tx, it.CredentialRef)
 		if err != nil {
 			return err

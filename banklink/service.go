@@ -14,7 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/kluis-dev/kluis"
-	"github.com/kluis-dev/kluis/compliance"
+	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/postgres"
 	"github.com/kluis-dev/kluis/vault"
 )
@@ -31,7 +31,7 @@ type MACer interface {
 type Options struct {
 	DB      *postgres.DB
 	Vault   *vault.Store
-	Auditor *compliance.Auditor
+	Auditor *audit.Auditor
 	// Providers are the configured bank providers (NewProviders); the
 	// first is the default of a link session that names none.
 	Providers Providers
@@ -53,6 +53,10 @@ type Options struct {
 	// OrphanRevokeFor bounds how long a provider token kluis could not
 	// store is retried at the provider (default DefaultOrphanRevokeFor).
 	OrphanRevokeFor time.Duration
+	// Notify, if set, is called after a transaction that enqueued events
+	// commits (events.Worker.Wake), so that apps hear of them at once
+	// rather than at the worker's next tick.
+	Notify func()
 }
 
 // Service is bank linking: link sessions, exchange, items, accounts,
@@ -62,7 +66,7 @@ type Options struct {
 type Service struct {
 	db    *postgres.DB
 	vault *vault.Store
-	audit *compliance.Auditor
+	audit *audit.Auditor
 	// providers is the registry every call about an item or a session
 	// looks its own provider up in.
 	providers Providers
@@ -74,6 +78,7 @@ type Service struct {
 	timeouts  CallTimeouts
 	// orphanRevokeFor: see Options.OrphanRevokeFor.
 	orphanRevokeFor time.Duration
+	notify          func()
 }
 
 // New checks opts and returns a Service.
@@ -94,7 +99,7 @@ func New(opts Options) (*Service, error) {
 	}
 	s := &Service{db: opts.DB, vault: opts.Vault, audit: opts.Auditor, providers: providers, keys: opts.Keys,
 		keyName: opts.KeyName, clock: opts.Clock, log: opts.Logger, webhook: opts.WebhookURL,
-		orphanRevokeFor: opts.OrphanRevokeFor}
+		orphanRevokeFor: opts.OrphanRevokeFor, notify: opts.Notify}
 	if s.orphanRevokeFor <= 0 {
 		s.orphanRevokeFor = DefaultOrphanRevokeFor
 	}
@@ -109,6 +114,16 @@ func New(opts Options) (*Service, error) {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	return s, nil
+}
+
+// inEventTx is db.InTx for a transaction that may enqueue events: once it
+// commits, the event worker is woken.
+func (s *Service) inEventTx(ctx context.Context, fn func(pgx.Tx) error) error {
+	err := s.db.InTx(ctx, fn)
+	if err == nil && s.notify != nil {
+		s.notify()
+	}
+	return err
 }
 
 // ProviderNames lists the configured providers' names, the default first.
@@ -230,24 +245,9 @@ func (s *Service) sealNumbers(ctx context.Context, tx pgx.Tx, accountID, subject
 	return s.vault.Seal(ctx, tx, vault.AccountOwner(accountID), subjectID, vault.KindAccountNumber, secret, n.AccountNumber)
 }
 
-// Actor says who asked for a change, for its audit entry.
-type Actor struct {
-	Kind      string // compliance.ActorUser, ActorProvider, ActorSystem
-	Name      string // the user's external id (sub), the provider, the job
-	RequestID string
-}
-
-// User is the actor for a user's request.
-func User(sub, requestID string) Actor {
-	return Actor{Kind: compliance.ActorUser, Name: sub, RequestID: requestID}
-}
-
 // appendAudit writes one audit entry in tx.
-func (s *Service) appendAudit(ctx context.Context, tx pgx.Tx, a Actor, action, target, externalSub string, details map[string]any) error {
-	return s.audit.Append(ctx, tx, compliance.Entry{
-		ActorKind: a.Kind, Actor: a.Name, Action: action, Target: target, Outcome: compliance.OutcomeSuccess,
-		Subject: externalSub, RequestID: a.RequestID, Details: details,
-	})
+func (s *Service) appendAudit(ctx context.Context, tx pgx.Tx, a audit.Actor, action, target, externalSub string, details map[string]any) error {
+	return s.audit.Append(ctx, tx, a.Entry(action, target, audit.OutcomeSuccess, externalSub, details))
 }
 
 // withAccounts fills in the items' live accounts.

@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/events"
 	"github.com/kluis-dev/kluis/vault"
 )
@@ -149,10 +150,10 @@ func (s *Service) sameVersions(ctx context.Context, tx pgx.Tx, want vault.Versio
 // audit entry and an item.relink_required event, in one transaction. It
 // does nothing when the credential moved on from version want since (a
 // concurrent rotation succeeded: nothing was lost).
-func (s *Service) markRelinkRequired(ctx context.Context, actor Actor, it Item, want uint32, reason string) (bool, error) {
+func (s *Service) markRelinkRequired(ctx context.Context, actor audit.Actor, it Item, want uint32, reason string) (bool, error) {
 	ctx = context.WithoutCancel(ctx)
 	changed := false
-	err := s.db.InTx(ctx, func(tx pgx.Tx) error {
+	err := s.inEventTx(ctx, func(tx pgx.Tx) error {
 		v, err := s.vault.CredentialVersions(ctx, tx, it.CredentialRef, true)
 		if err != nil {
 			return err
@@ -182,7 +183,7 @@ func (s *Service) markRelinkRequired(ctx context.Context, actor Actor, it Item, 
 // revoked and their credentials tombstones (answering 410), with the audit
 // entry and an item.revoked event, in tx. providerRevoked and versions come
 // from revokeAtProvider, run before tx.
-func (s *Service) revokeConsent(ctx context.Context, tx pgx.Tx, actor Actor, it Item, versions vault.Versions, providerRevoked bool, eventID string) (bool, error) {
+func (s *Service) revokeConsent(ctx context.Context, tx pgx.Tx, actor audit.Actor, it Item, versions vault.Versions, providerRevoked bool, eventID string) (bool, error) {
 	if err := s.sameVersions(ctx, tx, versions); err != nil {
 		return false, err
 	}
@@ -246,7 +247,7 @@ func (s *Service) revokeAccountNumbers(ctx context.Context, tx pgx.Tx, itemID, p
 // and its number a tombstone (410), with the audit entry and an
 // item.revoked event of scope account. The item and its token stay: the
 // user still consents to its other accounts.
-func (s *Service) revokeAccountConsent(ctx context.Context, tx pgx.Tx, actor Actor, it Item, ev WebhookEvent) (bool, error) {
+func (s *Service) revokeAccountConsent(ctx context.Context, tx pgx.Tx, actor audit.Actor, it Item, ev WebhookEvent) (bool, error) {
 	if ev.ProviderAccountID == "" {
 		return false, nil
 	}

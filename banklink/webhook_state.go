@@ -7,6 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/events"
 )
 
@@ -19,7 +20,7 @@ const (
 // applyStateWebhook applies the webhook kinds of issue 14 as idempotent
 // state transitions (the same event applied to an item already in its
 // state does nothing) and reports whether ev was one of them.
-func (s *Service) applyStateWebhook(ctx context.Context, tx pgx.Tx, actor Actor, ev WebhookEvent, it Item) (string, bool, error) {
+func (s *Service) applyStateWebhook(ctx context.Context, tx pgx.Tx, actor audit.Actor, ev WebhookEvent, it Item) (string, bool, error) {
 	switch ev.Kind {
 	case EventLoginRepaired:
 		// No event for apps yet: item.repaired belongs with the item events
@@ -39,7 +40,7 @@ func (s *Service) applyStateWebhook(ctx context.Context, tx pgx.Tx, actor Actor,
 // transitionItem moves the item from one of from to to, with its audit
 // entry and the apps' event (eventType, when set), or does nothing (WebhookNoChange) when the
 // item is not in one of from.
-func (s *Service) transitionItem(ctx context.Context, tx pgx.Tx, actor Actor, ev WebhookEvent, it Item, from []string, to, action, eventType string) (string, error) {
+func (s *Service) transitionItem(ctx context.Context, tx pgx.Tx, actor audit.Actor, ev WebhookEvent, it Item, from []string, to, action, eventType string) (string, error) {
 	changed, err := setItemStatus(ctx, tx, it.ID, from, to, s.now())
 	if err != nil || !changed {
 		return WebhookNoChange, err
@@ -62,7 +63,7 @@ func (s *Service) transitionItem(ctx context.Context, tx pgx.Tx, actor Actor, ev
 // possible and marks the item for completion (its numbers can be read
 // now); verification_expired means the account stays unverified by the
 // provider. The same verdict again changes nothing.
-func (s *Service) applyAuthWebhook(ctx context.Context, tx pgx.Tx, actor Actor, ev WebhookEvent, it Item) (string, error) {
+func (s *Service) applyAuthWebhook(ctx context.Context, tx pgx.Tx, actor audit.Actor, ev WebhookEvent, it Item) (string, error) {
 	status := providerAutomaticallyVerified
 	if ev.Kind == EventAuthExpired {
 		status = providerVerificationExpired

@@ -8,7 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/kluis-dev/kluis"
-	"github.com/kluis-dev/kluis/compliance"
+	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/events"
 	"github.com/kluis-dev/kluis/vault"
 )
@@ -75,8 +75,8 @@ func (s *Service) HandleWebhook(ctx context.Context, provider string, header htt
 	if ev.Kind == EventRevoked {
 		rv = s.revokeBeforeWebhook(ctx, provider, ev.ProviderItemID)
 	}
-	actor := Actor{Kind: compliance.ActorProvider, Name: provider, RequestID: requestID}
-	err = s.db.InTx(ctx, func(tx pgx.Tx) error {
+	actor := audit.Actor{Kind: audit.ActorProvider, Name: provider, RequestID: requestID}
+	err = s.inEventTx(ctx, func(tx pgx.Tx) error {
 		res.Duplicate, res.Outcome, res.ItemID = false, WebhookIgnored, ""
 		it, found, err := s.webhookItem(ctx, tx, provider, ev)
 		if err != nil {
@@ -127,7 +127,7 @@ func (s *Service) webhookItem(ctx context.Context, tx pgx.Tx, provider string, e
 
 // applyWebhook makes the event's transition and returns the outcome to
 // record.
-func (s *Service) applyWebhook(ctx context.Context, tx pgx.Tx, actor Actor, ev WebhookEvent, it Item, found bool, fetched *ItemAccounts, numbers map[string]AuthNumbers, rv revocation) (string, error) {
+func (s *Service) applyWebhook(ctx context.Context, tx pgx.Tx, actor audit.Actor, ev WebhookEvent, it Item, found bool, fetched *ItemAccounts, numbers map[string]AuthNumbers, rv revocation) (string, error) {
 	if ev.Kind == EventUnknown {
 		return WebhookIgnored, nil
 	}
@@ -271,7 +271,7 @@ func (s *Service) fetchNewAccounts(ctx context.Context, p Provider, providerItem
 // check included, exactly as POST /webhooks/sandbox would. accountID names
 // the item's account a USER_ACCOUNT_REVOKED is about (and is required
 // for it only).
-func (s *Service) SandboxFireWebhook(ctx context.Context, actor Actor, itemID, code, accountID string) (WebhookResult, error) {
+func (s *Service) SandboxFireWebhook(ctx context.Context, actor audit.Actor, itemID, code, accountID string) (WebhookResult, error) {
 	it, err := s.Item(ctx, actor.Name, itemID)
 	if err != nil {
 		return WebhookResult{}, err

@@ -7,7 +7,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/kluis-dev/kluis"
-	"github.com/kluis-dev/kluis/compliance"
+	"github.com/kluis-dev/kluis/audit"
 )
 
 // WebhookUpdater is a Provider that can point an existing item's webhooks
@@ -107,7 +107,7 @@ func (s *Service) updateWebhook(ctx context.Context, up WebhookUpdater, it Item,
 		if err != nil {
 			return err
 		}
-		return s.appendAudit(ctx, tx, Actor{Kind: compliance.ActorSystem, Name: "webhook-update"}, "item.webhook_updated",
+		return s.appendAudit(ctx, tx, audit.Actor{Kind: audit.ActorSystem, Name: "webhook-update"}, "item.webhook_updated",
 			it.ID, ext, map[string]any{"provider": it.Provider})
 	})
 }

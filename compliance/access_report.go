@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/postgres"
 )
 
@@ -48,8 +49,8 @@ func (s *Service) AccessReport(ctx context.Context, by Staff, subject string, li
 	if err != nil {
 		return nil, 0, err
 	}
-	err = s.auditor.Record(ctx, Entry{
-		ActorKind: ActorStaff, Actor: by.ID, Action: "subject.access_report", Outcome: OutcomeSuccess,
+	err = s.auditor.Record(ctx, audit.Entry{
+		ActorKind: audit.ActorStaff, Actor: by.ID, Action: "subject.access_report", Outcome: audit.OutcomeSuccess,
 		Subject: subject, RequestID: by.RequestID, Details: map[string]any{"entries": len(entries)},
 	})
 	return entries, next, err
@@ -107,20 +108,20 @@ func (s *Service) accessReport(ctx context.Context, subject string, limit int, b
 // caller are kluis's side of things (system).
 func reportActor(kind, actor, pseudonym, subject string, staffView bool) AccessActor {
 	switch kind {
-	case ActorService, ActorSystem:
+	case audit.ActorService, audit.ActorSystem:
 		return AccessActor{Type: kind, ID: actor}
-	case ActorStaff:
+	case audit.ActorStaff:
 		if !staffView {
 			actor = StaffActorForSubject
 		}
-		return AccessActor{Type: ActorStaff, ID: actor}
-	case ActorUser:
+		return AccessActor{Type: audit.ActorStaff, ID: actor}
+	case audit.ActorUser:
 		if actor == pseudonym {
 			actor = subject
 		}
-		return AccessActor{Type: ActorUser, ID: actor}
-	case ActorProvider:
-		return AccessActor{Type: ActorSystem, ID: "provider/" + actor}
+		return AccessActor{Type: audit.ActorUser, ID: actor}
+	case audit.ActorProvider:
+		return AccessActor{Type: audit.ActorSystem, ID: "provider/" + actor}
 	}
-	return AccessActor{Type: ActorSystem, ID: ActorAnonymous}
+	return AccessActor{Type: audit.ActorSystem, ID: audit.ActorAnonymous}
 }

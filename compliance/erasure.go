@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/postgres"
 )
 
@@ -181,9 +182,9 @@ func (s *Service) RequestErasure(ctx context.Context, by Staff, subject, reason 
 		if err != nil {
 			return fmt.Errorf("compliance: request erasure: %w", postgres.Translate(err))
 		}
-		return s.auditor.Append(ctx, tx, Entry{
-			ActorKind: ActorStaff, Actor: by.ID, Action: "erasure.requested", Target: r.ID,
-			Outcome: OutcomeSuccess, Subject: subject, RequestID: by.RequestID,
+		return s.auditor.Append(ctx, tx, audit.Entry{
+			ActorKind: audit.ActorStaff, Actor: by.ID, Action: "erasure.requested", Target: r.ID,
+			Outcome: audit.OutcomeSuccess, Subject: subject, RequestID: by.RequestID,
 		})
 	})
 	return r, err
@@ -240,9 +241,9 @@ func (s *Service) ApproveErasure(ctx context.Context, by Staff, id string) (Eras
 }
 
 func (s *Service) approve(ctx context.Context, by Staff, r ErasureRequest) error {
-	entry := Entry{ActorKind: ActorStaff, Actor: by.ID, Action: "erasure.approve", Target: r.ID, RequestID: by.RequestID}
+	entry := audit.Entry{ActorKind: audit.ActorStaff, Actor: by.ID, Action: "erasure.approve", Target: r.ID, RequestID: by.RequestID}
 	if by.ID == r.RequestedBy {
-		entry.Outcome, entry.Details = OutcomeDenied, map[string]any{"reason": "requester_cannot_approve"}
+		entry.Outcome, entry.Details = audit.OutcomeDenied, map[string]any{"reason": "requester_cannot_approve"}
 		if err := s.recordPseudonymous(ctx, entry, r.SubjectPseudonym); err != nil {
 			return err
 		}
@@ -280,14 +281,14 @@ func (s *Service) approve(ctx context.Context, by Staff, r ErasureRequest) error
 			r.subjectID, now, r.ID); err != nil {
 			return fmt.Errorf("compliance: fence subject: %w", postgres.Translate(err))
 		}
-		entry.Outcome = OutcomeSuccess
-		return s.auditor.appendPseudonymous(ctx, tx, entry, r.SubjectPseudonym)
+		entry.Outcome = audit.OutcomeSuccess
+		return s.auditor.AppendPseudonymous(ctx, tx, entry, r.SubjectPseudonym)
 	})
 	if err != nil {
 		return err
 	}
 	if refused {
-		entry.Outcome, entry.Details = OutcomeDenied, map[string]any{"reason": "legal_hold"}
+		entry.Outcome, entry.Details = audit.OutcomeDenied, map[string]any{"reason": "legal_hold"}
 		if err := s.recordPseudonymous(ctx, entry, r.SubjectPseudonym); err != nil {
 			return err
 		}
@@ -296,8 +297,8 @@ func (s *Service) approve(ctx context.Context, by Staff, r ErasureRequest) error
 	return nil
 }
 
-func (s *Service) recordPseudonymous(ctx context.Context, e Entry, pseudonym string) error {
-	err := s.db.InTx(ctx, func(tx pgx.Tx) error { return s.auditor.appendPseudonymous(ctx, tx, e, pseudonym) })
+func (s *Service) recordPseudonymous(ctx context.Context, e audit.Entry, pseudonym string) error {
+	err := s.db.InTx(ctx, func(tx pgx.Tx) error { return s.auditor.AppendPseudonymous(ctx, tx, e, pseudonym) })
 	if err != nil {
 		return kluis.Unavailable("audit log", err)
 	}
@@ -505,9 +506,9 @@ func (s *Service) revokeRefused(ctx context.Context, r *ErasureRequest) error {
 		for i, u := range r.steps.Unrevoked {
 			items[i] = u.ItemID
 		}
-		return s.auditor.appendPseudonymous(ctx, tx, Entry{
-			ActorKind: ActorSystem, Actor: "erasure", Action: "erasure.needs_attention", Target: r.ID,
-			Outcome: OutcomeFailure, Details: map[string]any{"unrevoked_items": items, "attempts": r.steps.Attempts},
+		return s.auditor.AppendPseudonymous(ctx, tx, audit.Entry{
+			ActorKind: audit.ActorSystem, Actor: "erasure", Action: "erasure.needs_attention", Target: r.ID,
+			Outcome: audit.OutcomeFailure, Details: map[string]any{"unrevoked_items": items, "attempts": r.steps.Attempts},
 		}, r.SubjectPseudonym)
 	})
 }
@@ -585,9 +586,9 @@ func (s *Service) shred(ctx context.Context, r *ErasureRequest) error {
 		if _, err := tx.Exec(ctx, `UPDATE erasure_requests SET steps = $2 WHERE id = $1`, r.ID, raw); err != nil {
 			return fmt.Errorf("compliance: erasure steps: %w", postgres.Translate(err))
 		}
-		return s.auditor.appendPseudonymous(ctx, tx, Entry{
-			ActorKind: ActorSystem, Actor: "erasure", Action: "erasure.keys_destroyed", Target: r.ID,
-			Outcome: OutcomeSuccess, Details: map[string]any{"subject_keys": n},
+		return s.auditor.AppendPseudonymous(ctx, tx, audit.Entry{
+			ActorKind: audit.ActorSystem, Actor: "erasure", Action: "erasure.keys_destroyed", Target: r.ID,
+			Outcome: audit.OutcomeSuccess, Details: map[string]any{"subject_keys": n},
 		}, r.SubjectPseudonym)
 	})
 }
@@ -647,9 +648,9 @@ func (s *Service) deleteRows(ctx context.Context, r *ErasureRequest) error {
 		for t, n := range erased {
 			details["erased_"+t] = n
 		}
-		return s.auditor.appendPseudonymous(ctx, tx, Entry{
-			ActorKind: ActorSystem, Actor: "erasure", Action: "erasure.completed", Target: r.ID,
-			Outcome: OutcomeSuccess, Details: details,
+		return s.auditor.AppendPseudonymous(ctx, tx, audit.Entry{
+			ActorKind: audit.ActorSystem, Actor: "erasure", Action: "erasure.completed", Target: r.ID,
+			Outcome: audit.OutcomeSuccess, Details: details,
 		}, r.SubjectPseudonym)
 	})
 }

@@ -11,6 +11,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/audit"
+	"github.com/kluis-dev/kluis/audit/audittest"
 	"github.com/kluis-dev/kluis/compliance"
 	"github.com/kluis-dev/kluis/postgres"
 	"github.com/kluis-dev/kluis/postgres/pgtest"
@@ -53,7 +55,7 @@ func TestEveryTableThatNamesASubjectIsFenced(t *testing.T) {
 func TestAnApprovedErasureFencesTheSubjectInTheDatabaseAndTheVault(t *testing.T) {
 	db, _ := pgtest.Open(t)
 	ctx := context.Background()
-	svc := compliance.NewService(db, compliance.NewAuditor(db, testPseudonyms{}, nil), tableShredder{}, nil)
+	svc := compliance.NewService(db, audit.NewAuditor(db, audittest.Pseudonyms{}, nil), tableShredder{}, nil)
 	svc.AddRevoker(&downRevoker{}) // the run stops at the provider: the fence stands
 	sid := newSubject(t, db, "user-fenced")
 	other := newSubject(t, db, "user-free")
@@ -88,7 +90,7 @@ func TestAnApprovedErasureFencesTheSubjectInTheDatabaseAndTheVault(t *testing.T)
 func TestWritesRacingTheApprovalCommitBeforeItOrAreRefusedForGood(t *testing.T) {
 	db, _ := pgtest.Open(t)
 	ctx := context.Background()
-	svc := compliance.NewService(db, compliance.NewAuditor(db, testPseudonyms{}, nil), tableShredder{}, nil)
+	svc := compliance.NewService(db, audit.NewAuditor(db, audittest.Pseudonyms{}, nil), tableShredder{}, nil)
 	svc.AddRevoker(&downRevoker{})
 	sid := newSubject(t, db, "user-raced")
 	r, err := svc.RequestErasure(ctx, compliance.Staff{ID: "staff_a"}, "user-raced", "T-6")
@@ -188,7 +190,7 @@ func TestHoldsRacingErasuresSeeNothingDestroyedAfterTheyCommit(t *testing.T) {
 	const subjects, items = 12, 4
 	rev := &destroyingRevoker{db: db, items: items, held: map[string]*atomic.Bool{},
 		reached: map[string]chan struct{}{}, at: map[string]int{}}
-	svc := compliance.NewService(db, compliance.NewAuditor(db, testPseudonyms{}, nil), tableShredder{}, nil)
+	svc := compliance.NewService(db, audit.NewAuditor(db, audittest.Pseudonyms{}, nil), tableShredder{}, nil)
 	svc.AddRevoker(rev)
 	type run struct{ external, sid, req string }
 	runs := make([]run, subjects)

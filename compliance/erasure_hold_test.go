@@ -8,6 +8,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/audit"
+	"github.com/kluis-dev/kluis/audit/audittest"
 	"github.com/kluis-dev/kluis/compliance"
 	"github.com/kluis-dev/kluis/postgres/pgtest"
 )
@@ -27,7 +29,7 @@ func (r *downRevoker) Live(context.Context, pgx.Tx, string) (int, error) { retur
 func TestAHoldPlacedAfterApprovalStopsTheErasureUntilItIsLifted(t *testing.T) {
 	db, _ := pgtest.Open(t)
 	ctx := context.Background()
-	auditor := compliance.NewAuditor(db, testPseudonyms{}, nil)
+	auditor := audit.NewAuditor(db, audittest.Pseudonyms{}, nil)
 	svc := compliance.NewService(db, auditor, tableShredder{}, nil)
 	rev := &downRevoker{}
 	svc.AddRevoker(rev)
@@ -75,7 +77,7 @@ func TestAHoldPlacedAfterApprovalStopsTheErasureUntilItIsLifted(t *testing.T) {
 func TestAKeyMadeBetweenTheShredAndTheDeleteIsDestroyedToo(t *testing.T) {
 	db, _ := pgtest.Open(t)
 	ctx := context.Background()
-	auditor := compliance.NewAuditor(db, testPseudonyms{}, nil)
+	auditor := audit.NewAuditor(db, audittest.Pseudonyms{}, nil)
 	svc := compliance.NewService(db, auditor, tableShredder{}, nil)
 	sid := newSubject(t, db, "user-racing-seal")
 	exec(t, db, `INSERT INTO keystore.subject_keys (id, subject_id, version, wrapped) VALUES ('sk_1', $1, 1, '\x00')`, sid)

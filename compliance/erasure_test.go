@@ -7,6 +7,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/kluis-dev/kluis/audit"
+	"github.com/kluis-dev/kluis/audit/audittest"
 	"github.com/kluis-dev/kluis/compliance"
 	"github.com/kluis-dev/kluis/postgres"
 	"github.com/kluis-dev/kluis/postgres/pgtest"
@@ -55,7 +57,7 @@ func TestAKilledErasureCompletesOnTheNextRunWithoutRepeatingItsSteps(t *testing.
 		t.Run("killed after "+killAfter, func(t *testing.T) {
 			db, _ := pgtest.Open(t)
 			ctx := context.Background()
-			auditor := compliance.NewAuditor(db, testPseudonyms{}, nil)
+			auditor := audit.NewAuditor(db, audittest.Pseudonyms{}, nil)
 			svc := compliance.NewService(db, auditor, tableShredder{}, nil)
 			rev := &countingRevoker{db: db}
 			svc.AddRevoker(rev)

@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/postgres"
 )
 
@@ -39,7 +40,7 @@ func (s *Service) CompleteWithExceptions(ctx context.Context, by Staff, id strin
 		return r, err
 	}
 	defer release()
-	entry := Entry{ActorKind: ActorStaff, Actor: by.ID, Target: r.ID, RequestID: by.RequestID, Details: map[string]any{}}
+	entry := audit.Entry{ActorKind: audit.ActorStaff, Actor: by.ID, Target: r.ID, RequestID: by.RequestID, Details: map[string]any{}}
 	denied := false
 	err = s.db.InTx(ctx, func(tx pgx.Tx) error {
 		denied = false
@@ -78,8 +79,8 @@ func (s *Service) CompleteWithExceptions(ctx context.Context, by Staff, id strin
 
 // refuseCompletion audits a refused completion call and returns the
 // refusal; if the audit log cannot take the entry, the caller gets 503.
-func (s *Service) refuseCompletion(ctx context.Context, e Entry, pseudonym, why string, refusal error) error {
-	e.Action, e.Outcome = "erasure.complete_with_exceptions", OutcomeDenied
+func (s *Service) refuseCompletion(ctx context.Context, e audit.Entry, pseudonym, why string, refusal error) error {
+	e.Action, e.Outcome = "erasure.complete_with_exceptions", audit.OutcomeDenied
 	e.Details["reason"] = why
 	if err := s.recordPseudonymous(ctx, e, pseudonym); err != nil {
 		return err
@@ -88,22 +89,22 @@ func (s *Service) refuseCompletion(ctx context.Context, e Entry, pseudonym, why 
 }
 
 // acknowledgeExceptions records the first staff member's acknowledgement.
-func (s *Service) acknowledgeExceptions(ctx context.Context, tx pgx.Tx, by Staff, r ErasureRequest, e Entry) error {
+func (s *Service) acknowledgeExceptions(ctx context.Context, tx pgx.Tx, by Staff, r ErasureRequest, e audit.Entry) error {
 	if _, err := tx.Exec(ctx, `
 		UPDATE erasure_requests SET exceptions_acknowledged_by = $2, exceptions_acknowledged_at = $3
 		WHERE id = $1 AND status = $4 AND exceptions_acknowledged_by IS NULL`,
 		r.ID, by.ID, s.clock.Now().UTC(), ErasureNeedsAttention); err != nil {
 		return fmt.Errorf("compliance: acknowledge exceptions: %w", postgres.Translate(err))
 	}
-	e.Action, e.Outcome = "erasure.exceptions_acknowledged", OutcomeSuccess
+	e.Action, e.Outcome = "erasure.exceptions_acknowledged", audit.OutcomeSuccess
 	e.Details["unrevoked_items"] = unrevokedIDs(r.steps.Unrevoked)
-	return s.auditor.appendPseudonymous(ctx, tx, e, r.SubjectPseudonym)
+	return s.auditor.AppendPseudonymous(ctx, tx, e, r.SubjectPseudonym)
 }
 
 // completeWithExceptions destroys kluis's own copies of the subject (keys
 // first, then rows), writes the receipt naming the unrevoked items, and
 // completes the request, in the caller's transaction.
-func (s *Service) completeWithExceptions(ctx context.Context, tx pgx.Tx, by Staff, r ErasureRequest, e Entry) error {
+func (s *Service) completeWithExceptions(ctx context.Context, tx pgx.Tx, by Staff, r ErasureRequest, e audit.Entry) error {
 	if err := s.liveOnlyAsExcepted(ctx, tx, r); err != nil {
 		return err
 	}
@@ -115,9 +116,9 @@ func (s *Service) completeWithExceptions(ctx context.Context, tx pgx.Tx, by Staf
 	if r.steps.KeysDestroyed != nil {
 		keys += *r.steps.KeysDestroyed
 	}
-	if err := s.auditor.appendPseudonymous(ctx, tx, Entry{
-		ActorKind: ActorSystem, Actor: "erasure", Action: "erasure.keys_destroyed", Target: r.ID,
-		Outcome: OutcomeSuccess, Details: map[string]any{"subject_keys": keys},
+	if err := s.auditor.AppendPseudonymous(ctx, tx, audit.Entry{
+		ActorKind: audit.ActorSystem, Actor: "erasure", Action: "erasure.keys_destroyed", Target: r.ID,
+		Outcome: audit.OutcomeSuccess, Details: map[string]any{"subject_keys": keys},
 	}, r.SubjectPseudonym); err != nil {
 		return err
 	}
@@ -152,14 +153,14 @@ func (s *Service) completeWithExceptions(ctx context.Context, tx pgx.Tx, by Staf
 	if tag.RowsAffected() != 1 {
 		return kluis.Errorf(kluis.EConflict, "the erasure request changed meanwhile")
 	}
-	e.Action, e.Outcome = "erasure.completed_with_exceptions", OutcomeSuccess
+	e.Action, e.Outcome = "erasure.completed_with_exceptions", audit.OutcomeSuccess
 	e.Details["unrevoked_items"] = unrevokedIDs(r.steps.Unrevoked)
 	e.Details["acknowledged_by"] = r.ExceptionsAcknowledgedBy
 	e.Details["subject_keys"] = keys
 	for t, n := range erased {
 		e.Details["erased_"+t] = n
 	}
-	return s.auditor.appendPseudonymous(ctx, tx, e, r.SubjectPseudonym)
+	return s.auditor.AppendPseudonymous(ctx, tx, e, r.SubjectPseudonym)
 }
 
 // errLiveBeyondExceptions refuses a completion with exceptions while the

@@ -8,6 +8,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/audit"
+	"github.com/kluis-dev/kluis/audit/audittest"
 	"github.com/kluis-dev/kluis/compliance"
 	"github.com/kluis-dev/kluis/postgres/pgtest"
 )
@@ -31,7 +33,7 @@ func (r *refusingLiveRevoker) Live(context.Context, pgx.Tx, string) (int, error)
 func TestCompletionWithExceptionsRefusesWhatIsLiveBeyondTheUnrevokedItems(t *testing.T) {
 	db, _ := pgtest.Open(t)
 	ctx := context.Background()
-	svc := compliance.NewService(db, compliance.NewAuditor(db, testPseudonyms{}, nil), tableShredder{}, nil)
+	svc := compliance.NewService(db, audit.NewAuditor(db, audittest.Pseudonyms{}, nil), tableShredder{}, nil)
 	rev := &refusingLiveRevoker{}
 	rev.live.Store(2) // the refused item and an exchange in flight
 	svc.AddRevoker(rev)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/postgres"
 )
 
@@ -54,12 +55,27 @@ type ExportedAuditEntry struct {
 // ExportSubject gathers what kluis holds on the subject whose external id is
 // subject, and audits that staff did. An unknown subject is ENotFound.
 func (s *Service) ExportSubject(ctx context.Context, by Staff, subject string) (SubjectExport, error) {
+	out, err := s.gatherExport(ctx, subject, nil)
+	if err != nil {
+		return out, err
+	}
+	err = s.auditor.Record(ctx, audit.Entry{
+		ActorKind: audit.ActorStaff, Actor: by.ID, Action: "subject.exported", Outcome: audit.OutcomeSuccess,
+		Subject: subject, RequestID: by.RequestID, Details: map[string]any{"categories": len(out.Records)},
+	})
+	return out, err
+}
+
+// gatherExport reads the export of subject in one repeatable-read,
+// read-only transaction, so that it is one consistent view; also, when not
+// nil, reads more in the same transaction (the sealed records of a complete
+// export) given the subject's internal id.
+func (s *Service) gatherExport(ctx context.Context, subject string, also func(ctx context.Context, tx pgx.Tx, sid string) error) (SubjectExport, error) {
 	out := SubjectExport{
 		SubjectPseudonym: s.auditor.Pseudonym(subject), GeneratedAt: s.clock.Now().UTC(),
 		Records: map[string][]json.RawMessage{}, Withheld: map[string][]string{},
 		LegalHolds: []LegalHold{}, AuditEntries: []ExportedAuditEntry{},
 	}
-	// One repeatable-read transaction, so the export is one consistent view.
 	tx, err := s.db.Pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
 		return out, fmt.Errorf("compliance: export: %w", postgres.Translate(err))
@@ -82,14 +98,15 @@ func (s *Service) ExportSubject(ctx context.Context, by Staff, subject string) (
 	if out.AuditEntries, out.Truncated, err = exportAudit(ctx, tx, out.SubjectPseudonym); err != nil {
 		return out, err
 	}
+	if also != nil {
+		if err := also(ctx, tx, sid); err != nil {
+			return out, err
+		}
+	}
 	if err := tx.Commit(ctx); err != nil {
 		return out, fmt.Errorf("compliance: export: %w", postgres.Translate(err))
 	}
-	err = s.auditor.Record(ctx, Entry{
-		ActorKind: ActorStaff, Actor: by.ID, Action: "subject.exported", Outcome: OutcomeSuccess,
-		Subject: subject, RequestID: by.RequestID, Details: map[string]any{"categories": len(out.Records)},
-	})
-	return out, err
+	return out, nil
 }
 
 func exportRecords(ctx context.Context, tx pgx.Tx, sid string, out *SubjectExport) error {

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/postgres"
 	"github.com/kluis-dev/kluis/vault"
 )
@@ -48,11 +49,13 @@ type LegalHold struct {
 // data: legal holds, erasure, export. It is safe for concurrent use.
 type Service struct {
 	db      *postgres.DB
-	auditor *Auditor
+	auditor *audit.Auditor
 	keys    KeyShredder
 	clock   kluis.Clock
 
 	revokers []Revoker
+	// sealed opens sealed records for the complete export (SetSealedOpener).
+	sealed SealedOpener
 	// revokeAttempts is how many revoke passes may leave items unrevoked
 	// before the run waits for people (needs_attention).
 	revokeAttempts int
@@ -112,7 +115,7 @@ type UnrevokedItem struct {
 
 // NewService returns the compliance service. keys destroys subject keys
 // (the vault's key ring); clock may be nil for the wall clock.
-func NewService(db *postgres.DB, auditor *Auditor, keys KeyShredder, clock kluis.Clock) *Service {
+func NewService(db *postgres.DB, auditor *audit.Auditor, keys KeyShredder, clock kluis.Clock) *Service {
 	if clock == nil {
 		clock = kluis.SystemClock{}
 	}
@@ -180,9 +183,9 @@ func (s *Service) PlaceHold(ctx context.Context, by Staff, subject, reason strin
 			VALUES ($1, $2, $3, $4, $5, $6)`, h.ID, sid, h.SubjectPseudonym, h.Reason, h.CreatedBy, h.CreatedAt); err != nil {
 			return fmt.Errorf("compliance: place hold: %w", postgres.Translate(err))
 		}
-		return s.auditor.Append(ctx, tx, Entry{
-			ActorKind: ActorStaff, Actor: by.ID, Action: "legal_hold.placed", Target: h.ID,
-			Outcome: OutcomeSuccess, Subject: subject, RequestID: by.RequestID,
+		return s.auditor.Append(ctx, tx, audit.Entry{
+			ActorKind: audit.ActorStaff, Actor: by.ID, Action: "legal_hold.placed", Target: h.ID,
+			Outcome: audit.OutcomeSuccess, Subject: subject, RequestID: by.RequestID,
 		})
 	})
 	return h, err
@@ -213,9 +216,9 @@ func (s *Service) LiftHold(ctx context.Context, by Staff, id string) error {
 		if err != nil {
 			return fmt.Errorf("compliance: lift hold: %w", postgres.Translate(err))
 		}
-		return s.auditor.appendPseudonymous(ctx, tx, Entry{
-			ActorKind: ActorStaff, Actor: by.ID, Action: "legal_hold.lifted", Target: id,
-			Outcome: OutcomeSuccess, RequestID: by.RequestID,
+		return s.auditor.AppendPseudonymous(ctx, tx, audit.Entry{
+			ActorKind: audit.ActorStaff, Actor: by.ID, Action: "legal_hold.lifted", Target: id,
+			Outcome: audit.OutcomeSuccess, RequestID: by.RequestID,
 		}, pseudonym)
 	})
 }

@@ -7,9 +7,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/audit"
 )
 
 // ActionRefused is the action of an aggregated entry: the refused requests
@@ -74,7 +73,7 @@ type RefusalOptions struct {
 // has ended and everything left when it stops. It is safe for concurrent
 // use.
 type Refusals struct {
-	auditor *Auditor
+	auditor *audit.Auditor
 	opts    RefusalOptions
 
 	mu      sync.Mutex
@@ -98,7 +97,7 @@ type refusalBucket struct {
 }
 
 // NewRefusals returns a Refusals writing through a.
-func NewRefusals(a *Auditor, o RefusalOptions) *Refusals {
+func NewRefusals(a *audit.Auditor, o RefusalOptions) *Refusals {
 	if o.MaxSources <= 0 {
 		o.MaxSources = DefaultRefusalSources
 	}
@@ -209,19 +208,11 @@ func (r *Refusals) flush(ctx context.Context, all bool) error {
 	if len(taken) == 0 {
 		return nil
 	}
-	entries := make([]Entry, 0, len(taken))
+	entries := make([]audit.Entry, 0, len(taken))
 	for _, w := range taken {
 		entries = append(entries, w.entries(r.auditor)...)
 	}
-	err := r.auditor.db.InTx(ctx, func(tx pgx.Tx) error {
-		for _, e := range entries {
-			if err := r.auditor.Append(ctx, tx, e); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
+	if err := r.auditor.RecordAll(ctx, entries); err != nil {
 		r.putBack(taken)
 		return kluis.Unavailable("audit log", err)
 	}
@@ -297,17 +288,17 @@ func (r *Refusals) putBack(ws []*refusalWindow) {
 }
 
 // entries turns a window into its audit entries, sources in a stable order.
-func (w *refusalWindow) entries(a *Auditor) []Entry {
+func (w *refusalWindow) entries(a *audit.Auditor) []audit.Entry {
 	srcs := make([]string, 0, len(w.sources))
 	for s := range w.sources {
 		srcs = append(srcs, s)
 	}
 	sort.Strings(srcs)
-	out := make([]Entry, 0, len(srcs)+1)
+	out := make([]audit.Entry, 0, len(srcs)+1)
 	for _, s := range srcs {
 		source := ""
 		if s != "" {
-			source = a.pseudo.Pseudonym("client_ip", s)
+			source = a.PseudonymOf("client_ip", s)
 		}
 		out = append(out, w.sources[s].entry(w.start, source))
 	}
@@ -317,7 +308,7 @@ func (w *refusalWindow) entries(a *Auditor) []Entry {
 	return out
 }
 
-func (b *refusalBucket) entry(start time.Time, source string) Entry {
+func (b *refusalBucket) entry(start time.Time, source string) audit.Entry {
 	details := map[string]any{
 		"count": b.count, "source": source,
 		"window_start": start.Format(time.RFC3339),
@@ -328,8 +319,8 @@ func (b *refusalBucket) entry(start time.Time, source string) Entry {
 	if len(b.actors) > 0 {
 		details["actors"] = b.actors
 	}
-	return Entry{
-		ActorKind: ActorAnonymous, Action: ActionRefused, Outcome: OutcomeDenied,
+	return audit.Entry{
+		ActorKind: audit.ActorAnonymous, Action: ActionRefused, Outcome: audit.OutcomeDenied,
 		RequestID: b.firstReq, Details: details,
 	}
 }

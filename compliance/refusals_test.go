@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kluis-dev/kluis/audit/audittest"
 	"github.com/kluis-dev/kluis/compliance"
 	"github.com/kluis-dev/kluis/postgres"
 )
@@ -75,7 +76,7 @@ func refusal(src string, i int) compliance.Refusal {
 }
 
 func TestRefusalsOfOneSourceInOneMinuteAreOneEntry(t *testing.T) {
-	a, db := newAuditor(t)
+	a, db := audittest.NewAuditor(t)
 	clock := &stepClock{t: minute0.Add(5 * time.Second)}
 	r := compliance.NewRefusals(a, compliance.RefusalOptions{Clock: clock})
 	ctx := context.Background()
@@ -127,7 +128,7 @@ func TestRefusalsOfOneSourceInOneMinuteAreOneEntry(t *testing.T) {
 }
 
 func TestRefusalsPastTheSourceCapShareOneEntry(t *testing.T) {
-	a, db := newAuditor(t)
+	a, db := audittest.NewAuditor(t)
 	clock := &stepClock{t: minute0}
 	r := compliance.NewRefusals(a, compliance.RefusalOptions{Clock: clock, MaxSources: 3})
 	for i := 0; i < 10; i++ {
@@ -154,7 +155,7 @@ func TestRefusalsPastTheSourceCapShareOneEntry(t *testing.T) {
 }
 
 func TestACallersActorsAreCappedInAnEntry(t *testing.T) {
-	a, db := newAuditor(t)
+	a, db := audittest.NewAuditor(t)
 	r := compliance.NewRefusals(a, compliance.RefusalOptions{Clock: &stepClock{t: minute0}})
 	for i := 0; i < 100; i++ {
 		f := refusal("192.0.2.1", i)
@@ -171,7 +172,7 @@ func TestACallersActorsAreCappedInAnEntry(t *testing.T) {
 }
 
 func TestRefusalsAreKeptWhileTheAuditLogIsDownAndWrittenWhenItIsBack(t *testing.T) {
-	a, db := newAuditor(t)
+	a, db := audittest.NewAuditor(t)
 	clock := &stepClock{t: minute0}
 	r := compliance.NewRefusals(a, compliance.RefusalOptions{Clock: clock})
 	for i := 0; i < 7; i++ {
@@ -195,7 +196,7 @@ func TestRefusalsAreKeptWhileTheAuditLogIsDownAndWrittenWhenItIsBack(t *testing.
 }
 
 func TestRunWritesWhatIsLeftWhenItStops(t *testing.T) {
-	a, db := newAuditor(t)
+	a, db := audittest.NewAuditor(t)
 	r := compliance.NewRefusals(a, compliance.RefusalOptions{Clock: &stepClock{t: minute0}})
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan struct{})

@@ -11,15 +11,11 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/postgres"
 )
 
 const day = 24 * time.Hour
-
-// MinAuditRetention is the shortest time audit entries are kept: PCI DSS
-// 10.5.1 asks for at least twelve months. The database refuses a checkpoint
-// on anything younger too.
-const MinAuditRetention = 365 * day
 
 // MaxRetention bounds every period, so that a typo in a setting cannot keep
 // data for ever.
@@ -75,14 +71,10 @@ func (c RetentionClass) Setting() string {
 	return "KLUIS_RETENTION_" + strings.ToUpper(c.Name)
 }
 
-var registry struct {
+var registry = struct {
 	mu      sync.Mutex
 	classes []RetentionClass
-}
-
-func init() {
-	registry.classes = defaultClasses()
-}
+}{classes: defaultClasses()}
 
 // defaultClasses are the record classes of the tables kluis has today, in
 // the order they are purged: referencing rows before the rows they refer to
@@ -145,6 +137,34 @@ func defaultClasses() []RetentionClass {
 			Description: "removed items (their credential is already destroyed), by the time of removal",
 		},
 		{
+			Name: "revoked_accounts", Table: "accounts", Subject: "t.subject_id",
+			Where: `((t.status = 'revoked' AND t.revoked_at < $1)
+				OR t.item_id IN (SELECT i.id FROM items i WHERE i.status = 'revoked' AND i.updated_at < $1))
+				AND NOT EXISTS (SELECT 1 FROM verifications v WHERE v.account_id = t.id)`,
+			Requires: []string{"status", "revoked_at", "item_id", "subject_id"},
+			Default:  90 * day, Min: time.Hour,
+			Description: "accounts whose owner withdrew consent at the bank (or whose item was revoked), by the time of revocation, once no verification refers to them",
+		},
+		{
+			Name: "revoked_items", Table: "items", Subject: "t.subject_id",
+			Where: `t.status = 'revoked' AND t.updated_at < $1
+				AND NOT EXISTS (SELECT 1 FROM accounts a WHERE a.item_id = t.id)
+				AND NOT EXISTS (SELECT 1 FROM link_sessions l WHERE l.item_id = t.id OR l.exchanged_item_id = t.id)
+				AND NOT EXISTS (SELECT 1 FROM provider_webhook_events w WHERE w.item_id = t.id)`,
+			Requires: []string{"status", "updated_at", "subject_id"},
+			Default:  90 * day, Min: time.Hour,
+			Description: "items whose owner withdrew consent at the bank (their token is already destroyed), by the time of revocation (the item's last change), once nothing refers to them",
+		},
+		{
+			Name: "revoked_credentials", Table: "credentials", Subject: "t.subject_id",
+			Where: `t.revoked_at < $1
+				AND NOT EXISTS (SELECT 1 FROM items i WHERE i.credential_ref = t.ref OR i.pending_credential_ref = t.ref)
+				AND NOT EXISTS (SELECT 1 FROM accounts a WHERE a.account_number_ref = t.ref OR a.holder_id_ref = t.ref)`,
+			Requires: []string{"revoked_at", "ref", "subject_id"},
+			Default:  90 * day, Min: time.Hour,
+			Description: "tombstones of revoked credentials (the secret is long destroyed; the ref answers 410 until then and 404 after), once no item or account refers to them",
+		},
+		{
 			Name: "outbox_events", Table: "outbox",
 			Where: `t.fanned_out AND t.created_at < $1
 				AND NOT EXISTS (SELECT 1 FROM outbox_targets o WHERE o.event_id = t.id AND o.status = 'pending')`,
@@ -168,7 +188,7 @@ func defaultClasses() []RetentionClass {
 		},
 		{
 			Name: AuditClass, Table: "audit_entries",
-			Default: 400 * day, Min: MinAuditRetention, audit: true,
+			Default: 400 * day, Min: audit.MinRetention, audit: true,
 			Description: "audit entries and their chain links, oldest first, behind a checkpoint that keeps the rest verifiable",
 		},
 	}
@@ -236,7 +256,7 @@ type PurgeReport struct {
 // and never a row another row still refers to.
 type Purger struct {
 	db      *postgres.DB
-	auditor *Auditor
+	auditor *audit.Auditor
 	clock   kluis.Clock
 	periods map[string]time.Duration
 	classes []RetentionClass
@@ -246,7 +266,7 @@ type Purger struct {
 // period per class name; classes not in it keep their default, and a period
 // shorter than the class's minimum is raised to it (fail safe). clock may
 // be nil for the wall clock.
-func NewPurger(db *postgres.DB, auditor *Auditor, clock kluis.Clock, periods map[string]time.Duration) *Purger {
+func NewPurger(db *postgres.DB, auditor *audit.Auditor, clock kluis.Clock, periods map[string]time.Duration) *Purger {
 	if clock == nil {
 		clock = kluis.SystemClock{}
 	}
@@ -361,8 +381,8 @@ func pause(ctx context.Context, d time.Duration) error {
 
 // record writes the class's count to the audit chain.
 func (p *Purger) record(ctx context.Context, cr ClassReport, dry bool) error {
-	return p.auditor.Record(ctx, Entry{
-		ActorKind: ActorSystem, Actor: "retention", Action: "retention.purged", Target: cr.Class, Outcome: OutcomeSuccess,
+	return p.auditor.Record(ctx, audit.Entry{
+		ActorKind: audit.ActorSystem, Actor: "retention", Action: "retention.purged", Target: cr.Class, Outcome: audit.OutcomeSuccess,
 		Details: map[string]any{"deleted": cr.Deleted, "dry_run": dry, "cutoff": cr.Cutoff.Format(time.RFC3339), "batches": cr.Batches},
 	})
 }
@@ -380,7 +400,7 @@ const purgeStop = `
 // purgeAudit deletes the oldest audit entries and their links in batches.
 // Each batch, in its own transaction, writes a checkpoint with the position
 // and hash of the last link it deletes, then deletes the links and entries
-// (all in audit_purge), and an audit entry saying so: Verify starts from the
+// (all in audit_purge), and an audit entry saying so: audit.Verify starts from the
 // newest checkpoint. The cutoff is the database's clock minus the period.
 func (p *Purger) purgeAudit(ctx context.Context, cr *ClassReport, opts PurgeOptions) error {
 	if opts.DryRun {
@@ -429,9 +449,9 @@ func (p *Purger) auditBatch(ctx context.Context, tx pgx.Tx, period time.Duration
 	if err != nil || n == 0 {
 		return 0, err
 	}
-	err = p.auditor.Append(ctx, tx, Entry{
-		ActorKind: ActorSystem, Actor: "retention", Action: "audit.purged", Target: fmt.Sprintf("pos:%d", *to),
-		Outcome: OutcomeSuccess, Details: map[string]any{"from_pos": *from, "to_pos": *to, "entries": n},
+	err = p.auditor.Append(ctx, tx, audit.Entry{
+		ActorKind: audit.ActorSystem, Actor: "retention", Action: "audit.purged", Target: fmt.Sprintf("pos:%d", *to),
+		Outcome: audit.OutcomeSuccess, Details: map[string]any{"from_pos": *from, "to_pos": *to, "entries": n},
 	})
 	return n, err
 }

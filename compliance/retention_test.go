@@ -3,13 +3,14 @@ package compliance_test
 import (
 	"context"
 	"fmt"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/audit"
+	"github.com/kluis-dev/kluis/audit/audittest"
 	"github.com/kluis-dev/kluis/compliance"
 	"github.com/kluis-dev/kluis/postgres"
 	"github.com/kluis-dev/kluis/postgres/pgtest"
@@ -102,6 +103,23 @@ var fixtures = map[string]func(t *testing.T, db *postgres.DB, at time.Time, subj
 	"removed_items": func(t *testing.T, db *postgres.DB, at time.Time, subject string) row {
 		return row{"items", "id = $1", removedItem(t, db, subject, at)}
 	},
+	"revoked_accounts": func(t *testing.T, db *postgres.DB, at time.Time, subject string) row {
+		id := kluis.NewID(kluis.PrefixAccount)
+		exec(t, db, `INSERT INTO accounts (id, subject_id, name, mask, status, revoked_at) VALUES ($1, $2, 'cheque', '1234', 'revoked', $3)`, id, subject, at)
+		return row{"accounts", "id = $1", id}
+	},
+	"revoked_items": func(t *testing.T, db *postgres.DB, at time.Time, subject string) row {
+		// Its token's tombstone is young, so the credentials class keeps
+		// it in the same run: each class's count stays its own.
+		ref := tombstone(t, db, subject, time.Now())
+		id := kluis.NewID(kluis.PrefixItem)
+		exec(t, db, `INSERT INTO items (id, subject_id, provider, provider_item_id, institution_id, institution_name, status, credential_ref, updated_at)
+			VALUES ($1, $2, 'sandbox', $3, 'ins_sandbox', 'Sandbox Bank', 'revoked', $4, $5)`, id, subject, kluis.NewID("pi_"), ref, at)
+		return row{"items", "id = $1", id}
+	},
+	"revoked_credentials": func(t *testing.T, db *postgres.DB, at time.Time, subject string) row {
+		return row{"credentials", "ref = $1", tombstone(t, db, subject, at)}
+	},
 	"outbox_events": func(t *testing.T, db *postgres.DB, at time.Time, _ string) row {
 		id := kluis.NewID("evt_")
 		exec(t, db, `INSERT INTO outbox (id, type, payload, created_at, fanned_out) VALUES ($1, 'item.removed', '{}', $2, true)`, id, at)
@@ -124,6 +142,16 @@ var fixtures = map[string]func(t *testing.T, db *postgres.DB, at time.Time, subj
 	},
 }
 
+// tombstone inserts what a revoked credential leaves: its row without a
+// secret, revoked at at.
+func tombstone(t *testing.T, db *postgres.DB, subject string, at time.Time) string {
+	t.Helper()
+	ref := kluis.NewID(kluis.PrefixCredential)
+	exec(t, db, `INSERT INTO credentials (ref, subject_id, kind, key_version, envelope, revoked_at, owner_type, owner_id)
+		VALUES ($1, $2, 'bank_access_token', 1, NULL, $3, 'item', $4)`, ref, subject, at, kluis.NewID(kluis.PrefixItem))
+	return ref
+}
+
 func removedItem(t *testing.T, db *postgres.DB, subject string, at time.Time) string {
 	t.Helper()
 	id := kluis.NewID(kluis.PrefixItem)
@@ -137,11 +165,11 @@ func TestEachRetentionClassPurgesWhatIsPastItsPeriodAndKeepsTheRest(t *testing.T
 	ctx := context.Background()
 	now := time.Now().UTC().Truncate(time.Microsecond)
 	clock := fixedClock{now}
-	auditor := compliance.NewAuditor(db, testPseudonyms{}, clock)
+	auditor := audit.NewAuditor(db, audittest.Pseudonyms{}, clock)
 	svc := compliance.NewService(db, auditor, nil, clock)
 	purger := compliance.NewPurger(db, auditor, clock, nil)
 	// The audit fixture comes first: its old entries must head the chain.
-	audit := auditFixture(t, db, purger, now)
+	auditRows := auditFixture(t, db, purger, now)
 	free := newSubject(t, db, "user-free")
 	heldSub := newSubject(t, db, "user-held")
 	if _, err := svc.PlaceHold(ctx, compliance.Staff{ID: "staff_a"}, "user-held", "CASE-1"); err != nil {
@@ -206,7 +234,7 @@ func TestEachRetentionClassPurgesWhatIsPastItsPeriodAndKeepsTheRest(t *testing.T
 			}
 		})
 	}
-	audit.check(t, db)
+	auditRows.check(t, db)
 
 	again, err := purger.Purge(ctx, compliance.PurgeOptions{Batch: 2})
 	if err != nil {
@@ -217,7 +245,7 @@ func TestEachRetentionClassPurgesWhatIsPastItsPeriodAndKeepsTheRest(t *testing.T
 			t.Errorf("second purge: %s deleted %d more", cr.Class, cr.Deleted)
 		}
 	}
-	res, err := compliance.Verify(ctx, db)
+	res, err := audit.Verify(ctx, db)
 	if err != nil || !res.OK {
 		t.Fatalf("verify after purges: %+v, %v", res, err)
 	}
@@ -244,16 +272,16 @@ func auditFixture(t *testing.T, db *postgres.DB, purger *compliance.Purger, now 
 	p := purger.Period(class)
 	owner := ownerOf(t, db)
 	write := func(at time.Time, subject string) int64 {
-		a := compliance.NewAuditor(db, testPseudonyms{}, nil)
-		if err := a.Record(ctx, compliance.Entry{ActorKind: compliance.ActorSystem, Actor: "test", Action: "test.entry",
-			Outcome: compliance.OutcomeSuccess, Subject: subject}); err != nil {
+		a := audit.NewAuditor(db, audittest.Pseudonyms{}, nil)
+		if err := a.Record(ctx, audit.Entry{ActorKind: audit.ActorSystem, Actor: "test", Action: "test.entry",
+			Outcome: audit.OutcomeSuccess, Subject: subject}); err != nil {
 			t.Fatal(err)
 		}
 		var seq int64
 		if err := db.Pool.QueryRow(ctx, `SELECT max(seq) FROM audit_entries`).Scan(&seq); err != nil {
 			t.Fatal(err)
 		}
-		backdate(t, owner, seq, at)
+		audittest.Backdate(t, owner, seq, at)
 		return seq
 	}
 	r := auditRows{}
@@ -265,35 +293,16 @@ func auditFixture(t *testing.T, db *postgres.DB, purger *compliance.Purger, now 
 	return r
 }
 
-// backdate gives an unsealed entry an older time, as only the owner can
-// (the database dates entries itself): for fixtures of old entries.
-func backdate(t *testing.T, owner *postgres.DB, seq int64, at time.Time) {
+// ownerOf opens db's database as its owner, for tests that play an
+// attacker with the owner's rights.
+func ownerOf(t testing.TB, db *postgres.DB) *postgres.DB {
 	t.Helper()
-	ctx := context.Background()
-	err := owner.InTx(ctx, func(tx pgx.Tx) error {
-		for _, stmt := range []string{
-			`ALTER TABLE audit_entries DISABLE TRIGGER audit_entries_append_only`,
-			`UPDATE audit_entries SET occurred_at = $1 WHERE seq = $2`,
-			`ALTER TABLE audit_entries ENABLE TRIGGER audit_entries_append_only`,
-		} {
-			args := []any{}
-			if strings.HasPrefix(stmt, "UPDATE") {
-				args = []any{at, seq}
-			}
-			if _, err := tx.Exec(ctx, stmt, args...); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("backdate: %v", err)
-	}
+	return pgtest.OpenOwner(t, db.Pool.Config().ConnString())
 }
 
 func seal(t *testing.T, db *postgres.DB) {
 	t.Helper()
-	if _, err := compliance.NewSealer(db, 0).SealPending(context.Background()); err != nil {
+	if _, err := audit.NewSealer(db, 0).SealPending(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -319,7 +328,7 @@ func TestAClassWhoseTableDoesNotExistIsSkippedWithANote(t *testing.T) {
 	db, _ := pgtest.Open(t)
 	ctx := context.Background()
 	exec(t, ownerOf(t, db), `ALTER TABLE job_runs RENAME TO job_runs_elsewhere`)
-	purger := compliance.NewPurger(db, compliance.NewAuditor(db, testPseudonyms{}, nil), nil, nil)
+	purger := compliance.NewPurger(db, audit.NewAuditor(db, audittest.Pseudonyms{}, nil), nil, nil)
 	rep, err := purger.Purge(ctx, compliance.PurgeOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -338,7 +347,7 @@ func TestThePurgeDeletesInBatchesOfTheGivenSize(t *testing.T) {
 	for i := 0; i < 7; i++ {
 		fixtures["job_runs"](t, db, now.Add(-100*24*time.Hour), "")
 	}
-	purger := compliance.NewPurger(db, compliance.NewAuditor(db, testPseudonyms{}, nil), fixedClock{now}, nil)
+	purger := compliance.NewPurger(db, audit.NewAuditor(db, audittest.Pseudonyms{}, nil), fixedClock{now}, nil)
 	rep, err := purger.Purge(ctx, compliance.PurgeOptions{Batch: 3})
 	if err != nil {
 		t.Fatal(err)
@@ -356,11 +365,11 @@ func TestTheDatabaseRefusesAuditDeletesWithoutACheckpoint(t *testing.T) {
 	serving, _ := pgtest.Open(t)
 	db := ownerOf(t, serving)
 	ctx := context.Background()
-	a := compliance.NewAuditor(serving, testPseudonyms{}, nil)
-	if err := a.Record(ctx, compliance.Entry{ActorKind: compliance.ActorSystem, Actor: "t", Action: "t.x", Outcome: compliance.OutcomeSuccess}); err != nil {
+	a := audit.NewAuditor(serving, audittest.Pseudonyms{}, nil)
+	if err := a.Record(ctx, audit.Entry{ActorKind: audit.ActorSystem, Actor: "t", Action: "t.x", Outcome: audit.OutcomeSuccess}); err != nil {
 		t.Fatal(err)
 	}
-	backdate(t, db, 1, time.Now().Add(-500*24*time.Hour))
+	audittest.Backdate(t, db, 1, time.Now().Add(-500*24*time.Hour))
 	seal(t, serving)
 	err := db.InTx(ctx, func(tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, `DELETE FROM audit_chain WHERE pos = 1`)
@@ -390,7 +399,7 @@ func TestThePurgeKeepsALinkSessionWhoseRevokeFailed(t *testing.T) {
 	kept := fixtures["link_sessions"](t, db, old, sid)
 	exec(t, db, `UPDATE link_sessions SET revoke_failed_at = $2 WHERE id = $1`, kept.arg, old)
 	gone := fixtures["link_sessions"](t, db, old, sid)
-	purger := compliance.NewPurger(db, compliance.NewAuditor(db, testPseudonyms{}, nil), fixedClock{now}, nil)
+	purger := compliance.NewPurger(db, audit.NewAuditor(db, audittest.Pseudonyms{}, nil), fixedClock{now}, nil)
 	if _, err := purger.Purge(ctx, compliance.PurgeOptions{}); err != nil {
 		t.Fatal(err)
 	}

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kluis-dev/kluis/compliance"
+	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/postgres/pgtest"
 )
 
@@ -51,7 +51,7 @@ func TestTheServingRoleCanOnlyAppendToTheAuditLog(t *testing.T) {
 	if time.Since(at) > time.Hour {
 		t.Fatalf("the entry is dated %v, as the client asked: the database must date it", at)
 	}
-	if n, err := compliance.NewSealer(app, 0).SealPending(ctx); err != nil || n != 1 {
+	if n, err := audit.NewSealer(app, 0).SealPending(ctx); err != nil || n != 1 {
 		t.Fatalf("the sealer chained %d (%v), want 1", n, err)
 	}
 	var pos int64
@@ -107,7 +107,7 @@ func TestTheServingRoleCanOnlyAppendToTheAuditLog(t *testing.T) {
 		t.Errorf("audit_seal beside a temporary audit_pending chained %d (%v), want the 1 real pending entry", n, err)
 	}
 
-	res, err := compliance.Verify(ctx, app)
+	res, err := audit.Verify(ctx, app)
 	if err != nil || !res.OK || res.Entries != 2 || res.Unsealed != 0 {
 		t.Fatalf("verify = %+v, %v; want ok with both entries", res, err)
 	}

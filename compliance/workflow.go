@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/postgres"
 )
 
@@ -86,13 +87,13 @@ func (s *Service) closeErasure(ctx context.Context, by Staff, id, reason, to str
 		return r, err
 	}
 	action := map[string]string{ErasureRejected: "erasure.reject", ErasureCancelled: "erasure.cancel"}[to]
-	entry := Entry{ActorKind: ActorStaff, Actor: by.ID, Action: action, Target: r.ID, RequestID: by.RequestID}
+	entry := audit.Entry{ActorKind: audit.ActorStaff, Actor: by.ID, Action: action, Target: r.ID, RequestID: by.RequestID}
 	if self := by.ID == r.RequestedBy; self != (to == ErasureCancelled) {
 		why, msg := "requester_cannot_reject", "an erasure request is rejected by another staff member; its requester cancels it"
 		if to == ErasureCancelled {
 			why, msg = "only_requester_cancels", "only the requester can cancel an erasure request; another staff member rejects it"
 		}
-		entry.Outcome, entry.Details = OutcomeDenied, map[string]any{"reason": why}
+		entry.Outcome, entry.Details = audit.OutcomeDenied, map[string]any{"reason": why}
 		if err := s.recordPseudonymous(ctx, entry, r.SubjectPseudonym); err != nil {
 			return r, err
 		}
@@ -108,8 +109,8 @@ func (s *Service) closeErasure(ctx context.Context, by Staff, id, reason, to str
 		if tag.RowsAffected() == 0 {
 			return kluis.Errorf(kluis.EConflict, "only a request pending approval can be %s", to)
 		}
-		entry.Outcome = OutcomeSuccess
-		return s.auditor.appendPseudonymous(ctx, tx, entry, r.SubjectPseudonym)
+		entry.Outcome = audit.OutcomeSuccess
+		return s.auditor.AppendPseudonymous(ctx, tx, entry, r.SubjectPseudonym)
 	})
 	if err != nil {
 		return r, err

@@ -115,6 +115,10 @@ type Config struct {
 	RetentionBatch      int
 	RetentionBatchPause time.Duration
 	RetentionDryRun     bool
+	// DormantSubjects, from KLUIS_RETENTION_DORMANT_SUBJECTS, is how long a
+	// subject may go unseen before the retention job erases them (0: off,
+	// the default; compliance.DormantClass).
+	DormantSubjects time.Duration
 	// ErasureRevokeAttempts is how many revoke passes of one erasure may
 	// leave items unrevoked before it is needs_attention
 	// (KLUIS_ERASURE_REVOKE_ATTEMPTS).
@@ -295,6 +299,7 @@ func (c *Config) readRetention(r *reader) {
 	dry := r.str("KLUIS_RETENTION_DRY_RUN", "false")
 	r.oneOf("KLUIS_RETENTION_DRY_RUN", dry, "true", "false")
 	c.RetentionDryRun = dry == "true"
+	c.readDormant(r)
 	c.ErasureRevokeAttempts = r.integer("KLUIS_ERASURE_REVOKE_ATTEMPTS", compliance.DefaultRevokeAttempts, 1, 1000)
 }
 
@@ -698,6 +703,26 @@ func (c *Config) readVerificationLimits(r *reader) {
 	c.RateVerificationStart = r.rate("KLUIS_RATE_LIMIT_VERIFICATION_START", Rate{20, time.Hour})
 	if keep, ok := c.Retention[compliance.VerificationFailuresClass]; ok && keep < c.VerificationLockout {
 		r.bad("KLUIS_RETENTION_VERIFICATION_FAILURES", "must be at least KLUIS_VERIFICATION_LOCKOUT: failed verifications are kept as long as they count")
+	}
+}
+
+// minDormancy is the shortest dormancy period: erasing people is not a
+// setting to try in minutes.
+const minDormancy = 30 * 24 * time.Hour
+
+// readDormant reads the dormant-subject period. A subject's reveals and
+// links are judged from the audit log, so the log must keep entries at
+// least that long, or a reveal it no longer holds would not count.
+func (c *Config) readDormant(r *reader) {
+	c.DormantSubjects = r.durationOrOff("KLUIS_RETENTION_DORMANT_SUBJECTS", compliance.MaxRetention)
+	if c.DormantSubjects == 0 {
+		return
+	}
+	if c.DormantSubjects < minDormancy {
+		r.bad("KLUIS_RETENTION_DORMANT_SUBJECTS", "must be off or at least 720h (30 days)")
+	}
+	if keep := c.Retention[compliance.AuditClass]; keep < c.DormantSubjects {
+		r.bad("KLUIS_RETENTION_DORMANT_SUBJECTS", "must not be longer than KLUIS_RETENTION_AUDIT_ENTRIES: reveals and links are read from the audit log")
 	}
 }
 

@@ -326,3 +326,32 @@ func TestAppOriginsAreCanonicalAndRefusedWhenTheyAreNotOrigins(t *testing.T) {
 		}
 	}
 }
+
+func TestDormantSubjectRetentionIsOffUnlessSetAndFitsTheAuditLog(t *testing.T) {
+	c, err := config.Load(env(t, nil))
+	if err != nil || c.DormantSubjects != 0 {
+		t.Fatalf("default = %s, %v; want off", c.DormantSubjects, err)
+	}
+	c, err = config.Load(env(t, map[string]string{"KLUIS_RETENTION_DORMANT_SUBJECTS": "365d"}))
+	if err != nil || c.DormantSubjects != 365*24*time.Hour {
+		t.Fatalf("365d = %s, %v", c.DormantSubjects, err)
+	}
+	for _, tc := range []struct {
+		name      string
+		overrides map[string]string
+		want      string
+	}{
+		{"a day", map[string]string{"KLUIS_RETENTION_DORMANT_SUBJECTS": "1d"}, "KLUIS_RETENTION_DORMANT_SUBJECTS: must be off or at least"},
+		{"longer than the audit log is kept", map[string]string{"KLUIS_RETENTION_DORMANT_SUBJECTS": "3y"},
+			"KLUIS_RETENTION_DORMANT_SUBJECTS"},
+		{"longer than a shortened audit log", map[string]string{"KLUIS_RETENTION_DORMANT_SUBJECTS": "400d", "KLUIS_RETENTION_AUDIT_ENTRIES": "380d"},
+			"must not be longer than KLUIS_RETENTION_AUDIT_ENTRIES"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := config.Load(env(t, tc.overrides))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error = %v, want one naming %s", err, tc.want)
+			}
+		})
+	}
+}

@@ -35,7 +35,7 @@ const (
 	VerificationFailed   = "verification.failed"
 	VerificationExpired  = "verification.expired"
 	VerificationReturned = "verification.returned"
-	// AuditHead carries the audit chain's signed head (compliance.Head), so
+	// AuditHead carries the audit chain's signed head (audit.Head), so
 	// that apps keep a copy outside kluis's database: its data is
 	// "pos", "hash", "at" and "sig", each checked against its own pattern.
 	AuditHead = "audit.head"

@@ -31,7 +31,7 @@ import (
 	"github.com/robfig/cron/v3"
 
 	"github.com/kluis-dev/kluis"
-	"github.com/kluis-dev/kluis/compliance"
+	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/postgres"
 )
 
@@ -85,6 +85,9 @@ type Options struct {
 	StopTimeout time.Duration
 	// Clock stamps job_runs; default the system clock.
 	Clock kluis.Clock
+	// Metrics, when set, counts runs, skips, durations, last successes and
+	// each run's counts (NewMetrics).
+	Metrics *Metrics
 }
 
 // RunResult describes one run: what RunNow returns and what List shows of a
@@ -116,12 +119,13 @@ type JobInfo struct {
 // Scheduler runs registered jobs on their schedules and on demand.
 type Scheduler struct {
 	db          *postgres.DB
-	auditor     *compliance.Auditor
+	auditor     *audit.Auditor
 	log         *slog.Logger
 	instance    string
 	timeout     time.Duration
 	stopTimeout time.Duration
 	clock       kluis.Clock
+	metrics     *Metrics
 
 	mu       sync.Mutex
 	jobs     map[string]*registered
@@ -144,7 +148,7 @@ var parser = cron.NewParser(cron.SecondOptional | cron.Minute | cron.Hour | cron
 var validName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
 
 // New returns a Scheduler recording runs in db and in the audit log.
-func New(db *postgres.DB, auditor *compliance.Auditor, logger *slog.Logger, opts Options) *Scheduler {
+func New(db *postgres.DB, auditor *audit.Auditor, logger *slog.Logger, opts Options) *Scheduler {
 	if opts.Instance == "" {
 		opts.Instance = defaultInstance()
 	}
@@ -162,7 +166,7 @@ func New(db *postgres.DB, auditor *compliance.Auditor, logger *slog.Logger, opts
 	}
 	return &Scheduler{
 		db: db, auditor: auditor, log: logger.With("component", "jobs"),
-		instance: opts.Instance, timeout: opts.Timeout, stopTimeout: opts.StopTimeout, clock: opts.Clock,
+		instance: opts.Instance, timeout: opts.Timeout, stopTimeout: opts.StopTimeout, clock: opts.Clock, metrics: opts.Metrics,
 		jobs: map[string]*registered{}, done: make(chan struct{}),
 	}
 }
@@ -280,8 +284,18 @@ func (s *Scheduler) RunNow(ctx context.Context, name string) (RunResult, error) 
 	return s.run(ctx, r.job)
 }
 
-// run counts the run in progress, so that stopping can wait for it.
+// run counts the run in progress, so that stopping can wait for it, and
+// records it in the metrics.
 func (s *Scheduler) run(ctx context.Context, j Job) (RunResult, error) {
+	res, err := s.runCounted(ctx, j)
+	if res.Job == "" {
+		res.Job = j.Name
+	}
+	s.metrics.observe(res, err)
+	return res, err
+}
+
+func (s *Scheduler) runCounted(ctx context.Context, j Job) (RunResult, error) {
 	s.mu.Lock()
 	if s.stopping {
 		s.mu.Unlock()

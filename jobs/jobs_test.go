@@ -2,9 +2,6 @@ package jobs_test
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -15,25 +12,17 @@ import (
 	"time"
 
 	"github.com/kluis-dev/kluis"
-	"github.com/kluis-dev/kluis/compliance"
+	"github.com/kluis-dev/kluis/audit"
+	"github.com/kluis-dev/kluis/audit/audittest"
 	"github.com/kluis-dev/kluis/jobs"
 	"github.com/kluis-dev/kluis/logging"
 	"github.com/kluis-dev/kluis/postgres"
 	"github.com/kluis-dev/kluis/postgres/pgtest"
 )
 
-// testPseudonyms is a keyed pseudonymizer with a fixed test key.
-type testPseudonyms struct{}
-
-func (testPseudonyms) Pseudonym(kind, value string) string {
-	m := hmac.New(sha256.New, []byte("test key"))
-	m.Write([]byte(kind + "\x00" + value))
-	return hex.EncodeToString(m.Sum(nil)[:16])
-}
-
 func newScheduler(t *testing.T, db *postgres.DB, instance string, js ...jobs.Job) *jobs.Scheduler {
 	t.Helper()
-	s := jobs.New(db, compliance.NewAuditor(db, testPseudonyms{}, nil), logging.New(io.Discard, 0),
+	s := jobs.New(db, audit.NewAuditor(db, audittest.Pseudonyms{}, nil), logging.New(io.Discard, 0),
 		jobs.Options{Instance: instance, StopTimeout: 5 * time.Second})
 	for _, j := range js {
 		if err := s.Register(j); err != nil {
@@ -110,8 +99,8 @@ func TestRunNowRecordsASucceededRunWithCountsAndAnAuditEntry(t *testing.T) {
 		t.Errorf("job_runs row = %+v, want %+v", row, want)
 	}
 	audits := readAudit(t, db, res.ID)
-	if len(audits) != 1 || audits[0].actorKind != compliance.ActorSystem || audits[0].actor != "purge" ||
-		audits[0].outcome != compliance.OutcomeSuccess || audits[0].counts["purged"] != 7 {
+	if len(audits) != 1 || audits[0].actorKind != audit.ActorSystem || audits[0].actor != "purge" ||
+		audits[0].outcome != audit.OutcomeSuccess || audits[0].counts["purged"] != 7 {
 		t.Errorf("audit entries = %+v, want one system success by purge with purged=7", audits)
 	}
 }
@@ -160,7 +149,7 @@ func TestFailedRunsAreRecordedWithASafeMessage(t *testing.T) {
 			if row.outcome != "failed" || row.errMsg != tt.wantMsg || !row.finished {
 				t.Errorf("job_runs row = %+v, want failed and finished with %q", row, tt.wantMsg)
 			}
-			if audits := readAudit(t, db, res.ID); len(audits) != 1 || audits[0].outcome != compliance.OutcomeFailure {
+			if audits := readAudit(t, db, res.ID); len(audits) != 1 || audits[0].outcome != audit.OutcomeFailure {
 				t.Errorf("audit entries = %+v, want one failure", audits)
 			}
 			// The lock was released: the job can run again.
@@ -407,7 +396,7 @@ func TestARunLeftRunningByADeadInstanceIsMarkedAbandoned(t *testing.T) {
 	if row.outcome != "failed" || !row.finished || !strings.HasPrefix(row.errMsg, "abandoned") {
 		t.Errorf("stale run = %+v, want failed as abandoned", row)
 	}
-	if audits := readAudit(t, db, stale); len(audits) != 1 || audits[0].outcome != compliance.OutcomeFailure {
+	if audits := readAudit(t, db, stale); len(audits) != 1 || audits[0].outcome != audit.OutcomeFailure {
 		t.Errorf("stale run audit entries = %+v, want one failure", audits)
 	}
 }
@@ -457,7 +446,7 @@ func TestAPanicIsLoggedWithItsStackButNotItsValue(t *testing.T) {
 	t.Parallel()
 	db, _ := pgtest.Open(t)
 	var buf syncBuffer
-	s := jobs.New(db, compliance.NewAuditor(db, testPseudonyms{}, nil), logging.New(&buf, 0), jobs.Options{})
+	s := jobs.New(db, audit.NewAuditor(db, audittest.Pseudonyms{}, nil), logging.New(&buf, 0), jobs.Options{})
 	if err := s.Register(jobs.Job{Name: "boom", Schedule: "@daily", Run: func(context.Context, *jobs.Run) error {
 		panic("token hunter2 for bob")
 	}}); err != nil {

@@ -14,7 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/kluis-dev/kluis"
-	"github.com/kluis-dev/kluis/compliance"
+	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/postgres"
 )
 
@@ -162,7 +162,7 @@ func (s *Scheduler) begin(ctx context.Context, conn *pgxpool.Conn, name string) 
 			return err
 		}
 		for _, id := range abandoned {
-			if err := s.auditor.Append(ctx, tx, runEntry(name, id, compliance.OutcomeFailure, nil, map[string]any{"abandoned": true})); err != nil {
+			if err := s.auditor.Append(ctx, tx, runEntry(name, id, audit.OutcomeFailure, nil, map[string]any{"abandoned": true})); err != nil {
 				return err
 			}
 		}
@@ -185,12 +185,12 @@ func (s *Scheduler) finish(ctx context.Context, conn *pgxpool.Conn, res RunResul
 	res.FinishedAt = s.clock.Now().UTC()
 	res.Counts = counts
 	res.Outcome = OutcomeSucceeded
-	auditOutcome := compliance.OutcomeSuccess
+	auditOutcome := audit.OutcomeSuccess
 	extra := map[string]any{"instance": s.instance}
 	if jobErr != nil {
 		res.Outcome = OutcomeFailed
 		res.Error = kluis.ErrorMessage(jobErr)
-		auditOutcome = compliance.OutcomeFailure
+		auditOutcome = audit.OutcomeFailure
 		extra["error_code"] = kluis.ErrorCode(jobErr)
 	}
 	raw, err := json.Marshal(counts)
@@ -216,7 +216,7 @@ func (s *Scheduler) finish(ctx context.Context, conn *pgxpool.Conn, res RunResul
 	return res, nil
 }
 
-func runEntry(job string, id int64, outcome string, counts map[string]int64, extra map[string]any) compliance.Entry {
+func runEntry(job string, id int64, outcome string, counts map[string]int64, extra map[string]any) audit.Entry {
 	details := map[string]any{"run_id": id}
 	if counts != nil {
 		details["counts"] = counts
@@ -224,8 +224,8 @@ func runEntry(job string, id int64, outcome string, counts map[string]int64, ext
 	for k, v := range extra {
 		details[k] = v
 	}
-	return compliance.Entry{
-		ActorKind: compliance.ActorSystem,
+	return audit.Entry{
+		ActorKind: audit.ActorSystem,
 		Actor:     job,
 		Action:    auditAction,
 		Outcome:   outcome,

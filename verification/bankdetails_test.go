@@ -9,6 +9,7 @@ import (
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/api"
 	"github.com/kluis-dev/kluis/api/apitest"
+	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/vault"
 	"github.com/kluis-dev/kluis/verification"
 )
@@ -28,7 +29,7 @@ func TestBankDetailsOfASouthAfricanAccountOpenForVerification(t *testing.T) {
 		d.Verification = svc
 	})
 	ctx := context.Background()
-	actor := verification.User("user_za_bav", "req_1")
+	actor := audit.User("user_za_bav", "req_1")
 	za, err := svc.CreateManualAccount(ctx, actor, verification.ManualAccount{Country: "ZA", BankID: "za_fnb",
 		AccountNumber: "62012345678", AccountType: "cheque", HolderName: " Sipho Mokoena ", HolderIDNumber: "8001015009087"})
 	if err != nil {

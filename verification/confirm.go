@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/vault"
 )
 
@@ -74,7 +75,7 @@ func mismatch(left int) error {
 // and the error is CodeMismatch with attempts_remaining. Errors: ENotFound,
 // EInvalid (a malformed answer; no attempt spent), EConflict (not posted
 // yet, or failed, expired, returned or verified already).
-func (s *Service) Confirm(ctx context.Context, actor Actor, id string, ans Answer) (Verification, error) {
+func (s *Service) Confirm(ctx context.Context, actor audit.Actor, id string, ans Answer) (Verification, error) {
 	subjectID, err := s.subjectOf(ctx, actor.Name)
 	if err != nil {
 		return Verification{}, err
@@ -154,7 +155,7 @@ func (s *Service) Confirm(ctx context.Context, actor Actor, id string, ans Answe
 }
 
 // expire moves an open verification past its window to expired.
-func (s *Service) expire(ctx context.Context, actor Actor, v Verification) (Verification, error) {
+func (s *Service) expire(ctx context.Context, actor audit.Actor, v Verification) (Verification, error) {
 	changed := false
 	err := s.db.InTx(ctx, func(tx pgx.Tx) error {
 		got, ok, err := s.applyTransition(ctx, tx, v, EventDeadline, "", actor)

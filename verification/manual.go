@@ -12,7 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/kluis-dev/kluis"
-	"github.com/kluis-dev/kluis/compliance"
+	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/vault"
 	"github.com/kluis-dev/kluis/za"
 )
@@ -237,7 +237,7 @@ type sealedIDNumber struct {
 // or at the same South African bank), while the first is live, is a
 // conflict (the error names the existing account): one account, one
 // verification.
-func (s *Service) CreateManualAccount(ctx context.Context, actor Actor, m ManualAccount) (Account, error) {
+func (s *Service) CreateManualAccount(ctx context.Context, actor audit.Actor, m ManualAccount) (Account, error) {
 	now := s.now()
 	if err := m.validate(now); err != nil {
 		return Account{}, err
@@ -294,9 +294,9 @@ func (s *Service) CreateManualAccount(ctx context.Context, actor Actor, m Manual
 		if a.HolderIDRef != "" {
 			details["holder_id_ref"] = a.HolderIDRef
 		}
-		return s.audit.Append(ctx, tx, compliance.Entry{
+		return s.audit.Append(ctx, tx, audit.Entry{
 			ActorKind: actor.Kind, Actor: actor.Name, Action: "account.created_manual", Target: a.ID,
-			Outcome: compliance.OutcomeSuccess, Subject: actor.Name, RequestID: actor.RequestID,
+			Outcome: audit.OutcomeSuccess, Subject: actor.Name, RequestID: actor.RequestID,
 			Details: details,
 		})
 	})

@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/kluis-dev/kluis"
-	"github.com/kluis-dev/kluis/compliance"
+	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/postgres"
 	"github.com/kluis-dev/kluis/vault"
 )
@@ -97,7 +97,7 @@ type Items interface {
 type Options struct {
 	DB      *postgres.DB
 	Vault   *vault.Store
-	Auditor *compliance.Auditor
+	Auditor *audit.Auditor
 	Keys    MACer
 	// Rail carries micro-deposits; without one, micro-deposits are
 	// CodeMicroDepositsUnavailable (instant verification still works).
@@ -141,7 +141,7 @@ type Options struct {
 type Service struct {
 	db          *postgres.DB
 	vault       *vault.Store
-	audit       *compliance.Auditor
+	audit       *audit.Auditor
 	keys        MACer
 	rail        Rail
 	rails       map[string]Rail
@@ -218,21 +218,6 @@ func (s *Service) Sandbox() SandboxRail {
 }
 
 func (s *Service) now() time.Time { return s.clock.Now().UTC() }
-
-// Actor says who asked for a change, for its audit entry.
-type Actor struct {
-	Kind      string // compliance.ActorUser or ActorSystem
-	Name      string // the user's external id (sub), or the job's name
-	RequestID string
-}
-
-// User is the actor for a user's request.
-func User(sub, requestID string) Actor {
-	return Actor{Kind: compliance.ActorUser, Name: sub, RequestID: requestID}
-}
-
-// System is the actor for a job.
-func System(job string) Actor { return Actor{Kind: compliance.ActorSystem, Name: job} }
 
 // Account is a bank account as verification sees it.
 type Account struct {

@@ -11,7 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/kluis-dev/kluis"
-	"github.com/kluis-dev/kluis/compliance"
+	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/vault"
 )
 
@@ -73,7 +73,7 @@ func providerVerified(status *string) bool {
 // (micro-deposits to an account number that failed too often across
 // users), EUnavailable (the rail cannot take the deposits now; the
 // verification is kept and sent again by the rail-poll job).
-func (s *Service) Start(ctx context.Context, actor Actor, accountID, method string) (Verification, error) {
+func (s *Service) Start(ctx context.Context, actor audit.Actor, accountID, method string) (Verification, error) {
 	if method != MethodAuto && method != MethodInstant && method != MethodMicroDeposits {
 		return Verification{}, kluis.Errorf(kluis.EInvalid, "method must be auto, instant or micro_deposits")
 	}
@@ -126,7 +126,7 @@ func (s *Service) newVerification(a Account, requested, method string) Verificat
 }
 
 // insert writes a new pending verification with its audit entry.
-func (s *Service) insert(ctx context.Context, tx pgx.Tx, actor Actor, v Verification, mac []byte) error {
+func (s *Service) insert(ctx context.Context, tx pgx.Tx, actor audit.Actor, v Verification, mac []byte) error {
 	if err := s.insertRow(ctx, tx, v, mac, nil); err != nil {
 		return err
 	}
@@ -168,7 +168,7 @@ func (s *Service) insertRow(ctx context.Context, tx pgx.Tx, v Verification, mac,
 // limits are checked after the insert, in its transaction, under the
 // number's lock (limits.go), so that nothing is sent for a refused one.
 // Every such method's start goes through here; instant does not.
-func (s *Service) insertLimited(ctx context.Context, tx pgx.Tx, actor Actor, v Verification, mac, idx []byte) error {
+func (s *Service) insertLimited(ctx context.Context, tx pgx.Tx, actor audit.Actor, v Verification, mac, idx []byte) error {
 	if err := lockNumber(ctx, tx, idx); err != nil {
 		return err
 	}
@@ -182,10 +182,10 @@ func (s *Service) insertLimited(ctx context.Context, tx pgx.Tx, actor Actor, v V
 }
 
 // auditStarted writes the audit entry of a started verification.
-func (s *Service) auditStarted(ctx context.Context, tx pgx.Tx, actor Actor, v Verification) error {
-	return s.audit.Append(ctx, tx, compliance.Entry{
+func (s *Service) auditStarted(ctx context.Context, tx pgx.Tx, actor audit.Actor, v Verification) error {
+	return s.audit.Append(ctx, tx, audit.Entry{
 		ActorKind: actor.Kind, Actor: actor.Name, Action: "verification.started", Target: v.ID,
-		Outcome: compliance.OutcomeSuccess, Subject: actor.Name, RequestID: actor.RequestID,
+		Outcome: audit.OutcomeSuccess, Subject: actor.Name, RequestID: actor.RequestID,
 		Details: map[string]any{"account_id": v.AccountID, "requested_method": v.RequestedMethod, "method": v.Method},
 	})
 }
@@ -201,7 +201,7 @@ func (s *Service) inProgress(ctx context.Context, tx pgx.Tx, accountID string) e
 	return e
 }
 
-func (s *Service) startInstant(ctx context.Context, actor Actor, a Account, requested string) (Verification, error) {
+func (s *Service) startInstant(ctx context.Context, actor audit.Actor, a Account, requested string) (Verification, error) {
 	v := s.newVerification(a, requested, MethodInstant)
 	err := s.db.InTx(ctx, func(tx pgx.Tx) error {
 		if err := s.insert(ctx, tx, actor, v, nil); err != nil {
@@ -299,7 +299,7 @@ func railColumn(name string) *string {
 	return &name
 }
 
-func (s *Service) startMicroDeposits(ctx context.Context, actor Actor, a Account, requested string) (Verification, error) {
+func (s *Service) startMicroDeposits(ctx context.Context, actor audit.Actor, a Account, requested string) (Verification, error) {
 	rail, err := s.railFor(ctx, a)
 	if err != nil {
 		return Verification{}, err
@@ -333,7 +333,7 @@ func (s *Service) startMicroDeposits(ctx context.Context, actor Actor, a Account
 // (and on to posted if the rail posted at once). A rail that cannot take
 // them leaves the verification pending: the rail-poll job draws new
 // deposits and sends again.
-func (s *Service) send(ctx context.Context, actor Actor, v Verification, a Account, amounts []int, code string) (Verification, error) {
+func (s *Service) send(ctx context.Context, actor audit.Actor, v Verification, a Account, amounts []int, code string) (Verification, error) {
 	rail := s.railsByName[v.Rail]
 	if rail == nil {
 		return Verification{}, kluis.Unavailable("payment rail", fmt.Errorf("verification: rail %q is not configured", v.Rail))
@@ -360,7 +360,7 @@ func (s *Service) send(ctx context.Context, actor Actor, v Verification, a Accou
 
 // refresh asks the rail what became of sent (or posted) deposits and
 // applies what it learns. A rail that cannot answer leaves v as it is.
-func (s *Service) refresh(ctx context.Context, actor Actor, v Verification) (Verification, error) {
+func (s *Service) refresh(ctx context.Context, actor audit.Actor, v Verification) (Verification, error) {
 	rail := s.railsByName[v.Rail]
 	if (v.Status != StatusSent && v.Status != StatusPosted) || v.RailRef == "" || rail == nil {
 		return v, nil

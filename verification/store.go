@@ -8,7 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/kluis-dev/kluis"
-	"github.com/kluis-dev/kluis/compliance"
+	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/events"
 	"github.com/kluis-dev/kluis/postgres"
 )
@@ -98,7 +98,7 @@ var terminal = []string{string(StatusVerified), string(StatusFailed), string(Sta
 // also attempts left and the window open), then carries out the effects
 // and writes the audit entry, all in tx. ok is false when the row was no
 // longer in the expected state (another request won): nothing changed.
-func (s *Service) applyTransition(ctx context.Context, tx pgx.Tx, v Verification, ev EventKind, railRef string, actor Actor) (Verification, bool, error) {
+func (s *Service) applyTransition(ctx context.Context, tx pgx.Tx, v Verification, ev EventKind, railRef string, actor audit.Actor) (Verification, bool, error) {
 	next, effects, err := Next(State{v.Status, v.AttemptsRemaining}, ev)
 	if err != nil {
 		return v, false, kluis.Wrap(kluis.EConflict, conflictMessage(v.Status), err)
@@ -133,7 +133,7 @@ func (s *Service) applyTransition(ctx context.Context, tx pgx.Tx, v Verification
 // that never goes below zero and fails the verification when it takes the
 // last one. ok is false when no attempt could be taken (not posted, none
 // left: another request got there first).
-func (s *Service) spendAttempt(ctx context.Context, tx pgx.Tx, v Verification, actor Actor) (Verification, bool, error) {
+func (s *Service) spendAttempt(ctx context.Context, tx pgx.Tx, v Verification, actor audit.Actor) (Verification, bool, error) {
 	now := s.now()
 	got, err := scanVerification(tx.QueryRow(ctx, `
 		UPDATE verifications SET attempts_remaining = attempts_remaining - 1, updated_at = $2,
@@ -157,7 +157,7 @@ func (s *Service) spendAttempt(ctx context.Context, tx pgx.Tx, v Verification, a
 }
 
 // effects carries out a transition's effects and writes its audit entry.
-func (s *Service) effects(ctx context.Context, tx pgx.Tx, v Verification, from Status, effects []Effect, actor Actor, details map[string]any) error {
+func (s *Service) effects(ctx context.Context, tx pgx.Tx, v Verification, from Status, effects []Effect, actor audit.Actor, details map[string]any) error {
 	for _, e := range effects {
 		if e.AccountStatus != "" {
 			// A verified account stays verified whatever later attempts do;
@@ -182,7 +182,7 @@ func (s *Service) effects(ctx context.Context, tx pgx.Tx, v Verification, from S
 		}
 	}
 	sub := actor.Name
-	if actor.Kind != compliance.ActorUser {
+	if actor.Kind != audit.ActorUser {
 		var err error
 		if sub, err = externalSubject(ctx, tx, v.SubjectID); err != nil {
 			return err
@@ -196,8 +196,8 @@ func (s *Service) effects(ctx context.Context, tx pgx.Tx, v Verification, from S
 	if from == v.Status {
 		action = "verification.attempt_failed"
 	}
-	return s.audit.Append(ctx, tx, compliance.Entry{
-		ActorKind: actor.Kind, Actor: actor.Name, Action: action, Target: v.ID, Outcome: compliance.OutcomeSuccess,
+	return s.audit.Append(ctx, tx, audit.Entry{
+		ActorKind: actor.Kind, Actor: actor.Name, Action: action, Target: v.ID, Outcome: audit.OutcomeSuccess,
 		Subject: sub, RequestID: actor.RequestID, Details: details,
 	})
 }

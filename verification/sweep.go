@@ -7,6 +7,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/audit"
 )
 
 // Job names, as registered with the scheduler.
@@ -22,7 +23,7 @@ const sweepBatch = 200
 // and returns how many it expired. Each is its own transition (conditional
 // update, audit entry, event) in its own transaction.
 func (s *Service) ExpireDue(ctx context.Context) (int, error) {
-	actor := System(JobExpiry)
+	actor := audit.System(JobExpiry)
 	total := 0
 	for {
 		batch, err := due(ctx, s.db, `status IN ('pending', 'sent', 'posted') AND expires_at <= $1 ORDER BY expires_at`, sweepBatch, s.now())
@@ -61,7 +62,7 @@ func (s *Service) PollRail(ctx context.Context) (PollResult, error) {
 	if len(s.railsByName) == 0 {
 		return res, nil
 	}
-	actor := System(JobRailPoll)
+	actor := audit.System(JobRailPoll)
 	now := s.now()
 	after := ""
 	for {
@@ -108,7 +109,7 @@ func (s *Service) PollRail(ctx context.Context) (PollResult, error) {
 
 // resend draws new deposits for a pending verification, replaces its MAC
 // (conditionally: only while it is still pending and unchanged), and sends.
-func (s *Service) resend(ctx context.Context, actor Actor, v Verification) (bool, error) {
+func (s *Service) resend(ctx context.Context, actor audit.Actor, v Verification) (bool, error) {
 	amounts, code, err := s.deposits()
 	if err != nil {
 		return false, err

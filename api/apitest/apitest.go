@@ -24,6 +24,7 @@ import (
 	"github.com/kluis-dev/kluis/api/devpki"
 	"github.com/kluis-dev/kluis/api/jwtauth"
 	"github.com/kluis-dev/kluis/api/jwtauth/jwttest"
+	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/compliance"
 	"github.com/kluis-dev/kluis/logging"
 	"github.com/kluis-dev/kluis/postgres"
@@ -162,7 +163,7 @@ func start(t testing.TB, db *postgres.DB, u string, keys vault.KeyProvider, opts
 	d := &api.Deps{
 		// No sealer runs here (tests seal when they need to): an entry is
 		// overdue only after 10 minutes, longer than any test.
-		DB: db, Auditor: compliance.NewAuditor(db, sys, nil), Pseudonyms: sys, MACs: sys, AuditHeads: sys, AuditSealInterval: time.Minute,
+		DB: db, Auditor: audit.NewAuditor(db, sys, nil), Pseudonyms: sys, MACs: sys, AuditHeads: sys, AuditSealInterval: time.Minute,
 		Auth: api.JWTAuthenticator{Verifier: verifier}, Policy: policy, Vault: store, Logger: logger,
 		Ready: map[string]func(context.Context) error{
 			"database":     db.Ping,

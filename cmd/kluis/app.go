@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/prometheus/client_golang/prometheus"
+
 	"context"
 	"errors"
 	"fmt"
@@ -9,10 +11,12 @@ import (
 	"time"
 
 	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/banklink"
 	bankbreaker "github.com/kluis-dev/kluis/banklink/breaker"
 	"github.com/kluis-dev/kluis/compliance"
 	"github.com/kluis-dev/kluis/config"
+	"github.com/kluis-dev/kluis/events"
 	"github.com/kluis-dev/kluis/logging"
 	"github.com/kluis-dev/kluis/migrations"
 	"github.com/kluis-dev/kluis/postgres"
@@ -21,10 +25,12 @@ import (
 	"github.com/kluis-dev/kluis/vault/breaker"
 	"github.com/kluis-dev/kluis/vault/localkek"
 	"github.com/kluis-dev/kluis/vault/transit"
+	"github.com/kluis-dev/kluis/verification"
 )
 
-// app is kluis built from its configuration: the parts every command that
-// touches data needs.
+// app is kluis built from its configuration: every part, built once by
+// build in the order each needs the ones before, and shared by the
+// handlers, the jobs and the commands.
 type app struct {
 	cfg     *config.Config
 	log     *slog.Logger
@@ -33,13 +39,19 @@ type app struct {
 	sys     *vault.SystemKeys
 	ring    *vault.KeyRing
 	store   *vault.Store
-	auditor *compliance.Auditor
-	// Feature services, built once on first use (handlers and jobs share them).
+	auditor *audit.Auditor
+	// worker delivers every feature's events (the outbox) to the apps'
+	// endpoints; serve starts and stops it.
+	worker *events.Worker
+	// The features.
 	bank        *banklink.Service
 	bankBreaker []*bankbreaker.Provider // one breaker per bank provider but the sandbox
 	comp        *compliance.Service
-	verify      *verificationParts
-	closers     []func()
+	verify      *verification.Service
+	// registry is the serving process's Prometheus registry (nil for
+	// one-off commands), which the scheduler's job metrics join.
+	registry *prometheus.Registry
+	closers  []func()
 }
 
 // startupWait bounds how long start-up waits for the key provider: kluis
@@ -55,45 +67,93 @@ func newLogger(cfg *config.Config, out io.Writer) (*slog.Logger, error) {
 	return logging.New(out, level), nil
 }
 
-// build connects to the database and the key provider and loads the system
-// keys. It refuses to run on a schema with pending migrations.
+// build builds every part of kluis in order, each from the ones before
+// it: the database (refusing a schema with pending migrations), the key
+// provider and the system keys, the vault, the audit writer, the event
+// outbox, then the features. On an error it closes what it opened.
 func build(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*app, error) {
 	a := &app{cfg: cfg, log: logger}
-	pending, err := migrations.Pending(ctx, cfg.DatabaseURL)
+	for _, step := range []func(context.Context) error{
+		a.openDatabase,
+		a.openKeys,
+		a.openVault,
+		a.openAudit,
+		a.openEvents,
+		a.openBankLink,
+		a.openCompliance,
+		a.openVerification,
+	} {
+		if err := step(ctx); err != nil {
+			a.close()
+			return nil, err
+		}
+	}
+	return a, nil
+}
+
+// openDatabase connects to the database, once its schema is up to date and
+// the role is one kluis may serve as.
+func (a *app) openDatabase(ctx context.Context) error {
+	pending, err := migrations.Pending(ctx, a.cfg.DatabaseURL)
 	if err != nil {
-		return nil, fmt.Errorf("check migrations: %w", err)
+		return fmt.Errorf("check migrations: %w", err)
 	}
 	if pending {
-		return nil, fmt.Errorf("the database schema is out of date: run `kluis migrate` first")
+		return fmt.Errorf("the database schema is out of date: run `kluis migrate` first")
 	}
-	if a.db, err = postgres.Open(ctx, cfg.DatabaseURL); err != nil {
-		return nil, err
+	if a.db, err = postgres.Open(ctx, a.cfg.DatabaseURL); err != nil {
+		return err
 	}
 	a.closers = append(a.closers, a.db.Close)
-	if err := checkServingRole(ctx, cfg, a.db, logger); err != nil {
-		a.close()
-		return nil, err
+	return checkServingRole(ctx, a.cfg, a.db, a.log)
+}
+
+// openKeys builds the root-key provider, behind its circuit breaker (a dead
+// provider is not hammered; callers get 503 at once), and loads the system
+// keys, waiting a while for a provider that is late.
+func (a *app) openKeys(ctx context.Context) error {
+	keys, err := newKeyProvider(ctx, a.cfg, a.log)
+	if err != nil {
+		return err
 	}
-	if a.keys, err = newKeyProvider(ctx, cfg, logger); err != nil {
-		a.close()
-		return nil, err
-	}
-	a.keys = breaker.New(a.keys, breaker.Options{}) // a dead provider is not hammered; callers get 503 at once
+	a.keys = breaker.New(keys, breaker.Options{})
 	if c, ok := a.keys.(interface{ Close() error }); ok {
 		a.closers = append(a.closers, func() { _ = c.Close() })
 	}
-	if a.sys, err = loadSystemKeys(ctx, a.db, a.keys, logger); err != nil {
-		a.close()
-		return nil, err
+	if a.sys, err = loadSystemKeys(ctx, a.db, a.keys, a.log); err != nil {
+		return err
 	}
 	a.closers = append(a.closers, a.sys.Close)
+	return nil
+}
+
+// openVault builds the subject-key ring and the credential store.
+func (a *app) openVault(context.Context) error {
 	a.ring = vault.NewKeyRing(a.keys, vault.CacheOptions{
-		MaxAge: cfg.KeyCacheMaxAge, MaxUses: cfg.KeyCacheMaxUses, MaxKeys: cfg.KeyCacheMaxKeys,
+		MaxAge: a.cfg.KeyCacheMaxAge, MaxUses: a.cfg.KeyCacheMaxUses, MaxKeys: a.cfg.KeyCacheMaxKeys,
 	})
 	a.closers = append(a.closers, a.ring.Purge)
 	a.store = vault.NewStore(a.db, a.ring, a.sys)
-	a.auditor = compliance.NewAuditor(a.db, a.sys, nil)
-	return a, nil
+	return nil
+}
+
+// openAudit builds the audit writer, naming people by the system keys'
+// pseudonyms.
+func (a *app) openAudit(context.Context) error {
+	a.auditor = audit.NewAuditor(a.db, a.sys, nil)
+	return nil
+}
+
+// openEvents builds the event outbox's delivery worker for the configured
+// app endpoints. Features wake it after enqueuing; serve runs it.
+func (a *app) openEvents(context.Context) error {
+	secret, err := webhookSecret(a.cfg.WebhookSecret, a.cfg.WebhookSecretFile)
+	if err != nil {
+		return err
+	}
+	a.worker, err = events.NewWorker(events.WorkerOptions{DB: a.db, Endpoints: a.cfg.WebhookEndpoints, Secret: secret,
+		Logger: a.log, RetryFor: a.cfg.WebhookRetryFor})
+	return err
 }
 
 // checkServingRole refuses, in production, a database role that could

@@ -10,7 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/kluis-dev/kluis/api/jwtauth/jwttest"
-	"github.com/kluis-dev/kluis/compliance"
+	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/config"
 	"github.com/kluis-dev/kluis/postgres"
 	"github.com/kluis-dev/kluis/postgres/pgtest"
@@ -53,13 +53,13 @@ func TestAuditVerifyAgainstAKeptHead(t *testing.T) {
 	ctx := context.Background()
 	env := serveEnv(t, u)
 	appendSealed := func(n int) {
-		a := compliance.NewAuditor(db, fixedPseudonyms{}, nil)
+		a := audit.NewAuditor(db, fixedPseudonyms{}, nil)
 		for i := 0; i < n; i++ {
-			if err := a.Record(ctx, compliance.Entry{ActorKind: compliance.ActorSystem, Actor: "test", Action: "test.step", Outcome: compliance.OutcomeSuccess}); err != nil {
+			if err := a.Record(ctx, audit.Entry{ActorKind: audit.ActorSystem, Actor: "test", Action: "test.step", Outcome: audit.OutcomeSuccess}); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if _, err := compliance.NewSealer(db, 0).SealPending(ctx); err != nil {
+		if _, err := audit.NewSealer(db, 0).SealPending(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/kluis-dev/kluis/api"
 	"github.com/kluis-dev/kluis/banklink"
 	bankbreaker "github.com/kluis-dev/kluis/banklink/breaker"
 	"github.com/kluis-dev/kluis/banklink/plaid"
@@ -14,64 +13,30 @@ import (
 	"github.com/kluis-dev/kluis/vault"
 )
 
-// depHooks let features add to the handlers' Deps, one file per feature.
-var depHooks []func(a *app, d *api.Deps) error
-
-func init() {
-	depHooks = append(depHooks, func(a *app, d *api.Deps) error {
-		svc, err := a.bankLink()
-		if err != nil {
-			return err
-		}
-		d.BankLink = svc
-		for _, b := range a.bankBreaker {
-			d.Registry.MustRegister(b.Collector())
-		}
-		return nil
-	})
-	jobHooks = append(jobHooks, registerBankJobs)
-}
-
-// withDepHooks runs every dep hook on d.
-func (a *app) withDepHooks(d *api.Deps, err error) (*api.Deps, error) {
-	if err != nil {
-		return nil, err
-	}
-	for _, hook := range depHooks {
-		if err := hook(a, d); err != nil {
-			return nil, err
-		}
-	}
-	return d, nil
-}
-
-// bankLink builds (once per app) the providers the configuration names and
-// the bank-linking service over them.
-func (a *app) bankLink() (*banklink.Service, error) {
-	if a.bank != nil {
-		return a.bank, nil
-	}
+// openBankLink builds the providers the configuration names and the
+// bank-linking service over them, which wakes the event worker.
+func (a *app) openBankLink(ctx context.Context) error {
 	providers, err := a.bankProviders()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	svc, err := banklink.New(banklink.Options{
 		DB: a.db, Vault: a.store, Auditor: a.auditor, Providers: providers, Keys: a.sys,
-		Logger: a.log, WebhookURL: a.cfg.BankWebhookURL,
+		Logger: a.log, WebhookURL: a.cfg.BankWebhookURL, Notify: a.worker.Wake,
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
-	a.warnUnconfiguredProviders(svc)
+	a.warnUnconfiguredProviders(ctx, svc)
 	a.bank = svc
-	return svc, nil
+	return nil
 }
 
 // warnUnconfiguredProviders says at start which providers live items were
 // linked through that the configuration no longer names: those items fail
 // closed (503) until the provider is configured again.
-func (a *app) warnUnconfiguredProviders(svc *banklink.Service) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+func (a *app) warnUnconfiguredProviders(ctx context.Context, svc *banklink.Service) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	names, err := svc.UnconfiguredProviders(ctx)
 	if err != nil {
@@ -130,11 +95,8 @@ func (a *app) bankProvider(name string) (banklink.Provider, error) {
 // registerBankJobs adds access-token rotation (scheduled rotation only with
 // KLUIS_BANK_TOKEN_MAX_AGE; every run finishes rotations cut short) and
 // link-session expiry.
-func registerBankJobs(a *app, s *jobs.Scheduler) error {
-	svc, err := a.bankLink()
-	if err != nil {
-		return err
-	}
+func (a *app) registerBankJobs(s *jobs.Scheduler) error {
+	svc := a.bank
 	maxAge := a.cfg.BankTokenMaxAge
 	if err := s.Register(jobs.Job{
 		Name: "bank-token-rotation", Schedule: "23 4 * * *", Timeout: 2 * time.Hour,

@@ -9,7 +9,7 @@ import (
 	"os"
 	"strings"
 
-	"github.com/kluis-dev/kluis/compliance"
+	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/config"
 	"github.com/kluis-dev/kluis/migrations"
 	"github.com/kluis-dev/kluis/postgres"
@@ -71,7 +71,7 @@ func auditVerify(ctx context.Context, getenv func(string) string, out io.Writer,
 			return err
 		}
 		defer db.Close()
-		res, err := compliance.VerifyWith(ctx, db, compliance.VerifyOptions{SealInterval: cfg.AuditSealInterval})
+		res, err := audit.VerifyWith(ctx, db, audit.VerifyOptions{SealInterval: cfg.AuditSealInterval})
 		if err != nil {
 			return err
 		}
@@ -81,12 +81,12 @@ func auditVerify(ctx context.Context, getenv func(string) string, out io.Writer,
 	if err != nil {
 		return fmt.Errorf("read the head: %w", err)
 	}
-	head, err := compliance.ParseHead(raw)
+	head, err := audit.ParseHead(raw)
 	if err != nil {
 		return fmt.Errorf("%s: %w", headFile, err)
 	}
 	return withApp(ctx, getenv, func(a *app) error {
-		res, err := compliance.VerifyWith(ctx, a.db, compliance.VerifyOptions{SealInterval: a.cfg.AuditSealInterval, Head: &head, Key: a.sys})
+		res, err := audit.VerifyWith(ctx, a.db, audit.VerifyOptions{SealInterval: a.cfg.AuditSealInterval, Head: &head, Key: a.sys})
 		if err != nil {
 			return err
 		}
@@ -111,10 +111,10 @@ func headFlag(args []string) (string, error) {
 // errUsage makes run print the usage and exit 2.
 var errUsage = errors.New("usage")
 
-func reportVerify(out io.Writer, res compliance.VerifyResult) error {
+func reportVerify(out io.Writer, res audit.VerifyResult) error {
 	if !res.OK {
 		switch {
-		case res.Problem == compliance.ProblemChain:
+		case res.Problem == audit.ProblemChain:
 			fmt.Fprintf(out, "audit verify: BROKEN at entry seq %d (chain position %d): %s\n", *res.FirstBadSeq, *res.FirstBadPos, res.Reason)
 			fmt.Fprintf(out, "audit verify: %d entries verified before it\n", res.Entries)
 			return fmt.Errorf("%w: first bad entry seq %d", errChainBroken, *res.FirstBadSeq)
@@ -135,7 +135,7 @@ func reportVerify(out io.Writer, res compliance.VerifyResult) error {
 // as one line of JSON, for keeping outside the database.
 func auditHead(ctx context.Context, getenv func(string) string, out io.Writer) error {
 	return withApp(ctx, getenv, func(a *app) error {
-		h, err := compliance.CurrentHead(ctx, a.db, a.sys)
+		h, err := audit.CurrentHead(ctx, a.db, a.sys)
 		if err != nil {
 			return err
 		}

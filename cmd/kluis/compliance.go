@@ -5,44 +5,26 @@ import (
 	"errors"
 	"time"
 
-	"github.com/kluis-dev/kluis/api"
+	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/compliance"
 	"github.com/kluis-dev/kluis/jobs"
 )
 
-func init() {
-	depHooks = append(depHooks, func(a *app, d *api.Deps) error {
-		svc, err := a.compliance()
-		if err != nil {
-			return err
-		}
-		d.Compliance = svc
-		return nil
-	})
-	jobHooks = append(jobHooks, registerComplianceJobs)
-}
-
-// compliance builds (once per app) the compliance service, with bank
-// linking's provider revocation when bank linking offers it.
-func (a *app) compliance() (*compliance.Service, error) {
-	if a.comp != nil {
-		return a.comp, nil
-	}
+// openCompliance builds the compliance service, with bank linking's
+// provider revocation: access is withdrawn at the bank before the
+// subject's keys are shredded.
+func (a *app) openCompliance(context.Context) error {
 	svc := compliance.NewService(a.db, a.auditor, a.ring, nil)
 	svc.SetRevokeAttempts(a.cfg.ErasureRevokeAttempts)
-	bank, err := a.bankLink()
-	if err != nil {
-		return nil, err
-	}
-	// Access is withdrawn at the bank before the subject's keys are shredded.
-	svc.AddRevoker(bank)
+	svc.SetSealedOpener(a.store)
+	svc.AddRevoker(a.bank)
 	a.comp = svc
-	return svc, nil
+	return nil
 }
 
 // registerComplianceJobs adds the retention purge, the erasure resumer and
 // the publication of the audit chain's signed head.
-func registerComplianceJobs(a *app, s *jobs.Scheduler) error {
+func (a *app) registerComplianceJobs(s *jobs.Scheduler) error {
 	if err := s.Register(jobs.Job{
 		Name: "audit-head", Schedule: "@every " + a.cfg.AuditHeadInterval.String(), Timeout: 5 * time.Minute,
 		Run: a.publishHead,
@@ -60,11 +42,7 @@ func registerComplianceJobs(a *app, s *jobs.Scheduler) error {
 	return s.Register(jobs.Job{
 		Name: "erasure-resume", Schedule: "*/15 * * * *", Timeout: time.Hour,
 		Run: func(ctx context.Context, run *jobs.Run) error {
-			svc, err := a.compliance()
-			if err != nil {
-				return err
-			}
-			n, err := svc.ResumeErasures(ctx)
+			n, err := a.comp.ResumeErasures(ctx)
 			run.Set("completed", int64(n))
 			return err
 		},
@@ -76,9 +54,9 @@ func registerComplianceJobs(a *app, s *jobs.Scheduler) error {
 // chain that no longer extends the head published before fails the run,
 // loudly, and publishes nothing.
 func (a *app) publishHead(ctx context.Context, run *jobs.Run) error {
-	h, err := compliance.PublishHead(ctx, a.db, a.sys)
+	h, err := audit.PublishHead(ctx, a.db, a.sys)
 	if err != nil {
-		if errors.Is(err, compliance.ErrHeadNotExtended) {
+		if errors.Is(err, audit.ErrHeadNotExtended) {
 			a.log.Error("audit chain rewritten: it does not extend the head published before", "cause", err.Error())
 		}
 		return err
@@ -109,5 +87,20 @@ func (a *app) purge(ctx context.Context, run *jobs.Run, purger *compliance.Purge
 		}
 		run.Set(prefix+cr.Class, cr.Deleted)
 	}
+	if err != nil || a.cfg.DormantSubjects == 0 {
+		return err
+	}
+	return a.eraseDormant(ctx, run, prefix, opts.DryRun)
+}
+
+// eraseDormant erases the subjects unseen for KLUIS_RETENTION_DORMANT_SUBJECTS
+// through the erasure pipeline (compliance.EraseDormant), counting in the
+// run the subjects erased, still running, kept under a hold, and found active.
+func (a *app) eraseDormant(ctx context.Context, run *jobs.Run, prefix string, dry bool) error {
+	rep, err := a.comp.EraseDormant(ctx, a.cfg.DormantSubjects, 0, dry)
+	run.Set(prefix+compliance.DormantClass, rep.Erased)
+	run.Set("dormant_erasures_running", rep.Started)
+	run.Set("dormant_held", rep.Held)
+	run.Set("dormant_seen_again", rep.Active)
 	return err
 }

@@ -10,19 +10,20 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/compliance"
 	"github.com/kluis-dev/kluis/config"
 	"github.com/kluis-dev/kluis/jobs"
 	"github.com/kluis-dev/kluis/vault"
 )
 
-// jobHooks let features register their scheduled jobs, one file per feature,
-// without this file growing a line for each.
-var jobHooks []func(a *app, s *jobs.Scheduler) error
-
 // scheduler builds the scheduler with every job kluis runs.
 func (a *app) scheduler() (*jobs.Scheduler, error) {
-	s := jobs.New(a.db, a.auditor, a.log, jobs.Options{})
+	var opts jobs.Options
+	if a.registry != nil {
+		opts.Metrics = jobs.NewMetrics(a.registry)
+	}
+	s := jobs.New(a.db, a.auditor, a.log, opts)
 	base := []jobs.Job{
 		{
 			Name: "key-rotation", Schedule: "17 3 * * *", Timeout: 6 * time.Hour,
@@ -38,8 +39,10 @@ func (a *app) scheduler() (*jobs.Scheduler, error) {
 			return nil, err
 		}
 	}
-	for _, hook := range jobHooks {
-		if err := hook(a, s); err != nil {
+	for _, register := range []func(*jobs.Scheduler) error{
+		a.registerBankJobs, a.registerComplianceJobs, a.registerVerificationJobs,
+	} {
+		if err := register(s); err != nil {
 			return nil, err
 		}
 	}
@@ -51,13 +54,9 @@ func (a *app) scheduler() (*jobs.Scheduler, error) {
 // (their owners checked against bank linking's pointers), checkpointing its
 // counts in job_runs as it goes.
 func (a *app) rotateKeys(ctx context.Context, run *jobs.Run) error {
-	owners, err := a.bankLink()
-	if err != nil {
-		return err
-	}
 	res, err := a.store.Rotate(ctx, a.db, vault.RotationOptions{
 		Cryptoperiod: a.cfg.KeyCryptoperiod,
-		Owners:       owners,
+		Owners:       a.bank,
 		Progress: func(rewrapped, subjects, records int) {
 			run.Set("rewrapped_keys", int64(rewrapped))
 			run.Set("resealed_subjects", int64(subjects))
@@ -77,7 +76,7 @@ func (a *app) rotateKeys(ctx context.Context, run *jobs.Run) error {
 var errAuditBroken = errors.New("the audit chain does not verify")
 
 func (a *app) verifyAuditJob(ctx context.Context, run *jobs.Run) error {
-	res, err := compliance.VerifyWith(ctx, a.db, compliance.VerifyOptions{SealInterval: a.cfg.AuditSealInterval})
+	res, err := audit.VerifyWith(ctx, a.db, audit.VerifyOptions{SealInterval: a.cfg.AuditSealInterval})
 	if err != nil {
 		return err
 	}
@@ -142,6 +141,49 @@ func jobsRun(ctx context.Context, getenv func(string) string, out io.Writer, nam
 	return withScheduler(ctx, getenv, out, func(_ *app, s *jobs.Scheduler) error {
 		return runJob(ctx, s, out, name)
 	})
+}
+
+// retentionDryRun runs the retention purge as a dry run (whatever
+// KLUIS_RETENTION_DRY_RUN says) and prints, per class, what would go.
+func retentionDryRun(ctx context.Context, getenv func(string) string, out io.Writer) error {
+	dry := func(name string) string {
+		if name == "KLUIS_RETENTION_DRY_RUN" {
+			return "true"
+		}
+		return getenv(name)
+	}
+	return withScheduler(ctx, dry, out, func(a *app, s *jobs.Scheduler) error {
+		res, err := s.RunNow(ctx, "retention-purge")
+		if err != nil {
+			return err
+		}
+		w := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
+		fmt.Fprintln(w, "CLASS	KEPT FOR	WOULD GO")
+		for _, c := range compliance.RetentionClasses() {
+			n := fmt.Sprint(res.Counts["would_purge_"+c.Name])
+			if res.Counts["skipped_"+c.Name] == 1 {
+				n = "skipped (no such table yet)"
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\n", c.Name, days(a.cfg.Retention[c.Name]), n)
+		}
+		if a.cfg.DormantSubjects == 0 {
+			fmt.Fprintf(w, "%s\toff\t-\n", compliance.DormantClass)
+		} else {
+			fmt.Fprintf(w, "%s\t%s\t%d (%d kept under a legal hold, %d seen again)\n", compliance.DormantClass,
+				days(a.cfg.DormantSubjects), res.Counts["would_purge_"+compliance.DormantClass], res.Counts["dormant_held"], res.Counts["dormant_seen_again"])
+		}
+		return w.Flush()
+	})
+}
+
+// days shows a period in whole days where it is one ("30d"), as settings
+// are usually written.
+func days(d time.Duration) string {
+	const day = 24 * time.Hour
+	if d > 0 && d%day == 0 {
+		return fmt.Sprintf("%dd", d/day)
+	}
+	return d.String()
 }
 
 func runJob(ctx context.Context, s *jobs.Scheduler, out io.Writer, name string) error {

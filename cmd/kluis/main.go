@@ -36,6 +36,7 @@ commands:
   migrate        apply the schema migrations that are not applied yet
   jobs list      list the scheduled jobs and their last runs
   jobs run NAME  run one scheduled job now
+                 (retention-purge --dry-run: print per class what would go, delete nothing)
   audit verify   walk the audit chain; exit 1 naming the first bad entry
                  (--head FILE: and check that the chain extends that signed head)
   audit head     print the chain's head, signed, as one line of JSON
@@ -62,6 +63,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		err = jobsList(ctx, getenv, stdout)
 	case cmd == "jobs" && len(rest) == 2 && rest[0] == "run":
 		err = jobsRun(ctx, getenv, stdout, rest[1])
+	case cmd == "jobs" && len(rest) == 3 && rest[0] == "run" && rest[1] == "retention-purge" && rest[2] == "--dry-run":
+		err = retentionDryRun(ctx, getenv, stdout)
 	case cmd == "audit" && len(rest) >= 1 && rest[0] == "verify":
 		err = auditVerify(ctx, getenv, stdout, rest[1:])
 	case cmd == "audit" && len(rest) == 1 && rest[0] == "head":

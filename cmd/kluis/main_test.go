@@ -9,7 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/kluis-dev/kluis/compliance"
+	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/postgres/pgtest"
 )
 
@@ -38,13 +38,13 @@ func TestMigrateTwiceIsANoOp(t *testing.T) {
 func TestAuditVerifyNamesTheEntryChangedBehindTheTriggersBack(t *testing.T) {
 	db, u := pgtest.Open(t)
 	ctx := context.Background()
-	a := compliance.NewAuditor(db, fixedPseudonyms{}, nil)
+	a := audit.NewAuditor(db, fixedPseudonyms{}, nil)
 	for i := 0; i < 5; i++ {
-		if err := a.Record(ctx, compliance.Entry{ActorKind: compliance.ActorSystem, Actor: "test", Action: "test.step", Outcome: compliance.OutcomeSuccess}); err != nil {
+		if err := a.Record(ctx, audit.Entry{ActorKind: audit.ActorSystem, Actor: "test", Action: "test.step", Outcome: audit.OutcomeSuccess}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := compliance.NewSealer(db, 0).SealPending(ctx); err != nil {
+	if _, err := audit.NewSealer(db, 0).SealPending(ctx); err != nil {
 		t.Fatal(err)
 	}
 	env := map[string]string{"KLUIS_DATABASE_URL": u}

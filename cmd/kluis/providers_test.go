@@ -41,21 +41,14 @@ func TestTheWiringBuildsEveryConfiguredBankProvider(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer a.close()
-	bank, err := a.bankLink()
-	if err != nil {
-		t.Fatal(err)
-	}
+	bank := a.bank
 	if got := strings.Join(bank.ProviderNames(), ","); got != "plaid,sandbox" || !bank.Sandbox() {
 		t.Fatalf("providers = %s (sandbox routes: %v)", got, bank.Sandbox())
 	}
 	if len(a.bankBreaker) != 1 || a.bankBreaker[0].Name() != "plaid" {
 		t.Fatalf("breakers = %d, want one, Plaid's", len(a.bankBreaker))
 	}
-	parts, err := a.verification()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if parts.svc.Sandbox() == nil {
+	if a.verify.Sandbox() == nil {
 		t.Fatal("no sandbox rail with the sandbox among the providers")
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/kluis-dev/kluis/api"
 	"github.com/kluis-dev/kluis/api/jwtauth"
 	"github.com/kluis-dev/kluis/api/ratelimit"
+	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/compliance"
 	"github.com/kluis-dev/kluis/config"
 	"github.com/kluis-dev/kluis/hosted"
@@ -119,6 +120,7 @@ func (a *app) deps(ctx context.Context) (*api.Deps, error) {
 		}
 	}
 	registry := prometheus.NewRegistry()
+	a.registry = registry
 	if b, ok := a.keys.(*breaker.Provider); ok {
 		registry.MustRegister(b.Collector())
 	}
@@ -127,7 +129,10 @@ func (a *app) deps(ctx context.Context) (*api.Deps, error) {
 		return nil, err
 	}
 	limits := rateLimits(a.cfg)
-	return a.withDepHooks(&api.Deps{
+	for _, b := range a.bankBreaker {
+		registry.MustRegister(b.Collector())
+	}
+	return &api.Deps{
 		DB: a.db, Auditor: a.auditor, Pseudonyms: a.sys, MACs: a.sys, Auth: api.JWTAuthenticator{Verifier: verifier},
 		Policy: policy, Vault: a.store, Logger: a.log, Registry: registry,
 		RateLimiter: limiter, RateLimits: &limits, IdempotencyTTL: a.cfg.IdempotencyTTL,
@@ -140,10 +145,11 @@ func (a *app) deps(ctx context.Context) (*api.Deps, error) {
 		StaffMFAMaxAge: a.cfg.StaffMFAMaxAge, StaffTokenMaxLifetime: a.cfg.StaffTokenMaxLifetime,
 		TrustedProxies: a.cfg.TrustedProxies, TrustDomain: a.cfg.SPIFFETrustDomain, RequestTimeout: a.cfg.RequestTimeout,
 		PublicTLS: a.cfg.PublicTLSCert != "",
+		BankLink:  a.bank, Compliance: a.comp, Verification: a.verify,
 		// Hosted pages and browser apps (docs/HOSTED.md).
 		Hosted: hosted.NewStore(a.db, a.sys, nil), PublicURL: a.cfg.PublicURL,
 		Origins: api.StaticOrigins(a.cfg.AppOrigins), HostedPageTTL: a.cfg.HostedPageTTL,
-	}, nil)
+	}, nil
 }
 
 // listen binds the public listener and, when configured, the internal one
@@ -189,10 +195,15 @@ func (a *app) listen(deps *api.Deps) ([]*http.Server, []net.Listener, error) {
 }
 
 // background starts the long-running parts that stop with ctx: the audit
-// sealer and the subject-key cache janitor.
+// sealer, the subject-key cache janitor and the event outbox's delivery
+// worker.
 func (a *app) background(ctx context.Context, wg *sync.WaitGroup) {
-	sealer := compliance.NewSealer(a.db, 0)
-	wg.Add(2)
+	sealer := audit.NewSealer(a.db, 0)
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		a.worker.Run(ctx)
+	}()
 	go func() {
 		defer wg.Done()
 		sealer.Run(ctx, a.cfg.AuditSealInterval, func(err error) {

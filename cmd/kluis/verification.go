@@ -8,74 +8,31 @@ import (
 	"strings"
 	"time"
 
-	"github.com/kluis-dev/kluis/api"
-	"github.com/kluis-dev/kluis/events"
 	"github.com/kluis-dev/kluis/jobs"
 	"github.com/kluis-dev/kluis/verification"
 	"github.com/kluis-dev/kluis/verification/sandboxrail"
 )
 
-func init() {
-	depHooks = append(depHooks, func(a *app, d *api.Deps) error {
-		parts, err := a.verification()
-		if err != nil {
-			return err
-		}
-		d.Verification = parts.svc
-		// serve is the one command that builds Deps: the event worker runs
-		// with it, and stops (waited for) when the app closes.
-		ctx, cancel := context.WithCancel(context.Background())
-		go parts.worker.Run(ctx)
-		a.closers = append(a.closers, func() { cancel(); <-parts.worker.Done() })
-		return nil
-	})
-	jobHooks = append(jobHooks, registerVerificationJobs)
-}
-
-// verificationParts are the verification service and the event worker it
-// wakes, one of each per app.
-type verificationParts struct {
-	svc    *verification.Service
-	worker *events.Worker
-}
-
-// verification builds (once per app) the verification service, and the
-// event delivery worker for the configured app endpoints. Rails are per
-// bank provider: the sandbox's accounts go over the sandbox rail, other
-// providers' have none yet (instant verification only, until a real rail
-// adapter exists); manual accounts use the default (first) provider's
-// rail. The item's provider is asked of bank linking.
-func (a *app) verification() (*verificationParts, error) {
-	if a.verify != nil {
-		return a.verify, nil
-	}
-	secret, err := webhookSecret(a.cfg.WebhookSecret, a.cfg.WebhookSecretFile)
-	if err != nil {
-		return nil, err
-	}
-	worker, err := events.NewWorker(events.WorkerOptions{DB: a.db, Endpoints: a.cfg.WebhookEndpoints, Secret: secret,
-		Logger: a.log, RetryFor: a.cfg.WebhookRetryFor})
-	if err != nil {
-		return nil, err
-	}
+// openVerification builds the verification service, which wakes the event
+// worker. Rails are per bank provider: the sandbox's accounts go over the
+// sandbox rail, other providers' have none yet (instant verification only,
+// until a real rail adapter exists); manual accounts use the default
+// (first) provider's rail. The item's provider is asked of bank linking.
+func (a *app) openVerification(context.Context) error {
 	opts := verification.Options{DB: a.db, Vault: a.store, Auditor: a.auditor, Keys: a.sys, Logger: a.log,
 		Attempts: a.cfg.VerificationAttempts, Window: a.cfg.VerificationWindow, AnswerKind: a.cfg.MicroDepositKind,
-		Notify: worker.Wake, Lockout: a.cfg.VerificationLockout, NumberFailures: a.cfg.VerificationNumberFailures}
-	bank, err := a.bankLink()
-	if err != nil {
-		return nil, err
-	}
-	opts.Items, opts.Rails = bank, map[string]verification.Rail{}
+		Notify: a.worker.Wake, Lockout: a.cfg.VerificationLockout, NumberFailures: a.cfg.VerificationNumberFailures}
+	opts.Items, opts.Rails = a.bank, map[string]verification.Rail{}
 	if a.cfg.HasBankProvider("sandbox") {
 		opts.Rails["sandbox"] = sandboxrail.New(a.db, a.sys, a.cfg.SandboxRailDelay, nil)
 	}
 	opts.Rail = opts.Rails[a.cfg.BankProvider]
 	svc, err := verification.New(opts)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	a.verify = &verificationParts{svc: svc, worker: worker}
-	return a.verify, nil
+	a.verify = svc
+	return nil
 }
 
 // webhookSecret is KLUIS_WEBHOOK_SECRET, or the first line of
@@ -97,12 +54,8 @@ func webhookSecret(value, file string) ([]byte, error) {
 }
 
 // registerVerificationJobs adds the expiry sweep and the rail poll.
-func registerVerificationJobs(a *app, s *jobs.Scheduler) error {
-	parts, err := a.verification()
-	if err != nil {
-		return err
-	}
-	svc := parts.svc
+func (a *app) registerVerificationJobs(s *jobs.Scheduler) error {
+	svc := a.verify
 	if err := s.Register(jobs.Job{
 		Name: verification.JobExpiry, Schedule: "*/15 * * * *", Timeout: 10 * time.Minute,
 		Run: func(ctx context.Context, run *jobs.Run) error {

@@ -1,4 +1,4 @@
-package compliance_test
+package audit_test
 
 import (
 	"context"
@@ -6,7 +6,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/kluis-dev/kluis/compliance"
+	"github.com/kluis-dev/kluis/audit"
+	"github.com/kluis-dev/kluis/audit/audittest"
 	"github.com/kluis-dev/kluis/postgres/pgtest"
 )
 
@@ -15,16 +16,16 @@ import (
 // floor: the same insert into a table of the same shape with no trigger.
 // BenchmarkSeal measures the sealer: chaining entries that are waiting.
 //
-//	go test -run '^$' -bench . -benchtime 5000x ./compliance/
+//	go test -run '^$' -bench . -benchtime 5000x ./audit/
 
-func entry() compliance.Entry {
-	return compliance.Entry{ActorKind: compliance.ActorService, Actor: "payments", Action: "credential.reveal",
-		Target: "cred_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", Outcome: compliance.OutcomeSuccess, Subject: "user_1",
+func entry() audit.Entry {
+	return audit.Entry{ActorKind: audit.ActorService, Actor: "payments", Action: "credential.reveal",
+		Target: "cred_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", Outcome: audit.OutcomeSuccess, Subject: "user_1",
 		RequestID: "req_aaaaaaaaaaaaaaaaaaaa", Details: map[string]any{"kind": "bank_access_token", "purpose": "payment_initiation"}}
 }
 
 func BenchmarkRecord(b *testing.B) {
-	a, _ := newAuditorTB(b)
+	a, _ := audittest.NewAuditor(b)
 	ctx := context.Background()
 	b.SetParallelism(8)
 	b.ResetTimer()
@@ -39,7 +40,7 @@ func BenchmarkRecord(b *testing.B) {
 }
 
 func BenchmarkRecordFloor(b *testing.B) {
-	_, db := newAuditorTB(b)
+	_, db := audittest.NewAuditor(b)
 	ctx := context.Background()
 	// The owner makes the table; the serving role inserts, as kluis does.
 	owner := ownerOf(b, db)
@@ -69,7 +70,7 @@ func BenchmarkRecordFloor(b *testing.B) {
 }
 
 func BenchmarkSeal(b *testing.B) {
-	a, db := newAuditorTB(b)
+	a, db := audittest.NewAuditor(b)
 	ctx := context.Background()
 	for i := 0; i < b.N; i++ {
 		if err := a.Record(ctx, entry()); err != nil {
@@ -77,7 +78,7 @@ func BenchmarkSeal(b *testing.B) {
 		}
 	}
 	b.ResetTimer()
-	n, err := compliance.NewSealer(db, 0).SealPending(ctx)
+	n, err := audit.NewSealer(db, 0).SealPending(ctx)
 	if err != nil || n != b.N {
 		b.Fatalf("sealed %d of %d: %v", n, b.N, err)
 	}

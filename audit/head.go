@@ -1,4 +1,4 @@
-package compliance
+package audit
 
 import (
 	"bytes"
@@ -109,7 +109,7 @@ func CurrentHead(ctx context.Context, db *postgres.DB, key HeadKey) (Head, error
 // the link at h.Pos is there with h.Hash (so the walk, which found every
 // later link whole, went through it). A link that is gone counts only when
 // retention could lawfully have purged it (its entry is older than
-// MinAuditRetention), and a checkpoint at exactly that position must then
+// MinRetention), and a checkpoint at exactly that position must then
 // agree.
 func checkHead(ctx context.Context, db *postgres.DB, key HeadKey, h Head, res *VerifyResult) error {
 	msg, err := h.message()
@@ -155,7 +155,7 @@ func checkPurgedHead(ctx context.Context, db *postgres.DB, h Head, res *VerifyRe
 		SELECT coalesce((SELECT max(pos) FROM audit_checkpoints), 0),
 		       $2 < statement_timestamp() - make_interval(days => $3),
 		       (SELECT hash FROM audit_checkpoints WHERE pos = $1)`,
-		h.Pos, h.At, int(MinAuditRetention/day)).Scan(&newest, &lawful, &cpHash)
+		h.Pos, h.At, int(MinRetention/day)).Scan(&newest, &lawful, &cpHash)
 	if err != nil {
 		return err
 	}
@@ -164,7 +164,7 @@ func checkPurgedHead(ctx context.Context, db *postgres.DB, h Head, res *VerifyRe
 		res.fail(ProblemHead, fmt.Sprintf("the chain does not extend the head: the entry at position %d is missing", h.Pos), nil, pos)
 	case !lawful:
 		res.fail(ProblemHead, fmt.Sprintf("the chain does not extend the head: the entry at position %d is missing, "+
-			"and it is younger than the %d days audit entries are kept", h.Pos, int(MinAuditRetention/day)), nil, pos)
+			"and it is younger than the %d days audit entries are kept", h.Pos, int(MinRetention/day)), nil, pos)
 	case cpHash != nil && subtle.ConstantTimeCompare(cpHash, hexBytes(h.Hash)) != 1:
 		res.fail(ProblemHead, fmt.Sprintf("the chain does not extend the head: the checkpoint at position %d has another hash", h.Pos), nil, pos)
 	default:

@@ -1,10 +1,7 @@
-package compliance_test
+package audit_test
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"strings"
 	"sync"
@@ -12,36 +9,22 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/kluis-dev/kluis/compliance"
+	"github.com/kluis-dev/kluis/audit"
+	"github.com/kluis-dev/kluis/audit/audittest"
 	"github.com/kluis-dev/kluis/postgres"
 	"github.com/kluis-dev/kluis/postgres/pgtest"
 )
 
-// testPseudonyms is a keyed pseudonymizer with a fixed test key.
-type testPseudonyms struct{}
-
-func (testPseudonyms) Pseudonym(kind, value string) string {
-	m := hmac.New(sha256.New, []byte("test key"))
-	m.Write([]byte(kind + "\x00" + value))
-	return hex.EncodeToString(m.Sum(nil)[:16])
+func newAuditor(t *testing.T) (*audit.Auditor, *postgres.DB) {
+	t.Helper()
+	return audittest.NewAuditor(t)
 }
 
-func newAuditor(t *testing.T) (*compliance.Auditor, *postgres.DB) {
+func record(t *testing.T, a *audit.Auditor, i int) {
 	t.Helper()
-	return newAuditorTB(t)
-}
-
-func newAuditorTB(t testing.TB) (*compliance.Auditor, *postgres.DB) {
-	t.Helper()
-	db, _ := pgtest.Open(t)
-	return compliance.NewAuditor(db, testPseudonyms{}, nil), db
-}
-
-func record(t *testing.T, a *compliance.Auditor, i int) {
-	t.Helper()
-	err := a.Record(context.Background(), compliance.Entry{
-		ActorKind: compliance.ActorUser, Actor: fmt.Sprintf("user-%d", i), Action: "test.action",
-		Target: fmt.Sprintf("itm_%d", i), Outcome: compliance.OutcomeSuccess, Subject: fmt.Sprintf("user-%d", i),
+	err := a.Record(context.Background(), audit.Entry{
+		ActorKind: audit.ActorUser, Actor: fmt.Sprintf("user-%d", i), Action: "test.action",
+		Target: fmt.Sprintf("itm_%d", i), Outcome: audit.OutcomeSuccess, Subject: fmt.Sprintf("user-%d", i),
 		RequestID: "req", Details: map[string]any{"n": i},
 	})
 	if err != nil {
@@ -52,7 +35,7 @@ func record(t *testing.T, a *compliance.Auditor, i int) {
 func TestConcurrentEntriesAreAllSealedIntoOneValidChain(t *testing.T) {
 	a, db := newAuditor(t)
 	ctx := context.Background()
-	sealer := compliance.NewSealer(db, 7) // a small batch, so several batches run
+	sealer := audit.NewSealer(db, 7) // a small batch, so several batches run
 	var wg sync.WaitGroup
 	for g := 0; g < 20; g++ {
 		wg.Add(1)
@@ -72,7 +55,7 @@ func TestConcurrentEntriesAreAllSealedIntoOneValidChain(t *testing.T) {
 	if _, err := sealer.SealPending(ctx); err != nil {
 		t.Fatal(err)
 	}
-	res, err := compliance.Verify(ctx, db)
+	res, err := audit.Verify(ctx, db)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +67,7 @@ func TestConcurrentEntriesAreAllSealedIntoOneValidChain(t *testing.T) {
 func TestVerifyReportsUnsealedEntries(t *testing.T) {
 	a, db := newAuditor(t)
 	record(t, a, 1)
-	res, err := compliance.Verify(context.Background(), db)
+	res, err := audit.Verify(context.Background(), db)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +82,7 @@ func TestVerifyReportsUnsealedEntries(t *testing.T) {
 func TestUpdateDeleteAndTruncateAreRefused(t *testing.T) {
 	a, db := newAuditor(t)
 	record(t, a, 1)
-	if _, err := compliance.NewSealer(db, 0).SealPending(context.Background()); err != nil {
+	if _, err := audit.NewSealer(db, 0).SealPending(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	owner := ownerOf(t, db)
@@ -145,7 +128,7 @@ func TestVerifyNamesTheFirstEntryChangedBehindTheTriggersBack(t *testing.T) {
 			for i := 0; i < 10; i++ {
 				record(t, a, i)
 			}
-			if _, err := compliance.NewSealer(db, 0).SealPending(ctx); err != nil {
+			if _, err := audit.NewSealer(db, 0).SealPending(ctx); err != nil {
 				t.Fatal(err)
 			}
 			var victim int64
@@ -153,7 +136,7 @@ func TestVerifyNamesTheFirstEntryChangedBehindTheTriggersBack(t *testing.T) {
 				t.Fatal(err)
 			}
 			tamper(t, ownerOf(t, db), tc.tamper, victim)
-			res, err := compliance.Verify(ctx, db)
+			res, err := audit.Verify(ctx, db)
 			if err != nil {
 				t.Fatal(err)
 			}

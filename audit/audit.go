@@ -1,12 +1,15 @@
-// Package compliance holds what kluis does for accountability and the rights of
-// data subjects: the hash-chained audit log, and (with their issues) retention,
-// erasure, legal holds and subject export.
-package compliance
+// Package audit is kluis's audit log: the writer every feature records its
+// changes through (Auditor, Entry, Actor), the keyed pseudonyms that name
+// people in it, the sealer that hash-chains entries, the walk that verifies
+// the chain and the signed head kept outside the database. It sits below
+// every feature; compliance (retention, erasure, holds, export) builds on it.
+package audit
 
 import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -23,6 +26,39 @@ const (
 	ActorProvider  = "provider"
 	ActorAnonymous = "anonymous"
 )
+
+const day = 24 * time.Hour
+
+// MinRetention is the shortest time audit entries are kept: PCI DSS 10.5.1
+// asks for at least twelve months. The database refuses a checkpoint on
+// anything younger too, and retention (compliance) enforces it as the
+// audit class's minimum.
+const MinRetention = 365 * day
+
+// Actor says who did something, for its audit entry: its kind (ActorUser,
+// ActorService, …), its name (a user's external id, stored only as its
+// pseudonym; a service, a staff member, a provider, a job) and the request
+// it came with.
+type Actor struct {
+	Kind      string
+	Name      string
+	RequestID string
+}
+
+// User is the actor for a user's request.
+func User(sub, requestID string) Actor {
+	return Actor{Kind: ActorUser, Name: sub, RequestID: requestID}
+}
+
+// System is the actor for a job or another part of kluis acting alone.
+func System(job string) Actor { return Actor{Kind: ActorSystem, Name: job} }
+
+// Entry is the entry recording a's action on target about subject (an
+// external id, or empty), with its outcome and details.
+func (a Actor) Entry(action, target, outcome, subject string, details map[string]any) Entry {
+	return Entry{ActorKind: a.Kind, Actor: a.Name, Action: action, Target: target, Outcome: outcome,
+		Subject: subject, RequestID: a.RequestID, Details: details}
+}
 
 // Outcomes of an audited action.
 const (
@@ -83,6 +119,12 @@ func (a *Auditor) Pseudonym(subject string) string {
 	return a.pseudo.Pseudonym("subject", subject)
 }
 
+// PseudonymOf returns the pseudonym of value of the given kind ("client_ip",
+// …), for entries that name something other than a data subject.
+func (a *Auditor) PseudonymOf(kind, value string) string {
+	return a.pseudo.Pseudonym(kind, value)
+}
+
 // Append writes e in tx. The entry is durable when tx commits and is chained
 // by the sealer shortly after.
 func (a *Auditor) Append(ctx context.Context, tx pgx.Tx, e Entry) error {
@@ -94,11 +136,11 @@ func (a *Auditor) Append(ctx context.Context, tx pgx.Tx, e Entry) error {
 	return a.appendEntry(ctx, tx, e, subject)
 }
 
-// appendPseudonymous is Append for an entry about a subject known only by
+// AppendPseudonymous is Append for an entry about a subject known only by
 // pseudonym (e.Subject is ignored): the steps of an erasure that run after
 // the subject's external id is gone, and acts on records that keep only the
 // pseudonym.
-func (a *Auditor) appendPseudonymous(ctx context.Context, tx pgx.Tx, e Entry, pseudonym string) error {
+func (a *Auditor) AppendPseudonymous(ctx context.Context, tx pgx.Tx, e Entry, pseudonym string) error {
 	return a.appendEntry(ctx, tx, e, &pseudonym)
 }
 
@@ -139,6 +181,19 @@ func (a *Auditor) Record(ctx context.Context, e Entry) error {
 		return kluis.Unavailable("audit log", err)
 	}
 	return err
+}
+
+// RecordAll writes entries in one transaction of their own: all of them or
+// none (batched refusals).
+func (a *Auditor) RecordAll(ctx context.Context, entries []Entry) error {
+	return a.db.InTx(ctx, func(tx pgx.Tx) error {
+		for _, e := range entries {
+			if err := a.Append(ctx, tx, e); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 func validate(e Entry) error {

@@ -1,4 +1,4 @@
-package compliance_test
+package audit_test
 
 import (
 	"context"
@@ -11,7 +11,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/kluis-dev/kluis/compliance"
+	"github.com/kluis-dev/kluis/audit"
+	"github.com/kluis-dev/kluis/audit/audittest"
 	"github.com/kluis-dev/kluis/postgres"
 	"github.com/kluis-dev/kluis/vault"
 	"github.com/kluis-dev/kluis/vault/localkek"
@@ -37,19 +38,19 @@ func headKey(t *testing.T, db *postgres.DB) *vault.SystemKeys {
 	return keys
 }
 
-func sealed(t *testing.T, a *compliance.Auditor, db *postgres.DB, from, n int) {
+func sealed(t *testing.T, a *audit.Auditor, db *postgres.DB, from, n int) {
 	t.Helper()
 	for i := from; i < from+n; i++ {
 		record(t, a, i)
 	}
-	if _, err := compliance.NewSealer(db, 0).SealPending(context.Background()); err != nil {
+	if _, err := audit.NewSealer(db, 0).SealPending(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func verifyAgainst(t *testing.T, db *postgres.DB, key compliance.HeadKey, h compliance.Head) compliance.VerifyResult {
+func verifyAgainst(t *testing.T, db *postgres.DB, key audit.HeadKey, h audit.Head) audit.VerifyResult {
 	t.Helper()
-	res, err := compliance.VerifyWith(context.Background(), db, compliance.VerifyOptions{Head: &h, Key: key})
+	res, err := audit.VerifyWith(context.Background(), db, audit.VerifyOptions{Head: &h, Key: key})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +87,7 @@ func TestAGoodHeadPassesAndStillPassesOnceTheChainGrows(t *testing.T) {
 	key := headKey(t, db)
 	ctx := context.Background()
 	sealed(t, a, db, 0, 5)
-	h, err := compliance.CurrentHead(ctx, db, key)
+	h, err := audit.CurrentHead(ctx, db, key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +103,7 @@ func TestAGoodHeadPassesAndStillPassesOnceTheChainGrows(t *testing.T) {
 	}
 	// The head survives being kept as JSON, as `kluis audit head` prints it.
 	raw, _ := json.Marshal(h)
-	back, err := compliance.ParseHead(raw)
+	back, err := audit.ParseHead(raw)
 	if err != nil || back != h {
 		t.Fatalf("ParseHead(%s) = %+v, %v", raw, back, err)
 	}
@@ -117,17 +118,17 @@ func TestTheOwnerRebuildingTheChainIsCaughtByAKeptHead(t *testing.T) {
 	key := headKey(t, db)
 	ctx := context.Background()
 	sealed(t, a, db, 0, 6)
-	kept, err := compliance.CurrentHead(ctx, db, key)
+	kept, err := audit.CurrentHead(ctx, db, key)
 	if err != nil {
 		t.Fatal(err)
 	}
 	wipe(t, ownerOf(t, db))
 	sealed(t, a, db, 100, 8) // longer than the old chain, so position 6 exists again
-	if res, err := compliance.Verify(ctx, db); err != nil || !res.OK {
+	if res, err := audit.Verify(ctx, db); err != nil || !res.OK {
 		t.Fatalf("the rebuilt chain on its own = %+v, %v; want it to look whole (which is why heads are kept)", res, err)
 	}
 	res := verifyAgainst(t, db, key, kept)
-	if res.OK || res.Problem != compliance.ProblemHead || !strings.Contains(res.Reason, "position 6 has another hash") {
+	if res.OK || res.Problem != audit.ProblemHead || !strings.Contains(res.Reason, "position 6 has another hash") {
 		t.Fatalf("verify against the kept head = %+v, want the head's position named", res)
 	}
 
@@ -135,7 +136,7 @@ func TestTheOwnerRebuildingTheChainIsCaughtByAKeptHead(t *testing.T) {
 	wipe(t, ownerOf(t, db))
 	sealed(t, a, db, 200, 2)
 	res = verifyAgainst(t, db, key, kept)
-	if res.OK || res.Problem != compliance.ProblemHead || !strings.Contains(res.Reason, "position 6 is missing") {
+	if res.OK || res.Problem != audit.ProblemHead || !strings.Contains(res.Reason, "position 6 is missing") {
 		t.Fatalf("verify against the kept head of a shorter chain = %+v", res)
 	}
 }
@@ -150,7 +151,7 @@ func TestTheOwnerPurgingBehindAForgedCheckpointIsCaughtByAKeptHead(t *testing.T)
 	owner := ownerOf(t, db)
 	ctx := context.Background()
 	sealed(t, a, db, 0, 4)
-	kept, err := compliance.CurrentHead(ctx, db, key)
+	kept, err := audit.CurrentHead(ctx, db, key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +175,7 @@ func TestTheOwnerPurgingBehindAForgedCheckpointIsCaughtByAKeptHead(t *testing.T)
 		t.Fatalf("the owner's purge: %v", err)
 	}
 	res := verifyAgainst(t, db, key, kept)
-	if res.OK || res.Problem != compliance.ProblemHead || !strings.Contains(res.Reason, "younger than the 365 days") {
+	if res.OK || res.Problem != audit.ProblemHead || !strings.Contains(res.Reason, "younger than the 365 days") {
 		t.Fatalf("verify against the kept head = %+v, want it refused as purged too young", res)
 	}
 }
@@ -184,19 +185,19 @@ func TestAForgedHeadSignatureFails(t *testing.T) {
 	key := headKey(t, db)
 	ctx := context.Background()
 	sealed(t, a, db, 0, 3)
-	good, err := compliance.CurrentHead(ctx, db, key)
+	good, err := audit.CurrentHead(ctx, db, key)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Another kluis's key (another root key, another database).
 	_, other := newAuditor(t)
-	foreign, err := compliance.CurrentHead(ctx, other, headKey(t, other))
+	foreign, err := audit.CurrentHead(ctx, other, headKey(t, other))
 	if err != nil {
 		t.Fatal(err)
 	}
 	moved := good
 	moved.Pos = 2 // a real signature over another position
-	cases := map[string]compliance.Head{
+	cases := map[string]audit.Head{
 		"a signature of garbage":       {Pos: good.Pos, Hash: good.Hash, At: good.At, Sig: "v1:AAAA"},
 		"another kluis's signature":    {Pos: good.Pos, Hash: good.Hash, At: good.At, Sig: foreign.Sig},
 		"a signature of another head":  moved,
@@ -206,7 +207,7 @@ func TestAForgedHeadSignatureFails(t *testing.T) {
 	for name, h := range cases {
 		t.Run(name, func(t *testing.T) {
 			res := verifyAgainst(t, db, key, h)
-			if res.OK || res.Problem != compliance.ProblemHeadSignature {
+			if res.OK || res.Problem != audit.ProblemHeadSignature {
 				t.Fatalf("verify = %+v, want the signature refused", res)
 			}
 		})
@@ -222,13 +223,13 @@ func TestAnEntryLeftUnsealedTooLongFailsVerify(t *testing.T) {
 	owner := ownerOf(t, db)
 	ctx := context.Background()
 	record(t, a, 1)
-	res, err := compliance.VerifyWith(ctx, db, compliance.VerifyOptions{SealInterval: time.Hour})
+	res, err := audit.VerifyWith(ctx, db, audit.VerifyOptions{SealInterval: time.Hour})
 	if err != nil || !res.OK || res.Unsealed != 1 {
 		t.Fatalf("a fresh unsealed entry = %+v, %v; want ok", res, err)
 	}
-	backdate(t, owner, 1, time.Now().Add(-11*time.Hour))
-	res, err = compliance.VerifyWith(ctx, db, compliance.VerifyOptions{SealInterval: time.Hour})
-	if err != nil || res.OK || res.Problem != compliance.ProblemOverdue || res.FirstBadSeq == nil || *res.FirstBadSeq != 1 {
+	audittest.Backdate(t, owner, 1, time.Now().Add(-11*time.Hour))
+	res, err = audit.VerifyWith(ctx, db, audit.VerifyOptions{SealInterval: time.Hour})
+	if err != nil || res.OK || res.Problem != audit.ProblemOverdue || res.FirstBadSeq == nil || *res.FirstBadSeq != 1 {
 		t.Fatalf("an entry unsealed for 11 intervals = %+v, %v; want it named", res, err)
 	}
 
@@ -236,11 +237,11 @@ func TestAnEntryLeftUnsealedTooLongFailsVerify(t *testing.T) {
 	if _, err := owner.Pool.Exec(ctx, `DELETE FROM audit_pending WHERE seq = 2`); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := compliance.NewSealer(db, 0).SealPending(ctx); err != nil {
+	if _, err := audit.NewSealer(db, 0).SealPending(ctx); err != nil {
 		t.Fatal(err)
 	}
-	res, err = compliance.Verify(ctx, db)
-	if err != nil || res.OK || res.Problem != compliance.ProblemOrphan || *res.FirstBadSeq != 2 {
+	res, err = audit.Verify(ctx, db)
+	if err != nil || res.OK || res.Problem != audit.ProblemOrphan || *res.FirstBadSeq != 2 {
 		t.Fatalf("an entry taken out of the queue = %+v, %v; want it named", res, err)
 	}
 }
@@ -253,7 +254,7 @@ func TestPublishingAHeadRefusesAChainThatNoLongerExtendsTheLastOne(t *testing.T)
 	key := headKey(t, db)
 	ctx := context.Background()
 	sealed(t, a, db, 0, 3)
-	first, err := compliance.PublishHead(ctx, db, key)
+	first, err := audit.PublishHead(ctx, db, key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -261,17 +262,17 @@ func TestPublishingAHeadRefusesAChainThatNoLongerExtendsTheLastOne(t *testing.T)
 	if err := db.Pool.QueryRow(ctx, `SELECT payload FROM outbox WHERE type = 'audit.head'`).Scan(&data); err != nil {
 		t.Fatal(err)
 	}
-	fromEvent, err := compliance.ParseHead(data)
+	fromEvent, err := audit.ParseHead(data)
 	if err != nil || fromEvent != first {
 		t.Fatalf("the audit.head event holds %+v (%v), want %+v", fromEvent, err, first)
 	}
 	sealed(t, a, db, 3, 2)
-	if _, err := compliance.PublishHead(ctx, db, key); err != nil {
+	if _, err := audit.PublishHead(ctx, db, key); err != nil {
 		t.Fatalf("publishing after the chain grew: %v", err)
 	}
 	wipe(t, ownerOf(t, db))
 	sealed(t, a, db, 100, 9)
-	if _, err := compliance.PublishHead(ctx, db, key); !errors.Is(err, compliance.ErrHeadNotExtended) {
+	if _, err := audit.PublishHead(ctx, db, key); !errors.Is(err, audit.ErrHeadNotExtended) {
 		t.Fatalf("publishing over a rebuilt chain = %v, want ErrHeadNotExtended", err)
 	}
 }
@@ -281,21 +282,21 @@ func TestPublishingAHeadRefusesAChainThatNoLongerExtendsTheLastOne(t *testing.T)
 func TestTheDatabaseAndGoHashEntriesAlike(t *testing.T) {
 	a, db := newAuditor(t)
 	ctx := context.Background()
-	for _, e := range []compliance.Entry{
-		{ActorKind: compliance.ActorUser, Actor: "zoë", Action: "test.ünïcode", Target: "itm_☃", Outcome: compliance.OutcomeSuccess,
+	for _, e := range []audit.Entry{
+		{ActorKind: audit.ActorUser, Actor: "zoë", Action: "test.ünïcode", Target: "itm_☃", Outcome: audit.OutcomeSuccess,
 			Subject: "sübject", RequestID: "req-1", Details: map[string]any{"b": "ł", "a": []int{1, 2}, "nested": map[string]any{"z": nil}}},
-		{ActorKind: compliance.ActorAnonymous, Action: "test.empty", Outcome: compliance.OutcomeDenied},
-		{ActorKind: compliance.ActorService, Actor: strings.Repeat("x", 5000), Action: "test.long", Outcome: compliance.OutcomeFailure,
+		{ActorKind: audit.ActorAnonymous, Action: "test.empty", Outcome: audit.OutcomeDenied},
+		{ActorKind: audit.ActorService, Actor: strings.Repeat("x", 5000), Action: "test.long", Outcome: audit.OutcomeFailure,
 			Details: map[string]any{"n": 1.5e300}},
 	} {
 		if err := a.Record(ctx, e); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := compliance.NewSealer(db, 0).SealPending(ctx); err != nil {
+	if _, err := audit.NewSealer(db, 0).SealPending(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if res, err := compliance.Verify(ctx, db); err != nil || !res.OK || res.Entries != 3 {
+	if res, err := audit.Verify(ctx, db); err != nil || !res.OK || res.Entries != 3 {
 		t.Fatalf("verify = %+v, %v", res, err)
 	}
 }

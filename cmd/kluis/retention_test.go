@@ -1,0 +1,47 @@
+package main
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kluis-dev/kluis/postgres/pgtest"
+	"github.com/kluis-dev/kluis/vault"
+)
+
+// `kluis jobs run retention-purge --dry-run` prints every class with its
+// period and what would go, dormant subjects included, and deletes nothing.
+func TestTheRetentionDryRunPrintsPerClassWhatWouldGo(t *testing.T) {
+	db, u := pgtest.Open(t)
+	ctx := context.Background()
+	sid, err := vault.EnsureSubject(ctx, db.Pool, "user-long-gone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-400 * 24 * time.Hour)
+	if _, err := db.Pool.Exec(ctx, `UPDATE subjects SET created_at = $2, last_seen_at = $2 WHERE id = $1`, sid, old); err != nil {
+		t.Fatal(err)
+	}
+	env := serveEnv(t, u)
+	env["KLUIS_RETENTION_DORMANT_SUBJECTS"] = "365d"
+	code, out, errOut := runKluis(t, env, "jobs", "run", "retention-purge", "--dry-run")
+	if code != 0 {
+		t.Fatalf("dry run = %d %q %q", code, out, errOut)
+	}
+	for _, want := range []string{"CLASS", "link_sessions", "revoked_items", "revoked_credentials", "audit_entries", "idempotency_keys         1d ", "dormant_subjects         365d      1 (0 kept under a legal hold, 0 seen again)"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	var n int
+	if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM subjects WHERE id = $1`, sid).Scan(&n); err != nil || n != 1 {
+		t.Errorf("the dry run erased the subject (%d, %v)", n, err)
+	}
+	if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM erasure_requests`).Scan(&n); err != nil || n != 0 {
+		t.Errorf("the dry run opened %d erasures (%v)", n, err)
+	}
+	if code, _, _ := runKluis(t, env, "jobs", "run", "audit-head", "--dry-run"); code != 2 {
+		t.Errorf("--dry-run on another job = %d, want a usage error", code)
+	}
+}
