@@ -109,6 +109,7 @@ func dev(ctx context.Context, getenv func(string) string, out io.Writer) error {
 	go func() {
 		addrs := <-ready
 		printSamples(out, dir, addrs, signer)
+		serveDevApp(ctx, out, addrs[0], signer)
 	}()
 	return a.serve(ctx, ready)
 }
@@ -147,6 +148,7 @@ func devFiles(dir string) (map[string]string, *ecdsa.PrivateKey, error) {
 		"KLUIS_JWT_JWKS_FILE":       p("jwks.json"),
 		"KLUIS_JWT_ISSUER":          devIssuer,
 		"KLUIS_LOG_LEVEL":           "info",
+		"KLUIS_APP_ORIGINS":         "http://" + devAppAddr,
 	}, signer, nil
 }
 
