@@ -183,13 +183,9 @@ func devCerts(dir string) error {
 // writes its public half as the JWKS kluis verifies against.
 func devSigner(keyFile, jwksFile string) (*ecdsa.PrivateKey, error) {
 	var key *ecdsa.PrivateKey
-	raw, err := os.ReadFile(keyFile) // #nosec G304 -- kluis dev's own key file, under its state directory
-	if err == nil {
-		block, _ := pem.Decode(raw)
-		if block == nil {
-			return nil, fmt.Errorf("%s is not PEM", keyFile)
-		}
-		if key, err = x509.ParseECPrivateKey(block.Bytes); err != nil {
+	var err error
+	if _, statErr := os.Stat(keyFile); statErr == nil {
+		if key, err = readDevSigner(keyFile); err != nil {
 			return nil, err
 		}
 	} else {

@@ -3,11 +3,14 @@ package main
 import (
 	"context"
 	"crypto/ecdsa"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -67,4 +70,51 @@ func devHostedLink(ctx context.Context, kluisURL string, token func() (string, e
 		return "", fmt.Errorf("no hosted_link_url (%d)", resp.StatusCode)
 	}
 	return s.HostedLinkURL, nil
+}
+
+// exampleApp is `kluis example-app`: the example app alone, for
+// docker-compose.yml (development only). It signs the demo user's tokens
+// with `kluis dev`'s key (KLUIS_EXAMPLE_SIGNING_KEY, default
+// .kluis-dev/token-signing.pem: the key behind the JWKS kluis trusts).
+//
+//   - KLUIS_EXAMPLE_ADDR: where it listens (default 127.0.0.1:8090)
+//   - KLUIS_EXAMPLE_APP_URL: its own origin as browsers reach it (default http:// and the address)
+//   - KLUIS_EXAMPLE_KLUIS_URL: kluis's public listener as browsers reach it (default http://127.0.0.1:8080)
+//   - KLUIS_EXAMPLE_API_URL: kluis as the app's backend reaches it (default KLUIS_EXAMPLE_KLUIS_URL)
+func exampleApp(ctx context.Context, getenv func(string) string, out io.Writer) error {
+	if getenv("KLUIS_ENV") == "production" {
+		return fmt.Errorf("kluis example-app is for development only and refuses KLUIS_ENV=production")
+	}
+	addr := firstSet(getenv("KLUIS_EXAMPLE_ADDR"), devAppAddr)
+	keyFile := firstSet(getenv("KLUIS_EXAMPLE_SIGNING_KEY"), devDir+"/token-signing.pem")
+	signer, err := readDevSigner(keyFile)
+	if err != nil {
+		return fmt.Errorf("example-app: the token-signing key %s (made by `make dev`): %w", keyFile, err)
+	}
+	kluisURL := firstSet(getenv("KLUIS_EXAMPLE_KLUIS_URL"), "http://127.0.0.1:8080")
+	h := exampleapp.Handler(exampleapp.Options{KluisURL: kluisURL, APIURL: getenv("KLUIS_EXAMPLE_API_URL"),
+		AppURL: firstSet(getenv("KLUIS_EXAMPLE_APP_URL"), "http://"+addr), Integrity: api.LinkJSIntegrity,
+		Token: func() (string, error) {
+			return mintDev(signer, jwt.MapClaims{"sub": "user_dev_1", "aud": "kluis"}), nil
+		}})
+	srv := &http.Server{Addr: addr, Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go func() { <-ctx.Done(); _ = srv.Close() }()
+	fmt.Fprintf(out, "example app on http://%s/\n", addr)
+	if err := srv.ListenAndServe(); err != nil && ctx.Err() == nil {
+		return err
+	}
+	return nil
+}
+
+// readDevSigner reads `kluis dev`'s token-signing key.
+func readDevSigner(keyFile string) (*ecdsa.PrivateKey, error) {
+	raw, err := os.ReadFile(keyFile) // #nosec G304 -- the operator names the development key file
+	if err != nil {
+		return nil, err
+	}
+	block, _ := pem.Decode(raw)
+	if block == nil {
+		return nil, fmt.Errorf("%s is not PEM", keyFile)
+	}
+	return x509.ParseECPrivateKey(block.Bytes)
 }

@@ -42,6 +42,8 @@ commands:
   audit head     print the chain's head, signed, as one line of JSON
   keys rotate    rewrap subject keys under the newest root key and renew old ones
   dev            a first look on this machine: database, keys, certificates, server
+  example-app    serve the example app that uses the hosted pages (development only;
+                 docker-compose.yml runs it)
   version        print the version
 `
 
@@ -73,6 +75,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		err = keysRotate(ctx, getenv, stdout)
 	case cmd == "dev" && len(rest) == 0:
 		err = dev(ctx, getenv, stdout)
+	case cmd == "example-app" && len(rest) == 0:
+		err = exampleApp(ctx, getenv, stdout)
 	case cmd == "version" && len(rest) == 0:
 		fmt.Fprintln(stdout, "kluis", version)
 	case cmd == "help" || cmd == "-h" || cmd == "--help":
