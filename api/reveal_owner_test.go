@@ -337,20 +337,41 @@ func TestACiphertextMovedOrAnOwnerColumnEditedFailsToOpen(t *testing.T) {
 
 // toVersion1 rewrites ref's record as envelope format version 1, as kluis
 // sealed records before owners were bound, written here from
-// docs/ENVELOPE.md alone (the subject key unwrapped through the provider).
+// docs/ENVELOPE.md alone (the keyring key unwrapped through the provider,
+// the subject key from its local wrap).
 func toVersion1(t *testing.T, env *apitest.Env, ref string) {
 	t.Helper()
 	ctx := context.Background()
 	var subject, kind, rootVersion string
-	var version uint32
-	var wrapped []byte
+	var version, epoch uint32
+	var wrapped, keyringWrapped []byte
 	if err := env.DB.Pool.QueryRow(ctx, `
-		SELECT c.subject_id, c.kind, c.key_version, k.wrapped, k.root_version
+		SELECT c.subject_id, c.kind, c.key_version, k.wrapped, k.keyring_epoch, r.wrapped, r.root_version
 		FROM credentials c JOIN keystore.subject_keys k ON k.subject_id = c.subject_id AND k.version = c.key_version
-		WHERE c.ref = $1`, ref).Scan(&subject, &kind, &version, &wrapped, &rootVersion); err != nil {
+		JOIN keystore.keyring_keys r ON r.epoch = k.keyring_epoch
+		WHERE c.ref = $1`, ref).Scan(&subject, &kind, &version, &wrapped, &epoch, &keyringWrapped, &rootVersion); err != nil {
 		t.Fatal(err)
 	}
-	key, err := env.Keys.Unwrap(ctx, fmt.Sprintf("%s/v%d", subject, version), vault.WrappedKey{Ciphertext: wrapped, RootVersion: rootVersion})
+	// The keyring key through the provider, then the subject key's local
+	// wrap ("Key hierarchy").
+	keyringKey, err := env.Keys.Unwrap(ctx, fmt.Sprintf("keyring/v%d", epoch), vault.WrappedKey{Ciphertext: keyringWrapped, RootVersion: rootVersion})
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, err := aes.NewCipher(keyringKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gcm, err := cipher.NewGCM(block)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lp16 := func(b []byte, s string) []byte { return append(binary.BigEndian.AppendUint16(b, uint16(len(s))), s...) }
+	wrapAAD := binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(lp16(lp16(nil, "kluis/keyring/subject-key/v1"), subject), version), epoch)
+	if len(wrapped) != 1+12+32+16 || wrapped[0] != 1 {
+		t.Fatalf("a wrapped subject key of %d bytes", len(wrapped))
+	}
+	key, err := gcm.Open(nil, wrapped[1:13], wrapped[13:], wrapAAD)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -364,12 +385,10 @@ func toVersion1(t *testing.T, env *apitest.Env, ref string) {
 	for _, f := range []string{"kluis/vault/credential", subject, ref, kind} {
 		aad = lp(aad, f)
 	}
-	block, err := aes.NewCipher(key)
-	if err != nil {
+	if block, err = aes.NewCipher(key); err != nil {
 		t.Fatal(err)
 	}
-	gcm, err := cipher.NewGCM(block)
-	if err != nil {
+	if gcm, err = cipher.NewGCM(block); err != nil {
 		t.Fatal(err)
 	}
 	nonce := make([]byte, 12)

@@ -241,33 +241,32 @@ func TestRotationWhileServicesRevealLosesNoReveal(t *testing.T) {
 	assertAllOnNewest(t, env, kms, 2)
 }
 
-// assertAllOnNewest checks that every subject key is version wantVersion and
-// wrapped under KMS's newest backing key, and every record under it.
+// assertAllOnNewest checks that every subject key is version wantVersion
+// and under the active keyring epoch, every keyring key wrapped under KMS's
+// newest backing key, and every record under the newest subject key.
 func assertAllOnNewest(t *testing.T, env *apitest.Env, kms *kmstest.Server, wantVersion int) {
 	t.Helper()
 	ctx := context.Background()
-	rows, err := env.DB.Pool.Query(ctx, `SELECT version, wrapped FROM keystore.subject_keys`)
+	var off int
+	if err := env.DB.Pool.QueryRow(ctx, `SELECT count(*) FROM keystore.subject_keys
+		WHERE version <> $1 OR keyring_epoch IS DISTINCT FROM (SELECT max(epoch) FROM keystore.keyring_keys)`, wantVersion).Scan(&off); err != nil {
+		t.Fatal(err)
+	}
+	if off != 0 {
+		t.Fatalf("%d subject keys not at v%d under the active keyring epoch", off, wantVersion)
+	}
+	rows, err := env.DB.Pool.Query(ctx, `SELECT wrapped FROM keystore.keyring_keys`)
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (struct {
-		v int
-		w []byte
-	}, error) {
-		var k struct {
-			v int
-			w []byte
-		}
-		return k, r.Scan(&k.v, &k.w)
-	})
+	wrapped, err := pgx.CollectRows(rows, pgx.RowTo[[]byte])
 	if err != nil {
 		t.Fatal(err)
 	}
 	newest := kms.Versions(kms.KeyID())
-	for _, k := range keys {
-		_, backing, ok := kmstest.BlobKey(k.w)
-		if k.v != wantVersion || !ok || backing != newest {
-			t.Fatalf("subject key v%d wrapped under backing version %d, want v%d under %d", k.v, backing, wantVersion, newest)
+	for _, w := range wrapped {
+		if _, backing, ok := kmstest.BlobKey(w); !ok || backing != newest {
+			t.Fatalf("keyring key wrapped under backing version %d, want %d", backing, newest)
 		}
 	}
 	var behind int

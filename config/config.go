@@ -92,6 +92,15 @@ type Config struct {
 	// KeyCryptoperiod: subject keys older than this get a new version when
 	// the rotation job runs.
 	KeyCryptoperiod time.Duration
+	// KeyringRecheck: an unwrapped keyring key is used at most this long
+	// without the key provider confirming it.
+	KeyringRecheck time.Duration
+	// KeyringCryptoperiod: the rotation job starts a new keyring epoch when
+	// the active one is older than this.
+	KeyringCryptoperiod time.Duration
+	// KeyRotationBatch is how many subject keys one re-wrap transaction of
+	// the rotation job takes.
+	KeyRotationBatch int
 	// Bounds of the unwrapped subject-key cache.
 	KeyCacheMaxAge  time.Duration
 	KeyCacheMaxUses int
@@ -221,6 +230,9 @@ func Load(getenv Getenv) (*Config, error) {
 		RateReveal:        r.rate("KLUIS_RATE_LIMIT_REVEAL", Rate{2000, time.Second}),
 		IdempotencyTTL:    r.duration("KLUIS_IDEMPOTENCY_TTL", 24*time.Hour, 24*time.Hour, 30*24*time.Hour),
 	}
+	c.KeyringRecheck = r.duration("KLUIS_KEYRING_RECHECK", 5*time.Minute, time.Second, time.Hour)
+	c.KeyringCryptoperiod = r.duration("KLUIS_KEYRING_CRYPTOPERIOD", 90*24*time.Hour, time.Hour, 5*365*24*time.Hour)
+	c.KeyRotationBatch = r.integer("KLUIS_KEY_ROTATION_BATCH", 1000, 1, 100000)
 	c.RateVerificationConfirm = r.rate("KLUIS_RATE_LIMIT_VERIFICATION_CONFIRM", Rate{60, time.Minute})
 	c.RateLimitIPv6Prefix = r.integer("KLUIS_RATE_LIMIT_IPV6_PREFIX", 64, 32, 128)
 	c.StaffMFAMaxAge = r.duration("KLUIS_STAFF_MFA_MAX_AGE", 15*time.Minute, time.Minute, 12*time.Hour)

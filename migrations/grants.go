@@ -65,6 +65,11 @@ var ServingGrants = []Grant{
 	{"TABLE", "public.credentials", readWrite},
 	{"TABLE", "keystore.subject_keys", readWrite},
 	{"TABLE", "keystore.system_keys", noDelete},
+	// Keyring keys: the first epoch is created on first start, new epochs
+	// and root rewraps by the rotation job, emptied epochs deleted by it.
+	{"TABLE", "keystore.keyring_keys", readWrite},
+	// What the rotation job could not do, per subject; erased with it.
+	{"TABLE", "keystore.rotation_failures", readWrite},
 	// Bank linking, verification, idempotency and events: feature data,
 	// erased per subject and purged by retention.
 	{"TABLE", "public.link_sessions", readWrite},

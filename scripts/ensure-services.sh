@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Starts what kluis's tests and `make dev` need on this machine: PostgreSQL on
-# 127.0.0.1:5432 (trust auth, user postgres) and Redis on 127.0.0.1:6379.
+# 127.0.0.1:5432 (trust auth, user postgres), Redis on 127.0.0.1:6379, and
+# Chromium for the browser tests.
 # Installs them from Debian's packages when they are missing. Idempotent.
 set -euo pipefail
 
@@ -51,6 +52,14 @@ ensure_redis() {
   log "Redis did not come up"; return 1
 }
 
+# The browser tests (the staff console, the hosted pages) drive Debian's
+# Chromium headless through chromedp.
+ensure_chromium() {
+  if command -v chromium >/dev/null; then return 0; fi
+  apt_install chromium
+}
+
 ensure_postgres
 ensure_redis
-log "PostgreSQL and Redis are up"
+ensure_chromium
+log "PostgreSQL, Redis and Chromium are up"

@@ -18,7 +18,8 @@ const (
 )
 
 // CacheOptions bounds how long, how often and how many unwrapped subject keys
-// stay in memory. Zero values take the defaults.
+// wrapped by the root key (from before the key hierarchy) stay in memory,
+// and how long keyring keys are used unconfirmed. Zero values take the defaults.
 type CacheOptions struct {
 	// MaxAge is how long an unwrapped key stays cached after its unwrap.
 	MaxAge time.Duration
@@ -26,6 +27,9 @@ type CacheOptions struct {
 	MaxUses int
 	// MaxKeys is how many keys are cached at once; the oldest goes first.
 	MaxKeys int
+	// KeyringRecheck is how long an unwrapped keyring key is used without
+	// the provider confirming it (KLUIS_KEYRING_RECHECK; keyring.go).
+	KeyringRecheck time.Duration
 	// Clock tells the time; tests inject their own so that ages can be tested
 	// without sleeping.
 	Clock kluis.Clock
@@ -40,6 +44,9 @@ func (o CacheOptions) withDefaults() CacheOptions {
 	}
 	if o.MaxKeys <= 0 {
 		o.MaxKeys = DefaultCacheMaxKeys
+	}
+	if o.KeyringRecheck <= 0 {
+		o.KeyringRecheck = DefaultKeyringRecheck
 	}
 	if o.Clock == nil {
 		o.Clock = kluis.SystemClock{}

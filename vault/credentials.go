@@ -86,6 +86,9 @@ type Store struct {
 // NewStore returns a credential store. sys gives the blind-index key; it may
 // be nil if no caller seals with a blind index.
 func NewStore(db *postgres.DB, ring *KeyRing, sys *SystemKeys) *Store {
+	if ring != nil && db != nil {
+		ring.keyring.setDB(db.Pool) // keyring keys are read outside callers' transactions
+	}
 	return &Store{db: db, ring: ring, sys: sys}
 }
 
@@ -207,11 +210,11 @@ func (s *Store) OpenIn(ctx context.Context, q Querier, ref string) (Credential, 
 	// the subject's keys were destroyed.
 	err := q.QueryRow(ctx, `
 		SELECT c.subject_id, c.kind, c.key_version, COALESCE(c.owner_type, ''), COALESCE(c.owner_id, ''),
-			c.envelope, k.wrapped, k.root_version, c.revoked_at IS NOT NULL
+			c.envelope, k.wrapped, k.root_version, COALESCE(k.keyring_epoch, 0), c.revoked_at IS NOT NULL
 		FROM credentials c
 		LEFT JOIN keystore.subject_keys k ON k.subject_id = c.subject_id AND k.version = c.key_version
 		WHERE c.ref = $1`, ref).Scan(&c.SubjectID, &c.Kind, &c.KeyVersion, &c.Owner.Type, &c.Owner.ID,
-		&envelope, &wrapped, &rootVer, &revoked)
+		&envelope, &wrapped, &rootVer, &sk.epoch, &revoked)
 	if err != nil {
 		return Credential{}, fmt.Errorf("vault: read credential: %w", postgres.Translate(err))
 	}
@@ -221,7 +224,7 @@ func (s *Store) OpenIn(ctx context.Context, q Querier, ref string) (Credential, 
 	if wrapped == nil || rootVer == nil {
 		return Credential{}, kluis.Errorf(kluis.ENotFound, "not found")
 	}
-	sk = storedKey{version: c.KeyVersion, wrapped: wrapped, rootVersion: *rootVer}
+	sk.version, sk.wrapped, sk.rootVersion = c.KeyVersion, wrapped, *rootVer
 	b := Binding{SubjectID: c.SubjectID, Ref: ref, Kind: c.Kind, KeyVersion: c.KeyVersion, Owner: c.Owner}
 	err = s.ring.withStoredKey(ctx, c.SubjectID, sk, func(key []byte) error {
 		var err error

@@ -40,12 +40,32 @@ func newTestVault(t *testing.T, opts CacheOptions) *testVault {
 	t.Cleanup(sys.Close)
 	ring := NewKeyRing(p, opts)
 	t.Cleanup(ring.Purge)
-	return &testVault{db: db, dbURL: dbURL, provider: p, ring: ring, sys: sys, store: NewStore(db, ring, sys)}
+	v := &testVault{db: db, dbURL: dbURL, provider: p, ring: ring, sys: sys, store: NewStore(db, ring, sys)}
+	v.loadKeyring(t)
+	return v
+}
+
+// loadKeyring loads the keyring keys as `kluis serve` does at start, before
+// any transaction needs them.
+func (v *testVault) loadKeyring(t *testing.T) {
+	t.Helper()
+	if err := v.ring.LoadKeyring(context.Background(), v.db.Pool); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // instance returns a second kluis instance on the same database and
 // provider: its own key ring and cache.
 func (v *testVault) instance(t *testing.T, opts CacheOptions) *testVault {
+	t.Helper()
+	other := v.unloadedInstance(t, opts)
+	other.loadKeyring(t)
+	return other
+}
+
+// unloadedInstance is an instance that has not loaded its keyring keys yet:
+// its first use loads them.
+func (v *testVault) unloadedInstance(t *testing.T, opts CacheOptions) *testVault {
 	t.Helper()
 	ring := NewKeyRing(v.provider, opts)
 	t.Cleanup(ring.Purge)
@@ -224,6 +244,16 @@ func TestAFlippedByteInTheWrappedKeyFailsToOpen(t *testing.T) {
 	ref := v.seal(t, sub, KindBankAccessToken, `{"access_token":"t"}`, "")
 	v.exec(t, `UPDATE keystore.subject_keys SET wrapped = set_byte(wrapped, 20, get_byte(wrapped, 20) # 1) WHERE subject_id = $1`, sub)
 	_, err := v.store.Open(context.Background(), ref)
+	wantCode(t, err, EIntegrity) // wrapped by a keyring key: the local AEAD says no
+	if !errors.Is(err, ErrEnvelopeAuth) {
+		t.Fatalf("got %v, want the failed authentication in the chain", err)
+	}
+	// A key from before the hierarchy: the provider refuses it.
+	sub2 := v.subject(t, "user-2")
+	ref2 := v.seal(t, sub2, KindBankAccessToken, `{"access_token":"t"}`, "")
+	v.toRootWrapped(t, sub2)
+	v.exec(t, `UPDATE keystore.subject_keys SET wrapped = set_byte(wrapped, 20, get_byte(wrapped, 20) # 1) WHERE subject_id = $1`, sub2)
+	_, err = v.store.Open(context.Background(), ref2)
 	wantCode(t, err, kluis.EInternal)
 	if !errors.Is(err, ErrKeyRefused) {
 		t.Fatalf("got %v, want the provider's refusal in the chain", err)
@@ -275,6 +305,7 @@ func TestConcurrentOpensOnAColdCacheMakeOneProviderCall(t *testing.T) {
 	v := newTestVault(t, CacheOptions{})
 	sub := v.subject(t, "user-1")
 	ref := v.seal(t, sub, KindBankAccessToken, `{"access_token":"t"}`, "")
+	v.toRootWrapped(t, sub) // the cache serves keys from before the hierarchy
 	other := v.instance(t, CacheOptions{})
 	gate := make(chan struct{})
 	v.provider.gate.Store(&gate)
@@ -317,7 +348,9 @@ func TestAnUnavailableProviderFailsClosedAndStoresNothing(t *testing.T) {
 	v := newTestVault(t, CacheOptions{})
 	sub := v.subject(t, "user-1")
 	v.provider.unavailable.Store(true)
-	_, err := v.trySeal(sub, KindBankAccessToken, `{"access_token":"t"}`, "")
+	// An instance that could not load its keyring key stores nothing.
+	cold := v.unloadedInstance(t, CacheOptions{})
+	_, err := cold.trySeal(sub, KindBankAccessToken, `{"access_token":"t"}`, "")
 	wantCode(t, err, kluis.EUnavailable)
 	if !errors.Is(err, kluis.ErrUnavailable) || !errors.Is(err, ErrKeyUnavailable) {
 		t.Fatalf("got %v, want ErrUnavailable and ErrKeyUnavailable in the chain", err)
@@ -329,20 +362,27 @@ func TestAnUnavailableProviderFailsClosedAndStoresNothing(t *testing.T) {
 		t.Fatalf("%d rows stored", n)
 	}
 
-	// A record sealed while it was up cannot be opened on a cold cache.
+	// A record sealed while it was up cannot be opened on such an instance.
 	v.provider.unavailable.Store(false)
 	ref := v.seal(t, sub, KindBankAccessToken, `{"access_token":"t"}`, "")
 	v.provider.unavailable.Store(true)
-	_, err = v.instance(t, CacheOptions{}).store.Open(context.Background(), ref)
+	_, err = v.unloadedInstance(t, CacheOptions{}).store.Open(context.Background(), ref)
 	wantCode(t, err, kluis.EUnavailable)
 }
 
-func TestARefusingProviderIsAnInternalError(t *testing.T) {
+// A provider that refuses the keyring key (root key disabled) leaves kluis
+// unable to serve until it confirms it (503); one that refuses a subject key
+// wrapped by the root (from before the hierarchy) is an internal error.
+func TestARefusingProviderIsUnavailableForTheKeyringAndInternalForARootWrappedKey(t *testing.T) {
 	t.Parallel()
 	v := newTestVault(t, CacheOptions{})
 	sub := v.subject(t, "user-1")
+	ref := v.seal(t, sub, KindBankAccessToken, `{"access_token":"t"}`, "")
+	v.toRootWrapped(t, sub)
 	v.provider.refuse.Store(true)
-	_, err := v.trySeal(sub, KindBankAccessToken, `{"access_token":"t"}`, "")
+	_, err := v.unloadedInstance(t, CacheOptions{}).trySeal(v.subject(t, "user-2"), KindBankAccessToken, `{"access_token":"t"}`, "")
+	wantCode(t, err, kluis.EUnavailable)
+	_, err = v.store.Open(context.Background(), ref)
 	wantCode(t, err, kluis.EInternal)
 }
 
@@ -432,6 +472,14 @@ func TestDestroyedSubjectKeysShredTheSubjectsRecords(t *testing.T) {
 	alice, bob := v.subject(t, "alice"), v.subject(t, "bob")
 	aliceRef := v.seal(t, alice, KindBankAccessToken, `{"access_token":"a"}`, "")
 	bobRef := v.seal(t, bob, KindBankAccessToken, `{"access_token":"b"}`, "")
+	// Keys from before the hierarchy, so that the cache holds them.
+	v.toRootWrapped(t, alice)
+	v.toRootWrapped(t, bob)
+	for _, ref := range []string{aliceRef, bobRef} {
+		if _, err := v.store.Open(context.Background(), ref); err != nil {
+			t.Fatal(err)
+		}
+	}
 	other := v.instance(t, CacheOptions{})
 	if _, err := other.store.Open(context.Background(), aliceRef); err != nil {
 		t.Fatal(err) // warms the other instance's cache

@@ -22,6 +22,7 @@ type fakeProvider struct {
 
 	generates atomic.Int64
 	unwraps   atomic.Int64
+	rewraps   atomic.Int64
 
 	unavailable atomic.Bool
 	refuse      atomic.Bool
@@ -102,6 +103,11 @@ func (p *fakeProvider) GenerateDataKey(ctx context.Context, keyID string) (DataK
 
 func (p *fakeProvider) Unwrap(ctx context.Context, keyID string, w WrappedKey) ([]byte, error) {
 	p.unwraps.Add(1)
+	return p.unwrap(ctx, keyID, w)
+}
+
+// unwrap is Unwrap without its count, for Rewrap.
+func (p *fakeProvider) unwrap(ctx context.Context, keyID string, w WrappedKey) ([]byte, error) {
 	if g := p.gate.Load(); g != nil {
 		select {
 		case <-*g:
@@ -128,9 +134,10 @@ func (p *fakeProvider) Unwrap(ctx context.Context, keyID string, w WrappedKey) (
 }
 
 func (p *fakeProvider) Rewrap(ctx context.Context, items []RewrapItem) ([]WrappedKey, error) {
+	p.rewraps.Add(1)
 	out := make([]WrappedKey, 0, len(items))
 	for _, it := range items {
-		key, err := p.Unwrap(ctx, it.KeyID, it.Wrapped)
+		key, err := p.unwrap(ctx, it.KeyID, it.Wrapped)
 		if err != nil {
 			return nil, err
 		}
@@ -146,6 +153,11 @@ func (p *fakeProvider) Describe(ctx context.Context) (RootKeyInfo, error) {
 	}
 	_, latest, _ := p.root("")
 	return RootKeyInfo{Provider: "fake", KeyID: "fake", LatestVersion: latest}, nil
+}
+
+// calls counts every call to the provider.
+func (p *fakeProvider) calls() int64 {
+	return p.generates.Load() + p.unwraps.Load() + p.rewraps.Load()
 }
 
 // fakeClock is a settable clock.

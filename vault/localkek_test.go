@@ -4,7 +4,6 @@ import (
 	"context"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -15,7 +14,7 @@ import (
 )
 
 // TestTheStoreWorksOnTheLocalRootKey runs the exported API end to end on a
-// real provider: seal, open on a cold cache, rewrap, re-seal, shred.
+// real provider: seal, re-seal, a new keyring epoch, open on a cold cache.
 func TestTheStoreWorksOnTheLocalRootKey(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -49,14 +48,8 @@ func TestTheStoreWorksOnTheLocalRootKey(t *testing.T) {
 	if _, err := store.ResealSubject(ctx, db, sub, nil); err != nil {
 		t.Fatal(err)
 	}
-	for {
-		n, err := vault.NewKeyRing(p, vault.CacheOptions{}).RewrapBatch(ctx, db, 10, time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n == 0 {
-			break
-		}
+	if _, err := store.Rotate(ctx, db, vault.RotationOptions{NewEpoch: true}); err != nil {
+		t.Fatal(err)
 	}
 	cold := vault.NewStore(db, vault.NewKeyRing(p, vault.CacheOptions{}), sys)
 	c, err := cold.Open(ctx, ref)

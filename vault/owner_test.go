@@ -67,12 +67,7 @@ func (v *testVault) toVersion1(t *testing.T, ref string, owner Owner) {
 		t.Fatal(err)
 	}
 	defer c.Zero()
-	var sk storedKey
-	sk.version = c.KeyVersion
-	if err := v.db.Pool.QueryRow(ctx, `SELECT wrapped, root_version FROM keystore.subject_keys WHERE subject_id = $1 AND version = $2`,
-		c.SubjectID, c.KeyVersion).Scan(&sk.wrapped, &sk.rootVersion); err != nil {
-		t.Fatal(err)
-	}
+	sk := v.storedKey(t, c.SubjectID, c.KeyVersion)
 	var env []byte
 	err = v.ring.withStoredKey(ctx, c.SubjectID, sk, func(key []byte) error {
 		var err error

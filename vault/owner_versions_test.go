@@ -19,11 +19,7 @@ func (v *testVault) pendingToVersion1(t *testing.T, ref string) {
 		t.Fatal(err)
 	}
 	defer c.Zero()
-	sk := storedKey{version: c.KeyVersion}
-	if err := v.db.Pool.QueryRow(ctx, `SELECT wrapped, root_version FROM keystore.subject_keys WHERE subject_id = $1 AND version = $2`,
-		c.SubjectID, c.KeyVersion).Scan(&sk.wrapped, &sk.rootVersion); err != nil {
-		t.Fatal(err)
-	}
+	sk := v.storedKey(t, c.SubjectID, c.KeyVersion)
 	var env []byte
 	err = v.ring.withStoredKey(ctx, c.SubjectID, sk, func(key []byte) error {
 		var err error

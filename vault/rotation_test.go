@@ -10,7 +10,7 @@ import (
 	"github.com/kluis-dev/kluis"
 )
 
-func TestRewrapMovesEveryKeyToTheNewestRootVersion(t *testing.T) {
+func TestRootRotationRewrapsOnlyTheKeyringAndSystemKeys(t *testing.T) {
 	t.Parallel()
 	v := newTestVault(t, CacheOptions{})
 	ctx := context.Background()
@@ -20,42 +20,39 @@ func TestRewrapMovesEveryKeyToTheNewestRootVersion(t *testing.T) {
 		secret := fmt.Sprintf(`{"access_token":"t%d"}`, i)
 		refs[v.seal(t, sub, KindBankAccessToken, secret, "")] = secret
 	}
+	subjectKeys := v.subjectKeyBytes(t)
 	v.provider.rotateRoot("2")
+	rewraps, unwraps, generates := v.provider.rewraps.Load(), v.provider.unwraps.Load(), v.provider.generates.Load()
 
-	var batches []int
-	for {
-		n, err := v.ring.RewrapBatch(ctx, v.db, 2, time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n == 0 {
-			break
-		}
-		batches = append(batches, n)
-		if len(batches) > 10 {
-			t.Fatal("rewrap does not finish")
-		}
+	res, err := v.store.Rotate(ctx, v.db, RotationOptions{})
+	if err != nil {
+		t.Fatal(err)
 	}
-	// Batches of 2: the 3 subject keys, then the system keys.
-	want := []int{2, 1}
-	for left := len(DefaultSystemKeys); left > 0; left -= 2 {
-		want = append(want, min(left, 2))
+	if want := 1 + len(DefaultSystemKeys); res.RootRewrapped != want || res.Rewrapped != 0 || res.NewEpoch {
+		t.Fatalf("rotation = %+v, want %d root rewraps (1 keyring key, %d system keys) and nothing else", res, want, len(DefaultSystemKeys))
 	}
-	if fmt.Sprint(batches) != fmt.Sprint(want) {
-		t.Fatalf("batches %v, want %v (3 subject keys, then %d system keys)", batches, want, len(DefaultSystemKeys))
+	// One rewrap call per table (the fake batches, as Transit does) and no
+	// unwrap or new key: the subject keys are not the provider's business.
+	if got := v.provider.rewraps.Load() - rewraps; got != 2 {
+		t.Fatalf("%d rewrap calls, want 2", got)
 	}
-	if n := v.count(t, `SELECT (SELECT count(*) FROM keystore.subject_keys WHERE root_version <> '2') + (SELECT count(*) FROM keystore.system_keys WHERE root_version <> '2')`); n != 0 {
+	if v.provider.unwraps.Load() != unwraps || v.provider.generates.Load() != generates {
+		t.Fatal("root rotation unwrapped or made keys")
+	}
+	if n := v.count(t, `SELECT (SELECT count(*) FROM keystore.keyring_keys WHERE root_version <> '2') + (SELECT count(*) FROM keystore.system_keys WHERE root_version <> '2')`); n != 0 {
 		t.Fatalf("%d keys still under the old root", n)
 	}
+	if fmt.Sprint(v.subjectKeyBytes(t)) != fmt.Sprint(subjectKeys) {
+		t.Fatal("root rotation changed subject keys")
+	}
 
-	// With the old root gone, everything still opens, on a cold cache and
-	// after a restart.
+	// With the old root gone, everything still opens, on a new instance.
 	v.provider.retireRoot("1")
 	other := v.instance(t, CacheOptions{})
 	for ref, secret := range refs {
 		c, err := other.store.Open(ctx, ref)
 		if err != nil || string(c.Secret) != secret {
-			t.Fatalf("%s after rewrap: %v", ref, err)
+			t.Fatalf("%s after root rotation: %v", ref, err)
 		}
 	}
 	sys, err := LoadSystemKeys(ctx, v.db, v.provider)

@@ -121,12 +121,13 @@ func (s *Store) OpenPending(ctx context.Context, q Querier, ref string) (Credent
 	var envelope, wrapped []byte
 	var keyVersion *uint32
 	var rootVer *string
+	var epoch uint32
 	err := q.QueryRow(ctx, `
 		SELECT c.subject_id, c.kind, COALESCE(c.owner_type, ''), COALESCE(c.owner_id, ''),
-			c.pending_key_version, c.pending_envelope, k.wrapped, k.root_version
+			c.pending_key_version, c.pending_envelope, k.wrapped, k.root_version, COALESCE(k.keyring_epoch, 0)
 		FROM credentials c
 		LEFT JOIN keystore.subject_keys k ON k.subject_id = c.subject_id AND k.version = c.pending_key_version
-		WHERE c.ref = $1`, ref).Scan(&c.SubjectID, &c.Kind, &c.Owner.Type, &c.Owner.ID, &keyVersion, &envelope, &wrapped, &rootVer)
+		WHERE c.ref = $1`, ref).Scan(&c.SubjectID, &c.Kind, &c.Owner.Type, &c.Owner.ID, &keyVersion, &envelope, &wrapped, &rootVer, &epoch)
 	if err != nil {
 		return Credential{}, fmt.Errorf("vault: read pending version: %w", postgres.Translate(err))
 	}
@@ -134,7 +135,7 @@ func (s *Store) OpenPending(ctx context.Context, q Querier, ref string) (Credent
 		return Credential{}, kluis.Errorf(kluis.ENotFound, "not found")
 	}
 	c.KeyVersion = *keyVersion
-	sk := storedKey{version: c.KeyVersion, wrapped: wrapped, rootVersion: *rootVer}
+	sk := storedKey{version: c.KeyVersion, wrapped: wrapped, rootVersion: *rootVer, epoch: epoch}
 	b := Binding{SubjectID: c.SubjectID, Ref: ref, Kind: c.Kind, KeyVersion: c.KeyVersion, Owner: c.Owner}
 	err = s.ring.withStoredKey(ctx, c.SubjectID, sk, func(key []byte) error {
 		var err error

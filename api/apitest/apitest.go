@@ -148,6 +148,11 @@ func start(t testing.TB, db *postgres.DB, u string, keys vault.KeyProvider, opts
 	t.Cleanup(sys.Close)
 	ring := vault.NewKeyRing(keys, vault.CacheOptions{})
 	store := vault.NewStore(db, ring, sys)
+	// As `kluis serve` does at start: the keyring keys are loaded before any
+	// request's transaction needs them.
+	if err := ring.LoadKeyring(ctx, db.Pool); err != nil {
+		t.Fatalf("apitest: keyring: %v", err)
+	}
 	verifier, err := jwtauth.New(ctx, jwtauth.Options{
 		JWKSFile: jwttest.WriteJWKS(t, jwttest.DefaultKeys()...), Issuer: jwttest.Issuer,
 		UserAudience: jwttest.UserAudience, StaffAudience: jwttest.StaffAudience, Logger: logger,

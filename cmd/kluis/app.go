@@ -43,6 +43,11 @@ type app struct {
 	// worker delivers every feature's events (the outbox) to the apps'
 	// endpoints; serve starts and stops it.
 	worker *events.Worker
+	// rotation is the key-rotation job's progress, for /metrics;
+	// rotationOut, when set (`kluis keys rotate`), gets its progress lines.
+	rotation    *vault.RotationMetrics
+	rotationOut io.Writer
+	newEpoch    bool // `kluis keys rotate --new-epoch`
 	// The features.
 	bank        *banklink.Service
 	bankBreaker []*bankbreaker.Provider // one breaker per bank provider but the sandbox
@@ -127,14 +132,18 @@ func (a *app) openKeys(ctx context.Context) error {
 	return nil
 }
 
-// openVault builds the subject-key ring and the credential store.
-func (a *app) openVault(context.Context) error {
+// openVault builds the subject-key ring and the credential store, and
+// loads the keyring keys (made on a first start): kluis does not start
+// unless it can serve work that needs keys.
+func (a *app) openVault(ctx context.Context) error {
 	a.ring = vault.NewKeyRing(a.keys, vault.CacheOptions{
 		MaxAge: a.cfg.KeyCacheMaxAge, MaxUses: a.cfg.KeyCacheMaxUses, MaxKeys: a.cfg.KeyCacheMaxKeys,
+		KeyringRecheck: a.cfg.KeyringRecheck,
 	})
 	a.closers = append(a.closers, a.ring.Purge)
 	a.store = vault.NewStore(a.db, a.ring, a.sys)
-	return nil
+	a.rotation = vault.NewRotationMetrics(a.ring)
+	return waitForProvider(ctx, a.log, "load keyring keys", func() error { return a.ring.LoadKeyring(ctx, a.db.Pool) })
 }
 
 // openAudit builds the audit writer, naming people by the system keys'
@@ -188,25 +197,37 @@ var errKeysRefused = errors.New("the key provider refused to unwrap kluis's stor
 // loadSystemKeys retries while the key provider is unavailable, up to
 // startupWait: kluis does not start without its keys.
 func loadSystemKeys(ctx context.Context, db *postgres.DB, keys vault.KeyProvider, logger *slog.Logger) (*vault.SystemKeys, error) {
+	var sys *vault.SystemKeys
+	err := waitForProvider(ctx, logger, "load system keys", func() error {
+		var err error
+		sys, err = vault.LoadSystemKeys(ctx, db, keys)
+		return err
+	})
+	return sys, err
+}
+
+// waitForProvider runs load until it succeeds, retrying while the key
+// provider is unavailable, up to startupWait. Only an unreachable provider
+// is worth waiting for; a refusal (a wrong root key, say) will not go away
+// by itself.
+func waitForProvider(ctx context.Context, logger *slog.Logger, what string, load func() error) error {
 	deadline := time.Now().Add(startupWait)
 	wait := 500 * time.Millisecond
 	for {
-		sys, err := vault.LoadSystemKeys(ctx, db, keys)
+		err := load()
 		if err == nil {
-			return sys, nil
+			return nil
 		}
-		// Only an unreachable provider is worth waiting for; a refusal (a
-		// wrong root key, say) will not go away by itself.
 		if kluis.ErrorCode(err) != kluis.EUnavailable {
-			return nil, fmt.Errorf("%w: %w", errKeysRefused, err)
+			return fmt.Errorf("%w: %w", errKeysRefused, err)
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			return nil, fmt.Errorf("load system keys: %w", err)
+			return fmt.Errorf("%s: %w", what, err)
 		}
 		logger.Warn("key provider not usable yet; retrying", "cause", err.Error())
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return ctx.Err()
 		case <-time.After(wait):
 		}
 		wait = min(wait*2, 5*time.Second)

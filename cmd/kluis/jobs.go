@@ -49,26 +49,93 @@ func (a *app) scheduler() (*jobs.Scheduler, error) {
 	return s, nil
 }
 
-// rotateKeys rewraps every key under the root key's newest version and
-// re-seals subjects past their cryptoperiod or with version-1 records
-// (their owners checked against bank linking's pointers), checkpointing its
-// counts in job_runs as it goes.
+// rotateKeys runs key rotation (vault.Store.Rotate): the keyring and system
+// keys rewrapped under the root key's newest version, a new keyring epoch
+// when one is due (or asked for by `kluis keys rotate --new-epoch`), subject
+// keys re-wrapped under it locally, and subjects past their cryptoperiod or
+// with version-1 records re-sealed (their owners checked against bank
+// linking's pointers). It checkpoints its counts in job_runs, shows its
+// progress in /metrics and, under `kluis keys rotate`, prints it.
 func (a *app) rotateKeys(ctx context.Context, run *jobs.Run) error {
+	progress := newRotationProgress(a.rotationOut)
 	res, err := a.store.Rotate(ctx, a.db, vault.RotationOptions{
-		Cryptoperiod: a.cfg.KeyCryptoperiod,
-		Owners:       a.bank,
-		Progress: func(rewrapped, subjects, records int) {
-			run.Set("rewrapped_keys", int64(rewrapped))
-			run.Set("resealed_subjects", int64(subjects))
-			run.Set("resealed_records", int64(records))
+		Cryptoperiod:        a.cfg.KeyCryptoperiod,
+		KeyringCryptoperiod: a.cfg.KeyringCryptoperiod,
+		NewEpoch:            a.newEpoch,
+		Batch:               a.cfg.KeyRotationBatch,
+		Owners:              a.bank,
+		Report: func(r vault.RotationResult) {
+			a.rotation.Observe(r)
+			progress.print(r)
+			setRotationCounts(run, r)
 			_ = run.Checkpoint(ctx) // progress only: the run's end records the totals
 		},
 	})
-	run.Set("rewrapped_keys", int64(res.Rewrapped))
-	run.Set("resealed_subjects", int64(res.ResealedSubjects))
-	run.Set("resealed_records", int64(res.ResealedRecords))
-	run.Set("reseal_failed_subjects", int64(res.ResealFailed))
+	setRotationCounts(run, res)
+	res.Step = vault.StepDone // the run is over, whatever its outcome
+	a.rotation.Observe(res)
 	return err
+}
+
+// setRotationCounts puts a rotation's counts in its job_runs record.
+func setRotationCounts(run *jobs.Run, r vault.RotationResult) {
+	run.Set("rewrapped_keys", int64(r.RootRewrapped+r.Rewrapped))
+	run.Set("root_rewrapped_keys", int64(r.RootRewrapped))
+	run.Set("keyring_epoch", int64(r.Epoch))
+	run.Set("subject_keys_rewrapped", int64(r.Rewrapped))
+	run.Set("subject_keys_migrated", int64(r.Migrated))
+	run.Set("subject_keys_failed", int64(r.RewrapFailed))
+	run.Set("resealed_subjects", int64(r.ResealedSubjects))
+	run.Set("resealed_records", int64(r.ResealedRecords))
+	run.Set("reseal_failed_subjects", int64(r.ResealFailed))
+}
+
+// rotationProgress prints a rotation's progress: a line when a step
+// begins, at most one a second within it, and its last state when it ends.
+type rotationProgress struct {
+	out     io.Writer
+	step    string
+	at      time.Time
+	last    vault.RotationResult
+	pending bool // last was not printed
+}
+
+func newRotationProgress(out io.Writer) *rotationProgress { return &rotationProgress{out: out} }
+
+func (p *rotationProgress) print(r vault.RotationResult) {
+	if p.out == nil {
+		return
+	}
+	switch {
+	case r.Step != p.step:
+		if p.pending {
+			p.line(p.last)
+		}
+		p.step = r.Step
+		p.line(r)
+	case time.Since(p.at) >= time.Second:
+		p.line(r)
+	default:
+		p.last, p.pending = r, true
+	}
+}
+
+func (p *rotationProgress) line(r vault.RotationResult) {
+	p.at, p.pending = time.Now(), false
+	switch r.Step {
+	case vault.StepRoot:
+		fmt.Fprintf(p.out, "key-rotation: root: %d keyring and system keys rewrapped under the root key's newest version\n", r.RootRewrapped)
+	case vault.StepRewrap:
+		epoch := fmt.Sprintf("keyring epoch %d", r.Epoch)
+		if r.NewEpoch {
+			epoch += " (new)"
+		}
+		fmt.Fprintf(p.out, "key-rotation: %s: %d subject keys re-wrapped (%d from the root key), %d failed, %d to go\n",
+			epoch, r.Rewrapped, r.Migrated, r.RewrapFailed, r.Remaining)
+	case vault.StepReseal:
+		fmt.Fprintf(p.out, "key-rotation: re-seal: %d subjects (%d records) given a new key version, %d failed\n",
+			r.ResealedSubjects, r.ResealedRecords, r.ResealFailed)
+	}
 }
 
 // errAuditBroken fails the audit-verify job, so a broken chain shows as a
@@ -212,9 +279,18 @@ func formatCounts(c map[string]int64) string {
 }
 
 // keysRotate runs the key-rotation job now, under its lock and with its
-// job_runs record, like any scheduled run.
-func keysRotate(ctx context.Context, getenv func(string) string, out io.Writer) error {
-	return withScheduler(ctx, getenv, out, func(_ *app, s *jobs.Scheduler) error {
+// job_runs record, like any scheduled run, printing its progress. With
+// --new-epoch it starts a new keyring epoch whatever the active one's age.
+func keysRotate(ctx context.Context, getenv func(string) string, out io.Writer, args []string) error {
+	newEpoch := false
+	for _, arg := range args {
+		if arg != "--new-epoch" {
+			return fmt.Errorf("keys rotate: unknown argument %q (usage: kluis keys rotate [--new-epoch])", arg)
+		}
+		newEpoch = true
+	}
+	return withScheduler(ctx, getenv, out, func(a *app, s *jobs.Scheduler) error {
+		a.rotationOut, a.newEpoch = out, newEpoch
 		return runJob(ctx, s, out, "key-rotation")
 	})
 }

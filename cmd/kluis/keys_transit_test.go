@@ -79,7 +79,7 @@ func (k *transitKluis) seal(t testing.TB, sub string) string {
 // answer arrived in pieces could not be read. The server here sends every
 // answer in two pieces, so the old code failed every time.
 func TestKeysRotateWorksWhileKluisServesOnTransit(t *testing.T) {
-	k := startTransitKluis(t, 150) // more than one rewrap batch
+	k := startTransitKluis(t, 150)
 	k.srv.SetSlowAnswers(20 * time.Millisecond)
 	ctx, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -112,12 +112,12 @@ func TestKeysRotateWorksWhileKluisServesOnTransit(t *testing.T) {
 	if served.Load() == 0 {
 		t.Fatal("nothing was served during the rotations")
 	}
-	// Keys sealed after the command took its cutoff may be on the newest
-	// version already or left for the next run; none is on the oldest.
+	// The root wraps only keyring and system keys (subject keys are wrapped
+	// by the keyring key): none is left on the oldest version.
 	var oldest int
 	if err := k.app.db.Pool.QueryRow(context.Background(),
-		`SELECT count(*) FROM keystore.subject_keys WHERE root_version = '1'`).Scan(&oldest); err != nil || oldest != 0 {
-		t.Fatalf("%d subject keys still on root version 1 (%v)", oldest, err)
+		`SELECT (SELECT count(*) FROM keystore.keyring_keys WHERE root_version = '1') + (SELECT count(*) FROM keystore.system_keys WHERE root_version = '1')`).Scan(&oldest); err != nil || oldest != 0 {
+		t.Fatalf("%d keys still on root version 1 (%v)", oldest, err)
 	}
 }
 
@@ -159,5 +159,29 @@ func TestFailureTextShowsTheProvidersWordsBeneathTheSummary(t *testing.T) {
 				t.Fatalf("got  %q\nwant %q", got, tt.want)
 			}
 		})
+	}
+}
+
+// `kluis keys rotate --new-epoch` starts a keyring epoch, moves every
+// subject key to it locally and prints its progress; reveals go on.
+func TestKeysRotateNewEpochPrintsItsProgress(t *testing.T) {
+	k := startTransitKluis(t, 30)
+	before := k.srv.TotalCalls()
+	code, out, errOut := runKluis(t, k.env, "keys", "rotate", "--new-epoch")
+	if code != 0 || !strings.Contains(out, "keyring epoch 2 (new): 30 subject keys re-wrapped") || !strings.Contains(out, "succeeded") {
+		t.Fatalf("keys rotate --new-epoch = %d %q %q", code, out, errOut)
+	}
+	// The command builds its own kluis (system keys, keyring) and then makes
+	// one key, whatever the number of subjects: a few calls, not 30.
+	if got := k.srv.TotalCalls() - before; got > 20 {
+		t.Fatalf("a new epoch over 30 subjects made %d Transit calls", got)
+	}
+	for _, ref := range k.refs {
+		if _, err := k.app.store.Open(context.Background(), ref); err != nil {
+			t.Fatalf("open after the new epoch: %v", err)
+		}
+	}
+	if code, _, errOut := runKluis(t, k.env, "keys", "rotate", "--bogus"); code == 0 || !strings.Contains(errOut, "--new-epoch") {
+		t.Fatalf("keys rotate --bogus = %d %q", code, errOut)
 	}
 }

@@ -1,7 +1,7 @@
 // Command kluis is the one binary of kluis: the server, its migrations, its
 // scheduled jobs, audit verification, key rotation, and a development setup.
 //
-//	kluis serve | migrate | jobs list | jobs run NAME | audit verify [--head FILE] | audit head | keys rotate | dev | version
+//	kluis serve | console | migrate | jobs list | jobs run NAME | audit verify [--head FILE] | audit head | keys rotate [--new-epoch] | dev | version
 //
 // Configuration comes from the environment (API.md, README).
 package main
@@ -40,7 +40,11 @@ commands:
   audit verify   walk the audit chain; exit 1 naming the first bad entry
                  (--head FILE: and check that the chain extends that signed head)
   audit head     print the chain's head, signed, as one line of JSON
-  keys rotate    rewrap subject keys under the newest root key and renew old ones
+  keys rotate [--new-epoch]
+                 rewrap keyring keys under the newest root key, move subject
+                 keys to the active keyring epoch (a new one with --new-epoch),
+                 renew old subject keys; prints its progress
+  console        serve the compliance staff console (its own listener; docs/CONSOLE.md)
   dev            a first look on this machine: database, keys, certificates, server
   example-app    serve the example app that uses the hosted pages (development only;
                  docker-compose.yml runs it)
@@ -71,8 +75,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		err = auditVerify(ctx, getenv, stdout, rest[1:])
 	case cmd == "audit" && len(rest) == 1 && rest[0] == "head":
 		err = auditHead(ctx, getenv, stdout)
-	case cmd == "keys" && len(rest) == 1 && rest[0] == "rotate":
-		err = keysRotate(ctx, getenv, stdout)
+	case cmd == "keys" && len(rest) >= 1 && rest[0] == "rotate":
+		err = keysRotate(ctx, getenv, stdout, rest[1:])
+	case cmd == "console" && len(rest) == 0:
+		err = runConsole(ctx, getenv, stdout)
 	case cmd == "dev" && len(rest) == 0:
 		err = dev(ctx, getenv, stdout)
 	case cmd == "example-app" && len(rest) == 0:

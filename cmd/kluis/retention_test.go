@@ -45,3 +45,52 @@ func TestTheRetentionDryRunPrintsPerClassWhatWouldGo(t *testing.T) {
 		t.Errorf("--dry-run on another job = %d, want a usage error", code)
 	}
 }
+
+// `kluis console` names every missing setting at once and exits 1.
+func TestTheConsoleNamesEveryMissingSetting(t *testing.T) {
+	code, _, errOut := runKluis(t, map[string]string{"KLUIS_CONSOLE_API_URL": "http://kluis:8443"}, "console")
+	if code != 1 {
+		t.Fatalf("console without settings = %d, want 1", code)
+	}
+	for _, want := range []string{"KLUIS_CONSOLE_PUBLIC_URL", "KLUIS_CONSOLE_TLS_CERT", "KLUIS_CONSOLE_OIDC_ISSUER",
+		"KLUIS_CONSOLE_OIDC_CLIENT_ID", "KLUIS_CONSOLE_CLIENT_CERT", "KLUIS_CONSOLE_API_CA", "KLUIS_CONSOLE_API_URL: must be"} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("the error does not name %s:\n%s", want, errOut)
+		}
+	}
+}
+
+// The retention job erases a dormant subject and keeps one under a hold.
+func TestTheRetentionJobErasesADormantSubjectAndKeepsAHeldOne(t *testing.T) {
+	db, u := pgtest.Open(t)
+	ctx := context.Background()
+	old := time.Now().Add(-400 * 24 * time.Hour)
+	ids := map[string]string{}
+	for _, sub := range []string{"user-dormant", "user-held-dormant"} {
+		id, err := vault.EnsureSubject(ctx, db.Pool, sub)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[sub] = id
+		if _, err := db.Pool.Exec(ctx, `UPDATE subjects SET created_at = $2, last_seen_at = $2 WHERE id = $1`, id, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := db.Pool.Exec(ctx, `INSERT INTO legal_holds (id, held_subject_id, subject_pseudonym, reason, created_by, created_at)
+		VALUES ('hold_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', $1, 'p', 'CASE-1', 'staff_a', now())`, ids["user-held-dormant"]); err != nil {
+		t.Fatal(err)
+	}
+	env := serveEnv(t, u)
+	env["KLUIS_RETENTION_DORMANT_SUBJECTS"] = "365d"
+	if code, out, errOut := runKluis(t, env, "jobs", "run", "retention-purge"); code != 0 ||
+		!strings.Contains(out, "purged_dormant_subjects=1") || !strings.Contains(out, "dormant_held=1") {
+		t.Fatalf("retention-purge = %d %q %q", code, out, errOut)
+	}
+	var n int
+	if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM subjects WHERE id = $1`, ids["user-dormant"]).Scan(&n); err != nil || n != 0 {
+		t.Errorf("the dormant subject is still there (%d, %v)", n, err)
+	}
+	if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM subjects WHERE id = $1`, ids["user-held-dormant"]).Scan(&n); err != nil || n != 1 {
+		t.Errorf("the held subject was erased (%d, %v)", n, err)
+	}
+}

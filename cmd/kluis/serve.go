@@ -124,6 +124,7 @@ func (a *app) deps(ctx context.Context) (*api.Deps, error) {
 	if b, ok := a.keys.(*breaker.Provider); ok {
 		registry.MustRegister(b.Collector())
 	}
+	registry.MustRegister(a.rotation)
 	limiter, err := a.rateLimiter(registry)
 	if err != nil {
 		return nil, err
@@ -138,8 +139,11 @@ func (a *app) deps(ctx context.Context) (*api.Deps, error) {
 		RateLimiter: limiter, RateLimits: &limits, IdempotencyTTL: a.cfg.IdempotencyTTL,
 		AuditHeads: a.sys, AuditSealInterval: a.cfg.AuditSealInterval,
 		Ready: map[string]func(context.Context) error{
-			"database":     a.db.Ping,
-			"key_provider": newProviderCheck(a.keys).check,
+			"database": a.db.Ping,
+			// Readiness means "can serve": the keyring key confirmed
+			// within KLUIS_KEYRING_RECHECK, not "the provider answered a
+			// ping" (a provider down for a minute does not stop kluis).
+			"key_provider": a.ring.Ready,
 		},
 		Refusals: compliance.NewRefusals(a.auditor, compliance.RefusalOptions{Logger: a.log}), Clock: kluis.SystemClock{},
 		StaffMFAMaxAge: a.cfg.StaffMFAMaxAge, StaffTokenMaxLifetime: a.cfg.StaffTokenMaxLifetime,
@@ -195,11 +199,15 @@ func (a *app) listen(deps *api.Deps) ([]*http.Server, []net.Listener, error) {
 }
 
 // background starts the long-running parts that stop with ctx: the audit
-// sealer, the subject-key cache janitor and the event outbox's delivery
-// worker.
+// sealer, the subject-key cache janitor, the keyring's recheck and the
+// event outbox's delivery worker.
 func (a *app) background(ctx context.Context, wg *sync.WaitGroup) {
 	sealer := audit.NewSealer(a.db, 0)
-	wg.Add(3)
+	wg.Add(4)
+	go func() {
+		defer wg.Done()
+		a.ring.RunKeyringRecheck(ctx)
+	}()
 	go func() {
 		defer wg.Done()
 		a.worker.Run(ctx)

@@ -260,6 +260,18 @@ func (s *Server) Calls(op string) int {
 	return s.calls[op]
 }
 
+// TotalCalls is how many requests reached the server, every operation and
+// failed ones included: what a benchmark counts as provider calls.
+func (s *Server) TotalCalls() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, c := range s.calls {
+		n += c
+	}
+	return n
+}
+
 // BlobKey reads the key id and backing version a ciphertext blob of this
 // server names, so that tests can see what KMS hides from its clients.
 func BlobKey(blob []byte) (keyID string, version int, ok bool) {

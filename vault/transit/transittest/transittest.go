@@ -196,6 +196,18 @@ func (s *Server) Calls(name string) int {
 	return s.calls[name]
 }
 
+// TotalCalls is how many requests reached the server, every operation and
+// failed ones included: what a benchmark counts as provider calls.
+func (s *Server) TotalCalls() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, c := range s.calls {
+		n += c
+	}
+	return n
+}
+
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	call, rest := s.route(r.URL.Path)
 	s.mu.Lock()
