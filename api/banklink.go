@@ -67,6 +67,10 @@ type (
 		ItemID    string    `json:"item_id,omitempty"`
 		Provider  string    `json:"provider"`
 		ExpiresAt time.Time `json:"expires_at"`
+		// HostedLinkURL is kluis's hosted link page with a fresh page
+		// token (docs/HOSTED.md); RedirectURI the session's own.
+		HostedLinkURL string `json:"hosted_link_url,omitempty"`
+		RedirectURI   string `json:"redirect_uri,omitempty"`
 	}
 )
 
@@ -107,6 +111,9 @@ type createLinkSessionRequest struct {
 	} `json:"account_filters"`
 	AccountSelection bool   `json:"account_selection"`
 	Platform         string `json:"platform"`
+	// RedirectURI is where the hosted page sends the browser back in the
+	// redirect flow: a URL of one of the app origins (docs/HOSTED.md).
+	RedirectURI string `json:"redirect_uri"`
 }
 
 func (d *Deps) createLinkSession(c echo.Context) error {
@@ -114,8 +121,11 @@ func (d *Deps) createLinkSession(c echo.Context) error {
 	if err := DecodeJSON(c, &req); err != nil {
 		return err
 	}
+	if err := d.checkRedirectURI(req.RedirectURI); err != nil {
+		return err
+	}
 	opts := banklink.LinkOptions{Products: req.Products, ItemID: req.ItemID, Provider: req.Provider, Link: d.linkSettings(c),
-		AccountSelection: req.AccountSelection, Platform: req.Platform}
+		AccountSelection: req.AccountSelection, Platform: req.Platform, RedirectURI: req.RedirectURI}
 	if req.AccountFilters != nil {
 		opts.AccountSubtypes = req.AccountFilters.Depository
 	}
@@ -123,9 +133,13 @@ func (d *Deps) createLinkSession(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	hostedURL, err := d.linkURL(c, s)
+	if err != nil {
+		return err
+	}
 	c.Response().Header().Set(echo.HeaderCacheControl, "no-store")
 	return c.JSON(http.StatusCreated, linkSessionJSON{ID: s.ID, LinkToken: s.LinkToken, Status: s.Status, Mode: s.Mode,
-		ItemID: s.ItemID, Provider: s.Provider, ExpiresAt: s.ExpiresAt.UTC()})
+		ItemID: s.ItemID, Provider: s.Provider, ExpiresAt: s.ExpiresAt.UTC(), HostedLinkURL: hostedURL, RedirectURI: s.RedirectURI})
 }
 
 type exchangeRequest struct {

@@ -9,7 +9,10 @@ import (
 // writeVerification answers a Verification, with the bank's checks when it
 // is a bank account verification that the bank answered.
 func (d *Deps) writeVerification(c echo.Context, status int, v verification.Verification) error {
-	out := verificationView(v)
+	out, err := d.verificationOut(c, v)
+	if err != nil {
+		return err
+	}
 	if v.Method == verification.MethodBankAccountVerification {
 		checks, err := d.Verification.BankChecks(c.Request().Context(), v.ID)
 		if err != nil {

@@ -84,6 +84,9 @@ func limitBody(next echo.HandlerFunc) echo.HandlerFunc {
 func requireJSON(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		r := c.Request()
+		if isPageRoute(c.Path()) {
+			return next(c) // hosted pages' forms (docs/HOSTED.md)
+		}
 		hasBody := r.ContentLength > 0 || (r.ContentLength < 0 && r.Body != nil && r.Body != http.NoBody) || len(r.TransferEncoding) > 0
 		if hasBody && !isJSON(r.Header.Get(echo.HeaderContentType)) {
 			return kluis.Errorf(kluis.EUnsupportedMedia, "request body must be application/json")

@@ -16,6 +16,7 @@ import (
 	"github.com/kluis-dev/kluis/banklink"
 	"github.com/kluis-dev/kluis/banklink/sandbox"
 	"github.com/kluis-dev/kluis/compliance"
+	"github.com/kluis-dev/kluis/hosted"
 	"github.com/kluis-dev/kluis/vault"
 	"github.com/kluis-dev/kluis/verification"
 	"github.com/kluis-dev/kluis/verification/sandboxrail"
@@ -42,6 +43,9 @@ func startEverything(t *testing.T) *apitest.Env {
 			t.Fatal(err)
 		}
 		d.Compliance = compliance.NewService(d.DB, d.Auditor, nil, nil)
+		d.Hosted = hosted.NewStore(d.DB, keys, nil)
+		d.PublicURL = "http://127.0.0.1"
+		d.Origins = api.StaticOrigins{"https://app.example.com"}
 	})
 }
 

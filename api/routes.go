@@ -12,11 +12,13 @@ func NewPublic(d *Deps) *echo.Echo {
 	e := d.base("public", d.PublicTLS)
 	e.GET("/openapi.yaml", serveOpenAPI)
 	e.GET("/docs", serveDocs)
+	e.Pre(d.cors) // browsers' calls to /v1 from the apps' origins (origins.go)
 	e.GET("/healthz", healthz)
 	e.GET("/readyz", d.readyz)
 	v1 := e.Group("/v1", d.requireUser, d.limitCaller, d.auditFence, d.idempotent, d.auditFence)
 	if d.BankLink != nil {
 		v1.POST("/link/sessions", d.createLinkSession)
+		v1.GET("/link/sessions/:id", d.getLinkSession)
 		v1.POST("/link/sessions/:id/exchange", d.exchangePublicToken)
 		v1.GET("/items", d.listItems)
 		v1.GET("/items/:id", d.getItem)
@@ -52,6 +54,21 @@ func NewPublic(d *Deps) *echo.Echo {
 		// Where an OAuth provider (Stitch) sends the user back: no user
 		// token; the state names the link session (oauth_callback.go).
 		e.GET("/link/callback/:provider", d.oauthCallback)
+	}
+	// Hosted pages (docs/HOSTED.md): no user token; a page token opens a
+	// page, and each form carries a one-time form token. The drop-in and
+	// the pages' own assets are static.
+	e.GET("/link.js", serveLinkJS)
+	e.GET("/hosted/assets/:name", serveAsset)
+	if d.Hosted != nil && d.BankLink != nil {
+		e.GET("/link/:id", d.openLinkPage)
+		e.POST("/link/:id", d.postLinkPage)
+		// GET /link/callback/:provider is the OAuth callback above
+		// (oauthCallback): the hosted Stitch step is not wired yet.
+	}
+	if d.Hosted != nil && d.Verification != nil {
+		e.GET("/verify/:id", d.openVerifyPage)
+		e.POST("/verify/:id", d.postVerifyPage)
 	}
 	return e
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/banklink"
 	"github.com/kluis-dev/kluis/compliance"
+	"github.com/kluis-dev/kluis/hosted"
 	"github.com/kluis-dev/kluis/postgres"
 	"github.com/kluis-dev/kluis/vault"
 	"github.com/kluis-dev/kluis/verification"
@@ -85,6 +86,17 @@ type Deps struct {
 	// Clock judges staff tokens' freshness and dates refusals (the system
 	// clock if nil).
 	Clock kluis.Clock
+
+	// Hosted keeps the hosted pages' page and form tokens; nil leaves the
+	// pages out (docs/HOSTED.md). PublicURL is the public listener's
+	// origin as browsers reach it (KLUIS_PUBLIC_URL): the pages' URLs
+	// start with it and their forms must come from it. Origins are the
+	// apps' browser origins (KLUIS_APP_ORIGINS); HostedPageTTL bounds
+	// page tokens (hosted.DefaultTTL if zero).
+	Hosted        *hosted.Store
+	PublicURL     string
+	Origins       Origins
+	HostedPageTTL time.Duration
 
 	metrics *httpMetrics
 	// testRoutes, set only by tests in this package, adds test-only routes

@@ -100,12 +100,24 @@ type verificationJSON struct {
 	// ProviderChecked: the bank provider sent the micro-deposits and
 	// checks them (Plaid's); the user confirms in its Link, in update mode.
 	ProviderChecked bool `json:"provider_checked,omitempty"`
+	// HostedVerifyURL is kluis's page for the user's answer, with a fresh
+	// short-lived page token (micro-deposit and bank verifications that
+	// are still open; docs/HOSTED.md).
+	HostedVerifyURL string `json:"hosted_verify_url,omitempty"`
 }
 
 func verificationView(v verification.Verification) verificationJSON {
 	return verificationJSON{ID: v.ID, AccountID: v.AccountID, Method: v.Method, RequestedMethod: v.RequestedMethod,
 		AnswerKind: v.AnswerKind, Status: string(v.Status), AttemptsRemaining: v.AttemptsRemaining,
 		ExpiresAt: v.ExpiresAt.UTC(), CreatedAt: v.CreatedAt.UTC(), ProviderChecked: v.ProviderChecked}
+}
+
+// verificationOut is a verification's answer with its hosted_verify_url.
+func (d *Deps) verificationOut(c echo.Context, v verification.Verification) (verificationJSON, error) {
+	out := verificationView(v)
+	var err error
+	out.HostedVerifyURL, err = d.verifyURL(c, v)
+	return out, err
 }
 
 func (d *Deps) verificationActor(c echo.Context) audit.Actor {

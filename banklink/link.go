@@ -51,7 +51,7 @@ func (s *Service) CreateLinkSessionWith(ctx context.Context, actor audit.Actor, 
 		return LinkSession{}, err
 	}
 	row := sessionRow{ID: kluis.NewID(kluis.PrefixLinkSession), SubjectID: subjectID, Provider: p.Name(),
-		Mode: ModeNew, Status: SessionCreated, Products: products}
+		Mode: ModeNew, Status: SessionCreated, Products: products, RedirectURI: opts.RedirectURI}
 	req := LinkTokenRequest{Products: products, AccountSubtypes: opts.AccountSubtypes,
 		AccountSelection: opts.AccountSelection, Platform: opts.Platform, Link: opts.Link}
 	if req.ClientUserID, err = s.clientUserID(subjectID); err != nil {
@@ -119,7 +119,7 @@ func (s *Service) CreateLinkSessionWith(ctx context.Context, actor audit.Actor, 
 		return LinkSession{}, err
 	}
 	return LinkSession{ID: row.ID, Mode: row.Mode, ItemID: row.ItemID, Provider: row.Provider, Status: row.Status,
-		LinkToken: lt.Token, ExpiresAt: row.ExpiresAt}, nil
+		LinkToken: lt.Token, ExpiresAt: row.ExpiresAt, SubjectID: row.SubjectID, RedirectURI: row.RedirectURI}, nil
 }
 
 // openSession reads the subject's session, with expiry computed: an open
@@ -180,27 +180,38 @@ func (s *Service) SandboxPublicToken(ctx context.Context, actor audit.Actor, ses
 	if err != nil {
 		return "", providerErr("complete sandbox link", err)
 	}
-	hash, err := s.publicTokenHash(tok)
-	if err != nil {
+	if err := s.succeed(ctx, actor, row, tok, nil); err != nil {
 		return "", err
 	}
-	err = s.db.InTx(ctx, func(tx pgx.Tx) error {
+	return tok, nil
+}
+
+// succeed moves the session to succeeded with the public token (its hash,
+// and its sealed copy for GET /v1/link/sessions/{id}) and the accounts the
+// user picked, audited.
+func (s *Service) succeed(ctx context.Context, actor audit.Actor, row sessionRow, tok string, selected []string) error {
+	hash, err := s.publicTokenHash(tok)
+	if err != nil {
+		return err
+	}
+	sealed, err := s.sealPublicToken(row.ID, tok)
+	if err != nil {
+		return err
+	}
+	return s.db.InTx(ctx, func(tx pgx.Tx) error {
 		if err := vault.FenceSubject(ctx, tx, row.SubjectID); err != nil {
 			return err
 		}
-		ok, err := markSucceeded(ctx, tx, row.ID, hash, s.now())
+		ok, err := markSucceeded(ctx, tx, row.ID, hash, sealed, selected, s.now())
 		if err != nil {
 			return err
 		}
 		if !ok {
 			return sessionClosed("no longer open")
 		}
-		return s.appendAudit(ctx, tx, actor, "link_session.succeeded", row.ID, actor.Name, map[string]any{"mode": row.Mode})
+		return s.appendAudit(ctx, tx, actor, "link_session.succeeded", row.ID, actor.Name,
+			map[string]any{"mode": row.Mode, "accounts_selected": len(selected)})
 	})
-	if err != nil {
-		return "", err
-	}
-	return tok, nil
 }
 
 // Exchange trades the session's public token for an item. The first call
@@ -308,6 +319,7 @@ func (s *Service) exchangeNew(ctx context.Context, actor audit.Actor, row sessio
 		return Item{}, err
 	}
 	accts, numbers := rd.accounts, rd.numbers
+	accts.Accounts = selectAccounts(accts.Accounts, row.SelectedAccounts)
 	it := Item{ID: kluis.NewID(kluis.PrefixItem), SubjectID: row.SubjectID, Provider: p.Name(),
 		ProviderItemID: ex.ProviderItemID, InstitutionID: accts.Institution.ID, InstitutionName: accts.Institution.Name,
 		Status: rd.status, CompletionPending: rd.pending, webhookURL: s.webhookURL(p.Name())}

@@ -36,6 +36,11 @@ type LinkOptions struct {
 	// Link are the Link settings of the user's app (its name, countries,
 	// language, OAuth return); empty fields keep the provider's own.
 	Link plaidlink.Settings
+	// RedirectURI is where the hosted page sends the browser back when it
+	// was opened by redirect: an absolute http(s) URL without userinfo or
+	// fragment. Whether its origin is one of the app's is the API's to
+	// check (it knows the configured origins).
+	RedirectURI string
 }
 
 // normalize checks o and fills in defaults; a bad field is EInvalid with
@@ -67,6 +72,9 @@ func (o LinkOptions) normalize() (LinkOptions, error) {
 	o.AccountSubtypes = dedupe(o.AccountSubtypes)
 	if o.AccountSelection && o.ItemID == "" {
 		return o, kluis.Errorf(kluis.EInvalid, "account_selection: only in update mode (with item_id)")
+	}
+	if err := checkRedirectURI(o.RedirectURI); err != nil {
+		return o, err
 	}
 	switch o.Platform {
 	case "":

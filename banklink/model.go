@@ -72,6 +72,16 @@ type LinkSession struct {
 	Status    string
 	LinkToken string
 	ExpiresAt time.Time
+	// SubjectID is the internal id of the session's subject (for the
+	// hosted page's token).
+	SubjectID string
+	// PublicToken is set by LinkSession while the session has succeeded
+	// and is not exchanged yet: the app that came back by redirect takes
+	// it from GET /v1/link/sessions/{id}.
+	PublicToken string
+	// RedirectURI is where the hosted page sends the browser back in the
+	// redirect flow ("" for none).
+	RedirectURI string
 }
 
 // Item is one login at one institution, with its accounts. CredentialRef is

@@ -223,7 +223,7 @@ func (s *Service) CompleteOAuthCallback(ctx context.Context, provider string, qu
 // hash, or to exited when the user declined.
 func markCallback(ctx context.Context, tx pgx.Tx, id string, hash []byte, declined bool, now time.Time) (bool, error) {
 	if !declined {
-		return markSucceeded(ctx, tx, id, hash, now)
+		return markSucceeded(ctx, tx, id, hash, nil, nil, now)
 	}
 	tag, err := tx.Exec(ctx, `UPDATE link_sessions SET status = 'exited', updated_at = $2
 		WHERE id = $1 AND status = 'created' AND expires_at > $2`, id, now)

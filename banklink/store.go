@@ -39,13 +39,22 @@ type sessionRow struct {
 	ClaimedUntil    *time.Time
 	ExchangedItemID string
 	ExpiresAt       time.Time
+	// PublicTokenSealed is the public token of a session that succeeded
+	// (or whose hosted page holds one the user has not finished with),
+	// sealed by Service.sealPublicToken; nil otherwise.
+	PublicTokenSealed []byte
+	// SelectedAccounts are the account names the user picked on the
+	// hosted page; nil: every account.
+	SelectedAccounts []string
+	// RedirectURI is where the hosted page sends the browser back.
+	RedirectURI string
 }
 
 func insertSession(ctx context.Context, tx pgx.Tx, s sessionRow, now time.Time) error {
 	_, err := tx.Exec(ctx, `
-		INSERT INTO link_sessions (id, subject_id, provider, mode, item_id, status, products, expires_at, created_at, updated_at)
-		VALUES ($1, $2, $3, $4, NULLIF($5, ''), $6, $7, $8, $9, $9)`,
-		s.ID, s.SubjectID, s.Provider, s.Mode, s.ItemID, s.Status, s.Products, s.ExpiresAt, now)
+		INSERT INTO link_sessions (id, subject_id, provider, mode, item_id, status, products, expires_at, created_at, updated_at, redirect_uri)
+		VALUES ($1, $2, $3, $4, NULLIF($5, ''), $6, $7, $8, $9, $9, NULLIF($10, ''))`,
+		s.ID, s.SubjectID, s.Provider, s.Mode, s.ItemID, s.Status, s.Products, s.ExpiresAt, now, s.RedirectURI)
 	if err != nil {
 		return dbErr("insert link session", err)
 	}
@@ -55,17 +64,17 @@ func insertSession(ctx context.Context, tx pgx.Tx, s sessionRow, now time.Time) 
 // getSession reads the subject's session; another subject's is ENotFound.
 func getSession(ctx context.Context, q querier, id, subjectID string) (sessionRow, error) {
 	var s sessionRow
-	var itemID, exchanged *string
+	var itemID, exchanged, redirect *string
 	err := q.QueryRow(ctx, `
 		SELECT id, subject_id, provider, mode, item_id, status, products, public_token_hash,
-		       exchange_claimed_until, exchanged_item_id, expires_at
+		       exchange_claimed_until, exchanged_item_id, expires_at, public_token_sealed, selected_accounts, redirect_uri
 		FROM link_sessions WHERE id = $1 AND subject_id = $2`, id, subjectID).Scan(
 		&s.ID, &s.SubjectID, &s.Provider, &s.Mode, &itemID, &s.Status, &s.Products, &s.PublicTokenHash,
-		&s.ClaimedUntil, &exchanged, &s.ExpiresAt)
+		&s.ClaimedUntil, &exchanged, &s.ExpiresAt, &s.PublicTokenSealed, &s.SelectedAccounts, &redirect)
 	if err != nil {
 		return sessionRow{}, dbErr("read link session", err)
 	}
-	s.ItemID, s.ExchangedItemID = deref(itemID), deref(exchanged)
+	s.ItemID, s.ExchangedItemID, s.RedirectURI = deref(itemID), deref(exchanged), deref(redirect)
 	return s, nil
 }
 
@@ -76,14 +85,15 @@ func deref(s *string) string {
 	return *s
 }
 
-// markSucceeded records the public token's hash: created → succeeded, with
-// the public token's own deadline.
-func markSucceeded(ctx context.Context, tx pgx.Tx, id string, hash []byte, now time.Time) (bool, error) {
+// markSucceeded records the public token's hash and sealed copy and the
+// accounts the user picked (nil: all): created → succeeded, with the public
+// token's own deadline.
+func markSucceeded(ctx context.Context, tx pgx.Tx, id string, hash, sealed []byte, selected []string, now time.Time) (bool, error) {
 	tag, err := tx.Exec(ctx, `
-		UPDATE link_sessions SET status = 'succeeded', public_token_hash = $2,
+		UPDATE link_sessions SET status = 'succeeded', public_token_hash = $2, public_token_sealed = $5, selected_accounts = $6,
 		       expires_at = LEAST(expires_at, $3::timestamptz + $4::interval), updated_at = $3
 		WHERE id = $1 AND status = 'created' AND expires_at > $3`,
-		id, hash, now, PublicTokenTTL)
+		id, hash, now, PublicTokenTTL, sealed, selected)
 	if err != nil {
 		return false, dbErr("mark link session succeeded", err)
 	}
@@ -122,7 +132,8 @@ func releaseClaim(ctx context.Context, q querier, id string, hash []byte, toCrea
 	sql := `UPDATE link_sessions SET exchange_claimed_until = NULL, updated_at = now()
 		WHERE id = $1 AND status = 'succeeded' AND public_token_hash = $2`
 	if toCreated {
-		sql = `UPDATE link_sessions SET exchange_claimed_until = NULL, status = 'created', public_token_hash = NULL, updated_at = now()
+		sql = `UPDATE link_sessions SET exchange_claimed_until = NULL, status = 'created', public_token_hash = NULL,
+		       public_token_sealed = NULL, updated_at = now()
 		WHERE id = $1 AND status = 'succeeded' AND public_token_hash = $2`
 	}
 	if _, err := q.Exec(ctx, sql, id, hash); err != nil {
@@ -135,7 +146,8 @@ func releaseClaim(ctx context.Context, q querier, id string, hash []byte, toCrea
 // succeeded → exchanged, only for the token of hash.
 func markExchanged(ctx context.Context, tx pgx.Tx, id string, hash []byte, itemID string, now time.Time) (bool, error) {
 	tag, err := tx.Exec(ctx, `
-		UPDATE link_sessions SET status = 'exchanged', exchanged_item_id = $3, exchange_claimed_until = NULL, updated_at = $4
+		UPDATE link_sessions SET status = 'exchanged', exchanged_item_id = $3, exchange_claimed_until = NULL,
+		       public_token_sealed = NULL, updated_at = $4
 		WHERE id = $1 AND status = 'succeeded' AND public_token_hash = $2`, id, hash, itemID, now)
 	if err != nil {
 		return false, dbErr("mark link session exchanged", err)
@@ -148,7 +160,7 @@ func markExchanged(ctx context.Context, tx pgx.Tx, id string, hash []byte, itemI
 // it could not store).
 func expireSessions(ctx context.Context, q querier, now time.Time, limit int) (int, error) {
 	tag, err := q.Exec(ctx, `
-		UPDATE link_sessions SET status = 'expired', exchange_claimed_until = NULL, updated_at = $1
+		UPDATE link_sessions SET status = 'expired', exchange_claimed_until = NULL, public_token_sealed = NULL, updated_at = $1
 		WHERE id IN (SELECT id FROM link_sessions WHERE status IN ('created', 'succeeded') AND expires_at <= $1
 		               AND (exchange_claimed_until IS NULL OR exchange_claimed_until <= $1)
 		             ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)`, now, limit)

@@ -83,6 +83,13 @@ var registry = struct {
 func defaultClasses() []RetentionClass {
 	return []RetentionClass{
 		{
+			Name: "hosted_pages", Table: "hosted_pages", Subject: "t.subject_id",
+			Where:    `t.expires_at < $1`,
+			Requires: []string{"expires_at", "subject_id"},
+			Default:  day, Min: time.Hour,
+			Description: "openings of hosted link and verification pages, by the time their page token expired (they hold no secret; the page is useless by then)",
+		},
+		{
 			Name: "link_sessions", Table: "link_sessions", Subject: "t.subject_id",
 			// A session whose unstored token was never confirmed revoked is
 			// kept: it is the erasure's record that access may be live.

@@ -56,6 +56,14 @@ func newSubject(t *testing.T, db *postgres.DB, external string) string {
 // fixtures insert one row of a class, as old as at says, for the subject
 // (nil for classes whose rows belong to no one).
 var fixtures = map[string]func(t *testing.T, db *postgres.DB, at time.Time, subject string) row{
+	"hosted_pages": func(t *testing.T, db *postgres.DB, at time.Time, subject string) row {
+		id := kluis.NewID("hpg_")
+		hash := make([]byte, 32)
+		copy(hash, id)
+		exec(t, db, `INSERT INTO hosted_pages (id, subject_id, purpose, object_id, token_hash, expires_at, created_at, updated_at)
+			VALUES ($1, $2, 'link', $3, $4, $5, $5, $5)`, id, subject, kluis.NewID(kluis.PrefixLinkSession), hash, at)
+		return row{"hosted_pages", "id = $1", id}
+	},
 	"link_sessions": func(t *testing.T, db *postgres.DB, at time.Time, subject string) row {
 		id := kluis.NewID(kluis.PrefixLinkSession)
 		exec(t, db, `INSERT INTO link_sessions (id, subject_id, provider, mode, status, expires_at, created_at, updated_at)

@@ -67,6 +67,13 @@ type Config struct {
 	BankTokenMaxAge time.Duration
 	// BankWebhookURL is the public URL providers send item webhooks to.
 	BankWebhookURL string
+	// PublicURL is the public listener's origin as browsers reach it
+	// (KLUIS_PUBLIC_URL); AppOrigins are the frontend apps' origins
+	// (KLUIS_APP_ORIGINS), canonical; HostedPageTTL bounds page tokens
+	// (KLUIS_HOSTED_PAGE_TTL). config/hosted.go.
+	PublicURL     string
+	AppOrigins    []string
+	HostedPageTTL time.Duration
 	// BankProviders are the bank providers kluis links through, in the
 	// order of KLUIS_BANK_PROVIDERS (or the one KLUIS_BANK_PROVIDER names).
 	BankProviders []string
@@ -264,6 +271,7 @@ func Load(getenv Getenv) (*Config, error) {
 	c.MigrateDatabaseURL = r.str("KLUIS_MIGRATE_DATABASE_URL", "")
 	c.AuditHeadInterval = r.duration("KLUIS_AUDIT_HEAD_INTERVAL", 5*time.Minute, time.Second, 24*time.Hour)
 	c.readPlaidLink(&r)
+	c.readHosted(&r)
 	c.readRetention(&r)
 	c.readVerification(&r)
 	c.readBankProviders(&r)

@@ -307,6 +307,26 @@ func TestSeveralBankProviders(t *testing.T) {
 	})
 }
 
+func TestAppOriginsAreCanonicalAndRefusedWhenTheyAreNotOrigins(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"https://App.Example.com", "https://app.example.com"},
+		{"https://app.example.com:443/", "https://app.example.com"},
+		{"http://127.0.0.1:5173", "http://127.0.0.1:5173"},
+		{"http://[::1]:80", "http://[::1]"},
+	} {
+		got, err := config.CanonicalOrigin(tc.in)
+		if err != nil || got != tc.want {
+			t.Errorf("CanonicalOrigin(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+		}
+	}
+	for _, bad := range []string{"app.example.com", "https://*.example.com", "https://app.example.com/path", "javascript:alert(1)",
+		"https://user@app.example.com", "ftp://app.example.com", "https://app.example.com?x=1", "null"} {
+		if got, err := config.CanonicalOrigin(bad); err == nil {
+			t.Errorf("CanonicalOrigin(%q) = %q, want an error", bad, got)
+		}
+	}
+}
+
 func TestDormantSubjectRetentionIsOffUnlessSetAndFitsTheAuditLog(t *testing.T) {
 	c, err := config.Load(env(t, nil))
 	if err != nil || c.DormantSubjects != 0 {

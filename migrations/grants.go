@@ -85,6 +85,9 @@ var ServingGrants = []Grant{
 	{"TABLE", "public.verification_failures", []string{"SELECT", "INSERT", "DELETE"}},
 	{"TABLE", "public.sandbox_rail_deposits", noDelete},
 	{"TABLE", "public.outbox", readWrite},
+	// Hosted pages: one row per page opening, erased per subject and
+	// purged once expired.
+	{"TABLE", "public.hosted_pages", readWrite},
 	{"TABLE", "public.outbox_targets", readWrite},
 	{"TABLE", "public.outbox_deliveries", []string{"SELECT", "INSERT", "DELETE"}},
 	// Compliance records outlive their subjects: never deleted.

@@ -2,7 +2,10 @@ package vault
 
 import (
 	"context"
+	"errors"
 	"fmt"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/postgres"
@@ -132,4 +135,24 @@ func SubjectApp(ctx context.Context, q Querier, subjectID string) (string, error
 		return "", fmt.Errorf("vault: subject app: %w", postgres.Translate(err))
 	}
 	return app, nil
+}
+
+// ExternalIDOf returns the user key (kluis.UserKey: the app and the `sub` of
+// the user's tokens) of the subject with internal id subjectID: a hosted
+// page knows its subject by internal id and acts for the user by their key. A subject
+// that is gone, or whose erasure runs, is ENotFound or ESubjectErasing.
+func ExternalIDOf(ctx context.Context, q Querier, subjectID string) (string, error) {
+	var app, ext string
+	var erasing bool
+	err := q.QueryRow(ctx, `SELECT app_id, external_id, erasing_since IS NOT NULL FROM subjects WHERE id = $1`, subjectID).Scan(&app, &ext, &erasing)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", kluis.Errorf(kluis.ENotFound, "not found")
+	}
+	if err != nil {
+		return "", fmt.Errorf("vault: subject: %w", postgres.Translate(err))
+	}
+	if erasing {
+		return "", errSubjectErasing()
+	}
+	return kluis.UserKey(app, ext), nil
 }

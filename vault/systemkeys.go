@@ -35,10 +35,13 @@ const (
 	SystemKeyIdempotency = "idempotency"
 	// SystemKeyAuditHead signs the audit chain's anchored heads.
 	SystemKeyAuditHead = "audit-head"
+	// SystemKeyHostedPage keys the hashes of hosted pages' page and form
+	// tokens (docs/HOSTED.md): a copy of the table cannot test guesses.
+	SystemKeyHostedPage = "hosted-page"
 )
 
 // DefaultSystemKeys are the keys LoadSystemKeys loads when given no names.
-var DefaultSystemKeys = []string{SystemKeyBlindIndex, SystemKeyAuditPseudonym, SystemKeyVerification, SystemKeyIdempotency, SystemKeyAuditHead}
+var DefaultSystemKeys = []string{SystemKeyBlindIndex, SystemKeyAuditPseudonym, SystemKeyVerification, SystemKeyIdempotency, SystemKeyAuditHead, SystemKeyHostedPage}
 
 // Domain-separation labels, so that one key's MACs for one purpose are never
 // valid for another.

@@ -163,7 +163,17 @@ var checkOptions = &openapi3filter.Options{
 	AuthenticationFunc: openapi3filter.NoopAuthenticationFunc,
 }
 
+// registerPageDecoders lets the checker read the hosted pages' HTML and
+// the drop-in's and assets' text (kin-openapi knows JSON and forms only);
+// once, as kin-openapi's decoders are global.
+var registerPageDecoders = sync.OnceFunc(func() {
+	for _, ct := range []string{"text/html", "text/css", "text/javascript"} {
+		openapi3filter.RegisterBodyDecoder(ct, openapi3filter.PlainBodyDecoder)
+	}
+})
+
 func (cc *contractChecker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	registerPageDecoders()
 	route, params, err := cc.router.FindRoute(r)
 	if err != nil { // not in the contract: a test-only route, or no route
 		cc.next.ServeHTTP(w, r)

@@ -35,6 +35,7 @@ import (
 	"math/big"
 	"net/http"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -120,8 +121,10 @@ type Provider struct {
 }
 
 var (
-	_ banklink.Provider      = (*Provider)(nil)
-	_ banklink.SandboxLinker = (*Provider)(nil)
+	_ banklink.Provider          = (*Provider)(nil)
+	_ banklink.SandboxLinker     = (*Provider)(nil)
+	_ banklink.AccountPreviewer  = (*Provider)(nil)
+	_ banklink.InstitutionLister = (*Provider)(nil)
 )
 
 // New checks opts and returns the sandbox.
@@ -220,6 +223,39 @@ func (p *Provider) CompleteLink(ctx context.Context, req banklink.SandboxLink) (
 		return "", dbFail(err)
 	}
 	return tok, nil
+}
+
+// Institutions implements banklink.InstitutionLister: the sandbox's
+// institutions, by name.
+func (p *Provider) Institutions() []banklink.Institution {
+	out := make([]banklink.Institution, 0, len(institutions))
+	for id, in := range institutions {
+		out = append(out, banklink.Institution{ID: id, Name: in.name})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// PreviewAccounts implements banklink.AccountPreviewer: the accounts a
+// new item made from the public token will have, named as GetAccounts will
+// name them (masks come with the item). A token that is unknown, used or
+// expired is CodeInvalidToken.
+func (p *Provider) PreviewAccounts(ctx context.Context, publicToken string) ([]banklink.ProviderAccount, error) {
+	var n int
+	err := p.db.Pool.QueryRow(ctx, `SELECT count(*) FROM sandbox_public_tokens
+		WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2 AND provider_item_id IS NULL`,
+		hash(publicToken), p.clock.Now()).Scan(&n)
+	if err != nil {
+		return nil, dbFail(err)
+	}
+	if n == 0 {
+		return nil, invalidToken()
+	}
+	accts := p.accounts(sandboxItem{})
+	for i := range accts {
+		accts[i].ProviderAccountID, accts[i].Mask = "", ""
+	}
+	return accts, nil
 }
 
 // ExchangePublicToken implements banklink.Provider: a new item with two

@@ -146,8 +146,8 @@ const (
 
 // Defines values for LinkSessionMode.
 const (
-	New    LinkSessionMode = "new"
-	Update LinkSessionMode = "update"
+	LinkSessionModeNew    LinkSessionMode = "new"
+	LinkSessionModeUpdate LinkSessionMode = "update"
 )
 
 // Defines values for LinkSessionStatus.
@@ -157,6 +157,21 @@ const (
 	LinkSessionStatusExited    LinkSessionStatus = "exited"
 	LinkSessionStatusExpired   LinkSessionStatus = "expired"
 	LinkSessionStatusSucceeded LinkSessionStatus = "succeeded"
+)
+
+// Defines values for LinkSessionStateMode.
+const (
+	LinkSessionStateModeNew    LinkSessionStateMode = "new"
+	LinkSessionStateModeUpdate LinkSessionStateMode = "update"
+)
+
+// Defines values for LinkSessionStateStatus.
+const (
+	LinkSessionStateStatusCreated   LinkSessionStateStatus = "created"
+	LinkSessionStateStatusExchanged LinkSessionStateStatus = "exchanged"
+	LinkSessionStateStatusExited    LinkSessionStateStatus = "exited"
+	LinkSessionStateStatusExpired   LinkSessionStateStatus = "expired"
+	LinkSessionStateStatusSucceeded LinkSessionStateStatus = "succeeded"
 )
 
 // Defines values for ManualAccountRequestUSAccountType.
@@ -216,13 +231,13 @@ const (
 
 // Defines values for VerificationStatus.
 const (
-	VerificationStatusExpired  VerificationStatus = "expired"
-	VerificationStatusFailed   VerificationStatus = "failed"
-	VerificationStatusPending  VerificationStatus = "pending"
-	VerificationStatusPosted   VerificationStatus = "posted"
-	VerificationStatusReturned VerificationStatus = "returned"
-	VerificationStatusSent     VerificationStatus = "sent"
-	VerificationStatusVerified VerificationStatus = "verified"
+	Expired  VerificationStatus = "expired"
+	Failed   VerificationStatus = "failed"
+	Pending  VerificationStatus = "pending"
+	Posted   VerificationStatus = "posted"
+	Returned VerificationStatus = "returned"
+	Sent     VerificationStatus = "sent"
+	Verified VerificationStatus = "verified"
 )
 
 // Defines values for ListLegalHoldsParamsStatus.
@@ -230,6 +245,23 @@ const (
 	ListLegalHoldsParamsStatusActive ListLegalHoldsParamsStatus = "active"
 	ListLegalHoldsParamsStatusAll    ListLegalHoldsParamsStatus = "all"
 	ListLegalHoldsParamsStatusLifted ListLegalHoldsParamsStatus = "lifted"
+)
+
+// Defines values for OpenHostedLinkPageParamsMode.
+const (
+	OpenHostedLinkPageParamsModeIframe   OpenHostedLinkPageParamsMode = "iframe"
+	OpenHostedLinkPageParamsModePopup    OpenHostedLinkPageParamsMode = "popup"
+	OpenHostedLinkPageParamsModeRedirect OpenHostedLinkPageParamsMode = "redirect"
+)
+
+// Defines values for PostHostedLinkPageFormdataBodyAction.
+const (
+	PostHostedLinkPageFormdataBodyActionAccounts    PostHostedLinkPageFormdataBodyAction = "accounts"
+	PostHostedLinkPageFormdataBodyActionExit        PostHostedLinkPageFormdataBodyAction = "exit"
+	PostHostedLinkPageFormdataBodyActionInstitution PostHostedLinkPageFormdataBodyAction = "institution"
+	PostHostedLinkPageFormdataBodyActionLogin       PostHostedLinkPageFormdataBodyAction = "login"
+	PostHostedLinkPageFormdataBodyActionPlaid       PostHostedLinkPageFormdataBodyAction = "plaid"
+	PostHostedLinkPageFormdataBodyActionSearch      PostHostedLinkPageFormdataBodyAction = "search"
 )
 
 // Defines values for StartVerificationJSONBodyMethod.
@@ -273,11 +305,23 @@ const (
 	Transactions CreateLinkSessionJSONBodyProducts = "transactions"
 )
 
+// Defines values for OpenHostedVerifyPageParamsMode.
+const (
+	OpenHostedVerifyPageParamsModeIframe   OpenHostedVerifyPageParamsMode = "iframe"
+	OpenHostedVerifyPageParamsModePopup    OpenHostedVerifyPageParamsMode = "popup"
+	OpenHostedVerifyPageParamsModeRedirect OpenHostedVerifyPageParamsMode = "redirect"
+)
+
+// Defines values for PostHostedVerifyPageFormdataBodyAction.
+const (
+	Confirm PostHostedVerifyPageFormdataBodyAction = "confirm"
+)
+
 // Defines values for ReceiveProviderWebhookParamsProvider.
 const (
-	Plaid   ReceiveProviderWebhookParamsProvider = "plaid"
-	Sandbox ReceiveProviderWebhookParamsProvider = "sandbox"
-	Stitch  ReceiveProviderWebhookParamsProvider = "stitch"
+	ReceiveProviderWebhookParamsProviderPlaid   ReceiveProviderWebhookParamsProvider = "plaid"
+	ReceiveProviderWebhookParamsProviderSandbox ReceiveProviderWebhookParamsProvider = "sandbox"
+	ReceiveProviderWebhookParamsProviderStitch  ReceiveProviderWebhookParamsProvider = "stitch"
 )
 
 // AccessReport defines model for AccessReport.
@@ -658,7 +702,10 @@ type LegalHoldList struct {
 // LinkSession defines model for LinkSession.
 type LinkSession struct {
 	ExpiresAt time.Time `json:"expires_at"`
-	Id        string    `json:"id"`
+
+	// HostedLinkUrl kluis's hosted link page with a fresh page token of kluis's own (short-lived: KLUIS_HOSTED_PAGE_TTL, at most the session's deadline; opens the page once); absent for a provider without a hosted step (docs/HOSTED.md)
+	HostedLinkUrl *string `json:"hosted_link_url,omitempty"`
+	Id            string  `json:"id"`
 
 	// ItemId update mode only
 	ItemId *string `json:"item_id,omitempty"`
@@ -668,8 +715,11 @@ type LinkSession struct {
 	Mode      *LinkSessionMode `json:"mode,omitempty"`
 
 	// Provider the bank provider the session links through; its exchange uses it
-	Provider *string           `json:"provider,omitempty"`
-	Status   LinkSessionStatus `json:"status"`
+	Provider *string `json:"provider,omitempty"`
+
+	// RedirectUri the session's redirect_uri, if it has one
+	RedirectUri *string           `json:"redirect_uri,omitempty"`
+	Status      LinkSessionStatus `json:"status"`
 }
 
 // LinkSessionMode defines model for LinkSession.Mode.
@@ -677,6 +727,29 @@ type LinkSessionMode string
 
 // LinkSessionStatus defines model for LinkSession.Status.
 type LinkSessionStatus string
+
+// LinkSessionState GET /v1/link/sessions/{id}: a LinkSession without its link token
+type LinkSessionState struct {
+	ExpiresAt time.Time `json:"expires_at"`
+
+	// HostedLinkUrl while the session is created: a fresh hosted page URL
+	HostedLinkUrl *string               `json:"hosted_link_url,omitempty"`
+	Id            string                `json:"id"`
+	ItemId        *string               `json:"item_id,omitempty"`
+	Mode          *LinkSessionStateMode `json:"mode,omitempty"`
+	Provider      *string               `json:"provider,omitempty"`
+
+	// PublicToken while the session has succeeded and is not exchanged yet: what the app exchanges
+	PublicToken *string                `json:"public_token,omitempty"`
+	RedirectUri *string                `json:"redirect_uri,omitempty"`
+	Status      LinkSessionStateStatus `json:"status"`
+}
+
+// LinkSessionStateMode defines model for LinkSessionState.Mode.
+type LinkSessionStateMode string
+
+// LinkSessionStateStatus defines model for LinkSessionState.Status.
+type LinkSessionStateStatus string
 
 // ManualAccountRequest the US form (`country` absent or `US`) or the South African one (`country` `ZA`)
 type ManualAccountRequest struct {
@@ -845,10 +918,16 @@ type Verification struct {
 	} `json:"checks,omitempty"`
 	CreatedAt *time.Time `json:"created_at,omitempty"`
 	ExpiresAt time.Time  `json:"expires_at"`
-	Id        string     `json:"id"`
+
+	// HostedVerifyUrl micro-deposit (and bank) verifications that are still open: kluis's hosted verification page with a fresh page token (docs/HOSTED.md)
+	HostedVerifyUrl *string `json:"hosted_verify_url,omitempty"`
+	Id              string  `json:"id"`
 
 	// Method what was done
-	Method          VerificationMethod           `json:"method"`
+	Method VerificationMethod `json:"method"`
+
+	// ProviderChecked present (true) when the bank provider sent the micro-deposits and checks them itself (Plaid's Same Day or Automated Micro-deposits, chosen by the user in Link): kluis holds no answer and `confirm` is 409; in `posted` the user confirms the code in the provider's Link in update mode (`POST /v1/link/sessions` with the account's `item_id`), and the provider's status moves the verification to `verified`, `failed` or `expired`
+	ProviderChecked *bool                        `json:"provider_checked,omitempty"`
 	RequestedMethod *VerificationRequestedMethod `json:"requested_method,omitempty"`
 	Status          VerificationStatus           `json:"status"`
 }
@@ -1147,6 +1226,31 @@ type OauthCallbackParams struct {
 	ErrorDescription *string `form:"error_description,omitempty" json:"error_description,omitempty"`
 }
 
+// OpenHostedLinkPageParams defines parameters for OpenHostedLinkPage.
+type OpenHostedLinkPageParams struct {
+	Token  *string                       `form:"token,omitempty" json:"token,omitempty"`
+	Origin *string                       `form:"origin,omitempty" json:"origin,omitempty"`
+	Mode   *OpenHostedLinkPageParamsMode `form:"mode,omitempty" json:"mode,omitempty"`
+}
+
+// OpenHostedLinkPageParamsMode defines parameters for OpenHostedLinkPage.
+type OpenHostedLinkPageParamsMode string
+
+// PostHostedLinkPageFormdataBody defines parameters for PostHostedLinkPage.
+type PostHostedLinkPageFormdataBody struct {
+	Account     *[]string                             `form:"account,omitempty" json:"account,omitempty"`
+	Action      *PostHostedLinkPageFormdataBodyAction `form:"action,omitempty" json:"action,omitempty"`
+	FormToken   *string                               `form:"form_token,omitempty" json:"form_token,omitempty"`
+	Institution *string                               `form:"institution,omitempty" json:"institution,omitempty"`
+	Password    *string                               `form:"password,omitempty" json:"password,omitempty"`
+	PublicToken *string                               `form:"public_token,omitempty" json:"public_token,omitempty"`
+	Q           *string                               `form:"q,omitempty" json:"q,omitempty"`
+	Username    *string                               `form:"username,omitempty" json:"username,omitempty"`
+}
+
+// PostHostedLinkPageFormdataBodyAction defines parameters for PostHostedLinkPage.
+type PostHostedLinkPageFormdataBodyAction string
+
 // ListAccountsParams defines parameters for ListAccounts.
 type ListAccountsParams struct {
 	// Limit page size, 1 to 100 (default 50); anything else is 400
@@ -1229,6 +1333,9 @@ type CreateLinkSessionJSONBody struct {
 
 	// Provider one of the configured bank providers (KLUIS_BANK_PROVIDERS); default the first configured, and in update mode the item's own (another is 400). One not configured is 400 `invalid_request` naming `provider`
 	Provider *string `json:"provider,omitempty"`
+
+	// RedirectUri where the hosted page sends the browser back in the redirect flow (`kluis_link_session_id` and `kluis_status` added to its query; never the public token): a URL of one of KLUIS_APP_ORIGINS, else 400 naming `redirect_uri` (docs/HOSTED.md)
+	RedirectUri *string `json:"redirect_uri,omitempty"`
 }
 
 // CreateLinkSessionParams defines parameters for CreateLinkSession.
@@ -1293,6 +1400,8 @@ type FireSandboxWebhookParams struct {
 
 // CreateSandboxPublicTokenJSONBody defines parameters for CreateSandboxPublicToken.
 type CreateSandboxPublicTokenJSONBody struct {
+	// Code update mode of a Same Day micro-deposit item only: the deposit's code
+	Code          *string `json:"code,omitempty"`
 	InstitutionId *string `json:"institution_id,omitempty"`
 	LinkSessionId string  `json:"link_session_id"`
 	Password      string  `json:"password"`
@@ -1336,6 +1445,28 @@ type ConfirmVerificationParams struct {
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
+// OpenHostedVerifyPageParams defines parameters for OpenHostedVerifyPage.
+type OpenHostedVerifyPageParams struct {
+	Token  *string                         `form:"token,omitempty" json:"token,omitempty"`
+	Origin *string                         `form:"origin,omitempty" json:"origin,omitempty"`
+	Mode   *OpenHostedVerifyPageParamsMode `form:"mode,omitempty" json:"mode,omitempty"`
+}
+
+// OpenHostedVerifyPageParamsMode defines parameters for OpenHostedVerifyPage.
+type OpenHostedVerifyPageParamsMode string
+
+// PostHostedVerifyPageFormdataBody defines parameters for PostHostedVerifyPage.
+type PostHostedVerifyPageFormdataBody struct {
+	Action    *PostHostedVerifyPageFormdataBodyAction `form:"action,omitempty" json:"action,omitempty"`
+	Amount1   *string                                 `form:"amount1,omitempty" json:"amount1,omitempty"`
+	Amount2   *string                                 `form:"amount2,omitempty" json:"amount2,omitempty"`
+	Code      *string                                 `form:"code,omitempty" json:"code,omitempty"`
+	FormToken *string                                 `form:"form_token,omitempty" json:"form_token,omitempty"`
+}
+
+// PostHostedVerifyPageFormdataBodyAction defines parameters for PostHostedVerifyPage.
+type PostHostedVerifyPageFormdataBodyAction string
+
 // ReceiveProviderWebhookJSONBody defines parameters for ReceiveProviderWebhook.
 type ReceiveProviderWebhookJSONBody = map[string]interface{}
 
@@ -1372,6 +1503,9 @@ type RevealCredentialJSONRequestBody RevealCredentialJSONBody
 // RevealItemTokenJSONRequestBody defines body for RevealItemToken for application/json ContentType.
 type RevealItemTokenJSONRequestBody RevealItemTokenJSONBody
 
+// PostHostedLinkPageFormdataRequestBody defines body for PostHostedLinkPage for application/x-www-form-urlencoded ContentType.
+type PostHostedLinkPageFormdataRequestBody PostHostedLinkPageFormdataBody
+
 // CreateManualAccountJSONRequestBody defines body for CreateManualAccount for application/json ContentType.
 type CreateManualAccountJSONRequestBody = ManualAccountRequest
 
@@ -1392,6 +1526,9 @@ type CreateSandboxPublicTokenJSONRequestBody CreateSandboxPublicTokenJSONBody
 
 // ConfirmVerificationJSONRequestBody defines body for ConfirmVerification for application/json ContentType.
 type ConfirmVerificationJSONRequestBody ConfirmVerificationJSONBody
+
+// PostHostedVerifyPageFormdataRequestBody defines body for PostHostedVerifyPage for application/x-www-form-urlencoded ContentType.
+type PostHostedVerifyPageFormdataRequestBody PostHostedVerifyPageFormdataBody
 
 // ReceiveProviderWebhookJSONRequestBody defines body for ReceiveProviderWebhook for application/json ContentType.
 type ReceiveProviderWebhookJSONRequestBody = ReceiveProviderWebhookJSONBody
@@ -1803,6 +1940,9 @@ type ClientInterface interface {
 	// GetHealth request
 	GetHealth(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// GetHostedAsset request
+	GetHostedAsset(ctx context.Context, name string, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// GetInternalAccount request
 	GetInternalAccount(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*http.Response, error)
 
@@ -1824,8 +1964,19 @@ type ClientInterface interface {
 
 	RevealItemToken(ctx context.Context, id string, params *RevealItemTokenParams, body RevealItemTokenJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// GetLinkJS request
+	GetLinkJS(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// OauthCallback request
 	OauthCallback(ctx context.Context, provider string, params *OauthCallbackParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// OpenHostedLinkPage request
+	OpenHostedLinkPage(ctx context.Context, id string, params *OpenHostedLinkPageParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// PostHostedLinkPageWithBody request with any body
+	PostHostedLinkPageWithBody(ctx context.Context, id string, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	PostHostedLinkPageWithFormdataBody(ctx context.Context, id string, body PostHostedLinkPageFormdataRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// GetMetrics request
 	GetMetrics(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -1866,6 +2017,9 @@ type ClientInterface interface {
 
 	CreateLinkSession(ctx context.Context, params *CreateLinkSessionParams, body CreateLinkSessionJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// GetLinkSession request
+	GetLinkSession(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// ExchangePublicTokenWithBody request with any body
 	ExchangePublicTokenWithBody(ctx context.Context, id string, params *ExchangePublicTokenParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
 
@@ -1897,6 +2051,14 @@ type ClientInterface interface {
 	ConfirmVerificationWithBody(ctx context.Context, id string, params *ConfirmVerificationParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	ConfirmVerification(ctx context.Context, id string, params *ConfirmVerificationParams, body ConfirmVerificationJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// OpenHostedVerifyPage request
+	OpenHostedVerifyPage(ctx context.Context, id string, params *OpenHostedVerifyPageParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// PostHostedVerifyPageWithBody request with any body
+	PostHostedVerifyPageWithBody(ctx context.Context, id string, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	PostHostedVerifyPageWithFormdataBody(ctx context.Context, id string, body PostHostedVerifyPageFormdataRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// ReceiveProviderWebhookWithBody request with any body
 	ReceiveProviderWebhookWithBody(ctx context.Context, provider ReceiveProviderWebhookParamsProvider, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -2180,6 +2342,18 @@ func (c *Client) GetHealth(ctx context.Context, reqEditors ...RequestEditorFn) (
 	return c.Client.Do(req)
 }
 
+func (c *Client) GetHostedAsset(ctx context.Context, name string, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetHostedAssetRequest(c.Server, name)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 func (c *Client) GetInternalAccount(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetInternalAccountRequest(c.Server, id)
 	if err != nil {
@@ -2276,8 +2450,56 @@ func (c *Client) RevealItemToken(ctx context.Context, id string, params *RevealI
 	return c.Client.Do(req)
 }
 
+func (c *Client) GetLinkJS(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetLinkJSRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 func (c *Client) OauthCallback(ctx context.Context, provider string, params *OauthCallbackParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewOauthCallbackRequest(c.Server, provider, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+func (c *Client) OpenHostedLinkPage(ctx context.Context, id string, params *OpenHostedLinkPageParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewOpenHostedLinkPageRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+func (c *Client) PostHostedLinkPageWithBody(ctx context.Context, id string, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPostHostedLinkPageRequestWithBody(c.Server, id, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+func (c *Client) PostHostedLinkPageWithFormdataBody(ctx context.Context, id string, body PostHostedLinkPageFormdataRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPostHostedLinkPageRequestWithFormdataBody(c.Server, id, body)
 	if err != nil {
 		return nil, err
 	}
@@ -2456,6 +2678,18 @@ func (c *Client) CreateLinkSession(ctx context.Context, params *CreateLinkSessio
 	return c.Client.Do(req)
 }
 
+func (c *Client) GetLinkSession(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetLinkSessionRequest(c.Server, id)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 func (c *Client) ExchangePublicTokenWithBody(ctx context.Context, id string, params *ExchangePublicTokenParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewExchangePublicTokenRequestWithBody(c.Server, id, params, contentType, body)
 	if err != nil {
@@ -2590,6 +2824,42 @@ func (c *Client) ConfirmVerificationWithBody(ctx context.Context, id string, par
 
 func (c *Client) ConfirmVerification(ctx context.Context, id string, params *ConfirmVerificationParams, body ConfirmVerificationJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewConfirmVerificationRequest(c.Server, id, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+func (c *Client) OpenHostedVerifyPage(ctx context.Context, id string, params *OpenHostedVerifyPageParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewOpenHostedVerifyPageRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+func (c *Client) PostHostedVerifyPageWithBody(ctx context.Context, id string, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPostHostedVerifyPageRequestWithBody(c.Server, id, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+func (c *Client) PostHostedVerifyPageWithFormdataBody(ctx context.Context, id string, body PostHostedVerifyPageFormdataRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPostHostedVerifyPageRequestWithFormdataBody(c.Server, id, body)
 	if err != nil {
 		return nil, err
 	}
@@ -3656,6 +3926,40 @@ func NewGetHealthRequest(server string) (*http.Request, error) {
 	return req, nil
 }
 
+// NewGetHostedAssetRequest generates requests for GetHostedAsset
+func NewGetHostedAssetRequest(server string, name string) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithLocation("simple", false, "name", runtime.ParamLocationPath, name)
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/hosted/assets/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest("GET", queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 // NewGetInternalAccountRequest generates requests for GetInternalAccount
 func NewGetInternalAccountRequest(server string, id string) (*http.Request, error) {
 	var err error
@@ -3910,6 +4214,33 @@ func NewRevealItemTokenRequestWithBody(server string, id string, params *RevealI
 	return req, nil
 }
 
+// NewGetLinkJSRequest generates requests for GetLinkJS
+func NewGetLinkJSRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/link.js")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest("GET", queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 // NewOauthCallbackRequest generates requests for OauthCallback
 func NewOauthCallbackRequest(server string, provider string, params *OauthCallbackParams) (*http.Request, error) {
 	var err error
@@ -4022,6 +4353,141 @@ func NewOauthCallbackRequest(server string, provider string, params *OauthCallba
 	if err != nil {
 		return nil, err
 	}
+
+	return req, nil
+}
+
+// NewOpenHostedLinkPageRequest generates requests for OpenHostedLinkPage
+func NewOpenHostedLinkPageRequest(server string, id string, params *OpenHostedLinkPageParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithLocation("simple", false, "id", runtime.ParamLocationPath, id)
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/link/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		queryValues := queryURL.Query()
+
+		if params.Token != nil {
+
+			if queryFrag, err := runtime.StyleParamWithLocation("form", true, "token", runtime.ParamLocationQuery, *params.Token); err != nil {
+				return nil, err
+			} else if parsed, err := url.ParseQuery(queryFrag); err != nil {
+				return nil, err
+			} else {
+				for k, v := range parsed {
+					for _, v2 := range v {
+						queryValues.Add(k, v2)
+					}
+				}
+			}
+
+		}
+
+		if params.Origin != nil {
+
+			if queryFrag, err := runtime.StyleParamWithLocation("form", true, "origin", runtime.ParamLocationQuery, *params.Origin); err != nil {
+				return nil, err
+			} else if parsed, err := url.ParseQuery(queryFrag); err != nil {
+				return nil, err
+			} else {
+				for k, v := range parsed {
+					for _, v2 := range v {
+						queryValues.Add(k, v2)
+					}
+				}
+			}
+
+		}
+
+		if params.Mode != nil {
+
+			if queryFrag, err := runtime.StyleParamWithLocation("form", true, "mode", runtime.ParamLocationQuery, *params.Mode); err != nil {
+				return nil, err
+			} else if parsed, err := url.ParseQuery(queryFrag); err != nil {
+				return nil, err
+			} else {
+				for k, v := range parsed {
+					for _, v2 := range v {
+						queryValues.Add(k, v2)
+					}
+				}
+			}
+
+		}
+
+		queryURL.RawQuery = queryValues.Encode()
+	}
+
+	req, err := http.NewRequest("GET", queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewPostHostedLinkPageRequestWithFormdataBody calls the generic PostHostedLinkPage builder with application/x-www-form-urlencoded body
+func NewPostHostedLinkPageRequestWithFormdataBody(server string, id string, body PostHostedLinkPageFormdataRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	bodyStr, err := runtime.MarshalForm(body, nil)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = strings.NewReader(bodyStr.Encode())
+	return NewPostHostedLinkPageRequestWithBody(server, id, "application/x-www-form-urlencoded", bodyReader)
+}
+
+// NewPostHostedLinkPageRequestWithBody generates requests for PostHostedLinkPage with any type of body
+func NewPostHostedLinkPageRequestWithBody(server string, id string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithLocation("simple", false, "id", runtime.ParamLocationPath, id)
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/link/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest("POST", queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
 
 	return req, nil
 }
@@ -4561,6 +5027,40 @@ func NewCreateLinkSessionRequestWithBody(server string, params *CreateLinkSessio
 	return req, nil
 }
 
+// NewGetLinkSessionRequest generates requests for GetLinkSession
+func NewGetLinkSessionRequest(server string, id string) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithLocation("simple", false, "id", runtime.ParamLocationPath, id)
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/link/sessions/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest("GET", queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 // NewExchangePublicTokenRequest calls the generic ExchangePublicToken builder with application/json body
 func NewExchangePublicTokenRequest(server string, id string, params *ExchangePublicTokenParams, body ExchangePublicTokenJSONRequestBody) (*http.Request, error) {
 	var bodyReader io.Reader
@@ -4984,6 +5484,141 @@ func NewConfirmVerificationRequestWithBody(server string, id string, params *Con
 	return req, nil
 }
 
+// NewOpenHostedVerifyPageRequest generates requests for OpenHostedVerifyPage
+func NewOpenHostedVerifyPageRequest(server string, id string, params *OpenHostedVerifyPageParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithLocation("simple", false, "id", runtime.ParamLocationPath, id)
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/verify/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		queryValues := queryURL.Query()
+
+		if params.Token != nil {
+
+			if queryFrag, err := runtime.StyleParamWithLocation("form", true, "token", runtime.ParamLocationQuery, *params.Token); err != nil {
+				return nil, err
+			} else if parsed, err := url.ParseQuery(queryFrag); err != nil {
+				return nil, err
+			} else {
+				for k, v := range parsed {
+					for _, v2 := range v {
+						queryValues.Add(k, v2)
+					}
+				}
+			}
+
+		}
+
+		if params.Origin != nil {
+
+			if queryFrag, err := runtime.StyleParamWithLocation("form", true, "origin", runtime.ParamLocationQuery, *params.Origin); err != nil {
+				return nil, err
+			} else if parsed, err := url.ParseQuery(queryFrag); err != nil {
+				return nil, err
+			} else {
+				for k, v := range parsed {
+					for _, v2 := range v {
+						queryValues.Add(k, v2)
+					}
+				}
+			}
+
+		}
+
+		if params.Mode != nil {
+
+			if queryFrag, err := runtime.StyleParamWithLocation("form", true, "mode", runtime.ParamLocationQuery, *params.Mode); err != nil {
+				return nil, err
+			} else if parsed, err := url.ParseQuery(queryFrag); err != nil {
+				return nil, err
+			} else {
+				for k, v := range parsed {
+					for _, v2 := range v {
+						queryValues.Add(k, v2)
+					}
+				}
+			}
+
+		}
+
+		queryURL.RawQuery = queryValues.Encode()
+	}
+
+	req, err := http.NewRequest("GET", queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewPostHostedVerifyPageRequestWithFormdataBody calls the generic PostHostedVerifyPage builder with application/x-www-form-urlencoded body
+func NewPostHostedVerifyPageRequestWithFormdataBody(server string, id string, body PostHostedVerifyPageFormdataRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	bodyStr, err := runtime.MarshalForm(body, nil)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = strings.NewReader(bodyStr.Encode())
+	return NewPostHostedVerifyPageRequestWithBody(server, id, "application/x-www-form-urlencoded", bodyReader)
+}
+
+// NewPostHostedVerifyPageRequestWithBody generates requests for PostHostedVerifyPage with any type of body
+func NewPostHostedVerifyPageRequestWithBody(server string, id string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithLocation("simple", false, "id", runtime.ParamLocationPath, id)
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/verify/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest("POST", queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
 // NewReceiveProviderWebhookRequest calls the generic ReceiveProviderWebhook builder with application/json body
 func NewReceiveProviderWebhookRequest(server string, provider ReceiveProviderWebhookParamsProvider, body ReceiveProviderWebhookJSONRequestBody) (*http.Request, error) {
 	var bodyReader io.Reader
@@ -5136,6 +5771,9 @@ type ClientWithResponsesInterface interface {
 	// GetHealthWithResponse request
 	GetHealthWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetHealthResponse, error)
 
+	// GetHostedAssetWithResponse request
+	GetHostedAssetWithResponse(ctx context.Context, name string, reqEditors ...RequestEditorFn) (*GetHostedAssetResponse, error)
+
 	// GetInternalAccountWithResponse request
 	GetInternalAccountWithResponse(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*GetInternalAccountResponse, error)
 
@@ -5157,8 +5795,19 @@ type ClientWithResponsesInterface interface {
 
 	RevealItemTokenWithResponse(ctx context.Context, id string, params *RevealItemTokenParams, body RevealItemTokenJSONRequestBody, reqEditors ...RequestEditorFn) (*RevealItemTokenResponse, error)
 
+	// GetLinkJSWithResponse request
+	GetLinkJSWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetLinkJSResponse, error)
+
 	// OauthCallbackWithResponse request
 	OauthCallbackWithResponse(ctx context.Context, provider string, params *OauthCallbackParams, reqEditors ...RequestEditorFn) (*OauthCallbackResponse, error)
+
+	// OpenHostedLinkPageWithResponse request
+	OpenHostedLinkPageWithResponse(ctx context.Context, id string, params *OpenHostedLinkPageParams, reqEditors ...RequestEditorFn) (*OpenHostedLinkPageResponse, error)
+
+	// PostHostedLinkPageWithBodyWithResponse request with any body
+	PostHostedLinkPageWithBodyWithResponse(ctx context.Context, id string, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PostHostedLinkPageResponse, error)
+
+	PostHostedLinkPageWithFormdataBodyWithResponse(ctx context.Context, id string, body PostHostedLinkPageFormdataRequestBody, reqEditors ...RequestEditorFn) (*PostHostedLinkPageResponse, error)
 
 	// GetMetricsWithResponse request
 	GetMetricsWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetMetricsResponse, error)
@@ -5199,6 +5848,9 @@ type ClientWithResponsesInterface interface {
 
 	CreateLinkSessionWithResponse(ctx context.Context, params *CreateLinkSessionParams, body CreateLinkSessionJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateLinkSessionResponse, error)
 
+	// GetLinkSessionWithResponse request
+	GetLinkSessionWithResponse(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*GetLinkSessionResponse, error)
+
 	// ExchangePublicTokenWithBodyWithResponse request with any body
 	ExchangePublicTokenWithBodyWithResponse(ctx context.Context, id string, params *ExchangePublicTokenParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*ExchangePublicTokenResponse, error)
 
@@ -5230,6 +5882,14 @@ type ClientWithResponsesInterface interface {
 	ConfirmVerificationWithBodyWithResponse(ctx context.Context, id string, params *ConfirmVerificationParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*ConfirmVerificationResponse, error)
 
 	ConfirmVerificationWithResponse(ctx context.Context, id string, params *ConfirmVerificationParams, body ConfirmVerificationJSONRequestBody, reqEditors ...RequestEditorFn) (*ConfirmVerificationResponse, error)
+
+	// OpenHostedVerifyPageWithResponse request
+	OpenHostedVerifyPageWithResponse(ctx context.Context, id string, params *OpenHostedVerifyPageParams, reqEditors ...RequestEditorFn) (*OpenHostedVerifyPageResponse, error)
+
+	// PostHostedVerifyPageWithBodyWithResponse request with any body
+	PostHostedVerifyPageWithBodyWithResponse(ctx context.Context, id string, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PostHostedVerifyPageResponse, error)
+
+	PostHostedVerifyPageWithFormdataBodyWithResponse(ctx context.Context, id string, body PostHostedVerifyPageFormdataRequestBody, reqEditors ...RequestEditorFn) (*PostHostedVerifyPageResponse, error)
 
 	// ReceiveProviderWebhookWithBodyWithResponse request with any body
 	ReceiveProviderWebhookWithBodyWithResponse(ctx context.Context, provider ReceiveProviderWebhookParamsProvider, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*ReceiveProviderWebhookResponse, error)
@@ -5729,6 +6389,30 @@ func (r GetHealthResponse) StatusCode() int {
 	return 0
 }
 
+type GetHostedAssetResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	JSON404      *NotFound
+	JSON429      *RateLimited
+	JSON503      *Unavailable
+}
+
+// Status returns HTTPResponse.Status
+func (r GetHostedAssetResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetHostedAssetResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
 type GetInternalAccountResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -5887,6 +6571,29 @@ func (r RevealItemTokenResponse) StatusCode() int {
 	return 0
 }
 
+type GetLinkJSResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	JSON429      *RateLimited
+	JSON503      *Unavailable
+}
+
+// Status returns HTTPResponse.Status
+func (r GetLinkJSResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetLinkJSResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
 type OauthCallbackResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -5914,6 +6621,51 @@ func (r OauthCallbackResponse) Status() string {
 
 // StatusCode returns HTTPResponse.StatusCode
 func (r OauthCallbackResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+type OpenHostedLinkPageResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	JSON429      *RateLimited
+}
+
+// Status returns HTTPResponse.Status
+func (r OpenHostedLinkPageResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r OpenHostedLinkPageResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+type PostHostedLinkPageResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	JSON413      *TooLarge
+	JSON429      *RateLimited
+}
+
+// Status returns HTTPResponse.Status
+func (r PostHostedLinkPageResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r PostHostedLinkPageResponse) StatusCode() int {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.StatusCode
 	}
@@ -6263,6 +7015,34 @@ func (r CreateLinkSessionResponse) StatusCode() int {
 	return 0
 }
 
+type GetLinkSessionResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	JSON200      *LinkSessionState
+	JSON401      *Unauthenticated
+	JSON403      *Forbidden
+	JSON404      *NotFound
+	JSON429      *RateLimited
+	JSON500      *Internal
+	JSON503      *Unavailable
+}
+
+// Status returns HTTPResponse.Status
+func (r GetLinkSessionResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetLinkSessionResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
 type ExchangePublicTokenResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -6525,6 +7305,51 @@ func (r ConfirmVerificationResponse) StatusCode() int {
 	return 0
 }
 
+type OpenHostedVerifyPageResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	JSON429      *RateLimited
+}
+
+// Status returns HTTPResponse.Status
+func (r OpenHostedVerifyPageResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r OpenHostedVerifyPageResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+type PostHostedVerifyPageResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	JSON413      *TooLarge
+	JSON429      *RateLimited
+}
+
+// Status returns HTTPResponse.Status
+func (r PostHostedVerifyPageResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r PostHostedVerifyPageResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
 type ReceiveProviderWebhookResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -6758,6 +7583,15 @@ func (c *ClientWithResponses) GetHealthWithResponse(ctx context.Context, reqEdit
 	return ParseGetHealthResponse(rsp)
 }
 
+// GetHostedAssetWithResponse request returning *GetHostedAssetResponse
+func (c *ClientWithResponses) GetHostedAssetWithResponse(ctx context.Context, name string, reqEditors ...RequestEditorFn) (*GetHostedAssetResponse, error) {
+	rsp, err := c.GetHostedAsset(ctx, name, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetHostedAssetResponse(rsp)
+}
+
 // GetInternalAccountWithResponse request returning *GetInternalAccountResponse
 func (c *ClientWithResponses) GetInternalAccountWithResponse(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*GetInternalAccountResponse, error) {
 	rsp, err := c.GetInternalAccount(ctx, id, reqEditors...)
@@ -6827,6 +7661,15 @@ func (c *ClientWithResponses) RevealItemTokenWithResponse(ctx context.Context, i
 	return ParseRevealItemTokenResponse(rsp)
 }
 
+// GetLinkJSWithResponse request returning *GetLinkJSResponse
+func (c *ClientWithResponses) GetLinkJSWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetLinkJSResponse, error) {
+	rsp, err := c.GetLinkJS(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetLinkJSResponse(rsp)
+}
+
 // OauthCallbackWithResponse request returning *OauthCallbackResponse
 func (c *ClientWithResponses) OauthCallbackWithResponse(ctx context.Context, provider string, params *OauthCallbackParams, reqEditors ...RequestEditorFn) (*OauthCallbackResponse, error) {
 	rsp, err := c.OauthCallback(ctx, provider, params, reqEditors...)
@@ -6834,6 +7677,32 @@ func (c *ClientWithResponses) OauthCallbackWithResponse(ctx context.Context, pro
 		return nil, err
 	}
 	return ParseOauthCallbackResponse(rsp)
+}
+
+// OpenHostedLinkPageWithResponse request returning *OpenHostedLinkPageResponse
+func (c *ClientWithResponses) OpenHostedLinkPageWithResponse(ctx context.Context, id string, params *OpenHostedLinkPageParams, reqEditors ...RequestEditorFn) (*OpenHostedLinkPageResponse, error) {
+	rsp, err := c.OpenHostedLinkPage(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseOpenHostedLinkPageResponse(rsp)
+}
+
+// PostHostedLinkPageWithBodyWithResponse request with arbitrary body returning *PostHostedLinkPageResponse
+func (c *ClientWithResponses) PostHostedLinkPageWithBodyWithResponse(ctx context.Context, id string, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PostHostedLinkPageResponse, error) {
+	rsp, err := c.PostHostedLinkPageWithBody(ctx, id, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePostHostedLinkPageResponse(rsp)
+}
+
+func (c *ClientWithResponses) PostHostedLinkPageWithFormdataBodyWithResponse(ctx context.Context, id string, body PostHostedLinkPageFormdataRequestBody, reqEditors ...RequestEditorFn) (*PostHostedLinkPageResponse, error) {
+	rsp, err := c.PostHostedLinkPageWithFormdataBody(ctx, id, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePostHostedLinkPageResponse(rsp)
 }
 
 // GetMetricsWithResponse request returning *GetMetricsResponse
@@ -6959,6 +7828,15 @@ func (c *ClientWithResponses) CreateLinkSessionWithResponse(ctx context.Context,
 	return ParseCreateLinkSessionResponse(rsp)
 }
 
+// GetLinkSessionWithResponse request returning *GetLinkSessionResponse
+func (c *ClientWithResponses) GetLinkSessionWithResponse(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*GetLinkSessionResponse, error) {
+	rsp, err := c.GetLinkSession(ctx, id, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetLinkSessionResponse(rsp)
+}
+
 // ExchangePublicTokenWithBodyWithResponse request with arbitrary body returning *ExchangePublicTokenResponse
 func (c *ClientWithResponses) ExchangePublicTokenWithBodyWithResponse(ctx context.Context, id string, params *ExchangePublicTokenParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*ExchangePublicTokenResponse, error) {
 	rsp, err := c.ExchangePublicTokenWithBody(ctx, id, params, contentType, body, reqEditors...)
@@ -7061,6 +7939,32 @@ func (c *ClientWithResponses) ConfirmVerificationWithResponse(ctx context.Contex
 		return nil, err
 	}
 	return ParseConfirmVerificationResponse(rsp)
+}
+
+// OpenHostedVerifyPageWithResponse request returning *OpenHostedVerifyPageResponse
+func (c *ClientWithResponses) OpenHostedVerifyPageWithResponse(ctx context.Context, id string, params *OpenHostedVerifyPageParams, reqEditors ...RequestEditorFn) (*OpenHostedVerifyPageResponse, error) {
+	rsp, err := c.OpenHostedVerifyPage(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseOpenHostedVerifyPageResponse(rsp)
+}
+
+// PostHostedVerifyPageWithBodyWithResponse request with arbitrary body returning *PostHostedVerifyPageResponse
+func (c *ClientWithResponses) PostHostedVerifyPageWithBodyWithResponse(ctx context.Context, id string, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PostHostedVerifyPageResponse, error) {
+	rsp, err := c.PostHostedVerifyPageWithBody(ctx, id, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePostHostedVerifyPageResponse(rsp)
+}
+
+func (c *ClientWithResponses) PostHostedVerifyPageWithFormdataBodyWithResponse(ctx context.Context, id string, body PostHostedVerifyPageFormdataRequestBody, reqEditors ...RequestEditorFn) (*PostHostedVerifyPageResponse, error) {
+	rsp, err := c.PostHostedVerifyPageWithFormdataBody(ctx, id, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePostHostedVerifyPageResponse(rsp)
 }
 
 // ReceiveProviderWebhookWithBodyWithResponse request with arbitrary body returning *ReceiveProviderWebhookResponse
@@ -8421,6 +9325,46 @@ func ParseGetHealthResponse(rsp *http.Response) (*GetHealthResponse, error) {
 	return response, nil
 }
 
+// ParseGetHostedAssetResponse parses an HTTP response from a GetHostedAssetWithResponse call
+func ParseGetHostedAssetResponse(rsp *http.Response) (*GetHostedAssetResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetHostedAssetResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest RateLimited
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
+	}
+
+	return response, nil
+}
+
 // ParseGetInternalAccountResponse parses an HTTP response from a GetInternalAccountWithResponse call
 func ParseGetInternalAccountResponse(rsp *http.Response) (*GetInternalAccountResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -8887,6 +9831,39 @@ func ParseRevealItemTokenResponse(rsp *http.Response) (*RevealItemTokenResponse,
 	return response, nil
 }
 
+// ParseGetLinkJSResponse parses an HTTP response from a GetLinkJSWithResponse call
+func ParseGetLinkJSResponse(rsp *http.Response) (*GetLinkJSResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetLinkJSResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest RateLimited
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
+	}
+
+	return response, nil
+}
+
 // ParseOauthCallbackResponse parses an HTTP response from a OauthCallbackWithResponse call
 func ParseOauthCallbackResponse(rsp *http.Response) (*OauthCallbackResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -8953,6 +9930,65 @@ func ParseOauthCallbackResponse(rsp *http.Response) (*OauthCallbackResponse, err
 			return nil, err
 		}
 		response.JSON503 = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseOpenHostedLinkPageResponse parses an HTTP response from a OpenHostedLinkPageWithResponse call
+func ParseOpenHostedLinkPageResponse(rsp *http.Response) (*OpenHostedLinkPageResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &OpenHostedLinkPageResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest RateLimited
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParsePostHostedLinkPageResponse parses an HTTP response from a PostHostedLinkPageWithResponse call
+func ParsePostHostedLinkPageResponse(rsp *http.Response) (*PostHostedLinkPageResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &PostHostedLinkPageResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest TooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest RateLimited
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
 
 	}
 
@@ -9811,6 +10847,74 @@ func ParseCreateLinkSessionResponse(rsp *http.Response) (*CreateLinkSessionRespo
 	return response, nil
 }
 
+// ParseGetLinkSessionResponse parses an HTTP response from a GetLinkSessionWithResponse call
+func ParseGetLinkSessionResponse(rsp *http.Response) (*GetLinkSessionResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetLinkSessionResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest LinkSessionState
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthenticated
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest RateLimited
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest Internal
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
+	}
+
+	return response, nil
+}
+
 // ParseExchangePublicTokenResponse parses an HTTP response from a ExchangePublicTokenWithResponse call
 func ParseExchangePublicTokenResponse(rsp *http.Response) (*ExchangePublicTokenResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -10529,6 +11633,65 @@ func ParseConfirmVerificationResponse(rsp *http.Response) (*ConfirmVerificationR
 			return nil, err
 		}
 		response.JSON503 = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseOpenHostedVerifyPageResponse parses an HTTP response from a OpenHostedVerifyPageWithResponse call
+func ParseOpenHostedVerifyPageResponse(rsp *http.Response) (*OpenHostedVerifyPageResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &OpenHostedVerifyPageResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest RateLimited
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParsePostHostedVerifyPageResponse parses an HTTP response from a PostHostedVerifyPageWithResponse call
+func ParsePostHostedVerifyPageResponse(rsp *http.Response) (*PostHostedVerifyPageResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &PostHostedVerifyPageResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest TooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest RateLimited
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
 
 	}
 

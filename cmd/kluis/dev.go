@@ -109,6 +109,7 @@ func dev(ctx context.Context, getenv func(string) string, out io.Writer) error {
 	go func() {
 		addrs := <-ready
 		printSamples(out, dir, addrs, signer)
+		serveDevApp(ctx, out, addrs[0], signer)
 	}()
 	return a.serve(ctx, ready)
 }
@@ -147,6 +148,7 @@ func devFiles(dir string) (map[string]string, *ecdsa.PrivateKey, error) {
 		"KLUIS_JWT_JWKS_FILE":       p("jwks.json"),
 		"KLUIS_JWT_ISSUER":          devIssuer,
 		"KLUIS_LOG_LEVEL":           "info",
+		"KLUIS_APP_ORIGINS":         "http://" + devAppAddr,
 	}, signer, nil
 }
 
@@ -181,13 +183,9 @@ func devCerts(dir string) error {
 // writes its public half as the JWKS kluis verifies against.
 func devSigner(keyFile, jwksFile string) (*ecdsa.PrivateKey, error) {
 	var key *ecdsa.PrivateKey
-	raw, err := os.ReadFile(keyFile) // #nosec G304 -- kluis dev's own key file, under its state directory
-	if err == nil {
-		block, _ := pem.Decode(raw)
-		if block == nil {
-			return nil, fmt.Errorf("%s is not PEM", keyFile)
-		}
-		if key, err = x509.ParseECPrivateKey(block.Bytes); err != nil {
+	var err error
+	if _, statErr := os.Stat(keyFile); statErr == nil {
+		if key, err = readDevSigner(keyFile); err != nil {
 			return nil, err
 		}
 	} else {

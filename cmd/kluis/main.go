@@ -46,6 +46,8 @@ commands:
                  renew old subject keys; prints its progress
   console        serve the compliance staff console (its own listener; docs/CONSOLE.md)
   dev            a first look on this machine: database, keys, certificates, server
+  example-app    serve the example app that uses the hosted pages (development only;
+                 docker-compose.yml runs it)
   version        print the version
 `
 
@@ -79,6 +81,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		err = runConsole(ctx, getenv, stdout)
 	case cmd == "dev" && len(rest) == 0:
 		err = dev(ctx, getenv, stdout)
+	case cmd == "example-app" && len(rest) == 0:
+		err = exampleApp(ctx, getenv, stdout)
 	case cmd == "version" && len(rest) == 0:
 		fmt.Fprintln(stdout, "kluis", version)
 	case cmd == "help" || cmd == "-h" || cmd == "--help":

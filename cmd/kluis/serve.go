@@ -25,6 +25,7 @@ import (
 	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/compliance"
 	"github.com/kluis-dev/kluis/config"
+	"github.com/kluis-dev/kluis/hosted"
 	"github.com/kluis-dev/kluis/vault/breaker"
 )
 
@@ -154,6 +155,9 @@ func (a *app) deps(ctx context.Context) (*api.Deps, error) {
 		TrustedProxies: a.cfg.TrustedProxies, TrustDomain: a.cfg.SPIFFETrustDomain, RequestTimeout: a.cfg.RequestTimeout,
 		PublicTLS: a.cfg.PublicTLSCert != "",
 		BankLink:  a.bank, Compliance: a.comp, Verification: a.verify,
+		// Hosted pages and browser apps (docs/HOSTED.md).
+		Hosted: hosted.NewStore(a.db, a.sys, nil), PublicURL: a.cfg.PublicURL,
+		Origins: api.StaticOrigins(a.cfg.AppOrigins), HostedPageTTL: a.cfg.HostedPageTTL,
 	}, nil
 }
 
