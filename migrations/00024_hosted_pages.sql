@@ -29,6 +29,10 @@ CREATE TABLE hosted_pages (
 );
 CREATE INDEX hosted_pages_subject ON hosted_pages (subject_id);
 CREATE INDEX hosted_pages_expiry ON hosted_pages (expires_at);
+-- Like every table that names a subject: no page is opened for a subject
+-- whose erasure runs (00010's fence).
+CREATE TRIGGER subject_write_fence BEFORE INSERT ON public.hosted_pages
+    FOR EACH ROW EXECUTE FUNCTION subject_write_fence();
 
 -- public_token_sealed: the public token of a session that succeeded, sealed
 -- (AES-256-GCM under a key derived from banklink's system key, bound to the
