@@ -11,7 +11,8 @@ import (
 	"github.com/kluis-dev/kluis/postgres"
 )
 
-// SeedRecord is one credential for Seed: a new subject (by external id,
+// SeedRecord is one credential for Seed: a new subject (by user key,
+// kluis.UserKey: a bare external id is the default app's;
 // distinct within and across calls), its kind, owner and secret, and, for
 // an account number, the number to index.
 type SeedRecord struct {
@@ -67,7 +68,11 @@ func (s *Store) Seed(ctx context.Context, recs []SeedRecord) ([]Seeded, error) {
 		if rec.BlindIndexInput != "" && s.sys != nil {
 			idx = s.sys.blindIndexOf(rec.Kind, rec.BlindIndexInput)
 		}
-		subjects[i] = []any{sub, rec.ExternalID}
+		app, ext, err := splitUserKey(rec.ExternalID)
+		if err != nil {
+			return nil, err
+		}
+		subjects[i] = []any{sub, app, ext}
 		keys[i] = []any{kluis.NewID(PrefixSubjectKey), sub, int32(1), wrapped, "", int32(epoch)}
 		creds[i] = []any{ref, sub, rec.Kind, int32(1), env, idx, rec.Owner.Type, rec.Owner.ID}
 		out[i] = Seeded{SubjectID: sub, Ref: ref}
@@ -78,7 +83,7 @@ func (s *Store) Seed(ctx context.Context, recs []SeedRecord) ([]Seeded, error) {
 			cols  []string
 			rows  [][]any
 		}{
-			{pgx.Identifier{"subjects"}, []string{"id", "external_id"}, subjects},
+			{pgx.Identifier{"subjects"}, []string{"id", "app_id", "external_id"}, subjects},
 			{pgx.Identifier{"keystore", "subject_keys"}, []string{"id", "subject_id", "version", "wrapped", "root_version", "keyring_epoch"}, keys},
 			{pgx.Identifier{"credentials"}, []string{"ref", "subject_id", "kind", "key_version", "envelope", "blind_index", "owner_type", "owner_id"}, creds},
 		} {
