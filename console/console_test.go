@@ -158,6 +158,18 @@ func TestFormsNeedTheSessionsTokenAndTheConsolesOrigin(t *testing.T) {
 	if got := ce.status(t, ce.requestID(t, "T-1")); got != "pending_approval" {
 		t.Errorf("request = %s", got)
 	}
+	// Naming the subject's app passes it to kluis as ?app= (needed when
+	// it serves several); an app it does not know is its 400, shown.
+	ce.subject(t, "user-app")
+	form = url.Values{"subject_id": {"user-app"}, "reason": {"T-2"}, "app": {"default"}, "csrf": {m[1]}}
+	if resp, body := post(t, c, ce.console.URL+"/erasures", ce.console.URL, form); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("a request naming the default app = %d\n%s", resp.StatusCode, body)
+	}
+	form.Set("app", "nosuchapp")
+	form.Set("reason", "T-3")
+	if resp, body := post(t, c, ce.console.URL+"/erasures", ce.console.URL, form); resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, `role="alert"`) {
+		t.Fatalf("a request naming an unknown app = %d\n%s", resp.StatusCode, body)
+	}
 }
 
 func TestASignInNotStartedInThisBrowserIsRefused(t *testing.T) {

@@ -155,11 +155,15 @@ func (a *apiClient) holds(ctx context.Context, token string) ([]legalHold, error
 	return out.LegalHolds, err
 }
 
-func (a *apiClient) accessReport(ctx context.Context, token, subject string) ([]accessEntry, error) {
+func (a *apiClient) accessReport(ctx context.Context, token, subject, app string) ([]accessEntry, error) {
 	var out struct {
 		Entries []accessEntry `json:"entries"`
 	}
-	err := a.call(ctx, token, http.MethodGet, "/compliance/v1/subjects/"+url.PathEscape(subject)+"/access-report?limit=100", nil, &out)
+	q := url.Values{"limit": {"100"}}
+	if app != "" {
+		q.Set("app", app)
+	}
+	err := a.call(ctx, token, http.MethodGet, "/compliance/v1/subjects/"+url.PathEscape(subject)+"/access-report?"+q.Encode(), nil, &out)
 	return out.Entries, err
 }
 

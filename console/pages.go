@@ -22,6 +22,7 @@ type pageData struct {
 	Next    string
 	Status  string
 	Subject string
+	App     string // the subject's app, when kluis serves several
 
 	Erasures []erasureRequest
 	Holds    []legalHold
@@ -91,7 +92,7 @@ func (s *Server) erasures(c echo.Context) error {
 
 func (s *Server) requestErasure(c echo.Context) error {
 	body := map[string]string{"subject_id": strings.TrimSpace(c.FormValue("subject_id")), "reason": c.FormValue("reason")}
-	err := s.api.call(c.Request().Context(), sessionOf(c).token, http.MethodPost, "/compliance/v1/erasure-requests", body, nil)
+	err := s.api.call(c.Request().Context(), sessionOf(c).token, http.MethodPost, "/compliance/v1/erasure-requests"+appQuery(c), body, nil)
 	if err != nil {
 		return s.failed(c, "erasures", pageData{Title: "Erasure requests", Nav: "erasures", Status: statuses[0]}, err)
 	}
@@ -129,7 +130,7 @@ func (s *Server) holds(c echo.Context) error {
 
 func (s *Server) placeHold(c echo.Context) error {
 	body := map[string]string{"subject_id": strings.TrimSpace(c.FormValue("subject_id")), "reason": c.FormValue("reason")}
-	if err := s.api.call(c.Request().Context(), sessionOf(c).token, http.MethodPost, "/compliance/v1/legal-holds", body, nil); err != nil {
+	if err := s.api.call(c.Request().Context(), sessionOf(c).token, http.MethodPost, "/compliance/v1/legal-holds"+appQuery(c), body, nil); err != nil {
 		return s.failed(c, "holds", pageData{Title: "Legal holds", Nav: "holds"}, err)
 	}
 	return c.Redirect(http.StatusSeeOther, "/holds?done=held")
@@ -145,11 +146,11 @@ func (s *Server) liftHold(c echo.Context) error {
 
 // subject shows a subject's access report (?id=external id).
 func (s *Server) subject(c echo.Context) error {
-	d := pageData{Title: "A subject", Nav: "subjects", Subject: strings.TrimSpace(c.QueryParam("id"))}
+	d := pageData{Title: "A subject", Nav: "subjects", Subject: strings.TrimSpace(c.QueryParam("id")), App: strings.TrimSpace(c.QueryParam("app"))}
 	if d.Subject == "" {
 		return s.render(c, http.StatusOK, "subjects", d)
 	}
-	entries, err := s.api.accessReport(c.Request().Context(), sessionOf(c).token, d.Subject)
+	entries, err := s.api.accessReport(c.Request().Context(), sessionOf(c).token, d.Subject, d.App)
 	if err != nil {
 		return s.failed(c, "subjects", d, err)
 	}
@@ -162,10 +163,10 @@ func (s *Server) subject(c echo.Context) error {
 // sees it in the clear.
 func (s *Server) export(c echo.Context) error {
 	subject := strings.TrimSpace(c.FormValue("subject_id"))
-	d := pageData{Title: "A subject", Nav: "subjects", Subject: subject}
+	d := pageData{Title: "A subject", Nav: "subjects", Subject: subject, App: strings.TrimSpace(c.FormValue("app"))}
 	body := map[string]string{"recipient": strings.TrimSpace(c.FormValue("recipient"))}
 	resp, err := s.api.do(c.Request().Context(), sessionOf(c).token, http.MethodPost,
-		"/compliance/v1/subjects/"+url.PathEscape(subject)+"/export", body)
+		"/compliance/v1/subjects/"+url.PathEscape(subject)+"/export"+appQuery(c), body)
 	if err != nil {
 		return s.failed(c, "subjects", d, err)
 	}
@@ -203,4 +204,15 @@ func (s *Server) verifyAudit(c echo.Context) error {
 	}
 	d.Verify = out
 	return s.render(c, http.StatusOK, "audit", d)
+}
+
+// appQuery is "?app=…" when the form or query names the subject's app: with
+// several apps configured, kluis needs it on routes that name a subject
+// (the same user id in two apps is two people); with one, it is left out.
+func appQuery(c echo.Context) string {
+	app := strings.TrimSpace(c.FormValue("app"))
+	if app == "" {
+		return ""
+	}
+	return "?" + url.Values{"app": {app}}.Encode()
 }
