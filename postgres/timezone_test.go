@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"net/url"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +13,16 @@ import (
 	"github.com/kluis-dev/kluis/postgres"
 	"github.com/kluis-dev/kluis/postgres/pgtest"
 )
+
+// hostOffset is the host zone every test of this package runs under.
+const hostOffset = 2 * 60 * 60
+
+// TestMain runs the package with a host zone that is not UTC, so that a
+// time that leaks the host's zone shows.
+func TestMain(m *testing.M) {
+	time.Local = time.FixedZone("UTC+2", hostOffset)
+	os.Exit(m.Run())
+}
 
 // API.md: times are RFC 3339 in UTC. A host with TZ set, or a database whose
 // default time zone is not UTC, must not change what kluis answers.
@@ -33,9 +44,12 @@ func TestTimesAreUTCWhateverTheHostAndDatabaseTimeZones(t *testing.T) {
 	}
 	_ = admin.Close(ctx)
 
-	local := time.Local
-	time.Local = time.FixedZone("UTC+2", 2*60*60)
-	t.Cleanup(func() { time.Local = local })
+	// The host's zone is UTC+2 for the whole package (TestMain): set once,
+	// before any goroutine runs, since changing time.Local while another
+	// test's goroutines read the clock is a data race.
+	if _, off := time.Now().Zone(); off != hostOffset {
+		t.Fatalf("the host zone is not the one TestMain set")
+	}
 
 	db, err := postgres.Open(ctx, u)
 	if err != nil {
