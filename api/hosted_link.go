@@ -44,16 +44,10 @@ type linkStep interface {
 	post(d *Deps, c echo.Context, lp *linkPage, action string) error
 }
 
-// oauthStep is a linkStep whose provider sends the user to the bank and
-// back to GET /link/callback/{provider} (Stitch).
-type oauthStep interface {
-	linkStep
-	callback(d *Deps, c echo.Context) error
-}
-
 // hostedSteps are the providers' hosted steps, by provider name. Stitch's
-// OAuth redirect step plugs in here (an oauthStep) once banklink/stitch
-// lands.
+// OAuth redirect step is not one yet: GET /link/callback/stitch is
+// banklink's JSON callback (oauthCallback), and a hosted Stitch step would
+// send the user to Service.AuthorizeURL and render that callback's result.
 var hostedSteps = map[string]linkStep{
 	"sandbox": sandboxStep{},
 	"plaid":   plaidStep{},
@@ -193,16 +187,6 @@ func withQuery(raw string, q url.Values) string {
 	}
 	u.RawQuery = old.Encode()
 	return u.String()
-}
-
-// linkCallback is GET /link/callback/{provider}: where an OAuth provider
-// sends the user back. Only providers with an OAuth step have one.
-func (d *Deps) linkCallback(c echo.Context) error {
-	step, ok := hostedSteps[c.Param("provider")].(oauthStep)
-	if !ok {
-		return d.refusedPage(c, kluis.Errorf(kluis.ENotFound, "no bank provider returns here"))
-	}
-	return step.callback(d, c)
 }
 
 // sandboxStep is the sandbox's hosted flow, all on kluis's pages:

@@ -64,7 +64,7 @@ func NewPublic(d *Deps) *echo.Echo {
 		e.GET("/link/:id", d.openLinkPage)
 		e.POST("/link/:id", d.postLinkPage)
 		// GET /link/callback/:provider is the OAuth callback above
-		// (oauthCallback): the hosted Stitch step is not wired yet.
+		// (oauthCallback); the hosted pages have no Stitch step yet.
 	}
 	if d.Hosted != nil && d.Verification != nil {
 		e.GET("/verify/:id", d.openVerifyPage)
