@@ -5,6 +5,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/kluis-dev/kluis/postgres"
 	"github.com/kluis-dev/kluis/vault"
 )
 
@@ -16,7 +17,7 @@ import (
 // credential's owner column names someone who does not point at it. It
 // implements vault.OwnerPointers, so that the vault can check a record
 // whose format binds no owner without reading this feature's tables.
-func (s *Service) PointersTo(ctx context.Context, q vault.Querier, ref string) ([]vault.Owner, error) {
+func (s *Service) PointersTo(ctx context.Context, q postgres.Querier, ref string) ([]vault.Owner, error) {
 	if q == nil {
 		q = s.db.Pool
 	}

@@ -10,7 +10,6 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/kluis-dev/kluis/postgres"
-	"github.com/kluis-dev/kluis/vault"
 )
 
 // SubjectColumn is the column that makes a table's rows belong to a data
@@ -38,7 +37,7 @@ type catalog struct {
 // loadCatalog reads the public schema's ordinary and partitioned tables
 // (partitions are reached through their parent), their columns and their
 // foreign keys.
-func loadCatalog(ctx context.Context, q vault.Querier) (*catalog, error) {
+func loadCatalog(ctx context.Context, q postgres.Querier) (*catalog, error) {
 	c := &catalog{columns: map[string]map[string]string{}}
 	rows, err := q.Query(ctx, `
 		SELECT cl.relname, a.attname, format_type(a.atttypid, a.atttypmod)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/audit"
+	"github.com/kluis-dev/kluis/postgres"
 	"github.com/kluis-dev/kluis/vault"
 )
 
@@ -26,8 +27,8 @@ const ExportFormat = "kluis-subject-export/1"
 // SealedOpener lists and opens a subject's sealed records for the complete
 // export, in the export's transaction; *vault.Store is one.
 type SealedOpener interface {
-	SubjectCredentials(ctx context.Context, q vault.Querier, subjectID string) ([]vault.SubjectCredential, error)
-	OpenIn(ctx context.Context, q vault.Querier, ref string) (vault.Credential, error)
+	SubjectCredentials(ctx context.Context, q postgres.Querier, subjectID string) ([]vault.SubjectCredential, error)
+	OpenIn(ctx context.Context, q postgres.Querier, ref string) (vault.Credential, error)
 }
 
 // SetSealedOpener gives the service what the complete export opens sealed

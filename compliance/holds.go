@@ -151,7 +151,7 @@ func checkReason(reason string) (string, error) {
 
 // lookupSubject finds the internal id of the subject; an unknown subject is
 // ENotFound, as kluis holds nothing on them.
-func lookupSubject(ctx context.Context, q vault.Querier, externalID string) (string, error) {
+func lookupSubject(ctx context.Context, q postgres.Querier, externalID string) (string, error) {
 	if externalID == "" || len(externalID) > 255 {
 		return "", kluis.Errorf(kluis.ENotFound, "not found")
 	}
@@ -240,7 +240,7 @@ func GuardDestruction(ctx context.Context, tx pgx.Tx, subjectID string) error {
 // RefuseIfHeld fails with ELegalHold while a hold names the subject
 // (internal id). Without the subject's lock (GuardDestruction) it is an
 // early answer only: a hold may commit right after it.
-func RefuseIfHeld(ctx context.Context, q vault.Querier, subjectID string) error {
+func RefuseIfHeld(ctx context.Context, q postgres.Querier, subjectID string) error {
 	h, err := held(ctx, q, subjectID)
 	if err != nil {
 		return err
@@ -252,7 +252,7 @@ func RefuseIfHeld(ctx context.Context, q vault.Querier, subjectID string) error 
 }
 
 // held reports whether a hold that is not lifted names the subject.
-func held(ctx context.Context, q vault.Querier, subjectID string) (bool, error) {
+func held(ctx context.Context, q postgres.Querier, subjectID string) (bool, error) {
 	var h bool
 	err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM legal_holds WHERE held_subject_id = $1 AND lifted_at IS NULL)`, subjectID).Scan(&h)
 	if err != nil {

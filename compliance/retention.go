@@ -359,23 +359,9 @@ func (p *Purger) purgeClass(ctx context.Context, cat *catalog, c RetentionClass,
 		if n < int64(opts.Batch) {
 			return nil
 		}
-		if err := pause(ctx, opts.Pause); err != nil {
+		if err := kluis.Sleep(ctx, opts.Pause); err != nil {
 			return err
 		}
-	}
-}
-
-func pause(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
 }
 
@@ -429,7 +415,7 @@ func (p *Purger) purgeAudit(ctx context.Context, cr *ClassReport, opts PurgeOpti
 		if n < int64(opts.Batch) {
 			return nil
 		}
-		if err := pause(ctx, opts.Pause); err != nil {
+		if err := kluis.Sleep(ctx, opts.Pause); err != nil {
 			return err
 		}
 	}

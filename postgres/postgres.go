@@ -9,9 +9,19 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
+
+// Querier is what a store needs of a pool or a transaction: *pgxpool.Pool
+// and pgx.Tx both satisfy it, so one function can run alone or inside a
+// caller's transaction.
+type Querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
 
 // DB is kluis's handle on Postgres: a pgx pool plus the transaction helper.
 type DB struct {

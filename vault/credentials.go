@@ -175,7 +175,7 @@ func (s *Store) OpenOwned(ctx context.Context, owner Owner, ref string) (Credent
 }
 
 // OpenOwnedIn is OpenOwned on the caller's pool or transaction.
-func (s *Store) OpenOwnedIn(ctx context.Context, q Querier, owner Owner, ref string) (Credential, error) {
+func (s *Store) OpenOwnedIn(ctx context.Context, q postgres.Querier, owner Owner, ref string) (Credential, error) {
 	c, err := s.OpenIn(ctx, q, ref)
 	if err != nil {
 		return Credential{}, err
@@ -194,7 +194,7 @@ func ownedBy(c Credential, owner Owner) (Credential, error) {
 }
 
 // OpenIn is Open on the caller's pool or transaction.
-func (s *Store) OpenIn(ctx context.Context, q Querier, ref string) (Credential, error) {
+func (s *Store) OpenIn(ctx context.Context, q postgres.Querier, ref string) (Credential, error) {
 	if !kluis.ValidID(kluis.PrefixCredential, ref) {
 		return Credential{}, kluis.Errorf(kluis.ENotFound, "not found")
 	}
@@ -273,7 +273,7 @@ func (s *Store) DestroySubjectCredentials(ctx context.Context, tx pgx.Tx, subjec
 // FindByBlindIndex lists the credentials of the kind whose blind index is
 // that of accountNumber, oldest first, without opening any. It finds across
 // subjects: callers that must stay within one subject filter on SubjectID.
-func (s *Store) FindByBlindIndex(ctx context.Context, q Querier, kind, accountNumber string) ([]CredentialInfo, error) {
+func (s *Store) FindByBlindIndex(ctx context.Context, q postgres.Querier, kind, accountNumber string) ([]CredentialInfo, error) {
 	if !validKind(kind) {
 		return nil, kluis.Errorf(kluis.EInvalid, "unknown credential kind")
 	}
@@ -305,7 +305,7 @@ func (s *Store) FindByBlindIndex(ctx context.Context, q Querier, kind, accountNu
 // keyed HMAC of its account number), or nil when it has none or is gone.
 // It opens nothing, so callers may count by account number (verification
 // limits) without a key.
-func (s *Store) BlindIndexOf(ctx context.Context, q Querier, ref string) ([]byte, error) {
+func (s *Store) BlindIndexOf(ctx context.Context, q postgres.Querier, ref string) ([]byte, error) {
 	if ref == "" {
 		return nil, nil
 	}

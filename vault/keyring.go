@@ -87,7 +87,7 @@ type keyring struct {
 	opts     KeyringOptions
 
 	mu     sync.RWMutex
-	db     Querier // the pool keyring rows are read from (NewStore sets it)
+	db     postgres.Querier // the pool keyring rows are read from (NewStore sets it)
 	keys   map[uint32]*keyringKey
 	active uint32
 
@@ -109,7 +109,7 @@ func newKeyring(provider KeyProvider, opts KeyringOptions) *keyring {
 }
 
 // setDB names the pool the keyring reads its rows from, once.
-func (k *keyring) setDB(db Querier) {
+func (k *keyring) setDB(db postgres.Querier) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.db == nil {
@@ -194,7 +194,7 @@ type keyringRow struct {
 }
 
 // readKeyringRows reads every keyring key, oldest epoch first.
-func readKeyringRows(ctx context.Context, q Querier) ([]keyringRow, error) {
+func readKeyringRows(ctx context.Context, q postgres.Querier) ([]keyringRow, error) {
 	rows, err := q.Query(ctx, `SELECT epoch, wrapped, root_version, created_at FROM keystore.keyring_keys ORDER BY epoch`)
 	if err != nil {
 		return nil, fmt.Errorf("vault: read keyring keys: %w", postgres.Translate(err))
@@ -336,7 +336,7 @@ func (k *keyring) install(rows []keyringRow, fetched map[uint32]*keyringKey) {
 // createKeyringEpoch makes the keyring key of epoch through the provider and
 // stores it; another instance making the same epoch at once wins or loses
 // the insert, and exactly one key exists for the epoch.
-func createKeyringEpoch(ctx context.Context, q Querier, provider KeyProvider, epoch uint32) error {
+func createKeyringEpoch(ctx context.Context, q postgres.Querier, provider KeyProvider, epoch uint32) error {
 	dk, err := provider.GenerateDataKey(ctx, keyringKeyID(epoch))
 	if err != nil {
 		return providerError("generate keyring key", err)

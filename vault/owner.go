@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/postgres"
 )
 
 // Owner types (credentials.owner_type): the object a credential belongs to.
@@ -77,14 +78,14 @@ func OwnerTypeOf(kind string) string {
 // caller's pool or transaction. It returns every live owner whose pointer
 // names ref, in no particular order, or an error from the database.
 type OwnerPointers interface {
-	PointersTo(ctx context.Context, q Querier, ref string) ([]Owner, error)
+	PointersTo(ctx context.Context, q postgres.Querier, ref string) ([]Owner, error)
 }
 
 // CheckPointers returns an integrity error unless exactly one owner points
 // at ref and it is owner: a second pointer (another account made to point
 // at this credential) or none (the owner column edited to name an owner
 // that does not point here) is a disagreement.
-func CheckPointers(ctx context.Context, p OwnerPointers, q Querier, ref string, owner Owner) error {
+func CheckPointers(ctx context.Context, p OwnerPointers, q postgres.Querier, ref string, owner Owner) error {
 	if p == nil {
 		return kluis.Errorf(kluis.EInternal, "internal error")
 	}

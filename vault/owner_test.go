@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/postgres"
 	"github.com/kluis-dev/kluis/postgres/pgtest"
 )
 
@@ -29,7 +30,7 @@ func (p *fakePointers) point(owner Owner, ref string) {
 	p.by[ref] = append(p.by[ref], owner)
 }
 
-func (p *fakePointers) PointersTo(_ context.Context, _ Querier, ref string) ([]Owner, error) {
+func (p *fakePointers) PointersTo(_ context.Context, _ postgres.Querier, ref string) ([]Owner, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return append([]Owner(nil), p.by[ref]...), nil

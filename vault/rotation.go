@@ -598,7 +598,7 @@ func (r *rotation) clearFailure(ctx context.Context, subject, step string) error
 // gone (erased) is never listed, so a run cannot loop on it. Both halves
 // walk an index in subject order (subject_keys' (subject_id, version) and
 // credentials_envelope_v1), so a run reads each subject once.
-func SubjectsDueForReseal(ctx context.Context, q Querier, cryptoperiod time.Duration, after string, limit int) ([]string, error) {
+func SubjectsDueForReseal(ctx context.Context, q postgres.Querier, cryptoperiod time.Duration, after string, limit int) ([]string, error) {
 	rows, err := q.Query(ctx, `
 		SELECT subject_id FROM (
 			(SELECT k.subject_id FROM keystore.subject_keys k

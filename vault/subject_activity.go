@@ -18,7 +18,7 @@ const SeenEvery = time.Hour
 // userKey called kluis now, for the retention of dormant subjects. It
 // writes at most once per SeenEvery per subject, never for a subject being
 // erased, and does nothing for one kluis holds nothing on yet.
-func TouchSubject(ctx context.Context, q Querier, userKey string) error {
+func TouchSubject(ctx context.Context, q postgres.Querier, userKey string) error {
 	app, externalID, err := splitUserKey(userKey)
 	if err != nil {
 		return nil
@@ -48,7 +48,7 @@ type Seen struct {
 
 // Touch calls TouchSubject unless this process did so for externalID within
 // SeenEvery.
-func (s *Seen) Touch(ctx context.Context, q Querier, externalID string, now time.Time) error {
+func (s *Seen) Touch(ctx context.Context, q postgres.Querier, externalID string, now time.Time) error {
 	s.mu.Lock()
 	if t, ok := s.last[externalID]; ok && now.Sub(t) < SeenEvery {
 		s.mu.Unlock()

@@ -20,7 +20,7 @@ type SubjectCredential struct {
 // tombstones included, oldest first, without opening any: what a complete
 // subject export opens one by one (OpenIn), in the caller's transaction so
 // that the list and the records agree.
-func (s *Store) SubjectCredentials(ctx context.Context, q Querier, subjectID string) ([]SubjectCredential, error) {
+func (s *Store) SubjectCredentials(ctx context.Context, q postgres.Querier, subjectID string) ([]SubjectCredential, error) {
 	rows, err := q.Query(ctx, `
 		SELECT ref, kind, subject_id, key_version, COALESCE(owner_type, ''), COALESCE(owner_id, ''), created_at,
 			revoked_at IS NOT NULL

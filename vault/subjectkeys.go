@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/postgres"
@@ -19,14 +18,6 @@ const (
 	PrefixSubject    = "sub_"
 	PrefixSubjectKey = "sk_"
 )
-
-// Querier is what the vault needs of a pool or a transaction: *pgxpool.Pool
-// and pgx.Tx both satisfy it.
-type Querier interface {
-	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
-	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-}
 
 // KeyRing gives out subject keys: it makes a subject's first key, opens
 // stored keys, and holds the middle level of the key hierarchy (the keyring
@@ -58,7 +49,7 @@ func NewKeyRing(provider KeyProvider, opts CacheOptions) *KeyRing {
 // LoadKeyring reads the keyring keys from db and has the provider unwrap
 // them, making epoch 1's key on a first start: kluis checks at start that
 // it can serve. It is EUnavailable while the provider cannot be reached.
-func (r *KeyRing) LoadKeyring(ctx context.Context, db Querier) error {
+func (r *KeyRing) LoadKeyring(ctx context.Context, db postgres.Querier) error {
 	r.keyring.setDB(db)
 	return r.keyring.refresh(ctx, true)
 }
@@ -112,7 +103,7 @@ func providerKeyID(subjectID string, version uint32) string {
 // withCurrentKey calls fn with the subject's newest key and its version,
 // creating version 1 on first use. The key passed to fn is zeroed when fn
 // returns; fn must not keep it.
-func (r *KeyRing) withCurrentKey(ctx context.Context, q Querier, subjectID string, fn func(version uint32, key []byte) error) error {
+func (r *KeyRing) withCurrentKey(ctx context.Context, q postgres.Querier, subjectID string, fn func(version uint32, key []byte) error) error {
 	// Three reads at most: one that finds no key; a second, in a new
 	// snapshot, in case a re-seal replaced the key while the first waited on
 	// its lock; a third after losing the race to create version 1.
@@ -138,7 +129,7 @@ func (r *KeyRing) withCurrentKey(ctx context.Context, q Querier, subjectID strin
 // createFirstKey makes version 1 of a subject's key, locally, wrapped under
 // the active keyring epoch (no provider call), and, if this call's row won,
 // calls fn with it. created is false when another transaction's row won.
-func (r *KeyRing) createFirstKey(ctx context.Context, q Querier, subjectID string, fn func(version uint32, key []byte) error) (created bool, err error) {
+func (r *KeyRing) createFirstKey(ctx context.Context, q postgres.Querier, subjectID string, fn func(version uint32, key []byte) error) (created bool, err error) {
 	const version = 1
 	key, wrapped, epoch, err := r.keyring.newSubjectKey(ctx, subjectID, version)
 	if err != nil {
@@ -199,7 +190,7 @@ func (r *KeyRing) unwrapRootWrapped(ctx context.Context, subjectID string, sk st
 // on its row until the caller's transaction ends: a re-seal (which locks the
 // row for update and then deletes it) waits for the record being sealed under
 // it and re-seals that record too, instead of deleting the key from under it.
-func currentSubjectKey(ctx context.Context, q Querier, subjectID string) (storedKey, bool, error) {
+func currentSubjectKey(ctx context.Context, q postgres.Querier, subjectID string) (storedKey, bool, error) {
 	var sk storedKey
 	err := q.QueryRow(ctx, `
 		SELECT version, wrapped, root_version, COALESCE(keyring_epoch, 0) FROM keystore.subject_keys

@@ -21,7 +21,7 @@ const maxExternalIDLen = 255
 // for one external id return the same id. Every caller is about to write for
 // the subject, so a subject whose erasure runs is kluis.ESubjectErasing; once
 // the erasure has completed the same external id is a new subject.
-func EnsureSubject(ctx context.Context, q Querier, userKey string) (string, error) {
+func EnsureSubject(ctx context.Context, q postgres.Querier, userKey string) (string, error) {
 	app, externalID, err := splitUserKey(userKey)
 	if err != nil {
 		return "", err
@@ -58,7 +58,7 @@ func EnsureSubject(ctx context.Context, q Querier, userKey string) (string, erro
 // waits for it and is refused. Every write path calls it inside its own
 // transaction; the database's subject_write_fence trigger refuses inserts
 // the same way, for paths that forget. An unknown subject is ENotFound.
-func FenceSubject(ctx context.Context, q Querier, subjectID string) error {
+func FenceSubject(ctx context.Context, q postgres.Querier, subjectID string) error {
 	var erasing bool
 	err := q.QueryRow(ctx, `SELECT erasing_since IS NOT NULL FROM subjects WHERE id = $1 FOR SHARE`, subjectID).Scan(&erasing)
 	if err != nil {
@@ -77,7 +77,7 @@ func errSubjectErasing() error {
 // LookupSubject returns the internal id of the subject whose user key
 // (kluis.UserKey) is userKey, or ENotFound. The same sub in another app is
 // another subject: it is never found here.
-func LookupSubject(ctx context.Context, q Querier, userKey string) (string, error) {
+func LookupSubject(ctx context.Context, q postgres.Querier, userKey string) (string, error) {
 	app, externalID, err := splitUserKey(userKey)
 	if err != nil {
 		return "", kluis.Errorf(kluis.ENotFound, "not found")
@@ -94,7 +94,7 @@ func LookupSubject(ctx context.Context, q Querier, userKey string) (string, erro
 // the internal id and the person. Rows that still refer to the subject (its
 // credentials, for one) make it fail with EInvalid: erasure deletes them
 // first, after destroying the subject's keys.
-func DeleteSubject(ctx context.Context, q Querier, subjectID string) error {
+func DeleteSubject(ctx context.Context, q postgres.Querier, subjectID string) error {
 	tag, err := q.Exec(ctx, `DELETE FROM subjects WHERE id = $1`, subjectID)
 	if err != nil {
 		return fmt.Errorf("vault: delete subject: %w", postgres.Translate(err))
@@ -117,7 +117,7 @@ func splitUserKey(userKey string) (app, externalID string, err error) {
 // SubjectKey returns the user key (kluis.UserKey) of the subject with the
 // internal id subjectID: what audit entries take as the subject (and store
 // only as its pseudonym). An unknown subject is ENotFound.
-func SubjectKey(ctx context.Context, q Querier, subjectID string) (string, error) {
+func SubjectKey(ctx context.Context, q postgres.Querier, subjectID string) (string, error) {
 	var app, ext string
 	err := q.QueryRow(ctx, `SELECT app_id, external_id FROM subjects WHERE id = $1`, subjectID).Scan(&app, &ext)
 	if err != nil {
@@ -128,7 +128,7 @@ func SubjectKey(ctx context.Context, q Querier, subjectID string) (string, error
 
 // SubjectApp returns the app the subject with the internal id subjectID
 // belongs to. An unknown subject is ENotFound.
-func SubjectApp(ctx context.Context, q Querier, subjectID string) (string, error) {
+func SubjectApp(ctx context.Context, q postgres.Querier, subjectID string) (string, error) {
 	var app string
 	err := q.QueryRow(ctx, `SELECT app_id FROM subjects WHERE id = $1`, subjectID).Scan(&app)
 	if err != nil {
@@ -141,7 +141,7 @@ func SubjectApp(ctx context.Context, q Querier, subjectID string) (string, error
 // the user's tokens) of the subject with internal id subjectID: a hosted
 // page knows its subject by internal id and acts for the user by their key. A subject
 // that is gone, or whose erasure runs, is ENotFound or ESubjectErasing.
-func ExternalIDOf(ctx context.Context, q Querier, subjectID string) (string, error) {
+func ExternalIDOf(ctx context.Context, q postgres.Querier, subjectID string) (string, error) {
 	var app, ext string
 	var erasing bool
 	err := q.QueryRow(ctx, `SELECT app_id, external_id, erasing_since IS NOT NULL FROM subjects WHERE id = $1`, subjectID).Scan(&app, &ext, &erasing)

@@ -94,7 +94,7 @@ func systemKeyID(name string, version uint32) string {
 	return fmt.Sprintf("system/%s/v%d", name, version)
 }
 
-func loadSystemKey(ctx context.Context, q Querier, provider KeyProvider, name string) (systemKey, error) {
+func loadSystemKey(ctx context.Context, q postgres.Querier, provider KeyProvider, name string) (systemKey, error) {
 	for attempt := 0; attempt < 2; attempt++ {
 		var sk storedKey
 		err := q.QueryRow(ctx, `
@@ -123,7 +123,7 @@ func loadSystemKey(ctx context.Context, q Querier, provider KeyProvider, name st
 	return systemKey{}, kluis.Errorf(kluis.EInternal, "internal error")
 }
 
-func createSystemKey(ctx context.Context, q Querier, provider KeyProvider, name string) (systemKey, bool, error) {
+func createSystemKey(ctx context.Context, q postgres.Querier, provider KeyProvider, name string) (systemKey, bool, error) {
 	dk, err := provider.GenerateDataKey(ctx, systemKeyID(name, 1))
 	if err != nil {
 		return systemKey{}, false, providerError("generate system key "+name, err)

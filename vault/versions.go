@@ -29,7 +29,7 @@ type Versions struct {
 // CredentialVersions reads the credential's versions; FOR UPDATE when
 // forUpdate, so that the caller's transaction sees them unchanged until it
 // ends. An unknown ref is ENotFound.
-func (s *Store) CredentialVersions(ctx context.Context, q Querier, ref string, forUpdate bool) (Versions, error) {
+func (s *Store) CredentialVersions(ctx context.Context, q postgres.Querier, ref string, forUpdate bool) (Versions, error) {
 	if !kluis.ValidID(kluis.PrefixCredential, ref) {
 		return Versions{}, kluis.Errorf(kluis.ENotFound, "not found")
 	}
@@ -113,7 +113,7 @@ func (s *Store) PromotePending(ctx context.Context, tx pgx.Tx, ref string) (uint
 
 // OpenPending opens the credential's pending version. A credential without
 // one is ENotFound; the other errors are Open's.
-func (s *Store) OpenPending(ctx context.Context, q Querier, ref string) (Credential, error) {
+func (s *Store) OpenPending(ctx context.Context, q postgres.Querier, ref string) (Credential, error) {
 	if !kluis.ValidID(kluis.PrefixCredential, ref) {
 		return Credential{}, kluis.Errorf(kluis.ENotFound, "not found")
 	}
@@ -155,7 +155,7 @@ func (s *Store) OpenPending(ctx context.Context, q Querier, ref string) (Credent
 // OpenPendingOwned is OpenPending for a caller that followed owner's
 // pointer to ref: a pending version that belongs to anyone else is
 // EIntegrity (see OpenOwned).
-func (s *Store) OpenPendingOwned(ctx context.Context, q Querier, owner Owner, ref string) (Credential, error) {
+func (s *Store) OpenPendingOwned(ctx context.Context, q postgres.Querier, owner Owner, ref string) (Credential, error) {
 	c, err := s.OpenPending(ctx, q, ref)
 	if err != nil {
 		return Credential{}, err

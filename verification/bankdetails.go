@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/postgres"
 	"github.com/kluis-dev/kluis/vault"
 )
 
@@ -33,7 +34,7 @@ func (b BankDetails) GoString() string { return b.String() }
 // the account's (a pointer that disagrees with what it points at) is an
 // internal error; the vault's errors (ENotFound once erased,
 // CodeCredentialRevoked, EUnavailable) pass through.
-func (s *Service) openBankDetails(ctx context.Context, q vault.Querier, a Account) (BankDetails, error) {
+func (s *Service) openBankDetails(ctx context.Context, q postgres.Querier, a Account) (BankDetails, error) {
 	if a.Country != CountryZA || a.AccountNumberRef == "" {
 		return BankDetails{}, kluis.Errorf(kluis.EInvalid, "bank account verification needs a South African manual account")
 	}
@@ -61,7 +62,7 @@ func (s *Service) openBankDetails(ctx context.Context, q vault.Querier, a Accoun
 // is owner's own (vault.OpenOwnedIn: a pointer made to name another
 // account's numbers or ID number is EIntegrity, nothing opened reaches a
 // bank) and of kind, decodes its secret into v and zeroes the plaintext.
-func (s *Service) openJSON(ctx context.Context, q vault.Querier, owner vault.Owner, ref, kind string, v any) error {
+func (s *Service) openJSON(ctx context.Context, q postgres.Querier, owner vault.Owner, ref, kind string, v any) error {
 	cred, err := s.vault.OpenOwnedIn(ctx, q, owner, ref)
 	if err != nil {
 		return err

@@ -14,11 +14,6 @@ import (
 	"github.com/kluis-dev/kluis/vault"
 )
 
-// rowQuerier is a pool or a transaction.
-type rowQuerier interface {
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-}
-
 func dbErr(op string, err error) error {
 	return fmt.Errorf("verification: %s: %w", op, postgres.Translate(err))
 }
@@ -37,7 +32,7 @@ func scanVerification(r pgx.Row) (Verification, error) {
 
 // getVerification reads a verification; with subjectID set, only that
 // subject's (another's is ENotFound, as is an unknown id).
-func getVerification(ctx context.Context, q rowQuerier, id, subjectID string) (Verification, error) {
+func getVerification(ctx context.Context, q postgres.Querier, id, subjectID string) (Verification, error) {
 	if !kluis.ValidID(kluis.PrefixVerification, id) {
 		return Verification{}, notFound()
 	}
@@ -50,7 +45,7 @@ func getVerification(ctx context.Context, q rowQuerier, id, subjectID string) (V
 }
 
 // answerMAC reads the stored HMAC of the answer.
-func answerMAC(ctx context.Context, q rowQuerier, id string) ([]byte, error) {
+func answerMAC(ctx context.Context, q postgres.Querier, id string) ([]byte, error) {
 	var m []byte
 	if err := q.QueryRow(ctx, `SELECT answer_mac FROM verifications WHERE id = $1`, id).Scan(&m); err != nil {
 		return nil, dbErr("read answer", err)
@@ -59,7 +54,7 @@ func answerMAC(ctx context.Context, q rowQuerier, id string) ([]byte, error) {
 }
 
 // getAccount reads the subject's live account.
-func getAccount(ctx context.Context, q rowQuerier, id, subjectID string) (Account, error) {
+func getAccount(ctx context.Context, q postgres.Querier, id, subjectID string) (Account, error) {
 	if !kluis.ValidID(kluis.PrefixAccount, id) {
 		return Account{}, notFound()
 	}

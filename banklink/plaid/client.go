@@ -87,7 +87,7 @@ func (p *Provider) call(ctx context.Context, ep endpoint, in, out any) error {
 			}
 			delay = o.retryAfter
 		}
-		if err := sleep(ctx, delay); err != nil {
+		if err := kluis.Sleep(ctx, delay); err != nil {
 			return unavailable(ep, "call abandoned", err)
 		}
 	}
@@ -154,17 +154,6 @@ func (p *Provider) backoff(attempt int) time.Duration {
 	}
 	half := d / 2
 	return half + rand.N(half+1) // #nosec G404 -- retry jitter only spreads retries; nothing depends on it being unpredictable
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 // parseRetryAfter reads a Retry-After in seconds; dates and nonsense count
