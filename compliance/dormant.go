@@ -10,6 +10,7 @@ import (
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/postgres"
+	"github.com/kluis-dev/kluis/vault"
 )
 
 // DormantClass is the retention class of people: subjects who have not used
@@ -82,26 +83,56 @@ func (s *Service) EraseDormant(ctx context.Context, period time.Duration, batch 
 }
 
 // dormantCandidates lists subjects last seen before cutoff, oldest first,
-// that no erasure holds already.
+// that no erasure holds already: the vault lists the dormant subjects page
+// by page, and those an erasure request names (one rejected or cancelled, or
+// one being opened) are passed over.
 func (s *Service) dormantCandidates(ctx context.Context, cutoff time.Time, batch int) ([]dormantCandidate, error) {
-	rows, err := s.db.Pool.Query(ctx, `
-		SELECT s.id, s.app_id, s.external_id FROM subjects s
-		WHERE s.last_seen_at < $1 AND s.created_at < $1 AND s.erasing_since IS NULL
-		  AND NOT EXISTS (SELECT 1 FROM erasure_requests e WHERE e.erased_subject_id = s.id)
-		ORDER BY s.last_seen_at, s.id LIMIT $2`, cutoff, batch)
+	var out []dormantCandidate
+	var after *vault.DormantSubject
+	for len(out) < batch {
+		page, err := vault.DormantSubjects(ctx, s.db.Pool, cutoff, after, batch)
+		if err != nil {
+			return nil, err
+		}
+		if len(page) == 0 {
+			break
+		}
+		ids := make([]string, len(page))
+		for i, d := range page {
+			ids[i] = d.ID
+		}
+		named, err := namedByErasures(ctx, s.db.Pool, ids)
+		if err != nil {
+			return nil, err
+		}
+		for _, d := range page {
+			if !named[d.ID] && len(out) < batch {
+				// Audit pseudonyms are of the user key: the app and the sub.
+				out = append(out, dormantCandidate{id: d.ID, externalID: d.UserKey})
+			}
+		}
+		if len(page) < batch {
+			break
+		}
+		after = &page[len(page)-1]
+	}
+	return out, nil
+}
+
+// namedByErasures returns which of the subjects (internal ids) an erasure
+// request names.
+func namedByErasures(ctx context.Context, q postgres.Querier, ids []string) (map[string]bool, error) {
+	rows, err := q.Query(ctx, `SELECT DISTINCT erased_subject_id FROM erasure_requests WHERE erased_subject_id = ANY($1)`, ids)
 	if err != nil {
 		return nil, fmt.Errorf("compliance: dormant subjects: %w", postgres.Translate(err))
 	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (dormantCandidate, error) {
-		var c dormantCandidate
-		var app string
-		err := r.Scan(&c.id, &app, &c.externalID)
-		// Audit pseudonyms are of the user key: the app and the sub.
-		c.externalID = kluis.UserKey(app, c.externalID)
-		return c, err
-	})
+	named, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
 		return nil, fmt.Errorf("compliance: dormant subjects: %w", postgres.Translate(err))
+	}
+	out := make(map[string]bool, len(named))
+	for _, id := range named {
+		out[id] = true
 	}
 	return out, nil
 }
@@ -118,11 +149,7 @@ func (s *Service) eraseIfDormant(ctx context.Context, c dormantCandidate, cutoff
 		if dryRun {
 			return nil
 		}
-		_, err := s.db.Pool.Exec(ctx, `UPDATE subjects SET last_seen_at = $2 WHERE id = $1 AND last_seen_at < $2`, c.id, *last)
-		if err != nil {
-			return fmt.Errorf("compliance: dormant subjects: %w", postgres.Translate(err))
-		}
-		return nil
+		return vault.SeenAt(ctx, s.db.Pool, c.id, *last)
 	}
 	h, err := held(ctx, s.db.Pool, c.id)
 	if err != nil {
@@ -196,20 +223,21 @@ func (s *Service) requestDormantErasure(ctx context.Context, c dormantCandidate,
 		if err := GuardDestruction(ctx, tx, c.id); err != nil {
 			return err
 		}
-		tag, err := tx.Exec(ctx, `
-			INSERT INTO erasure_requests (id, erased_subject_id, subject_pseudonym, reason, status, requested_by, requested_at, approved_by, approved_at)
-			SELECT $1, $2, $3, $4, $5, $6, $7, $8, $7
-			WHERE EXISTS (SELECT 1 FROM subjects WHERE id = $2 AND erasing_since IS NULL AND last_seen_at < $9)`,
-			id, c.id, pseudonym, reason, ErasureApproved, dormantRequester, now, dormantApprover, cutoff)
+		// The fence first, on the condition that they are still dormant:
+		// the request is recorded only if it is set, in this transaction.
+		fenced, err := vault.MarkErasingIfUnseen(ctx, tx, c.id, now, id, cutoff)
 		if err != nil {
-			return fmt.Errorf("compliance: dormant erasure: %w", postgres.Translate(err))
+			return err
 		}
-		if tag.RowsAffected() == 0 {
+		if !fenced {
 			// Seen again, erased by another run, or already erasing.
 			return kluis.Errorf(kluis.EConflict, "the subject is no longer dormant")
 		}
-		if _, err := tx.Exec(ctx, `UPDATE subjects SET erasing_since = $2, erasure_request_id = $3 WHERE id = $1`, c.id, now, id); err != nil {
-			return fmt.Errorf("compliance: fence subject: %w", postgres.Translate(err))
+		if _, err := tx.Exec(ctx, `
+			INSERT INTO erasure_requests (id, erased_subject_id, subject_pseudonym, reason, status, requested_by, requested_at, approved_by, approved_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $7)`,
+			id, c.id, pseudonym, reason, ErasureApproved, dormantRequester, now, dormantApprover); err != nil {
+			return fmt.Errorf("compliance: dormant erasure: %w", postgres.Translate(err))
 		}
 		for _, e := range []audit.Entry{
 			{ActorKind: audit.ActorSystem, Actor: dormantRequester, Action: "erasure.requested", Target: id, Outcome: audit.OutcomeSuccess,

@@ -10,6 +10,7 @@ import (
 
 	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/postgres"
+	"github.com/kluis-dev/kluis/vault"
 )
 
 // maxExportAudit bounds the audit entries one export carries; Truncated says
@@ -86,8 +87,8 @@ func (s *Service) gatherExport(ctx context.Context, subject string, also func(ct
 		return out, err
 	}
 	out.SubjectID = sid
-	if err := tx.QueryRow(ctx, `SELECT created_at FROM subjects WHERE id = $1`, sid).Scan(&out.SubjectSince); err != nil {
-		return out, fmt.Errorf("compliance: export: %w", postgres.Translate(err))
+	if out.SubjectSince, err = vault.SubjectCreatedAt(ctx, tx, sid); err != nil {
+		return out, err
 	}
 	if err := exportRecords(ctx, tx, sid, &out); err != nil {
 		return out, err
