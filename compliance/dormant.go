@@ -140,7 +140,7 @@ func namedByErasures(ctx context.Context, q postgres.Querier, ids []string) (map
 // eraseIfDormant checks one candidate against the audit log and erases it.
 func (s *Service) eraseIfDormant(ctx context.Context, c dormantCandidate, cutoff time.Time, dryRun bool, rep *DormantReport) error {
 	pseudonym := s.auditor.Pseudonym(c.externalID)
-	last, err := lastActivity(ctx, s.db.Pool, pseudonym, cutoff)
+	last, err := audit.LastActivity(ctx, s.db.Pool, pseudonym, cutoff)
 	if err != nil {
 		return err
 	}
@@ -187,28 +187,6 @@ func (s *Service) eraseIfDormant(ctx context.Context, c dormantCandidate, cutoff
 		rep.Started++
 	}
 	return nil
-}
-
-// lastActivity answers the time of the newest audit entry since cutoff made
-// by the user, or by a service about them (a reveal), or nil. Staff looking
-// at a person, providers' notices and kluis's own jobs do not keep them.
-// The audit log is indexed by subject pseudonym and by user actor.
-func lastActivity(ctx context.Context, q interface {
-	QueryRow(context.Context, string, ...any) pgx.Row
-}, pseudonym string, cutoff time.Time) (*time.Time, error) {
-	var last *time.Time
-	err := q.QueryRow(ctx, `
-		SELECT max(occurred_at) FROM (
-			SELECT occurred_at FROM audit_entries
-			WHERE subject_pseudonym = $1 AND occurred_at >= $2 AND actor_kind IN ('user', 'service')
-			UNION ALL
-			SELECT occurred_at FROM audit_entries
-			WHERE actor_kind = 'user' AND actor = $1 AND occurred_at >= $2
-		) AS a`, pseudonym, cutoff).Scan(&last)
-	if err != nil {
-		return nil, fmt.Errorf("compliance: dormant subjects: %w", postgres.Translate(err))
-	}
-	return last, nil
 }
 
 // requestDormantErasure records an approved erasure of the subject and
