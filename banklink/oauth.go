@@ -159,7 +159,9 @@ type OAuthCallbackResult struct {
 // session must be this provider's and open. A user who declined moves the
 // session to exited; otherwise it becomes succeeded with the public token
 // (kept only as its hash, as for every provider), which the answer carries
-// once for the app. Both are audited under the session's user.
+// once for the app, and sealed on the session as the hosted pages' tokens
+// are, so that an app that comes back by redirect reads it from
+// GET /v1/link/sessions/{id}. Both are audited under the session's user.
 func (s *Service) CompleteOAuthCallback(ctx context.Context, provider string, query url.Values, requestID string) (OAuthCallbackResult, error) {
 	p, ok := s.providers.Lookup(provider)
 	if !ok {
@@ -189,17 +191,19 @@ func (s *Service) CompleteOAuthCallback(ctx context.Context, provider string, qu
 		return OAuthCallbackResult{}, providerErr("oauth callback", perr)
 	}
 	res := OAuthCallbackResult{SessionID: row.ID, Status: SessionSucceeded, PublicToken: pub}
-	var hash []byte
+	var hash, sealed []byte
 	if declined {
 		res = OAuthCallbackResult{SessionID: row.ID, Status: SessionExited}
 	} else if hash, err = s.publicTokenHash(pub); err != nil {
+		return OAuthCallbackResult{}, err
+	} else if sealed, err = s.sealPublicToken(row.ID, pub); err != nil {
 		return OAuthCallbackResult{}, err
 	}
 	err = s.db.InTx(ctx, func(tx pgx.Tx) error {
 		if err := vault.FenceSubject(ctx, tx, row.SubjectID); err != nil {
 			return err
 		}
-		ok, err := markCallback(ctx, tx, row.ID, hash, declined, s.now())
+		ok, err := markCallback(ctx, tx, row.ID, hash, sealed, declined, s.now())
 		if err != nil {
 			return err
 		}
@@ -220,10 +224,10 @@ func (s *Service) CompleteOAuthCallback(ctx context.Context, provider string, qu
 }
 
 // markCallback moves an open session to succeeded with the public token's
-// hash, or to exited when the user declined.
-func markCallback(ctx context.Context, tx pgx.Tx, id string, hash []byte, declined bool, now time.Time) (bool, error) {
+// hash and sealed token, or to exited when the user declined.
+func markCallback(ctx context.Context, tx pgx.Tx, id string, hash, sealed []byte, declined bool, now time.Time) (bool, error) {
 	if !declined {
-		return markSucceeded(ctx, tx, id, hash, nil, nil, now)
+		return markSucceeded(ctx, tx, id, hash, sealed, nil, now)
 	}
 	tag, err := tx.Exec(ctx, `UPDATE link_sessions SET status = 'exited', updated_at = $2
 		WHERE id = $1 AND status = 'created' AND expires_at > $2`, id, now)
