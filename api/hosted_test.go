@@ -41,6 +41,15 @@ type hostedEnv struct {
 	AppOrigin        string
 	stitch           *stitchtest.Server
 	plaid            *plaidtest.Server
+	// policies are the Content-Security-Policy of each path's last answer.
+	policies sync.Map
+}
+
+// policy is the Content-Security-Policy of path's last answer.
+func (he *hostedEnv) policy(path string) string {
+	v, _ := he.policies.Load(path)
+	s, _ := v.(string)
+	return s
 }
 
 // startHosted starts kluis with hosted pages; appOrigin is the one
@@ -90,7 +99,11 @@ func startHosted(t *testing.T, host, appOrigin string, opts ...func(*api.Deps)) 
 			o(d)
 		}
 	})
-	srv := &http.Server{Handler: he.PublicEcho, ReadHeaderTimeout: 10e9}
+	record := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		he.PublicEcho.ServeHTTP(w, r)
+		he.policies.Store(r.URL.Path, w.Header().Get("Content-Security-Policy"))
+	})
+	srv := &http.Server{Handler: record, ReadHeaderTimeout: 10e9}
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })
 	return he
