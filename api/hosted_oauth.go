@@ -144,10 +144,11 @@ func (d *Deps) hostedCallback(c echo.Context) (bool, error) {
 		return false, nil
 	}
 	ctx := c.Request().Context()
-	// The state is "session id.MAC"; banklink checks the MAC below. The
-	// id alone only chooses between a page and JSON.
-	id, _, _ := strings.Cut(c.QueryParam("state"), ".")
-	if !kluis.ValidID(kluis.PrefixLinkSession, id) {
+	// The state's MAC is checked before the page's cookie is taken, so
+	// that a forged state (sent through the user's browser by another
+	// site) cannot spend it; a bad state gets the JSON path's 400.
+	id, err := d.BankLink.OAuthSession(c.QueryParam("state"))
+	if err != nil {
 		return false, nil
 	}
 	away, err := d.Hosted.SentAway(ctx, hosted.PurposeLink, id)

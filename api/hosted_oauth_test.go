@@ -95,6 +95,14 @@ func TestTheHostedStitchStepSendsTheBrowserToStitchAndFinishesOnAPageInThatBrows
 		t.Fatalf("a callback with a forged cookie: %d", status)
 	}
 
+	// Another site sends the user's browser (with its cookie) to the
+	// callback with a state kluis did not make: refused before the
+	// cookie's token is taken, so the real return still works.
+	bad := he.KluisURL + "/link/callback/stitch?" + url.Values{"state": {id + ".AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}, "code": {"x"}}.Encode()
+	if status, _, _ := he.callback(t, bad, ck); status != 400 {
+		t.Fatalf("a callback with a forged state: %d, want 400", status)
+	}
+
 	// The browser that left: the done page hands the app the public token.
 	status, h, body := he.callback(t, back, ck)
 	if status != 200 || !strings.Contains(body, `data-handoff="success"`) || !strings.Contains(h.Get("Content-Type"), "text/html") {

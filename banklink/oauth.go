@@ -85,6 +85,14 @@ func (s *Service) sessionOfState(state string) (string, error) {
 	return id, nil
 }
 
+// OAuthSession returns the link session a callback's state names, once its
+// MAC is checked (EInvalid for a state kluis did not make): the hosted
+// pages use it to know whose page a callback belongs to before anything
+// is taken or changed.
+func (s *Service) OAuthSession(state string) (string, error) {
+	return s.sessionOfState(state)
+}
+
 func errBadState() error {
 	return kluis.Errorf(kluis.EInvalid, "the callback's state is not one kluis issued")
 }
