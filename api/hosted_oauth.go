@@ -175,7 +175,7 @@ func (d *Deps) hostedCallback(c echo.Context) (bool, error) {
 	if err != nil {
 		return true, d.refusedPage(c, err)
 	}
-	res, err := d.BankLink.CompleteOAuthCallback(ctx, c.Param("provider"), c.QueryParams(), requestID(c))
+	res, err := d.BankLink.CompleteHostedOAuthCallback(ctx, c.Param("provider"), c.QueryParams(), requestID(c))
 	if err != nil {
 		return true, d.refusedPage(c, err)
 	}

@@ -187,4 +187,10 @@ func TestTheHostedStitchStepSendsTheBrowserToStitchAndFinishesOnAPageInThatBrows
 	if status != 200 || !strings.HasPrefix(h.Get("Content-Type"), "application/json") || !strings.Contains(resp, `"public_token"`) {
 		t.Fatalf("the callback of an app's own redirect: %d %s", status, resp)
 	}
+	// Its token is in that answer only: the session's owner cannot read
+	// it back (had the owner lured someone else to the authorize URL, the
+	// token stays in that person's browser).
+	if _, _, resp := he.do(t, "GET", "/v1/link/sessions/"+own.ID, tok, "", "", nil); strings.Contains(resp, "public_token") {
+		t.Errorf("the session of an app's own redirect gives its token back: %s", resp)
+	}
 }

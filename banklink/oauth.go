@@ -167,10 +167,23 @@ type OAuthCallbackResult struct {
 // session must be this provider's and open. A user who declined moves the
 // session to exited; otherwise it becomes succeeded with the public token
 // (kept only as its hash, as for every provider), which the answer carries
-// once for the app, and sealed on the session as the hosted pages' tokens
-// are, so that an app that comes back by redirect reads it from
-// GET /v1/link/sessions/{id}. Both are audited under the session's user.
+// once for the app. Both are audited under the session's user.
 func (s *Service) CompleteOAuthCallback(ctx context.Context, provider string, query url.Values, requestID string) (OAuthCallbackResult, error) {
+	return s.completeOAuthCallback(ctx, provider, query, requestID, false)
+}
+
+// CompleteHostedOAuthCallback is CompleteOAuthCallback for a callback the
+// hosted link page has bound to the browser it sent to the provider: the
+// public token is also sealed on the session, as the hosted pages' tokens
+// are, so that an app that comes back by redirect reads it from
+// GET /v1/link/sessions/{id}. Only then: sealed for any callback, the token
+// of a session whose authorize URL was handed to someone else (a user lured
+// to consent) would be readable by the session's owner.
+func (s *Service) CompleteHostedOAuthCallback(ctx context.Context, provider string, query url.Values, requestID string) (OAuthCallbackResult, error) {
+	return s.completeOAuthCallback(ctx, provider, query, requestID, true)
+}
+
+func (s *Service) completeOAuthCallback(ctx context.Context, provider string, query url.Values, requestID string, keep bool) (OAuthCallbackResult, error) {
 	p, ok := s.providers.Lookup(provider)
 	if !ok {
 		return OAuthCallbackResult{}, notFound()
@@ -204,8 +217,10 @@ func (s *Service) CompleteOAuthCallback(ctx context.Context, provider string, qu
 		res = OAuthCallbackResult{SessionID: row.ID, Status: SessionExited}
 	} else if hash, err = s.publicTokenHash(pub); err != nil {
 		return OAuthCallbackResult{}, err
-	} else if sealed, err = s.sealPublicToken(row.ID, pub); err != nil {
-		return OAuthCallbackResult{}, err
+	} else if keep {
+		if sealed, err = s.sealPublicToken(row.ID, pub); err != nil {
+			return OAuthCallbackResult{}, err
+		}
 	}
 	err = s.db.InTx(ctx, func(tx pgx.Tx) error {
 		if err := vault.FenceSubject(ctx, tx, row.SubjectID); err != nil {
@@ -232,7 +247,7 @@ func (s *Service) CompleteOAuthCallback(ctx context.Context, provider string, qu
 }
 
 // markCallback moves an open session to succeeded with the public token's
-// hash and sealed token, or to exited when the user declined.
+// hash (and sealed token, if any), or to exited when the user declined.
 func markCallback(ctx context.Context, tx pgx.Tx, id string, hash, sealed []byte, declined bool, now time.Time) (bool, error) {
 	if !declined {
 		return markSucceeded(ctx, tx, id, hash, sealed, nil, now)
