@@ -771,9 +771,11 @@ func TestBrowserLinksThroughStitchInAPopup(t *testing.T) {
 	if csp := be.pagePolicy(pop); !strings.Contains(csp, "form-action 'self' "+be.stitch.URL+" ") || strings.Contains(csp, be.plaidLink) {
 		t.Errorf("the Stitch step's policy: %s", csp)
 	}
-	// To Stitch (its authorize page approves at once) and back to kluis's
+	// To Stitch (the test server's consent page), and back to kluis's
 	// callback, which hands the app the public token.
 	be.run(pop, "continue to Stitch", chromedp.Click(chromedp.CSS("#oauth-continue")))
+	be.waitFor(pop, "Stitch's consent page", `location.href.indexOf(`+strconv.Quote(be.stitch.URL+"/connect/authorize?")+`) === 0 && document.getElementById('stitch-allow') !== null`)
+	be.run(pop, "allow", chromedp.Click(chromedp.CSS("#stitch-allow")))
 	got := be.appLinked()
 	if !strings.Contains(got, "Linked") {
 		t.Errorf("the app shows %q", got)
@@ -784,13 +786,24 @@ func TestBrowserLinksThroughStitchInAPopup(t *testing.T) {
 		t.Fatalf("the last session: %s %s (%v)", provider, status, err)
 	}
 
-	// The done page after Stitch's return, photographed and checked: the
-	// flow again, the popup left open by a page opened directly.
+	// The done page after Stitch's return, checked: the flow again in a
+	// page opened directly (nobody to hand to: the page stays).
 	_, link := be.linkSession(t, be.tok, `{"products":["auth"],"provider":"stitch"}`)
 	be.run(ctx, "direct", chromedp.Navigate(be.KluisURL+link), chromedp.WaitVisible(chromedp.CSS("#oauth-continue")))
-	be.run(ctx, "continue", chromedp.Click(chromedp.CSS("#oauth-continue")))
+	be.run(ctx, "continue", chromedp.Click(chromedp.CSS("#oauth-continue")), chromedp.WaitVisible(chromedp.CSS("#stitch-allow")))
+	be.run(ctx, "allow", chromedp.Click(chromedp.CSS("#stitch-allow")))
 	be.waitFor(ctx, "back from Stitch", `location.pathname === '/link/callback/stitch' && document.querySelector('h1').textContent === 'Bank linked'`)
 	be.checkA11y(ctx, "the done page after Stitch")
+
+	// The user denies at Stitch: the session is exited, the page says so.
+	denied, link := be.linkSession(t, be.tok, `{"products":["auth"],"provider":"stitch"}`)
+	be.run(ctx, "direct", chromedp.Navigate(be.KluisURL+link), chromedp.WaitVisible(chromedp.CSS("#oauth-continue")))
+	be.run(ctx, "continue", chromedp.Click(chromedp.CSS("#oauth-continue")), chromedp.WaitVisible(chromedp.CSS("#stitch-deny")))
+	be.run(ctx, "deny", chromedp.Click(chromedp.CSS("#stitch-deny")))
+	be.waitFor(ctx, "back from Stitch", `location.pathname === '/link/callback/stitch' && document.querySelector('h1').textContent === 'Linking cancelled'`)
+	if s := be.sessionStatus(t, denied); s != "exited" {
+		t.Errorf("after a denial at Stitch the session is %s, want exited", s)
+	}
 
 	// In a frame the step says why it cannot go on.
 	_, link = be.linkSession(t, be.tok, `{"provider":"stitch"}`)

@@ -64,7 +64,7 @@ func startHosted(t *testing.T, host, appOrigin string, opts ...func(*api.Deps)) 
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
 	he := &hostedEnv{KluisURL: "http://" + host + ":" + strconv.Itoa(port), Direct: "http://" + ln.Addr().String(), AppOrigin: appOrigin,
-		stitch: stitchtest.NewServer(t), plaid: plaidtest.NewServer(t)}
+		stitch: stitchtest.NewServer(t, stitchtest.WithConsentPage()), plaid: plaidtest.NewServer(t)}
 	he.stitch.RegisterRedirect(he.KluisURL + "/link/callback/stitch")
 	he.Env = apitest.Start(t, func(d *api.Deps) {
 		keys := d.Pseudonyms.(*vault.SystemKeys)
