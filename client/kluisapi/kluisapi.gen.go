@@ -9931,6 +9931,9 @@ func ParseOauthCallbackResponse(rsp *http.Response) (*OauthCallbackResponse, err
 		}
 		response.JSON503 = &dest
 
+	case rsp.StatusCode == 200:
+		// Content-type (text/html) unsupported
+
 	}
 
 	return response, nil

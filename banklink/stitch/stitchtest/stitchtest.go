@@ -67,6 +67,8 @@ type Server struct {
 	clients map[string]time.Time // client token → expiry
 	users   map[string]*User
 	bank    string // the bank the next user links at
+	// consentPage: the authorize endpoint shows a consent page.
+	consentPage bool
 	// faults
 	down        bool
 	loseRefresh int
@@ -126,6 +128,7 @@ func NewServer(t testing.TB, opts ...Option) *Server {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /connect/authorize", s.authorize)
+	mux.HandleFunc("POST /connect/authorize/consent", s.decide)
 	mux.HandleFunc("POST /connect/token", s.token)
 	mux.HandleFunc("POST /connect/revocation", s.revoke)
 	mux.HandleFunc("POST /graphql", s.graphql)
@@ -222,6 +225,10 @@ func (s *Server) Decline(authorizeURL string) (string, error) {
 }
 
 func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
+	if s.consentPage {
+		s.consentForm(w, r)
+		return
+	}
 	loc, status := s.consent(r.URL.Query())
 	if status != http.StatusFound {
 		http.Error(w, loc, status)
