@@ -198,9 +198,9 @@ func TestAPassportCanaryNeverLeaves(t *testing.T) {
 	var a accountBody
 	want(t, status, 201, resp, &a)
 	do("POST", "/v1/accounts", passportBody(map[string]any{"account_number": "147926" + stitchtest.BAVVerified})) // 409
-	do("POST", "/v1/accounts", passportBody(map[string]any{"holder_passport_country": "ZZ"}))                   // 400
-	do("POST", "/v1/accounts", passportBody(map[string]any{"holder_id_number": canaryIDNumber}))                // 400
-	do("POST", "/v1/accounts", passportBody(map[string]any{"passport": canaryPassport}))                        // 400 unknown field
+	do("POST", "/v1/accounts", passportBody(map[string]any{"holder_passport_country": "ZZ"}))                     // 400
+	do("POST", "/v1/accounts", passportBody(map[string]any{"holder_id_number": canaryIDNumber}))                  // 400
+	do("POST", "/v1/accounts", passportBody(map[string]any{"passport": canaryPassport}))                          // 400 unknown field
 	do("GET", "/v1/accounts/"+a.ID, "")
 	status, resp = do("POST", "/v1/accounts/"+a.ID+"/verifications", `{"method":"bank_account_verification"}`)
 	var v bavBody
