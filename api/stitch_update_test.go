@@ -156,8 +156,13 @@ func TestAnIdleStitchRefreshTokenIsRenewedByTheKeepAliveJob(t *testing.T) {
 	}
 	se.clock.Advance(340 * 24 * time.Hour)
 	res, err := se.svc.KeepAliveTokens(ctx, idle, 0)
-	if err != nil || res.Renewed != 1 || res.Failed != 0 || se.srv.Refreshes() != 1 {
+	if err != nil || res.Renewed != 1 || res.Failed != 0 || res.LoginRequired != 0 || se.srv.Refreshes() != 1 {
 		t.Fatalf("keep-alive: %+v %v (%d refreshes)", res, err, se.srv.Refreshes())
+	}
+	// The renewed token was used once: a token refreshed but unused for a
+	// year would meet a reauthorization error at its next use.
+	if used := se.srv.LastUsed(providerItemID(t, se.bankEnv, it.ID)); se.clock.Now().Sub(used) > time.Hour {
+		t.Fatal("the keep-alive did not use the renewed token")
 	}
 	if res, err := se.svc.KeepAliveTokens(ctx, idle, 0); err != nil || res.Renewed != 0 {
 		t.Fatalf("a renewed item was renewed again: %+v %v", res, err)
@@ -170,6 +175,21 @@ func TestAnIdleStitchRefreshTokenIsRenewedByTheKeepAliveJob(t *testing.T) {
 	if _, ok := se.srv.UserOf(secret["access_token"]); !ok {
 		t.Fatal("the revealed token does not work at Stitch")
 	}
+
+	t.Run("a bank that asks the user to authorize again makes it login_required", func(t *testing.T) {
+		asks := se.linkStitch(t, userToken(t, "user_stitch_keepalive_reauth"))
+		se.clock.Advance(340 * 24 * time.Hour)
+		se.srv.SetReauthRequired(providerItemID(t, se.bankEnv, asks.ID), true)
+		res, err := se.svc.KeepAliveTokens(ctx, idle, 0)
+		// (The first item, revealed but never used at Stitch for more
+		// than a year, meets the same request for reauthorization.)
+		if err != nil || res.LoginRequired < 1 || se.itemStatus(t, asks.ID) != "login_required" {
+			t.Fatalf("keep-alive: %+v %v, item %s", res, err, se.itemStatus(t, asks.ID))
+		}
+		if se.outboxCount(t, "item.login_required", asks.ID) != 1 {
+			t.Fatal("no item.login_required event")
+		}
+	})
 
 	t.Run("without it the item dies at Stitch and is relink_required", func(t *testing.T) {
 		other := se.linkStitch(t, userToken(t, "user_stitch_keepalive_none"))

@@ -7,6 +7,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/audit"
+	"github.com/kluis-dev/kluis/events"
 )
 
 // JobTokenKeepAlive is the job that renews idle refresh tokens.
@@ -17,9 +19,11 @@ type KeepAliveResult struct {
 	// Renewed counts items whose refresh token was spent for a new pair,
 	// now current; Finished, renewals a cut-short run had left pending.
 	Renewed, Finished int
-	// RelinkRequired counts items whose token kluis found it had lost.
-	RelinkRequired int
-	Failed         int
+	// RelinkRequired counts items whose token kluis found it had lost;
+	// LoginRequired, renewed items whose bank asked the user to authorize
+	// again when the new token was first used.
+	RelinkRequired, LoginRequired int
+	Failed                        int
 }
 
 // KeepAliveTokens renews the refresh tokens of items whose provider's
@@ -35,7 +39,12 @@ type KeepAliveResult struct {
 // that comes while the job holds the lease waits for its result: one
 // refresh token is never spent twice. The new pair is sealed and
 // committed before it is current; a lost answer or a spent token leaves
-// the item relink_required with its event. idle <= 0 renews nothing.
+// the item relink_required with its event. The new user token is then
+// used once (the item's accounts are read): Stitch asks for
+// reauthorization when a token refreshed but unused for a year is used,
+// so renewing alone would not keep the item alive; a bank that asks the
+// user to authorize again makes the item login_required (update mode
+// repairs it). idle <= 0 renews nothing.
 func (s *Service) KeepAliveTokens(ctx context.Context, idle time.Duration, batch int) (KeepAliveResult, error) {
 	var res KeepAliveResult
 	if idle <= 0 {
@@ -73,6 +82,9 @@ func (s *Service) KeepAliveTokens(ctx context.Context, idle time.Duration, batch
 		switch outcome {
 		case rotated:
 			res.Renewed++
+			if s.useRenewed(ctx, id) {
+				res.LoginRequired++
+			}
 		case finished:
 			res.Finished++
 		case relink:
@@ -80,6 +92,58 @@ func (s *Service) KeepAliveTokens(ctx context.Context, idle time.Duration, batch
 		}
 	}
 	return res, nil
+}
+
+// keepAliveActor is the audit actor of the keep-alive job.
+var keepAliveActor = audit.Actor{Kind: audit.ActorSystem, Name: JobTokenKeepAlive}
+
+// useRenewed makes one request with the item's renewed token (its
+// accounts), and reports whether the bank asked for the user's
+// authorization, in which case the item is now login_required with its
+// event. Other failures are logged: the renewal itself stands.
+func (s *Service) useRenewed(ctx context.Context, id string) bool {
+	it, err := anyItem(ctx, s.db.Pool, id)
+	if err != nil {
+		return false
+	}
+	p, err := s.providers.Provider(it.Provider)
+	if err != nil {
+		return false
+	}
+	token, err := s.accessToken(ctx, it.ID, it.CredentialRef)
+	if err != nil {
+		return false
+	}
+	callCtx, cancel := context.WithTimeout(ctx, providerCallTimeout)
+	_, err = p.GetAccounts(callCtx, token)
+	cancel()
+	switch kluis.ErrorCode(err) {
+	case "":
+		return false
+	case CodeItemLoginRequired:
+	default:
+		s.log.Warn("a renewed token could not be used; the next reveal uses it", "item_id", id, "code", kluis.ErrorCode(err))
+		return false
+	}
+	err = s.inEventTx(ctx, func(tx pgx.Tx) error {
+		changed, err := setItemStatus(ctx, tx, it.ID, []string{ItemActive}, ItemLoginRequired, s.now())
+		if err != nil || !changed {
+			return err
+		}
+		if err := itemEvent(ctx, tx, events.ItemLoginRequired, it.SubjectID, it.ID, ItemLoginRequired); err != nil {
+			return err
+		}
+		ext, err := externalSubject(ctx, tx, it.SubjectID)
+		if err != nil {
+			return err
+		}
+		return s.appendAudit(ctx, tx, keepAliveActor, "item.login_required", it.ID, ext,
+			map[string]any{"from": ItemActive, "to": ItemLoginRequired})
+	})
+	if err != nil {
+		s.log.Error("mark item login_required", "item_id", id, "cause", err.Error())
+	}
+	return true
 }
 
 // idleItems lists live items of providers whose token no refresh has

@@ -39,6 +39,7 @@ func (a *app) registerStitchKeepAlive(s *jobs.Scheduler) error {
 			run.Set("renewed", int64(res.Renewed))
 			run.Set("finished", int64(res.Finished))
 			run.Set("relink_required", int64(res.RelinkRequired))
+			run.Set("login_required", int64(res.LoginRequired))
 			run.Set("failed", int64(res.Failed))
 			if err == nil && res.Failed > 0 {
 				err = fmt.Errorf("%d refresh tokens could not be renewed; the next run retries them", res.Failed)

@@ -55,6 +55,10 @@ const (
 	// RefreshTokenIdleTTL: a refresh token unused this long is refused
 	// (Stitch's sliding expiry: each refresh issues a new one).
 	RefreshTokenIdleTTL = 365 * 24 * time.Hour
+	// UnusedReauthAfter: "if a user token is successfully refreshed but
+	// unused for a year the next request made will receive a
+	// reauthorization error".
+	UnusedReauthAfter = 365 * 24 * time.Hour
 )
 
 // Server is the in-test Stitch. Its URL is both STITCH_BASE_URL and
@@ -107,6 +111,21 @@ type User struct {
 	// Revoked: the grant was revoked; ReauthRequired: the bank asks the
 	// user to authorize again.
 	Revoked, ReauthRequired bool
+	// LastUsed is when a user token of theirs was last used at the API
+	// (or they last authorized): Stitch asks for reauthorization when a
+	// token is used after UnusedReauthAfter without use, however often it
+	// was refreshed meanwhile.
+	LastUsed time.Time
+}
+
+// LastUsed returns when the user's tokens were last used at the API.
+func (s *Server) LastUsed(userID string) time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if u := s.users[userID]; u != nil {
+		return u.LastUsed
+	}
+	return time.Time{}
 }
 
 // Account is one of a user's bank accounts.
@@ -368,6 +387,7 @@ func (s *Server) redeem(w http.ResponseWriter, f url.Values) {
 		return
 	}
 	g.used = true
+	s.users[g.user].LastUsed = s.clock.Now()
 	writeJSON(w, s.issue(g.user, true))
 }
 
