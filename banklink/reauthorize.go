@@ -22,8 +22,11 @@ import (
 // Plaid's update mode, nothing of the old token is needed.
 
 // reauthWait bounds how long the exchange waits for another instance's
-// refresh of the item's old token to end before it takes the lease.
-const reauthWait = 2 * time.Minute
+// refresh of the item's old token to end before it takes the lease: a
+// refresh's call to the provider is bounded well below it, and it stays
+// inside the session's exchange lease (exchangeLease), so no second
+// exchange of the session starts meanwhile.
+const reauthWait = 20 * time.Second
 
 // updatable says whether an item in status may enter update mode at a
 // provider that does (reauth) or does not re-authorize through OAuth.
@@ -60,7 +63,7 @@ func (s *Service) exchangeReauthorized(ctx context.Context, actor audit.Actor, r
 	}
 	until, err := s.leaseForReauth(ctx, it.ID)
 	if err != nil {
-		return Item{}, err
+		return Item{}, s.reauthStoreFailed(ctx, actor, it, p, ex.AccessToken, err)
 	}
 	var from string
 	err = s.inEventTx(ctx, func(tx pgx.Tx) error {
