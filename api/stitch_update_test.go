@@ -199,11 +199,11 @@ func TestAnIdleStitchRefreshTokenIsRenewedByTheKeepAliveJob(t *testing.T) {
 	})
 }
 
-// TestAKeepAliveRacingRevealsSpendsOneRefreshTokenOnce races the keep-alive
+// TestAStitchKeepAliveRacingRevealsSpendsOneRefreshTokenOnce races the keep-alive
 // job on one instance with reveals on another, on an idle item whose user
 // token has expired: exactly one refresh at Stitch, no refresh token
 // presented twice, and every reveal gets the one new token.
-func TestAKeepAliveRacingRevealsSpendsOneRefreshTokenOnce(t *testing.T) {
+func TestAStitchKeepAliveRacingRevealsSpendsOneRefreshTokenOnce(t *testing.T) {
 	se := startStitch(t)
 	it := se.linkStitch(t, userToken(t, "user_stitch_keepalive_race"))
 	other := se.instance(t, se.deps, newStitch(t, se.srv, se.clock))

@@ -39,11 +39,11 @@ func (ve *verifyEnv) passportAccount(t *testing.T, tok, suffix string) string {
 	return a.ID
 }
 
-// TestABankAccountVerificationWithAPassportReachesEachOutcome: a holder
+// TestAZAPassportBAVReachesEachOutcome: a holder
 // without a South African ID number gives their passport and its country;
 // the sandbox and Stitch's test server each reach every outcome with it,
 // and Stitch receives it as a PassportInput with the country given.
-func TestABankAccountVerificationWithAPassportReachesEachOutcome(t *testing.T) {
+func TestAZAPassportBAVReachesEachOutcome(t *testing.T) {
 	cases := []struct {
 		suffix, status string
 		check          func(c map[string]*bool) bool
@@ -117,10 +117,10 @@ func TestABankAccountVerificationWithAPassportReachesEachOutcome(t *testing.T) {
 	})
 }
 
-// TestAPassportIsCheckedAndBadInputChangesNothing: every malformed passport
+// TestAZAPassportIsCheckedAndBadInputChangesNothing: every malformed passport
 // (or one given with an ID number, or half of one) is 400 naming its field,
 // quoting nothing, and leaves no account, credential or audit entry behind.
-func TestAPassportIsCheckedAndBadInputChangesNothing(t *testing.T) {
+func TestAZAPassportIsCheckedAndBadInputChangesNothing(t *testing.T) {
 	ve := startVerify(t)
 	tok := userToken(t, "user_passport_input")
 	bad := []struct {
@@ -181,11 +181,11 @@ func TestAPassportIsCheckedAndBadInputChangesNothing(t *testing.T) {
 	}
 }
 
-// TestAPassportCanaryNeverLeaves plants a passport number, enters accounts
+// TestAZAPassportCanaryNeverLeaves plants a passport number, enters accounts
 // with it (good and bad), verifies one through Stitch, and searches the
 // answers, the logs, a dump of the database (audit log included) and every
 // column of every table for it in the clear.
-func TestAPassportCanaryNeverLeaves(t *testing.T) {
+func TestAZAPassportCanaryNeverLeaves(t *testing.T) {
 	ve, _ := startStitchBAV(t)
 	tok := userToken(t, "user_passport_canary")
 	var bodies []string
