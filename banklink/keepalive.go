@@ -32,7 +32,7 @@ type KeepAliveResult struct {
 // idle (up to batch items). Without it an item nobody reveals for that
 // long would die at the provider while kluis still shows it active.
 //
-// Each renewal is the one every refresh goes through (rotateItem): it
+// Each renewal is the one every refresh goes through (rotateClaimed): it
 // takes the item's token lease only while the item is still idle (a
 // conditional UPDATE on access_token_rotated_at), so a reveal renewing the
 // token meanwhile, on any instance, makes the job skip it, and a reveal
@@ -72,7 +72,7 @@ func (s *Service) KeepAliveTokens(ctx context.Context, idle time.Duration, batch
 		if ctx.Err() != nil {
 			return res, ctx.Err()
 		}
-		outcome, err := s.rotateItem(ctx, id, cutoff)
+		outcome, err := s.keepAlive(ctx, id, cutoff)
 		if err != nil {
 			res.Failed++
 			s.log.Warn("refresh token keep-alive failed; the next run retries", "item_id", id,
@@ -92,6 +92,21 @@ func (s *Service) KeepAliveTokens(ctx context.Context, idle time.Duration, batch
 		}
 	}
 	return res, nil
+}
+
+// keepAlive renews one item's token as rotateItem does, under the short
+// lease of a reveal's refresh (refreshLease), so that an instance dying
+// mid-renewal holds up the item's reveals for a minute, not for the
+// rotation job's lease. The claim is taken only while the item is still
+// idle since cutoff.
+func (s *Service) keepAlive(ctx context.Context, id string, cutoff time.Time) (rotationOutcome, error) {
+	until := s.now().Add(refreshLease)
+	resumed, ok, err := claimToken(ctx, s.db.Pool, id, s.now(), until, &cutoff)
+	if err != nil || !ok {
+		return skipped, err
+	}
+	defer s.expireLease(ctx, id, until)
+	return s.rotateClaimed(ctx, id, until, resumed)
 }
 
 // keepAliveActor is the audit actor of the keep-alive job.
