@@ -109,6 +109,10 @@ type Config struct {
 	StitchAuthURL       string
 	StitchRedirectURI   string
 	StitchWebhookSecret string
+	// StitchKeepAliveAfter: a Stitch item whose refresh token no refresh
+	// has spent for this long has it renewed by the keep-alive job, before
+	// Stitch's sliding expiry (365 days unused) kills it.
+	StitchKeepAliveAfter time.Duration
 	// BAVRequiredChecks are the bank account verification checks that
 	// must all be true to verify an account (KLUIS_BAV_REQUIRED_CHECKS).
 	BAVRequiredChecks []string

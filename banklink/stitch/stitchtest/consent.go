@@ -47,7 +47,7 @@ func (s *Server) decide(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, loc, http.StatusFound)
 		return
 	}
-	loc, status := s.consent(q)
+	loc, status := s.consent(q, "")
 	if status != http.StatusFound {
 		http.Error(w, loc, status)
 		return
