@@ -1385,7 +1385,15 @@ type GetOwnAccessReportParams struct {
 type FireSandboxWebhookJSONBody struct {
 	// AccountId the item's account a USER_ACCOUNT_REVOKED is about (required with it)
 	AccountId *string `json:"account_id,omitempty"`
-	Code      string  `json:"code"`
+
+	// Code Plaid's webhook_code
+	Code string `json:"code"`
+
+	// ErrorCode the error.error_code of an `ERROR` (default ITEM_LOGIN_REQUIRED)
+	ErrorCode *string `json:"error_code,omitempty"`
+
+	// WebhookType Plaid's webhook_type; default `AUTH` for the codes only AUTH has (AUTOMATICALLY_VERIFIED, VERIFICATION_EXPIRED, PRODUCT_PERMISSIONS_REQUIRED, SMS_MICRODEPOSITS_VERIFICATION), `ITEM` otherwise
+	WebhookType *string `json:"webhook_type,omitempty"`
 }
 
 // FireSandboxWebhookParams defines parameters for FireSandboxWebhook.
