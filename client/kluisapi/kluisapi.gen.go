@@ -917,7 +917,9 @@ type Verification struct {
 		NameMatches     *bool `json:"name_matches"`
 	} `json:"checks,omitempty"`
 	CreatedAt *time.Time `json:"created_at,omitempty"`
-	ExpiresAt time.Time  `json:"expires_at"`
+
+	// ExpiresAt the end of kluis's own window (KLUIS_VERIFICATION_WINDOW), after which the verification-expiry job expires it; a `provider_checked` verification is not expired by it: it ends when the provider says (Plaid's VERIFICATION_EXPIRED, docs/PLAID.md)
+	ExpiresAt time.Time `json:"expires_at"`
 
 	// HostedVerifyUrl micro-deposit (and bank) verifications that are still open: kluis's hosted verification page with a fresh page token (docs/HOSTED.md)
 	HostedVerifyUrl *string `json:"hosted_verify_url,omitempty"`
