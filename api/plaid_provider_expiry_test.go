@@ -65,16 +65,29 @@ func TestAProviderCheckedVerificationExpiresAtPlaidsWindowNotKluiss(t *testing.T
 	if got := ve.verification(t, tok, auto1.ID).Status; got != "expired" {
 		t.Fatalf("after Plaid's VERIFICATION_EXPIRED: %s, want expired", got)
 	}
-	// Or the account read again: Plaid expired it, its webhook lost.
+	// Or the account read again: Plaid expired it and its webhook was lost.
+	// The completion job reads an item with a waiting account again once a
+	// day (the backstop kluis's own expiry was).
 	pid = providerItemID(t, be, byReread.ID)
 	pit, _ = be.plaid.Item(pid)
 	be.plaid.SetVerificationStatus(pid, pit.Accounts[0].ID, "verification_expired")
+	if res, err := be.svc.CompleteItems(ctx, 0); err != nil || res.Rechecked != 0 {
+		t.Fatalf("an item read within the day was read again: %+v, %v", res, err)
+	}
 	if got := ve.verification(t, tok, auto2.ID).Status; got != "sent" {
 		t.Fatalf("before kluis read it: %s", got)
 	}
-	be.repair(t, tok, byReread.ID)
+	if _, err := be.DB.Pool.Exec(ctx, `UPDATE items SET updated_at = updated_at - interval '25 hours' WHERE id = $1`, byReread.ID); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := be.svc.CompleteItems(ctx, 0); err != nil || res.Rechecked != 1 || res.Completed+res.Failed != 0 {
+		t.Fatalf("the waiting item a day later: %+v, %v", res, err)
+	}
 	if got := ve.verification(t, tok, auto2.ID).Status; got != "expired" {
 		t.Fatalf("after the account was read again: %s, want expired", got)
+	}
+	if res, err := be.svc.CompleteItems(ctx, 0); err != nil || res.Rechecked != 0 {
+		t.Fatalf("an item no longer waiting was read again: %+v, %v", res, err)
 	}
 	for _, id := range []string{auto1.ID, auto2.ID} {
 		if n := ve.events(t, "verification.expired", id); n != 1 {
