@@ -142,6 +142,42 @@ func TestASlowAuthGetLeavesAGoodItemThatTheJobCompletes(t *testing.T) {
 	}
 }
 
+// Issue 14 point 8, the other read: a slow /accounts/get is bounded on its
+// own deadline, not the exchange's or the request's: the exchanged item is
+// kept (active, completion pending, its accounts not read yet), and the
+// completion job reads its accounts and numbers once Plaid answers.
+func TestASlowAccountsGetLeavesAGoodItemThatTheJobCompletes(t *testing.T) {
+	be := startPlaidBank(t, banklink.CallTimeouts{Accounts: 100 * time.Millisecond}, "")
+	tok := userToken(t, "user_plaid_slow_accounts")
+	be.plaid.SetLatency(plaidtest.EndpointAccountsGet, 3*time.Second)
+	status, body := be.exchangePlaid(t, tok, plaidtest.InstitutionAuth)
+	var out struct {
+		Item itemBody `json:"item"`
+	}
+	want(t, status, 201, body, &out)
+	it := out.Item
+	if it.Status != "active" || len(it.Accounts) != 0 || !be.completionPending(t, it.ID) {
+		t.Fatalf("item after a slow /accounts/get = %+v", it)
+	}
+	if _, ok := be.plaid.Item(providerItemID(t, be, it.ID)); !ok {
+		t.Fatal("the item was removed at Plaid")
+	}
+	if n := be.plaid.Calls(plaidtest.EndpointAuthGet); n != 0 {
+		t.Fatalf("/auth/get was called %d times without the accounts", n)
+	}
+	be.plaid.SetLatency(plaidtest.EndpointAccountsGet, 0)
+	res, err := be.svc.CompleteItems(context.Background(), 0)
+	if err != nil || res.Completed != 1 {
+		t.Fatalf("CompleteItems = %+v, %v", res, err)
+	}
+	status, _, body = be.call(t, "GET", "/v1/items/"+it.ID, tok, "")
+	var got itemBody
+	want(t, status, 200, body, &got)
+	if len(got.Accounts) != 2 || be.numberRefs(t, it.ID) != 2 || be.completionPending(t, it.ID) {
+		t.Fatalf("after the job: %d accounts, %d numbers, pending %v", len(got.Accounts), be.numberRefs(t, it.ID), be.completionPending(t, it.ID))
+	}
+}
+
 // Issue 14 point 4: every Plaid error is a kluis answer, never a 500, and
 // the item is kept wherever Plaid kept it.
 func TestPlaidErrorsDuringAnExchangeKeepTheItemWherePlaidKeptIt(t *testing.T) {
