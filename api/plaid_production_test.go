@@ -178,6 +178,43 @@ func TestASlowAccountsGetLeavesAGoodItemThatTheJobCompletes(t *testing.T) {
 	}
 }
 
+// Issue 14 points 4 and 8 in update mode: PRODUCT_NOT_READY on /auth/get
+// while the user repairs the item does not fail the repair (it is not the
+// user's situation, and Plaid kept the item): the item is active again,
+// the account Plaid now shares is added, and the completion job seals its
+// number once Plaid has it.
+func TestProductNotReadyDuringUpdateModeIsCompletedLater(t *testing.T) {
+	be := startPlaidBank(t, banklink.CallTimeouts{}, "")
+	tok := userToken(t, "user_plaid_update_not_ready")
+	status, body := be.exchangePlaid(t, tok, plaidtest.InstitutionAuth)
+	var out struct {
+		Item itemBody `json:"item"`
+	}
+	want(t, status, 201, body, &out)
+	it := out.Item
+	pid := providerItemID(t, be, it.ID)
+	be.plaid.SetLoginRequired(pid, true)
+	wh := be.plaid.LoginRequiredWebhook(pid)
+	status, body = be.webhookPost(t, "plaid", wh.Header, wh.Body)
+	want(t, status, 200, body, nil)
+	if be.plaid.AddAccount(pid) == "" {
+		t.Fatal("no account added at Plaid")
+	}
+	s := be.newSession(t, tok, it.ID)
+	if _, err := be.plaid.CompleteLink(s.LinkToken, ""); err != nil {
+		t.Fatal(err)
+	}
+	be.plaid.FailNext(plaidtest.EndpointAuthGet, 1, "PRODUCT_NOT_READY")
+	repaired := be.exchange(t, tok, s.ID, "public-update-"+s.ID, 201)
+	if repaired.Status != "active" || len(repaired.Accounts) != 3 || be.numberRefs(t, it.ID) != 2 || !be.completionPending(t, it.ID) {
+		t.Fatalf("after update mode with auth not ready: %+v, %d numbers, pending %v", repaired, be.numberRefs(t, it.ID), be.completionPending(t, it.ID))
+	}
+	res, err := be.svc.CompleteItems(context.Background(), 0)
+	if err != nil || res.Completed != 1 || be.numberRefs(t, it.ID) != 3 || be.completionPending(t, it.ID) {
+		t.Fatalf("CompleteItems = %+v, %v; %d numbers", res, err, be.numberRefs(t, it.ID))
+	}
+}
+
 // Issue 14 point 4: every Plaid error is a kluis answer, never a 500, and
 // the item is kept wherever Plaid kept it.
 func TestPlaidErrorsDuringAnExchangeKeepTheItemWherePlaidKeptIt(t *testing.T) {
