@@ -94,7 +94,27 @@ func TestAProviderCheckedVerificationExpiresAtPlaidsWindowNotKluiss(t *testing.T
 			t.Fatalf("%d verification.expired events for %s", n, id)
 		}
 	}
-	// Same Day deposits wait for the user as long as Plaid lets them.
+	// Same Day deposits wait for the user as long as Plaid lets them: read
+	// again a day later, still pending at Plaid, still posted. A re-read
+	// Plaid fails is tried again after the interval, not every run.
+	backdate := func() {
+		t.Helper()
+		if _, err := be.DB.Pool.Exec(ctx, `UPDATE items SET updated_at = updated_at - interval '25 hours' WHERE id = $1`, sameDay.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	backdate()
+	be.plaid.FailNext(plaidtest.EndpointAccountsGet, 1, "INSTITUTION_DOWN")
+	if res, err := be.svc.CompleteItems(ctx, 0); err != nil || res.Failed != 1 {
+		t.Fatalf("a re-read Plaid fails: %+v, %v", res, err)
+	}
+	if res, err := be.svc.CompleteItems(ctx, 0); err != nil || res.Failed+res.Rechecked != 0 {
+		t.Fatalf("a failed re-read was tried again at once: %+v, %v", res, err)
+	}
+	backdate()
+	if res, err := be.svc.CompleteItems(ctx, 0); err != nil || res.Rechecked != 1 {
+		t.Fatalf("the Same Day item a day later: %+v, %v", res, err)
+	}
 	if got := ve.verification(t, tok, posted.ID).Status; got != "posted" {
 		t.Fatalf("the Same Day verification is %s, want posted", got)
 	}

@@ -201,6 +201,13 @@ func (s *Service) completeItem(ctx context.Context, it Item) (bool, error) {
 		if kluis.ErrorCode(err) == CodeItemLoginRequired {
 			return false, s.markLoginRequiredPending(ctx, it)
 		}
+		if !it.CompletionPending && ctx.Err() == nil {
+			// A waiting item's re-read is a backstop: one the provider
+			// failed is tried again after the interval, not every run.
+			if terr := s.db.InTx(ctx, func(tx pgx.Tx) error { return touchItem(ctx, tx, it.ID, s.now()) }); terr != nil {
+				s.log.Warn("a waiting item's failed re-read was not recorded", "item_id", it.ID, "code", kluis.ErrorCode(terr))
+			}
+		}
 		return false, providerErr("get accounts", err)
 	}
 	if !it.CompletionPending {

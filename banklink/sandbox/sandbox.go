@@ -478,7 +478,7 @@ var codePattern = regexp.MustCompile(`^[A-Z][A-Z0-9_]{0,63}$`)
 //     item is EConflict).
 //
 // Any other code (upper case, digits and underscores) is signed and sent as
-// is, with error null: an event kluis records and ignores.
+// is, with no fields of its own: an event kluis records and ignores.
 func (p *Provider) SignedWebhook(ctx context.Context, w banklink.SandboxWebhook) (http.Header, []byte, error) {
 	if !codePattern.MatchString(w.Code) || (w.Type != "" && !codePattern.MatchString(w.Type)) ||
 		(w.ErrorCode != "" && !codePattern.MatchString(w.ErrorCode)) {
