@@ -142,6 +142,29 @@ func TestASlowAuthGetLeavesAGoodItemThatTheJobCompletes(t *testing.T) {
 	}
 }
 
+// Issue 14 point 8, the exchange itself: /item/public_token/exchange is
+// bounded by its own deadline, well inside the request's: a slow exchange
+// answers 503 (the provider's failure, to retry) rather than holding the
+// request, and no item is made in kluis.
+func TestASlowExchangeIsBoundedOnItsOwnDeadline(t *testing.T) {
+	be := startPlaidBank(t, banklink.CallTimeouts{Exchange: 100 * time.Millisecond}, "")
+	tok := userToken(t, "user_plaid_slow_exchange")
+	be.plaid.SetLatency(plaidtest.EndpointPublicTokenExchange, 3*time.Second)
+	status, body := be.exchangePlaid(t, tok, plaidtest.InstitutionAuth)
+	mustError(t, status, body, 503, "unavailable")
+	if n := be.plaid.Calls(plaidtest.EndpointAccountsGet); n != 0 {
+		t.Fatalf("/accounts/get was called %d times without an access token", n)
+	}
+	status, _, body = be.call(t, "GET", "/v1/items", tok, "")
+	var items struct {
+		Items []itemBody `json:"items"`
+	}
+	want(t, status, 200, body, &items)
+	if len(items.Items) != 0 {
+		t.Fatalf("a timed-out exchange made items: %+v", items.Items)
+	}
+}
+
 // Issue 14 point 8, the other read: a slow /accounts/get is bounded on its
 // own deadline, not the exchange's or the request's: the exchanged item is
 // kept (active, completion pending, its accounts not read yet), and the
