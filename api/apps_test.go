@@ -223,7 +223,7 @@ func TestTwoAppsNeitherSeesTheOthersUsersThroughAnyRoute(t *testing.T) {
 		{"update mode for an item", "POST", "/v1/link/sessions", item.ID, random("itm_"), `{"item_id":"%s"}`},
 		{"sandbox public token", "POST", "/v1/sandbox/public-token", open.ID, random("lks_"),
 			`{"link_session_id":"%s","institution_id":"ins_sandbox","username":"user_good","password":"pass_good"}`},
-		{"fire a webhook", "POST", "/v1/sandbox/items/%s/fire-webhook", item.ID, random("itm_"), `{"code":"LOGIN_REQUIRED"}`},
+		{"fire a webhook", "POST", "/v1/sandbox/items/%s/fire-webhook", item.ID, random("itm_"), `{"code":"ERROR","error_code":"ITEM_LOGIN_REQUIRED"}`},
 	}
 	ae.bank.answersAsRandomIDs(t, merchant, cases)
 
@@ -367,7 +367,7 @@ func TestEventsGoOnlyToTheSubjectsAppAndReplayStaysInTheApp(t *testing.T) {
 	theirs := ae.bank.linkSandbox(t, consumer, "ins_sandbox")
 	ours := ae.bank.linkSandbox(t, merchant, "ins_sandbox")
 	for _, tc := range []struct{ tok, item string }{{consumer, theirs.ID}, {merchant, ours.ID}} {
-		status, _, body := ae.bank.call(t, "POST", "/v1/sandbox/items/"+tc.item+"/fire-webhook", tc.tok, `{"code":"LOGIN_REQUIRED"}`)
+		status, _, body := ae.bank.call(t, "POST", "/v1/sandbox/items/"+tc.item+"/fire-webhook", tc.tok, `{"code":"ERROR","error_code":"ITEM_LOGIN_REQUIRED"}`)
 		if status >= 300 {
 			t.Fatalf("fire webhook: %d %s", status, body)
 		}

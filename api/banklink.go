@@ -297,10 +297,14 @@ func (d *Deps) sandboxPublicToken(c echo.Context) error {
 	return c.JSON(http.StatusCreated, map[string]string{"public_token": tok})
 }
 
+// fireWebhookRequest names a webhook in Plaid's terms: its webhook_type
+// (default: the code's own), webhook_code, an ERROR's error_code, and the
+// account of a USER_ACCOUNT_REVOKED.
 type fireWebhookRequest struct {
-	Code string `json:"code"`
-	// AccountID names the account of a USER_ACCOUNT_REVOKED.
-	AccountID string `json:"account_id"`
+	WebhookType string `json:"webhook_type"`
+	Code        string `json:"code"`
+	ErrorCode   string `json:"error_code"`
+	AccountID   string `json:"account_id"`
 }
 
 func (d *Deps) sandboxFireWebhook(c echo.Context) error {
@@ -308,7 +312,8 @@ func (d *Deps) sandboxFireWebhook(c echo.Context) error {
 	if err := DecodeJSON(c, &req); err != nil {
 		return err
 	}
-	res, err := d.BankLink.SandboxFireWebhook(c.Request().Context(), actorOf(c), c.Param("id"), req.Code, req.AccountID)
+	res, err := d.BankLink.SandboxFireWebhook(c.Request().Context(), actorOf(c), c.Param("id"), banklink.SandboxFire{
+		Type: req.WebhookType, Code: req.Code, ErrorCode: req.ErrorCode, AccountID: req.AccountID})
 	if err != nil {
 		return err
 	}

@@ -381,7 +381,7 @@ func TestAnotherUsersObjectsAnswerExactlyAsRandomIDsAndChangeNothing(t *testing.
 		{"update mode for an item", "POST", "/v1/link/sessions", it.ID, random("itm_"), `{"item_id":"%s"}`},
 		{"sandbox public token", "POST", "/v1/sandbox/public-token", open.ID, random("lks_"),
 			`{"link_session_id":"%s","institution_id":"ins_sandbox","username":"user_good","password":"pass_good"}`},
-		{"fire a webhook", "POST", "/v1/sandbox/items/%s/fire-webhook", it.ID, random("itm_"), `{"code":"LOGIN_REQUIRED"}`},
+		{"fire a webhook", "POST", "/v1/sandbox/items/%s/fire-webhook", it.ID, random("itm_"), `{"code":"ERROR","error_code":"ITEM_LOGIN_REQUIRED"}`},
 	}
 	be.answersAsRandomIDs(t, other, cases)
 	// Nothing changed for the owner.
@@ -565,7 +565,7 @@ func TestAnItemNeedsItsLoginByWebhookAndIsRepairedInUpdateMode(t *testing.T) {
 	tok := userToken(t, "user_login_required")
 	it := be.linkSandbox(t, tok, sandbox.InstitutionAuth)
 
-	status, _, body := be.call(t, "POST", "/v1/sandbox/items/"+it.ID+"/fire-webhook", tok, `{"code":"LOGIN_REQUIRED"}`)
+	status, _, body := be.call(t, "POST", "/v1/sandbox/items/"+it.ID+"/fire-webhook", tok, `{"code":"ERROR","error_code":"ITEM_LOGIN_REQUIRED"}`)
 	want(t, status, 200, body, nil)
 	if got := be.itemStatus(t, it.ID); got != "login_required" {
 		t.Fatalf("item is %s after the webhook", got)
@@ -590,25 +590,29 @@ func TestAnItemNeedsItsLoginByWebhookAndIsRepairedInUpdateMode(t *testing.T) {
 	}
 
 	t.Run("new accounts by webhook are added", func(t *testing.T) {
-		status, _, body := be.call(t, "POST", "/v1/sandbox/items/"+it.ID+"/fire-webhook", tok, `{"code":"NEW_ACCOUNTS"}`)
+		status, _, body := be.call(t, "POST", "/v1/sandbox/items/"+it.ID+"/fire-webhook", tok, `{"code":"NEW_ACCOUNTS_AVAILABLE"}`)
 		want(t, status, 200, body, nil)
 		status, _, body = be.call(t, "GET", "/v1/items/"+it.ID, tok, "")
 		var got itemBody
 		want(t, status, 200, body, &got)
 		if len(got.Accounts) != 3 {
-			t.Fatalf("accounts after NEW_ACCOUNTS = %d, want 3", len(got.Accounts))
+			t.Fatalf("accounts after NEW_ACCOUNTS_AVAILABLE = %d, want 3", len(got.Accounts))
 		}
 	})
 	t.Run("an unknown event type is recorded and ignored", func(t *testing.T) {
-		before := be.webhookEvents(t)
-		status, _, body := be.call(t, "POST", "/v1/sandbox/items/"+it.ID+"/fire-webhook", tok, `{"code":"SOMETHING_NEW"}`)
-		want(t, status, 200, body, nil)
-		if be.webhookEvents(t) != before+1 || be.itemStatus(t, it.ID) != "active" {
-			t.Fatal("an unknown event was not recorded, or changed the item")
+		// LOGIN_REQUIRED was the sandbox's own code before its webhooks
+		// took Plaid's shapes; Plaid has no such ITEM code.
+		for _, code := range []string{"SOMETHING_NEW", "LOGIN_REQUIRED"} {
+			before := be.webhookEvents(t)
+			status, _, body := be.call(t, "POST", "/v1/sandbox/items/"+it.ID+"/fire-webhook", tok, `{"code":"`+code+`"}`)
+			want(t, status, 200, body, nil)
+			if be.webhookEvents(t) != before+1 || be.itemStatus(t, it.ID) != "active" || !strings.Contains(body, `"kind":"unknown"`) {
+				t.Fatalf("the unknown event %s was not recorded, or changed the item: %s", code, body)
+			}
 		}
 	})
 	t.Run("a signed webhook to the public route is applied once; its duplicate and forgeries change nothing", func(t *testing.T) {
-		h, raw, err := be.sandbox.SignedWebhook(context.Background(), providerItemID(t, be, it.ID), banklink.SandboxWebhookLoginRequired)
+		h, raw, err := be.sandbox.SignedWebhook(context.Background(), banklink.SandboxWebhook{ProviderItemID: providerItemID(t, be, it.ID), Code: "ERROR"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -639,7 +643,7 @@ func TestAnItemNeedsItsLoginByWebhookAndIsRepairedInUpdateMode(t *testing.T) {
 		mustError(t, status, body, 404, "not_found")
 	})
 	t.Run("permission revoked by webhook revokes the item", func(t *testing.T) {
-		status, _, body := be.call(t, "POST", "/v1/sandbox/items/"+it.ID+"/fire-webhook", tok, `{"code":"PERMISSION_REVOKED"}`)
+		status, _, body := be.call(t, "POST", "/v1/sandbox/items/"+it.ID+"/fire-webhook", tok, `{"code":"USER_PERMISSION_REVOKED"}`)
 		want(t, status, 200, body, nil)
 		if got := be.itemStatus(t, it.ID); got != "revoked" {
 			t.Fatalf("item is %s", got)

@@ -360,7 +360,7 @@ func TestFiveHundredBadTokensAreOneAuditEntry(t *testing.T) {
 func TestForgedWebhooksAreAuditedInAggregate(t *testing.T) {
 	be := startBank(t, false)
 	for i := 0; i < 30; i++ {
-		status, body := be.webhookPost(t, "sandbox", http.Header{}, []byte(`{"webhook_code":"LOGIN_REQUIRED"}`))
+		status, body := be.webhookPost(t, "sandbox", http.Header{}, []byte(`{"webhook_type":"ITEM","webhook_code":"ERROR","item_id":"x","error":{"error_code":"ITEM_LOGIN_REQUIRED"},"environment":"sandbox"}`))
 		mustErrorReason(t, status, body, 401, "unauthenticated", "bad_signature")
 	}
 	es := refusals(t, be.Env)

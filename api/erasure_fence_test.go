@@ -432,7 +432,7 @@ func TestEveryWriteOfASubjectBeingErasedIs409AndAudited(t *testing.T) {
 	// The provider's news of new accounts is acknowledged and ignored: no
 	// new account (nor sealed number) for a subject being erased.
 	before := len(it.Accounts)
-	status, _, body = fe.call(t, "POST", "/v1/sandbox/items/"+it.ID+"/fire-webhook", tok, `{"code":"NEW_ACCOUNTS"}`)
+	status, _, body = fe.call(t, "POST", "/v1/sandbox/items/"+it.ID+"/fire-webhook", tok, `{"code":"NEW_ACCOUNTS_AVAILABLE"}`)
 	if status != 200 || !strings.Contains(body, `"ignored"`) {
 		t.Errorf("a new-accounts webhook during the erasure = %d %s, want 200 ignored", status, body)
 	}

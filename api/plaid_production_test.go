@@ -142,6 +142,102 @@ func TestASlowAuthGetLeavesAGoodItemThatTheJobCompletes(t *testing.T) {
 	}
 }
 
+// Issue 14 point 8, the exchange itself: /item/public_token/exchange is
+// bounded by its own deadline, well inside the request's: a slow exchange
+// answers 503 (the provider's failure, to retry) rather than holding the
+// request, and no item is made in kluis.
+func TestASlowExchangeIsBoundedOnItsOwnDeadline(t *testing.T) {
+	be := startPlaidBank(t, banklink.CallTimeouts{Exchange: 100 * time.Millisecond}, "")
+	tok := userToken(t, "user_plaid_slow_exchange")
+	be.plaid.SetLatency(plaidtest.EndpointPublicTokenExchange, 3*time.Second)
+	status, body := be.exchangePlaid(t, tok, plaidtest.InstitutionAuth)
+	mustError(t, status, body, 503, "unavailable")
+	if n := be.plaid.Calls(plaidtest.EndpointAccountsGet); n != 0 {
+		t.Fatalf("/accounts/get was called %d times without an access token", n)
+	}
+	status, _, body = be.call(t, "GET", "/v1/items", tok, "")
+	var items struct {
+		Items []itemBody `json:"items"`
+	}
+	want(t, status, 200, body, &items)
+	if len(items.Items) != 0 {
+		t.Fatalf("a timed-out exchange made items: %+v", items.Items)
+	}
+}
+
+// Issue 14 point 8, the other read: a slow /accounts/get is bounded on its
+// own deadline, not the exchange's or the request's: the exchanged item is
+// kept (active, completion pending, its accounts not read yet), and the
+// completion job reads its accounts and numbers once Plaid answers.
+func TestASlowAccountsGetLeavesAGoodItemThatTheJobCompletes(t *testing.T) {
+	be := startPlaidBank(t, banklink.CallTimeouts{Accounts: 100 * time.Millisecond}, "")
+	tok := userToken(t, "user_plaid_slow_accounts")
+	be.plaid.SetLatency(plaidtest.EndpointAccountsGet, 3*time.Second)
+	status, body := be.exchangePlaid(t, tok, plaidtest.InstitutionAuth)
+	var out struct {
+		Item itemBody `json:"item"`
+	}
+	want(t, status, 201, body, &out)
+	it := out.Item
+	if it.Status != "active" || len(it.Accounts) != 0 || !be.completionPending(t, it.ID) {
+		t.Fatalf("item after a slow /accounts/get = %+v", it)
+	}
+	if _, ok := be.plaid.Item(providerItemID(t, be, it.ID)); !ok {
+		t.Fatal("the item was removed at Plaid")
+	}
+	if n := be.plaid.Calls(plaidtest.EndpointAuthGet); n != 0 {
+		t.Fatalf("/auth/get was called %d times without the accounts", n)
+	}
+	be.plaid.SetLatency(plaidtest.EndpointAccountsGet, 0)
+	res, err := be.svc.CompleteItems(context.Background(), 0)
+	if err != nil || res.Completed != 1 {
+		t.Fatalf("CompleteItems = %+v, %v", res, err)
+	}
+	status, _, body = be.call(t, "GET", "/v1/items/"+it.ID, tok, "")
+	var got itemBody
+	want(t, status, 200, body, &got)
+	if len(got.Accounts) != 2 || be.numberRefs(t, it.ID) != 2 || be.completionPending(t, it.ID) {
+		t.Fatalf("after the job: %d accounts, %d numbers, pending %v", len(got.Accounts), be.numberRefs(t, it.ID), be.completionPending(t, it.ID))
+	}
+}
+
+// Issue 14 points 4 and 8 in update mode: PRODUCT_NOT_READY on /auth/get
+// while the user repairs the item does not fail the repair (it is not the
+// user's situation, and Plaid kept the item): the item is active again,
+// the account Plaid now shares is added, and the completion job seals its
+// number once Plaid has it.
+func TestProductNotReadyDuringUpdateModeIsCompletedLater(t *testing.T) {
+	be := startPlaidBank(t, banklink.CallTimeouts{}, "")
+	tok := userToken(t, "user_plaid_update_not_ready")
+	status, body := be.exchangePlaid(t, tok, plaidtest.InstitutionAuth)
+	var out struct {
+		Item itemBody `json:"item"`
+	}
+	want(t, status, 201, body, &out)
+	it := out.Item
+	pid := providerItemID(t, be, it.ID)
+	be.plaid.SetLoginRequired(pid, true)
+	wh := be.plaid.LoginRequiredWebhook(pid)
+	status, body = be.webhookPost(t, "plaid", wh.Header, wh.Body)
+	want(t, status, 200, body, nil)
+	if be.plaid.AddAccount(pid) == "" {
+		t.Fatal("no account added at Plaid")
+	}
+	s := be.newSession(t, tok, it.ID)
+	if _, err := be.plaid.CompleteLink(s.LinkToken, ""); err != nil {
+		t.Fatal(err)
+	}
+	be.plaid.FailNext(plaidtest.EndpointAuthGet, 1, "PRODUCT_NOT_READY")
+	repaired := be.exchange(t, tok, s.ID, "public-update-"+s.ID, 201)
+	if repaired.Status != "active" || len(repaired.Accounts) != 3 || be.numberRefs(t, it.ID) != 2 || !be.completionPending(t, it.ID) {
+		t.Fatalf("after update mode with auth not ready: %+v, %d numbers, pending %v", repaired, be.numberRefs(t, it.ID), be.completionPending(t, it.ID))
+	}
+	res, err := be.svc.CompleteItems(context.Background(), 0)
+	if err != nil || res.Completed != 1 || be.numberRefs(t, it.ID) != 3 || be.completionPending(t, it.ID) {
+		t.Fatalf("CompleteItems = %+v, %v; %d numbers", res, err, be.numberRefs(t, it.ID))
+	}
+}
+
 // Issue 14 point 4: every Plaid error is a kluis answer, never a 500, and
 // the item is kept wherever Plaid kept it.
 func TestPlaidErrorsDuringAnExchangeKeepTheItemWherePlaidKeptIt(t *testing.T) {

@@ -26,9 +26,10 @@ import (
 // KLUIS_BANK_PROVIDERS=sandbox,plaid builds them, and verification with
 // the rails cmd/kluis gives them: the sandbox's accounts and manual ones
 // (the default provider's rail) over the sandbox rail, Plaid's over none.
-func startBoth(t *testing.T) *bankEnv {
+// opts configure the in-test Plaid.
+func startBoth(t *testing.T, opts ...plaidtest.Option) *bankEnv {
 	t.Helper()
-	be := &bankEnv{plaid: plaidtest.NewServer(t)}
+	be := &bankEnv{plaid: plaidtest.NewServer(t, opts...)}
 	be.Env = apitest.Start(t, func(d *api.Deps) {
 		sb, err := sandbox.New(sandbox.Options{DB: d.DB, Secret: sandboxSecret})
 		if err != nil {
@@ -196,7 +197,7 @@ func TestOneKluisLinksThroughTheSandboxAndPlaidAndEachItemKeepsItsProvider(t *te
 			t.Fatal("Plaid's webhook did not move only the Plaid item")
 		}
 
-		h, raw, err := be.sandbox.SignedWebhook(context.Background(), providerItemID(t, be, sbItem.ID), banklink.SandboxWebhookLoginRequired)
+		h, raw, err := be.sandbox.SignedWebhook(context.Background(), banklink.SandboxWebhook{ProviderItemID: providerItemID(t, be, sbItem.ID), Code: "ERROR"})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -122,7 +122,21 @@ type CompletionResult struct {
 	Completed int // items now complete
 	Pending   int // items still pending (the provider is not ready yet)
 	Failed    int // items whose completion failed for another reason
+	// Rechecked counts complete items read again for an account waiting on
+	// the provider's own micro-deposits.
+	Rechecked int
 }
+
+// WaitingRecheckInterval is how often an item with an account waiting on
+// the provider's own micro-deposits (Plaid's Same Day or Automated) is read
+// again: the backstop for an AUTH webhook that never arrived, since kluis
+// does not expire such a verification itself (it ends on the provider's
+// clock). One /accounts/get per waiting item a day.
+const WaitingRecheckInterval = 24 * time.Hour
+
+// providerWaitingStatuses are the verification_status values of an
+// account whose provider-checked micro-deposits are still under way.
+var providerWaitingStatuses = []string{"unsent", "pending_automatic_verification", "pending_manual_verification"}
 
 // CompleteItems finishes up to limit (default 100) items whose reads after
 // the exchange failed or were not ready: it reads their accounts and
@@ -130,7 +144,11 @@ type CompletionResult struct {
 // have none), and clears completion_pending once both were read. An item
 // whose login is required waits for update mode; a removed or revoked one
 // is skipped, and so is one whose provider is not configured (it waits,
-// pending, until the operator configures it again).
+// pending, until the operator configures it again). It also reads again,
+// once per WaitingRecheckInterval, the accounts of complete items that have
+// one waiting on the provider's own micro-deposits, and records what the
+// provider says of them now (an expired, verified or failed verification
+// whose webhook was lost).
 func (s *Service) CompleteItems(ctx context.Context, limit int) (CompletionResult, error) {
 	var res CompletionResult
 	if limit <= 0 {
@@ -138,7 +156,7 @@ func (s *Service) CompleteItems(ctx context.Context, limit int) (CompletionResul
 	}
 	// Only items of configured providers: one whose provider is not
 	// configured cannot be read, and must not hold a place in every batch.
-	items, err := itemsPendingCompletion(ctx, s.db.Pool, s.providers.Names(), limit)
+	items, err := itemsPendingCompletion(ctx, s.db.Pool, s.providers.Names(), limit, s.now().Add(-WaitingRecheckInterval))
 	if err != nil {
 		return res, err
 	}
@@ -148,6 +166,8 @@ func (s *Service) CompleteItems(ctx context.Context, limit int) (CompletionResul
 		case err != nil:
 			res.Failed++
 			s.log.Warn("item completion failed", "item_id", it.ID, "code", kluis.ErrorCode(err))
+		case !it.CompletionPending:
+			res.Rechecked++
 		case done:
 			res.Completed++
 		default:
@@ -181,7 +201,17 @@ func (s *Service) completeItem(ctx context.Context, it Item) (bool, error) {
 		if kluis.ErrorCode(err) == CodeItemLoginRequired {
 			return false, s.markLoginRequiredPending(ctx, it)
 		}
+		if !it.CompletionPending && ctx.Err() == nil {
+			// A waiting item's re-read is a backstop: one the provider
+			// failed is tried again after the interval, not every run.
+			if terr := s.db.InTx(ctx, func(tx pgx.Tx) error { return touchItem(ctx, tx, it.ID, s.now()) }); terr != nil {
+				s.log.Warn("a waiting item's failed re-read was not recorded", "item_id", it.ID, "code", kluis.ErrorCode(terr))
+			}
+		}
 		return false, providerErr("get accounts", err)
+	}
+	if !it.CompletionPending {
+		return false, s.inEventTx(ctx, func(tx pgx.Tx) error { return s.recheckWaiting(ctx, tx, it, accts.Accounts) })
 	}
 	numbers, pending, _ := s.readNumbers(ctx, p, token)
 	actor := audit.Actor{Kind: audit.ActorSystem, Name: "item-completion"}
@@ -219,6 +249,31 @@ func (s *Service) completeItem(ctx context.Context, it Item) (bool, error) {
 			"accounts_added": added, "numbers_sealed": sealed, "still_pending": pending})
 	})
 	return err == nil && !pending, err
+}
+
+// recheckWaiting records, in tx, what the provider now says of a complete
+// item's accounts (accts: read just now) whose own micro-deposits were under
+// way, and marks the item for completion when one is verified now, so that
+// its numbers are read. Each change is a conditional transition
+// (refreshProviderStatuses); the item's updated_at records the read, so
+// that it waits WaitingRecheckInterval for the next.
+func (s *Service) recheckWaiting(ctx context.Context, tx pgx.Tx, it Item, accts []ProviderAccount) error {
+	locked, err := getItem(ctx, tx, it.ID, it.SubjectID, true)
+	if err != nil || locked.Status != ItemActive {
+		return err
+	}
+	if err := s.refreshProviderStatuses(ctx, tx, locked, accts); err != nil {
+		return err
+	}
+	for _, a := range accts {
+		if a.VerificationStatus == providerAutomaticallyVerified || a.VerificationStatus == "manually_verified" {
+			if err := markCompletionPending(ctx, tx, locked.ID, s.now()); err != nil {
+				return err
+			}
+			break
+		}
+	}
+	return touchItem(ctx, tx, locked.ID, s.now())
 }
 
 // markLoginRequiredPending moves a pending item whose login the provider

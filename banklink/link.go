@@ -377,6 +377,10 @@ func (s *Service) exchangeNew(ctx context.Context, actor audit.Actor, row sessio
 // access token again; then the item is active, and any new accounts added.
 // At an OAuth provider the public token is a new authorization, redeemed
 // for the item's new token (exchangeReauthorized).
+// The accounts and the numbers are read each on its own deadline, as after
+// a first exchange: numbers the provider is slow with or not ready to give
+// (PRODUCT_NOT_READY) leave the repaired item to the completion job
+// instead of failing the user's repair.
 func (s *Service) exchangeUpdate(ctx context.Context, actor audit.Actor, row sessionRow, hash []byte, publicToken string) (Item, error) {
 	it, err := getItem(ctx, s.db.Pool, row.ItemID, row.SubjectID, false)
 	if err != nil {
@@ -393,10 +397,13 @@ func (s *Service) exchangeUpdate(ctx context.Context, actor audit.Actor, row ses
 	if err != nil {
 		return Item{}, err
 	}
-	accts, numbers, err := s.fetchAccounts(ctx, p, token)
+	actx, cancel := context.WithTimeout(ctx, s.timeouts.Accounts)
+	accts, err := p.GetAccounts(actx, token)
+	cancel()
 	if err != nil {
-		return Item{}, err
+		return Item{}, providerErr("get accounts", err)
 	}
+	numbers, numbersPending, _ := s.readNumbers(ctx, p, token)
 	now := s.now()
 	err = s.inEventTx(ctx, func(tx pgx.Tx) error {
 		if err := vault.FenceSubject(ctx, tx, row.SubjectID); err != nil {
@@ -424,6 +431,11 @@ func (s *Service) exchangeUpdate(ctx context.Context, actor audit.Actor, row ses
 		}
 		if _, err := s.sealMissingNumbers(ctx, tx, locked, numbers); err != nil {
 			return err
+		}
+		if numbersPending {
+			if err := markCompletionPending(ctx, tx, locked.ID, now); err != nil {
+				return err
+			}
 		}
 		ok, err := markExchanged(ctx, tx, row.ID, hash, locked.ID, now)
 		if err != nil {

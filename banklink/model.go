@@ -149,30 +149,26 @@ type SandboxLink struct {
 // CodeInstitutionDown, CodeProductNotSupported).
 type SandboxLinker interface {
 	CompleteLink(ctx context.Context, req SandboxLink) (publicToken string, err error)
-	// SignedWebhook builds a webhook about the item, signed as the sandbox
-	// signs them, and changes the sandbox's own state to match (a login
-	// that is now required, an access that is revoked, a new account).
-	// code is one of the SandboxWebhook* codes; another is EInvalid.
-	SignedWebhook(ctx context.Context, providerItemID, code string) (http.Header, []byte, error)
-	// SignedAccountWebhook is SignedWebhook for an event about one account
-	// of the item (SandboxWebhookUserAccountRevoked), as Plaid sends it
-	// with an account_id.
-	SignedAccountWebhook(ctx context.Context, providerItemID, providerAccountID, code string) (http.Header, []byte, error)
+	// SignedWebhook builds a webhook about an item in Plaid's shape, signed
+	// as the sandbox signs them, and changes the sandbox's own state to
+	// match (a login that is now required or repaired, an access that is
+	// revoked, a new account, a micro-deposit verified or expired). A code
+	// that is not an upper-case name is EInvalid.
+	SignedWebhook(ctx context.Context, w SandboxWebhook) (http.Header, []byte, error)
 }
 
-// Codes of the webhooks the sandbox can fire.
-const (
-	SandboxWebhookLoginRequired     = "LOGIN_REQUIRED"
-	SandboxWebhookPermissionRevoked = "PERMISSION_REVOKED"
-	SandboxWebhookNewAccounts       = "NEW_ACCOUNTS"
-	// SandboxWebhookUserPermissionRevoked and SandboxWebhookUserAccountRevoked
-	// are Plaid's names: the user withdrew consent to the item, or to one
-	// of its accounts.
-	SandboxWebhookUserPermissionRevoked = "USER_PERMISSION_REVOKED"
-	SandboxWebhookUserAccountRevoked    = "USER_ACCOUNT_REVOKED"
-	// SandboxWebhookAutomaticallyVerified and
-	// SandboxWebhookVerificationExpired end an Automated Micro-deposits
-	// item's verification, as Plaid's AUTH webhooks of those codes do.
-	SandboxWebhookAutomaticallyVerified = "AUTOMATICALLY_VERIFIED"
-	SandboxWebhookVerificationExpired   = "VERIFICATION_EXPIRED"
-)
+// SandboxWebhook is a webhook the sandbox is asked to fire, in Plaid's
+// terms (docs/WEBHOOKS.md lists the codes it plays).
+type SandboxWebhook struct {
+	ProviderItemID string
+	// Type is the webhook_type; "" is the code's own (AUTH for the codes
+	// only AUTH has, ITEM otherwise).
+	Type string
+	// Code is the webhook_code (ERROR, LOGIN_REPAIRED, NEW_ACCOUNTS_AVAILABLE,
+	// AUTOMATICALLY_VERIFIED, …).
+	Code string
+	// ErrorCode is an ERROR's error.error_code; "" is ITEM_LOGIN_REQUIRED.
+	ErrorCode string
+	// ProviderAccountID names the account of a USER_ACCOUNT_REVOKED.
+	ProviderAccountID string
+}

@@ -176,8 +176,9 @@ const (
 
 // WebhookEvent is a verified provider webhook.
 type WebhookEvent struct {
-	// ID identifies the event for deduplication (for Plaid: a hash of the
-	// verified body).
+	// ID identifies the delivery for deduplication (Plaid: a hash of its
+	// signed claims; the sandbox: its signed delivery id), never the body
+	// alone: the same body delivered again later is a new event.
 	ID             string
 	Kind           string
 	ProviderType   string // the provider's own type and code, for the record

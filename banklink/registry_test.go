@@ -27,10 +27,7 @@ type sandboxLike struct {
 func (sandboxLike) CompleteLink(context.Context, banklink.SandboxLink) (string, error) {
 	return "", nil
 }
-func (sandboxLike) SignedWebhook(context.Context, string, string) (http.Header, []byte, error) {
-	return nil, nil, nil
-}
-func (sandboxLike) SignedAccountWebhook(context.Context, string, string, string) (http.Header, []byte, error) {
+func (sandboxLike) SignedWebhook(context.Context, banklink.SandboxWebhook) (http.Header, []byte, error) {
 	return nil, nil, nil
 }
 

@@ -591,10 +591,15 @@ func liveItemProviders(ctx context.Context, q querier) ([]string, error) {
 }
 
 // itemsPendingCompletion lists active items of the given providers whose
-// completion is pending, oldest first.
-func itemsPendingCompletion(ctx context.Context, q querier, providers []string, limit int) ([]Item, error) {
+// completion is pending, or that have a live account waiting on the
+// provider's own micro-deposits and were not written since readBefore
+// (their re-read is the backstop for a lost AUTH webhook), oldest first.
+func itemsPendingCompletion(ctx context.Context, q querier, providers []string, limit int, readBefore time.Time) ([]Item, error) {
 	rows, err := q.Query(ctx, `SELECT `+itemColumns+` FROM items
-		WHERE completion_pending AND status = 'active' AND provider = ANY($2) ORDER BY updated_at, id LIMIT $1`, limit, providers)
+		WHERE status = 'active' AND provider = ANY($2) AND (completion_pending OR (updated_at <= $3 AND EXISTS (
+			SELECT 1 FROM accounts a WHERE a.item_id = items.id AND a.removed_at IS NULL AND a.status = 'active'
+			  AND a.provider_verification_status = ANY($4))))
+		ORDER BY updated_at, id LIMIT $1`, limit, providers, readBefore, providerWaitingStatuses)
 	if err != nil {
 		return nil, dbErr("list items to complete", err)
 	}
@@ -603,6 +608,14 @@ func itemsPendingCompletion(ctx context.Context, q querier, providers []string, 
 		return nil, dbErr("list items to complete", err)
 	}
 	return items, nil
+}
+
+// touchItem records that the item was read now (a waiting item's re-read).
+func touchItem(ctx context.Context, tx pgx.Tx, id string, now time.Time) error {
+	if _, err := tx.Exec(ctx, `UPDATE items SET updated_at = $2 WHERE id = $1`, id, now); err != nil {
+		return dbErr("record item read", err)
+	}
+	return nil
 }
 
 // setItemCompletion records a completion: the institution where the item

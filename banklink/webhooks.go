@@ -275,13 +275,18 @@ func (s *Service) fetchNewAccounts(ctx context.Context, p Provider, providerItem
 	return &accts, numbers, nil
 }
 
-// SandboxFireWebhook has the sandbox fire a webhook about the subject's
-// item (SandboxWebhook* codes, or any other upper-case code for an event
-// kluis does not know) and delivers it through HandleWebhook, signature
-// check included, exactly as POST /webhooks/sandbox would. accountID names
-// the item's account a USER_ACCOUNT_REVOKED is about (and is required
-// for it only).
-func (s *Service) SandboxFireWebhook(ctx context.Context, actor audit.Actor, itemID, code, accountID string) (WebhookResult, error) {
+// SandboxFire names the webhook SandboxFireWebhook fires, in Plaid's
+// terms (SandboxWebhook); AccountID is kluis's id of the item's account a
+// USER_ACCOUNT_REVOKED is about (required for it only).
+type SandboxFire struct {
+	Type, Code, ErrorCode, AccountID string
+}
+
+// SandboxFireWebhook has the sandbox fire a webhook in Plaid's shape about
+// the subject's item and delivers it through HandleWebhook, signature
+// check included, exactly as POST /webhooks/sandbox would: the one
+// decoding and handling path Plaid's webhooks take.
+func (s *Service) SandboxFireWebhook(ctx context.Context, actor audit.Actor, itemID string, f SandboxFire) (WebhookResult, error) {
 	it, err := s.Item(ctx, actor.Name, itemID)
 	if err != nil {
 		return WebhookResult{}, err
@@ -290,24 +295,24 @@ func (s *Service) SandboxFireWebhook(ctx context.Context, actor audit.Actor, ite
 	if err != nil {
 		return WebhookResult{}, err
 	}
-	var header http.Header
-	var body []byte
-	if code == SandboxWebhookUserAccountRevoked {
-		providerAccountID := ""
+	w := SandboxWebhook{ProviderItemID: it.ProviderItemID, Type: f.Type, Code: f.Code, ErrorCode: f.ErrorCode}
+	if f.AccountID != "" || f.Code == sandboxAccountRevoked {
 		for _, a := range it.Accounts {
-			if a.ID == accountID {
-				providerAccountID = a.ProviderAccountID
+			if a.ID == f.AccountID {
+				w.ProviderAccountID = a.ProviderAccountID
 			}
 		}
-		if providerAccountID == "" {
+		if w.ProviderAccountID == "" {
 			return WebhookResult{}, kluis.Errorf(kluis.EInvalid, "account_id must name an account of the item")
 		}
-		header, body, err = linker.SignedAccountWebhook(ctx, it.ProviderItemID, providerAccountID, code)
-	} else {
-		header, body, err = linker.SignedWebhook(ctx, it.ProviderItemID, code)
 	}
+	header, body, err := linker.SignedWebhook(ctx, w)
 	if err != nil {
 		return WebhookResult{}, err
 	}
 	return s.HandleWebhook(ctx, it.Provider, header, body, actor.RequestID)
 }
+
+// sandboxAccountRevoked is Plaid's code for consent withdrawn from one
+// account, which names it.
+const sandboxAccountRevoked = "USER_ACCOUNT_REVOKED"

@@ -21,12 +21,17 @@ const sweepBatch = 200
 
 // ExpireDue expires every open verification past its window, in batches,
 // and returns how many it expired. Each is its own transition (conditional
-// update, audit entry, event) in its own transaction.
+// update, audit entry, event) in its own transaction. A provider-checked
+// verification is not kluis's to expire: its deposits are the provider's,
+// on the provider's clock (Plaid's Automated Micro-deposits end seven days
+// after the deposit; Same Day ones wait for the user), so it ends only when
+// the provider says so (ProviderReported: an AUTH webhook, or the
+// account's verification_status read again).
 func (s *Service) ExpireDue(ctx context.Context) (int, error) {
 	actor := audit.System(JobExpiry)
 	total := 0
 	for {
-		batch, err := due(ctx, s.db, `status IN ('pending', 'sent', 'posted') AND expires_at <= $1 ORDER BY expires_at`, sweepBatch, s.now())
+		batch, err := due(ctx, s.db, `status IN ('pending', 'sent', 'posted') AND NOT provider_checked AND expires_at <= $1 ORDER BY expires_at`, sweepBatch, s.now())
 		if err != nil {
 			return total, err
 		}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/banklink"
+	"github.com/kluis-dev/kluis/banklink/plaidwebhook"
 )
 
 // VerificationHeader carries Plaid's webhook signature: a compact JWT.
@@ -100,21 +101,17 @@ func keyUnavailable(reason string) error {
 // background every TTL/24 (hourly by default) and in the request once the
 // TTL has passed, so that an expired_at Plaid sets is noticed.
 //
-// Event kinds: ITEM/ERROR with ITEM_LOGIN_REQUIRED, ITEM/PENDING_EXPIRATION
-// and ITEM/PENDING_DISCONNECT are EventLoginRequired (each asks for the user
-// to go through update mode before or after access lapses; acting early
-// costs only a prompt), ITEM/USER_PERMISSION_REVOKED is EventRevoked,
-// ITEM/USER_ACCOUNT_REVOKED (with its account_id) is EventAccountRevoked,
-// ITEM/NEW_ACCOUNTS_AVAILABLE is EventNewAccounts; anything else is
-// EventUnknown (webhook_kinds.go has every ITEM and AUTH code). The event
-// ID names the delivery, not the body (deliveryID).
+// The verified body is read by plaidwebhook.Decode, the one reading of
+// Plaid-shaped webhooks that the sandbox's webhooks go through too
+// (docs/WEBHOOKS.md has every ITEM and AUTH code). The event ID names the
+// delivery, not the body (deliveryID).
 func (p *Provider) VerifyWebhook(ctx context.Context, header http.Header, body []byte) (banklink.WebhookEvent, error) {
 	sum := sha256.Sum256(body)
 	bodyHash := hex.EncodeToString(sum[:])
 	if err := p.verifySignature(ctx, header.Get(VerificationHeader), bodyHash, body); err != nil {
 		return banklink.WebhookEvent{}, err
 	}
-	ev, err := parseWebhook(body)
+	ev, err := plaidwebhook.Decode(body)
 	if err != nil {
 		return banklink.WebhookEvent{}, err
 	}
@@ -469,73 +466,4 @@ func (c *keyCache) remember(kid string, now time.Time) {
 	defer c.mu.Unlock()
 	c.unknown = rememberAt(c.unknown, kid, now)
 	delete(c.keys, kid)
-}
-
-// webhookBody is the part of a Plaid webhook kluis reads.
-type webhookBody struct {
-	WebhookType string `json:"webhook_type"`
-	WebhookCode string `json:"webhook_code"`
-	ItemID      string `json:"item_id"`
-	AccountID   string `json:"account_id"`
-	// Error is a PlaidError object on ITEM webhooks; some AUTH webhooks
-	// (FallbackAuthMicrodeposit*) send a bare string or null instead.
-	Error errorField `json:"error"`
-	// Status is SMS_MICRODEPOSITS_VERIFICATION's outcome
-	// (MANUALLY_VERIFIED or VERIFICATION_FAILED).
-	Status string `json:"status"`
-}
-
-// errorField is a webhook's error, whichever shape Plaid sent: the code
-// of a PlaidError object, or "" for null, a string or anything else.
-type errorField struct{ ErrorCode string }
-
-// UnmarshalJSON takes a PlaidError object's error_code and ignores any
-// other shape, so that an AUTH webhook's string error cannot make a signed
-// webhook unreadable.
-func (e *errorField) UnmarshalJSON(b []byte) error {
-	var obj struct {
-		ErrorCode string `json:"error_code"`
-	}
-	if json.Unmarshal(b, &obj) == nil {
-		e.ErrorCode = obj.ErrorCode
-	}
-	return nil
-}
-
-// parseWebhook reads a verified body and names its event kind.
-func parseWebhook(body []byte) (banklink.WebhookEvent, error) {
-	var b webhookBody
-	if err := json.Unmarshal(body, &b); err != nil {
-		// Signed, but not a webhook kluis can read: the sender's mistake, a 400.
-		return banklink.WebhookEvent{}, providerError(kluis.EInvalid, "plaid webhook: signed body is not JSON", nil)
-	}
-	ev := banklink.WebhookEvent{
-		Kind:           banklink.EventUnknown,
-		ProviderType:   safeToken(b.WebhookType),
-		ProviderCode:   safeToken(b.WebhookCode),
-		ProviderItemID: safeToken(b.ItemID),
-	}
-	if classifyWebhook(&ev, b) {
-		return ev, nil
-	}
-	if b.WebhookType != "ITEM" {
-		return ev, nil
-	}
-	switch b.WebhookCode {
-	case "ERROR":
-		if b.Error.ErrorCode == "ITEM_LOGIN_REQUIRED" {
-			ev.Kind = banklink.EventLoginRequired
-		}
-	case "PENDING_EXPIRATION", "PENDING_DISCONNECT":
-		ev.Kind = banklink.EventLoginRequired
-	case "USER_PERMISSION_REVOKED":
-		ev.Kind = banklink.EventRevoked
-	case "USER_ACCOUNT_REVOKED":
-		if id := safeToken(b.AccountID); id != "" {
-			ev.Kind, ev.ProviderAccountID = banklink.EventAccountRevoked, id
-		}
-	case "NEW_ACCOUNTS_AVAILABLE":
-		ev.Kind = banklink.EventNewAccounts
-	}
-	return ev, nil
 }

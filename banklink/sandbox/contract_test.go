@@ -37,7 +37,7 @@ func TestSandboxPassesTheProviderContract(t *testing.T) {
 			},
 			LoginRequiredWebhook: func(t *testing.T, providerItemID string) (http.Header, []byte) {
 				t.Helper()
-				h, body, err := p.SignedWebhook(context.Background(), providerItemID, banklink.SandboxWebhookLoginRequired)
+				h, body, err := p.SignedWebhook(context.Background(), banklink.SandboxWebhook{ProviderItemID: providerItemID, Code: "ERROR"})
 				if err != nil {
 					t.Fatal(err)
 				}

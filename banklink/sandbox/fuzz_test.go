@@ -30,10 +30,11 @@ func FuzzVerifyWebhook(f *testing.F) {
 	}
 	ts := strconv.FormatInt(now.Unix(), 10)
 	for _, body := range []string{
-		`{"event_id":"evt_1","webhook_type":"ITEM","webhook_code":"LOGIN_REQUIRED","item_id":"x"}`,
-		`{"event_id":"evt_2","webhook_type":"ITEM","webhook_code":"NEW_ACCOUNTS"}`, `not json`, `{}`,
+		`{"webhook_type":"ITEM","webhook_code":"ERROR","item_id":"x","error":{"error_type":"ITEM_ERROR","error_code":"ITEM_LOGIN_REQUIRED","error_message":"m","display_message":null},"environment":"sandbox"}`,
+		`{"webhook_type":"AUTH","webhook_code":"AUTOMATICALLY_VERIFIED","item_id":"x","account_id":"a","error":"x","environment":"sandbox"}`,
+		`{"webhook_type":"ITEM","webhook_code":"NEW_ACCOUNTS_AVAILABLE"}`, `not json`, `{}`,
 	} {
-		f.Add("t="+ts+",v1="+signHex(p, ts, []byte(body)), []byte(body))
+		f.Add("t="+ts+",id=whd_1,v1="+signHex(p, ts, "whd_1", []byte(body)), []byte(body))
 	}
 	f.Add("t=abc,v1=zz", []byte(`{}`))
 	f.Add("", []byte(``))
@@ -57,6 +58,6 @@ type fixedClock struct{ t time.Time }
 
 func (c fixedClock) Now() time.Time { return c.t }
 
-func signHex(p *Provider, ts string, body []byte) string {
-	return hex.EncodeToString(p.mac(ts, body))
+func signHex(p *Provider, ts, id string, body []byte) string {
+	return hex.EncodeToString(p.mac(ts, id, body))
 }

@@ -16,9 +16,12 @@
 // AUTOMATICALLY_VERIFIED or VERIFICATION_EXPIRED webhook is fired). The one
 // good login is user_good / pass_good.
 //
-// Webhooks carry Kluis-Sandbox-Signature: t=<unix seconds>,v1=<hex
-// HMAC-SHA256 over "<t>.<body>">, checked in constant time and refused
-// outside a five-minute window.
+// Webhooks are Plaid's shapes (plaidwebhook), read by the one decoding
+// Plaid's go through; only the signature is the sandbox's own:
+// Kluis-Sandbox-Signature: t=<unix seconds>,id=<delivery id>,v1=<hex
+// HMAC-SHA256 over "<t>.<id>.<body>">, checked in constant time and refused
+// outside a five-minute window. The delivery id is the event's identity
+// for deduplication, as Plaid's signed claims are for Plaid's.
 package sandbox
 
 import (
@@ -44,6 +47,7 @@ import (
 
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/banklink"
+	"github.com/kluis-dev/kluis/banklink/plaidwebhook"
 	"github.com/kluis-dev/kluis/postgres"
 )
 
@@ -453,73 +457,41 @@ func (p *Provider) confirmCode(ctx context.Context, itemID, code string) error {
 	return nil
 }
 
-// webhookBody is a sandbox webhook.
-type webhookBody struct {
-	EventID     string `json:"event_id"`
-	WebhookType string `json:"webhook_type"`
-	WebhookCode string `json:"webhook_code"`
-	ItemID      string `json:"item_id"`
-	// AccountID is set on USER_ACCOUNT_REVOKED, as Plaid sends it.
-	AccountID string `json:"account_id,omitempty"`
-}
-
 var codePattern = regexp.MustCompile(`^[A-Z][A-Z0-9_]{0,63}$`)
 
-// SignedWebhook implements banklink.SandboxLinker. LOGIN_REQUIRED makes the
-// item's calls fail until update mode; PERMISSION_REVOKED (or Plaid's name,
-// USER_PERMISSION_REVOKED) kills its token; NEW_ACCOUNTS adds an account.
+// SignedWebhook implements banklink.SandboxLinker: a webhook in Plaid's
+// shape (plaidwebhook.Body, environment "sandbox"), with the sandbox's
+// own state changed as Plaid's would be:
+//
+//   - ITEM/ERROR with a login error_code (ITEM_LOGIN_REQUIRED when none is
+//     named): the item's calls fail until update mode; another error_code
+//     changes nothing;
+//   - ITEM/LOGIN_REPAIRED: the login works again;
+//   - ITEM/PENDING_EXPIRATION, ITEM/PENDING_DISCONNECT: nothing yet (access
+//     would lapse in seven days, which the sandbox does not play);
+//   - ITEM/USER_PERMISSION_REVOKED: the access token dies;
+//   - ITEM/USER_ACCOUNT_REVOKED (with the account): nothing (the token
+//     still works for the item's other accounts);
+//   - ITEM/NEW_ACCOUNTS_AVAILABLE: one more account;
+//   - AUTH/AUTOMATICALLY_VERIFIED, AUTH/VERIFICATION_EXPIRED: the
+//     ins_sandbox_automated item's account is verified or expired (another
+//     item is EConflict).
+//
 // Any other code (upper case, digits and underscores) is signed and sent as
-// is: an event kluis does not know.
-func (p *Provider) SignedWebhook(ctx context.Context, providerItemID, code string) (http.Header, []byte, error) {
-	return p.signedWebhook(ctx, providerItemID, "", code)
-}
-
-// SignedAccountWebhook implements banklink.SandboxLinker: an event about one
-// account of the item, USER_ACCOUNT_REVOKED (the sandbox's own state is
-// unchanged: the item's token still works for its other accounts).
-func (p *Provider) SignedAccountWebhook(ctx context.Context, providerItemID, providerAccountID, code string) (http.Header, []byte, error) {
-	if providerAccountID == "" {
-		return nil, nil, kluis.Errorf(kluis.EInvalid, "an account webhook needs the account")
+// is, with no fields of its own: an event kluis records and ignores.
+func (p *Provider) SignedWebhook(ctx context.Context, w banklink.SandboxWebhook) (http.Header, []byte, error) {
+	if !codePattern.MatchString(w.Code) || (w.Type != "" && !codePattern.MatchString(w.Type)) ||
+		(w.ErrorCode != "" && !codePattern.MatchString(w.ErrorCode)) {
+		return nil, nil, kluis.Errorf(kluis.EInvalid, "webhook_type, code and error_code must be Plaid's upper-case names, such as ITEM, ERROR and ITEM_LOGIN_REQUIRED")
 	}
-	return p.signedWebhook(ctx, providerItemID, providerAccountID, code)
-}
-
-func (p *Provider) signedWebhook(ctx context.Context, providerItemID, providerAccountID, code string) (http.Header, []byte, error) {
-	if !codePattern.MatchString(code) {
-		return nil, nil, kluis.Errorf(kluis.EInvalid, "code must be LOGIN_REQUIRED, PERMISSION_REVOKED, NEW_ACCOUNTS or another upper-case code")
+	b := plaidwebhook.Body{WebhookType: w.Type, WebhookCode: w.Code, ItemID: w.ProviderItemID, Environment: "sandbox"}
+	if b.WebhookType == "" {
+		b.WebhookType = plaidwebhook.TypeOf(w.Code)
 	}
-	webhookType := "ITEM"
-	var sql string
-	switch code {
-	case banklink.SandboxWebhookAutomaticallyVerified, banklink.SandboxWebhookVerificationExpired:
-		// An AUTH webhook about the Automated Micro-deposits item's one
-		// account, in Plaid's shape.
-		webhookType, providerAccountID = "AUTH", p.accountID(providerItemID, 0)
-		status := map[string]string{banklink.SandboxWebhookAutomaticallyVerified: "automatically_verified",
-			banklink.SandboxWebhookVerificationExpired: "verification_expired"}[code]
-		tag, err := p.db.Pool.Exec(ctx, `UPDATE sandbox_items SET md_status = $2
-			WHERE provider_item_id = $1 AND md_flow = 'automated' AND md_status = 'pending_automatic_verification' AND removed_at IS NULL`,
-			providerItemID, status)
-		if err != nil {
-			return nil, nil, dbFail(err)
-		}
-		if tag.RowsAffected() == 0 {
-			return nil, nil, kluis.Errorf(kluis.EConflict, "the item has no automated micro-deposit waiting: link ins_sandbox_automated")
-		}
-	case banklink.SandboxWebhookLoginRequired:
-		sql = `UPDATE sandbox_items SET login_required = true WHERE provider_item_id = $1 AND removed_at IS NULL`
-	case banklink.SandboxWebhookPermissionRevoked, banklink.SandboxWebhookUserPermissionRevoked:
-		sql = `UPDATE sandbox_items SET removed_at = now(), access_token_hash = NULL WHERE provider_item_id = $1 AND removed_at IS NULL`
-	case banklink.SandboxWebhookNewAccounts:
-		sql = `UPDATE sandbox_items SET new_accounts = new_accounts + 1 WHERE provider_item_id = $1 AND removed_at IS NULL`
+	if err := p.playWebhook(ctx, &b, w); err != nil {
+		return nil, nil, err
 	}
-	if sql != "" {
-		if _, err := p.db.Pool.Exec(ctx, sql, providerItemID); err != nil {
-			return nil, nil, dbFail(err)
-		}
-	}
-	body, err := json.Marshal(webhookBody{EventID: random("evt-sandbox-"), WebhookType: webhookType, WebhookCode: code,
-		ItemID: providerItemID, AccountID: providerAccountID})
+	body, err := json.Marshal(b)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -529,15 +501,87 @@ func (p *Provider) signedWebhook(ctx context.Context, providerItemID, providerAc
 	return h, body, nil
 }
 
-// Sign returns the signature header value for body sent at t.
-func (p *Provider) Sign(t time.Time, body []byte) string {
-	ts := strconv.FormatInt(t.Unix(), 10)
-	return "t=" + ts + ",v1=" + hex.EncodeToString(p.mac(ts, body))
+// playWebhook fills in b's fields for its code and changes the sandbox's
+// state as the webhook says (SignedWebhook).
+func (p *Provider) playWebhook(ctx context.Context, b *plaidwebhook.Body, w banklink.SandboxWebhook) error {
+	const item, auth = plaidwebhook.TypeItem + "/", plaidwebhook.TypeAuth + "/"
+	now := p.clock.Now().UTC()
+	var sql string
+	switch b.WebhookType + "/" + b.WebhookCode {
+	case item + plaidwebhook.CodeError:
+		code := w.ErrorCode
+		if code == "" {
+			code = plaidwebhook.ErrorItemLoginRequired
+		}
+		b.Error = itemError(code, "the sandbox fired this item error")
+		if plaidwebhook.IsLoginError(code) {
+			sql = `UPDATE sandbox_items SET login_required = true WHERE provider_item_id = $1 AND removed_at IS NULL`
+		}
+	case item + plaidwebhook.CodeLoginRepaired:
+		sql = `UPDATE sandbox_items SET login_required = false WHERE provider_item_id = $1 AND removed_at IS NULL`
+	case item + plaidwebhook.CodePendingExpiration:
+		b.ConsentExpirationTime = now.Add(7 * 24 * time.Hour).Format(time.RFC3339)
+	case item + plaidwebhook.CodePendingDisconnect:
+		b.DisconnectTime, b.Reason = now.Add(7*24*time.Hour).Format(time.RFC3339), "INSTITUTION_TOKEN_EXPIRATION"
+	case item + plaidwebhook.CodeUserPermissionRevoked:
+		b.Error = itemError(plaidwebhook.CodeUserPermissionRevoked, "the holder of this account has revoked their permission for your application to access it")
+		sql = `UPDATE sandbox_items SET removed_at = now(), access_token_hash = NULL WHERE provider_item_id = $1 AND removed_at IS NULL`
+	case item + plaidwebhook.CodeUserAccountRevoked:
+		if w.ProviderAccountID == "" {
+			return kluis.Errorf(kluis.EInvalid, "USER_ACCOUNT_REVOKED needs the account")
+		}
+		b.AccountID = w.ProviderAccountID
+	case item + plaidwebhook.CodeNewAccountsAvailable:
+		sql = `UPDATE sandbox_items SET new_accounts = new_accounts + 1 WHERE provider_item_id = $1 AND removed_at IS NULL`
+	case auth + plaidwebhook.CodeAutomaticallyVerified, auth + plaidwebhook.CodeVerificationExpired:
+		// About the Automated Micro-deposits item's one account.
+		b.AccountID = p.accountID(w.ProviderItemID, 0)
+		return p.endAutomated(ctx, w.ProviderItemID, b.WebhookCode)
+	}
+	if sql == "" {
+		return nil
+	}
+	if _, err := p.db.Pool.Exec(ctx, sql, w.ProviderItemID); err != nil {
+		return dbFail(err)
+	}
+	return nil
 }
 
-func (p *Provider) mac(ts string, body []byte) []byte {
+// endAutomated ends an Automated Micro-deposits item's wait with the
+// verification_status the AUTH code stands for.
+func (p *Provider) endAutomated(ctx context.Context, providerItemID, code string) error {
+	status := map[string]string{plaidwebhook.CodeAutomaticallyVerified: "automatically_verified",
+		plaidwebhook.CodeVerificationExpired: "verification_expired"}[code]
+	tag, err := p.db.Pool.Exec(ctx, `UPDATE sandbox_items SET md_status = $2
+		WHERE provider_item_id = $1 AND md_flow = 'automated' AND md_status = 'pending_automatic_verification' AND removed_at IS NULL`,
+		providerItemID, status)
+	if err != nil {
+		return dbFail(err)
+	}
+	if tag.RowsAffected() == 0 {
+		return kluis.Errorf(kluis.EConflict, "the item has no automated micro-deposit waiting: link ins_sandbox_automated")
+	}
+	return nil
+}
+
+// itemError is a PlaidError of type ITEM_ERROR, as Plaid's ITEM webhooks
+// carry it.
+func itemError(code, message string) *plaidwebhook.Error {
+	return &plaidwebhook.Error{ErrorType: "ITEM_ERROR", ErrorCode: code, ErrorMessage: message, Status: http.StatusBadRequest}
+}
+
+// Sign returns the signature header value for body sent at t, as one new
+// delivery (its id is random).
+func (p *Provider) Sign(t time.Time, body []byte) string {
+	ts, id := strconv.FormatInt(t.Unix(), 10), random("whd-sandbox-")
+	return "t=" + ts + ",id=" + id + ",v1=" + hex.EncodeToString(p.mac(ts, id, body))
+}
+
+func (p *Provider) mac(ts, id string, body []byte) []byte {
 	m := hmac.New(sha256.New, p.secret)
 	m.Write([]byte(ts))
+	m.Write([]byte("."))
+	m.Write([]byte(id))
 	m.Write([]byte("."))
 	m.Write(body)
 	return m.Sum(nil)
@@ -549,60 +593,44 @@ func badSignature() error {
 	return fail(banklink.CodeBadSignature, "sandbox webhook: signature refused")
 }
 
-// VerifyWebhook implements banklink.Provider.
+// VerifyWebhook implements banklink.Provider: the signature is the
+// sandbox's own; the body, in Plaid's shape, is read by
+// plaidwebhook.Decode, as Plaid's are. The event's ID is the signed
+// delivery id, so a replay of one delivery is a duplicate and a new
+// delivery of the same body (a second ITEM_LOGIN_REQUIRED after a repair)
+// is a new event.
 func (p *Provider) VerifyWebhook(_ context.Context, header http.Header, body []byte) (banklink.WebhookEvent, error) {
 	raw := header.Get(SignatureHeader)
 	if raw == "" || len(raw) > 256 {
 		return banklink.WebhookEvent{}, badSignature()
 	}
-	var ts, sig string
+	var ts, id, sig string
 	for _, part := range strings.Split(raw, ",") {
 		k, v, _ := strings.Cut(strings.TrimSpace(part), "=")
 		switch k {
 		case "t":
 			ts = v
+		case "id":
+			id = v
 		case "v1":
 			sig = v
 		}
 	}
 	sec, err := strconv.ParseInt(ts, 10, 64)
-	if err != nil {
+	if err != nil || !eventIDPattern.MatchString(id) {
 		return banklink.WebhookEvent{}, badSignature()
 	}
 	got, err := hex.DecodeString(sig)
-	if err != nil || !hmac.Equal(got, p.mac(ts, body)) {
+	if err != nil || !hmac.Equal(got, p.mac(ts, id, body)) {
 		return banklink.WebhookEvent{}, badSignature()
 	}
 	if d := p.clock.Now().Sub(time.Unix(sec, 0)); d > WebhookWindow || d < -WebhookWindow {
 		return banklink.WebhookEvent{}, badSignature()
 	}
-	var w webhookBody
-	if err := json.Unmarshal(body, &w); err != nil || !eventIDPattern.MatchString(w.EventID) {
-		return banklink.WebhookEvent{}, fail(kluis.EInvalid, "sandbox webhook: malformed body")
+	ev, err := plaidwebhook.Decode(body)
+	if err != nil {
+		return banklink.WebhookEvent{}, err
 	}
-	ev := banklink.WebhookEvent{ID: w.EventID, Kind: banklink.EventUnknown, ProviderType: w.WebhookType,
-		ProviderCode: w.WebhookCode, ProviderItemID: w.ItemID}
-	if w.WebhookType == "ITEM" {
-		switch w.WebhookCode {
-		case banklink.SandboxWebhookLoginRequired:
-			ev.Kind = banklink.EventLoginRequired
-		case banklink.SandboxWebhookPermissionRevoked, banklink.SandboxWebhookUserPermissionRevoked:
-			ev.Kind = banklink.EventRevoked
-		case banklink.SandboxWebhookUserAccountRevoked:
-			if w.AccountID != "" && eventIDPattern.MatchString(w.AccountID) {
-				ev.Kind, ev.ProviderAccountID = banklink.EventAccountRevoked, w.AccountID
-			}
-		case banklink.SandboxWebhookNewAccounts:
-			ev.Kind = banklink.EventNewAccounts
-		}
-	}
-	if w.WebhookType == "AUTH" && w.AccountID != "" && eventIDPattern.MatchString(w.AccountID) {
-		switch w.WebhookCode {
-		case banklink.SandboxWebhookAutomaticallyVerified:
-			ev.Kind, ev.ProviderAccountID = banklink.EventAuthVerified, w.AccountID
-		case banklink.SandboxWebhookVerificationExpired:
-			ev.Kind, ev.ProviderAccountID = banklink.EventAuthExpired, w.AccountID
-		}
-	}
+	ev.ID = id
 	return ev, nil
 }

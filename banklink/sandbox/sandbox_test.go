@@ -3,12 +3,15 @@ package sandbox_test
 import (
 	"context"
 	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/banklink"
+	"github.com/kluis-dev/kluis/banklink/plaid/plaidtest"
+	"github.com/kluis-dev/kluis/banklink/plaidwebhook"
 	"github.com/kluis-dev/kluis/banklink/sandbox"
 	"github.com/kluis-dev/kluis/postgres/pgtest"
 )
@@ -112,7 +115,7 @@ func TestSandboxWebhookSignatures(t *testing.T) {
 	p, clock := newSandbox(t)
 	ctx := context.Background()
 	ex := link(t, p, sandbox.InstitutionAuth)
-	h, body, err := p.SignedWebhook(ctx, ex.ProviderItemID, banklink.SandboxWebhookLoginRequired)
+	h, body, err := p.SignedWebhook(ctx, banklink.SandboxWebhook{ProviderItemID: ex.ProviderItemID, Code: "ERROR"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +132,9 @@ func TestSandboxWebhookSignatures(t *testing.T) {
 		ok     bool
 	}{
 		{"a valid signature verifies", h, body, true},
-		{"a changed body is refused", h, []byte(strings.Replace(string(body), "LOGIN_REQUIRED", "NEW_ACCOUNTS", 1)), false},
+		{"a changed body is refused", h, []byte(strings.Replace(string(body), "ITEM_LOGIN_REQUIRED", "ITEM_LOCKED", 1)), false},
+		{"a changed delivery id is refused", with(strings.Replace(sig, ",id=", ",id=x", 1)), body, false},
+		{"no delivery id is refused", with(regexp.MustCompile(`,id=[^,]*`).ReplaceAllString(sig, "")), body, false},
 		{"no header is refused", http.Header{}, body, false},
 		{"a garbled header is refused", with("garbage"), body, false},
 		{"a signature under another secret is refused", with(strings.Replace(sig, "v1=", "v1=ff", 1)), body, false},
@@ -153,6 +158,118 @@ func TestSandboxWebhookSignatures(t *testing.T) {
 	}
 	// The webhook made the item's login required at the sandbox.
 	if _, err := p.GetAccounts(ctx, ex.AccessToken); kluis.ErrorCode(err) != banklink.CodeItemLoginRequired {
-		t.Fatalf("after LOGIN_REQUIRED: %v", err)
+		t.Fatalf("after ITEM_LOGIN_REQUIRED: %v", err)
+	}
+	// The same body signed again is a new delivery, with its own id: a
+	// second ITEM_LOGIN_REQUIRED after a repair is an event of its own.
+	again, err := p.VerifyWebhook(ctx, with(p.Sign(clock.t, body)), body)
+	first, _ := p.VerifyWebhook(ctx, h, body)
+	if err != nil || again.ID == first.ID {
+		t.Fatalf("a second delivery of the same body has id %q (the first %q), %v", again.ID, first.ID, err)
+	}
+}
+
+// TestSandboxWebhooksAreInPlaidsShapes (issue 14): every webhook the sandbox
+// fires is one of the bodies Plaid's OpenAPI describes for its type and
+// code, is read by the one decoding Plaid's go through to the kind Plaid's
+// would be, and changes the sandbox's own state as Plaid's would.
+func TestSandboxWebhooksAreInPlaidsShapes(t *testing.T) {
+	p, _ := newSandbox(t)
+	ctx := context.Background()
+	spec := plaidtest.LoadSpec(t)
+	ex := link(t, p, sandbox.InstitutionAuth)
+	accts, err := p.GetAccounts(ctx, ex.AccessToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fire := func(t *testing.T, w banklink.SandboxWebhook) banklink.WebhookEvent {
+		t.Helper()
+		h, body, err := p.SignedWebhook(ctx, w)
+		if err != nil {
+			t.Fatalf("fire %+v: %v", w, err)
+		}
+		if bad := spec.ValidateWebhook(body); len(bad) > 0 {
+			t.Fatalf("%s is not in Plaid's shape: %v", body, bad)
+		}
+		ev, err := p.VerifyWebhook(ctx, h, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := plaidwebhook.Decode(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want.ID = ev.ID
+		if ev != want {
+			t.Fatalf("the sandbox read %s as %+v, the shared decoding as %+v", body, ev, want)
+		}
+		return ev
+	}
+	item := ex.ProviderItemID
+	cases := []struct {
+		w    banklink.SandboxWebhook
+		kind string
+	}{
+		{banklink.SandboxWebhook{Code: "ERROR", ErrorCode: "INSTITUTION_DOWN"}, banklink.EventItemError},
+		{banklink.SandboxWebhook{Code: "PENDING_EXPIRATION"}, banklink.EventLoginRequired},
+		{banklink.SandboxWebhook{Code: "PENDING_DISCONNECT"}, banklink.EventLoginRequired},
+		{banklink.SandboxWebhook{Code: "USER_ACCOUNT_REVOKED", ProviderAccountID: accts.Accounts[0].ProviderAccountID}, banklink.EventAccountRevoked},
+		{banklink.SandboxWebhook{Code: "NEW_ACCOUNTS_AVAILABLE"}, banklink.EventNewAccounts},
+		{banklink.SandboxWebhook{Code: "ERROR"}, banklink.EventLoginRequired},
+		{banklink.SandboxWebhook{Code: "LOGIN_REPAIRED"}, banklink.EventLoginRepaired},
+		{banklink.SandboxWebhook{Code: "ERROR", ErrorCode: "ITEM_LOCKED"}, banklink.EventLoginRequired},
+		{banklink.SandboxWebhook{Code: "LOGIN_REPAIRED"}, banklink.EventLoginRepaired},
+	}
+	for _, tc := range cases {
+		tc.w.ProviderItemID = item
+		if ev := fire(t, tc.w); ev.Kind != tc.kind || ev.ProviderItemID != item {
+			t.Fatalf("%+v fired %+v, want kind %s", tc.w, ev, tc.kind)
+		}
+		_, err := p.GetAccounts(ctx, ex.AccessToken)
+		switch {
+		case tc.w.Code == "ERROR" && tc.kind == banklink.EventLoginRequired:
+			if kluis.ErrorCode(err) != banklink.CodeItemLoginRequired {
+				t.Fatalf("after %+v: %v, want item_login_required", tc.w, err)
+			}
+		case err != nil:
+			t.Fatalf("after %+v the item's calls fail: %v", tc.w, err)
+		}
+	}
+	if got, err := p.GetAccounts(ctx, ex.AccessToken); err != nil || len(got.Accounts) != 3 {
+		t.Fatalf("after NEW_ACCOUNTS_AVAILABLE: %d accounts, %v", len(got.Accounts), err)
+	}
+	// Another code is sent as is, with no fields of its own (the sandbox
+	// plays only the codes above): recorded and ignored by kluis.
+	h, body, err := p.SignedWebhook(ctx, banklink.SandboxWebhook{ProviderItemID: item, Type: "AUTH", Code: "DEFAULT_UPDATE"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev, err := p.VerifyWebhook(ctx, h, body); err != nil || ev.Kind != banklink.EventUnknown || ev.ProviderType != "AUTH" {
+		t.Fatalf("AUTH/DEFAULT_UPDATE = %+v, %v", ev, err)
+	}
+	// USER_ACCOUNT_REVOKED needs its account; codes must be Plaid's names.
+	for _, w := range []banklink.SandboxWebhook{{Code: "USER_ACCOUNT_REVOKED"}, {Code: "login required"},
+		{Code: "ERROR", ErrorCode: "bad code"}, {Code: "ERROR", Type: "item"}} {
+		w.ProviderItemID = item
+		if _, _, err := p.SignedWebhook(ctx, w); kluis.ErrorCode(err) != kluis.EInvalid {
+			t.Fatalf("%+v = %v, want invalid", w, err)
+		}
+	}
+	// AUTH codes end an Automated Micro-deposits item's wait, and no other.
+	if _, _, err := p.SignedWebhook(ctx, banklink.SandboxWebhook{ProviderItemID: item, Code: "AUTOMATICALLY_VERIFIED"}); kluis.ErrorCode(err) != kluis.EConflict {
+		t.Fatalf("AUTOMATICALLY_VERIFIED for an instant-auth item = %v, want conflict", err)
+	}
+	auto := link(t, p, sandbox.InstitutionAutomated)
+	if ev := fire(t, banklink.SandboxWebhook{ProviderItemID: auto.ProviderItemID, Code: "AUTOMATICALLY_VERIFIED"}); ev.Kind != banklink.EventAuthVerified || ev.ProviderAccountID == "" {
+		t.Fatalf("AUTOMATICALLY_VERIFIED = %+v", ev)
+	}
+	expiring := link(t, p, sandbox.InstitutionAutomated)
+	if ev := fire(t, banklink.SandboxWebhook{ProviderItemID: expiring.ProviderItemID, Code: "VERIFICATION_EXPIRED"}); ev.Kind != banklink.EventAuthExpired {
+		t.Fatalf("VERIFICATION_EXPIRED = %+v", ev)
+	}
+	// Consent withdrawn: the access token dies.
+	fire(t, banklink.SandboxWebhook{ProviderItemID: item, Code: "USER_PERMISSION_REVOKED"})
+	if _, err := p.GetAccounts(ctx, ex.AccessToken); kluis.ErrorCode(err) != banklink.CodeInvalidToken {
+		t.Fatalf("after USER_PERMISSION_REVOKED: %v, want invalid_token", err)
 	}
 }

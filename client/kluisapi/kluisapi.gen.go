@@ -923,7 +923,9 @@ type Verification struct {
 		NameMatches     *bool `json:"name_matches"`
 	} `json:"checks,omitempty"`
 	CreatedAt *time.Time `json:"created_at,omitempty"`
-	ExpiresAt time.Time  `json:"expires_at"`
+
+	// ExpiresAt the end of kluis's own window (KLUIS_VERIFICATION_WINDOW), after which the verification-expiry job expires it; a `provider_checked` verification is not expired by it: it ends when the provider says (Plaid's VERIFICATION_EXPIRED, docs/PLAID.md)
+	ExpiresAt time.Time `json:"expires_at"`
 
 	// HostedVerifyUrl micro-deposit (and bank) verifications that are still open: kluis's hosted verification page with a fresh page token (docs/HOSTED.md)
 	HostedVerifyUrl *string `json:"hosted_verify_url,omitempty"`
@@ -1391,7 +1393,15 @@ type GetOwnAccessReportParams struct {
 type FireSandboxWebhookJSONBody struct {
 	// AccountId the item's account a USER_ACCOUNT_REVOKED is about (required with it)
 	AccountId *string `json:"account_id,omitempty"`
-	Code      string  `json:"code"`
+
+	// Code Plaid's webhook_code
+	Code string `json:"code"`
+
+	// ErrorCode the error.error_code of an `ERROR` (default ITEM_LOGIN_REQUIRED)
+	ErrorCode *string `json:"error_code,omitempty"`
+
+	// WebhookType Plaid's webhook_type; default `AUTH` for the codes only AUTH has (AUTOMATICALLY_VERIFIED, VERIFICATION_EXPIRED, PRODUCT_PERMISSIONS_REQUIRED, SMS_MICRODEPOSITS_VERIFICATION), `ITEM` otherwise
+	WebhookType *string `json:"webhook_type,omitempty"`
 }
 
 // FireSandboxWebhookParams defines parameters for FireSandboxWebhook.

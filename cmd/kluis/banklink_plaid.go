@@ -21,6 +21,7 @@ func registerPlaidJobs(a *app, s *jobs.Scheduler, svc *banklink.Service) error {
 			run.Set("completed", int64(res.Completed))
 			run.Set("pending", int64(res.Pending))
 			run.Set("failed", int64(res.Failed))
+			run.Set("rechecked", int64(res.Rechecked))
 			if err == nil && res.Failed > 0 {
 				err = fmt.Errorf("%d items could not be completed; the next run retries them", res.Failed)
 			}

@@ -44,6 +44,13 @@ Link a sandbox bank (replace lks_…, the public token and itm_… with what eac
   curl -s --cacert {{.Dir}}/ca.crt --cert {{.Dir}}/payments.crt --key {{.Dir}}/payments.key -H "$J" \
     -X POST https://{{.Internal}}/internal/v1/credentials/cred_…/reveal -d '{"purpose":"payment_initiation"}'
 
+Have the sandbox fire Plaid's own webhooks about the item, in Plaid's shapes, handled
+as Plaid's are (docs/WEBHOOKS.md): the login breaks, is repaired, a new account appears:
+
+  curl -s -X POST http://{{.Public}}/v1/sandbox/items/itm_…/fire-webhook -H "$A" -H "$J" -d '{"code":"ERROR","error_code":"ITEM_LOGIN_REQUIRED"}'
+  curl -s -X POST http://{{.Public}}/v1/sandbox/items/itm_…/fire-webhook -H "$A" -H "$J" -d '{"code":"LOGIN_REPAIRED"}'
+  curl -s -X POST http://{{.Public}}/v1/sandbox/items/itm_…/fire-webhook -H "$A" -H "$J" -d '{"code":"NEW_ACCOUNTS_AVAILABLE"}'
+
 Verify a manual account with micro-deposits:
 
   curl -s -X POST http://{{.Public}}/v1/accounts -H "$A" -H "$J" \

@@ -303,3 +303,33 @@ func (c *manualClock) advance(d time.Duration) {
 	defer c.mu.Unlock()
 	c.now = c.now.Add(d)
 }
+
+// TestWebhooksAreInPlaidsShapes: the webhooks plaidtest fires are bodies
+// Plaid's OpenAPI describes, and ValidateWebhook catches one that is not
+// (a missing required field, a field no schema declares, a code Plaid does
+// not have).
+func TestWebhooksAreInPlaidsShapes(t *testing.T) {
+	spec := plaidtest.LoadSpec(t)
+	s := plaidtest.NewServer(t)
+	for name, w := range map[string]plaidtest.Webhook{
+		"ITEM_LOGIN_REQUIRED":    s.LoginRequiredWebhook("item-1"),
+		"LOGIN_REPAIRED":         s.FireWebhook("item-1", "ITEM", "LOGIN_REPAIRED", nil),
+		"NEW_ACCOUNTS_AVAILABLE": s.FireWebhook("item-1", "ITEM", "NEW_ACCOUNTS_AVAILABLE", nil),
+		"AUTOMATICALLY_VERIFIED": s.FireWebhook("item-1", "AUTH", "AUTOMATICALLY_VERIFIED", map[string]any{"account_id": "acc-1", "error": nil}),
+	} {
+		if bad := spec.ValidateWebhook(w.Body); len(bad) > 0 {
+			t.Errorf("%s: %v", name, bad)
+		}
+	}
+	for name, body := range map[string]string{
+		"ERROR without its error":     `{"webhook_type":"ITEM","webhook_code":"ERROR","item_id":"i","environment":"sandbox"}`,
+		"an undeclared field":         `{"webhook_type":"ITEM","webhook_code":"LOGIN_REPAIRED","item_id":"i","environment":"sandbox","event_id":"e"}`,
+		"a code Plaid does not have":  `{"webhook_type":"ITEM","webhook_code":"LOGIN_REQUIRED","item_id":"i","environment":"sandbox"}`,
+		"an environment of its own":   `{"webhook_type":"ITEM","webhook_code":"LOGIN_REPAIRED","item_id":"i","environment":"dev"}`,
+		"AUTH without its account_id": `{"webhook_type":"AUTH","webhook_code":"VERIFICATION_EXPIRED","item_id":"i","environment":"sandbox"}`,
+	} {
+		if bad := spec.ValidateWebhook([]byte(body)); len(bad) == 0 {
+			t.Errorf("%s passed", name)
+		}
+	}
+}

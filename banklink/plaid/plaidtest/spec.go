@@ -268,3 +268,57 @@ func (s *Spec) WebhookCodes(webhookType string) []string {
 	sort.Strings(out)
 	return out
 }
+
+// ValidateWebhook checks a webhook body against the spec's schema for its
+// webhook_type and webhook_code (one of them, where Plaid describes a code
+// twice), and that it holds no field the schema does not declare (the
+// schemas allow extra fields; a Plaid-shaped sender adds none). It returns
+// the violations found, empty if the body is one of Plaid's shapes.
+func (s *Spec) ValidateWebhook(body []byte) []string {
+	var v map[string]any
+	if err := json.Unmarshal(body, &v); err != nil {
+		return []string{"webhook body is not a JSON object: " + err.Error()}
+	}
+	typ, _ := v["webhook_type"].(string)
+	code, _ := v["webhook_code"].(string)
+	var out []string
+	found := false
+	for _, name := range s.webhookSchemas(typ, code) {
+		found = true
+		schema := s.doc.Components.Schemas[name].Value
+		var bad []string
+		if err := schema.VisitJSON(v, openapi3.MultiErrors()); err != nil {
+			bad = append(bad, fmt.Sprintf("%s: %s", name, shorten(err.Error())))
+		}
+		for _, f := range unknownFields(schema, v, "") {
+			bad = append(bad, fmt.Sprintf("%s: field %s is not in the schema", name, f))
+		}
+		if len(bad) == 0 {
+			return nil
+		}
+		out = append(out, bad...)
+	}
+	if !found {
+		return []string{fmt.Sprintf("the spec describes no %s/%s webhook", typ, code)}
+	}
+	return out
+}
+
+// webhookSchemas names the schemas describing the webhook typ/code, sorted.
+func (s *Spec) webhookSchemas(typ, code string) []string {
+	var out []string
+	for name, ref := range s.doc.Components.Schemas {
+		if ref == nil || ref.Value == nil {
+			continue
+		}
+		t, c := ref.Value.Properties["webhook_type"], ref.Value.Properties["webhook_code"]
+		if t == nil || c == nil || t.Value == nil || c.Value == nil {
+			continue
+		}
+		if strings.Trim(t.Value.Description, "`") == typ && strings.Trim(c.Value.Description, "`") == code {
+			out = append(out, name)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
