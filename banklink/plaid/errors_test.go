@@ -287,7 +287,7 @@ func TestTheCallersDeadlineIsHonoured(t *testing.T) {
 func TestAnAttemptTimeoutOnAnExchangeIsNotRetried(t *testing.T) {
 	t.Parallel()
 	srv := newServer(t)
-	p := newProvider(t, srv, func(o *plaid.Options) { o.Timeout = 50 * time.Millisecond })
+	p := newProvider(t, srv, func(o *plaid.Options) { o.Timeout = 500 * time.Millisecond })
 	public, err := srv.CreatePublicToken(plaidtest.InstitutionAuth)
 	if err != nil {
 		t.Fatal(err)
@@ -303,7 +303,7 @@ func TestAnAttemptTimeoutOnAnExchangeIsNotRetried(t *testing.T) {
 func TestAnAttemptTimeoutOnAReadIsRetried(t *testing.T) {
 	t.Parallel()
 	srv := newServer(t)
-	p := newProvider(t, srv, func(o *plaid.Options) { o.Timeout = 50 * time.Millisecond; o.MaxRetries = 1 })
+	p := newProvider(t, srv, func(o *plaid.Options) { o.Timeout = 500 * time.Millisecond; o.MaxRetries = 1 })
 	ex := link(t, srv, p, plaidtest.InstitutionAuth)
 	srv.SetLatency(plaidtest.EndpointAuthGet, time.Minute)
 	_, err := p.GetAuth(context.Background(), ex.AccessToken)
