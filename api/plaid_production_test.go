@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -347,27 +348,21 @@ func TestTheWebhookUpdateJobPointsExistingItemsAtTheNewURL(t *testing.T) {
 		}
 		pids = append(pids, pid)
 	}
-	svc, err := banklink.New(banklink.Options{DB: be.DB, Vault: be.Deps.Vault, Auditor: be.Deps.Auditor, Provider: be.providerForTest(t),
+	// The first run is cut short as it starts its third item: the provider
+	// cancels the run's context there (no timing involved), so two items are
+	// updated and recorded, the third is not, and it never reaches Plaid.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cut := &cutAfter{Provider: be.providerForTest(t), n: 2, cancel: cancel}
+	svc, err := banklink.New(banklink.Options{DB: be.DB, Vault: be.Deps.Vault, Auditor: be.Deps.Auditor, Provider: cut,
 		Keys: be.System, WebhookURL: newURL})
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The first run is cut short after Plaid took two updates.
-	ctx, cancel := context.WithCancel(context.Background())
-	calls := 0
-	stop := make(chan struct{})
-	go func() {
-		defer close(stop)
-		for be.plaid.Calls(plaidtest.EndpointItemWebhookUpdate) < 2 && ctx.Err() == nil {
-			time.Sleep(time.Millisecond)
-		}
-		cancel()
-	}()
 	res, _ := svc.UpdateWebhooks(ctx, 2)
-	<-stop
-	calls = be.plaid.Calls(plaidtest.EndpointItemWebhookUpdate)
-	if res.Updated == 0 || res.Updated >= 5 {
-		t.Fatalf("the cut-short run = %+v", res)
+	calls := be.plaid.Calls(plaidtest.EndpointItemWebhookUpdate)
+	if res.Updated != 2 || calls != 2 {
+		t.Fatalf("the cut-short run = %+v with %d calls to Plaid", res, calls)
 	}
 	be.plaid.FailNext(plaidtest.EndpointItemWebhookUpdate, 1, "INTERNAL_SERVER_ERROR")
 	res, err = svc.UpdateWebhooks(context.Background(), 2)
@@ -383,11 +378,10 @@ func TestTheWebhookUpdateJobPointsExistingItemsAtTheNewURL(t *testing.T) {
 			t.Fatalf("item %s has webhook %q", pid, got.Webhook)
 		}
 	}
-	// Each item was told once, the one Plaid failed twice, and at most one
-	// more: the call in flight when the first run was cut (harmless: the
-	// same URL again). Items recorded are never asked again.
-	if got := be.plaid.Calls(plaidtest.EndpointItemWebhookUpdate); got < 6 || got > 7 {
-		t.Fatalf("%d webhook updates (after the cut %d), want 6 or 7", got, calls)
+	// Each item was told once and the one Plaid failed twice: items
+	// recorded are never asked again.
+	if got := be.plaid.Calls(plaidtest.EndpointItemWebhookUpdate); got != 6 {
+		t.Fatalf("%d webhook updates (after the cut %d), want 6", got, calls)
 	}
 	if res, _ := svc.UpdateWebhooks(context.Background(), 2); res.Updated+res.Failed != 0 {
 		t.Fatalf("a run with nothing to do = %+v", res)
@@ -395,6 +389,27 @@ func TestTheWebhookUpdateJobPointsExistingItemsAtTheNewURL(t *testing.T) {
 	if n := auditCount(t, be.Env, `action = 'item.webhook_updated'`); n != 5 {
 		t.Fatalf("item.webhook_updated audited %d times", n)
 	}
+}
+
+// cutAfter is a Plaid provider whose webhook updates cancel the caller's
+// run as the call after the first n starts, so a test can cut a job short
+// at an exact point.
+type cutAfter struct {
+	*plaid.Provider
+	n      int
+	calls  atomic.Int32
+	cancel context.CancelFunc
+}
+
+// UpdateWebhook cancels the run on call n+1 (once; that call's context must
+// be the run's), then passes the call on: with the cancelled context it
+// never reaches Plaid. Later runs' calls pass straight through.
+func (c *cutAfter) UpdateWebhook(ctx context.Context, accessToken, url string) error {
+	if int(c.calls.Add(1)) == c.n+1 {
+		c.cancel()
+		<-ctx.Done()
+	}
+	return c.Provider.UpdateWebhook(ctx, accessToken, url)
 }
 
 func (be *bankEnv) providerForTest(t *testing.T) *plaid.Provider {
