@@ -11,6 +11,7 @@ import (
 	"github.com/kluis-dev/kluis/api/apitest"
 	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/compliance"
+	"github.com/kluis-dev/kluis/config"
 	"github.com/kluis-dev/kluis/vault"
 )
 
@@ -84,7 +85,11 @@ func BenchmarkPurgeWhileServing(b *testing.B) {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); during = load(purgeStop) }()
-	purger := compliance.NewPurger(env.DB, env.Deps.Auditor, nil, nil)
+	classes, err := config.RetentionRegistry()
+	if err != nil {
+		b.Fatal(err)
+	}
+	purger := compliance.NewPurger(env.DB, env.Deps.Auditor, nil, nil, classes)
 	start := time.Now()
 	// The production defaults (KLUIS_RETENTION_BATCH, KLUIS_RETENTION_BATCH_PAUSE).
 	rep, err := purger.Purge(ctx, compliance.PurgeOptions{Batch: compliance.DefaultPurgeBatch, Pause: compliance.DefaultPurgePause})

@@ -2,14 +2,12 @@ package compliance
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/audit"
-	"github.com/kluis-dev/kluis/postgres"
 )
 
 // AccessEntry is one line of a subject's access report: who did what to
@@ -70,30 +68,18 @@ func (s *Service) accessReport(ctx context.Context, subject string, limit int, b
 	if before <= 0 {
 		before = 1<<63 - 1
 	}
-	// Entries about the subject, and entries the subject made as a user;
-	// each side walks its own index newest first.
-	rows, err := s.db.Pool.Query(ctx, `
-		SELECT seq, occurred_at, actor_kind, actor, action, outcome,
-		       coalesce(details->>'kind', ''), coalesce(details->>'purpose', '')
-		FROM (
-			(SELECT * FROM audit_entries WHERE subject_pseudonym = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3)
-			UNION
-			(SELECT * FROM audit_entries WHERE actor_kind = 'user' AND actor = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3)
-		) e
-		ORDER BY seq DESC LIMIT $3`, pseudonym, before, limit+1)
+	// Entries about the subject, and entries the subject made as a user.
+	found, err := audit.SubjectEntriesBefore(ctx, s.db.Pool, pseudonym, before, limit+1)
 	if err != nil {
-		return nil, 0, fmt.Errorf("compliance: access report: %w", postgres.Translate(err))
+		return nil, 0, fmt.Errorf("compliance: access report: %w", err)
 	}
-	entries, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (AccessEntry, error) {
-		var e AccessEntry
-		var kind, actor string
-		err := r.Scan(&e.seq, &e.At, &kind, &actor, &e.Action, &e.Outcome, &e.Kind, &e.Purpose)
-		e.At = e.At.UTC()
-		e.Actor = reportActor(kind, actor, pseudonym, subject, staffView)
-		return e, err
-	})
-	if err != nil {
-		return nil, 0, fmt.Errorf("compliance: access report: %w", postgres.Translate(err))
+	entries := make([]AccessEntry, len(found))
+	for i, f := range found {
+		entries[i] = AccessEntry{
+			seq: f.Seq, At: f.OccurredAt.UTC(), Action: f.Action, Outcome: f.Outcome,
+			Actor: reportActor(f.ActorKind, f.Actor, pseudonym, subject, staffView),
+		}
+		entries[i].Kind, entries[i].Purpose = detailText(f.Details, "kind"), detailText(f.Details, "purpose")
 	}
 	if len(entries) <= limit {
 		return entries, 0, nil
@@ -124,4 +110,23 @@ func reportActor(kind, actor, pseudonym, subject string, staffView bool) AccessA
 		return AccessActor{Type: audit.ActorSystem, ID: "provider/" + actor}
 	}
 	return AccessActor{Type: audit.ActorSystem, ID: audit.ActorAnonymous}
+}
+
+// detailText is the detail name of an entry's details as text, as the
+// report shows it ("" when absent or null): of the details, the report
+// shows the credential kind and the purpose a service gave, nothing else.
+func detailText(details json.RawMessage, name string) string {
+	var d map[string]json.RawMessage
+	if err := json.Unmarshal(details, &d); err != nil {
+		return ""
+	}
+	v := d[name]
+	if len(v) == 0 || string(v) == "null" {
+		return ""
+	}
+	var str string
+	if err := json.Unmarshal(v, &str); err == nil {
+		return str
+	}
+	return string(v)
 }

@@ -12,6 +12,13 @@ import (
 	"github.com/kluis-dev/kluis/postgres"
 )
 
+// The catalog walk below is the one place kluis's SQL reaches every
+// feature's tables, by design: erasure, export and retention's
+// blocking-reference guards find the tables in Postgres's catalog and name
+// none, so that a new feature's table is covered the day it is created.
+// Everywhere else a table is named only by the package that owns it
+// (migrations/owners_test.go).
+
 // SubjectColumn is the column that makes a table's rows belong to a data
 // subject: every table in the public schema with a column of this name holds
 // the internal subject id (subjects.id) there, and erasure and export find

@@ -10,6 +10,7 @@ import (
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/postgres"
+	"github.com/kluis-dev/kluis/vault"
 )
 
 // DormantClass is the retention class of people: subjects who have not used
@@ -82,26 +83,56 @@ func (s *Service) EraseDormant(ctx context.Context, period time.Duration, batch 
 }
 
 // dormantCandidates lists subjects last seen before cutoff, oldest first,
-// that no erasure holds already.
+// that no erasure holds already: the vault lists the dormant subjects page
+// by page, and those an erasure request names (one rejected or cancelled, or
+// one being opened) are passed over.
 func (s *Service) dormantCandidates(ctx context.Context, cutoff time.Time, batch int) ([]dormantCandidate, error) {
-	rows, err := s.db.Pool.Query(ctx, `
-		SELECT s.id, s.app_id, s.external_id FROM subjects s
-		WHERE s.last_seen_at < $1 AND s.created_at < $1 AND s.erasing_since IS NULL
-		  AND NOT EXISTS (SELECT 1 FROM erasure_requests e WHERE e.erased_subject_id = s.id)
-		ORDER BY s.last_seen_at, s.id LIMIT $2`, cutoff, batch)
+	var out []dormantCandidate
+	var after *vault.DormantSubject
+	for len(out) < batch {
+		page, err := vault.DormantSubjects(ctx, s.db.Pool, cutoff, after, batch)
+		if err != nil {
+			return nil, err
+		}
+		if len(page) == 0 {
+			break
+		}
+		ids := make([]string, len(page))
+		for i, d := range page {
+			ids[i] = d.ID
+		}
+		named, err := namedByErasures(ctx, s.db.Pool, ids)
+		if err != nil {
+			return nil, err
+		}
+		for _, d := range page {
+			if !named[d.ID] && len(out) < batch {
+				// Audit pseudonyms are of the user key: the app and the sub.
+				out = append(out, dormantCandidate{id: d.ID, externalID: d.UserKey})
+			}
+		}
+		if len(page) < batch {
+			break
+		}
+		after = &page[len(page)-1]
+	}
+	return out, nil
+}
+
+// namedByErasures returns which of the subjects (internal ids) an erasure
+// request names.
+func namedByErasures(ctx context.Context, q postgres.Querier, ids []string) (map[string]bool, error) {
+	rows, err := q.Query(ctx, `SELECT DISTINCT erased_subject_id FROM erasure_requests WHERE erased_subject_id = ANY($1)`, ids)
 	if err != nil {
 		return nil, fmt.Errorf("compliance: dormant subjects: %w", postgres.Translate(err))
 	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (dormantCandidate, error) {
-		var c dormantCandidate
-		var app string
-		err := r.Scan(&c.id, &app, &c.externalID)
-		// Audit pseudonyms are of the user key: the app and the sub.
-		c.externalID = kluis.UserKey(app, c.externalID)
-		return c, err
-	})
+	named, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
 		return nil, fmt.Errorf("compliance: dormant subjects: %w", postgres.Translate(err))
+	}
+	out := make(map[string]bool, len(named))
+	for _, id := range named {
+		out[id] = true
 	}
 	return out, nil
 }
@@ -109,7 +140,7 @@ func (s *Service) dormantCandidates(ctx context.Context, cutoff time.Time, batch
 // eraseIfDormant checks one candidate against the audit log and erases it.
 func (s *Service) eraseIfDormant(ctx context.Context, c dormantCandidate, cutoff time.Time, dryRun bool, rep *DormantReport) error {
 	pseudonym := s.auditor.Pseudonym(c.externalID)
-	last, err := lastActivity(ctx, s.db.Pool, pseudonym, cutoff)
+	last, err := audit.LastActivity(ctx, s.db.Pool, pseudonym, cutoff)
 	if err != nil {
 		return err
 	}
@@ -118,11 +149,7 @@ func (s *Service) eraseIfDormant(ctx context.Context, c dormantCandidate, cutoff
 		if dryRun {
 			return nil
 		}
-		_, err := s.db.Pool.Exec(ctx, `UPDATE subjects SET last_seen_at = $2 WHERE id = $1 AND last_seen_at < $2`, c.id, *last)
-		if err != nil {
-			return fmt.Errorf("compliance: dormant subjects: %w", postgres.Translate(err))
-		}
-		return nil
+		return vault.SeenAt(ctx, s.db.Pool, c.id, *last)
 	}
 	h, err := held(ctx, s.db.Pool, c.id)
 	if err != nil {
@@ -162,28 +189,6 @@ func (s *Service) eraseIfDormant(ctx context.Context, c dormantCandidate, cutoff
 	return nil
 }
 
-// lastActivity answers the time of the newest audit entry since cutoff made
-// by the user, or by a service about them (a reveal), or nil. Staff looking
-// at a person, providers' notices and kluis's own jobs do not keep them.
-// The audit log is indexed by subject pseudonym and by user actor.
-func lastActivity(ctx context.Context, q interface {
-	QueryRow(context.Context, string, ...any) pgx.Row
-}, pseudonym string, cutoff time.Time) (*time.Time, error) {
-	var last *time.Time
-	err := q.QueryRow(ctx, `
-		SELECT max(occurred_at) FROM (
-			SELECT occurred_at FROM audit_entries
-			WHERE subject_pseudonym = $1 AND occurred_at >= $2 AND actor_kind IN ('user', 'service')
-			UNION ALL
-			SELECT occurred_at FROM audit_entries
-			WHERE actor_kind = 'user' AND actor = $1 AND occurred_at >= $2
-		) AS a`, pseudonym, cutoff).Scan(&last)
-	if err != nil {
-		return nil, fmt.Errorf("compliance: dormant subjects: %w", postgres.Translate(err))
-	}
-	return last, nil
-}
-
 // requestDormantErasure records an approved erasure of the subject and
 // fences them, in one transaction under the subject's lock: a hold that
 // commits first refuses it (ELegalHold), one that commits after stops the
@@ -196,20 +201,21 @@ func (s *Service) requestDormantErasure(ctx context.Context, c dormantCandidate,
 		if err := GuardDestruction(ctx, tx, c.id); err != nil {
 			return err
 		}
-		tag, err := tx.Exec(ctx, `
-			INSERT INTO erasure_requests (id, erased_subject_id, subject_pseudonym, reason, status, requested_by, requested_at, approved_by, approved_at)
-			SELECT $1, $2, $3, $4, $5, $6, $7, $8, $7
-			WHERE EXISTS (SELECT 1 FROM subjects WHERE id = $2 AND erasing_since IS NULL AND last_seen_at < $9)`,
-			id, c.id, pseudonym, reason, ErasureApproved, dormantRequester, now, dormantApprover, cutoff)
+		// The fence first, on the condition that they are still dormant:
+		// the request is recorded only if it is set, in this transaction.
+		fenced, err := vault.MarkErasingIfUnseen(ctx, tx, c.id, now, id, cutoff)
 		if err != nil {
-			return fmt.Errorf("compliance: dormant erasure: %w", postgres.Translate(err))
+			return err
 		}
-		if tag.RowsAffected() == 0 {
+		if !fenced {
 			// Seen again, erased by another run, or already erasing.
 			return kluis.Errorf(kluis.EConflict, "the subject is no longer dormant")
 		}
-		if _, err := tx.Exec(ctx, `UPDATE subjects SET erasing_since = $2, erasure_request_id = $3 WHERE id = $1`, c.id, now, id); err != nil {
-			return fmt.Errorf("compliance: fence subject: %w", postgres.Translate(err))
+		if _, err := tx.Exec(ctx, `
+			INSERT INTO erasure_requests (id, erased_subject_id, subject_pseudonym, reason, status, requested_by, requested_at, approved_by, approved_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $7)`,
+			id, c.id, pseudonym, reason, ErasureApproved, dormantRequester, now, dormantApprover); err != nil {
+			return fmt.Errorf("compliance: dormant erasure: %w", postgres.Translate(err))
 		}
 		for _, e := range []audit.Entry{
 			{ActorKind: audit.ActorSystem, Actor: dormantRequester, Action: "erasure.requested", Target: id, Outcome: audit.OutcomeSuccess,

@@ -12,6 +12,7 @@ import (
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/postgres"
+	"github.com/kluis-dev/kluis/vault"
 )
 
 // Erasure request statuses.
@@ -276,10 +277,9 @@ func (s *Service) approve(ctx context.Context, by Staff, r ErasureRequest) error
 			// rejected or cancelled meanwhile: 409.
 			return refuseIfClosed(ctx, tx, r.ID)
 		}
-		if _, err := tx.Exec(ctx, `
-			UPDATE subjects SET erasing_since = $2, erasure_request_id = $3 WHERE id = $1 AND erasing_since IS NULL`,
-			r.subjectID, now, r.ID); err != nil {
-			return fmt.Errorf("compliance: fence subject: %w", postgres.Translate(err))
+		// A fence set already (a second approval racing this one) stays.
+		if _, err := vault.MarkErasing(ctx, tx, r.subjectID, now, r.ID); err != nil {
+			return err
 		}
 		entry.Outcome = audit.OutcomeSuccess
 		return s.auditor.AppendPseudonymous(ctx, tx, entry, r.SubjectPseudonym)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/postgres"
+	"github.com/kluis-dev/kluis/vault"
 )
 
 // maxExportAudit bounds the audit entries one export carries; Truncated says
@@ -86,8 +87,8 @@ func (s *Service) gatherExport(ctx context.Context, subject string, also func(ct
 		return out, err
 	}
 	out.SubjectID = sid
-	if err := tx.QueryRow(ctx, `SELECT created_at FROM subjects WHERE id = $1`, sid).Scan(&out.SubjectSince); err != nil {
-		return out, fmt.Errorf("compliance: export: %w", postgres.Translate(err))
+	if out.SubjectSince, err = vault.SubjectCreatedAt(ctx, tx, sid); err != nil {
+		return out, err
 	}
 	if err := exportRecords(ctx, tx, sid, &out); err != nil {
 		return out, err
@@ -165,23 +166,13 @@ func exportHolds(ctx context.Context, tx pgx.Tx, sid string) ([]LegalHold, error
 }
 
 func exportAudit(ctx context.Context, tx pgx.Tx, pseudonym string) ([]ExportedAuditEntry, bool, error) {
-	rows, err := tx.Query(ctx, `
-		SELECT seq, occurred_at, actor_kind, actor, action, target, outcome, details::text
-		FROM audit_entries
-		WHERE subject_pseudonym = $1 OR (actor_kind = 'user' AND actor = $1)
-		ORDER BY seq LIMIT $2`, pseudonym, maxExportAudit+1)
+	found, err := audit.SubjectEntriesOldest(ctx, tx, pseudonym, maxExportAudit+1)
 	if err != nil {
-		return nil, false, fmt.Errorf("compliance: export audit: %w", postgres.Translate(err))
+		return nil, false, fmt.Errorf("compliance: export audit: %w", err)
 	}
-	entries, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (ExportedAuditEntry, error) {
-		var e ExportedAuditEntry
-		var details string
-		err := r.Scan(&e.Seq, &e.OccurredAt, &e.ActorKind, &e.Actor, &e.Action, &e.Target, &e.Outcome, &details)
-		e.Details = json.RawMessage(details)
-		return e, err
-	})
-	if err != nil {
-		return nil, false, fmt.Errorf("compliance: export audit: %w", postgres.Translate(err))
+	entries := make([]ExportedAuditEntry, len(found))
+	for i, f := range found {
+		entries[i] = ExportedAuditEntry(f)
 	}
 	if len(entries) > maxExportAudit {
 		return entries[:maxExportAudit], true, nil

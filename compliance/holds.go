@@ -231,8 +231,8 @@ func (s *Service) LiftHold(ctx context.Context, by Staff, id string) error {
 // waits until the transaction ends. So nothing is destroyed after a hold
 // commits.
 func GuardDestruction(ctx context.Context, tx pgx.Tx, subjectID string) error {
-	if _, err := tx.Exec(ctx, `SELECT 1 FROM subjects WHERE id = $1 FOR UPDATE`, subjectID); err != nil {
-		return fmt.Errorf("compliance: lock subject: %w", postgres.Translate(err))
+	if err := vault.LockSubject(ctx, tx, subjectID); err != nil {
+		return err
 	}
 	return RefuseIfHeld(ctx, tx, subjectID)
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -13,6 +12,7 @@ import (
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/postgres"
+	"github.com/kluis-dev/kluis/retention"
 )
 
 const day = 24 * time.Hour
@@ -30,193 +30,63 @@ const (
 	DefaultPurgePause = 20 * time.Millisecond
 )
 
-// AuditClass is the name of the audit entries' retention class.
+// AuditClass is the name of the audit entries' retention class: compliance's
+// own, because what may go depends on the legal holds.
 const AuditClass = "audit_entries"
 
 // VerificationFailuresClass is the retention class of failed
-// verifications' records, which must outlive KLUIS_VERIFICATION_LOCKOUT.
+// verifications' records, which must outlive KLUIS_VERIFICATION_LOCKOUT:
+// the name verification registers (verification.FailuresRetentionClass).
 const VerificationFailuresClass = "verification_failures"
 
-// RetentionClass is one kind of record and how long it is kept. Feature
-// packages register the classes of their tables (RegisterRetentionClass); a
-// class whose table or columns do not exist yet is skipped with a note, so a
-// class may be registered before its migration lands.
-type RetentionClass struct {
-	// Name names the class ("link_sessions"); its setting is
-	// KLUIS_RETENTION_<NAME in capitals>.
-	Name string
-	// Table is the public table the class's rows live in.
-	Table string
-	// Where selects the rows whose period is over, on the table aliased t;
-	// $1 is the cutoff (now minus the period).
-	Where string
-	// Subject, when the rows belong to a subject, is an expression on t
-	// giving the internal subject id, so that held subjects' rows are kept.
-	Subject string
-	// Requires lists the columns Where and Subject use, checked in the
-	// catalog before the class runs.
-	Requires []string
-	// Default is the period kept when no setting says otherwise; Min is the
-	// shortest a setting may ask for.
-	Default, Min time.Duration
-	// Description says in words what is purged, for documentation and
-	// `kluis jobs` output.
-	Description string
+// RetentionClass is one kind of record and how long it is kept: the type
+// feature packages export their classes in (retention.Class).
+type RetentionClass = retention.Class
 
-	audit bool
-}
-
-// Setting is the environment variable that sets the class's period.
-func (c RetentionClass) Setting() string {
-	return "KLUIS_RETENTION_" + strings.ToUpper(c.Name)
-}
-
-var registry = struct {
-	mu      sync.Mutex
+// Registry is the retention classes a Purger runs, in purge order:
+// referencing rows before the rows they refer to (sessions and events
+// before items, verifications before accounts, accounts before items), and
+// the audit entries last. Features export their classes; cmd/kluis gathers
+// them (config.RetentionClasses) into one Registry, explicitly.
+type Registry struct {
 	classes []RetentionClass
-}{classes: defaultClasses()}
-
-// defaultClasses are the record classes of the tables kluis has today, in
-// the order they are purged: referencing rows before the rows they refer to
-// (sessions and events before items, verifications before accounts,
-// accounts before items).
-func defaultClasses() []RetentionClass {
-	return []RetentionClass{
-		{
-			Name: "hosted_pages", Table: "hosted_pages", Subject: "t.subject_id",
-			Where:    `t.expires_at < $1`,
-			Requires: []string{"expires_at", "subject_id"},
-			Default:  day, Min: time.Hour,
-			Description: "openings of hosted link and verification pages, by the time their page token expired (they hold no secret; the page is useless by then)",
-		},
-		{
-			Name: "link_sessions", Table: "link_sessions", Subject: "t.subject_id",
-			// A session whose unstored token was never confirmed revoked is
-			// kept: it is the erasure's record that access may be live.
-			Where: `((t.status IN ('expired', 'exited', 'exchanged') AND t.updated_at < $1)
-				OR (t.status IN ('created', 'succeeded') AND t.expires_at < $1)) AND t.revoke_failed_at IS NULL`,
-			Requires: []string{"status", "updated_at", "expires_at", "subject_id", "revoke_failed_at"},
-			Default:  30 * day, Min: time.Hour,
-			Description: "link sessions that ended (expired, exited or exchanged), or that were never finished and are past their deadline",
-		},
-		{
-			Name: "provider_webhook_events", Table: "provider_webhook_events",
-			Subject:  "(SELECT i.subject_id FROM items i WHERE i.id = t.item_id)",
-			Where:    `t.received_at < $1`,
-			Requires: []string{"received_at", "item_id"},
-			Default:  90 * day, Min: day,
-			Description: "verified provider webhooks, by the time they were received (duplicates are recognised for this long)",
-		},
-		{
-			Name: "verifications", Table: "verifications", Subject: "t.subject_id",
-			Where:    `t.status IN ('verified', 'failed', 'expired', 'returned') AND coalesce(t.finished_at, t.updated_at) < $1`,
-			Requires: []string{"status", "finished_at", "updated_at", "subject_id"},
-			Default:  180 * day, Min: day,
-			Description: "finished verifications (verified, failed, expired or returned), by the time they finished",
-		},
-		{
-			Name: VerificationFailuresClass, Table: "verification_failures", Subject: "t.subject_id",
-			Where:    `t.failed_at < $1`,
-			Requires: []string{"failed_at", "subject_id"},
-			Default:  90 * day, Min: day,
-			Description: "records of failed verifications, by the time they failed (they lock accounts and numbers for KLUIS_VERIFICATION_LOCKOUT, which this must not be shorter than)",
-		},
-		{
-			Name: "removed_accounts", Table: "accounts", Subject: "t.subject_id",
-			Where: `t.removed_at < $1
-				OR t.item_id IN (SELECT i.id FROM items i WHERE i.status = 'removed' AND i.removed_at < $1)`,
-			Requires: []string{"removed_at", "item_id", "subject_id"},
-			Default:  90 * day, Min: time.Hour,
-			Description: "accounts that were removed, or whose item was removed, by the time of removal",
-		},
-		{
-			Name: "removed_items", Table: "items", Subject: "t.subject_id",
-			Where:    `t.status = 'removed' AND t.removed_at < $1`,
-			Requires: []string{"status", "removed_at", "subject_id"},
-			Default:  90 * day, Min: time.Hour,
-			Description: "removed items (their credential is already destroyed), by the time of removal",
-		},
-		{
-			Name: "revoked_accounts", Table: "accounts", Subject: "t.subject_id",
-			Where: `((t.status = 'revoked' AND t.revoked_at < $1)
-				OR t.item_id IN (SELECT i.id FROM items i WHERE i.status = 'revoked' AND i.updated_at < $1))
-				AND NOT EXISTS (SELECT 1 FROM verifications v WHERE v.account_id = t.id)`,
-			Requires: []string{"status", "revoked_at", "item_id", "subject_id"},
-			Default:  90 * day, Min: time.Hour,
-			Description: "accounts whose owner withdrew consent at the bank (or whose item was revoked), by the time of revocation, once no verification refers to them",
-		},
-		{
-			Name: "revoked_items", Table: "items", Subject: "t.subject_id",
-			Where: `t.status = 'revoked' AND t.updated_at < $1
-				AND NOT EXISTS (SELECT 1 FROM accounts a WHERE a.item_id = t.id)
-				AND NOT EXISTS (SELECT 1 FROM link_sessions l WHERE l.item_id = t.id OR l.exchanged_item_id = t.id)
-				AND NOT EXISTS (SELECT 1 FROM provider_webhook_events w WHERE w.item_id = t.id)`,
-			Requires: []string{"status", "updated_at", "subject_id"},
-			Default:  90 * day, Min: time.Hour,
-			Description: "items whose owner withdrew consent at the bank (their token is already destroyed), by the time of revocation (the item's last change), once nothing refers to them",
-		},
-		{
-			Name: "revoked_credentials", Table: "credentials", Subject: "t.subject_id",
-			Where: `t.revoked_at < $1
-				AND NOT EXISTS (SELECT 1 FROM items i WHERE i.credential_ref = t.ref OR i.pending_credential_ref = t.ref)
-				AND NOT EXISTS (SELECT 1 FROM accounts a WHERE a.account_number_ref = t.ref OR a.holder_id_ref = t.ref)`,
-			Requires: []string{"revoked_at", "ref", "subject_id"},
-			Default:  90 * day, Min: time.Hour,
-			Description: "tombstones of revoked credentials (the secret is long destroyed; the ref answers 410 until then and 404 after), once no item or account refers to them",
-		},
-		{
-			Name: "outbox_events", Table: "outbox",
-			Where: `t.fanned_out AND t.created_at < $1
-				AND NOT EXISTS (SELECT 1 FROM outbox_targets o WHERE o.event_id = t.id AND o.status = 'pending')`,
-			Requires: []string{"fanned_out", "created_at", "id"},
-			Default:  30 * day, Min: day,
-			Description: "events for client apps whose every delivery is over (delivered or given up), with their delivery records",
-		},
-		{
-			Name: "idempotency_keys", Table: "idempotency_keys",
-			Where:    `t.expires_at < $1`,
-			Requires: []string{"expires_at"},
-			Default:  day, Min: time.Hour,
-			Description: "idempotency keys, this long after they expired (they are kept at least KLUIS_IDEMPOTENCY_TTL)",
-		},
-		{
-			Name: "job_runs", Table: "job_runs",
-			Where:    `t.finished_at < $1`,
-			Requires: []string{"finished_at"},
-			Default:  90 * day, Min: day,
-			Description: "records of scheduled job runs, by the time they finished (the audit chain keeps an entry per run)",
-		},
-		{
-			Name: AuditClass, Table: "audit_entries",
-			Default: 400 * day, Min: audit.MinRetention, audit: true,
-			Description: "audit entries and their chain links, oldest first, behind a checkpoint that keeps the rest verifiable",
-		},
-	}
 }
 
-// RegisterRetentionClass adds a class (a feature's table). The audit class
-// stays last. Registering a name twice is an error.
-func RegisterRetentionClass(c RetentionClass) error {
-	if c.Name == "" || c.Table == "" || c.Where == "" || c.Default <= 0 || c.Min <= 0 || c.Default < c.Min {
-		return fmt.Errorf("retention class %q: name, table, where and a default of at least min are required", c.Name)
-	}
-	registry.mu.Lock()
-	defer registry.mu.Unlock()
-	for _, have := range registry.classes {
-		if have.Name == c.Name {
-			return fmt.Errorf("retention class %q is registered already", c.Name)
+// NewRegistry checks the features' classes and returns them, in the order
+// given, followed by the audit class. A class without a name, table,
+// condition or a default of at least its minimum is an error, and so is a
+// name given twice (the audit class's included): each name is a setting
+// (KLUIS_RETENTION_<NAME>), a metric and an audit target.
+func NewRegistry(classes ...RetentionClass) (*Registry, error) {
+	r := &Registry{}
+	seen := map[string]bool{AuditClass: true}
+	for _, c := range classes {
+		if c.Name == "" || c.Table == "" || c.Where == "" || c.Default <= 0 || c.Min <= 0 || c.Default < c.Min {
+			return nil, fmt.Errorf("retention class %q: name, table, where and a default of at least min are required", c.Name)
 		}
+		if seen[c.Name] {
+			return nil, fmt.Errorf("retention class %q is registered twice", c.Name)
+		}
+		seen[c.Name] = true
+		r.classes = append(r.classes, c)
 	}
-	n := len(registry.classes)
-	registry.classes = append(registry.classes[:n-1:n-1], c, registry.classes[n-1])
-	return nil
+	r.classes = append(r.classes, auditRetentionClass())
+	return r, nil
 }
 
-// RetentionClasses returns the registered classes in purge order.
-func RetentionClasses() []RetentionClass {
-	registry.mu.Lock()
-	defer registry.mu.Unlock()
-	return append([]RetentionClass(nil), registry.classes...)
+// auditRetentionClass is the audit entries' class. It has no condition of
+// its own: the audit package's purge decides what may go.
+func auditRetentionClass() RetentionClass {
+	return RetentionClass{
+		Name: AuditClass, Table: "audit_entries",
+		Default: 400 * day, Min: audit.MinRetention,
+		Description: "audit entries and their chain links, oldest first, behind a checkpoint that keeps the rest verifiable",
+	}
+}
+
+// Classes returns the registered classes in purge order.
+func (r *Registry) Classes() []RetentionClass {
+	return append([]RetentionClass(nil), r.classes...)
 }
 
 // PurgeOptions tunes one purge.
@@ -262,15 +132,15 @@ type Purger struct {
 	classes []RetentionClass
 }
 
-// NewPurger returns a purger over the registered classes. periods sets the
+// NewPurger returns a purger over the registry's classes. periods sets the
 // period per class name; classes not in it keep their default, and a period
 // shorter than the class's minimum is raised to it (fail safe). clock may
 // be nil for the wall clock.
-func NewPurger(db *postgres.DB, auditor *audit.Auditor, clock kluis.Clock, periods map[string]time.Duration) *Purger {
+func NewPurger(db *postgres.DB, auditor *audit.Auditor, clock kluis.Clock, periods map[string]time.Duration, classes *Registry) *Purger {
 	if clock == nil {
 		clock = kluis.SystemClock{}
 	}
-	return &Purger{db: db, auditor: auditor, clock: clock, periods: periods, classes: RetentionClasses()}
+	return &Purger{db: db, auditor: auditor, clock: clock, periods: periods, classes: classes.Classes()}
 }
 
 // Period is the period the purger keeps the class for.
@@ -302,7 +172,7 @@ func (p *Purger) Purge(ctx context.Context, opts PurgeOptions) (PurgeReport, err
 			cr.Skipped = "table " + c.Table + " does not exist yet"
 		case !cat.has(c.Table, c.Requires...):
 			cr.Skipped = "table " + c.Table + " lacks a column the class needs"
-		case c.audit:
+		case c.Name == AuditClass: // NewRegistry keeps the name for compliance's own class
 			err = p.purgeAudit(ctx, &cr, opts)
 		default:
 			err = p.purgeClass(ctx, cat, c, &cr, opts)
@@ -320,7 +190,11 @@ func (p *Purger) Purge(ctx context.Context, opts PurgeOptions) (PurgeReport, err
 	return rep, nil
 }
 
-// selectSQL builds the query for the class's purgeable rows.
+// selectSQL builds the query for the class's purgeable rows: the feature's
+// condition, and what every class shares: a held subject's rows stay, and
+// so does a row another still refers to by a blocking foreign key (found in
+// the catalog, as erasure finds its tables, so a feature's condition names
+// its own tables only).
 func selectSQL(cat *catalog, c RetentionClass) string {
 	conds := []string{"(" + c.Where + ")"}
 	if c.Subject != "" {
@@ -373,27 +247,21 @@ func (p *Purger) record(ctx context.Context, cr ClassReport, dry bool) error {
 	})
 }
 
-// purgeStop is the first chain position that retention must keep: the first
-// link whose entry is younger than the cutoff, or names a held subject (by
-// pseudonym, as subject or acting user). The chain can only lose its head,
-// so everything after it stays too. Zero means no such link.
-const purgeStop = `
-	SELECT coalesce(min(c.pos), 0) AS stop_pos FROM audit_chain c JOIN audit_entries e ON e.seq = c.entry_seq
-	WHERE e.occurred_at >= $1
-	   OR e.subject_pseudonym IN (SELECT subject_pseudonym FROM legal_holds WHERE lifted_at IS NULL)
-	   OR (e.actor_kind = 'user' AND e.actor IN (SELECT subject_pseudonym FROM legal_holds WHERE lifted_at IS NULL))`
-
 // purgeAudit deletes the oldest audit entries and their links in batches.
 // Each batch, in its own transaction, writes a checkpoint with the position
 // and hash of the last link it deletes, then deletes the links and entries
-// (all in audit_purge), and an audit entry saying so: audit.Verify starts from the
+// (audit.PurgeBatch), and an audit entry saying so: audit.Verify starts from the
 // newest checkpoint. The cutoff is the database's clock minus the period.
+// A dry run counts what would go: the links before the first that is
+// younger than the cutoff or names a held subject.
 func (p *Purger) purgeAudit(ctx context.Context, cr *ClassReport, opts PurgeOptions) error {
 	if opts.DryRun {
-		err := p.db.Pool.QueryRow(ctx, `
-			WITH stop AS (`+purgeStop+`)
-			SELECT count(*) FROM audit_chain c, stop WHERE stop.stop_pos = 0 OR c.pos < stop.stop_pos`, cr.Cutoff).Scan(&cr.Deleted)
-		return postgres.Translate(err)
+		held, err := heldPseudonyms(ctx, p.db.Pool)
+		if err != nil {
+			return err
+		}
+		cr.Deleted, err = audit.Purgeable(ctx, p.db.Pool, cr.Cutoff, held)
+		return err
 	}
 	for {
 		var n int64
@@ -421,23 +289,30 @@ func (p *Purger) purgeAudit(ctx context.Context, cr *ClassReport, opts PurgeOpti
 	}
 }
 
-// auditBatch purges one batch in the database: audit_purge (a SECURITY
-// DEFINER function of 00008_audit_append_only.sql) decides what may go
-// (links older than the period, never under 365 days, up to the first that
-// is younger or names a held subject), writes the checkpoint with the count
-// and deletes links and entries; the serving role can delete neither itself.
-// The audit entry saying so is written in the same transaction.
+// heldPseudonyms lists the pseudonyms of the subjects under a hold that is
+// not lifted: their audit entries, and every entry after them, stay.
+func heldPseudonyms(ctx context.Context, q postgres.Querier) ([]string, error) {
+	rows, err := q.Query(ctx, `SELECT DISTINCT subject_pseudonym FROM legal_holds WHERE lifted_at IS NULL`)
+	if err != nil {
+		return nil, fmt.Errorf("compliance: legal holds: %w", postgres.Translate(err))
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("compliance: legal holds: %w", postgres.Translate(err))
+	}
+	return out, nil
+}
+
+// auditBatch purges one batch (audit.PurgeBatch) and writes the audit entry
+// saying so in the same transaction.
 func (p *Purger) auditBatch(ctx context.Context, tx pgx.Tx, period time.Duration, batch int) (int64, error) {
-	var n int64
-	var from, to *int64
-	err := tx.QueryRow(ctx, `SELECT entries, from_pos, to_pos FROM public.audit_purge(make_interval(secs => $1), $2)`,
-		period.Seconds(), batch).Scan(&n, &from, &to)
+	n, from, to, err := audit.PurgeBatch(ctx, tx, period, batch)
 	if err != nil || n == 0 {
 		return 0, err
 	}
 	err = p.auditor.Append(ctx, tx, audit.Entry{
-		ActorKind: audit.ActorSystem, Actor: "retention", Action: "audit.purged", Target: fmt.Sprintf("pos:%d", *to),
-		Outcome: audit.OutcomeSuccess, Details: map[string]any{"from_pos": *from, "to_pos": *to, "entries": n},
+		ActorKind: audit.ActorSystem, Actor: "retention", Action: "audit.purged", Target: fmt.Sprintf("pos:%d", to),
+		Outcome: audit.OutcomeSuccess, Details: map[string]any{"from_pos": from, "to_pos": to, "entries": n},
 	})
 	return n, err
 }

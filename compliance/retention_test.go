@@ -12,10 +12,21 @@ import (
 	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/audit/audittest"
 	"github.com/kluis-dev/kluis/compliance"
+	"github.com/kluis-dev/kluis/config"
 	"github.com/kluis-dev/kluis/postgres"
 	"github.com/kluis-dev/kluis/postgres/pgtest"
 	"github.com/kluis-dev/kluis/vault"
 )
+
+// classes is every feature's retention classes, registered as kluis
+// registers them.
+var classes = func() *compliance.Registry {
+	r, err := config.RetentionRegistry()
+	if err != nil {
+		panic(err)
+	}
+	return r
+}()
 
 // fixedClock is an injected clock.
 type fixedClock struct{ t time.Time }
@@ -167,7 +178,7 @@ func TestEachRetentionClassPurgesWhatIsPastItsPeriodAndKeepsTheRest(t *testing.T
 	clock := fixedClock{now}
 	auditor := audit.NewAuditor(db, audittest.Pseudonyms{}, clock)
 	svc := compliance.NewService(db, auditor, nil, clock)
-	purger := compliance.NewPurger(db, auditor, clock, nil)
+	purger := compliance.NewPurger(db, auditor, clock, nil, classes)
 	// The audit fixture comes first: its old entries must head the chain.
 	auditRows := auditFixture(t, db, purger, now)
 	free := newSubject(t, db, "user-free")
@@ -178,7 +189,7 @@ func TestEachRetentionClassPurgesWhatIsPastItsPeriodAndKeepsTheRest(t *testing.T
 
 	type rows struct{ old, young, held row }
 	made := map[string]rows{}
-	for _, c := range compliance.RetentionClasses() {
+	for _, c := range classes.Classes() {
 		fx, ok := fixtures[c.Name]
 		if !ok {
 			if c.Name != compliance.AuditClass {
@@ -264,7 +275,7 @@ func auditFixture(t *testing.T, db *postgres.DB, purger *compliance.Purger, now 
 	t.Helper()
 	ctx := context.Background()
 	var class compliance.RetentionClass
-	for _, c := range compliance.RetentionClasses() {
+	for _, c := range classes.Classes() {
 		if c.Name == compliance.AuditClass {
 			class = c
 		}
@@ -328,7 +339,7 @@ func TestAClassWhoseTableDoesNotExistIsSkippedWithANote(t *testing.T) {
 	db, _ := pgtest.Open(t)
 	ctx := context.Background()
 	exec(t, ownerOf(t, db), `ALTER TABLE job_runs RENAME TO job_runs_elsewhere`)
-	purger := compliance.NewPurger(db, audit.NewAuditor(db, audittest.Pseudonyms{}, nil), nil, nil)
+	purger := compliance.NewPurger(db, audit.NewAuditor(db, audittest.Pseudonyms{}, nil), nil, nil, classes)
 	rep, err := purger.Purge(ctx, compliance.PurgeOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -347,7 +358,7 @@ func TestThePurgeDeletesInBatchesOfTheGivenSize(t *testing.T) {
 	for i := 0; i < 7; i++ {
 		fixtures["job_runs"](t, db, now.Add(-100*24*time.Hour), "")
 	}
-	purger := compliance.NewPurger(db, audit.NewAuditor(db, audittest.Pseudonyms{}, nil), fixedClock{now}, nil)
+	purger := compliance.NewPurger(db, audit.NewAuditor(db, audittest.Pseudonyms{}, nil), fixedClock{now}, nil, classes)
 	rep, err := purger.Purge(ctx, compliance.PurgeOptions{Batch: 3})
 	if err != nil {
 		t.Fatal(err)
@@ -399,7 +410,7 @@ func TestThePurgeKeepsALinkSessionWhoseRevokeFailed(t *testing.T) {
 	kept := fixtures["link_sessions"](t, db, old, sid)
 	exec(t, db, `UPDATE link_sessions SET revoke_failed_at = $2 WHERE id = $1`, kept.arg, old)
 	gone := fixtures["link_sessions"](t, db, old, sid)
-	purger := compliance.NewPurger(db, audit.NewAuditor(db, audittest.Pseudonyms{}, nil), fixedClock{now}, nil)
+	purger := compliance.NewPurger(db, audit.NewAuditor(db, audittest.Pseudonyms{}, nil), fixedClock{now}, nil, classes)
 	if _, err := purger.Purge(ctx, compliance.PurgeOptions{}); err != nil {
 		t.Fatal(err)
 	}

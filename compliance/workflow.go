@@ -36,7 +36,9 @@ func refuseIfClosed(ctx context.Context, tx pgx.Tx, id string) error {
 
 // deleteSubjectRows deletes the subject's rows in every table the catalog
 // shows, in foreign-key order (subjects last), in the caller's transaction,
-// and returns the counts by table.
+// and returns the counts by table. It names no table: it is the catalog
+// walk that reaches every feature's tables by design (catalog.go), the
+// vault's subjects row included.
 func deleteSubjectRows(ctx context.Context, tx pgx.Tx, subjectID string) (map[string]int64, error) {
 	cat, err := loadCatalog(ctx, tx)
 	if err != nil {

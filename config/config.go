@@ -16,6 +16,7 @@ import (
 
 	"github.com/kluis-dev/kluis/banklink/plaid/plaidlink"
 	"github.com/kluis-dev/kluis/compliance"
+	"github.com/kluis-dev/kluis/verification"
 )
 
 // Config is kluis's whole configuration.
@@ -135,8 +136,11 @@ type Config struct {
 	// IdempotencyTTL is how long an Idempotency-Key's answer is kept.
 	IdempotencyTTL time.Duration
 	// Retention is the period kept per retention class, by class name
-	// (compliance.RetentionClasses), each from KLUIS_RETENTION_<CLASS>.
+	// (RetentionClasses), each from KLUIS_RETENTION_<CLASS>.
 	Retention map[string]time.Duration
+	// RetentionClasses is every feature's retention classes
+	// (RetentionRegistry), which the purge runs.
+	RetentionClasses *compliance.Registry
 	// RetentionBatch is how many rows one purge transaction deletes, and
 	// RetentionBatchPause the pause between batches; RetentionDryRun makes
 	// the scheduled purge report what it would delete and delete nothing.
@@ -336,8 +340,14 @@ func LoadDatabaseOnly(getenv Getenv) (*Config, error) {
 // readRetention reads a period per registered retention class, each bounded
 // below by the class's minimum (audit entries: 365 days, PCI DSS 10.5.1).
 func (c *Config) readRetention(r *reader) {
+	reg, err := RetentionRegistry()
+	if err != nil {
+		r.problems = append(r.problems, err.Error())
+		return
+	}
+	c.RetentionClasses = reg
 	c.Retention = map[string]time.Duration{}
-	for _, rc := range compliance.RetentionClasses() {
+	for _, rc := range reg.Classes() {
 		c.Retention[rc.Name] = r.duration(rc.Setting(), rc.Default, rc.Min, compliance.MaxRetention)
 	}
 	c.RetentionBatch = r.integer("KLUIS_RETENTION_BATCH", compliance.DefaultPurgeBatch, 100, 100000)
@@ -805,7 +815,7 @@ func (c *Config) readVerificationLimits(r *reader) {
 	c.VerificationNumberFailures = r.integer("KLUIS_VERIFICATION_NUMBER_FAILURES", 6, 3, 1000)
 	c.RateManualAccount = r.rate("KLUIS_RATE_LIMIT_MANUAL_ACCOUNT", Rate{20, time.Hour})
 	c.RateVerificationStart = r.rate("KLUIS_RATE_LIMIT_VERIFICATION_START", Rate{20, time.Hour})
-	if keep, ok := c.Retention[compliance.VerificationFailuresClass]; ok && keep < c.VerificationLockout {
+	if keep, ok := c.Retention[verification.FailuresRetentionClass]; ok && keep < c.VerificationLockout {
 		r.bad("KLUIS_RETENTION_VERIFICATION_FAILURES", "must be at least KLUIS_VERIFICATION_LOCKOUT: failed verifications are kept as long as they count")
 	}
 }

@@ -94,9 +94,9 @@ func (s *Service) checkLimits(ctx context.Context, tx pgx.Tx, v Verification, id
 // number's failures across the users of one app (API.md), so that one
 // app's users cannot lock a number for another app's. Checked per row by
 // the subjects' primary key, after the number's own index found the few
-// rows.
+// rows. The vault owns subjects and writes the condition.
 func inApp(table, param string) string {
-	return `EXISTS (SELECT 1 FROM subjects s WHERE s.id = ` + table + `.subject_id AND s.app_id = ` + param + `)`
+	return vault.SubjectInAppSQL(table+".subject_id", param)
 }
 
 // locked is the 409 for a locked account, saying when the lock lifts: when

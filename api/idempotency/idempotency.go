@@ -23,6 +23,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/kluis-dev/kluis/postgres"
+	"github.com/kluis-dev/kluis/vault"
 )
 
 // Outcome is what Begin found.
@@ -160,15 +161,31 @@ func (s *Store) Complete(ctx context.Context, c *Claim, r Response) error {
 	if err != nil {
 		return err
 	}
+	update := func(q postgres.Querier, subject *string) error {
+		_, err := q.Exec(ctx, `
+			UPDATE idempotency_keys
+			   SET status = 'done', response_status = $4, response_body = $5, subject_id = COALESCE($6, subject_id)
+			 WHERE scope_hash = $1 AND key_hash = $2 AND lock_token = $3 AND status = 'in_progress'`,
+			c.ScopeHash, c.KeyHash, c.token, r.Status, sealed, subject)
+		return postgres.Translate(err)
+	}
+	if c.SubjectID == nil {
+		return update(s.db.Pool, nil)
+	}
 	// The subject may have been named while the request ran (a staff
 	// request about a subject); one erased meanwhile is not referenced.
-	_, err = s.db.Pool.Exec(ctx, `
-		UPDATE idempotency_keys
-		   SET status = 'done', response_status = $4, response_body = $5,
-		       subject_id = COALESCE((SELECT s.id FROM subjects s WHERE s.id = $6::text), subject_id)
-		 WHERE scope_hash = $1 AND key_hash = $2 AND lock_token = $3 AND status = 'in_progress'`,
-		c.ScopeHash, c.KeyHash, c.token, r.Status, sealed, c.SubjectID)
-	return postgres.Translate(err)
+	// The vault, which owns subjects, says whether it still exists and
+	// keeps it so until the row that refers to it is written.
+	return s.db.InTx(ctx, func(tx pgx.Tx) error {
+		ok, err := vault.SubjectExists(ctx, tx, *c.SubjectID)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return update(tx, nil)
+		}
+		return update(tx, c.SubjectID)
+	})
 }
 
 // Release gives up a claim (the request failed in a way a retry may fix),

@@ -31,7 +31,7 @@ func (a *app) registerComplianceJobs(s *jobs.Scheduler) error {
 	}); err != nil {
 		return err
 	}
-	purger := compliance.NewPurger(a.db, a.auditor, nil, a.cfg.Retention)
+	purger := compliance.NewPurger(a.db, a.auditor, nil, a.cfg.Retention, a.cfg.RetentionClasses)
 	opts := compliance.PurgeOptions{DryRun: a.cfg.RetentionDryRun, Batch: a.cfg.RetentionBatch, Pause: a.cfg.RetentionBatchPause}
 	if err := s.Register(jobs.Job{
 		Name: "retention-purge", Schedule: "37 2 * * *", Timeout: 6 * time.Hour,

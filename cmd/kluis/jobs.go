@@ -226,7 +226,7 @@ func retentionDryRun(ctx context.Context, getenv func(string) string, out io.Wri
 		}
 		w := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
 		fmt.Fprintln(w, "CLASS	KEPT FOR	WOULD GO")
-		for _, c := range compliance.RetentionClasses() {
+		for _, c := range a.cfg.RetentionClasses.Classes() {
 			n := fmt.Sprint(res.Counts["would_purge_"+c.Name])
 			if res.Counts["skipped_"+c.Name] == 1 {
 				n = "skipped (no such table yet)"
