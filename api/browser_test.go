@@ -2,6 +2,8 @@ package api_test
 
 import (
 	"context"
+	"crypto/sha512"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -18,10 +21,12 @@ import (
 
 	"github.com/chromedp/cdproto/cdp"
 	cdppage "github.com/chromedp/cdproto/page"
+	"github.com/chromedp/cdproto/target"
 	"github.com/chromedp/chromedp"
 
 	"github.com/kluis-dev/kluis/api"
 	"github.com/kluis-dev/kluis/api/jwtauth/jwttest"
+	"github.com/kluis-dev/kluis/banklink/plaid/plaidtest"
 	"github.com/kluis-dev/kluis/exampleapp"
 )
 
@@ -67,6 +72,7 @@ type browserEnv struct {
 	t         *testing.T
 	ctx       context.Context
 	app, bad  string // origins: the example app and another site
+	plaidLink string // origin of the stand-in for Plaid Link's script
 	appDirect string // the example app by address
 	tok       string
 	tabs      map[string]context.Context
@@ -75,14 +81,20 @@ type browserEnv struct {
 func startBrowser(t *testing.T) *browserEnv {
 	t.Helper()
 	needBrowser(t)
-	appLn, badLn := listen(t), listen(t)
+	appLn, badLn, plaidLn := listen(t), listen(t), listen(t)
 	be := &browserEnv{t: t, tabs: map[string]context.Context{},
-		app: "http://app.test:" + port(appLn), bad: "http://evil.test:" + port(badLn), appDirect: "http://" + appLn.Addr().String()}
-	be.hostedEnv = startHosted(t, "kluis.test", be.app)
+		app: "http://app.test:" + port(appLn), bad: "http://evil.test:" + port(badLn), appDirect: "http://" + appLn.Addr().String(),
+		plaidLink: "http://plaid-link.test:" + port(plaidLn)}
+	// The Plaid step loads the stand-in for Plaid Link (whose real script
+	// cannot be reached from here), checked by its integrity value.
+	be.hostedEnv = startHosted(t, "kluis.test", be.app, func(d *api.Deps) {
+		d.PlaidLink = api.PlaidLink{ScriptURL: be.plaidLink + "/link-initialize.js", Integrity: fakePlaidLinkIntegrity}
+	})
+	serve(t, plaidLn, fakePlaidLink(t, be.hostedEnv.plaid))
 	sub := "user-browser"
 	be.tok = userToken(t, sub)
 	serve(t, appLn, exampleapp.Handler(exampleapp.Options{KluisURL: be.KluisURL, APIURL: be.Direct, AppURL: be.app,
-		Integrity: api.LinkJSIntegrity, ExtraFrameOrigins: []string{be.bad},
+		Integrity: api.LinkJSIntegrity, ExtraFrameOrigins: []string{be.bad}, Providers: []string{"sandbox", "stitch", "plaid"},
 		Token: func() (string, error) { return jwttest.Token(t, jwttest.WithSubject(sub)), nil }}))
 	serve(t, badLn, badSite())
 
@@ -579,4 +591,284 @@ func TestBrowserRefusesWrongAndExpiredPageTokensReplayedFormsAndCrossSitePosts(t
 	if errors.Is(context.Cause(be.ctx), context.Canceled) {
 		t.Fatal("the browser went away")
 	}
+}
+
+// fakePlaidLinkJS stands in for Plaid Link's script (link-initialize.js),
+// which cannot be reached from the test: the same API, Plaid.create({token,
+// onSuccess, onExit, onEvent}).open(), and like Plaid's, Link's UI in a
+// frame of the script's own origin that reports back by postMessage.
+const fakePlaidLinkJS = `(function () {
+  'use strict';
+  var origin = new URL(document.currentScript.src).origin;
+  window.Plaid = { create: function (cfg) {
+    var frame = null;
+    function onMessage(e) {
+      if (!frame || e.origin !== origin || e.source !== frame.contentWindow) { return; }
+      var d = e.data || {};
+      window.removeEventListener('message', onMessage);
+      frame.parentNode.removeChild(frame);
+      frame = null;
+      if (d.type === 'success') { cfg.onSuccess(d.public_token, { institution: d.institution }); }
+      else if (cfg.onExit) { cfg.onExit(null, {}); }
+    }
+    return {
+      open: function () {
+        if (cfg.onEvent) { cfg.onEvent('OPEN', {}); }
+        window.addEventListener('message', onMessage);
+        frame = document.createElement('iframe');
+        frame.src = origin + '/link?token=' + encodeURIComponent(cfg.token);
+        frame.title = 'Plaid Link';
+        frame.id = 'plaid-link-frame';
+        document.body.appendChild(frame);
+      },
+      exit: function () {}, destroy: function () {}
+    };
+  } };
+})();
+`
+
+var fakePlaidLinkIntegrity = func() string {
+	sum := sha512.Sum384([]byte(fakePlaidLinkJS))
+	return "sha384-" + base64.StdEncoding.EncodeToString(sum[:])
+}()
+
+// fakePlaidLink serves the stand-in: the script (with CORS, for its
+// integrity check) and Link's frame, where the user's click finishes Link
+// at the in-test Plaid (plaidtest) and the frame hands its public token to
+// the page that opened it.
+func fakePlaidLink(t *testing.T, pl *plaidtest.Server) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /link-initialize.js", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/javascript; charset=utf-8")
+		w.Header().Set("Access-Control-Allow-Origin", "*")
+		fmt.Fprint(w, fakePlaidLinkJS)
+	})
+	mux.HandleFunc("GET /link", func(w http.ResponseWriter, r *http.Request) {
+		pub, err := pl.CompleteLink(r.URL.Query().Get("token"), plaidtest.InstitutionAuth)
+		if err != nil {
+			t.Errorf("the Plaid step opened Link with a link token Plaid did not issue: %v", err)
+			http.Error(w, "bad link token", http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		fmt.Fprintf(w, `<!doctype html><title>Plaid Link</title><button id="plaid-continue">Link First Platypus Bank</button>
+<script>document.getElementById('plaid-continue').addEventListener('click', function () {
+  parent.postMessage({type: 'success', public_token: %q, institution: {name: 'First Platypus Bank'}}, location.ancestorOrigins[0]);
+});</script>`, pub)
+	})
+	return mux
+}
+
+// popup clicks sel in the app's tab and returns a context that drives the
+// popup window the click opens on kluis's origin (chromedp attaches to the
+// new target by its id).
+func (be *browserEnv) popup(sel string) (context.Context, target.ID) {
+	be.t.Helper()
+	ch := chromedp.WaitNewTarget(be.ctx, func(info *target.Info) bool {
+		return info.Type == "page" && strings.HasPrefix(info.URL, be.KluisURL+"/link/")
+	})
+	be.run(be.ctx, "open the popup", chromedp.Click(chromedp.CSS(sel)))
+	var id target.ID
+	select {
+	case id = <-ch:
+	case <-time.After(20 * time.Second):
+		be.t.Fatal("no popup opened on kluis's link page")
+	}
+	pctx, cancel := chromedp.NewContext(be.ctx, chromedp.WithTargetID(id))
+	be.t.Cleanup(cancel)
+	// The first Run attaches to the target for as long as its context
+	// lives: it must be pctx itself, not a child with a deadline (the
+	// steps' own timeouts), or the popup is let go after the first step.
+	if err := chromedp.Do(pctx); err != nil {
+		be.t.Fatalf("attach to the popup: %v", err)
+	}
+	be.tabs["popup"] = pctx
+	return pctx, id
+}
+
+// waitGone waits until the target is no longer open.
+func (be *browserEnv) waitGone(id target.ID, what string) {
+	be.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		infos, err := chromedp.Targets(be.ctx)
+		if err == nil && !slices.ContainsFunc(infos, func(i *target.Info) bool { return i.TargetID == id }) {
+			return
+		}
+		if time.Now().After(deadline) {
+			be.t.Fatalf("%s: still open after 20s (%v)", what, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// chooseProvider picks the bank provider on the example app's page.
+func (be *browserEnv) chooseProvider(name string) {
+	be.t.Helper()
+	be.run(be.ctx, "choose "+name, chromedp.SetValue(chromedp.CSS("#provider"), name))
+}
+
+// appLinked waits until the example app's backend exchanged a public
+// token, and returns what it shows.
+func (be *browserEnv) appLinked() string {
+	be.t.Helper()
+	be.waitFor(be.ctx, "the app's exchange", `document.getElementById('result').textContent.indexOf('Linked ') === 0`)
+	return eval[string](be, be.ctx, `document.getElementById('result').textContent`)
+}
+
+func TestBrowserLinksASandboxAccountInAPopupAndIgnoresMessagesFromAnotherOrigin(t *testing.T) {
+	be := startBrowser(t)
+	ctx := be.ctx
+	be.run(ctx, "app page", chromedp.Navigate(be.app+"/"), chromedp.WaitVisible(chromedp.CSS("#link-popup")))
+	pop, id := be.popup("#link-popup")
+	be.waitFor(pop, "the popup's first page", `document.getElementById('q') !== null`)
+	if got := eval[string](be, pop, `location.search`); !strings.Contains(got, "mode=popup") || !strings.Contains(got, "origin="+url.QueryEscape(be.app)) {
+		t.Errorf("the drop-in opened the popup at %q", got)
+	}
+	if !eval[bool](be, pop, `window.opener !== null`) {
+		t.Fatal("the popup lost its opener: it could not hand the app the result")
+	}
+
+	// Another origin, framed in the app's page, forges a success to the
+	// app while the popup is open: the drop-in ignores it.
+	eval[chromedp.Void](be, ctx, `window.addEventListener('message', function (e) { if (e.data && e.data.source === 'evil') { window.evilDone = true; } });
+		var f = document.createElement('iframe'); f.src = `+strconv.Quote(be.bad+"/forge")+`; f.title = 'other site'; document.body.appendChild(f);`)
+	be.waitFor(ctx, "the forger ran", `window.evilDone === true`)
+	for _, r := range be.results(ctx) {
+		if r.Kind == "success" || r.Kind == "exit" {
+			t.Fatalf("a message from another origin reached the app's callbacks: %+v", r)
+		}
+	}
+
+	be.linkThroughThePages(pop, func() []chromedp.QueryOption { return nil }, false)
+	got := be.appLinked()
+	if !strings.Contains(got, "Linked Sandbox Credit Union") || !strings.Contains(got, "Sandbox checking 1") || strings.Contains(got, "savings") {
+		t.Errorf("the app linked %q, want the checking account alone", got)
+	}
+	var success []string
+	for _, r := range be.results(ctx) {
+		if r.Kind == "success" {
+			success = append(success, string(r.Detail))
+		}
+	}
+	if len(success) != 1 || strings.Contains(success[0], "forged") {
+		t.Errorf("onSuccess calls: %v, want one, with the session's id", success)
+	}
+	be.waitGone(id, "the popup after onSuccess")
+	if s := be.lastSession(); s != "succeeded" && s != "exchanged" {
+		t.Errorf("the session is %s after the popup's link", s)
+	}
+}
+
+func TestBrowserLinksThroughStitchInAPopup(t *testing.T) {
+	be := startBrowser(t)
+	ctx := be.ctx
+	be.run(ctx, "app page", chromedp.Navigate(be.app+"/"), chromedp.WaitVisible(chromedp.CSS("#link-popup")))
+	be.chooseProvider("stitch")
+	pop, id := be.popup("#link-popup")
+	be.waitFor(pop, "the Stitch step", `document.getElementById('oauth-continue') !== null`)
+	be.shoot(pop, "link-oauth")
+	if csp := be.pagePolicy(pop); !strings.Contains(csp, "form-action 'self' "+be.stitch.URL+" ") || strings.Contains(csp, be.plaidLink) {
+		t.Errorf("the Stitch step's policy: %s", csp)
+	}
+	// To Stitch (the test server's consent page), and back to kluis's
+	// callback, which hands the app the public token.
+	be.run(pop, "continue to Stitch", chromedp.Click(chromedp.CSS("#oauth-continue")))
+	be.waitFor(pop, "Stitch's consent page", `location.href.indexOf(`+strconv.Quote(be.stitch.URL+"/connect/authorize?")+`) === 0 && document.getElementById('stitch-allow') !== null`)
+	be.run(pop, "allow", chromedp.Click(chromedp.CSS("#stitch-allow")))
+	got := be.appLinked()
+	if !strings.Contains(got, "Linked") {
+		t.Errorf("the app shows %q", got)
+	}
+	be.waitGone(id, "the popup after onSuccess")
+	var provider, status string
+	if err := be.DB.Pool.QueryRow(context.Background(), `SELECT provider, status FROM link_sessions ORDER BY created_at DESC LIMIT 1`).Scan(&provider, &status); err != nil || provider != "stitch" {
+		t.Fatalf("the last session: %s %s (%v)", provider, status, err)
+	}
+
+	// The done page after Stitch's return, checked: the flow again in a
+	// page opened directly (nobody to hand to: the page stays).
+	_, link := be.linkSession(t, be.tok, `{"products":["auth"],"provider":"stitch"}`)
+	be.run(ctx, "direct", chromedp.Navigate(be.KluisURL+link), chromedp.WaitVisible(chromedp.CSS("#oauth-continue")))
+	be.run(ctx, "continue", chromedp.Click(chromedp.CSS("#oauth-continue")), chromedp.WaitVisible(chromedp.CSS("#stitch-allow")))
+	be.run(ctx, "allow", chromedp.Click(chromedp.CSS("#stitch-allow")))
+	be.waitFor(ctx, "back from Stitch", `location.pathname === '/link/callback/stitch' && document.querySelector('h1').textContent === 'Bank linked'`)
+	be.checkA11y(ctx, "the done page after Stitch")
+
+	// The user denies at Stitch: the session is exited, the page says so.
+	denied, link := be.linkSession(t, be.tok, `{"products":["auth"],"provider":"stitch"}`)
+	be.run(ctx, "direct", chromedp.Navigate(be.KluisURL+link), chromedp.WaitVisible(chromedp.CSS("#oauth-continue")))
+	be.run(ctx, "continue", chromedp.Click(chromedp.CSS("#oauth-continue")), chromedp.WaitVisible(chromedp.CSS("#stitch-deny")))
+	be.run(ctx, "deny", chromedp.Click(chromedp.CSS("#stitch-deny")))
+	be.waitFor(ctx, "back from Stitch", `location.pathname === '/link/callback/stitch' && document.querySelector('h1').textContent === 'Linking cancelled'`)
+	if s := be.sessionStatus(t, denied); s != "exited" {
+		t.Errorf("after a denial at Stitch the session is %s, want exited", s)
+	}
+
+	// In a frame the step says why it cannot go on.
+	_, link = be.linkSession(t, be.tok, `{"provider":"stitch"}`)
+	be.run(ctx, "framed step", chromedp.Navigate(be.KluisURL+link+"&mode=iframe&origin="+url.QueryEscape(be.app)), chromedp.WaitVisible(chromedp.CSS("#form-error")))
+	be.shoot(ctx, "link-oauth-frame")
+}
+
+func TestBrowserLinksThroughThePlaidStepWithPlaidLinksScriptOnThatPageOnly(t *testing.T) {
+	be := startBrowser(t)
+	ctx := be.ctx
+	be.run(ctx, "app page", chromedp.Navigate(be.app+"/"), chromedp.WaitVisible(chromedp.CSS("#link-redirect")))
+	be.chooseProvider("plaid")
+	be.run(ctx, "redirect", chromedp.Click(chromedp.CSS("#link-redirect")))
+	be.waitFor(ctx, "the Plaid step", `location.origin === `+strconv.Quote(be.KluisURL)+` && window.Plaid && document.getElementById('plaid-open') !== null`)
+	csp := be.pagePolicy(ctx)
+	for _, want := range []string{"script-src 'self' " + be.plaidLink + ";", "frame-src " + be.plaidLink, "connect-src 'self' " + be.plaidLink + ";"} {
+		if !strings.Contains(csp, want) {
+			t.Errorf("the Plaid step's policy %q lacks %q", csp, want)
+		}
+	}
+	be.shoot(ctx, "link-plaid")
+	be.run(ctx, "open Plaid Link", chromedp.Click(chromedp.CSS("#plaid-open")))
+	be.waitFor(ctx, "Link's frame", `document.getElementById('plaid-link-frame') !== null`)
+	var frame chromedp.QueryOption
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		nodes := eval2(be, ctx, chromedp.Nodes(chromedp.CSS("#plaid-link-frame")))
+		if len(nodes) == 1 && nodes[0].ContentDocument != nil {
+			frame = chromedp.FromNode(nodes[0])
+			tctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			err := chromedp.Do(tctx, chromedp.Click(chromedp.CSS("#plaid-continue"), frame))
+			cancel()
+			if err == nil {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("Plaid Link's frame did not load")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// Plaid's onSuccess posts the public token in the page's form; kluis
+	// sends the browser back to the app, whose backend exchanges it.
+	got := be.appLinked()
+	if !strings.Contains(got, "Linked") {
+		t.Errorf("the app shows %q", got)
+	}
+	var provider string
+	if err := be.DB.Pool.QueryRow(context.Background(), `SELECT provider FROM items ORDER BY created_at DESC LIMIT 1`).Scan(&provider); err != nil || provider != "plaid" {
+		t.Fatalf("the item's provider: %q (%v)", provider, err)
+	}
+
+	// Every other page's policy leaves the script's origin out.
+	_, link := be.linkSession(t, be.tok, `{}`)
+	for name, path := range map[string]string{"the sandbox's first page": link, "a refusal": link, "the drop-in": "/link.js"} {
+		_, h, _ := be.do(t, "GET", path, "", "", "", nil)
+		if csp := h.Get("Content-Security-Policy"); strings.Contains(csp, be.plaidLink) || strings.Contains(csp, "plaid.com") {
+			t.Errorf("%s allows Plaid Link's origin: %s", name, csp)
+		}
+	}
+}
+
+// pagePolicy is the Content-Security-Policy the tab's page was served
+// with (its page token opened it once: it cannot be fetched again).
+func (be *browserEnv) pagePolicy(ctx context.Context) string {
+	be.t.Helper()
+	return be.policy(eval[string](be, ctx, `location.pathname`))
 }

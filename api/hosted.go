@@ -54,18 +54,57 @@ func integrity(b []byte) string {
 // body.
 var pageTemplates = func() map[string]*template.Template {
 	out := map[string]*template.Template{}
-	for _, name := range []string{"link_institution", "link_login", "link_accounts", "link_plaid", "done", "verify", "refused"} {
+	for _, name := range []string{"link_institution", "link_login", "link_accounts", "link_plaid", "link_oauth", "done", "verify", "refused"} {
 		out[name] = template.Must(template.ParseFS(webFiles, "web/templates/layout.html", "web/templates/"+name+".html"))
 	}
 	return out
 }()
 
-// PlaidLinkScript is Plaid Link's own script, which the Plaid step (and no
-// other page) may load.
-const PlaidLinkScript = "https://cdn.plaid.com/link/v2/stable/link-initialize.js"
+// DefaultPlaidLinkScript is Plaid Link's own script, which the Plaid step
+// (and no other page) loads unless PlaidLink names another. Plaid serves
+// it from this one URL and changes it without notice (it must not be
+// copied or pinned), so it has no integrity value by default.
+const DefaultPlaidLinkScript = "https://cdn.plaid.com/link/v2/stable/link-initialize.js"
 
-// plaidOrigin is what the Plaid step's policy allows besides kluis itself.
-const plaidOrigin = "https://cdn.plaid.com"
+// PlaidLink is where the hosted Plaid step loads Plaid Link from
+// (KLUIS_PLAID_LINK_SCRIPT_URL, KLUIS_PLAID_LINK_SCRIPT_INTEGRITY): a test's
+// stand-in or a proxy of the operator's. The Plaid step's policy allows
+// the script's origin (for the script, Link's frame and its calls), on
+// that page only.
+type PlaidLink struct {
+	// ScriptURL is the script's absolute URL (DefaultPlaidLinkScript if
+	// empty).
+	ScriptURL string
+	// Integrity, if set, is the script's subresource-integrity value
+	// (sha384-…): the page loads it with CORS and the browser refuses a
+	// script that does not match.
+	Integrity string
+}
+
+// script is the script's URL, defaulted.
+func (p PlaidLink) script() string {
+	if p.ScriptURL == "" {
+		return DefaultPlaidLinkScript
+	}
+	return p.ScriptURL
+}
+
+// sources are the origins the Plaid step's policy adds for the script,
+// Link's frame and its connections: Plaid's (whose Link calls its API
+// hosts) or the configured script's own origin.
+func (p PlaidLink) sources() (script, frame, connect string) {
+	u, err := url.Parse(p.script())
+	if err != nil || u.Host == "" {
+		// A URL config checked cannot fail here; fail closed anyway.
+		return "", "", ""
+	}
+	origin := u.Scheme + "://" + u.Host
+	connect = origin
+	if origin == "https://cdn.plaid.com" {
+		connect = "https://*.plaid.com"
+	}
+	return origin, origin, connect
+}
 
 // Page modes the drop-in opens a page in.
 const (
@@ -98,6 +137,10 @@ type pageView struct {
 	Hint         string
 	Plaid        *plaidView
 	Handoff      *handoffView
+	// FormOrigin is another origin the page's form may lead to: an
+	// OAuth provider's authorize page, which the form's answer redirects
+	// to (the policy's form-action governs that redirect too).
+	FormOrigin string
 	// Verification.
 	Code     bool
 	Attempts int
@@ -105,8 +148,8 @@ type pageView struct {
 }
 
 type plaidView struct {
-	ScriptURL string
-	LinkToken string
+	ScriptURL, Integrity string
+	LinkToken            string
 }
 
 // handoffView is the end of a link flow: what the page's script posts to
@@ -160,25 +203,40 @@ func serveAsset(c echo.Context) error {
 	return c.Blob(http.StatusOK, ct, b)
 }
 
+// pagePolicy is what a page adds to the hosted pages' policy: the Plaid
+// step its script's origin, an OAuth step its provider's authorize origin.
+type pagePolicy struct {
+	script, frame, connect, form string
+}
+
+// policyOf is the policy a page's view asks for.
+func (d *Deps) policyOf(v pageView) pagePolicy {
+	var p pagePolicy
+	if v.Plaid != nil {
+		p.script, p.frame, p.connect = d.PlaidLink.sources()
+	}
+	p.form = v.FormOrigin
+	return p
+}
+
 // pageHeaders is the hosted pages' header policy: only kluis's own
 // scripts and styles (Plaid Link's too on the Plaid step), forms that post
-// to kluis (or redirect to an app), framing by the apps' origins only, and
-// no caching or referrer.
-func (d *Deps) pageHeaders(c echo.Context, plaid bool) {
+// to kluis (or redirect to an app, or on an OAuth step to the provider),
+// framing by the apps' origins only, and no caching or referrer.
+func (d *Deps) pageHeaders(c echo.Context, pp pagePolicy) {
 	h := c.Response().Header()
 	origins := d.appOrigins()
 	ancestors := "'none'"
 	if len(origins) > 0 {
 		ancestors = strings.Join(origins, " ")
 	}
-	script, frame, connect := "'self'", "", "'self'"
-	if plaid {
-		script += " " + plaidOrigin
-		frame = "; frame-src " + plaidOrigin
-		connect += " https://*.plaid.com"
+	join := func(parts ...string) string { return strings.Join(strings.Fields(strings.Join(parts, " ")), " ") }
+	frame := ""
+	if pp.frame != "" {
+		frame = "; frame-src " + pp.frame
 	}
-	formAction := strings.TrimSpace("'self' " + strings.Join(origins, " "))
-	h.Set("Content-Security-Policy", "default-src 'none'; script-src "+script+"; style-src 'self'; img-src 'self'; connect-src "+connect+
+	formAction := join("'self'", pp.form, strings.Join(origins, " "))
+	h.Set("Content-Security-Policy", "default-src 'none'; script-src "+join("'self'", pp.script)+"; style-src 'self'; img-src 'self'; connect-src "+join("'self'", pp.connect)+
 		"; form-action "+formAction+"; frame-ancestors "+ancestors+"; base-uri 'none'"+frame)
 	if len(origins) == 0 {
 		h.Set("X-Frame-Options", "DENY")
@@ -204,7 +262,7 @@ func (d *Deps) appOrigins() []string {
 
 // render writes a page.
 func (d *Deps) render(c echo.Context, status int, name string, v pageView) error {
-	d.pageHeaders(c, v.Plaid != nil)
+	d.pageHeaders(c, d.policyOf(v))
 	var b strings.Builder
 	if err := pageTemplates[name].ExecuteTemplate(&b, "layout", v); err != nil {
 		return err

@@ -45,12 +45,12 @@ type linkStep interface {
 }
 
 // hostedSteps are the providers' hosted steps, by provider name. Stitch's
-// OAuth redirect step is not one yet: GET /link/callback/stitch is
-// banklink's JSON callback (oauthCallback), and a hosted Stitch step would
-// send the user to Service.AuthorizeURL and render that callback's result.
+// is its OAuth redirect (hosted_oauth.go): the page sends the browser to
+// Stitch, and GET /link/callback/stitch finishes on a page.
 var hostedSteps = map[string]linkStep{
 	"sandbox": sandboxStep{},
 	"plaid":   plaidStep{},
+	"stitch":  oauthStep{},
 }
 
 // Steps a link page records between posts.
@@ -162,7 +162,7 @@ func (d *Deps) handoff(c echo.Context, lp *linkPage, kind, publicToken string, i
 	redirect := ""
 	if lp.page.State.Mode == modeRedirect && lp.session.RedirectURI != "" {
 		redirect = withQuery(lp.session.RedirectURI, url.Values{"kluis_link_session_id": {lp.session.ID}, "kluis_status": {status}})
-		d.pageHeaders(c, false)
+		d.pageHeaders(c, pagePolicy{})
 		return c.Redirect(http.StatusSeeOther, redirect)
 	}
 	v := lp.view("Bank linked")
@@ -355,7 +355,7 @@ func (plaidStep) start(d *Deps, c echo.Context, lp *linkPage) error {
 	}
 	v := lp.view("Link your bank")
 	v.Event = "OPEN"
-	v.Plaid = &plaidView{ScriptURL: PlaidLinkScript, LinkToken: lt}
+	v.Plaid = &plaidView{ScriptURL: d.PlaidLink.script(), Integrity: d.PlaidLink.Integrity, LinkToken: lt}
 	return d.render(c, http.StatusOK, "link_plaid", v)
 }
 

@@ -16,43 +16,76 @@ import (
 	"github.com/kluis-dev/kluis/api"
 	"github.com/kluis-dev/kluis/api/apitest"
 	"github.com/kluis-dev/kluis/banklink"
+	"github.com/kluis-dev/kluis/banklink/plaid"
+	"github.com/kluis-dev/kluis/banklink/plaid/plaidtest"
 	"github.com/kluis-dev/kluis/banklink/sandbox"
+	"github.com/kluis-dev/kluis/banklink/stitch"
+	"github.com/kluis-dev/kluis/banklink/stitch/stitchtest"
 	"github.com/kluis-dev/kluis/hosted"
 	"github.com/kluis-dev/kluis/vault"
 	"github.com/kluis-dev/kluis/verification"
 	"github.com/kluis-dev/kluis/verification/sandboxrail"
 )
 
-// hostedEnv is kluis with bank linking, verification and hosted pages,
-// served (besides apitest's own listener) on a listener whose address is
-// known before Deps is built, so that PublicURL names it: browser tests
-// reach it as http://kluis.test:PORT (Chromium maps *.test to 127.0.0.1).
+// hostedEnv is kluis with bank linking (the sandbox, the default; Stitch
+// and Plaid against their in-test servers), verification and hosted
+// pages, served (besides apitest's own listener) on a listener whose
+// address is known before Deps is built, so that PublicURL names it:
+// browser tests reach it as http://kluis.test:PORT (Chromium maps *.test
+// to 127.0.0.1).
 type hostedEnv struct {
 	*apitest.Env
 	// KluisURL is the public listener as a browser names it; Direct is
 	// the same listener by address (for the test's own HTTP calls).
 	KluisURL, Direct string
 	AppOrigin        string
+	stitch           *stitchtest.Server
+	plaid            *plaidtest.Server
+	// policies are the Content-Security-Policy of each path's last answer.
+	policies sync.Map
+}
+
+// policy is the Content-Security-Policy of path's last answer.
+func (he *hostedEnv) policy(path string) string {
+	v, _ := he.policies.Load(path)
+	s, _ := v.(string)
+	return s
 }
 
 // startHosted starts kluis with hosted pages; appOrigin is the one
 // configured app origin. The public listener's origin is http://host:port
-// with host "kluis.test" (browser tests) or "127.0.0.1".
-func startHosted(t *testing.T, host, appOrigin string) *hostedEnv {
+// with host "kluis.test" (browser tests) or "127.0.0.1". opts change Deps
+// last.
+func startHosted(t *testing.T, host, appOrigin string, opts ...func(*api.Deps)) *hostedEnv {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
-	he := &hostedEnv{KluisURL: "http://" + host + ":" + strconv.Itoa(port), Direct: "http://" + ln.Addr().String(), AppOrigin: appOrigin}
+	he := &hostedEnv{KluisURL: "http://" + host + ":" + strconv.Itoa(port), Direct: "http://" + ln.Addr().String(), AppOrigin: appOrigin,
+		stitch: stitchtest.NewServer(t, stitchtest.WithConsentPage()), plaid: plaidtest.NewServer(t)}
+	he.stitch.RegisterRedirect(he.KluisURL + "/link/callback/stitch")
 	he.Env = apitest.Start(t, func(d *api.Deps) {
 		keys := d.Pseudonyms.(*vault.SystemKeys)
 		sb, err := sandbox.New(sandbox.Options{DB: d.DB, Secret: sandboxSecret})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if d.BankLink, err = banklink.New(banklink.Options{DB: d.DB, Vault: d.Vault, Auditor: d.Auditor, Provider: sb, Keys: keys, Logger: d.Logger}); err != nil {
+		st, err := stitch.New(stitch.Options{ClientID: stitchtest.ClientID, ClientSecret: stitchtest.ClientSecret,
+			BaseURL: he.stitch.URL, AuthURL: he.stitch.URL, RedirectURI: he.KluisURL + "/link/callback/stitch", WebhookSecret: stitchtest.WebhookSecret})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pl, err := plaid.New(plaid.Options{ClientID: he.plaid.ClientID, Secret: he.plaid.Secret, BaseURL: he.plaid.URL, MaxRetries: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		providers, err := banklink.NewProviders(sb, st, pl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.BankLink, err = banklink.New(banklink.Options{DB: d.DB, Vault: d.Vault, Auditor: d.Auditor, Providers: providers, Keys: keys, Logger: d.Logger}); err != nil {
 			t.Fatal(err)
 		}
 		if d.Verification, err = verification.New(verification.Options{DB: d.DB, Vault: d.Vault, Auditor: d.Auditor, Accounts: banklink.NewAccountStore(d.DB), Keys: keys,
@@ -62,8 +95,15 @@ func startHosted(t *testing.T, host, appOrigin string) *hostedEnv {
 		d.Hosted = hosted.NewStore(d.DB, keys, nil)
 		d.PublicURL = he.KluisURL
 		d.Origins = api.StaticOrigins{appOrigin}
+		for _, o := range opts {
+			o(d)
+		}
 	})
-	srv := &http.Server{Handler: he.PublicEcho, ReadHeaderTimeout: 10e9}
+	record := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		he.PublicEcho.ServeHTTP(w, r)
+		he.policies.Store(r.URL.Path, w.Header().Get("Content-Security-Policy"))
+	})
+	srv := &http.Server{Handler: record, ReadHeaderTimeout: 10e9}
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })
 	return he

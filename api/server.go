@@ -92,11 +92,13 @@ type Deps struct {
 	// origin as browsers reach it (KLUIS_PUBLIC_URL): the pages' URLs
 	// start with it and their forms must come from it. Origins are the
 	// apps' browser origins (KLUIS_APP_ORIGINS); HostedPageTTL bounds
-	// page tokens (hosted.DefaultTTL if zero).
+	// page tokens (hosted.DefaultTTL if zero). PlaidLink is where the
+	// Plaid step loads Plaid Link's script (Plaid's own if empty).
 	Hosted        *hosted.Store
 	PublicURL     string
 	Origins       Origins
 	HostedPageTTL time.Duration
+	PlaidLink     PlaidLink
 
 	metrics *httpMetrics
 	// testRoutes, set only by tests in this package, adds test-only routes

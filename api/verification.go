@@ -18,17 +18,20 @@ import (
 // an answer in its state is a conflict (409, the generic code).
 // ManualAccountRequest is the body of POST /v1/accounts: the US form
 // (routing_number) or, with country ZA, the South African one (bank_id,
-// branch_code, holder_id_number). Its fields are secrets and personal
-// data: nothing here is logged or echoed back.
+// branch_code, holder_id_number or holder_passport_number with
+// holder_passport_country). Its fields are secrets and personal data:
+// nothing here is logged or echoed back.
 type ManualAccountRequest struct {
-	Country        string `json:"country"`
-	AccountNumber  string `json:"account_number"`
-	RoutingNumber  string `json:"routing_number"`
-	BankID         string `json:"bank_id"`
-	BranchCode     string `json:"branch_code"`
-	AccountType    string `json:"account_type"`
-	HolderName     string `json:"holder_name"`
-	HolderIDNumber string `json:"holder_id_number"`
+	Country               string `json:"country"`
+	AccountNumber         string `json:"account_number"`
+	RoutingNumber         string `json:"routing_number"`
+	BankID                string `json:"bank_id"`
+	BranchCode            string `json:"branch_code"`
+	AccountType           string `json:"account_type"`
+	HolderName            string `json:"holder_name"`
+	HolderIDNumber        string `json:"holder_id_number"`
+	HolderPassportNumber  string `json:"holder_passport_number"`
+	HolderPassportCountry string `json:"holder_passport_country"`
 }
 
 // String keeps the numbers and name out of %v.
@@ -58,7 +61,8 @@ func DecodeManualAccount(body []byte) (verification.ManualAccount, error) {
 	}
 	m := verification.ManualAccount{Country: req.Country, AccountNumber: req.AccountNumber,
 		RoutingNumber: req.RoutingNumber, BankID: req.BankID, BranchCode: req.BranchCode,
-		AccountType: req.AccountType, HolderName: req.HolderName, HolderIDNumber: req.HolderIDNumber}
+		AccountType: req.AccountType, HolderName: req.HolderName, HolderIDNumber: req.HolderIDNumber,
+		HolderPassportNumber: req.HolderPassportNumber, HolderPassportCountry: req.HolderPassportCountry}
 	return m, m.Validate()
 }
 

@@ -28,8 +28,10 @@ const (
 
 // CreateLinkSession starts a link flow for the subject sub: a new item at
 // provider (empty: the default provider; one not configured is EInvalid),
-// or update mode for itemID (which sub must own, active or login_required)
-// at the item's own provider. The link token is in the answer only.
+// or update mode for itemID (which sub must own, active or login_required;
+// or relink_required at an OAuth provider, whose update mode is a new
+// authorization: reauthorize.go) at the item's own provider. The link
+// token is in the answer only.
 func (s *Service) CreateLinkSession(ctx context.Context, actor audit.Actor, products []string, itemID, provider string) (LinkSession, error) {
 	return s.CreateLinkSessionWith(ctx, actor, LinkOptions{Products: products, ItemID: itemID, Provider: provider})
 }
@@ -67,18 +69,26 @@ func (s *Service) CreateLinkSessionWith(ctx context.Context, actor audit.Actor, 
 		if update, err = getItem(ctx, s.db.Pool, itemID, subjectID, false); err != nil {
 			return LinkSession{}, err
 		}
-		if update.Status != ItemActive && update.Status != ItemLoginRequired {
+		if !updatable(update.Status, true) {
 			return LinkSession{}, kluis.Errorf(kluis.EConflict, "only an active item or one whose login is required can be updated")
 		}
 		if p, err = s.updateProvider(update, provider); err != nil {
 			return LinkSession{}, err
 		}
-		row.Provider = p.Name()
-		if version, err = s.vault.CredentialVersions(ctx, s.db.Pool, update.CredentialRef, false); err != nil {
-			return LinkSession{}, err
+		_, reauth := oauthProvider(p)
+		if !updatable(update.Status, reauth) {
+			return LinkSession{}, kluis.Errorf(kluis.EConflict, "only an active item or one whose login is required can be updated")
 		}
-		if req.AccessToken, err = s.accessToken(ctx, update.ID, update.CredentialRef); err != nil {
-			return LinkSession{}, err
+		row.Provider = p.Name()
+		if !reauth {
+			// An OAuth provider's update mode authorizes anew and needs
+			// nothing of the old token (which may be dead).
+			if version, err = s.vault.CredentialVersions(ctx, s.db.Pool, update.CredentialRef, false); err != nil {
+				return LinkSession{}, err
+			}
+			if req.AccessToken, err = s.accessToken(ctx, update.ID, update.CredentialRef); err != nil {
+				return LinkSession{}, err
+			}
 		}
 		row.Mode, row.ItemID, ttl = ModeUpdate, update.ID, UpdateSessionTTL
 	}
@@ -90,7 +100,7 @@ func (s *Service) CreateLinkSessionWith(ctx context.Context, actor audit.Actor, 
 	}
 	lt, err := p.CreateLinkToken(ctx, req)
 	if err != nil {
-		if update.ID != "" && !version.Pending && kluis.ErrorCode(err) == CodeInvalidToken {
+		if update.ID != "" && req.AccessToken != "" && !version.Pending && kluis.ErrorCode(err) == CodeInvalidToken {
 			// The provider no longer knows the item's only token: update
 			// mode cannot repair it, and the item must not stay active.
 			if _, merr := s.markRelinkRequired(ctx, actor, update, version.Version, "the provider no longer knows the token"); merr != nil {
@@ -259,7 +269,7 @@ func (s *Service) Exchange(ctx context.Context, actor audit.Actor, sessionID, pu
 		row.Status = SessionSucceeded
 		var it Item
 		if row.Mode == ModeUpdate {
-			it, err = s.exchangeUpdate(ctx, actor, row, hash)
+			it, err = s.exchangeUpdate(ctx, actor, row, hash, publicToken)
 		} else {
 			it, err = s.exchangeNew(ctx, actor, row, hash, publicToken)
 		}
@@ -365,7 +375,9 @@ func (s *Service) exchangeNew(ctx context.Context, actor audit.Actor, row sessio
 
 // exchangeUpdate finishes update mode: the provider must accept the item's
 // access token again; then the item is active, and any new accounts added.
-func (s *Service) exchangeUpdate(ctx context.Context, actor audit.Actor, row sessionRow, hash []byte) (Item, error) {
+// At an OAuth provider the public token is a new authorization, redeemed
+// for the item's new token (exchangeReauthorized).
+func (s *Service) exchangeUpdate(ctx context.Context, actor audit.Actor, row sessionRow, hash []byte, publicToken string) (Item, error) {
 	it, err := getItem(ctx, s.db.Pool, row.ItemID, row.SubjectID, false)
 	if err != nil {
 		return Item{}, err
@@ -373,6 +385,9 @@ func (s *Service) exchangeUpdate(ctx context.Context, actor audit.Actor, row ses
 	p, err := s.providers.Provider(it.Provider)
 	if err != nil {
 		return Item{}, err
+	}
+	if _, ok := oauthProvider(p); ok {
+		return s.exchangeReauthorized(ctx, actor, row, hash, publicToken, it, p)
 	}
 	token, err := s.accessToken(ctx, it.ID, it.CredentialRef)
 	if err != nil {

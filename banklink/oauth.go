@@ -85,6 +85,14 @@ func (s *Service) sessionOfState(state string) (string, error) {
 	return id, nil
 }
 
+// OAuthSession returns the link session a callback's state names, once its
+// MAC is checked (EInvalid for a state kluis did not make): the hosted
+// pages use it to know whose page a callback belongs to before anything
+// is taken or changed.
+func (s *Service) OAuthSession(state string) (string, error) {
+	return s.sessionOfState(state)
+}
+
 func errBadState() error {
 	return kluis.Errorf(kluis.EInvalid, "the callback's state is not one kluis issued")
 }
@@ -161,6 +169,21 @@ type OAuthCallbackResult struct {
 // (kept only as its hash, as for every provider), which the answer carries
 // once for the app. Both are audited under the session's user.
 func (s *Service) CompleteOAuthCallback(ctx context.Context, provider string, query url.Values, requestID string) (OAuthCallbackResult, error) {
+	return s.completeOAuthCallback(ctx, provider, query, requestID, false)
+}
+
+// CompleteHostedOAuthCallback is CompleteOAuthCallback for a callback the
+// hosted link page has bound to the browser it sent to the provider: the
+// public token is also sealed on the session, as the hosted pages' tokens
+// are, so that an app that comes back by redirect reads it from
+// GET /v1/link/sessions/{id}. Only then: sealed for any callback, the token
+// of a session whose authorize URL was handed to someone else (a user lured
+// to consent) would be readable by the session's owner.
+func (s *Service) CompleteHostedOAuthCallback(ctx context.Context, provider string, query url.Values, requestID string) (OAuthCallbackResult, error) {
+	return s.completeOAuthCallback(ctx, provider, query, requestID, true)
+}
+
+func (s *Service) completeOAuthCallback(ctx context.Context, provider string, query url.Values, requestID string, keep bool) (OAuthCallbackResult, error) {
 	p, ok := s.providers.Lookup(provider)
 	if !ok {
 		return OAuthCallbackResult{}, notFound()
@@ -189,17 +212,21 @@ func (s *Service) CompleteOAuthCallback(ctx context.Context, provider string, qu
 		return OAuthCallbackResult{}, providerErr("oauth callback", perr)
 	}
 	res := OAuthCallbackResult{SessionID: row.ID, Status: SessionSucceeded, PublicToken: pub}
-	var hash []byte
+	var hash, sealed []byte
 	if declined {
 		res = OAuthCallbackResult{SessionID: row.ID, Status: SessionExited}
 	} else if hash, err = s.publicTokenHash(pub); err != nil {
 		return OAuthCallbackResult{}, err
+	} else if keep {
+		if sealed, err = s.sealPublicToken(row.ID, pub); err != nil {
+			return OAuthCallbackResult{}, err
+		}
 	}
 	err = s.db.InTx(ctx, func(tx pgx.Tx) error {
 		if err := vault.FenceSubject(ctx, tx, row.SubjectID); err != nil {
 			return err
 		}
-		ok, err := markCallback(ctx, tx, row.ID, hash, declined, s.now())
+		ok, err := markCallback(ctx, tx, row.ID, hash, sealed, declined, s.now())
 		if err != nil {
 			return err
 		}
@@ -220,10 +247,10 @@ func (s *Service) CompleteOAuthCallback(ctx context.Context, provider string, qu
 }
 
 // markCallback moves an open session to succeeded with the public token's
-// hash, or to exited when the user declined.
-func markCallback(ctx context.Context, tx pgx.Tx, id string, hash []byte, declined bool, now time.Time) (bool, error) {
+// hash (and sealed token, if any), or to exited when the user declined.
+func markCallback(ctx context.Context, tx pgx.Tx, id string, hash, sealed []byte, declined bool, now time.Time) (bool, error) {
 	if !declined {
-		return markSucceeded(ctx, tx, id, hash, nil, nil, now)
+		return markSucceeded(ctx, tx, id, hash, sealed, nil, now)
 	}
 	from, to := sessionFrom(SessionEventExited)
 	tag, err := tx.Exec(ctx, `UPDATE link_sessions SET status = $4, updated_at = $2

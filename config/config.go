@@ -71,10 +71,14 @@ type Config struct {
 	// PublicURL is the public listener's origin as browsers reach it
 	// (KLUIS_PUBLIC_URL); AppOrigins are the frontend apps' origins
 	// (KLUIS_APP_ORIGINS), canonical; HostedPageTTL bounds page tokens
-	// (KLUIS_HOSTED_PAGE_TTL). config/hosted.go.
-	PublicURL     string
-	AppOrigins    []string
-	HostedPageTTL time.Duration
+	// (KLUIS_HOSTED_PAGE_TTL); PlaidLinkScriptURL and
+	// PlaidLinkScriptIntegrity are where the hosted Plaid step loads
+	// Plaid Link from (KLUIS_PLAID_LINK_SCRIPT_*). config/hosted.go.
+	PublicURL                string
+	AppOrigins               []string
+	HostedPageTTL            time.Duration
+	PlaidLinkScriptURL       string
+	PlaidLinkScriptIntegrity string
 	// BankProviders are the bank providers kluis links through, in the
 	// order of KLUIS_BANK_PROVIDERS (or the one KLUIS_BANK_PROVIDER names).
 	BankProviders []string
@@ -105,6 +109,10 @@ type Config struct {
 	StitchAuthURL       string
 	StitchRedirectURI   string
 	StitchWebhookSecret string
+	// StitchKeepAliveAfter: a Stitch item whose refresh token no refresh
+	// has spent for this long has it renewed by the keep-alive job, before
+	// Stitch's sliding expiry (365 days unused) kills it.
+	StitchKeepAliveAfter time.Duration
 	// BAVRequiredChecks are the bank account verification checks that
 	// must all be true to verify an account (KLUIS_BAV_REQUIRED_CHECKS).
 	BAVRequiredChecks []string

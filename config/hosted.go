@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding/base64"
 	"fmt"
 	"net/url"
 	"strings"
@@ -19,6 +20,11 @@ import (
 //     from a browser (CORS). Default: none.
 //   - KLUIS_HOSTED_PAGE_TTL: how long a page token may wait to be opened and
 //     the opened page be used (default 30m).
+//   - KLUIS_PLAID_LINK_SCRIPT_URL: where the hosted Plaid step loads Plaid
+//     Link's script (default Plaid's own URL; https in production), and
+//     KLUIS_PLAID_LINK_SCRIPT_INTEGRITY its subresource-integrity value
+//     (sha256-, sha384- or sha512-; default none: Plaid changes its script
+//     without notice).
 func (c *Config) readHosted(r *reader) {
 	c.PublicURL = strings.TrimRight(r.str("KLUIS_PUBLIC_URL", "http://"+c.PublicAddr), "/")
 	if _, err := CanonicalOrigin(c.PublicURL); err != nil {
@@ -41,6 +47,36 @@ func (c *Config) readHosted(r *reader) {
 		}
 	}
 	c.HostedPageTTL = r.duration("KLUIS_HOSTED_PAGE_TTL", 30*time.Minute, time.Minute, 24*time.Hour)
+	c.readPlaidLinkScript(r)
+}
+
+// readPlaidLinkScript reads KLUIS_PLAID_LINK_SCRIPT_URL and _INTEGRITY.
+func (c *Config) readPlaidLinkScript(r *reader) {
+	c.PlaidLinkScriptURL = r.str("KLUIS_PLAID_LINK_SCRIPT_URL", "")
+	if raw := c.PlaidLinkScriptURL; raw != "" {
+		u, err := url.Parse(raw)
+		switch {
+		case err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil || u.Fragment != "":
+			r.bad("KLUIS_PLAID_LINK_SCRIPT_URL", "must be an absolute http(s) URL without userinfo or fragment")
+		case c.Production() && u.Scheme != "https":
+			r.bad("KLUIS_PLAID_LINK_SCRIPT_URL", "production requires https")
+		}
+	}
+	c.PlaidLinkScriptIntegrity = r.str("KLUIS_PLAID_LINK_SCRIPT_INTEGRITY", "")
+	if v := c.PlaidLinkScriptIntegrity; v != "" && !validIntegrity(v) {
+		r.bad("KLUIS_PLAID_LINK_SCRIPT_INTEGRITY", "must be sha256-, sha384- or sha512- followed by the digest in base64")
+	}
+}
+
+// validIntegrity says whether v is one subresource-integrity value.
+func validIntegrity(v string) bool {
+	alg, digest, ok := strings.Cut(v, "-")
+	size := map[string]int{"sha256": 32, "sha384": 48, "sha512": 64}[alg]
+	if !ok || size == 0 {
+		return false
+	}
+	b, err := base64.StdEncoding.DecodeString(digest)
+	return err == nil && len(b) == size
 }
 
 // CanonicalOrigin returns an origin as browsers send it in an Origin

@@ -3,9 +3,15 @@ package config
 import (
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/kluis-dev/kluis/verification"
 )
+
+// DefaultStitchKeepAliveAfter is KLUIS_STITCH_KEEPALIVE_AFTER's default:
+// 30 days before Stitch's refresh tokens expire unused (365 days), so that
+// a month of failed keep-alive runs still leaves the item alive.
+const DefaultStitchKeepAliveAfter = 335 * 24 * time.Hour
 
 // readStitch reads Stitch's settings (used when KLUIS_BANK_PROVIDERS names
 // stitch): STITCH_BASE_URL and STITCH_AUTH_URL default to Stitch's
@@ -17,6 +23,9 @@ func (c *Config) readStitch(r *reader) {
 	c.StitchAuthURL = r.str("STITCH_AUTH_URL", "https://secure.stitch.money")
 	c.StitchRedirectURI = r.str("KLUIS_STITCH_REDIRECT_URI", "")
 	c.StitchWebhookSecret = r.str("STITCH_WEBHOOK_SECRET", "")
+	// A day short of the 365-day expiry at most, so that a daily run
+	// always comes before it; seconds at least, for tests.
+	c.StitchKeepAliveAfter = r.duration("KLUIS_STITCH_KEEPALIVE_AFTER", DefaultStitchKeepAliveAfter, time.Second, 364*24*time.Hour)
 	checks, err := verification.ParseRequiredChecks(r.str("KLUIS_BAV_REQUIRED_CHECKS", ""))
 	if err != nil {
 		r.bad("KLUIS_BAV_REQUIRED_CHECKS", "must be a comma-separated list of "+strings.Join(verification.AllChecks, ", "))

@@ -3,6 +3,7 @@ package config_test
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kluis-dev/kluis/config"
 )
@@ -15,7 +16,8 @@ func TestStitchSettingsAreRequiredAndCheckedWhenStitchIsConfigured(t *testing.T)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !c.HasBankProvider("stitch") || c.StitchBaseURL != "https://api.stitch.money" || c.StitchAuthURL != "https://secure.stitch.money" {
+	if !c.HasBankProvider("stitch") || c.StitchBaseURL != "https://api.stitch.money" || c.StitchAuthURL != "https://secure.stitch.money" ||
+		c.StitchKeepAliveAfter != config.DefaultStitchKeepAliveAfter {
 		t.Fatalf("read = %+v", c)
 	}
 	for name, bad := range map[string]string{
@@ -26,6 +28,8 @@ func TestStitchSettingsAreRequiredAndCheckedWhenStitchIsConfigured(t *testing.T)
 		"STITCH_AUTH_URL":           "not a url",
 		"STITCH_WEBHOOK_SECRET":     "plain",
 		"KLUIS_BAV_REQUIRED_CHECKS": "account_exists,balance",
+		// At or past Stitch's 365-day expiry, the keep-alive comes too late.
+		"KLUIS_STITCH_KEEPALIVE_AFTER": "365d",
 	} {
 		e := map[string]string{}
 		for k, v := range good {
@@ -50,5 +54,14 @@ func TestTheRequiredBankChecksDefaultAndAreRead(t *testing.T) {
 	c, err = config.Load(env(t, map[string]string{"KLUIS_BAV_REQUIRED_CHECKS": "account_exists, name_matches"}))
 	if err != nil || strings.Join(c.BAVRequiredChecks, ",") != "account_exists,name_matches" {
 		t.Fatalf("read = %v (%v)", c.BAVRequiredChecks, err)
+	}
+}
+
+func TestTheStitchKeepAliveTakesDaysAndSeconds(t *testing.T) {
+	for in, want := range map[string]time.Duration{"300d": 300 * 24 * time.Hour, "90s": 90 * time.Second} {
+		c, err := config.Load(env(t, map[string]string{"KLUIS_STITCH_KEEPALIVE_AFTER": in}))
+		if err != nil || c.StitchKeepAliveAfter != want {
+			t.Fatalf("%q = %v, %v; want %v", in, c.StitchKeepAliveAfter, err, want)
+		}
 	}
 }

@@ -45,6 +45,10 @@ type Options struct {
 	// ExtraFrameOrigins may also be framed by the app's page (the browser
 	// tests frame another site in it, to forge messages from there).
 	ExtraFrameOrigins []string
+	// Providers, when there are several, are the bank providers the page
+	// lets the user choose between (KLUIS_BANK_PROVIDERS' names); the
+	// first is kluis's default.
+	Providers []string
 }
 
 // Handler serves the app's page, its script and its backend's routes.
@@ -74,7 +78,14 @@ func (a *app) index(w http.ResponseWriter, _ *http.Request) {
 	// in a frame.
 	h.Set("Content-Security-Policy", "default-src 'none'; script-src 'self' "+a.o.KluisURL+"; style-src 'self'; connect-src 'self'; frame-src "+strings.Join(append([]string{a.o.KluisURL}, a.o.ExtraFrameOrigins...), " ")+"; base-uri 'none'")
 	h.Set("Content-Type", "text/html; charset=utf-8")
-	_ = page.Execute(w, struct{ KluisURL, Integrity string }{a.o.KluisURL, a.o.Integrity})
+	var providers []string
+	if len(a.o.Providers) > 1 {
+		providers = a.o.Providers
+	}
+	_ = page.Execute(w, struct {
+		KluisURL, Integrity string
+		Providers           []string
+	}{a.o.KluisURL, a.o.Integrity, providers})
 }
 
 func (a *app) asset(name, contentType string) http.HandlerFunc {
@@ -140,8 +151,17 @@ func (a *app) linkSession(w http.ResponseWriter, r *http.Request) {
 		ID            string `json:"id"`
 		HostedLinkURL string `json:"hosted_link_url"`
 	}
-	err := a.call(r.Context(), http.MethodPost, "/v1/link/sessions",
-		map[string]any{"products": []string{"auth"}, "redirect_uri": a.o.AppURL + "/"}, &s)
+	var in struct {
+		Provider string `json:"provider"`
+	}
+	_ = json.NewDecoder(io.LimitReader(r.Body, 1<<10)).Decode(&in)
+	req := map[string]any{"products": []string{"auth"}, "redirect_uri": a.o.AppURL + "/"}
+	for _, p := range a.o.Providers {
+		if p == in.Provider {
+			req["provider"] = p
+		}
+	}
+	err := a.call(r.Context(), http.MethodPost, "/v1/link/sessions", req, &s)
 	if err == nil && s.HostedLinkURL == "" {
 		err = errors.New("kluis gave no hosted_link_url: are hosted pages on?")
 	}

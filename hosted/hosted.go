@@ -71,6 +71,10 @@ type State struct {
 	Mode string `json:"mode,omitempty"`
 	// InstitutionID is the institution the user chose.
 	InstitutionID string `json:"institution_id,omitempty"`
+	// SentTo is the OAuth provider the page sent the browser to: from
+	// then on, the provider's callback for the page's object belongs to
+	// the page (SentAway).
+	SentTo string `json:"sent_to,omitempty"`
 }
 
 // Page is one opened page.
@@ -230,6 +234,20 @@ func (s *Store) Save(ctx context.Context, p Page, formToken string) error {
 		return refused()
 	}
 	return nil
+}
+
+// SentAway says whether a page of purpose for object ever sent the
+// browser to an OAuth provider (State.SentTo), expired, finished or not:
+// the provider's callback for the object is then the page's, which the
+// browser must prove with the page's form token, and never an app's.
+func (s *Store) SentAway(ctx context.Context, purpose, objectID string) (bool, error) {
+	var ok bool
+	err := s.db.Pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM hosted_pages
+		WHERE object_id = $1 AND purpose = $2 AND opened_at IS NOT NULL AND state ? 'sent_to')`, objectID, purpose).Scan(&ok)
+	if err != nil {
+		return false, fmt.Errorf("hosted: sent away: %w", postgres.Translate(err))
+	}
+	return ok, nil
 }
 
 const pageColumns = `id, subject_id, purpose, object_id, step, state, expires_at`

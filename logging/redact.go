@@ -25,7 +25,7 @@ var sensitiveWords = []string{
 	// Micro-deposit amounts are the answer to a verification: "amount" also
 	// catches a single amount.
 	"amount",
-	"ssn", "idnumber", "verificationcode", "authcode", "cvv", "cvc",
+	"ssn", "idnumber", "passport", "verificationcode", "authcode", "cvv", "cvc",
 }
 
 // sensitiveWordBytes holds sensitiveWords as byte slices, so that matching a

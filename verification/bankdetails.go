@@ -14,10 +14,12 @@ import (
 // about a South African manual account: the account's address (bank,
 // branch, number, type) and the holder's name and ID number as the user gave
 // them. It is opened from the vault for one call and never stored; printing
-// it shows none of the secrets.
+// it shows none of the secrets. The holder is identified by IDNumber or,
+// for a holder without one, by PassportNumber and PassportCountry.
 type BankDetails struct {
 	BankID, BranchCode, AccountNumber, AccountType string
 	HolderName, IDNumber                           string
+	PassportNumber, PassportCountry                string
 }
 
 // String keeps the numbers and the name out of %v.
@@ -53,7 +55,7 @@ func (s *Service) openBankDetails(ctx context.Context, q postgres.Querier, a Acc
 		if err := s.openJSON(ctx, q, vault.AccountOwner(a.ID), a.HolderIDRef, vault.KindIDNumber, &id); err != nil {
 			return BankDetails{}, err
 		}
-		d.IDNumber = id.IDNumber
+		d.IDNumber, d.PassportNumber, d.PassportCountry = id.IDNumber, id.PassportNumber, id.PassportCountry
 	}
 	return d, nil
 }

@@ -21,7 +21,7 @@ const MethodBankAccountVerification = "bank_account_verification"
 
 // CodeBankVerificationUnavailable: bank account verification was asked for
 // an account it cannot check (not a South African manual account with the
-// holder's ID number) or with no verifier configured (422).
+// holder's ID number or passport) or with no verifier configured (422).
 const CodeBankVerificationUnavailable = "bank_account_verification_unavailable"
 
 // The checks a bank account verification answers (Checks' JSON names).
@@ -41,7 +41,7 @@ var AllChecks = []string{CheckAccountExists, CheckAccountOpen, CheckAcceptsDebit
 // DefaultRequiredChecks are the checks that must be true for a bank
 // account verification to verify the account, unless the app configures
 // others (KLUIS_BAV_REQUIRED_CHECKS): the account is real and open, and its
-// holder is the person whose ID number the user gave.
+// holder is the person whose ID number (or passport) the user gave.
 var DefaultRequiredChecks = []string{CheckAccountExists, CheckAccountOpen, CheckIDNumberMatches}
 
 // Checks is what the bank confirmed: each true, false, or nil (unknown:
@@ -146,7 +146,8 @@ func (s *Service) setBankVerifiers(vs []BankVerifier, required []string) error {
 func (s *Service) RequiredChecks() []string { return slices.Clone(s.requiredChecks) }
 
 // bankVerifiable says whether a can be verified by the bank: a South
-// African manual account with the holder's ID number, and a verifier.
+// African manual account with the holder's ID number or passport (both
+// sealed under HolderIDRef), and a verifier.
 func (s *Service) bankVerifiable(a Account) bool {
 	return s.bankVerifier != nil && a.ItemID == "" && a.Country == CountryZA && a.AccountNumberRef != "" && a.HolderIDRef != ""
 }
@@ -173,7 +174,7 @@ func (s *Service) outcome(c Checks) EventKind {
 func (s *Service) startBankVerification(ctx context.Context, actor audit.Actor, a Account, requested string) (Verification, error) {
 	if !s.bankVerifiable(a) {
 		return Verification{}, kluis.Errorf(CodeBankVerificationUnavailable,
-			"bank account verification needs a South African manual account with the holder's ID number, and a bank verifier")
+			"bank account verification needs a South African manual account with the holder's ID number or passport, and a bank verifier")
 	}
 	v := s.newVerification(a, requested, MethodBankAccountVerification)
 	v.Rail = s.bankVerifier.Name()

@@ -41,7 +41,9 @@ const MaxHolderNameLen = 128
 // vault, never stored or logged in the clear, and printing it shows none
 // of it. A US account has a RoutingNumber; a South African one (Country
 // ZA) has a BankID from the za package's list, a BranchCode (the bank's
-// universal code when empty) and, optionally, the holder's ID number.
+// universal code when empty) and, optionally, the holder's South African
+// ID number or, for a holder who has none, their passport's number and
+// issuing country (one or the other, never both).
 type ManualAccount struct {
 	Country        string
 	AccountNumber  string
@@ -51,6 +53,10 @@ type ManualAccount struct {
 	AccountType    string
 	HolderName     string
 	HolderIDNumber string
+	// HolderPassportNumber and HolderPassportCountry (ISO 3166-1
+	// alpha-2) come together.
+	HolderPassportNumber  string
+	HolderPassportCountry string
 }
 
 // String keeps the numbers and the name out of %v.
@@ -77,8 +83,9 @@ func (m ManualAccount) Validate() error { return m.validate(time.Now()) }
 // South African fields. A South African account: a bank of za.Banks, an
 // account number of the length that bank issues, a branch code of six
 // digits if given, the type cheque, savings or transmission, a holder ID
-// number (if given) that za.ParseIDNumber accepts as of today, and no
-// routing number. Both: the holder's name present, printable and at most
+// number (if given) that za.ParseIDNumber accepts as of today or else a
+// passport (number and country, both given) that za.ParsePassport
+// accepts, and no routing number. Both: the holder's name present, printable and at most
 // MaxHolderNameLen characters. Each error names its field and never quotes
 // the input.
 func (m ManualAccount) validate(today time.Time) error {
@@ -107,7 +114,8 @@ func (m ManualAccount) validate(today time.Time) error {
 }
 
 func (m ManualAccount) validateUS() error {
-	for _, f := range []struct{ name, value string }{{"bank_id", m.BankID}, {"branch_code", m.BranchCode}, {"holder_id_number", m.HolderIDNumber}} {
+	for _, f := range []struct{ name, value string }{{"bank_id", m.BankID}, {"branch_code", m.BranchCode}, {"holder_id_number", m.HolderIDNumber},
+		{"holder_passport_number", m.HolderPassportNumber}, {"holder_passport_country", m.HolderPassportCountry}} {
 		if f.value != "" {
 			return fieldError(f.name, "is for South African accounts (country ZA) only")
 		}
@@ -149,9 +157,32 @@ func (m ManualAccount) validateZA(today time.Time) error {
 		return fieldError("account_type", "must be cheque, savings or transmission")
 	}
 	if m.HolderIDNumber != "" {
+		if m.HolderPassportNumber != "" || m.HolderPassportCountry != "" {
+			return fieldError("holder_passport_number", "is for a holder without a South African ID number: give holder_id_number or a passport, not both")
+		}
 		if _, err := za.ParseIDNumber(m.HolderIDNumber, today); err != nil {
 			return fieldError("holder_id_number", "%s", idNumberProblem(err))
 		}
+	}
+	return m.validatePassport()
+}
+
+// validatePassport checks the holder's passport, when one is given: its
+// number and its country together, each as za.ParsePassport wants it.
+func (m ManualAccount) validatePassport() error {
+	switch {
+	case m.HolderPassportNumber == "" && m.HolderPassportCountry == "":
+		return nil
+	case m.HolderPassportCountry == "":
+		return fieldError("holder_passport_country", "is required with holder_passport_number: the issuing country's ISO 3166-1 alpha-2 code")
+	case m.HolderPassportNumber == "":
+		return fieldError("holder_passport_number", "is required with holder_passport_country")
+	}
+	if _, err := za.ParsePassport(m.HolderPassportNumber, m.HolderPassportCountry); errors.Is(err, za.ErrPassportCountry) {
+		return fieldError("holder_passport_country", "must be an ISO 3166-1 alpha-2 country code in capitals (ZW, GB, …)")
+	} else if err != nil {
+		return fieldError("holder_passport_number", "must be %d to %d capital letters and digits, with at least one digit and no spaces",
+			za.MinPassportLen, za.MaxPassportLen)
 	}
 	return nil
 }
@@ -221,17 +252,22 @@ type sealedZANumbers struct {
 	HolderName    string `json:"holder_name,omitempty"`
 }
 
-// sealedIDNumber is the secret of an id_number credential.
+// sealedIDNumber is the secret of an id_number credential: the holder's
+// identifying document, their South African ID number or else their
+// passport's number and issuing country.
 type sealedIDNumber struct {
-	IDNumber string `json:"id_number"`
+	IDNumber        string `json:"id_number,omitempty"`
+	PassportNumber  string `json:"passport_number,omitempty"`
+	PassportCountry string `json:"passport_country,omitempty"`
 }
 
 // CreateManualAccount stores an account the user entered by hand: numbers
 // and name sealed in the vault (with the blind index of the account
 // number), the holder's ID number (South Africa, when given) sealed as its
 // own id_number credential (with its own blind index, so that a later bank
-// account verification and its limits can find it without opening it), the
-// account keeping its mask, country, bank and the credentials' references,
+// account verification and its limits can find it without opening it) or
+// in its place the holder's passport (the same kind of credential, without
+// a blind index), the account keeping its mask, country, bank and the credentials' references,
 // its verification status unverified. The same account entered again by
 // the same subject (the same account number with the same routing number,
 // or at the same South African bank), while the first is live, is a
@@ -295,7 +331,7 @@ func (s *Service) CreateManualAccount(ctx context.Context, actor audit.Actor, m 
 }
 
 // sealManual seals the account's numbers and, when given, the holder's ID
-// number, setting a's references. Every plaintext copy made here is zeroed
+// number or passport, setting a's references. Every plaintext copy made here is zeroed
 // before it returns.
 func (s *Service) sealManual(ctx context.Context, tx pgx.Tx, a *Account, m ManualAccount) error {
 	var secret []byte
@@ -312,14 +348,17 @@ func (s *Service) sealManual(ctx context.Context, tx pgx.Tx, a *Account, m Manua
 	if a.AccountNumberRef, err = s.vault.Seal(ctx, tx, vault.AccountOwner(a.ID), a.SubjectID, vault.KindAccountNumber, secret, m.AccountNumber); err != nil {
 		return err
 	}
-	if m.HolderIDNumber == "" {
+	if m.HolderIDNumber == "" && m.HolderPassportNumber == "" {
 		return nil
 	}
-	id, err := json.Marshal(sealedIDNumber{m.HolderIDNumber})
+	id, err := json.Marshal(sealedIDNumber{IDNumber: m.HolderIDNumber, PassportNumber: m.HolderPassportNumber,
+		PassportCountry: m.HolderPassportCountry})
 	if err != nil {
 		return err
 	}
 	defer clear(id)
+	// A passport gets no blind index (m.HolderIDNumber is empty): the ID
+	// numbers' index keeps digits only, and would lose a passport's letters.
 	a.HolderIDRef, err = s.vault.Seal(ctx, tx, vault.AccountOwner(a.ID), a.SubjectID, vault.KindIDNumber, id, m.HolderIDNumber)
 	return err
 }

@@ -1,6 +1,7 @@
 // Package za owns South African banking formats: the list of South African
 // banks with their universal branch codes, the shape of their account
-// numbers and branch codes, and South African identity numbers. It holds
+// numbers and branch codes, South African identity numbers, and the
+// passports (number and issuing country) of holders who have none. It holds
 // rules only (no storage, no I/O), so every part of kluis that takes such a
 // number checks it the same way.
 //
@@ -61,6 +62,10 @@ var (
 	ErrIDBirthDate   = errors.New("za: ID number does not start with a real birth date")
 	ErrIDCitizenship = errors.New("za: ID number has an unknown citizenship digit")
 	ErrIDCheckDigit  = errors.New("za: ID number check digit is wrong")
+	// ErrPassportCountry: not an assigned ISO 3166-1 alpha-2 code.
+	ErrPassportCountry = errors.New("za: passport country must be an ISO 3166-1 alpha-2 code")
+	// ErrPassportNumber: not 5 to 20 capital letters and digits.
+	ErrPassportNumber = errors.New("za: passport number must be 5 to 20 capital letters and digits")
 )
 
 func allDigits(s string) bool {

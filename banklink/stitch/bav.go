@@ -3,12 +3,17 @@ package stitch
 import (
 	"context"
 	"strings"
+
+	"github.com/kluis-dev/kluis"
 )
 
 // BAVScope is the client-token scope bank account verification needs.
 const BAVScope = "client_bankaccountverification accountholders"
 
-// verdictFragment is the bank's verdict, as both queries read it.
+// verdictFragment is the bank's verdict, as both queries read it
+// (VerifiedBankAccountDetails; its accountHolder is the union
+// VerifiedAccountHolderBankAccountDetails, of which kluis asks only for
+// individuals).
 const verdictFragment = `
 fragment Verdict on VerifiedBankAccountDetails {
   accountVerificationResult
@@ -16,7 +21,10 @@ fragment Verdict on VerifiedBankAccountDetails {
   accountOpen
   accountAcceptsDebits
   accountAcceptsCredits
-  accountHolder { identifyingDocumentVerificationResult lastNameVerificationResult }
+  accountHolder {
+    __typename
+    ... on VerifiedIndividualBankAccountDetails { identifyingDocumentVerificationResult familyNameVerificationResult }
+  }
 }`
 
 // verifyBankAccountQuery submits a bank account verification
@@ -51,10 +59,20 @@ type BAVInput struct {
 	BankID, BranchCode string
 	// AccountType is kluis's (cheque, savings, transmission) or empty.
 	AccountType string
-	IDNumber    string
-	// HolderName is split into initials and last name.
+	// IDNumber is the holder's South African ID number; a holder without
+	// one gives PassportNumber and PassportCountry (ISO 3166-1 alpha-2)
+	// instead. Exactly one of the two is sent.
+	IDNumber                        string
+	PassportNumber, PassportCountry string
+	// HolderName is split into initials and family name.
 	HolderName string
 }
+
+// String keeps the numbers and the name out of %v.
+func (in BAVInput) String() string { return "BAVInput{[redacted]}" }
+
+// GoString makes %#v as safe as %v.
+func (in BAVInput) GoString() string { return in.String() }
 
 // BAVResult is Stitch's answer: the verdict, or Pending with ID to ask
 // again. Each check is true, false or nil (unknown).
@@ -78,18 +96,32 @@ type bavAnswer struct {
 	AccountAcceptsDebits  *bool `json:"accountAcceptsDebits"`
 	AccountAcceptsCredits *bool `json:"accountAcceptsCredits"`
 	AccountHolder         struct {
+		Typename   string `json:"__typename"`
 		IDResult   string `json:"identifyingDocumentVerificationResult"`
-		NameResult string `json:"lastNameVerificationResult"`
+		NameResult string `json:"familyNameVerificationResult"`
 	} `json:"accountHolder"`
 }
 
 // VerifyBankAccountDetails submits a bank account verification with a
-// client token (scope BAVScope).
+// client token (scope BAVScope). The holder is an individual
+// (IndividualBankAccountVerificationInput) identified by one document
+// (IdentifyingDocumentInput takes exactly one): their South African
+// identity document, or their passport with its issuing country. Input
+// without exactly one of them is EInvalid, and nothing is sent.
 func (p *Provider) VerifyBankAccountDetails(ctx context.Context, in BAVInput) (BAVResult, error) {
-	initials, last := splitName(in.HolderName)
-	holder := map[string]any{"individual": map[string]any{
-		"identifyingDocument": map[string]any{"idNumber": map[string]any{"number": in.IDNumber}},
-		"initials":            initials, "lastName": last}}
+	doc, err := identifyingDocument(in)
+	if err != nil {
+		return BAVResult{}, err
+	}
+	initials, family := splitName(in.HolderName)
+	individual := map[string]any{"identifyingDocument": doc}
+	if initials != "" {
+		individual["initials"] = initials
+	}
+	if family != "" {
+		individual["familyName"] = family
+	}
+	holder := map[string]any{"individual": individual}
 	input := map[string]any{"accountNumber": in.AccountNumber, "bankId": kluisToStitch(in.BankID), "accountHolder": holder}
 	if in.BranchCode != "" {
 		input["branchCode"] = in.BranchCode
@@ -105,6 +137,19 @@ func (p *Provider) VerifyBankAccountDetails(ctx context.Context, in BAVInput) (B
 		return BAVResult{}, err
 	}
 	return data.Answer.result(), nil
+}
+
+// identifyingDocument is the IdentifyingDocumentInput of in: an
+// IdentityDocumentInput (country ZA) for an ID number, a PassportInput for
+// a passport.
+func identifyingDocument(in BAVInput) (map[string]any, error) {
+	switch {
+	case in.IDNumber != "" && in.PassportNumber == "" && in.PassportCountry == "":
+		return map[string]any{"identityDocument": map[string]any{"country": "ZA", "number": in.IDNumber}}, nil
+	case in.IDNumber == "" && in.PassportNumber != "" && in.PassportCountry != "":
+		return map[string]any{"passport": map[string]any{"country": in.PassportCountry, "number": in.PassportNumber}}, nil
+	}
+	return nil, providerError(kluis.EInvalid, "stitch bank account verification: the holder needs an ID number or a passport with its country, not both", nil)
 }
 
 // BankAccountVerification asks about a pending verification.
@@ -144,9 +189,12 @@ func (a bavAnswer) result() BAVResult {
 	if a.Typename == "PendingBankAccountVerification" {
 		return BAVResult{ID: safeToken(a.ID), Pending: true}
 	}
-	return BAVResult{AccountExists: verdict(a.Detailed.AccountExists), AccountOpen: a.AccountOpen,
-		AcceptsDebits: a.AccountAcceptsDebits, AcceptsCredits: a.AccountAcceptsCredits,
-		IDNumberMatches: verdict(a.AccountHolder.IDResult), LastNameMatches: verdict(a.AccountHolder.NameResult)}
+	r := BAVResult{AccountExists: verdict(a.Detailed.AccountExists), AccountOpen: a.AccountOpen,
+		AcceptsDebits: a.AccountAcceptsDebits, AcceptsCredits: a.AccountAcceptsCredits}
+	if a.AccountHolder.Typename == "VerifiedIndividualBankAccountDetails" {
+		r.IDNumberMatches, r.LastNameMatches = verdict(a.AccountHolder.IDResult), verdict(a.AccountHolder.NameResult)
+	}
+	return r
 }
 
 // verdict reads a VerificationResult: verified, refuted, or unknown.
@@ -161,7 +209,9 @@ func verdict(v string) *bool {
 	return nil
 }
 
-// splitName turns "Lindiwe Nomsa Dube" into initials "LN" and last name "Dube".
+// splitName turns "Lindiwe Nomsa Dube" into initials "LN" and family name
+// "Dube" (Stitch's familyName: the last word; its initials: the first
+// letters of the given names).
 func splitName(name string) (string, string) {
 	parts := strings.Fields(name)
 	if len(parts) == 0 {

@@ -127,12 +127,15 @@ func (p *Provider) Name() string { return Name }
 
 // CreateLinkToken returns the authorize URL for req.State (a random state
 // when banklink gives none): the page where the user picks a bank, logs in
-// and consents. It calls nothing. Update mode is not offered: an item whose
-// login Stitch no longer accepts is linked again.
+// and consents. It calls nothing. Update mode (an item whose bank asks the
+// user to authorize again, or whose token kluis lost) is the same
+// authorization again: banklink gives no access token for it, and redeems
+// the code for the item's new token pair (banklink/reauthorize.go). An
+// access token given is refused: Stitch has no update mode that takes one.
 func (p *Provider) CreateLinkToken(_ context.Context, req banklink.LinkTokenRequest) (banklink.LinkToken, error) {
 	if req.AccessToken != "" {
 		return banklink.LinkToken{}, providerError(banklink.CodeProductNotSupported,
-			"stitch: update mode is not offered; link the account again", nil)
+			"stitch: update mode authorizes anew and takes no access token", nil)
 	}
 	state := req.State
 	if state == "" {

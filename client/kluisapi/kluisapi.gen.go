@@ -795,6 +795,12 @@ type ManualAccountRequestZA struct {
 
 	// HolderName sealed with the numbers; never stored in the clear
 	HolderName string `json:"holder_name"`
+
+	// HolderPassportCountry the passport's issuing country: an officially assigned ISO 3166-1 alpha-2 code (ZW, GB, …); requires holder_passport_number; sealed with it
+	HolderPassportCountry *string `json:"holder_passport_country,omitempty"`
+
+	// HolderPassportNumber for a holder without a South African ID number (not with holder_id_number): their passport's number, capital letters and digits with at least one digit; requires holder_passport_country; sealed as kind `id_number`, never stored, logged or answered in the clear
+	HolderPassportNumber *string `json:"holder_passport_number,omitempty"`
 }
 
 // ManualAccountRequestZAAccountType defines model for ManualAccountRequestZA.AccountType.
@@ -9930,6 +9936,9 @@ func ParseOauthCallbackResponse(rsp *http.Response) (*OauthCallbackResponse, err
 			return nil, err
 		}
 		response.JSON503 = &dest
+
+	case rsp.StatusCode == 200:
+		// Content-type (text/html) unsupported
 
 	}
 

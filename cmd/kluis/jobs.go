@@ -41,6 +41,7 @@ func (a *app) scheduler() (*jobs.Scheduler, error) {
 	}
 	for _, register := range []func(*jobs.Scheduler) error{
 		a.registerBankJobs, a.registerComplianceJobs, a.registerVerificationJobs, a.registerBankVerificationJob,
+		a.registerStitchKeepAlive,
 	} {
 		if err := register(s); err != nil {
 			return nil, err

@@ -78,6 +78,12 @@ verification-bank-poll job runs, 0008 unknown):
     -d '{"country":"ZA","bank_id":"za_capitec","account_number":"1479260001","account_type":"savings","holder_name":"Dev User","holder_id_number":"8001015009087"}'
   curl -s -X POST http://{{.Public}}/v1/accounts/acc_…/verifications -H "$A" -H "$J" -d '{"method":"bank_account_verification"}'
 
+A holder without a South African ID number gives their passport and its country
+instead (the same test accounts):
+
+  curl -s -X POST http://{{.Public}}/v1/accounts -H "$A" -H "$J" \
+    -d '{"country":"ZA","bank_id":"za_capitec","account_number":"1479260004","account_type":"savings","holder_name":"Dev User","holder_passport_number":"FN1234567","holder_passport_country":"ZW"}'
+
   curl -s --cacert {{.Dir}}/ca.crt --cert {{.Dir}}/payments.crt --key {{.Dir}}/payments.key \
     https://{{.Internal}}/metrics | head
   curl -s --cacert {{.Dir}}/ca.crt --cert {{.Dir}}/compliance-console.crt --key {{.Dir}}/compliance-console.key \

@@ -158,6 +158,7 @@ func (a *app) deps(ctx context.Context) (*api.Deps, error) {
 		// Hosted pages and browser apps (docs/HOSTED.md).
 		Hosted: hosted.NewStore(a.db, a.sys, nil), PublicURL: a.cfg.PublicURL,
 		Origins: api.StaticOrigins(a.cfg.AppOrigins), HostedPageTTL: a.cfg.HostedPageTTL,
+		PlaidLink: api.PlaidLink{ScriptURL: a.cfg.PlaidLinkScriptURL, Integrity: a.cfg.PlaidLinkScriptIntegrity},
 	}, nil
 }
 

@@ -19,7 +19,8 @@
   }
 
   function link(mode) {
-    api('POST', '/api/link-session', {}).then(function (s) {
+    var provider = document.getElementById('provider');
+    api('POST', '/api/link-session', { provider: provider ? provider.value : '' }).then(function (s) {
       handle = window.KluisLink.open({
         url: s.hosted_link_url,
         mode: mode,

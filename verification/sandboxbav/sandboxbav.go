@@ -16,8 +16,9 @@
 //	0008    | the bank cannot say (every check unknown: failed, not counted)
 //	other   | all six checks true
 //
-// The test ID number is any valid one (za.ParseIDNumber); names are not
-// compared except for 0005.
+// The test ID number is any valid one (za.ParseIDNumber), or in its place
+// any valid passport (za.ParsePassport; id_number_matches is then the
+// bank's verdict on the passport); names are not compared except for 0005.
 package sandboxbav
 
 import (
@@ -58,8 +59,9 @@ func (*Verifier) Name() string { return Name }
 // VerifyBankAccount answers by the account number's ending.
 func (*Verifier) VerifyBankAccount(_ context.Context, d verification.BankDetails) (verification.BankAnswer, error) {
 	n := d.AccountNumber
-	if len(n) < 4 || d.IDNumber == "" {
-		return verification.BankAnswer{}, kluis.Errorf(kluis.EInvalid, "sandbox bank verification: an account number and an ID number are required")
+	passport := d.PassportNumber != "" && d.PassportCountry != ""
+	if len(n) < 4 || (d.IDNumber != "") == passport {
+		return verification.BankAnswer{}, kluis.Errorf(kluis.EInvalid, "sandbox bank verification: an account number and an ID number or a passport are required")
 	}
 	suffix := n[len(n)-4:]
 	switch suffix {

@@ -1,7 +1,8 @@
 // Package stitchbav puts Stitch's bank account verification
 // (verifyBankAccountDetails, banklink/stitch) behind verification's
 // BankVerifier: a South African manual account's number, bank and branch,
-// its holder's ID number and name, checked against the bank's records.
+// its holder's ID number (or passport and its country) and name, checked
+// against the bank's records.
 package stitchbav
 
 import (
@@ -24,7 +25,8 @@ func (v *Verifier) Name() string { return stitch.Name }
 // VerifyBankAccount submits the details to Stitch.
 func (v *Verifier) VerifyBankAccount(ctx context.Context, d verification.BankDetails) (verification.BankAnswer, error) {
 	r, err := v.p.VerifyBankAccountDetails(ctx, stitch.BAVInput{AccountNumber: d.AccountNumber, BankID: d.BankID,
-		BranchCode: d.BranchCode, AccountType: d.AccountType, IDNumber: d.IDNumber, HolderName: d.HolderName})
+		BranchCode: d.BranchCode, AccountType: d.AccountType, IDNumber: d.IDNumber, PassportNumber: d.PassportNumber,
+		PassportCountry: d.PassportCountry, HolderName: d.HolderName})
 	if err != nil {
 		return verification.BankAnswer{}, err
 	}
@@ -40,8 +42,9 @@ func (v *Verifier) BankAccountVerification(ctx context.Context, ref string) (ver
 	return answer(r), nil
 }
 
-// answer maps Stitch's verdict to kluis's checks: the last name is what
-// Stitch compares of the holder's name.
+// answer maps Stitch's verdict to kluis's checks: the family name is what
+// Stitch compares of the holder's name, and id_number_matches is its
+// verdict on whichever document was sent (ID number or passport).
 func answer(r stitch.BAVResult) verification.BankAnswer {
 	return verification.BankAnswer{Ref: r.ID, Pending: r.Pending, Checks: verification.Checks{
 		AccountExists: r.AccountExists, AccountOpen: r.AccountOpen, AcceptsDebits: r.AcceptsDebits,

@@ -11,7 +11,7 @@ import (
 // (verification/sandboxbav), so one test table drives both:
 //
 //	0001 all verified · 0002 no such account · 0003 closed · 0004 ID
-//	number refuted · 0005 last name refuted · 0006 pending, then verified ·
+//	number (or passport) refuted · 0005 family name refuted · 0006 pending, then verified ·
 //	0007 pending, then ID refuted · 0008 every result unknown
 const (
 	BAVVerified          = "0001"
@@ -29,6 +29,22 @@ type bavState struct {
 	mu      sync.Mutex
 	pending map[string]string // id → the suffix whose verdict the bank gives
 	done    map[string]bool   // ids the bank has answered
+	docs    []BAVDocument     // the documents verifications named, in order
+}
+
+// BAVDocument is what a verification request identified its holder by:
+// Kind "identityDocument" or "passport", and the document's country. The
+// number is not kept.
+type BAVDocument struct {
+	Kind, Country string
+}
+
+// BAVDocuments lists the holder documents of the verifications the server
+// took, in order.
+func (s *Server) BAVDocuments() []BAVDocument {
+	s.bav.mu.Lock()
+	defer s.bav.mu.Unlock()
+	return append([]BAVDocument(nil), s.bav.docs...)
 }
 
 func (b *bavState) init() {
@@ -36,20 +52,62 @@ func (b *bavState) init() {
 	b.done = map[string]bool{}
 }
 
-// bavInput is the part of BankAccountVerificationInput the server checks.
+// bavInput is the part of BankAccountVerificationInput the server checks,
+// as Stitch's API reference gives it: accountHolder
+// (AccountHolderBankAccountVerificationInput) with an individual
+// (IndividualBankAccountVerificationInput: familyName, initials,
+// identifyingDocument), whose IdentifyingDocumentInput takes exactly one
+// of identityDocument and passport, each {country, number}.
 type bavInput struct {
 	AccountNumber string `json:"accountNumber"`
 	BankID        string `json:"bankId"`
 	AccountHolder struct {
-		Individual struct {
+		Individual *struct {
 			IdentifyingDocument struct {
-				IDNumber struct {
-					Number string `json:"number"`
-				} `json:"idNumber"`
+				IdentityDocument     *docInput `json:"identityDocument"`
+				Passport             *docInput `json:"passport"`
+				TemporaryResidenceID *docInput `json:"temporaryResidenceId"`
 			} `json:"identifyingDocument"`
-			LastName string `json:"lastName"`
+			FamilyName string `json:"familyName"`
+			Initials   string `json:"initials"`
 		} `json:"individual"`
 	} `json:"accountHolder"`
+}
+
+// docInput is IdentityDocumentInput and PassportInput.
+type docInput struct {
+	Country string `json:"country"`
+	Number  string `json:"number"`
+}
+
+// document checks the holder's identifying document: exactly one, an
+// identity document a South African ID number (13 digits, country ZA), a
+// passport a number and a two-capital country code.
+func (in bavInput) document() (BAVDocument, bool) {
+	ind := in.AccountHolder.Individual
+	if ind == nil {
+		return BAVDocument{}, false
+	}
+	d := ind.IdentifyingDocument
+	switch {
+	case d.IdentityDocument != nil && d.Passport == nil && d.TemporaryResidenceID == nil:
+		ok := d.IdentityDocument.Country == "ZA" && len(d.IdentityDocument.Number) == 13 && allDigits(d.IdentityDocument.Number)
+		return BAVDocument{Kind: "identityDocument", Country: "ZA"}, ok
+	case d.Passport != nil && d.IdentityDocument == nil && d.TemporaryResidenceID == nil:
+		c := d.Passport.Country
+		ok := len(c) == 2 && c[0] >= 'A' && c[0] <= 'Z' && c[1] >= 'A' && c[1] <= 'Z' && d.Passport.Number != ""
+		return BAVDocument{Kind: "passport", Country: c}, ok
+	}
+	return BAVDocument{}, false
+}
+
+func allDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return s != ""
 }
 
 func (s *Server) verifyBankAccount(w http.ResponseWriter, bearer string, vars map[string]any) {
@@ -59,11 +117,18 @@ func (s *Server) verifyBankAccount(w http.ResponseWriter, bearer string, vars ma
 	}
 	raw, _ := json.Marshal(vars["input"])
 	var in bavInput
-	if json.Unmarshal(raw, &in) != nil || len(in.AccountNumber) < 4 || in.BankID == "" ||
-		len(in.AccountHolder.Individual.IdentifyingDocument.IDNumber.Number) != 13 {
+	if json.Unmarshal(raw, &in) != nil || len(in.AccountNumber) < 4 || in.BankID == "" {
 		gqlErr(w, http.StatusOK, "BAD_USER_INPUT")
 		return
 	}
+	doc, ok := in.document()
+	if !ok {
+		gqlErr(w, http.StatusOK, "BAD_USER_INPUT")
+		return
+	}
+	s.bav.mu.Lock()
+	s.bav.docs = append(s.bav.docs, doc)
+	s.bav.mu.Unlock()
 	suffix := in.AccountNumber[len(in.AccountNumber)-4:]
 	var ans map[string]any
 	switch suffix {
@@ -150,5 +215,6 @@ func verdictFor(suffix string) map[string]any {
 	return map[string]any{"__typename": "VerifiedBankAccountDetails", "accountVerificationResult": agg,
 		"detailedAccountVerificationResults": map[string]any{"accountExists": result(exists)},
 		"accountOpen":                        open, "accountAcceptsDebits": debits, "accountAcceptsCredits": credits,
-		"accountHolder": map[string]any{"identifyingDocumentVerificationResult": result(id), "lastNameVerificationResult": result(name)}}
+		"accountHolder": map[string]any{"__typename": "VerifiedIndividualBankAccountDetails",
+			"identifyingDocumentVerificationResult": result(id), "familyNameVerificationResult": result(name)}}
 }

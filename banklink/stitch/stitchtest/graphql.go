@@ -46,6 +46,12 @@ func (s *Server) bankAccounts(w http.ResponseWriter, bearer string) {
 		gqlErr(w, http.StatusOK, "UNAUTHENTICATED")
 		return
 	}
+	now := s.clock.Now()
+	if su := s.users[t.user]; !su.LastUsed.IsZero() && now.Sub(su.LastUsed) >= UnusedReauthAfter {
+		su.ReauthRequired = true
+	} else if !su.ReauthRequired {
+		su.LastUsed = now
+	}
 	u := *s.users[t.user]
 	s.mu.Unlock()
 	if u.ReauthRequired {

@@ -8,7 +8,8 @@
 // redirect URI and PKCE challenge, client_secret_post client
 // authentication. Faults a test can switch on: Stitch down, an answer lost
 // after the refresh was done, reauthorization required, and a clock the
-// test moves. It counts every attempt to spend a refresh token twice, so a
+// test moves; refresh tokens also die unused after RefreshTokenIdleTTL,
+// and a user may authorize again (Reauthorize). It counts every attempt to spend a refresh token twice, so a
 // test can prove that kluis never did.
 package stitchtest
 
@@ -51,6 +52,13 @@ const (
 	UserTokenTTL   = 15 * time.Minute
 	ClientTokenTTL = time.Hour
 	CodeTTL        = 5 * time.Minute
+	// RefreshTokenIdleTTL: a refresh token unused this long is refused
+	// (Stitch's sliding expiry: each refresh issues a new one).
+	RefreshTokenIdleTTL = 365 * 24 * time.Hour
+	// UnusedReauthAfter: "if a user token is successfully refreshed but
+	// unused for a year the next request made will receive a
+	// reauthorization error".
+	UnusedReauthAfter = 365 * 24 * time.Hour
 )
 
 // Server is the in-test Stitch. Its URL is both STITCH_BASE_URL and
@@ -67,6 +75,8 @@ type Server struct {
 	clients map[string]time.Time // client token → expiry
 	users   map[string]*User
 	bank    string // the bank the next user links at
+	// consentPage: the authorize endpoint shows a consent page.
+	consentPage bool
 	// faults
 	down        bool
 	loseRefresh int
@@ -88,8 +98,9 @@ type userToken struct {
 }
 
 type refreshToken struct {
-	user string
-	used bool
+	user   string
+	used   bool
+	issued time.Time
 	// access is the user token issued with it, killed when it is spent.
 	access string
 }
@@ -102,6 +113,21 @@ type User struct {
 	// Revoked: the grant was revoked; ReauthRequired: the bank asks the
 	// user to authorize again.
 	Revoked, ReauthRequired bool
+	// LastUsed is when a user token of theirs was last used at the API
+	// (or they last authorized): Stitch asks for reauthorization when a
+	// token is used after UnusedReauthAfter without use, however often it
+	// was refreshed meanwhile.
+	LastUsed time.Time
+}
+
+// LastUsed returns when the user's tokens were last used at the API.
+func (s *Server) LastUsed(userID string) time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if u := s.users[userID]; u != nil {
+		return u.LastUsed
+	}
+	return time.Time{}
 }
 
 // Account is one of a user's bank accounts.
@@ -126,6 +152,7 @@ func NewServer(t testing.TB, opts ...Option) *Server {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /connect/authorize", s.authorize)
+	mux.HandleFunc("POST /connect/authorize/consent", s.decide)
 	mux.HandleFunc("POST /connect/token", s.token)
 	mux.HandleFunc("POST /connect/revocation", s.revoke)
 	mux.HandleFunc("POST /graphql", s.graphql)
@@ -197,7 +224,23 @@ func (s *Server) Authorize(authorizeURL string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	loc, status := s.consent(u.Query())
+	loc, status := s.consent(u.Query(), "")
+	if status != http.StatusFound {
+		return "", fmt.Errorf("stitchtest: authorize refused: %s", loc)
+	}
+	return loc, nil
+}
+
+// Reauthorize plays an existing user going through the authorize URL
+// again (Stitch's reauthorization): they log in at their bank, which no
+// longer asks for it, and consent; the code issued is for the same user
+// (the id token's sub is unchanged).
+func (s *Server) Reauthorize(authorizeURL, userID string) (string, error) {
+	u, err := url.Parse(authorizeURL)
+	if err != nil {
+		return "", err
+	}
+	loc, status := s.consent(u.Query(), userID)
 	if status != http.StatusFound {
 		return "", fmt.Errorf("stitchtest: authorize refused: %s", loc)
 	}
@@ -222,7 +265,11 @@ func (s *Server) Decline(authorizeURL string) (string, error) {
 }
 
 func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
-	loc, status := s.consent(r.URL.Query())
+	if s.consentPage {
+		s.consentForm(w, r)
+		return
+	}
+	loc, status := s.consent(r.URL.Query(), "")
 	if status != http.StatusFound {
 		http.Error(w, loc, status)
 		return
@@ -230,8 +277,9 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, loc, http.StatusFound)
 }
 
-// consent validates an authorize request and issues a code for a new user.
-func (s *Server) consent(q url.Values) (string, int) {
+// consent validates an authorize request and issues a code for a new
+// user, or for the existing user userID (reauthorization).
+func (s *Server) consent(q url.Values, userID string) (string, int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
@@ -251,7 +299,15 @@ func (s *Server) consent(q url.Values) (string, int) {
 	if err != nil || back.Host == "" || (len(s.redirs) > 0 && !s.redirs[redirect]) {
 		return "redirect_uri is not registered", http.StatusBadRequest
 	}
-	user := s.newUser(s.bank)
+	user := s.users[userID]
+	switch {
+	case userID == "":
+		user = s.newUser(s.bank)
+	case user == nil:
+		return "unknown user", http.StatusBadRequest
+	default:
+		user.ReauthRequired = false
+	}
 	code := random(32)
 	s.codes[code] = &grant{redirect: redirect, challenge: q.Get("code_challenge"), user: user.ID,
 		expires: s.clock.Now().Add(CodeTTL)}
@@ -338,6 +394,7 @@ func (s *Server) redeem(w http.ResponseWriter, f url.Values) {
 		return
 	}
 	g.used = true
+	s.users[g.user].LastUsed = s.clock.Now()
 	writeJSON(w, s.issue(g.user, true))
 }
 
@@ -356,7 +413,7 @@ func (s *Server) spend(w http.ResponseWriter, f url.Values) {
 		s.mu.Unlock()
 		oauthErr(w, http.StatusBadRequest, "invalid_grant")
 		return
-	case s.users[rt.user].Revoked:
+	case s.users[rt.user].Revoked, !s.clock.Now().Before(rt.issued.Add(RefreshTokenIdleTTL)):
 		s.mu.Unlock()
 		oauthErr(w, http.StatusBadRequest, "invalid_grant")
 		return
@@ -384,7 +441,7 @@ func (s *Server) spend(w http.ResponseWriter, f url.Values) {
 func (s *Server) issue(user string, idToken bool) map[string]any {
 	access, refresh := "stitch-ut-"+random(24), "stitch-rt-"+random(24)
 	s.access[access] = &userToken{user: user, expires: s.clock.Now().Add(UserTokenTTL)}
-	s.refresh[refresh] = &refreshToken{user: user, access: access}
+	s.refresh[refresh] = &refreshToken{user: user, access: access, issued: s.clock.Now()}
 	ans := map[string]any{"access_token": access, "expires_in": int(UserTokenTTL / time.Second),
 		"refresh_token": refresh, "token_type": "Bearer", "scope": "openid offline_access accounts accountholders"}
 	if idToken {
