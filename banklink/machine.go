@@ -21,6 +21,10 @@ const (
 	// ItemEventTokenLost: kluis no longer holds a live token (a rotation whose
 	// answer never arrived): the user must link again.
 	ItemEventTokenLost ItemEvent = "token_lost"
+	// ItemEventReauthorized: the user authorized the item again through the
+	// provider's OAuth consent (Stitch's update mode) and a new token
+	// replaced the lost or broken one.
+	ItemEventReauthorized ItemEvent = "reauthorized"
 	// ItemEventConsentRevoked: the user withdrew consent at the provider.
 	ItemEventConsentRevoked ItemEvent = "consent_revoked"
 	// ItemEventUnlinked: the user (or an erasure) removed the item.
@@ -31,12 +35,14 @@ const (
 var ItemStatuses = []string{ItemActive, ItemLoginRequired, ItemRelinkRequired, ItemRevoked, ItemRemoved}
 
 // ItemEvents are every item event.
-var ItemEvents = []ItemEvent{ItemEventLoginBroke, ItemEventLoginRepaired, ItemEventTokenLost, ItemEventConsentRevoked, ItemEventUnlinked}
+var ItemEvents = []ItemEvent{ItemEventLoginBroke, ItemEventLoginRepaired, ItemEventTokenLost, ItemEventReauthorized,
+	ItemEventConsentRevoked, ItemEventUnlinked}
 
 // NextItem is the item machine: active ⇄ login_required; active or
-// login_required → relink_required when the token is lost; any live status
-// → revoked when consent is withdrawn (but revoked stays revoked); any
-// status but removed → removed. ok is false for an event the status does
+// login_required → relink_required when the token is lost; login_required
+// or relink_required → active when re-authorization brings a new token;
+// any live status → revoked when consent is withdrawn (but revoked stays
+// revoked); any status but removed → removed. ok is false for an event the status does
 // not take (the same event again included: a repeated webhook changes
 // nothing). It is a pure function.
 func NextItem(status string, ev ItemEvent) (next string, ok bool) {
@@ -52,6 +58,10 @@ func NextItem(status string, ev ItemEvent) (next string, ok bool) {
 	case ItemEventTokenLost:
 		if status == ItemActive || status == ItemLoginRequired {
 			return ItemRelinkRequired, true
+		}
+	case ItemEventReauthorized:
+		if status == ItemLoginRequired || status == ItemRelinkRequired {
+			return ItemActive, true
 		}
 	case ItemEventConsentRevoked:
 		if status == ItemActive || status == ItemLoginRequired || status == ItemRelinkRequired {

@@ -14,10 +14,10 @@ func TestTheItemMachineTakesEveryEventOnlyWhereItIsAllowed(t *testing.T) {
 			ItemEventConsentRevoked: ItemRevoked, ItemEventUnlinked: ItemRemoved,
 		},
 		ItemLoginRequired: {
-			ItemEventLoginRepaired: ItemActive, ItemEventTokenLost: ItemRelinkRequired,
+			ItemEventLoginRepaired: ItemActive, ItemEventTokenLost: ItemRelinkRequired, ItemEventReauthorized: ItemActive,
 			ItemEventConsentRevoked: ItemRevoked, ItemEventUnlinked: ItemRemoved,
 		},
-		ItemRelinkRequired: {ItemEventConsentRevoked: ItemRevoked, ItemEventUnlinked: ItemRemoved},
+		ItemRelinkRequired: {ItemEventReauthorized: ItemActive, ItemEventConsentRevoked: ItemRevoked, ItemEventUnlinked: ItemRemoved},
 		ItemRevoked:        {ItemEventUnlinked: ItemRemoved},
 		ItemRemoved:        {},
 	}
@@ -93,6 +93,7 @@ func TestTheConditionalUpdatesMoveFromTheMachinesSources(t *testing.T) {
 		{ItemEventLoginBroke, []string{ItemActive}, ItemLoginRequired},
 		{ItemEventLoginRepaired, []string{ItemLoginRequired}, ItemActive},
 		{ItemEventTokenLost, []string{ItemActive, ItemLoginRequired}, ItemRelinkRequired},
+		{ItemEventReauthorized, []string{ItemLoginRequired, ItemRelinkRequired}, ItemActive},
 		{ItemEventConsentRevoked, []string{ItemActive, ItemLoginRequired, ItemRelinkRequired}, ItemRevoked},
 		{ItemEventUnlinked, []string{ItemActive, ItemLoginRequired, ItemRelinkRequired, ItemRevoked}, ItemRemoved},
 	} {
