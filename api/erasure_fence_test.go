@@ -96,7 +96,7 @@ func startFence(t *testing.T, opts ...func(*banklink.Options)) *fenceEnv {
 			t.Fatal(err)
 		}
 		fe.svc, d.BankLink = svc, svc
-		ver, err := verification.New(verification.Options{DB: d.DB, Vault: d.Vault, Auditor: d.Auditor, Keys: keys,
+		ver, err := verification.New(verification.Options{DB: d.DB, Vault: d.Vault, Auditor: d.Auditor, Accounts: banklink.NewAccountStore(d.DB), Keys: keys,
 			Rail: sandboxrail.New(d.DB, keys, 0, &testClock{}), Logger: d.Logger})
 		if err != nil {
 			t.Fatal(err)

@@ -88,7 +88,7 @@ func startHosted(t *testing.T, host, appOrigin string, opts ...func(*api.Deps)) 
 		if d.BankLink, err = banklink.New(banklink.Options{DB: d.DB, Vault: d.Vault, Auditor: d.Auditor, Providers: providers, Keys: keys, Logger: d.Logger}); err != nil {
 			t.Fatal(err)
 		}
-		if d.Verification, err = verification.New(verification.Options{DB: d.DB, Vault: d.Vault, Auditor: d.Auditor, Keys: keys,
+		if d.Verification, err = verification.New(verification.Options{DB: d.DB, Vault: d.Vault, Auditor: d.Auditor, Accounts: banklink.NewAccountStore(d.DB), Keys: keys,
 			Rail: sandboxrail.New(d.DB, keys, 0, nil), Logger: d.Logger}); err != nil {
 			t.Fatal(err)
 		}

@@ -37,7 +37,7 @@ func startEverything(t *testing.T) *apitest.Env {
 			t.Fatal(err)
 		}
 		d.BankLink = bank
-		d.Verification, err = verification.New(verification.Options{DB: d.DB, Vault: d.Vault, Auditor: d.Auditor, Keys: keys,
+		d.Verification, err = verification.New(verification.Options{DB: d.DB, Vault: d.Vault, Auditor: d.Auditor, Accounts: banklink.NewAccountStore(d.DB), Keys: keys,
 			Rail: sandboxrail.New(d.DB, keys, 0, nil), Logger: d.Logger})
 		if err != nil {
 			t.Fatal(err)

@@ -31,7 +31,7 @@ func startPlaidVerify(t *testing.T) (*bankEnv, *verifyEnv) {
 		}
 		be.svc, d.BankLink = svc, svc
 		ve.rail = sandboxrail.New(d.DB, keys, 0, ve.clock)
-		ve.svc, err = verification.New(verification.Options{DB: d.DB, Vault: d.Vault, Auditor: d.Auditor, Keys: keys, Rail: ve.rail,
+		ve.svc, err = verification.New(verification.Options{DB: d.DB, Vault: d.Vault, Auditor: d.Auditor, Accounts: banklink.NewAccountStore(d.DB), Keys: keys, Rail: ve.rail,
 			Clock: ve.clock, Logger: d.Logger})
 		if err != nil {
 			t.Fatal(err)

@@ -50,8 +50,8 @@ func startBoth(t *testing.T, opts ...plaidtest.Option) *bankEnv {
 		}
 		be.svc, be.sandbox, d.BankLink = svc, sb, svc
 		rail := sandboxrail.New(d.DB, d.Pseudonyms.(*vault.SystemKeys), 0, nil)
-		d.Verification, err = verification.New(verification.Options{DB: d.DB, Vault: d.Vault, Auditor: d.Auditor,
-			Keys: d.Pseudonyms.(*vault.SystemKeys), Logger: d.Logger, Items: svc,
+		d.Verification, err = verification.New(verification.Options{DB: d.DB, Vault: d.Vault, Auditor: d.Auditor, Accounts: banklink.NewAccountStore(d.DB),
+			Keys: d.Pseudonyms.(*vault.SystemKeys), Logger: d.Logger,
 			Rail: rail, Rails: map[string]verification.Rail{"sandbox": rail}})
 		if err != nil {
 			t.Fatal(err)

@@ -31,8 +31,8 @@ func startStitchBAV(t *testing.T) (*verifyEnv, *stitchtest.Server) {
 			t.Fatal(err)
 		}
 		d.BankLink = bank
-		ve.svc, err = verification.New(verification.Options{DB: d.DB, Vault: d.Vault, Auditor: d.Auditor, Keys: keys,
-			Items: bank, Clock: ve.clock, Logger: d.Logger, BankVerifiers: []verification.BankVerifier{stitchbav.New(p)}})
+		ve.svc, err = verification.New(verification.Options{DB: d.DB, Vault: d.Vault, Auditor: d.Auditor, Accounts: banklink.NewAccountStore(d.DB), Keys: keys,
+			Clock: ve.clock, Logger: d.Logger, BankVerifiers: []verification.BankVerifier{stitchbav.New(p)}})
 		if err != nil {
 			t.Fatal(err)
 		}

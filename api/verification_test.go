@@ -81,7 +81,7 @@ func startVerifyWith(t *testing.T, limited bool, envOpts []apitest.Option, adjus
 		}
 		d.BankLink = bank
 		ve.rail = sandboxrail.New(d.DB, keys, 0, ve.clock)
-		opts := verification.Options{DB: d.DB, Vault: d.Vault, Auditor: d.Auditor, Keys: keys, Rail: ve.rail,
+		opts := verification.Options{DB: d.DB, Vault: d.Vault, Auditor: d.Auditor, Accounts: banklink.NewAccountStore(d.DB), Keys: keys, Rail: ve.rail,
 			Clock: ve.clock, Logger: d.Logger}
 		for _, a := range adjust {
 			a(&opts)

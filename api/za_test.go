@@ -11,6 +11,7 @@ import (
 	"github.com/kluis-dev/kluis/api"
 	"github.com/kluis-dev/kluis/api/apitest"
 	"github.com/kluis-dev/kluis/audit"
+	"github.com/kluis-dev/kluis/banklink"
 	"github.com/kluis-dev/kluis/compliance"
 	"github.com/kluis-dev/kluis/vault"
 	"github.com/kluis-dev/kluis/verification"
@@ -250,7 +251,7 @@ func TestErasureAndExportTakeTheSealedIDNumber(t *testing.T) {
 	late := &lateRing{}
 	env := apitest.Start(t, func(d *api.Deps) {
 		keys := d.Pseudonyms.(*vault.SystemKeys)
-		v, err := verification.New(verification.Options{DB: d.DB, Vault: d.Vault, Auditor: d.Auditor, Keys: keys, Logger: d.Logger})
+		v, err := verification.New(verification.Options{DB: d.DB, Vault: d.Vault, Auditor: d.Auditor, Accounts: banklink.NewAccountStore(d.DB), Keys: keys, Logger: d.Logger})
 		if err != nil {
 			t.Fatal(err)
 		}

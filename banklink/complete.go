@@ -280,7 +280,7 @@ func (s *Service) recheckWaiting(ctx context.Context, tx pgx.Tx, it Item, accts 
 // says needs repair to login_required (update mode then completes it).
 func (s *Service) markLoginRequiredPending(ctx context.Context, it Item) error {
 	return s.inEventTx(ctx, func(tx pgx.Tx) error {
-		changed, err := setItemStatus(ctx, tx, it.ID, []string{ItemActive}, ItemLoginRequired, s.now())
+		_, changed, err := setItemStatus(ctx, tx, it.ID, ItemEventLoginBroke, s.now())
 		if err != nil || !changed {
 			return err
 		}

@@ -183,8 +183,9 @@ func (s *Service) HostedExit(ctx context.Context, actor audit.Actor, sessionID s
 		return nil
 	}
 	return s.db.InTx(ctx, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `UPDATE link_sessions SET status = 'exited', public_token_sealed = NULL, updated_at = $2
-			WHERE id = $1 AND status = 'created'`, row.ID, s.now())
+		from, to := sessionFrom(SessionEventExited)
+		tag, err := tx.Exec(ctx, `UPDATE link_sessions SET status = $4, public_token_sealed = NULL, updated_at = $2
+			WHERE id = $1 AND status = ANY($3)`, row.ID, s.now(), from, to)
 		if err != nil {
 			return dbErr("exit link session", err)
 		}

@@ -141,7 +141,7 @@ func (s *Service) useRenewed(ctx context.Context, id string) bool {
 		return false
 	}
 	err = s.inEventTx(ctx, func(tx pgx.Tx) error {
-		changed, err := setItemStatus(ctx, tx, it.ID, []string{ItemActive}, ItemLoginRequired, s.now())
+		_, changed, err := setItemStatus(ctx, tx, it.ID, ItemEventLoginBroke, s.now())
 		if err != nil || !changed {
 			return err
 		}

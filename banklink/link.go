@@ -413,7 +413,7 @@ func (s *Service) exchangeUpdate(ctx context.Context, actor audit.Actor, row ses
 		if err != nil {
 			return err
 		}
-		repaired, err := setItemStatus(ctx, tx, locked.ID, []string{ItemLoginRequired}, ItemActive, now)
+		_, repaired, err := setItemStatus(ctx, tx, locked.ID, ItemEventLoginRepaired, now)
 		if err != nil {
 			return err
 		}

@@ -252,8 +252,9 @@ func markCallback(ctx context.Context, tx pgx.Tx, id string, hash, sealed []byte
 	if !declined {
 		return markSucceeded(ctx, tx, id, hash, sealed, nil, now)
 	}
-	tag, err := tx.Exec(ctx, `UPDATE link_sessions SET status = 'exited', updated_at = $2
-		WHERE id = $1 AND status = 'created' AND expires_at > $2`, id, now)
+	from, to := sessionFrom(SessionEventExited)
+	tag, err := tx.Exec(ctx, `UPDATE link_sessions SET status = $4, updated_at = $2
+		WHERE id = $1 AND status = ANY($3) AND expires_at > $2`, id, now, from, to)
 	if err != nil {
 		return false, dbErr("mark link session exited", err)
 	}

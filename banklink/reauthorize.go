@@ -116,7 +116,7 @@ func (s *Service) replaceToken(ctx context.Context, tx pgx.Tx, actor audit.Actor
 		return "", err
 	}
 	now := s.now()
-	repaired, err := setItemStatus(ctx, tx, locked.ID, []string{ItemLoginRequired, ItemRelinkRequired}, ItemActive, now)
+	_, repaired, err := setItemStatus(ctx, tx, locked.ID, ItemEventReauthorized, now)
 	if err != nil {
 		return "", err
 	}

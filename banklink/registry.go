@@ -127,21 +127,6 @@ func (s *Service) sandboxLinker(provider string) (SandboxLinker, error) {
 	return l, nil
 }
 
-// ItemProvider returns the provider a live item was linked through and its
-// status, for verification (its Items port): the item's provider decides
-// instant verification and the micro-deposit rail. A removed or unknown
-// item is ENotFound.
-func (s *Service) ItemProvider(ctx context.Context, itemID string) (provider, status string, err error) {
-	if !kluis.ValidID(kluis.PrefixItem, itemID) {
-		return "", "", notFound()
-	}
-	it, err := anyItem(ctx, s.db.Pool, itemID)
-	if err != nil {
-		return "", "", err
-	}
-	return it.Provider, it.Status, nil
-}
-
 // UnconfiguredProviders lists the providers that live items were linked
 // through but that are not configured: their items answer 503 to every call
 // that needs the provider (unlink and erasure included) until the operator

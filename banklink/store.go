@@ -89,11 +89,12 @@ func deref(s *string) string {
 // accounts the user picked (nil: all): created → succeeded, with the public
 // token's own deadline.
 func markSucceeded(ctx context.Context, tx pgx.Tx, id string, hash, sealed []byte, selected []string, now time.Time) (bool, error) {
+	from, to := sessionFrom(SessionEventTokenIssued)
 	tag, err := tx.Exec(ctx, `
-		UPDATE link_sessions SET status = 'succeeded', public_token_hash = $2, public_token_sealed = $5, selected_accounts = $6,
+		UPDATE link_sessions SET status = $8, public_token_hash = $2, public_token_sealed = $5, selected_accounts = $6,
 		       expires_at = LEAST(expires_at, $3::timestamptz + $4::interval), updated_at = $3
-		WHERE id = $1 AND status = 'created' AND expires_at > $3`,
-		id, hash, now, PublicTokenTTL, sealed, selected)
+		WHERE id = $1 AND status = ANY($7) AND expires_at > $3`,
+		id, hash, now, PublicTokenTTL, sealed, selected, from, to)
 	if err != nil {
 		return false, dbErr("mark link session succeeded", err)
 	}
@@ -106,16 +107,19 @@ func markSucceeded(ctx context.Context, tx pgx.Tx, id string, hash, sealed []byt
 // the same hash and no live lease. It returns the status the session had.
 func claimExchange(ctx context.Context, q querier, id, subjectID string, hash []byte, now, until time.Time) (string, bool, error) {
 	var old string
+	// A fresh token moves the session as the machine says; the same token
+	// again only renews the lease of a session it already moved.
+	from, to := sessionFrom(SessionEventTokenIssued)
 	err := q.QueryRow(ctx, `
-		UPDATE link_sessions s SET status = 'succeeded', public_token_hash = $3, exchange_claimed_until = $5,
-		       expires_at = CASE WHEN o.status = 'created' THEN LEAST(s.expires_at, $4::timestamptz + $6::interval) ELSE s.expires_at END,
+		UPDATE link_sessions s SET status = $8, public_token_hash = $3, exchange_claimed_until = $5,
+		       expires_at = CASE WHEN o.status = ANY($7) THEN LEAST(s.expires_at, $4::timestamptz + $6::interval) ELSE s.expires_at END,
 		       updated_at = $4
 		FROM (SELECT id, status FROM link_sessions WHERE id = $1 AND subject_id = $2 FOR UPDATE) o
 		WHERE s.id = o.id AND s.expires_at > $4 AND (
-		      s.status = 'created'
-		   OR (s.status = 'succeeded' AND s.public_token_hash = $3
+		      s.status = ANY($7)
+		   OR (s.status = $8 AND s.public_token_hash = $3
 		       AND (s.exchange_claimed_until IS NULL OR s.exchange_claimed_until < $4)))
-		RETURNING o.status`, id, subjectID, hash, now, until, PublicTokenTTL).Scan(&old)
+		RETURNING o.status`, id, subjectID, hash, now, until, PublicTokenTTL, from, to).Scan(&old)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", false, nil
 	}
@@ -129,14 +133,17 @@ func claimExchange(ctx context.Context, q querier, id, subjectID string, hash []
 // was created before this claim goes back to created, so that a token the
 // provider refused does not lock the session to its hash.
 func releaseClaim(ctx context.Context, q querier, id string, hash []byte, toCreated bool) error {
-	sql := `UPDATE link_sessions SET exchange_claimed_until = NULL, updated_at = now()
-		WHERE id = $1 AND status = 'succeeded' AND public_token_hash = $2`
+	// Either way only a session the refusal could move is touched.
+	from, to := sessionFrom(SessionEventTokenRefused)
+	sql, args := `UPDATE link_sessions SET exchange_claimed_until = NULL, updated_at = now()
+		WHERE id = $1 AND status = ANY($3) AND public_token_hash = $2`, []any{id, hash, from}
 	if toCreated {
-		sql = `UPDATE link_sessions SET exchange_claimed_until = NULL, status = 'created', public_token_hash = NULL,
+		sql = `UPDATE link_sessions SET exchange_claimed_until = NULL, status = $4, public_token_hash = NULL,
 		       public_token_sealed = NULL, updated_at = now()
-		WHERE id = $1 AND status = 'succeeded' AND public_token_hash = $2`
+		WHERE id = $1 AND status = ANY($3) AND public_token_hash = $2`
+		args = append(args, to)
 	}
-	if _, err := q.Exec(ctx, sql, id, hash); err != nil {
+	if _, err := q.Exec(ctx, sql, args...); err != nil {
 		return dbErr("release link session", err)
 	}
 	return nil
@@ -145,10 +152,11 @@ func releaseClaim(ctx context.Context, q querier, id string, hash []byte, toCrea
 // markExchanged is the one transition that makes an exchange count:
 // succeeded → exchanged, only for the token of hash.
 func markExchanged(ctx context.Context, tx pgx.Tx, id string, hash []byte, itemID string, now time.Time) (bool, error) {
+	from, to := sessionFrom(SessionEventExchanged)
 	tag, err := tx.Exec(ctx, `
-		UPDATE link_sessions SET status = 'exchanged', exchanged_item_id = $3, exchange_claimed_until = NULL,
+		UPDATE link_sessions SET status = $6, exchanged_item_id = $3, exchange_claimed_until = NULL,
 		       public_token_sealed = NULL, updated_at = $4
-		WHERE id = $1 AND status = 'succeeded' AND public_token_hash = $2`, id, hash, itemID, now)
+		WHERE id = $1 AND status = ANY($5) AND public_token_hash = $2`, id, hash, itemID, now, from, to)
 	if err != nil {
 		return false, dbErr("mark link session exchanged", err)
 	}
@@ -159,11 +167,12 @@ func markExchanged(ctx context.Context, tx pgx.Tx, id string, hash []byte, itemI
 // not while an exchange holds the lease (it may still be revoking a token
 // it could not store).
 func expireSessions(ctx context.Context, q querier, now time.Time, limit int) (int, error) {
+	from, to := sessionFrom(SessionEventDeadline)
 	tag, err := q.Exec(ctx, `
-		UPDATE link_sessions SET status = 'expired', exchange_claimed_until = NULL, public_token_sealed = NULL, updated_at = $1
-		WHERE id IN (SELECT id FROM link_sessions WHERE status IN ('created', 'succeeded') AND expires_at <= $1
+		UPDATE link_sessions SET status = $4, exchange_claimed_until = NULL, public_token_sealed = NULL, updated_at = $1
+		WHERE id IN (SELECT id FROM link_sessions WHERE status = ANY($3) AND expires_at <= $1
 		               AND (exchange_claimed_until IS NULL OR exchange_claimed_until <= $1)
-		             ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)`, now, limit)
+		             ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)`, now, limit, from, to)
 	if err != nil {
 		return 0, dbErr("expire link sessions", err)
 	}
@@ -294,13 +303,16 @@ func listItems(ctx context.Context, q querier, subjectID string, page Page) ([]I
 	return items, nil
 }
 
-// setItemStatus is a conditional transition: from one of from to to.
-func setItemStatus(ctx context.Context, tx pgx.Tx, id string, from []string, to string, now time.Time) (bool, error) {
+// setItemStatus is the conditional transition of ev: from the statuses the
+// machine (NextItem) moves on ev, to the one it names. It returns the new
+// status and whether the item moved.
+func setItemStatus(ctx context.Context, tx pgx.Tx, id string, ev ItemEvent, now time.Time) (string, bool, error) {
+	from, to := itemFrom(ev)
 	tag, err := tx.Exec(ctx, `UPDATE items SET status = $3, updated_at = $4 WHERE id = $1 AND status = ANY($2)`, id, from, to, now)
 	if err != nil {
-		return false, dbErr("update item", err)
+		return "", false, dbErr("update item", err)
 	}
-	return tag.RowsAffected() == 1, nil
+	return to, tag.RowsAffected() == 1, nil
 }
 
 // markItemRemoved is the removal transition: it drops the credential
@@ -308,13 +320,17 @@ func setItemStatus(ctx context.Context, tx pgx.Tx, id string, from []string, to 
 // accounts out of use, returning their number references (and the legacy
 // pending_credential_ref of a rotation from before stable refs) to destroy.
 func markItemRemoved(ctx context.Context, tx pgx.Tx, id, fromStatus, credRef string, now time.Time) ([]string, bool, error) {
+	to, ok := NextItem(fromStatus, ItemEventUnlinked)
+	if !ok {
+		return nil, false, nil
+	}
 	var pending string
 	err := tx.QueryRow(ctx, `
-		UPDATE items i SET status = 'removed', credential_ref = NULL, pending_credential_ref = NULL,
+		UPDATE items i SET status = $5, credential_ref = NULL, pending_credential_ref = NULL,
 		       rotation_claimed_until = NULL, removed_at = $4, updated_at = $4
 		FROM (SELECT id, pending_credential_ref FROM items WHERE id = $1 FOR UPDATE) o
 		WHERE i.id = o.id AND i.status = $2 AND i.credential_ref IS NOT DISTINCT FROM NULLIF($3, '')
-		RETURNING COALESCE(o.pending_credential_ref, '')`, id, fromStatus, credRef, now).Scan(&pending)
+		RETURNING COALESCE(o.pending_credential_ref, '')`, id, fromStatus, credRef, now, to).Scan(&pending)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, false, nil
 	}
@@ -412,8 +428,9 @@ func adoptLegacyPending(ctx context.Context, tx pgx.Tx, id, legacyRef string, no
 // setItemRelinkRequired moves a live item to relink_required (kluis no
 // longer holds a live token) and ends any lease.
 func setItemRelinkRequired(ctx context.Context, tx pgx.Tx, id string, now time.Time) (bool, error) {
-	tag, err := tx.Exec(ctx, `UPDATE items SET status = 'relink_required', rotation_claimed_until = NULL, updated_at = $2
-		WHERE id = $1 AND status IN ('active', 'login_required')`, id, now)
+	from, to := itemFrom(ItemEventTokenLost)
+	tag, err := tx.Exec(ctx, `UPDATE items SET status = $4, rotation_claimed_until = NULL, updated_at = $2
+		WHERE id = $1 AND status = ANY($3)`, id, now, from, to)
 	if err != nil {
 		return false, dbErr("mark item relink_required", err)
 	}

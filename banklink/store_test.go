@@ -4,9 +4,12 @@ import (
 	"context"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/postgres/pgtest"
 	"github.com/kluis-dev/kluis/vault"
+	"github.com/kluis-dev/kluis/vault/vaulttest"
 )
 
 func TestTheOwnerScopedReadsFindNothingForAnEmptySubject(t *testing.T) {
@@ -16,9 +19,15 @@ func TestTheOwnerScopedReadsFindNothingForAnEmptySubject(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	itemID, accountID, ref := kluis.NewID(kluis.PrefixItem), kluis.NewID(kluis.PrefixAccount), kluis.NewID(kluis.PrefixCredential)
-	if _, err := db.Pool.Exec(ctx, `INSERT INTO credentials (ref, subject_id, kind, key_version, envelope)
-		VALUES ($1, $2, 'bank_access_token', 1, '\x00')`, ref, sid); err != nil {
+	itemID, accountID := kluis.NewID(kluis.PrefixItem), kluis.NewID(kluis.PrefixAccount)
+	// The item's access token is sealed by the vault, which owns the
+	// credentials table.
+	var ref string
+	if err := db.InTx(ctx, func(tx pgx.Tx) error {
+		var err error
+		ref, err = vaulttest.Open(t, db).Store.Seal(ctx, tx, vault.ItemOwner(itemID), sid, vault.KindBankAccessToken, []byte("tok"), "")
+		return err
+	}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := db.Pool.Exec(ctx, `INSERT INTO items (id, subject_id, provider, provider_item_id, institution_id, institution_name, status, credential_ref, created_at, updated_at)

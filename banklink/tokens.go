@@ -187,7 +187,7 @@ func (s *Service) revokeConsent(ctx context.Context, tx pgx.Tx, actor audit.Acto
 	if err := s.sameVersions(ctx, tx, versions); err != nil {
 		return false, err
 	}
-	changed, err := setItemStatus(ctx, tx, it.ID, []string{ItemActive, ItemLoginRequired, ItemRelinkRequired}, ItemRevoked, s.now())
+	_, changed, err := setItemStatus(ctx, tx, it.ID, ItemEventConsentRevoked, s.now())
 	if err != nil || !changed {
 		return false, err
 	}

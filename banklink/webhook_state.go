@@ -24,7 +24,7 @@ const (
 func (s *Service) applyStateWebhook(ctx context.Context, tx pgx.Tx, actor audit.Actor, ev WebhookEvent, it Item) (string, bool, error) {
 	switch ev.Kind {
 	case EventLoginRepaired:
-		out, err := s.transitionItem(ctx, tx, actor, ev, it, []string{ItemLoginRequired}, ItemActive, "item.login_repaired", events.ItemRepaired)
+		out, err := s.transitionItem(ctx, tx, actor, ev, it, ItemEventLoginRepaired, "item.login_repaired", events.ItemRepaired)
 		return out, true, err
 	case EventItemError, EventWebhookUpdated:
 		// Recorded with the provider's code, deliberately changing nothing.
@@ -36,11 +36,11 @@ func (s *Service) applyStateWebhook(ctx context.Context, tx pgx.Tx, actor audit.
 	return "", false, nil
 }
 
-// transitionItem moves the item from one of from to to, with its audit
-// entry and the apps' event (eventType, when set), or does nothing (WebhookNoChange) when the
-// item is not in one of from.
-func (s *Service) transitionItem(ctx context.Context, tx pgx.Tx, actor audit.Actor, ev WebhookEvent, it Item, from []string, to, action, eventType string) (string, error) {
-	changed, err := setItemStatus(ctx, tx, it.ID, from, to, s.now())
+// transitionItem moves the item as the machine says for itemEv, with its
+// audit entry and the apps' event (eventType, when set), or does nothing
+// (WebhookNoChange) when the item's status does not take itemEv.
+func (s *Service) transitionItem(ctx context.Context, tx pgx.Tx, actor audit.Actor, ev WebhookEvent, it Item, itemEv ItemEvent, action, eventType string) (string, error) {
+	to, changed, err := setItemStatus(ctx, tx, it.ID, itemEv, s.now())
 	if err != nil || !changed {
 		return WebhookNoChange, err
 	}

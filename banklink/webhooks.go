@@ -164,13 +164,12 @@ func (s *Service) applyWebhook(ctx context.Context, tx pgx.Tx, actor audit.Actor
 		return WebhookApplied, nil
 	}
 	var (
-		from   []string
-		to     string
+		itemEv ItemEvent
 		action string
 	)
 	switch ev.Kind {
 	case EventLoginRequired:
-		from, to, action = []string{ItemActive}, ItemLoginRequired, "item.login_required"
+		itemEv, action = ItemEventLoginBroke, "item.login_required"
 	case EventNewAccounts:
 		if fetched == nil || it.Status != ItemActive {
 			return WebhookNoChange, nil
@@ -198,7 +197,7 @@ func (s *Service) applyWebhook(ctx context.Context, tx pgx.Tx, actor audit.Actor
 	default:
 		return WebhookIgnored, nil
 	}
-	changed, err := setItemStatus(ctx, tx, it.ID, from, to, s.now())
+	to, changed, err := setItemStatus(ctx, tx, it.ID, itemEv, s.now())
 	if err != nil || !changed {
 		return WebhookNoChange, err
 	}

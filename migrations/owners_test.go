@@ -62,12 +62,7 @@ var tableOwners = map[string]string{
 // each with the work that removes it. The catalog-driven erasure and export
 // (compliance/catalog.go, workflow.go) are no exception: they walk every
 // table with a subject_id column by design and name none.
-var knownStrangers = map[string]string{
-	// TODO(house-verif): verification asks banklink for accounts through a
-	// port; remove these lines when that lands.
-	"verification accounts": "house-verif",
-	"verification items":    "house-verif",
-}
+var knownStrangers = map[string]string{}
 
 // sqlTable finds the tables a SQL text names: after FROM, JOIN, INTO,
 // UPDATE or TABLE, in kluis's style of upper-case keywords (so that prose

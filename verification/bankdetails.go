@@ -31,7 +31,7 @@ func (b BankDetails) String() string {
 func (b BankDetails) GoString() string { return b.String() }
 
 // openBankDetails opens the sealed details of a South African manual
-// account a (read with getAccount) in q, the seam a BAV method calls. An
+// account a (read through the Accounts port) in q, the seam a BAV method calls. An
 // account of another country is EInvalid; a sealed record whose bank is not
 // the account's (a pointer that disagrees with what it points at) is an
 // internal error; the vault's errors (ENotFound once erased,

@@ -10,6 +10,7 @@ import (
 	"github.com/kluis-dev/kluis/api"
 	"github.com/kluis-dev/kluis/api/apitest"
 	"github.com/kluis-dev/kluis/audit"
+	"github.com/kluis-dev/kluis/banklink"
 	"github.com/kluis-dev/kluis/vault"
 	"github.com/kluis-dev/kluis/verification"
 )
@@ -21,7 +22,7 @@ func TestBankDetailsOfASouthAfricanAccountOpenForVerification(t *testing.T) {
 	var svc *verification.Service
 	env := apitest.Start(t, func(d *api.Deps) {
 		var err error
-		svc, err = verification.New(verification.Options{DB: d.DB, Vault: d.Vault, Auditor: d.Auditor,
+		svc, err = verification.New(verification.Options{DB: d.DB, Vault: d.Vault, Auditor: d.Auditor, Accounts: banklink.NewAccountStore(d.DB),
 			Keys: d.Pseudonyms.(*vault.SystemKeys), Logger: d.Logger})
 		if err != nil {
 			t.Fatal(err)

@@ -276,9 +276,8 @@ func (s *Service) markBankPending(ctx context.Context, tx pgx.Tx, v Verification
 	if err != nil {
 		return v, false, dbErr("record bank reference", err)
 	}
-	if _, err := tx.Exec(ctx, `UPDATE accounts SET verification_status = 'pending', updated_at = $2
-		WHERE id = $1 AND verification_status <> 'verified' AND status <> 'revoked'`, v.AccountID, s.now()); err != nil {
-		return v, false, dbErr("update account", err)
+	if err := s.accounts.SetVerificationStatus(ctx, tx, v.AccountID, AccountPending, s.now()); err != nil {
+		return v, false, err
 	}
 	sub := actor.Name
 	if actor.Kind != audit.ActorUser {
@@ -342,7 +341,7 @@ func (s *Service) pollBank(ctx context.Context, actor audit.Actor, v Verificatio
 		return v, kluis.Unavailable("bank verifier", fmt.Errorf("verification: bank verifier %q is not configured", v.Rail))
 	}
 	if v.RailRef == "" {
-		a, err := getAccount(ctx, s.db.Pool, v.AccountID, v.SubjectID)
+		a, err := s.account(ctx, s.db.Pool, v.AccountID, v.SubjectID)
 		if err != nil {
 			return v, err
 		}

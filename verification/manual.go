@@ -308,20 +308,8 @@ func (s *Service) CreateManualAccount(ctx context.Context, actor audit.Actor, m 
 		if err := s.sealManual(ctx, tx, &a, m); err != nil {
 			return err
 		}
-		var bankID, holderRef *string
-		if a.BankID != "" {
-			bankID = &a.BankID
-		}
-		if a.HolderIDRef != "" {
-			holderRef = &a.HolderIDRef
-		}
-		if _, err := tx.Exec(ctx, `
-			INSERT INTO accounts (id, subject_id, name, mask, type, subtype, verification_status, account_number_ref,
-			                      country, bank_id, holder_id_ref, created_at, updated_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)`,
-			a.ID, subjectID, a.Name, a.Mask, a.Type, a.Subtype, a.VerificationStatus, a.AccountNumberRef,
-			a.Country, bankID, holderRef, now); err != nil {
-			return dbErr("insert account", err)
+		if err := s.accounts.CreateManual(ctx, tx, a); err != nil {
+			return err
 		}
 		// References only: the entry outlives an erasure, so it says
 		// nothing of the person (not even their bank) beyond what was
@@ -402,15 +390,12 @@ func (s *Service) duplicate(ctx context.Context, tx pgx.Tx, subjectID string, m 
 		if c.SubjectID != subjectID {
 			continue
 		}
-		var id string
-		err := tx.QueryRow(ctx, `SELECT id FROM accounts WHERE account_number_ref = $1 AND subject_id = $2
-			AND item_id IS NULL AND removed_at IS NULL AND country = $3 AND bank_id IS NOT DISTINCT FROM NULLIF($4, '')`,
-			c.Ref, subjectID, m.Country, m.BankID).Scan(&id)
-		if err == pgx.ErrNoRows {
-			continue
-		}
+		id, err := s.accounts.FindManual(ctx, tx, subjectID, c.Ref, m.Country, m.BankID)
 		if err != nil {
-			return "", dbErr("find duplicate", err)
+			return "", err
+		}
+		if id == "" {
+			continue
 		}
 		if m.Country == CountryZA {
 			return id, nil

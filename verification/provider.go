@@ -103,11 +103,7 @@ func (s *Service) ProviderReported(ctx context.Context, tx pgx.Tx, provider, acc
 	if target == StatusFailed || target == StatusExpired {
 		return nil // nothing open to end; the account's provider status says it
 	}
-	var subjectID string
-	if err := tx.QueryRow(ctx, `SELECT subject_id FROM accounts WHERE id = $1`, accountID).Scan(&subjectID); err != nil {
-		return dbErr("read account", err)
-	}
-	a, err := getAccount(ctx, tx, accountID, subjectID)
+	a, err := s.accounts.AccountByID(ctx, tx, accountID)
 	if err != nil || a.VerificationStatus == AccountVerified || a.Revoked {
 		return err
 	}

@@ -5,11 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-
-	"github.com/jackc/pgx/v5"
-
-	"github.com/kluis-dev/kluis"
-	"github.com/kluis-dev/kluis/postgres"
 )
 
 // setRails keeps the default rail, the rails by provider, and every rail by
@@ -44,7 +39,7 @@ func (s *Service) railFor(ctx context.Context, a Account) (Rail, error) {
 	if a.ItemID == "" || s.rails == nil {
 		return s.rail, nil
 	}
-	provider, _, err := s.items.ItemProvider(ctx, a.ItemID)
+	provider, _, err := s.accounts.ItemProvider(ctx, a.ItemID)
 	if err != nil {
 		return nil, err
 	}
@@ -58,21 +53,4 @@ func sortedNames[T any](m map[string]T) []string {
 	}
 	sort.Strings(out)
 	return out
-}
-
-// tableItems is the default Items: it reads the items table, as
-// verification did before bank linking answered through the port.
-type tableItems struct{ db *postgres.DB }
-
-func (t tableItems) ItemProvider(ctx context.Context, itemID string) (string, string, error) {
-	var provider, status string
-	err := t.db.Pool.QueryRow(ctx, `SELECT provider, status FROM items WHERE id = $1 AND status <> 'removed'`, itemID).
-		Scan(&provider, &status)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return "", "", kluis.Errorf(kluis.ENotFound, "not found")
-	}
-	if err != nil {
-		return "", "", dbErr("read item", err)
-	}
-	return provider, status, nil
 }

@@ -84,16 +84,8 @@ type InstantAuth interface {
 	Supports(ctx context.Context, a Account) (bool, error)
 }
 
-// Items is what verification asks bank linking about the item a linked
-// account belongs to (banklink.Service implements it): the provider the
-// item was linked through, which decides instant verification and the
-// payment rail, and the item's status. Errors: kluis.ENotFound for an item
-// that is removed or unknown.
-type Items interface {
-	ItemProvider(ctx context.Context, itemID string) (provider, status string, err error)
-}
-
-// Options builds a Service. DB, Vault, Auditor and Keys are required.
+// Options builds a Service. DB, Vault, Auditor, Keys and Accounts are
+// required.
 type Options struct {
 	DB      *postgres.DB
 	Vault   *vault.Store
@@ -107,9 +99,10 @@ type Options struct {
 	// by provider name (the item's provider decides); a provider without
 	// one offers no micro-deposits. Nil: Rail carries every account's.
 	Rails map[string]Rail
-	// Items tells a linked account's provider and item status; by default
-	// the items table is read.
-	Items Items
+	// Accounts reads and changes the bank accounts verified, and tells a
+	// linked account's item's provider and status (the port bank linking
+	// implements: banklink.AccountStore). Required.
+	Accounts Accounts
 	// Instant decides instant verification; by default a linked account of
 	// an active item whose numbers the provider's auth product gave at
 	// link time (accounts.account_number_ref) is proven at once.
@@ -152,7 +145,7 @@ type Service struct {
 	rail        Rail
 	rails       map[string]Rail
 	railsByName map[string]Rail
-	items       Items
+	accounts    Accounts
 	instant     InstantAuth
 	clock       kluis.Clock
 	log         *slog.Logger
@@ -171,8 +164,8 @@ type Service struct {
 
 // New checks opts and returns a Service.
 func New(opts Options) (*Service, error) {
-	if opts.DB == nil || opts.Vault == nil || opts.Auditor == nil || opts.Keys == nil {
-		return nil, errors.New("verification: DB, Vault, Auditor and Keys are required")
+	if opts.DB == nil || opts.Vault == nil || opts.Auditor == nil || opts.Keys == nil || opts.Accounts == nil {
+		return nil, errors.New("verification: DB, Vault, Auditor, Keys and Accounts are required")
 	}
 	s := &Service{db: opts.DB, vault: opts.Vault, audit: opts.Auditor, keys: opts.Keys, rail: opts.Rail,
 		instant: opts.Instant, clock: opts.Clock, log: opts.Logger, attempts: opts.Attempts, window: opts.Window,
@@ -212,10 +205,7 @@ func New(opts Options) (*Service, error) {
 	if err := s.setRails(opts.Rail, opts.Rails); err != nil {
 		return nil, err
 	}
-	s.items = opts.Items
-	if s.items == nil {
-		s.items = tableItems{s.db}
-	}
+	s.accounts = opts.Accounts
 	return s, nil
 }
 
@@ -245,7 +235,7 @@ type Account struct {
 	AccountNumberRef   string
 	CreatedAt          time.Time
 	// Provider is the bank provider of the account's item, once asked
-	// (Items); "" for a manual account.
+	// (Accounts.ItemProvider); "" for a manual account.
 	Provider string
 	// Country (US or ZA) and BankID (South Africa) of a manual account;
 	// empty for a linked one.

@@ -26,7 +26,7 @@ func (s *Service) instantSupported(ctx context.Context, a Account) (bool, error)
 	if a.ItemID == "" {
 		return false, nil // manual accounts have no provider to prove anything
 	}
-	provider, status, err := s.items.ItemProvider(ctx, a.ItemID)
+	provider, status, err := s.accounts.ItemProvider(ctx, a.ItemID)
 	if err != nil {
 		return false, err
 	}
@@ -77,7 +77,7 @@ func (s *Service) Start(ctx context.Context, actor audit.Actor, accountID, metho
 	if err := vault.FenceSubject(ctx, s.db.Pool, subjectID); err != nil {
 		return Verification{}, err
 	}
-	a, err := getAccount(ctx, s.db.Pool, accountID, subjectID)
+	a, err := s.account(ctx, s.db.Pool, accountID, subjectID)
 	if err != nil {
 		return Verification{}, err
 	}

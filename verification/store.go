@@ -53,31 +53,6 @@ func answerMAC(ctx context.Context, q postgres.Querier, id string) ([]byte, erro
 	return m, nil
 }
 
-// getAccount reads the subject's live account.
-func getAccount(ctx context.Context, q postgres.Querier, id, subjectID string) (Account, error) {
-	if !kluis.ValidID(kluis.PrefixAccount, id) {
-		return Account{}, notFound()
-	}
-	var a Account
-	var item, ref *string
-	err := q.QueryRow(ctx, `SELECT id, subject_id, item_id, name, mask, type, subtype, verification_status, account_number_ref, created_at,
-		       status = 'revoked', COALESCE(country, ''), COALESCE(bank_id, ''), COALESCE(holder_id_ref, ''),
-		       COALESCE(provider_verification_status, '')
-		FROM accounts WHERE id = $1 AND subject_id = $2 AND removed_at IS NULL`, id, subjectID).
-		Scan(&a.ID, &a.SubjectID, &item, &a.Name, &a.Mask, &a.Type, &a.Subtype, &a.VerificationStatus, &ref, &a.CreatedAt, &a.Revoked,
-			&a.Country, &a.BankID, &a.HolderIDRef, &a.ProviderVerificationStatus)
-	if err != nil {
-		return Account{}, dbErr("read account", err)
-	}
-	if item != nil {
-		a.ItemID = *item
-	}
-	if ref != nil {
-		a.AccountNumberRef = *ref
-	}
-	return a, nil
-}
-
 // externalSubject returns the subject's external id, for audit entries
 // (stored only as its pseudonym).
 func externalSubject(ctx context.Context, tx pgx.Tx, subjectID string) (string, error) {
@@ -159,10 +134,8 @@ func (s *Service) effects(ctx context.Context, tx pgx.Tx, v Verification, from S
 		if e.AccountStatus != "" {
 			// A verified account stays verified whatever later attempts do;
 			// a revoked one (consent withdrawn) is never verified again.
-			if _, err := tx.Exec(ctx, `UPDATE accounts SET verification_status = $2, updated_at = $3
-				WHERE id = $1 AND (verification_status <> 'verified' OR $2 = 'verified') AND status <> 'revoked'`,
-				v.AccountID, e.AccountStatus, s.now()); err != nil {
-				return dbErr("update account", err)
+			if err := s.accounts.SetVerificationStatus(ctx, tx, v.AccountID, e.AccountStatus, s.now()); err != nil {
+				return err
 			}
 		}
 		if e.Emit != "" {

@@ -134,7 +134,7 @@ func (s *Service) resend(ctx context.Context, actor audit.Actor, v Verification)
 		if tag.RowsAffected() == 0 {
 			return errSkip
 		}
-		if a, err = getAccount(ctx, tx, v.AccountID, v.SubjectID); err != nil {
+		if a, err = s.account(ctx, tx, v.AccountID, v.SubjectID); err != nil {
 			return err
 		}
 		return nil

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kluis-dev/kluis/banklink"
 	"github.com/kluis-dev/kluis/jobs"
 	"github.com/kluis-dev/kluis/verification"
 	"github.com/kluis-dev/kluis/verification/sandboxrail"
@@ -17,12 +18,13 @@ import (
 // worker. Rails are per bank provider: the sandbox's accounts go over the
 // sandbox rail, other providers' have none yet (instant verification only,
 // until a real rail adapter exists); manual accounts use the default
-// (first) provider's rail. The item's provider is asked of bank linking.
+// (first) provider's rail. Accounts and their items' providers are asked
+// of bank linking, through verification's Accounts port.
 func (a *app) openVerification(context.Context) error {
 	opts := verification.Options{DB: a.db, Vault: a.store, Auditor: a.auditor, Keys: a.sys, Logger: a.log,
 		Attempts: a.cfg.VerificationAttempts, Window: a.cfg.VerificationWindow, AnswerKind: a.cfg.MicroDepositKind,
 		Notify: a.worker.Wake, Lockout: a.cfg.VerificationLockout, NumberFailures: a.cfg.VerificationNumberFailures}
-	opts.Items, opts.Rails = a.bank, map[string]verification.Rail{}
+	opts.Accounts, opts.Rails = banklink.NewAccountStore(a.db), map[string]verification.Rail{}
 	if a.cfg.HasBankProvider("sandbox") {
 		opts.Rails["sandbox"] = sandboxrail.New(a.db, a.sys, a.cfg.SandboxRailDelay, nil)
 	}
