@@ -14,7 +14,7 @@ import (
 	"github.com/kluis-dev/kluis/apps"
 	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/banklink"
-	bankbreaker "github.com/kluis-dev/kluis/banklink/breaker"
+	"github.com/kluis-dev/kluis/breaker"
 	"github.com/kluis-dev/kluis/compliance"
 	"github.com/kluis-dev/kluis/config"
 	"github.com/kluis-dev/kluis/events"
@@ -23,7 +23,6 @@ import (
 	"github.com/kluis-dev/kluis/postgres"
 	"github.com/kluis-dev/kluis/vault"
 	"github.com/kluis-dev/kluis/vault/awskms"
-	"github.com/kluis-dev/kluis/vault/breaker"
 	"github.com/kluis-dev/kluis/vault/localkek"
 	"github.com/kluis-dev/kluis/vault/transit"
 	"github.com/kluis-dev/kluis/verification"
@@ -51,7 +50,7 @@ type app struct {
 	newEpoch    bool // `kluis keys rotate --new-epoch`
 	// The features.
 	bank        *banklink.Service
-	bankBreaker []*bankbreaker.Provider // one breaker per bank provider but the sandbox
+	bankBreaker []*banklink.GuardedProvider // one breaker per bank provider but the sandbox
 	comp        *compliance.Service
 	verify      *verification.Service
 	apps        *apps.Registry
@@ -124,7 +123,7 @@ func (a *app) openKeys(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	a.keys = breaker.New(keys, breaker.Options{})
+	a.keys = vault.GuardKeyProvider(keys, breaker.Options{})
 	if c, ok := a.keys.(interface{ Close() error }); ok {
 		a.closers = append(a.closers, func() { _ = c.Close() })
 	}
