@@ -282,7 +282,7 @@ func TestASandboxItemIsLinkedListedExchangedOnceAndDeleted(t *testing.T) {
 		}
 		numbers, numberRefs = append(numbers, sec["account_number"]), append(numberRefs, *a.AccountNumberRef)
 		// The blind index finds it without decrypting.
-		found, err := be.Store.FindByBlindIndex(context.Background(), be.DB.Pool, vault.KindAccountNumber, sec["account_number"])
+		found, err := be.Store.FindByBlindIndex(context.Background(), be.DB.Pool, banklink.KindAccountNumber, sec["account_number"])
 		if err != nil || len(found) != 1 || found[0].Ref != *a.AccountNumberRef {
 			t.Fatalf("blind index lookup = %+v, %v", found, err)
 		}

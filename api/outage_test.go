@@ -18,6 +18,7 @@ import (
 	"github.com/kluis-dev/kluis/api/apitest"
 	"github.com/kluis-dev/kluis/api/jwtauth/jwttest"
 	"github.com/kluis-dev/kluis/audit"
+	"github.com/kluis-dev/kluis/banklink"
 	"github.com/kluis-dev/kluis/breaker"
 	"github.com/kluis-dev/kluis/postgres"
 	"github.com/kluis-dev/kluis/vault"
@@ -181,7 +182,7 @@ func TestPostgresStoppedAndStartedAgain(t *testing.T) {
 	pg := startPgServer(t)
 	env := apitest.StartOn(t, pg.url(), func(d *api.Deps) { d.RequestTimeout = deadline })
 	secret := `{"access_token":"access-sandbox-restart","provider":"sandbox"}`
-	ref := sealFor(t, env, "user_restart_1", vault.KindBankAccessToken, secret)
+	ref := sealFor(t, env, "user_restart_1", banklink.KindAccessToken, secret)
 	client := env.ServiceClient(t, "payments")
 	reveal := func() (int, http.Header, string, time.Duration) {
 		return timed(t, client, "POST", revealURL(env, ref), "", `{"purpose":"payment_initiation"}`)
@@ -234,7 +235,7 @@ func TestSlowKeyProviderAnswersInTimeAndTheBreakerOpensThenCloses(t *testing.T) 
 	keys := vault.GuardKeyProvider(kmstest.Provider(t, kms, awskms.WithCallTimeout(callTimeout)), breaker.Options{Failures: 2, OpenFor: openFor})
 	env := apitest.StartWith(t, keys, func(d *api.Deps) { d.RequestTimeout = deadline })
 	secret := `{"access_token":"access-sandbox-outage","provider":"sandbox"}`
-	ref := sealFor(t, env, "user_outage_1", vault.KindBankAccessToken, secret)
+	ref := sealFor(t, env, "user_outage_1", banklink.KindAccessToken, secret)
 	client := env.ServiceClient(t, "payments")
 	reveal := func() (int, http.Header, string, time.Duration) {
 		env.Ring.Purge() // a cold cache: each reveal must ask KMS

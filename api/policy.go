@@ -19,14 +19,17 @@ import (
 	"time"
 
 	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/banklink"
 	"github.com/kluis-dev/kluis/filewatch"
 	"gopkg.in/yaml.v3"
 )
 
-// Credential kinds a policy may allow to be revealed. id_number (a
-// holder's national ID number) is left out on purpose: no service may have
-// it revealed, and a policy naming it fails to load as an unknown kind.
-var knownKinds = []string{"bank_access_token", "account_number"}
+// Credential kinds a policy may allow to be revealed: bank linking's (the
+// kinds registered with the vault, banklink.CredentialKinds).
+// verification.KindIDNumber (a holder's national ID number) is left out on
+// purpose: no service may have it revealed, and a policy naming it fails
+// to load as an unknown kind.
+var knownKinds = []string{banklink.KindAccessToken, banklink.KindAccountNumber}
 
 // PolicyPollInterval is how often a watched policy file is read for changes:
 // a change is in force within 5 seconds (API.md) with room to spare.

@@ -485,12 +485,12 @@ func (s *Service) addAccounts(ctx context.Context, tx pgx.Tx, it Item, accts []P
 		a := Account{ID: kluis.NewID(kluis.PrefixAccount), SubjectID: it.SubjectID, ItemID: it.ID,
 			ProviderAccountID: pa.ProviderAccountID, Name: clip(pa.Name), Mask: safeMask(pa.Mask),
 			Type: clip(pa.Type), Subtype: clip(pa.Subtype), ProviderVerificationStatus: pa.VerificationStatus}
-		if n, ok := numbers[pa.ProviderAccountID]; ok && vault.NormalizeAccountNumber(n.AccountNumber) != "" {
+		if n, ok := numbers[pa.ProviderAccountID]; ok && NormalizeAccountNumber(n.AccountNumber) != "" {
 			if a.AccountNumberRef, err = s.sealNumbers(ctx, tx, a.ID, it.SubjectID, n); err != nil {
 				return 0, err
 			}
 			if a.Mask == "" {
-				a.Mask = lastFour(vault.NormalizeAccountNumber(n.AccountNumber))
+				a.Mask = lastFour(NormalizeAccountNumber(n.AccountNumber))
 			}
 		}
 		ok, err := insertAccount(ctx, tx, a, now)

@@ -225,7 +225,7 @@ func (s *Service) sealAccessToken(ctx context.Context, tx pgx.Tx, itemID, subjec
 		return "", err
 	}
 	defer clear(secret)
-	return s.vault.Seal(ctx, tx, vault.ItemOwner(itemID), subjectID, vault.KindBankAccessToken, secret, "")
+	return s.vault.Seal(ctx, tx, vault.ItemOwner(itemID), subjectID, KindAccessToken, secret, "")
 }
 
 // accessTokenSecret is the sealed form of an access token of provider (the
@@ -246,7 +246,7 @@ func (s *Service) sealNumbers(ctx context.Context, tx pgx.Tx, accountID, subject
 		return "", err
 	}
 	defer clear(secret)
-	return s.vault.Seal(ctx, tx, vault.AccountOwner(accountID), subjectID, vault.KindAccountNumber, secret, n.AccountNumber)
+	return s.vault.Seal(ctx, tx, vault.AccountOwner(accountID), subjectID, KindAccountNumber, secret, n.AccountNumber)
 }
 
 // numbersSecret is the sealed form of an account's numbers: a US

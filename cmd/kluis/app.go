@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/kluis-dev/kluis"
@@ -134,16 +135,21 @@ func (a *app) openKeys(ctx context.Context) error {
 	return nil
 }
 
-// openVault builds the subject-key ring and the credential store, and
-// loads the keyring keys (made on a first start): kluis does not start
+// openVault builds the subject-key ring and the credential store, with
+// the credential kinds each feature registers (the vault knows no bank),
+// and loads the keyring keys (made on a first start): kluis does not start
 // unless it can serve work that needs keys.
 func (a *app) openVault(ctx context.Context) error {
+	kinds, err := vault.NewKinds(slices.Concat(banklink.CredentialKinds(), verification.CredentialKinds())...)
+	if err != nil {
+		return err
+	}
 	a.ring = vault.NewKeyRing(a.keys, vault.CacheOptions{
 		MaxAge: a.cfg.KeyCacheMaxAge, MaxUses: a.cfg.KeyCacheMaxUses, MaxKeys: a.cfg.KeyCacheMaxKeys,
 		KeyringRecheck: a.cfg.KeyringRecheck,
 	})
 	a.closers = append(a.closers, a.ring.Purge)
-	a.store = vault.NewStore(a.db, a.ring, a.sys)
+	a.store = vault.NewStore(a.db, a.ring, a.sys, kinds)
 	a.rotation = vault.NewRotationMetrics(a.ring)
 	return waitForProvider(ctx, a.log, "load keyring keys", func() error { return a.ring.LoadKeyring(ctx, a.db.Pool) })
 }
