@@ -16,7 +16,8 @@ import (
 	"github.com/kluis-dev/kluis/vault"
 )
 
-// Error codes of the Idempotency-Key rules (API.md).
+// Error codes of the Idempotency-Key rules (docs/SECURITY.md,
+// "Idempotency-Key").
 const (
 	EIdempotencyKeyReused = "idempotency_key_reused"
 	EIdempotencyKeyInUse  = "idempotency_key_in_use"
@@ -38,13 +39,13 @@ const (
 // the rest (no-store and friends) every answer gets anyway.
 var replayedHeaders = []string{echo.HeaderContentType, echo.HeaderLocation}
 
-// idempotent applies API.md's Idempotency-Key rules to POSTs: the first
+// idempotent applies the Idempotency-Key rules (docs/SECURITY.md) to POSTs: the first
 // request with a key runs and its answer (below 500) is stored sealed; the
 // same key with the same request replays it; with another request, 422;
 // while the first runs, 409. Keys are scoped to the caller, so one caller's
 // key never meets another's. A 5xx releases the key, so that a retry runs.
 //
-// Reveal takes a key like every POST (API.md), but its answer is a secret:
+// Reveal takes a key like every POST (api/openapi.yaml), but its answer is a secret:
 // a stored copy would outlive the credential's erasure. So for reveal only
 // the claim is stored (for 409 and 422), never the answer, and a repeat with
 // the same key and body reveals afresh: audited again, and a 404 once the

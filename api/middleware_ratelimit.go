@@ -45,7 +45,7 @@ type RateLimits struct {
 }
 
 // DefaultRateLimits leave room for an app's and a service's steady traffic
-// (reveal: 2,000 a second per service, API.md asks for at least 1,000; one
+// (reveal: 2,000 a second per service, the contract asks for at least 1,000; one
 // address may front many users behind a NAT) and stop sustained guessing on
 // the sensitive routes. Guessing micro-deposits is bounded by the
 // verification's own attempts (3) as well; the confirm limit is the second

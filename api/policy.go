@@ -32,7 +32,8 @@ import (
 var knownKinds = []string{banklink.KindAccessToken, banklink.KindAccountNumber}
 
 // PolicyPollInterval is how often a watched policy file is read for changes:
-// a change is in force within 5 seconds (API.md) with room to spare.
+// a change is in force within 5 seconds (docs/SECURITY.md, "Certificates
+// that cannot be taken back") with room to spare.
 const PolicyPollInterval = 2 * time.Second
 
 // Policy says what each internal service may do (KLUIS_SERVICE_POLICY_FILE).
@@ -345,7 +346,8 @@ func (d *policyDoc) revoked(c *x509.Certificate) bool {
 	return len(d.pins) > 0 && d.pins[sha256.Sum256(c.RawSubjectPublicKeyInfo)]
 }
 
-// serviceOf applies API.md's service identity. With a trust domain set, a
+// serviceOf applies the service identity rules (docs/SECURITY.md,
+// "Borrowed service identities"). With a trust domain set, a
 // certificate names a service only by exactly one URI SAN that is a
 // well-formed SPIFFE ID in that domain, whose path is a spiffe_id the
 // policy gives a service or else one segment naming a service that has no

@@ -251,7 +251,7 @@ func (s *Service) sealNumbers(ctx context.Context, tx pgx.Tx, accountID, subject
 
 // numbersSecret is the sealed form of an account's numbers: a US
 // account's account and routing number, a South African one's account
-// number, branch code and bank (API.md, "Reveal").
+// number, branch code and bank (the reveal answer of api/openapi.yaml).
 func numbersSecret(n AuthNumbers) ([]byte, error) {
 	if n.BankID != "" {
 		return json.Marshal(struct {

@@ -15,8 +15,8 @@ import (
 )
 
 // MethodBankAccountVerification asks the bank, through a BankVerifier,
-// whether a South African account's details match its records (API.md
-// "South Africa"): no money moves, and the answer says which parts matched.
+// whether a South African account's details match its records (docs/STITCH.md,
+// bank account verification): no money moves, and the answer says which parts matched.
 const MethodBankAccountVerification = "bank_account_verification"
 
 // CodeBankVerificationUnavailable: bank account verification was asked for
@@ -34,7 +34,8 @@ const (
 	CheckNameMatches     = "name_matches"
 )
 
-// AllChecks lists every check, in the order of API.md.
+// AllChecks lists every check, in the order the contract lists them
+// (api/openapi.yaml).
 var AllChecks = []string{CheckAccountExists, CheckAccountOpen, CheckAcceptsDebits, CheckAcceptsCredits,
 	CheckIDNumberMatches, CheckNameMatches}
 

@@ -212,7 +212,7 @@ type sealedNumbers struct {
 }
 
 // sealedZANumbers is the secret of a South African account's
-// account_number credential (API.md "Reveal"): everything a bank account
+// account_number credential (the reveal answer of api/openapi.yaml): everything a bank account
 // verification or a payment needs to address the account, the holder's
 // name beside it as for US accounts.
 type sealedZANumbers struct {

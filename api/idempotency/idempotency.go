@@ -1,5 +1,5 @@
 // Package idempotency stores the answers to POSTs made with an
-// Idempotency-Key (API.md), so that a retried request replays the first
+// Idempotency-Key (docs/SECURITY.md), so that a retried request replays the first
 // answer instead of acting twice. It holds the table's SQL and the sealing
 // of stored bodies, and makes the claims (NewClaim: keyed hashes of the
 // caller, the key and the request); the api package's middleware

@@ -101,7 +101,8 @@ func waitUntil(t *testing.T, within time.Duration, what string, cond func() bool
 	}
 }
 
-// checkKeyringOutage is the contract of API.md's "Key-provider outages":
+// checkKeyringOutage is the contract for key-provider outages
+// (docs/SECURITY.md, "Dependencies down"):
 // with the provider gone (down or refusing), kluis serves on until the
 // keyring key's recheck bound, then answers 503 (with Retry-After on
 // /readyz) and writes nothing; it recovers by itself within seconds of the
