@@ -128,7 +128,7 @@ func (s *Service) openSession(ctx context.Context, q querier, sub, id string) (s
 	if !kluis.ValidID(kluis.PrefixLinkSession, id) {
 		return sessionRow{}, "", notFound()
 	}
-	subjectID, err := s.subjectOf(ctx, sub)
+	subjectID, err := vault.LookupSubject(ctx, s.db.Pool, sub)
 	if err != nil {
 		return sessionRow{}, "", err
 	}

@@ -180,19 +180,6 @@ func (s *Service) clientUserID(subjectID string) (string, error) {
 // sameHash compares two hashes in constant time.
 func sameHash(a, b []byte) bool { return len(a) > 0 && hmac.Equal(a, b) }
 
-// subjectOf returns the internal id of an existing subject, or ENotFound:
-// a caller that never linked anything owns nothing.
-func (s *Service) subjectOf(ctx context.Context, sub string) (string, error) {
-	id, err := vault.LookupSubject(ctx, s.db.Pool, sub)
-	if err != nil {
-		if kluis.ErrorCode(err) == kluis.ENotFound {
-			return "", notFound()
-		}
-		return "", err
-	}
-	return id, nil
-}
-
 // accessToken opens the access token that the item's pointer ref names. A
 // credential that is not the item's own (the pointer was made to point at
 // another item's token) is refused as an integrity failure: kluis must never

@@ -12,6 +12,7 @@ import (
 
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/audit"
+	"github.com/kluis-dev/kluis/vault"
 )
 
 // MethodBankAccountVerification asks the bank, through a BankVerifier,
@@ -282,7 +283,7 @@ func (s *Service) markBankPending(ctx context.Context, tx pgx.Tx, v Verification
 	}
 	sub := actor.Name
 	if actor.Kind != audit.ActorUser {
-		if sub, err = externalSubject(ctx, tx, v.SubjectID); err != nil {
+		if sub, err = vault.SubjectKey(ctx, tx, v.SubjectID); err != nil {
 			return v, false, err
 		}
 	}

@@ -287,16 +287,3 @@ type Verification struct {
 }
 
 func notFound() error { return kluis.Errorf(kluis.ENotFound, "not found") }
-
-// subjectOf returns the internal id of an existing subject, or ENotFound: a
-// caller that never stored anything owns nothing.
-func (s *Service) subjectOf(ctx context.Context, sub string) (string, error) {
-	id, err := vault.LookupSubject(ctx, s.db.Pool, sub)
-	if err != nil {
-		if kluis.ErrorCode(err) == kluis.ENotFound {
-			return "", notFound()
-		}
-		return "", err
-	}
-	return id, nil
-}
