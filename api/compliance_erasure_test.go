@@ -17,6 +17,7 @@ import (
 	"github.com/kluis-dev/kluis/api/jwtauth/jwttest"
 	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/banklink"
+	"github.com/kluis-dev/kluis/banklink/accountnumber"
 	"github.com/kluis-dev/kluis/compliance"
 	"github.com/kluis-dev/kluis/postgres"
 	"github.com/kluis-dev/kluis/vault"
@@ -100,7 +101,7 @@ func makeSubjectData(t *testing.T, env *apitest.Env, sub string) subjectData {
 	ctx := context.Background()
 	d := subjectData{sub: sub}
 	d.tokenRef = sealFor(t, env, sub, banklink.KindAccessToken, `{"access_token":"access-sandbox-`+sub+`","provider":"sandbox"}`)
-	d.numberRef = sealFor(t, env, sub, banklink.KindAccountNumber, `{"account_number":"62001234567","routing_number":"250655"}`)
+	d.numberRef = sealFor(t, env, sub, accountnumber.Kind, `{"account_number":"62001234567","routing_number":"250655"}`)
 	err := env.DB.InTx(ctx, func(tx pgx.Tx) error {
 		var err error
 		if d.subjectID, err = vault.LookupSubject(ctx, tx, sub); err != nil {

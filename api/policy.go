@@ -20,6 +20,7 @@ import (
 
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/banklink"
+	"github.com/kluis-dev/kluis/banklink/accountnumber"
 	"github.com/kluis-dev/kluis/filewatch"
 	"gopkg.in/yaml.v3"
 )
@@ -29,7 +30,7 @@ import (
 // verification.KindIDNumber (a holder's national ID number) is left out on
 // purpose: no service may have it revealed, and a policy naming it fails
 // to load as an unknown kind.
-var knownKinds = []string{banklink.KindAccessToken, banklink.KindAccountNumber}
+var knownKinds = []string{banklink.KindAccessToken, accountnumber.Kind}
 
 // PolicyPollInterval is how often a watched policy file is read for changes:
 // a change is in force within 5 seconds (docs/SECURITY.md, "Certificates

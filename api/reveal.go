@@ -12,6 +12,7 @@ import (
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/banklink"
+	"github.com/kluis-dev/kluis/banklink/accountnumber"
 	"github.com/kluis-dev/kluis/vault"
 )
 
@@ -201,7 +202,7 @@ func (d *Deps) followPointer(c echo.Context, e audit.Entry, t revealTarget, purp
 // kindOwnedBy is the credential kind an owner route reveals.
 func kindOwnedBy(o vault.Owner) string {
 	if o.Type == vault.OwnerAccount {
-		return banklink.KindAccountNumber
+		return accountnumber.Kind
 	}
 	return banklink.KindAccessToken
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/kluis-dev/kluis/api/apitest"
 	"github.com/kluis-dev/kluis/api/ratelimit"
 	"github.com/kluis-dev/kluis/banklink"
+	"github.com/kluis-dev/kluis/banklink/accountnumber"
 	"github.com/kluis-dev/kluis/postgres/pgtest"
 	"github.com/kluis-dev/kluis/vault"
 )
@@ -31,7 +32,7 @@ import (
 // ownerOf is a fresh owner of the type that kind belongs to, for
 // credentials sealed straight into the store.
 func ownerOf(kind string) vault.Owner {
-	if kind == banklink.KindAccountNumber {
+	if kind == accountnumber.Kind {
 		return vault.AccountOwner(kluis.NewID(kluis.PrefixAccount))
 	}
 	return vault.ItemOwner(kluis.NewID(kluis.PrefixItem))
@@ -144,7 +145,7 @@ func TestRevealByAccountAndByItemNamesTheOwner(t *testing.T) {
 	_, internal := be.internalItem(t, it.ID)
 
 	status, a, body := be.revealAt(t, "payments", "accounts/"+accountID)
-	if status != 200 || a.Ref != numberRef || a.Kind != banklink.KindAccountNumber || a.Owner.Type != "account" ||
+	if status != 200 || a.Ref != numberRef || a.Kind != accountnumber.Kind || a.Owner.Type != "account" ||
 		a.Owner.ID != accountID || a.Secret["account_number"] == "" {
 		t.Fatalf("account reveal = %d %s", status, body)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/kluis-dev/kluis/api/apitest"
 	"github.com/kluis-dev/kluis/banklink"
+	"github.com/kluis-dev/kluis/banklink/accountnumber"
 	"github.com/kluis-dev/kluis/postgres/pgtest"
 	"github.com/kluis-dev/kluis/vault"
 	"github.com/kluis-dev/kluis/vault/awskms/kmstest"
@@ -292,7 +293,7 @@ func TestARotationStoppedHalfwayIsFinishedByTheNextRun(t *testing.T) {
 	kms := kmstest.NewServer(t)
 	env := apitest.StartWith(t, kmstest.Provider(t, kms))
 	for i := 0; i < 10; i++ {
-		sealFor(t, env, fmt.Sprintf("user_half_%d", i), banklink.KindAccountNumber, `{"account_number":"000123456789","routing_number":"011000015"}`)
+		sealFor(t, env, fmt.Sprintf("user_half_%d", i), accountnumber.Kind, `{"account_number":"000123456789","routing_number":"011000015"}`)
 	}
 	ageKeys(t, env)
 	kms.Rotate(kms.KeyID())

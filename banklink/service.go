@@ -15,6 +15,7 @@ import (
 
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/audit"
+	"github.com/kluis-dev/kluis/banklink/accountnumber"
 	"github.com/kluis-dev/kluis/postgres"
 	"github.com/kluis-dev/kluis/vault"
 )
@@ -233,7 +234,7 @@ func (s *Service) sealNumbers(ctx context.Context, tx pgx.Tx, accountID, subject
 		return "", err
 	}
 	defer clear(secret)
-	return s.vault.Seal(ctx, tx, vault.AccountOwner(accountID), subjectID, KindAccountNumber, secret, n.AccountNumber)
+	return s.vault.Seal(ctx, tx, vault.AccountOwner(accountID), subjectID, accountnumber.Kind, secret, n.AccountNumber)
 }
 
 // numbersSecret is the sealed form of an account's numbers: a US

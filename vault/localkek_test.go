@@ -9,6 +9,7 @@ import (
 
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/banklink"
+	"github.com/kluis-dev/kluis/banklink/accountnumber"
 	"github.com/kluis-dev/kluis/postgres/pgtest"
 	"github.com/kluis-dev/kluis/vault"
 	"github.com/kluis-dev/kluis/vault/localkek"
@@ -40,7 +41,7 @@ func TestTheStoreWorksOnTheLocalRootKey(t *testing.T) {
 	}
 	var ref string
 	err = db.InTx(ctx, func(tx pgx.Tx) error {
-		ref, err = store.Seal(ctx, tx, vault.AccountOwner(kluis.NewID(kluis.PrefixAccount)), sub, banklink.KindAccountNumber, []byte(`{"account_number":"0001234567"}`), "0001234567")
+		ref, err = store.Seal(ctx, tx, vault.AccountOwner(kluis.NewID(kluis.PrefixAccount)), sub, accountnumber.Kind, []byte(`{"account_number":"0001234567"}`), "0001234567")
 		return err
 	})
 	if err != nil {
@@ -57,7 +58,7 @@ func TestTheStoreWorksOnTheLocalRootKey(t *testing.T) {
 	if err != nil || string(c.Secret) != `{"account_number":"0001234567"}` || c.KeyVersion != 2 {
 		t.Fatalf("open after reseal and rewrap: %v %v", c, err)
 	}
-	found, err := cold.FindByBlindIndex(ctx, db.Pool, banklink.KindAccountNumber, "000-123-4567")
+	found, err := cold.FindByBlindIndex(ctx, db.Pool, accountnumber.Kind, "000-123-4567")
 	if err != nil || len(found) != 1 || found[0].Ref != ref {
 		t.Fatalf("blind index: %v %v", found, err)
 	}

@@ -6,7 +6,7 @@ import (
 	"fmt"
 
 	"github.com/kluis-dev/kluis"
-	"github.com/kluis-dev/kluis/banklink"
+	"github.com/kluis-dev/kluis/banklink/accountnumber"
 	"github.com/kluis-dev/kluis/postgres"
 	"github.com/kluis-dev/kluis/vault"
 )
@@ -40,7 +40,7 @@ func (s *Service) openBankDetails(ctx context.Context, q postgres.Querier, a Acc
 		return BankDetails{}, kluis.Errorf(kluis.EInvalid, "bank account verification needs a South African manual account")
 	}
 	var n sealedZANumbers
-	if err := s.openJSON(ctx, q, vault.AccountOwner(a.ID), a.AccountNumberRef, banklink.KindAccountNumber, &n); err != nil {
+	if err := s.openJSON(ctx, q, vault.AccountOwner(a.ID), a.AccountNumberRef, accountnumber.Kind, &n); err != nil {
 		return BankDetails{}, err
 	}
 	if n.BankID != a.BankID || n.AccountNumber == "" || n.BranchCode == "" {

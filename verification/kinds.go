@@ -1,7 +1,7 @@
 package verification
 
 import (
-	"github.com/kluis-dev/kluis/banklink"
+	"github.com/kluis-dev/kluis/banklink/accountnumber"
 	"github.com/kluis-dev/kluis/vault"
 )
 
@@ -21,9 +21,9 @@ const idNumberIndexLabel = "kluis/blind-index/id-number/v1"
 
 // CredentialKinds are the kinds verification registers with the vault
 // (cmd/kluis hands them to vault.NewKinds). Manual accounts' numbers are
-// banklink's KindAccountNumber, registered by banklink.
+// accountnumber.Kind, registered by banklink.
 func CredentialKinds() []vault.Kind {
 	return []vault.Kind{{Name: KindIDNumber, Owner: vault.OwnerAccount, Index: &vault.BlindIndex{
-		Label: idNumberIndexLabel, Normalize: banklink.NormalizeAccountNumber, // the digits, as an account number's
+		Label: idNumberIndexLabel, Normalize: accountnumber.Normalize, // the digits, as an account number's
 	}}}
 }

@@ -13,7 +13,7 @@ import (
 
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/audit"
-	"github.com/kluis-dev/kluis/banklink"
+	"github.com/kluis-dev/kluis/banklink/accountnumber"
 	"github.com/kluis-dev/kluis/vault"
 	"github.com/kluis-dev/kluis/za"
 )
@@ -322,7 +322,7 @@ func (s *Service) sealManual(ctx context.Context, tx pgx.Tx, a *Account, m Manua
 		return err
 	}
 	defer clear(secret)
-	if a.AccountNumberRef, err = s.vault.Seal(ctx, tx, vault.AccountOwner(a.ID), a.SubjectID, banklink.KindAccountNumber, secret, m.AccountNumber); err != nil {
+	if a.AccountNumberRef, err = s.vault.Seal(ctx, tx, vault.AccountOwner(a.ID), a.SubjectID, accountnumber.Kind, secret, m.AccountNumber); err != nil {
 		return err
 	}
 	if m.HolderIDNumber == "" {
@@ -356,7 +356,7 @@ func manualName(accountType string) string {
 // only the sealed record holds, so only those candidates (almost always
 // none) are opened.
 func (s *Service) duplicate(ctx context.Context, tx pgx.Tx, subjectID string, m ManualAccount) (string, error) {
-	found, err := s.vault.FindByBlindIndex(ctx, tx, banklink.KindAccountNumber, m.AccountNumber)
+	found, err := s.vault.FindByBlindIndex(ctx, tx, accountnumber.Kind, m.AccountNumber)
 	if err != nil {
 		return "", err
 	}
