@@ -19,7 +19,7 @@ const accessTokenWithheld = "a credential kluis holds to reach the bank on the p
 // (cmd/kluis hands them to vault.NewKinds).
 func CredentialKinds() []vault.Kind {
 	return []vault.Kind{
-		{Name: KindAccessToken, Owner: vault.OwnerItem, Withheld: accessTokenWithheld},
+		{Name: KindAccessToken, Owner: vault.OwnerItem, Withheld: accessTokenWithheld, Revealable: true},
 		accountnumber.CredentialKind(),
 	}
 }

@@ -2,6 +2,7 @@ package vault
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -25,6 +26,12 @@ type Kind struct {
 	// credential kluis holds to act for the person is not information
 	// about them.
 	Withheld string
+	// Revealable says a service policy may allow the kind to be revealed
+	// to a service (reveal.kinds). Off by default: a kind only kluis's own
+	// features open (a holder's ID number) can never be revealed. At most
+	// one revealable kind per owner type, so that an owner's pointer
+	// names what it leads to (RevealableOwnedBy).
+	Revealable bool
 }
 
 // BlindIndex says how a kind's values are indexed: HMAC-SHA256 under the
@@ -56,7 +63,14 @@ type Kinds struct {
 func NewKinds(kinds ...Kind) (*Kinds, error) {
 	r := &Kinds{byName: make(map[string]Kind, len(kinds))}
 	labels := map[string]bool{}
+	revealable := map[string]bool{} // by owner type
 	for _, k := range kinds {
+		if k.Revealable {
+			if revealable[k.Owner] {
+				return nil, fmt.Errorf("vault: credential kind %q: a second revealable kind for owner type %q", k.Name, k.Owner)
+			}
+			revealable[k.Owner] = true
+		}
 		if k.Name == "" || (k.Owner != OwnerItem && k.Owner != OwnerAccount) {
 			return nil, fmt.Errorf("vault: credential kind %q: a name and an owner type (item or account) are required", k.Name)
 		}
@@ -91,6 +105,34 @@ func (r *Kinds) Lookup(name string) (Kind, bool) {
 	}
 	k, ok := r.byName[name]
 	return k, ok
+}
+
+// RevealableOwnedBy is the revealable kind an owner of ownerType holds
+// (what a reveal by the owner's pointer opens), or "" when it holds none.
+func (r *Kinds) RevealableOwnedBy(ownerType string) string {
+	if r == nil {
+		return ""
+	}
+	for _, k := range r.byName {
+		if k.Revealable && k.Owner == ownerType {
+			return k.Name
+		}
+	}
+	return ""
+}
+
+// Revealable lists the kinds a service policy may name, sorted.
+func (r *Kinds) Revealable() []string {
+	var out []string
+	if r != nil {
+		for _, k := range r.byName {
+			if k.Revealable {
+				out = append(out, k.Name)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // ownerType is the owner type of the named kind; "" for an unknown kind,

@@ -24,8 +24,8 @@ func digitsOnly(s string) string {
 }
 
 var testKinds = MustKinds(
-	Kind{Name: KindBankAccessToken, Owner: OwnerItem, Withheld: "a provider token"},
-	Kind{Name: KindAccountNumber, Owner: OwnerAccount, Index: &BlindIndex{Label: "kluis/blind-index/account-number/v1", Normalize: digitsOnly}},
+	Kind{Name: KindBankAccessToken, Owner: OwnerItem, Withheld: "a provider token", Revealable: true},
+	Kind{Name: KindAccountNumber, Owner: OwnerAccount, Revealable: true, Index: &BlindIndex{Label: "kluis/blind-index/account-number/v1", Normalize: digitsOnly}},
 	Kind{Name: KindIDNumber, Owner: OwnerAccount, Index: &BlindIndex{Label: "kluis/blind-index/id-number/v1", Normalize: digitsOnly}},
 )
 
@@ -45,6 +45,10 @@ func TestNewKindsRefusesAmbiguousRegistrations(t *testing.T) {
 		{"an index without a normaliser", []Kind{{Name: "k", Owner: OwnerAccount, Index: &BlindIndex{Label: "kluis/blind-index/k/v1"}}}},
 		{"a label outside the blind-index space", []Kind{{Name: "k", Owner: OwnerAccount, Index: idx(labelPseudonym)}}},
 		{"the bare prefix as label", []Kind{{Name: "k", Owner: OwnerAccount, Index: idx(blindIndexLabelPrefix)}}},
+		{"two revealable kinds for one owner type", []Kind{
+			{Name: "a", Owner: OwnerAccount, Revealable: true},
+			{Name: "b", Owner: OwnerAccount, Revealable: true},
+		}},
 		{"one label for two kinds", []Kind{
 			{Name: "a", Owner: OwnerAccount, Index: idx("kluis/blind-index/x/v1")},
 			{Name: "b", Owner: OwnerAccount, Index: idx("kluis/blind-index/x/v1")},
@@ -69,5 +73,19 @@ func TestAnUnregisteredKindHasNoOwnerAndNoIndex(t *testing.T) {
 	}
 	if testKinds.blindIndex(nil, KindAccountNumber, "123") != nil {
 		t.Fatal("a blind index without the system keys")
+	}
+}
+
+// A kind is revealable only when its registration says so: the holder's ID
+// number never is, and an owner's pointer leads to its one revealable kind.
+func TestOnlyRegisteredRevealableKindsCanBeRevealed(t *testing.T) {
+	if got := testKinds.Revealable(); len(got) != 2 || got[0] != KindAccountNumber || got[1] != KindBankAccessToken {
+		t.Fatalf("revealable kinds = %v, want the account number and the access token", got)
+	}
+	if testKinds.RevealableOwnedBy(OwnerAccount) != KindAccountNumber || testKinds.RevealableOwnedBy(OwnerItem) != KindBankAccessToken {
+		t.Fatal("an owner's pointer must lead to its revealable kind")
+	}
+	if testKinds.RevealableOwnedBy("subject") != "" {
+		t.Fatal("an unknown owner type holds nothing revealable")
 	}
 }

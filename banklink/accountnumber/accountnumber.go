@@ -20,7 +20,8 @@ const indexLabel = "kluis/blind-index/account-number/v1"
 // CredentialKind is the kind's registration with the vault
 // (banklink.CredentialKinds lists it).
 func CredentialKind() vault.Kind {
-	return vault.Kind{Name: Kind, Owner: vault.OwnerAccount, Index: &vault.BlindIndex{Label: indexLabel, Normalize: Normalize}}
+	return vault.Kind{Name: Kind, Owner: vault.OwnerAccount, Revealable: true,
+		Index: &vault.BlindIndex{Label: indexLabel, Normalize: Normalize}}
 }
 
 // Normalize keeps only the ASCII digits of a number, so that
