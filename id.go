@@ -6,7 +6,8 @@ import (
 	"strings"
 )
 
-// Identifier prefixes, one per kind of object (DESIGN.md).
+// Identifier prefixes, one per kind of object: an id says what it names
+// (docs/ARCHITECTURE.md, the root package).
 const (
 	PrefixItem         = "itm_"
 	PrefixAccount      = "acc_"

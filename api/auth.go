@@ -169,7 +169,8 @@ func safeReason(err error) string {
 // requireService identifies the internal service from its verified client
 // certificate (the TLS layer has already refused connections without one, or
 // with one from another CA) by the policy in force: a revoked certificate,
-// an identity that is not exactly what API.md's "Service identity" allows,
+// an identity that is not exactly what the service identity rules allow (docs/SECURITY.md,
+// "Borrowed service identities"),
 // and a service the policy does not name are all 403, alike to the caller.
 // The checks run on every request, not once per connection, so a
 // revocation reaches connections that are already open.
@@ -226,7 +227,7 @@ func clip(s string) string {
 }
 
 // EMFAStale is the reason of a 401 to a staff token that is not fresh
-// enough for the action (API.md: error.reason mfa_stale).
+// enough for the action (401, error.reason mfa_stale; docs/SECURITY.md).
 const EMFAStale = "mfa_stale"
 
 // Defaults of Deps.StaffMFAMaxAge and Deps.StaffTokenMaxLifetime.

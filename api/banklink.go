@@ -21,7 +21,7 @@ import (
 // (409); an institution that is down is a dependency that is down (503,
 // with Retry-After); a webhook whose signature does not verify is 401, and
 // one whose key cannot be fetched now is 503 (the provider retries).
-// The JSON shapes of API.md. None of them carries a credential or a full
+// The JSON shapes of the contract (api/openapi.yaml). None of them carries a credential or a full
 // account number; the internal ones add references only.
 type (
 	institutionJSON struct {

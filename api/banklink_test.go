@@ -17,6 +17,7 @@ import (
 	"github.com/kluis-dev/kluis/api/apitest"
 	"github.com/kluis-dev/kluis/api/jwtauth/jwttest"
 	"github.com/kluis-dev/kluis/banklink"
+	"github.com/kluis-dev/kluis/banklink/accountnumber"
 	"github.com/kluis-dev/kluis/banklink/plaid"
 	"github.com/kluis-dev/kluis/banklink/plaid/plaidtest"
 	"github.com/kluis-dev/kluis/banklink/sandbox"
@@ -282,7 +283,7 @@ func TestASandboxItemIsLinkedListedExchangedOnceAndDeleted(t *testing.T) {
 		}
 		numbers, numberRefs = append(numbers, sec["account_number"]), append(numberRefs, *a.AccountNumberRef)
 		// The blind index finds it without decrypting.
-		found, err := be.Store.FindByBlindIndex(context.Background(), be.DB.Pool, vault.KindAccountNumber, sec["account_number"])
+		found, err := be.Store.FindByBlindIndex(context.Background(), be.DB.Pool, accountnumber.Kind, sec["account_number"])
 		if err != nil || len(found) != 1 || found[0].Ref != *a.AccountNumberRef {
 			t.Fatalf("blind index lookup = %+v, %v", found, err)
 		}

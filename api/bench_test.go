@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/kluis-dev/kluis/api/apitest"
-	"github.com/kluis-dev/kluis/vault"
+	"github.com/kluis-dev/kluis/banklink"
 	"github.com/kluis-dev/kluis/vault/awskms/kmstest"
 )
 
@@ -38,7 +38,7 @@ func benchmarkReveal(b *testing.B, latency time.Duration) {
 	const subjects = 50
 	refs := make([]string, 0, subjects)
 	for i := 0; i < subjects; i++ {
-		refs = append(refs, sealFor(b, env, fmt.Sprintf("user_bench_%d", i), vault.KindBankAccessToken,
+		refs = append(refs, sealFor(b, env, fmt.Sprintf("user_bench_%d", i), banklink.KindAccessToken,
 			fmt.Sprintf(`{"access_token":"access-sandbox-%08d","provider":"plaid"}`, i)))
 	}
 	client := env.ServiceClient(b, "payments")

@@ -10,9 +10,9 @@ import (
 
 	"github.com/kluis-dev/kluis/api/apitest"
 	"github.com/kluis-dev/kluis/audit"
+	"github.com/kluis-dev/kluis/banklink"
 	"github.com/kluis-dev/kluis/compliance"
 	"github.com/kluis-dev/kluis/config"
-	"github.com/kluis-dev/kluis/vault"
 )
 
 // BenchmarkPurgeWhileServing purges 1,000,000 expired rows of one class
@@ -27,7 +27,7 @@ func BenchmarkPurgeWhileServing(b *testing.B) {
 	ctx := context.Background()
 	refs := make([]string, 20)
 	for i := range refs {
-		refs[i] = sealFor(b, env, fmt.Sprintf("user_purge_%d", i), vault.KindBankAccessToken, `{"access_token":"access-sandbox-x","provider":"sandbox"}`)
+		refs[i] = sealFor(b, env, fmt.Sprintf("user_purge_%d", i), banklink.KindAccessToken, `{"access_token":"access-sandbox-x","provider":"sandbox"}`)
 	}
 	if _, err := env.DB.Pool.Exec(ctx, `
 		INSERT INTO provider_webhook_events (provider, event_id, kind, outcome, received_at)

@@ -16,6 +16,8 @@ import (
 	"github.com/kluis-dev/kluis/api/apitest"
 	"github.com/kluis-dev/kluis/api/jwtauth/jwttest"
 	"github.com/kluis-dev/kluis/audit"
+	"github.com/kluis-dev/kluis/banklink"
+	"github.com/kluis-dev/kluis/banklink/accountnumber"
 	"github.com/kluis-dev/kluis/compliance"
 	"github.com/kluis-dev/kluis/postgres"
 	"github.com/kluis-dev/kluis/vault"
@@ -98,8 +100,8 @@ func makeSubjectData(t *testing.T, env *apitest.Env, sub string) subjectData {
 	t.Helper()
 	ctx := context.Background()
 	d := subjectData{sub: sub}
-	d.tokenRef = sealFor(t, env, sub, vault.KindBankAccessToken, `{"access_token":"access-sandbox-`+sub+`","provider":"sandbox"}`)
-	d.numberRef = sealFor(t, env, sub, vault.KindAccountNumber, `{"account_number":"62001234567","routing_number":"250655"}`)
+	d.tokenRef = sealFor(t, env, sub, banklink.KindAccessToken, `{"access_token":"access-sandbox-`+sub+`","provider":"sandbox"}`)
+	d.numberRef = sealFor(t, env, sub, accountnumber.Kind, `{"account_number":"62001234567","routing_number":"250655"}`)
 	err := env.DB.InTx(ctx, func(tx pgx.Tx) error {
 		var err error
 		if d.subjectID, err = vault.LookupSubject(ctx, tx, sub); err != nil {

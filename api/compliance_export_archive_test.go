@@ -19,8 +19,10 @@ import (
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/api/apitest"
 	"github.com/kluis-dev/kluis/api/jwtauth/jwttest"
+	"github.com/kluis-dev/kluis/banklink"
 	"github.com/kluis-dev/kluis/compliance"
 	"github.com/kluis-dev/kluis/vault"
+	"github.com/kluis-dev/kluis/verification"
 )
 
 // sealIDNumber seals a South African identity number for the subject, as a
@@ -35,7 +37,7 @@ func sealIDNumber(t *testing.T, env *apitest.Env, sub, number string) string {
 			return err
 		}
 		ref, err = env.Store.Seal(ctx, tx, vault.AccountOwner(kluis.NewID(kluis.PrefixAccount)), sid,
-			vault.KindIDNumber, []byte(`{"id_number":"`+number+`"}`), number)
+			verification.KindIDNumber, []byte(`{"id_number":"`+number+`"}`), number)
 		return err
 	})
 	if err != nil {
@@ -145,7 +147,7 @@ func TestTheCompleteExportOpensWithTheKeyAndHoldsEverySealedField(t *testing.T) 
 	}
 	withheldToken := false
 	for _, w := range m.Withheld {
-		if w.Ref == d.tokenRef && w.What == vault.KindBankAccessToken && w.Reason != "" {
+		if w.Ref == d.tokenRef && w.What == banklink.KindAccessToken && w.Reason != "" {
 			withheldToken = true
 		}
 	}

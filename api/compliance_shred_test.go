@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/api/apitest"
 	"github.com/kluis-dev/kluis/postgres"
 	"github.com/kluis-dev/kluis/postgres/pgtest"
 	"github.com/kluis-dev/kluis/vault"
@@ -94,7 +95,7 @@ func TestCryptoShreddingMakesAnOldBackupOfTheErasedUnreadable(t *testing.T) {
 	if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM credentials WHERE ref = ANY($1)`, []string{gone.tokenRef, gone.numberRef}).Scan(&n); err != nil || n != 2 {
 		t.Fatalf("the backup should still hold the erased subject's two sealed records: %d, %v", n, err)
 	}
-	store := vault.NewStore(db, vault.NewKeyRing(ce.Keys, vault.CacheOptions{}), ce.System)
+	store := vault.NewStore(db, vault.NewKeyRing(ce.Keys, vault.CacheOptions{}), ce.System, apitest.CredentialKinds())
 	for _, ref := range []string{gone.tokenRef, gone.numberRef} {
 		c, err := store.Open(ctx, ref)
 		if kluis.ErrorCode(err) != kluis.ENotFound {

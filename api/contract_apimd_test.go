@@ -1,9 +1,10 @@
 package api_test
 
-// These tests read API.md line by line as an outside client would: the
-// routes, the success statuses, the field names and JSON types of Item,
-// Account and Verification, the error codes, Cache-Control: no-store and
-// RFC 3339 UTC times. They decode into maps, not into kluis's own types, so
+// These tests read the contract (api/openapi.yaml and the docs it points
+// at) line by line as an outside client would: the routes, the success
+// statuses, the field names and JSON types of Item, Account and
+// Verification, the error codes, Cache-Control: no-store and RFC 3339 UTC
+// times. They decode into maps, not into kluis's own types, so
 // that a renamed or retyped field fails here.
 
 import (
@@ -26,7 +27,7 @@ type answer struct {
 }
 
 // contractCall sends a request with a JSON body (if any) and checks what
-// API.md says of every answer: JSON, no-store, times in UTC.
+// The contract says of every answer: JSON, no-store, times in UTC.
 func contractCall(t *testing.T, c *http.Client, method, url, token, body string, extra ...string) answer {
 	t.Helper()
 	req, err := http.NewRequest(method, url, strings.NewReader(body))

@@ -15,7 +15,7 @@ import (
 	"github.com/kluis-dev/kluis/vault"
 )
 
-// Page sizes of the list routes (API.md: at most 100).
+// Page sizes of the list routes (api/openapi.yaml: at most 100).
 const (
 	defaultPageLimit = 50
 	maxPageLimit     = 100

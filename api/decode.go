@@ -13,7 +13,7 @@ import (
 	"github.com/kluis-dev/kluis"
 )
 
-// MaxBodyBytes is the largest request body kluis reads (API.md: 1 MiB).
+// MaxBodyBytes is the largest request body kluis reads (api/openapi.yaml: 1 MiB).
 const MaxBodyBytes = 1 << 20
 
 // DecodeJSON reads the request body as exactly one JSON object into v,

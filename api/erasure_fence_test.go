@@ -361,7 +361,7 @@ func TestAHoldCommittedDuringTheRevokeStepStopsTheRunBeforeAnythingIsDestroyed(t
 	}
 }
 
-// Every write route answers 409 subject_erasing (API.md's error shape)
+// Every write route answers 409 subject_erasing (the contract's error shape)
 // while the run is stopped short, concurrently, and each is audited.
 func TestEveryWriteOfASubjectBeingErasedIs409AndAudited(t *testing.T) {
 	fe := startFence(t)

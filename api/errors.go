@@ -44,7 +44,7 @@ var statusOf = map[string]int{
 	EIdempotencyKeyInUse:  http.StatusConflict,
 
 	// The vault. A pointer and a credential that disagree: 500 internal,
-	// reason integrity (docs/API.md, "Errors"). A credential whose owner
+	// reason integrity (docs/SECURITY.md, "Reveal and a database writer"). A credential whose owner
 	// withdrew consent: 410 gone (credential_revoked).
 	vault.EIntegrity:            http.StatusInternalServerError,
 	vault.CodeCredentialRevoked: http.StatusGone,
@@ -86,7 +86,7 @@ var statusOf = map[string]int{
 	verification.CodeNumberVelocity:              http.StatusTooManyRequests,
 }
 
-// baseCode is the code API.md gives each status.
+// baseCode is the code the contract (api/openapi.yaml) gives each status.
 var baseCode = map[int]string{
 	http.StatusBadRequest: kluis.EInvalid, http.StatusUnauthorized: kluis.EUnauthenticated,
 	http.StatusForbidden: kluis.EForbidden, http.StatusNotFound: kluis.ENotFound, http.StatusGone: kluis.EGone,
@@ -95,7 +95,7 @@ var baseCode = map[int]string{
 	http.StatusInternalServerError: kluis.EInternal, http.StatusServiceUnavailable: kluis.EUnavailable,
 }
 
-// bodyCode keeps the contract's one code per status: API.md allows more
+// bodyCode keeps the contract's one code per status: the contract allows more
 // specific codes only beside 409 and 422 (legal_hold,
 // verification_mismatch, ...). Elsewhere a specific code (a webhook's
 // bad_signature, a bank's institution_down) is kept in error.reason, and
@@ -117,7 +117,7 @@ func bodyCode(code string, status int, fields map[string]any) (string, map[strin
 // retryAfterSeconds is what a 503 tells clients to wait.
 const retryAfterSeconds = 5
 
-// errorBody is API.md's error shape.
+// errorBody is the contract's error shape (api/openapi.yaml, Error).
 type errorBody struct {
 	Error map[string]any `json:"error"`
 }

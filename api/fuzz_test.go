@@ -6,6 +6,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/api/idempotency"
 )
 
 // Fuzz targets of the request decoders. Each checks that a decoder never
@@ -81,7 +82,7 @@ func FuzzIdempotencyKey(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, key string) {
-		if !validIdempotencyKey(key) {
+		if !idempotency.ValidKey(key) {
 			return
 		}
 		if len(key) < 1 || len(key) > 255 {

@@ -19,7 +19,7 @@ import (
 // sees the attempts left, and the verified, locked and expired states.
 
 // MethodBankAccountVerification is the bank account verification (BAV)
-// method's name in API.md. Its page shows the holder's details the bank is
+// method's name in api/openapi.yaml. Its page shows the holder's details the bank is
 // asked about; the details come from holderDetails once the BAV method is
 // in verification (until then no verification has the method).
 const MethodBankAccountVerification = "bank_account_verification"

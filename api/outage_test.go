@@ -18,11 +18,12 @@ import (
 	"github.com/kluis-dev/kluis/api/apitest"
 	"github.com/kluis-dev/kluis/api/jwtauth/jwttest"
 	"github.com/kluis-dev/kluis/audit"
+	"github.com/kluis-dev/kluis/banklink"
+	"github.com/kluis-dev/kluis/breaker"
 	"github.com/kluis-dev/kluis/postgres"
 	"github.com/kluis-dev/kluis/vault"
 	"github.com/kluis-dev/kluis/vault/awskms"
 	"github.com/kluis-dev/kluis/vault/awskms/kmstest"
-	"github.com/kluis-dev/kluis/vault/breaker"
 )
 
 // correctnessBound is how far past its deadline a request may answer: not a
@@ -181,7 +182,7 @@ func TestPostgresStoppedAndStartedAgain(t *testing.T) {
 	pg := startPgServer(t)
 	env := apitest.StartOn(t, pg.url(), func(d *api.Deps) { d.RequestTimeout = deadline })
 	secret := `{"access_token":"access-sandbox-restart","provider":"sandbox"}`
-	ref := sealFor(t, env, "user_restart_1", vault.KindBankAccessToken, secret)
+	ref := sealFor(t, env, "user_restart_1", banklink.KindAccessToken, secret)
 	client := env.ServiceClient(t, "payments")
 	reveal := func() (int, http.Header, string, time.Duration) {
 		return timed(t, client, "POST", revealURL(env, ref), "", `{"purpose":"payment_initiation"}`)
@@ -231,10 +232,10 @@ func TestSlowKeyProviderAnswersInTimeAndTheBreakerOpensThenCloses(t *testing.T) 
 	// every waiter), so what bounds it, and makes the breaker count a
 	// failure, is the provider's call timeout: below the request deadline.
 	const callTimeout = 700 * time.Millisecond
-	keys := breaker.New(kmstest.Provider(t, kms, awskms.WithCallTimeout(callTimeout)), breaker.Options{Failures: 2, OpenFor: openFor})
+	keys := vault.GuardKeyProvider(kmstest.Provider(t, kms, awskms.WithCallTimeout(callTimeout)), breaker.Options{Failures: 2, OpenFor: openFor})
 	env := apitest.StartWith(t, keys, func(d *api.Deps) { d.RequestTimeout = deadline })
 	secret := `{"access_token":"access-sandbox-outage","provider":"sandbox"}`
-	ref := sealFor(t, env, "user_outage_1", vault.KindBankAccessToken, secret)
+	ref := sealFor(t, env, "user_outage_1", banklink.KindAccessToken, secret)
 	client := env.ServiceClient(t, "payments")
 	reveal := func() (int, http.Header, string, time.Duration) {
 		env.Ring.Purge() // a cold cache: each reveal must ask KMS

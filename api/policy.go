@@ -19,17 +19,22 @@ import (
 	"time"
 
 	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/banklink"
+	"github.com/kluis-dev/kluis/banklink/accountnumber"
 	"github.com/kluis-dev/kluis/filewatch"
 	"gopkg.in/yaml.v3"
 )
 
-// Credential kinds a policy may allow to be revealed. id_number (a
-// holder's national ID number) is left out on purpose: no service may have
-// it revealed, and a policy naming it fails to load as an unknown kind.
-var knownKinds = []string{"bank_access_token", "account_number"}
+// Credential kinds a policy may allow to be revealed: bank linking's (the
+// kinds registered with the vault, banklink.CredentialKinds).
+// verification.KindIDNumber (a holder's national ID number) is left out on
+// purpose: no service may have it revealed, and a policy naming it fails
+// to load as an unknown kind.
+var knownKinds = []string{banklink.KindAccessToken, accountnumber.Kind}
 
 // PolicyPollInterval is how often a watched policy file is read for changes:
-// a change is in force within 5 seconds (API.md) with room to spare.
+// a change is in force within 5 seconds (docs/SECURITY.md, "Certificates
+// that cannot be taken back") with room to spare.
 const PolicyPollInterval = 2 * time.Second
 
 // Policy says what each internal service may do (KLUIS_SERVICE_POLICY_FILE).
@@ -342,7 +347,8 @@ func (d *policyDoc) revoked(c *x509.Certificate) bool {
 	return len(d.pins) > 0 && d.pins[sha256.Sum256(c.RawSubjectPublicKeyInfo)]
 }
 
-// serviceOf applies API.md's service identity. With a trust domain set, a
+// serviceOf applies the service identity rules (docs/SECURITY.md,
+// "Borrowed service identities"). With a trust domain set, a
 // certificate names a service only by exactly one URI SAN that is a
 // well-formed SPIFFE ID in that domain, whose path is a spiffe_id the
 // policy gives a service or else one segment naming a service that has no

@@ -18,7 +18,7 @@ import (
 	"github.com/kluis-dev/kluis/compliance"
 )
 
-// errorShape is API.md's error body.
+// errorShape is the contract's error body (api/openapi.yaml).
 type errorShape struct {
 	Error struct {
 		Code      string `json:"code"`

@@ -11,6 +11,8 @@ import (
 
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/audit"
+	"github.com/kluis-dev/kluis/banklink"
+	"github.com/kluis-dev/kluis/banklink/accountnumber"
 	"github.com/kluis-dev/kluis/vault"
 )
 
@@ -172,7 +174,7 @@ func (d *Deps) revealFor(c echo.Context, t revealTarget) error {
 // first when near its expiry, with its expires_at (banklink.ServiceCredential);
 // anything else is the sealed secret. The caller clears it.
 func (d *Deps) serviceSecret(ctx context.Context, cred vault.Credential) ([]byte, error) {
-	if d.BankLink == nil || cred.Kind != vault.KindBankAccessToken {
+	if d.BankLink == nil || cred.Kind != banklink.KindAccessToken {
 		return append([]byte(nil), cred.Secret...), nil
 	}
 	ss, err := d.BankLink.ServiceCredential(ctx, cred)
@@ -200,9 +202,9 @@ func (d *Deps) followPointer(c echo.Context, e audit.Entry, t revealTarget, purp
 // kindOwnedBy is the credential kind an owner route reveals.
 func kindOwnedBy(o vault.Owner) string {
 	if o.Type == vault.OwnerAccount {
-		return vault.KindAccountNumber
+		return accountnumber.Kind
 	}
-	return vault.KindBankAccessToken
+	return banklink.KindAccessToken
 }
 
 // openFor opens ref for t. Through an owner's pointer, the credential must

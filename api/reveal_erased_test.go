@@ -6,12 +6,12 @@ import (
 	"testing"
 
 	"github.com/kluis-dev/kluis/api/apitest"
-	"github.com/kluis-dev/kluis/vault"
+	"github.com/kluis-dev/kluis/banklink"
 )
 
 func TestARevealOfACredentialWhoseKeysAreShreddedIsAnAudited404LikeAnUnknownRef(t *testing.T) {
 	env := apitest.Start(t)
-	ref := sealFor(t, env, "user_reveal_shredded", vault.KindBankAccessToken, `{"access_token":"`+canaryToken+`","provider":"sandbox"}`)
+	ref := sealFor(t, env, "user_reveal_shredded", banklink.KindAccessToken, `{"access_token":"`+canaryToken+`","provider":"sandbox"}`)
 	// An erasure under way: the keys are gone, the rows not yet.
 	if _, err := env.DB.Pool.Exec(context.Background(), `DELETE FROM keystore.subject_keys
 		WHERE subject_id = (SELECT subject_id FROM credentials WHERE ref = $1)`, ref); err != nil {
@@ -33,7 +33,7 @@ func TestARevealOfACredentialWhoseKeysAreShreddedIsAnAudited404LikeAnUnknownRef(
 
 func TestARevealOfATamperedCredentialIsAuditedAsAFailure(t *testing.T) {
 	env := apitest.Start(t)
-	ref := sealFor(t, env, "user_reveal_tampered", vault.KindBankAccessToken, `{"access_token":"`+canaryToken+`","provider":"sandbox"}`)
+	ref := sealFor(t, env, "user_reveal_tampered", banklink.KindAccessToken, `{"access_token":"`+canaryToken+`","provider":"sandbox"}`)
 	if _, err := env.DB.Pool.Exec(context.Background(), `UPDATE credentials
 		SET envelope = overlay(envelope placing '\xff'::bytea from 20 for 1) WHERE ref = $1`, ref); err != nil {
 		t.Fatal(err)

@@ -23,6 +23,8 @@ import (
 	"github.com/kluis-dev/kluis/api"
 	"github.com/kluis-dev/kluis/api/apitest"
 	"github.com/kluis-dev/kluis/api/ratelimit"
+	"github.com/kluis-dev/kluis/banklink"
+	"github.com/kluis-dev/kluis/banklink/accountnumber"
 	"github.com/kluis-dev/kluis/postgres/pgtest"
 	"github.com/kluis-dev/kluis/vault"
 )
@@ -30,7 +32,7 @@ import (
 // ownerOf is a fresh owner of the type that kind belongs to, for
 // credentials sealed straight into the store.
 func ownerOf(kind string) vault.Owner {
-	if kind == vault.KindAccountNumber {
+	if kind == accountnumber.Kind {
 		return vault.AccountOwner(kluis.NewID(kluis.PrefixAccount))
 	}
 	return vault.ItemOwner(kluis.NewID(kluis.PrefixItem))
@@ -143,13 +145,13 @@ func TestRevealByAccountAndByItemNamesTheOwner(t *testing.T) {
 	_, internal := be.internalItem(t, it.ID)
 
 	status, a, body := be.revealAt(t, "payments", "accounts/"+accountID)
-	if status != 200 || a.Ref != numberRef || a.Kind != vault.KindAccountNumber || a.Owner.Type != "account" ||
+	if status != 200 || a.Ref != numberRef || a.Kind != accountnumber.Kind || a.Owner.Type != "account" ||
 		a.Owner.ID != accountID || a.Secret["account_number"] == "" {
 		t.Fatalf("account reveal = %d %s", status, body)
 	}
 	number := a.Secret["account_number"]
 	status, a, body = be.revealAt(t, "payments", "items/"+it.ID)
-	if status != 200 || a.Ref != internal.CredentialRef || a.Kind != vault.KindBankAccessToken || a.Owner.Type != "item" ||
+	if status != 200 || a.Ref != internal.CredentialRef || a.Kind != banklink.KindAccessToken || a.Owner.Type != "item" ||
 		a.Owner.ID != it.ID || a.Secret["access_token"] == "" {
 		t.Fatalf("item reveal = %d %s", status, body)
 	}

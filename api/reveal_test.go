@@ -14,6 +14,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/kluis-dev/kluis/api/apitest"
+	"github.com/kluis-dev/kluis/banklink"
+	"github.com/kluis-dev/kluis/banklink/accountnumber"
 	"github.com/kluis-dev/kluis/postgres/pgtest"
 	"github.com/kluis-dev/kluis/vault"
 	"github.com/kluis-dev/kluis/vault/awskms/kmstest"
@@ -57,7 +59,7 @@ const canaryToken = "access-sandbox-CANARY-7f3e9a1c-5b2d-4e8f-9a6b-1c2d3e4f5a6b"
 func TestRevealGivesTheSecretExactlyAndAuditsIt(t *testing.T) {
 	env := apitest.Start(t)
 	secret := `{"access_token":"` + canaryToken + `","provider":"sandbox"}`
-	ref := sealFor(t, env, "user_reveal_1", vault.KindBankAccessToken, secret)
+	ref := sealFor(t, env, "user_reveal_1", banklink.KindAccessToken, secret)
 
 	status, h, body := apitest.Do(t, env.ServiceClient(t, "payments"), "POST", revealURL(env, ref), "", "application/json", `{"purpose":"payment_initiation"}`)
 	if status != 200 {
@@ -71,7 +73,7 @@ func TestRevealGivesTheSecretExactlyAndAuditsIt(t *testing.T) {
 	if err := json.Unmarshal([]byte(body), &got); err != nil {
 		t.Fatal(err)
 	}
-	if got.Ref != ref || got.Kind != vault.KindBankAccessToken || string(got.Secret) != secret {
+	if got.Ref != ref || got.Kind != banklink.KindAccessToken || string(got.Secret) != secret {
 		t.Fatalf("reveal = %+v, want the sealed secret exactly", got)
 	}
 	if h.Get("Cache-Control") != "no-store" {
@@ -106,7 +108,7 @@ func pgDump(t *testing.T, url string) string {
 
 func TestRevealRefusalsAreAuditedAndRevealNothing(t *testing.T) {
 	env := apitest.Start(t)
-	ref := sealFor(t, env, "user_reveal_2", vault.KindBankAccessToken, `{"access_token":"`+canaryToken+`","provider":"sandbox"}`)
+	ref := sealFor(t, env, "user_reveal_2", banklink.KindAccessToken, `{"access_token":"`+canaryToken+`","provider":"sandbox"}`)
 	cases := []struct {
 		name, service, ref, body string
 		status                   int
@@ -141,7 +143,7 @@ func TestRevealRefusalsAreAuditedAndRevealNothing(t *testing.T) {
 
 func TestRevealFailsClosedWhenTheAuditLogCannotTakeTheEntry(t *testing.T) {
 	env := apitest.Start(t)
-	ref := sealFor(t, env, "user_reveal_3", vault.KindBankAccessToken, `{"access_token":"`+canaryToken+`","provider":"sandbox"}`)
+	ref := sealFor(t, env, "user_reveal_3", banklink.KindAccessToken, `{"access_token":"`+canaryToken+`","provider":"sandbox"}`)
 	ctx := context.Background()
 	// Only the owner can put a trigger on the audit log.
 	_, err := pgtest.OpenOwner(t, env.DBURL).Pool.Exec(ctx, `
@@ -161,7 +163,7 @@ func TestRevealFailsClosedWhenTheKeyProviderIsDownAndResumesWhenItIsBack(t *test
 	kms := kmstest.NewServer(t)
 	env := apitest.StartWith(t, kmstest.Provider(t, kms))
 	secret := `{"access_token":"` + canaryToken + `","provider":"sandbox"}`
-	ref := sealFor(t, env, "user_reveal_4", vault.KindBankAccessToken, secret)
+	ref := sealFor(t, env, "user_reveal_4", banklink.KindAccessToken, secret)
 	env.Ring.Purge() // a cold cache: the next open must ask KMS
 
 	kms.InjectError("KMSInternalException", -1)
@@ -195,7 +197,7 @@ func TestRotationWhileServicesRevealLosesNoReveal(t *testing.T) {
 	var refs []string
 	for i := 0; i < 12; i++ {
 		s := fmt.Sprintf(`{"access_token":"access-sandbox-%04d","provider":"sandbox"}`, i)
-		ref := sealFor(t, env, fmt.Sprintf("user_rot_%d", i%4), vault.KindBankAccessToken, s)
+		ref := sealFor(t, env, fmt.Sprintf("user_rot_%d", i%4), banklink.KindAccessToken, s)
 		secrets[ref], refs = s, append(refs, ref)
 	}
 	ageKeys(t, env)
@@ -291,7 +293,7 @@ func TestARotationStoppedHalfwayIsFinishedByTheNextRun(t *testing.T) {
 	kms := kmstest.NewServer(t)
 	env := apitest.StartWith(t, kmstest.Provider(t, kms))
 	for i := 0; i < 10; i++ {
-		sealFor(t, env, fmt.Sprintf("user_half_%d", i), vault.KindAccountNumber, `{"account_number":"000123456789","routing_number":"011000015"}`)
+		sealFor(t, env, fmt.Sprintf("user_half_%d", i), accountnumber.Kind, `{"account_number":"000123456789","routing_number":"011000015"}`)
 	}
 	ageKeys(t, env)
 	kms.Rotate(kms.KeyID())

@@ -70,7 +70,7 @@ type Deps struct {
 	AuditSealInterval time.Duration
 
 	// IdempotencyTTL is how long Idempotency-Key answers are kept (24 h if
-	// zero; API.md: at least 24 hours).
+	// zero; the contract: at least 24 hours).
 	IdempotencyTTL time.Duration
 	idem           *idempotency.Store
 	// seen throttles the record of users' activity (dormant retention).
@@ -160,7 +160,8 @@ func (d *Deps) defaults() {
 
 // base builds an echo instance with kluis's middleware in its order:
 // request id first (everything after can name it), then headers, logging and
-// metrics, panics, the deadline, and the body rules.
+// metrics, panics, the per-address rate limit (public listener only, before
+// any authentication), the deadline, and the body rules (JSON, 1 MiB).
 func (d *Deps) base(listener string, tls bool) *echo.Echo {
 	d.defaults()
 	e := echo.New()

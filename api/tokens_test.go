@@ -548,7 +548,7 @@ func legacyPending(t *testing.T, be *bankEnv, sub, itemID string) (string, strin
 	var ref string
 	err = be.DB.InTx(ctx, func(tx pgx.Tx) error {
 		var err error
-		ref, err = be.Store.Seal(ctx, tx, vault.ItemOwner(itemID), sid, vault.KindBankAccessToken, []byte(`{"access_token":"`+fresh+`","provider":"plaid"}`), "")
+		ref, err = be.Store.Seal(ctx, tx, vault.ItemOwner(itemID), sid, banklink.KindAccessToken, []byte(`{"access_token":"`+fresh+`","provider":"plaid"}`), "")
 		if err != nil {
 			return err
 		}

@@ -88,7 +88,7 @@ func DecodeConfirm(body []byte) (verification.Answer, error) {
 	return verification.Answer{Amounts: req.Amounts}, nil
 }
 
-// verificationJSON is API.md's Verification: never the amounts or code.
+// verificationJSON is the contract's Verification (api/openapi.yaml): never the amounts or code.
 type verificationJSON struct {
 	ID                string    `json:"id"`
 	AccountID         string    `json:"account_id"`

@@ -12,6 +12,7 @@ import (
 	"github.com/kluis-dev/kluis/api/apitest"
 	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/banklink"
+	"github.com/kluis-dev/kluis/banklink/accountnumber"
 	"github.com/kluis-dev/kluis/compliance"
 	"github.com/kluis-dev/kluis/vault"
 	"github.com/kluis-dev/kluis/verification"
@@ -208,7 +209,7 @@ func TestASouthAfricanCanaryNeverLeaves(t *testing.T) {
 		Secret map[string]string `json:"secret"`
 	}
 	want(t, status, 200, resp, &rv)
-	if rv.Kind != vault.KindAccountNumber || rv.Secret["account_number"] != canaryZAAccount || rv.Secret["branch_code"] != "470010" ||
+	if rv.Kind != accountnumber.Kind || rv.Secret["account_number"] != canaryZAAccount || rv.Secret["branch_code"] != "470010" ||
 		rv.Secret["bank_id"] != "za_capitec" || rv.Secret["routing_number"] != "" {
 		t.Fatalf("reveal = %v", rv.Secret)
 	}

@@ -241,7 +241,7 @@ func (s *Service) completeItem(ctx context.Context, it Item) (bool, error) {
 		if err := setItemCompletion(ctx, tx, locked.ID, accts.Institution, pending, s.now()); err != nil {
 			return err
 		}
-		ext, err := externalSubject(ctx, tx, locked.SubjectID)
+		ext, err := vault.SubjectKey(ctx, tx, locked.SubjectID)
 		if err != nil {
 			return err
 		}
@@ -287,7 +287,7 @@ func (s *Service) markLoginRequiredPending(ctx context.Context, it Item) error {
 		if err := itemEvent(ctx, tx, events.ItemLoginRequired, it.SubjectID, it.ID, ItemLoginRequired); err != nil {
 			return err
 		}
-		ext, err := externalSubject(ctx, tx, it.SubjectID)
+		ext, err := vault.SubjectKey(ctx, tx, it.SubjectID)
 		if err != nil {
 			return err
 		}

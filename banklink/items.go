@@ -18,7 +18,7 @@ import (
 // their accounts, oldest first, and where the next page starts (nil after
 // the last).
 func (s *Service) Items(ctx context.Context, sub string, page Page) ([]Item, *Position, error) {
-	subjectID, err := s.subjectOf(ctx, sub)
+	subjectID, err := vault.LookupSubject(ctx, s.db.Pool, sub)
 	if kluis.ErrorCode(err) == kluis.ENotFound {
 		return []Item{}, nil, nil
 	}
@@ -42,7 +42,7 @@ func (s *Service) Item(ctx context.Context, sub, id string) (Item, error) {
 	if !kluis.ValidID(kluis.PrefixItem, id) {
 		return Item{}, notFound()
 	}
-	subjectID, err := s.subjectOf(ctx, sub)
+	subjectID, err := vault.LookupSubject(ctx, s.db.Pool, sub)
 	if err != nil {
 		return Item{}, err
 	}
@@ -78,7 +78,7 @@ func (s *Service) oneWithAccounts(ctx context.Context, it Item) (Item, error) {
 // Accounts lists one page of the subject's accounts, linked and manual,
 // oldest first, and where the next page starts (nil after the last).
 func (s *Service) Accounts(ctx context.Context, sub string, page Page) ([]Account, *Position, error) {
-	subjectID, err := s.subjectOf(ctx, sub)
+	subjectID, err := vault.LookupSubject(ctx, s.db.Pool, sub)
 	if kluis.ErrorCode(err) == kluis.ENotFound {
 		return []Account{}, nil, nil
 	}
@@ -98,7 +98,7 @@ func (s *Service) Account(ctx context.Context, sub, id string) (Account, error) 
 	if !kluis.ValidID(kluis.PrefixAccount, id) {
 		return Account{}, notFound()
 	}
-	subjectID, err := s.subjectOf(ctx, sub)
+	subjectID, err := vault.LookupSubject(ctx, s.db.Pool, sub)
 	if err != nil {
 		return Account{}, err
 	}
@@ -232,7 +232,7 @@ func (s *Service) RevokeSubject(ctx context.Context, subjectID string, fence com
 	if err != nil {
 		return rev, err
 	}
-	ext, err := externalSubject(ctx, s.db.Pool, subjectID)
+	ext, err := vault.SubjectKey(ctx, s.db.Pool, subjectID)
 	if err != nil && kluis.ErrorCode(err) != kluis.ENotFound {
 		return rev, err
 	}

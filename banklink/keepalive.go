@@ -9,6 +9,7 @@ import (
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/events"
+	"github.com/kluis-dev/kluis/vault"
 )
 
 // JobTokenKeepAlive is the job that renews idle refresh tokens.
@@ -148,7 +149,7 @@ func (s *Service) useRenewed(ctx context.Context, id string) bool {
 		if err := itemEvent(ctx, tx, events.ItemLoginRequired, it.SubjectID, it.ID, ItemLoginRequired); err != nil {
 			return err
 		}
-		ext, err := externalSubject(ctx, tx, it.SubjectID)
+		ext, err := vault.SubjectKey(ctx, tx, it.SubjectID)
 		if err != nil {
 			return err
 		}

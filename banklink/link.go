@@ -8,6 +8,7 @@ import (
 
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/audit"
+	"github.com/kluis-dev/kluis/banklink/accountnumber"
 	"github.com/kluis-dev/kluis/events"
 	"github.com/kluis-dev/kluis/vault"
 )
@@ -138,7 +139,7 @@ func (s *Service) openSession(ctx context.Context, q querier, sub, id string) (s
 	if !kluis.ValidID(kluis.PrefixLinkSession, id) {
 		return sessionRow{}, "", notFound()
 	}
-	subjectID, err := s.subjectOf(ctx, sub)
+	subjectID, err := vault.LookupSubject(ctx, s.db.Pool, sub)
 	if err != nil {
 		return sessionRow{}, "", err
 	}
@@ -512,12 +513,12 @@ func (s *Service) addAccounts(ctx context.Context, tx pgx.Tx, it Item, accts []P
 		a := Account{ID: kluis.NewID(kluis.PrefixAccount), SubjectID: it.SubjectID, ItemID: it.ID,
 			ProviderAccountID: pa.ProviderAccountID, Name: clip(pa.Name), Mask: safeMask(pa.Mask),
 			Type: clip(pa.Type), Subtype: clip(pa.Subtype), ProviderVerificationStatus: pa.VerificationStatus}
-		if n, ok := numbers[pa.ProviderAccountID]; ok && vault.NormalizeAccountNumber(n.AccountNumber) != "" {
+		if n, ok := numbers[pa.ProviderAccountID]; ok && accountnumber.Normalize(n.AccountNumber) != "" {
 			if a.AccountNumberRef, err = s.sealNumbers(ctx, tx, a.ID, it.SubjectID, n); err != nil {
 				return 0, err
 			}
 			if a.Mask == "" {
-				a.Mask = lastFour(vault.NormalizeAccountNumber(n.AccountNumber))
+				a.Mask = lastFour(accountnumber.Normalize(n.AccountNumber))
 			}
 		}
 		ok, err := insertAccount(ctx, tx, a, now)

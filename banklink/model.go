@@ -6,7 +6,7 @@ import (
 	"time"
 )
 
-// Link session states (DESIGN.md): created → succeeded (public token issued,
+// Link session states: created → succeeded (public token issued,
 // kept only as a keyed hash) → exchanged; created or succeeded → expired at
 // the deadline; exited when the user leaves Link.
 const (
@@ -23,7 +23,7 @@ const (
 	ModeUpdate = "update"
 )
 
-// Deadlines of link sessions (DESIGN.md).
+// Deadlines of link sessions.
 const (
 	NewSessionTTL    = 4 * time.Hour
 	UpdateSessionTTL = 30 * time.Minute

@@ -233,7 +233,7 @@ func (s *Service) completeOAuthCallback(ctx context.Context, provider string, qu
 		if !ok {
 			return sessionClosed("no longer open")
 		}
-		ext, err := externalSubject(ctx, tx, row.SubjectID)
+		ext, err := vault.SubjectKey(ctx, tx, row.SubjectID)
 		if err != nil {
 			return err
 		}

@@ -9,6 +9,7 @@ import (
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/compliance"
+	"github.com/kluis-dev/kluis/vault"
 )
 
 // Bounds on revoking a token kluis could not store: the first wait, the
@@ -69,7 +70,7 @@ func (s *Service) revokeUnstored(ctx context.Context, p Provider, actor audit.Ac
 // unstored token was never confirmed revoked. The audit entry names the
 // session, provider and provider item id, never the token.
 func (s *Service) markRevokeFailed(ctx context.Context, actor audit.Actor, row sessionRow, providerItemID, code string) error {
-	ext, err := externalSubject(ctx, s.db.Pool, row.SubjectID)
+	ext, err := vault.SubjectKey(ctx, s.db.Pool, row.SubjectID)
 	if err != nil && kluis.ErrorCode(err) != kluis.ENotFound {
 		return err
 	}

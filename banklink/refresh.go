@@ -59,7 +59,7 @@ type sealedToken struct {
 // zeroes cred.
 func (s *Service) ServiceCredential(ctx context.Context, cred vault.Credential) (ServiceSecret, error) {
 	plain := ServiceSecret{Secret: append([]byte(nil), cred.Secret...)}
-	if cred.Kind != vault.KindBankAccessToken || cred.Owner.Type != vault.OwnerItem {
+	if cred.Kind != KindAccessToken || cred.Owner.Type != vault.OwnerItem {
 		return plain, nil
 	}
 	var sec sealedToken

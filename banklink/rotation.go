@@ -319,7 +319,7 @@ func (s *Service) switchToken(ctx context.Context, it Item) error {
 				return err
 			}
 		}
-		ext, err := externalSubject(ctx, tx, it.SubjectID)
+		ext, err := vault.SubjectKey(ctx, tx, it.SubjectID)
 		if err != nil {
 			return err
 		}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/audit"
+	"github.com/kluis-dev/kluis/banklink/accountnumber"
 	"github.com/kluis-dev/kluis/postgres"
 	"github.com/kluis-dev/kluis/vault"
 )
@@ -180,19 +181,6 @@ func (s *Service) clientUserID(subjectID string) (string, error) {
 // sameHash compares two hashes in constant time.
 func sameHash(a, b []byte) bool { return len(a) > 0 && hmac.Equal(a, b) }
 
-// subjectOf returns the internal id of an existing subject, or ENotFound:
-// a caller that never linked anything owns nothing.
-func (s *Service) subjectOf(ctx context.Context, sub string) (string, error) {
-	id, err := vault.LookupSubject(ctx, s.db.Pool, sub)
-	if err != nil {
-		if kluis.ErrorCode(err) == kluis.ENotFound {
-			return "", notFound()
-		}
-		return "", err
-	}
-	return id, nil
-}
-
 // accessToken opens the access token that the item's pointer ref names. A
 // credential that is not the item's own (the pointer was made to point at
 // another item's token) is refused as an integrity failure: kluis must never
@@ -225,7 +213,7 @@ func (s *Service) sealAccessToken(ctx context.Context, tx pgx.Tx, itemID, subjec
 		return "", err
 	}
 	defer clear(secret)
-	return s.vault.Seal(ctx, tx, vault.ItemOwner(itemID), subjectID, vault.KindBankAccessToken, secret, "")
+	return s.vault.Seal(ctx, tx, vault.ItemOwner(itemID), subjectID, KindAccessToken, secret, "")
 }
 
 // accessTokenSecret is the sealed form of an access token of provider (the
@@ -246,12 +234,12 @@ func (s *Service) sealNumbers(ctx context.Context, tx pgx.Tx, accountID, subject
 		return "", err
 	}
 	defer clear(secret)
-	return s.vault.Seal(ctx, tx, vault.AccountOwner(accountID), subjectID, vault.KindAccountNumber, secret, n.AccountNumber)
+	return s.vault.Seal(ctx, tx, vault.AccountOwner(accountID), subjectID, accountnumber.Kind, secret, n.AccountNumber)
 }
 
 // numbersSecret is the sealed form of an account's numbers: a US
 // account's account and routing number, a South African one's account
-// number, branch code and bank (API.md, "Reveal").
+// number, branch code and bank (the reveal answer of api/openapi.yaml).
 func numbersSecret(n AuthNumbers) ([]byte, error) {
 	if n.BankID != "" {
 		return json.Marshal(struct {

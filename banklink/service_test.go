@@ -3,6 +3,7 @@ package banklink_test
 import (
 	"context"
 	"crypto/rand"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/kluis-dev/kluis/postgres"
 	"github.com/kluis-dev/kluis/postgres/pgtest"
 	"github.com/kluis-dev/kluis/vault/vaulttest"
+	"github.com/kluis-dev/kluis/verification"
 )
 
 // clock is a test clock that only moves when told.
@@ -39,7 +41,7 @@ type env struct {
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	db, _ := pgtest.Open(t)
-	v := vaulttest.Open(t, db)
+	v := vaulttest.Open(t, db, slices.Concat(banklink.CredentialKinds(), verification.CredentialKinds())...)
 	secret := make([]byte, 32)
 	if _, err := rand.Read(secret); err != nil {
 		t.Fatal(err)
@@ -93,7 +95,7 @@ func (e *env) status(t *testing.T, table, id string) string {
 func (e *env) webhook(t *testing.T, it banklink.Item, code string) (body []byte, res banklink.WebhookResult) {
 	t.Helper()
 	ctx := context.Background()
-	header, body, err := e.sb.SignedWebhook(ctx, it.ProviderItemID, code)
+	header, body, err := e.sb.SignedWebhook(ctx, banklink.SandboxWebhook{ProviderItemID: it.ProviderItemID, Code: code})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,7 +225,7 @@ func TestWebhooksApplyOnceAndUpdateModeRepairsTheLogin(t *testing.T) {
 	actor := audit.User("user_bl_webhooks", "req_1")
 	it := e.link(t, actor)
 
-	header, body, err := e.sb.SignedWebhook(ctx, it.ProviderItemID, banklink.SandboxWebhookLoginRequired)
+	header, body, err := e.sb.SignedWebhook(ctx, banklink.SandboxWebhook{ProviderItemID: it.ProviderItemID, Code: "ERROR"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -258,8 +260,9 @@ func TestWebhooksApplyOnceAndUpdateModeRepairsTheLogin(t *testing.T) {
 	if got := e.status(t, "items", it.ID); got != banklink.ItemLoginRequired {
 		t.Fatalf("item is %s", got)
 	}
-	// A second event of the same kind is recorded but changes nothing.
-	if _, res := e.webhook(t, it, banklink.SandboxWebhookLoginRequired); res.Duplicate || res.Outcome != banklink.WebhookNoChange {
+	// A second event of the same kind (ITEM ERROR, ITEM_LOGIN_REQUIRED by
+	// default) is recorded but changes nothing.
+	if _, res := e.webhook(t, it, "ERROR"); res.Duplicate || res.Outcome != banklink.WebhookNoChange {
 		t.Fatalf("a second login_required = %+v", res)
 	}
 
@@ -282,7 +285,7 @@ func TestWebhooksApplyOnceAndUpdateModeRepairsTheLogin(t *testing.T) {
 
 	// Consent withdrawn at the provider: the item and its accounts are
 	// revoked, once.
-	if _, res := e.webhook(t, it, banklink.SandboxWebhookPermissionRevoked); res.Outcome != banklink.WebhookApplied {
+	if _, res := e.webhook(t, it, "USER_PERMISSION_REVOKED"); res.Outcome != banklink.WebhookApplied {
 		t.Fatalf("revoked = %+v", res)
 	}
 	if got := e.status(t, "items", it.ID); got != banklink.ItemRevoked {
@@ -294,7 +297,7 @@ func TestWebhooksApplyOnceAndUpdateModeRepairsTheLogin(t *testing.T) {
 		}
 	}
 	// A login webhook cannot bring a revoked item back.
-	if _, res := e.webhook(t, it, banklink.SandboxWebhookLoginRequired); res.Outcome == banklink.WebhookApplied {
+	if _, res := e.webhook(t, it, "ERROR"); res.Outcome == banklink.WebhookApplied {
 		t.Fatalf("a revoked item took login_required: %+v", res)
 	}
 	if got := e.status(t, "items", it.ID); got != banklink.ItemRevoked {

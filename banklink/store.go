@@ -11,7 +11,6 @@ import (
 
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/postgres"
-	"github.com/kluis-dev/kluis/vault"
 )
 
 // querier is what the store's reads run on: the pool or a transaction.
@@ -515,16 +514,6 @@ func anyAccount(ctx context.Context, q querier, id string) (Account, error) {
 		return Account{}, dbErr("read account", err)
 	}
 	return a, nil
-}
-
-// externalSubject is the subject's external id, which audit entries take
-// (and store only as a pseudonym).
-func externalSubject(ctx context.Context, q querier, subjectID string) (string, error) {
-	key, err := vault.SubjectKey(ctx, q, subjectID)
-	if err != nil {
-		return "", dbErr("read subject", err)
-	}
-	return key, nil
 }
 
 // webhookSeen reports whether the event was recorded already.

@@ -25,7 +25,7 @@ func TestTheOwnerScopedReadsFindNothingForAnEmptySubject(t *testing.T) {
 	var ref string
 	if err := db.InTx(ctx, func(tx pgx.Tx) error {
 		var err error
-		ref, err = vaulttest.Open(t, db).Store.Seal(ctx, tx, vault.ItemOwner(itemID), sid, vault.KindBankAccessToken, []byte("tok"), "")
+		ref, err = vaulttest.Open(t, db, CredentialKinds()...).Store.Seal(ctx, tx, vault.ItemOwner(itemID), sid, KindAccessToken, []byte("tok"), "")
 		return err
 	}); err != nil {
 		t.Fatal(err)

@@ -168,7 +168,7 @@ func (s *Service) markRelinkRequired(ctx context.Context, actor audit.Actor, it 
 			Data: map[string]string{"item_id": it.ID, "status": ItemRelinkRequired}}); err != nil {
 			return err
 		}
-		ext, err := externalSubject(ctx, tx, it.SubjectID)
+		ext, err := vault.SubjectKey(ctx, tx, it.SubjectID)
 		if err != nil {
 			return err
 		}
@@ -215,7 +215,7 @@ func (s *Service) revokeConsent(ctx context.Context, tx pgx.Tx, actor audit.Acto
 		Data: map[string]string{"item_id": it.ID, "status": ItemRevoked, "scope": "item"}}); err != nil {
 		return false, err
 	}
-	ext, err := externalSubject(ctx, tx, it.SubjectID)
+	ext, err := vault.SubjectKey(ctx, tx, it.SubjectID)
 	if err != nil {
 		return false, err
 	}
@@ -255,7 +255,7 @@ func (s *Service) revokeAccountConsent(ctx context.Context, tx pgx.Tx, actor aud
 	if err != nil || len(accts) == 0 {
 		return false, err
 	}
-	ext, err := externalSubject(ctx, tx, it.SubjectID)
+	ext, err := vault.SubjectKey(ctx, tx, it.SubjectID)
 	if err != nil {
 		return false, err
 	}

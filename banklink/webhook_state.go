@@ -9,6 +9,7 @@ import (
 
 	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/events"
+	"github.com/kluis-dev/kluis/vault"
 )
 
 // Plaid's verification_status values that webhooks set on an account.
@@ -44,7 +45,7 @@ func (s *Service) transitionItem(ctx context.Context, tx pgx.Tx, actor audit.Act
 	if err != nil || !changed {
 		return WebhookNoChange, err
 	}
-	ext, err := externalSubject(ctx, tx, it.SubjectID)
+	ext, err := vault.SubjectKey(ctx, tx, it.SubjectID)
 	if err != nil {
 		return "", err
 	}
@@ -82,7 +83,7 @@ func (s *Service) applyAuthWebhook(ctx context.Context, tx pgx.Tx, actor audit.A
 	if err := s.reportProviderStatus(ctx, tx, it.Provider, accountID, status); err != nil {
 		return "", err
 	}
-	ext, err := externalSubject(ctx, tx, it.SubjectID)
+	ext, err := vault.SubjectKey(ctx, tx, it.SubjectID)
 	if err != nil {
 		return "", err
 	}

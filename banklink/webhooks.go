@@ -185,7 +185,7 @@ func (s *Service) applyWebhook(ctx context.Context, tx pgx.Tx, actor audit.Actor
 		if err != nil || added == 0 {
 			return WebhookNoChange, err
 		}
-		ext, err := externalSubject(ctx, tx, it.SubjectID)
+		ext, err := vault.SubjectKey(ctx, tx, it.SubjectID)
 		if err != nil {
 			return "", err
 		}
@@ -201,7 +201,7 @@ func (s *Service) applyWebhook(ctx context.Context, tx pgx.Tx, actor audit.Actor
 	if err != nil || !changed {
 		return WebhookNoChange, err
 	}
-	ext, err := externalSubject(ctx, tx, it.SubjectID)
+	ext, err := vault.SubjectKey(ctx, tx, it.SubjectID)
 	if err != nil {
 		return "", err
 	}

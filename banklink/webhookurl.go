@@ -8,6 +8,7 @@ import (
 
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/audit"
+	"github.com/kluis-dev/kluis/vault"
 )
 
 // WebhookUpdater is a Provider that can point an existing item's webhooks
@@ -103,7 +104,7 @@ func (s *Service) updateWebhook(ctx context.Context, up WebhookUpdater, it Item,
 		if err != nil || !changed {
 			return err
 		}
-		ext, err := externalSubject(ctx, tx, it.SubjectID)
+		ext, err := vault.SubjectKey(ctx, tx, it.SubjectID)
 		if err != nil {
 			return err
 		}

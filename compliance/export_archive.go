@@ -82,10 +82,9 @@ type ExportArchive struct {
 
 // The reasons a manifest gives for what it withholds.
 const (
-	reasonProviderToken = "a credential kluis holds to reach the bank on the person's behalf: not information about them, and whoever held it could read their bank data (GDPR Art. 15(4))"
-	reasonRevoked       = "destroyed when consent was withdrawn at the bank: only a tombstone is left, nothing to open"
-	reasonCiphertext    = "ciphertext, keyed hashes or MACs: not intelligible; where they seal the person's data, sealed.json holds it opened"
-	reasonKeys          = "the subject's encryption keys: kluis's means of protecting the data, not personal data"
+	reasonRevoked    = "destroyed when consent was withdrawn at the bank: only a tombstone is left, nothing to open"
+	reasonCiphertext = "ciphertext, keyed hashes or MACs: not intelligible; where they seal the person's data, sealed.json holds it opened"
+	reasonKeys       = "the subject's encryption keys: kluis's means of protecting the data, not personal data"
 )
 
 // ParseRecipient checks that recipient is an age X25519 recipient
@@ -165,8 +164,10 @@ func (s *Service) openSealed(ctx context.Context, tx pgx.Tx, sid string) ([]Seal
 		switch {
 		case ci.Revoked:
 			withheld = append(withheld, WithheldRecord{What: ci.Kind, Ref: ci.Ref, Reason: reasonRevoked})
-		case ci.Kind == vault.KindBankAccessToken:
-			withheld = append(withheld, WithheldRecord{What: ci.Kind, Ref: ci.Ref, Reason: reasonProviderToken})
+		case ci.Withheld != "":
+			// A credential its feature registered as not the person's
+			// data (a provider token): listed, never opened.
+			withheld = append(withheld, WithheldRecord{What: ci.Kind, Ref: ci.Ref, Reason: ci.Withheld})
 		default:
 			c, err := s.sealed.OpenIn(ctx, tx, ci.Ref)
 			if err != nil {

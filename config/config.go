@@ -1,5 +1,5 @@
 // Package config reads kluis's settings from the environment, exactly as
-// API.md names them, and validates them at start: every bad value is reported
+// README names them, and validates them at start: every bad value is reported
 // with its variable's name, and production refuses insecure settings rather
 // than falling back to them.
 package config
@@ -814,7 +814,7 @@ func (c *Config) readPreviousSecret(r *reader) {
 }
 
 // readVerificationLimits reads the limits on guessing micro-deposits
-// (API.md "Verification limits"). Failed verifications must be kept at
+// (docs/SECURITY.md, "Verification limits"). Failed verifications must be kept at
 // least as long as they count, or the purge would lift locks early.
 func (c *Config) readVerificationLimits(r *reader) {
 	c.VerificationLockout = r.duration("KLUIS_VERIFICATION_LOCKOUT", 30*24*time.Hour, time.Hour, 365*24*time.Hour)

@@ -135,7 +135,7 @@ func TestRateLimitsDefaultAndParse(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.RateReveal != (config.Rate{Events: 2000, Per: time.Second}) {
-		t.Fatalf("reveal = %+v, want the default 2000/s (API.md: at least 1,000 a second)", c.RateReveal)
+		t.Fatalf("reveal = %+v, want the default 2000/s (the contract asks for at least 1,000 a second)", c.RateReveal)
 	}
 	if c.RateSubject != (config.Rate{Events: 30, Per: time.Second}) || c.RateLinkSession != (config.Rate{}) {
 		t.Fatalf("subject = %+v, link session = %+v; want 30/s and off", c.RateSubject, c.RateLinkSession)

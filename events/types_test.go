@@ -6,7 +6,7 @@ import (
 	"github.com/kluis-dev/kluis/events"
 )
 
-// TestEveryItemEventOfTheContractIsKnown: the item events API.md lists are
+// TestEveryItemEventOfTheContractIsKnown: the item events the contract lists (docs/WEBHOOKS.md) are
 // types Enqueue takes, with an item's id and status as their data, and a
 // secret in their data is refused (issue 14 point 6).
 func TestEveryItemEventOfTheContractIsKnown(t *testing.T) {

@@ -46,7 +46,7 @@ func Open(ctx context.Context, url string) (*DB, error) {
 	if _, ok := cfg.ConnConfig.RuntimeParams["statement_timeout"]; !ok {
 		cfg.ConnConfig.RuntimeParams["statement_timeout"] = "30000"
 	}
-	// Times leave kluis in UTC (API.md), whatever the time zone of the host
+	// Times leave kluis in UTC (the contract: RFC 3339 in UTC), whatever the time zone of the host
 	// or the database's default: the session's, for times Postgres renders
 	// itself (to_jsonb in an export), and the scanned time.Time values'.
 	if _, ok := cfg.ConnConfig.RuntimeParams["timezone"]; !ok {

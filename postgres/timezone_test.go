@@ -24,7 +24,7 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// API.md: times are RFC 3339 in UTC. A host with TZ set, or a database whose
+// The contract (api/openapi.yaml): times are RFC 3339 in UTC. A host with TZ set, or a database whose
 // default time zone is not UTC, must not change what kluis answers.
 func TestTimesAreUTCWhateverTheHostAndDatabaseTimeZones(t *testing.T) {
 	ctx := context.Background()

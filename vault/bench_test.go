@@ -139,7 +139,7 @@ func BenchmarkStoreOpen256(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	store := NewStore(db, NewKeyRing(p, CacheOptions{MaxUses: 1 << 62}), sys)
+	store := NewStore(db, NewKeyRing(p, CacheOptions{MaxUses: 1 << 62}), sys, testKinds)
 	sub, err := EnsureSubject(ctx, db.Pool, "bench-user")
 	if err != nil {
 		b.Fatal(err)

@@ -13,21 +13,6 @@ import (
 	"github.com/kluis-dev/kluis/postgres"
 )
 
-// Credential kinds (credentials.kind).
-const (
-	KindBankAccessToken = "bank_access_token"
-	KindAccountNumber   = "account_number"
-	// KindIDNumber is a person's national identity number ({"id_number"}),
-	// such as a South African ID number given with a manual account. No
-	// service policy may reveal it (api's knownKinds leaves it out): only
-	// kluis's own features open it, to send it to the bank that checks it.
-	KindIDNumber = "id_number"
-)
-
-func validKind(kind string) bool {
-	return kind == KindBankAccessToken || kind == KindAccountNumber || kind == KindIDNumber
-}
-
 // Credential is an opened credential. Secret is the plaintext (JSON): the
 // caller zeroes it (Zero) as soon as it is done. Printing or logging a
 // Credential never shows the secret.
@@ -78,35 +63,37 @@ type CredentialInfo struct {
 // Store seals credentials into the credentials table and opens them again.
 // It is safe for concurrent use.
 type Store struct {
-	db   *postgres.DB
-	ring *KeyRing
-	sys  *SystemKeys
+	db    *postgres.DB
+	ring  *KeyRing
+	sys   *SystemKeys
+	kinds *Kinds
 }
 
-// NewStore returns a credential store. sys gives the blind-index key; it may
-// be nil if no caller seals with a blind index.
-func NewStore(db *postgres.DB, ring *KeyRing, sys *SystemKeys) *Store {
+// NewStore returns a credential store for the registered kinds (a kind
+// not in kinds is refused). sys gives the blind-index key; it may be nil
+// if no caller seals with a blind index.
+func NewStore(db *postgres.DB, ring *KeyRing, sys *SystemKeys, kinds *Kinds) *Store {
 	if ring != nil && db != nil {
 		ring.keyring.setDB(db.Pool) // keyring keys are read outside callers' transactions
 	}
-	return &Store{db: db, ring: ring, sys: sys}
+	return &Store{db: db, ring: ring, sys: sys, kinds: kinds}
 }
 
 // Seal encrypts secret (JSON) for the subject under the subject's current
 // key, bound to its owner (the item or account that will point at it, whose
 // row the caller inserts in the same transaction), and inserts it in the
 // caller's transaction, so that the caller's audit entry commits or rolls
-// back with it. blindIndexInput, when not empty, is an account number (or,
-// for KindIDNumber, the ID number) whose blind index is stored for
-// FindByBlindIndex. It returns the new credential's ref. When the key
+// back with it. blindIndexInput, when not empty, is the value (an account
+// number, an ID number) whose blind index, as the kind's registration says
+// (Kind.Index), is stored for FindByBlindIndex. It returns the new credential's ref. When the key
 // provider cannot be reached it fails with kluis EUnavailable and stores
 // nothing; a subject whose erasure runs is
 // kluis ESubjectErasing (FenceSubject, held until tx ends).
 func (s *Store) Seal(ctx context.Context, tx pgx.Tx, owner Owner, subjectID, kind string, secret []byte, blindIndexInput string) (string, error) {
-	if !validKind(kind) {
+	if _, ok := s.kinds.Lookup(kind); !ok {
 		return "", kluis.Errorf(kluis.EInvalid, "unknown credential kind")
 	}
-	if !owner.Valid() || OwnerTypeOf(kind) != owner.Type {
+	if !owner.Valid() || s.kinds.ownerType(kind) != owner.Type {
 		return "", kluis.Errorf(kluis.EInvalid, "invalid credential owner")
 	}
 	if !kluis.ValidID(PrefixSubject, subjectID) {
@@ -120,7 +107,7 @@ func (s *Store) Seal(ctx context.Context, tx pgx.Tx, owner Owner, subjectID, kin
 		if s.sys == nil {
 			return "", kluis.Errorf(kluis.EInternal, "internal error")
 		}
-		if blindIndex = s.sys.blindIndexOf(kind, blindIndexInput); blindIndex == nil {
+		if blindIndex = s.kinds.blindIndex(s.sys, kind, blindIndexInput); blindIndex == nil {
 			return "", kluis.Errorf(kluis.EInvalid, "invalid account number")
 		}
 	}
@@ -180,13 +167,13 @@ func (s *Store) OpenOwnedIn(ctx context.Context, q postgres.Querier, owner Owner
 	if err != nil {
 		return Credential{}, err
 	}
-	return ownedBy(c, owner)
+	return s.ownedBy(c, owner)
 }
 
 // ownedBy returns c when it belongs to owner; otherwise it zeroes c's
 // secret and returns EIntegrity.
-func ownedBy(c Credential, owner Owner) (Credential, error) {
-	if c.Owner != owner || OwnerTypeOf(c.Kind) != owner.Type {
+func (s *Store) ownedBy(c Credential, owner Owner) (Credential, error) {
+	if c.Owner != owner || s.kinds.ownerType(c.Kind) != owner.Type {
 		c.Zero()
 		return Credential{}, integrityError(fmt.Errorf("vault: %s points at credential %s of %s", owner, c.Ref, c.Owner))
 	}
@@ -274,13 +261,13 @@ func (s *Store) DestroySubjectCredentials(ctx context.Context, tx pgx.Tx, subjec
 // that of accountNumber, oldest first, without opening any. It finds across
 // subjects: callers that must stay within one subject filter on SubjectID.
 func (s *Store) FindByBlindIndex(ctx context.Context, q postgres.Querier, kind, accountNumber string) ([]CredentialInfo, error) {
-	if !validKind(kind) {
+	if _, ok := s.kinds.Lookup(kind); !ok {
 		return nil, kluis.Errorf(kluis.EInvalid, "unknown credential kind")
 	}
 	if s.sys == nil {
 		return nil, kluis.Errorf(kluis.EInternal, "internal error")
 	}
-	idx := s.sys.blindIndexOf(kind, accountNumber)
+	idx := s.kinds.blindIndex(s.sys, kind, accountNumber)
 	if idx == nil {
 		return nil, kluis.Errorf(kluis.EInvalid, "invalid account number")
 	}

@@ -59,19 +59,6 @@ func (o Owner) Valid() bool {
 	return false
 }
 
-// OwnerTypeOf is the owner type that a credential kind belongs to: an access
-// token to an item, an account number and a holder's ID number (a South
-// African manual account's) to an account; "" for an unknown kind.
-func OwnerTypeOf(kind string) string {
-	switch kind {
-	case KindBankAccessToken:
-		return OwnerItem
-	case KindAccountNumber, KindIDNumber:
-		return OwnerAccount
-	}
-	return ""
-}
-
 // OwnerPointers says which owners point at a credential. The items and
 // accounts tables, where the pointers live, belong to bank linking; the
 // vault asks through this port (banklink.Service implements it). q is the

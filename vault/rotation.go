@@ -761,7 +761,7 @@ func (s *Store) resealEach(ctx context.Context, tx pgx.Tx, subjectID string, rec
 		if !ok {
 			return kluis.Wrap(kluis.EInternal, "internal error", fmt.Errorf("vault: a version of %s names key version %d, which is gone", rec.ref, rec.keyVersion))
 		}
-		if err := checkUnboundOwner(ctx, tx, owners, rec); err != nil {
+		if err := s.checkUnboundOwner(ctx, tx, owners, rec); err != nil {
 			return err
 		}
 		env, err := s.reseal(ctx, subjectID, rec, sk, newVersion, newKey)
@@ -806,11 +806,11 @@ func (s *Store) resealPending(ctx context.Context, tx pgx.Tx, subjectID string, 
 // into its AAD, that the owner its row names is the one (and only) owner
 // pointing at it, and that it fits the record's kind. Records already bound
 // (version 2) and records with no owner need nothing.
-func checkUnboundOwner(ctx context.Context, tx pgx.Tx, owners OwnerPointers, rec sealedRecord) error {
+func (s *Store) checkUnboundOwner(ctx context.Context, tx pgx.Tx, owners OwnerPointers, rec sealedRecord) error {
 	if EnvelopeVersion(rec.envelope) != EnvelopeV1 || rec.owner.IsZero() {
 		return nil
 	}
-	if !rec.owner.Valid() || OwnerTypeOf(rec.kind) != rec.owner.Type {
+	if !rec.owner.Valid() || s.kinds.ownerType(rec.kind) != rec.owner.Type {
 		return integrityError(fmt.Errorf("vault: reseal %s: owner %s does not fit kind %s", rec.ref, rec.owner, rec.kind))
 	}
 	if owners == nil {

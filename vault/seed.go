@@ -47,7 +47,7 @@ func (s *Store) Seed(ctx context.Context, recs []SeedRecord) ([]Seeded, error) {
 	key := make([]byte, keySize)
 	defer clear(key)
 	for i, rec := range recs {
-		if !validKind(rec.Kind) || !rec.Owner.Valid() || OwnerTypeOf(rec.Kind) != rec.Owner.Type || len(rec.Secret) == 0 {
+		if !rec.Owner.Valid() || s.kinds.ownerType(rec.Kind) != rec.Owner.Type || len(rec.Secret) == 0 {
 			return nil, kluis.Errorf(kluis.EInvalid, "seed record %d is not a valid credential", i)
 		}
 		sub, ref := kluis.NewID(PrefixSubject), kluis.NewID(kluis.PrefixCredential)
@@ -66,7 +66,7 @@ func (s *Store) Seed(ctx context.Context, recs []SeedRecord) ([]Seeded, error) {
 		}
 		var idx []byte
 		if rec.BlindIndexInput != "" && s.sys != nil {
-			idx = s.sys.blindIndexOf(rec.Kind, rec.BlindIndexInput)
+			idx = s.kinds.blindIndex(s.sys, rec.Kind, rec.BlindIndexInput)
 		}
 		app, ext, err := splitUserKey(rec.ExternalID)
 		if err != nil {

@@ -11,9 +11,11 @@ import (
 
 // SubjectCredential describes one of a subject's credentials without opening
 // it; Revoked says only its tombstone is left (the secret was destroyed).
+// Withheld is its kind's Kind.Withheld: why an export lists it unopened.
 type SubjectCredential struct {
 	CredentialInfo
-	Revoked bool
+	Revoked  bool
+	Withheld string
 }
 
 // SubjectCredentials lists every credential of the subject (internal id),
@@ -31,6 +33,9 @@ func (s *Store) SubjectCredentials(ctx context.Context, q postgres.Querier, subj
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (SubjectCredential, error) {
 		var c SubjectCredential
 		err := r.Scan(&c.Ref, &c.Kind, &c.SubjectID, &c.KeyVersion, &c.Owner.Type, &c.Owner.ID, &c.CreatedAt, &c.Revoked)
+		if k, ok := s.kinds.Lookup(c.Kind); ok {
+			c.Withheld = k.Withheld
+		}
 		return c, err
 	})
 	if err != nil {

@@ -20,7 +20,8 @@ import (
 
 // Names of the system keys kluis uses.
 const (
-	// SystemKeyBlindIndex keys the blind indexes of account numbers.
+	// SystemKeyBlindIndex keys the blind indexes of the credential kinds
+	// that have one (Kind.Index).
 	SystemKeyBlindIndex = "blind-index"
 	// SystemKeyAuditPseudonym keys the pseudonyms audit entries carry in
 	// place of personal data.
@@ -46,12 +47,8 @@ var DefaultSystemKeys = []string{SystemKeyBlindIndex, SystemKeyAuditPseudonym, S
 // Domain-separation labels, so that one key's MACs for one purpose are never
 // valid for another.
 const (
-	labelBlindIndex = "kluis/blind-index/account-number/v1"
-	// labelIDIndex separates ID numbers' blind indexes from account
-	// numbers': a 13-digit account number and an ID number with the same
-	// digits must not index alike, or a copy of the table would show which
-	// of a person's numbers is their ID number.
-	labelIDIndex   = "kluis/blind-index/id-number/v1"
+	// Blind indexes take their labels from the kinds that have them
+	// (Kind.Index.Label, under "kluis/blind-index/").
 	labelPseudonym = "kluis/audit-pseudonym/v1"
 	labelMAC       = "kluis/mac/v1"
 	labelAuditHead = "kluis/audit-head/v1"
@@ -222,51 +219,6 @@ func (s *SystemKeys) CheckAuditHead(msg []byte, sig string) error {
 // micro-deposit amounts; compare results with hmac.Equal.
 func (s *SystemKeys) MAC(name string, parts ...[]byte) ([]byte, error) {
 	return s.mac(name, labelMAC, parts...)
-}
-
-// NormalizeAccountNumber keeps only the ASCII digits of an account number, so
-// that "0001 2345-67" and "0001234567" index alike.
-func NormalizeAccountNumber(s string) string {
-	out := make([]byte, 0, len(s))
-	for i := 0; i < len(s); i++ {
-		if s[i] >= '0' && s[i] <= '9' {
-			out = append(out, s[i])
-		}
-	}
-	return string(out)
-}
-
-// BlindIndex returns the 32-byte blind index of an account number: HMAC-SHA256
-// under the blind-index key of its digits. It returns nil when the account
-// number has no digits or the blind-index key is not loaded; Store.Seal
-// refuses a nil index.
-func (s *SystemKeys) BlindIndex(accountNumber string) []byte {
-	digits := NormalizeAccountNumber(accountNumber)
-	if digits == "" {
-		return nil
-	}
-	idx, err := s.mac(SystemKeyBlindIndex, labelBlindIndex, []byte(digits))
-	if err != nil {
-		return nil
-	}
-	return idx
-}
-
-// blindIndexOf is the blind index of value for a credential of kind: ID
-// numbers under their own label, every other kind as BlindIndex.
-func (s *SystemKeys) blindIndexOf(kind, value string) []byte {
-	if kind != KindIDNumber {
-		return s.BlindIndex(value)
-	}
-	digits := NormalizeAccountNumber(value)
-	if digits == "" {
-		return nil
-	}
-	idx, err := s.mac(SystemKeyBlindIndex, labelIDIndex, []byte(digits))
-	if err != nil {
-		return nil
-	}
-	return idx
 }
 
 // Pseudonym returns a stable, keyed pseudonym for a value of the given kind

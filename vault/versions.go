@@ -71,7 +71,7 @@ func (s *Store) SealPending(ctx context.Context, tx pgx.Tx, ref string, want uin
 	// version (format version 2). A credential with no known owner (a
 	// version-1 record no single pointer named when owners were recorded)
 	// gets no successor: it would be a live token nobody may reveal.
-	if !owner.Valid() || OwnerTypeOf(kind) != owner.Type {
+	if !owner.Valid() || s.kinds.ownerType(kind) != owner.Type {
 		return integrityError(fmt.Errorf("vault: credential %s has no owner to seal a pending version for", ref))
 	}
 	var envelope []byte
@@ -160,7 +160,7 @@ func (s *Store) OpenPendingOwned(ctx context.Context, q postgres.Querier, owner 
 	if err != nil {
 		return Credential{}, err
 	}
-	return ownedBy(c, owner)
+	return s.ownedBy(c, owner)
 }
 
 // Revoke destroys the credential's secret (every version, and its blind

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/banklink/accountnumber"
 	"github.com/kluis-dev/kluis/postgres"
 	"github.com/kluis-dev/kluis/vault"
 )
@@ -41,7 +42,7 @@ func (s *Service) openBankDetails(ctx context.Context, q postgres.Querier, a Acc
 		return BankDetails{}, kluis.Errorf(kluis.EInvalid, "bank account verification needs a South African manual account")
 	}
 	var n sealedZANumbers
-	if err := s.openJSON(ctx, q, vault.AccountOwner(a.ID), a.AccountNumberRef, vault.KindAccountNumber, &n); err != nil {
+	if err := s.openJSON(ctx, q, vault.AccountOwner(a.ID), a.AccountNumberRef, accountnumber.Kind, &n); err != nil {
 		return BankDetails{}, err
 	}
 	if n.BankID != a.BankID || n.AccountNumber == "" || n.BranchCode == "" {
@@ -52,7 +53,7 @@ func (s *Service) openBankDetails(ctx context.Context, q postgres.Querier, a Acc
 		AccountType: a.Subtype, HolderName: n.HolderName}
 	if a.HolderIDRef != "" {
 		var id sealedIDNumber
-		if err := s.openJSON(ctx, q, vault.AccountOwner(a.ID), a.HolderIDRef, vault.KindIDNumber, &id); err != nil {
+		if err := s.openJSON(ctx, q, vault.AccountOwner(a.ID), a.HolderIDRef, KindIDNumber, &id); err != nil {
 			return BankDetails{}, err
 		}
 		d.IDNumber, d.PassportNumber, d.PassportCountry = id.IDNumber, id.PassportNumber, id.PassportCountry

@@ -12,11 +12,12 @@ import (
 
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/audit"
+	"github.com/kluis-dev/kluis/vault"
 )
 
 // MethodBankAccountVerification asks the bank, through a BankVerifier,
-// whether a South African account's details match its records (API.md
-// "South Africa"): no money moves, and the answer says which parts matched.
+// whether a South African account's details match its records (docs/STITCH.md,
+// bank account verification): no money moves, and the answer says which parts matched.
 const MethodBankAccountVerification = "bank_account_verification"
 
 // CodeBankVerificationUnavailable: bank account verification was asked for
@@ -34,7 +35,8 @@ const (
 	CheckNameMatches     = "name_matches"
 )
 
-// AllChecks lists every check, in the order of API.md.
+// AllChecks lists every check, in the order the contract lists them
+// (api/openapi.yaml).
 var AllChecks = []string{CheckAccountExists, CheckAccountOpen, CheckAcceptsDebits, CheckAcceptsCredits,
 	CheckIDNumberMatches, CheckNameMatches}
 
@@ -281,7 +283,7 @@ func (s *Service) markBankPending(ctx context.Context, tx pgx.Tx, v Verification
 	}
 	sub := actor.Name
 	if actor.Kind != audit.ActorUser {
-		if sub, err = externalSubject(ctx, tx, v.SubjectID); err != nil {
+		if sub, err = vault.SubjectKey(ctx, tx, v.SubjectID); err != nil {
 			return v, false, err
 		}
 	}

@@ -12,7 +12,7 @@ import (
 	"github.com/kluis-dev/kluis/vault"
 )
 
-// Limits on guessing (API.md "Verification limits"). Each micro-deposit
+// Limits on guessing (docs/SECURITY.md, "Verification limits"). Each micro-deposit
 // verification allows a few guesses of amounts the user cannot see unless
 // they own the account; without limits, starting again and again (or from
 // many accounts holding one number) turns those few guesses into as many
@@ -91,7 +91,7 @@ func (s *Service) checkLimits(ctx context.Context, tx pgx.Tx, v Verification, id
 
 // inApp is the condition that a row of table (its alias) belongs to a
 // subject of the app in param: the velocity limit counts an account
-// number's failures across the users of one app (API.md), so that one
+// number's failures across the users of one app (docs/SECURITY.md), so that one
 // app's users cannot lock a number for another app's. Checked per row by
 // the subjects' primary key, after the number's own index found the few
 // rows. The vault owns subjects and writes the condition.

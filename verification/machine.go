@@ -5,7 +5,8 @@ import (
 	"fmt"
 )
 
-// Status is where a verification stands (DESIGN.md): pending → sent →
+// Status is where a verification stands (the transitions below are the
+// whole of it; docs/ARCHITECTURE.md): pending → sent →
 // posted → verified; failed once the attempts are spent; expired after the
 // window; returned when the rail reports a return. An instant verification
 // goes from pending to verified at once.

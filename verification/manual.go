@@ -13,6 +13,7 @@ import (
 
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/audit"
+	"github.com/kluis-dev/kluis/banklink/accountnumber"
 	"github.com/kluis-dev/kluis/vault"
 	"github.com/kluis-dev/kluis/za"
 )
@@ -242,7 +243,7 @@ type sealedNumbers struct {
 }
 
 // sealedZANumbers is the secret of a South African account's
-// account_number credential (API.md "Reveal"): everything a bank account
+// account_number credential (the reveal answer of api/openapi.yaml): everything a bank account
 // verification or a payment needs to address the account, the holder's
 // name beside it as for US accounts.
 type sealedZANumbers struct {
@@ -345,7 +346,7 @@ func (s *Service) sealManual(ctx context.Context, tx pgx.Tx, a *Account, m Manua
 		return err
 	}
 	defer clear(secret)
-	if a.AccountNumberRef, err = s.vault.Seal(ctx, tx, vault.AccountOwner(a.ID), a.SubjectID, vault.KindAccountNumber, secret, m.AccountNumber); err != nil {
+	if a.AccountNumberRef, err = s.vault.Seal(ctx, tx, vault.AccountOwner(a.ID), a.SubjectID, accountnumber.Kind, secret, m.AccountNumber); err != nil {
 		return err
 	}
 	if m.HolderIDNumber == "" && m.HolderPassportNumber == "" {
@@ -359,7 +360,7 @@ func (s *Service) sealManual(ctx context.Context, tx pgx.Tx, a *Account, m Manua
 	defer clear(id)
 	// A passport gets no blind index (m.HolderIDNumber is empty): the ID
 	// numbers' index keeps digits only, and would lose a passport's letters.
-	a.HolderIDRef, err = s.vault.Seal(ctx, tx, vault.AccountOwner(a.ID), a.SubjectID, vault.KindIDNumber, id, m.HolderIDNumber)
+	a.HolderIDRef, err = s.vault.Seal(ctx, tx, vault.AccountOwner(a.ID), a.SubjectID, KindIDNumber, id, m.HolderIDNumber)
 	return err
 }
 
@@ -382,7 +383,7 @@ func manualName(accountType string) string {
 // only the sealed record holds, so only those candidates (almost always
 // none) are opened.
 func (s *Service) duplicate(ctx context.Context, tx pgx.Tx, subjectID string, m ManualAccount) (string, error) {
-	found, err := s.vault.FindByBlindIndex(ctx, tx, vault.KindAccountNumber, m.AccountNumber)
+	found, err := s.vault.FindByBlindIndex(ctx, tx, accountnumber.Kind, m.AccountNumber)
 	if err != nil {
 		return "", err
 	}

@@ -62,7 +62,7 @@ const (
 	CodeNumberVelocity = "account_number_velocity"
 )
 
-// Defaults (DESIGN.md).
+// Defaults (README, the KLUIS_VERIFICATION_* settings).
 const (
 	DefaultAttempts = 3
 	DefaultWindow   = 10 * 24 * time.Hour
@@ -73,7 +73,8 @@ const (
 	// account number, across users, stop new ones within the lockout
 	// (KLUIS_VERIFICATION_NUMBER_FAILURES).
 	DefaultNumberFailures = 6
-	// LockAfterFailures failed verifications lock an account (API.md).
+	// LockAfterFailures failed verifications lock an account (409
+	// verification_locked; docs/SECURITY.md, "Verification limits").
 	LockAfterFailures = 2
 )
 
@@ -276,16 +277,3 @@ type Verification struct {
 }
 
 func notFound() error { return kluis.Errorf(kluis.ENotFound, "not found") }
-
-// subjectOf returns the internal id of an existing subject, or ENotFound: a
-// caller that never stored anything owns nothing.
-func (s *Service) subjectOf(ctx context.Context, sub string) (string, error) {
-	id, err := vault.LookupSubject(ctx, s.db.Pool, sub)
-	if err != nil {
-		if kluis.ErrorCode(err) == kluis.ENotFound {
-			return "", notFound()
-		}
-		return "", err
-	}
-	return id, nil
-}

@@ -3,6 +3,7 @@ package verification_test
 import (
 	"context"
 	"crypto/rand"
+	"slices"
 	"sync"
 	"testing"
 
@@ -32,7 +33,7 @@ type verifyEnv struct {
 func newVerifyEnv(t *testing.T) *verifyEnv {
 	t.Helper()
 	db, _ := pgtest.Open(t)
-	v := vaulttest.Open(t, db)
+	v := vaulttest.Open(t, db, slices.Concat(banklink.CredentialKinds(), verification.CredentialKinds())...)
 	e := &verifyEnv{db: db, vault: v, auditor: audit.NewAuditor(db, v.System, nil), accounts: banklink.NewAccountStore(db),
 		rail: sandboxrail.New(db, v.System, 0, nil)}
 	var err error

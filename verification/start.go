@@ -69,7 +69,7 @@ func (s *Service) Start(ctx context.Context, actor audit.Actor, accountID, metho
 	if method != MethodAuto && method != MethodInstant && method != MethodMicroDeposits && method != MethodBankAccountVerification {
 		return Verification{}, kluis.Errorf(kluis.EInvalid, "method must be auto, instant, bank_account_verification or micro_deposits")
 	}
-	subjectID, err := s.subjectOf(ctx, actor.Name)
+	subjectID, err := vault.LookupSubject(ctx, s.db.Pool, actor.Name)
 	if err != nil {
 		return Verification{}, err
 	}
@@ -190,7 +190,7 @@ func (s *Service) auditStarted(ctx context.Context, tx pgx.Tx, actor audit.Actor
 	sub := actor.Name
 	if actor.Kind != audit.ActorUser {
 		var err error
-		if sub, err = externalSubject(ctx, tx, v.SubjectID); err != nil {
+		if sub, err = vault.SubjectKey(ctx, tx, v.SubjectID); err != nil {
 			return err
 		}
 	}
@@ -421,7 +421,7 @@ func (s *Service) notified() {
 
 // Get returns the subject's verification; another subject's is ENotFound.
 func (s *Service) Get(ctx context.Context, sub, id string) (Verification, error) {
-	subjectID, err := s.subjectOf(ctx, sub)
+	subjectID, err := vault.LookupSubject(ctx, s.db.Pool, sub)
 	if err != nil {
 		return Verification{}, err
 	}

@@ -53,16 +53,6 @@ func answerMAC(ctx context.Context, q postgres.Querier, id string) ([]byte, erro
 	return m, nil
 }
 
-// externalSubject returns the subject's external id, for audit entries
-// (stored only as its pseudonym).
-func externalSubject(ctx context.Context, tx pgx.Tx, subjectID string) (string, error) {
-	key, err := vault.SubjectKey(ctx, tx, subjectID)
-	if err != nil {
-		return "", dbErr("read subject", err)
-	}
-	return key, nil
-}
-
 var terminal = []string{string(StatusVerified), string(StatusFailed), string(StatusExpired), string(StatusReturned)}
 
 // applyTransition moves the verification from v.Status by ev as one
@@ -154,7 +144,7 @@ func (s *Service) effects(ctx context.Context, tx pgx.Tx, v Verification, from S
 	sub := actor.Name
 	if actor.Kind != audit.ActorUser {
 		var err error
-		if sub, err = externalSubject(ctx, tx, v.SubjectID); err != nil {
+		if sub, err = vault.SubjectKey(ctx, tx, v.SubjectID); err != nil {
 			return err
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -25,12 +26,14 @@ import (
 	"github.com/kluis-dev/kluis/api/jwtauth"
 	"github.com/kluis-dev/kluis/api/jwtauth/jwttest"
 	"github.com/kluis-dev/kluis/audit"
+	"github.com/kluis-dev/kluis/banklink"
 	"github.com/kluis-dev/kluis/compliance"
 	"github.com/kluis-dev/kluis/logging"
 	"github.com/kluis-dev/kluis/postgres"
 	"github.com/kluis-dev/kluis/postgres/pgtest"
 	"github.com/kluis-dev/kluis/vault"
 	"github.com/kluis-dev/kluis/vault/localkek"
+	"github.com/kluis-dev/kluis/verification"
 )
 
 // Policy is the service policy the test listeners run with.
@@ -147,7 +150,7 @@ func start(t testing.TB, db *postgres.DB, u string, keys vault.KeyProvider, opts
 	}
 	t.Cleanup(sys.Close)
 	ring := vault.NewKeyRing(keys, vault.CacheOptions{})
-	store := vault.NewStore(db, ring, sys)
+	store := vault.NewStore(db, ring, sys, CredentialKinds())
 	// As `kluis serve` does at start: the keyring keys are loaded before any
 	// request's transaction needs them.
 	if err := ring.LoadKeyring(ctx, db.Pool); err != nil {
@@ -311,4 +314,10 @@ func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// CredentialKinds is the registry of credential kinds cmd/kluis builds
+// (openVault): what each feature keeps in the vault.
+func CredentialKinds() *vault.Kinds {
+	return vault.MustKinds(slices.Concat(banklink.CredentialKinds(), verification.CredentialKinds())...)
 }

@@ -1,7 +1,9 @@
 // Package idempotency stores the answers to POSTs made with an
-// Idempotency-Key (API.md), so that a retried request replays the first
+// Idempotency-Key (docs/SECURITY.md), so that a retried request replays the first
 // answer instead of acting twice. It holds the table's SQL and the sealing
-// of stored bodies; the api package's middleware decides when to use it.
+// of stored bodies, and makes the claims (NewClaim: keyed hashes of the
+// caller, the key and the request); the api package's middleware
+// (api/middleware_idempotency.go) decides when to use it.
 //
 // Claims are taken with INSERT … ON CONFLICT, so two requests with one key,
 // on one instance or two, cannot both run: the loser sees the row and

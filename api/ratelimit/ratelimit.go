@@ -2,7 +2,10 @@
 // single instance, in Redis (GCRA, through redis_rate) when instances share
 // one limit, and a fallback that keeps limiting in memory while Redis is
 // unreachable. The api package decides what a key is (a client address, a
-// subject, a service, an operation); keys reach this package already hashed.
+// subject, a service, an operation); AddressKey and IdentityKey turn an
+// address and an identity into keys, so that identities reach the store
+// only as keyed pseudonyms. The echo middleware is api's
+// (api/middleware_ratelimit.go).
 package ratelimit
 
 import (

@@ -539,7 +539,7 @@ type Error struct {
 // ErrorErrorCode The generic codes (invalid_request 400, unauthenticated 401, forbidden 403,
 // not_found 404, method_not_allowed 405, conflict 409, gone 410, too_large 413,
 // unsupported_media_type 415, unprocessable 422, rate_limited 429, internal 500,
-// unavailable 503) and the specific ones features add where API.md allows
+// unavailable 503) and the specific ones features add where the contract allows
 // them (409 and 422): item_login_required, link_session_closed, legal_hold and
 // idempotency_key_in_use 409; invalid_credentials, invalid_token,
 // product_not_supported, verification_mismatch,
@@ -573,7 +573,7 @@ type Error_Error struct {
 	// Code The generic codes (invalid_request 400, unauthenticated 401, forbidden 403,
 	// not_found 404, method_not_allowed 405, conflict 409, gone 410, too_large 413,
 	// unsupported_media_type 415, unprocessable 422, rate_limited 429, internal 500,
-	// unavailable 503) and the specific ones features add where API.md allows
+	// unavailable 503) and the specific ones features add where the contract allows
 	// them (409 and 422): item_login_required, link_session_closed, legal_hold and
 	// idempotency_key_in_use 409; invalid_credentials, invalid_token,
 	// product_not_supported, verification_mismatch,

@@ -8,13 +8,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/apps"
 	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/banklink"
-	bankbreaker "github.com/kluis-dev/kluis/banklink/breaker"
+	"github.com/kluis-dev/kluis/breaker"
 	"github.com/kluis-dev/kluis/compliance"
 	"github.com/kluis-dev/kluis/config"
 	"github.com/kluis-dev/kluis/events"
@@ -23,7 +24,6 @@ import (
 	"github.com/kluis-dev/kluis/postgres"
 	"github.com/kluis-dev/kluis/vault"
 	"github.com/kluis-dev/kluis/vault/awskms"
-	"github.com/kluis-dev/kluis/vault/breaker"
 	"github.com/kluis-dev/kluis/vault/localkek"
 	"github.com/kluis-dev/kluis/vault/transit"
 	"github.com/kluis-dev/kluis/verification"
@@ -51,7 +51,7 @@ type app struct {
 	newEpoch    bool // `kluis keys rotate --new-epoch`
 	// The features.
 	bank        *banklink.Service
-	bankBreaker []*bankbreaker.Provider // one breaker per bank provider but the sandbox
+	bankBreaker []*banklink.GuardedProvider // one breaker per bank provider but the sandbox
 	comp        *compliance.Service
 	verify      *verification.Service
 	apps        *apps.Registry
@@ -124,7 +124,7 @@ func (a *app) openKeys(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	a.keys = breaker.New(keys, breaker.Options{})
+	a.keys = vault.GuardKeyProvider(keys, breaker.Options{})
 	if c, ok := a.keys.(interface{ Close() error }); ok {
 		a.closers = append(a.closers, func() { _ = c.Close() })
 	}
@@ -135,16 +135,21 @@ func (a *app) openKeys(ctx context.Context) error {
 	return nil
 }
 
-// openVault builds the subject-key ring and the credential store, and
-// loads the keyring keys (made on a first start): kluis does not start
+// openVault builds the subject-key ring and the credential store, with
+// the credential kinds each feature registers (the vault knows no bank),
+// and loads the keyring keys (made on a first start): kluis does not start
 // unless it can serve work that needs keys.
 func (a *app) openVault(ctx context.Context) error {
+	kinds, err := vault.NewKinds(slices.Concat(banklink.CredentialKinds(), verification.CredentialKinds())...)
+	if err != nil {
+		return err
+	}
 	a.ring = vault.NewKeyRing(a.keys, vault.CacheOptions{
 		MaxAge: a.cfg.KeyCacheMaxAge, MaxUses: a.cfg.KeyCacheMaxUses, MaxKeys: a.cfg.KeyCacheMaxKeys,
 		KeyringRecheck: a.cfg.KeyringRecheck,
 	})
 	a.closers = append(a.closers, a.ring.Purge)
-	a.store = vault.NewStore(a.db, a.ring, a.sys)
+	a.store = vault.NewStore(a.db, a.ring, a.sys, kinds)
 	a.rotation = vault.NewRotationMetrics(a.ring)
 	return waitForProvider(ctx, a.log, "load keyring keys", func() error { return a.ring.LoadKeyring(ctx, a.db.Pool) })
 }

@@ -6,9 +6,9 @@ import (
 	"time"
 
 	"github.com/kluis-dev/kluis/banklink"
-	bankbreaker "github.com/kluis-dev/kluis/banklink/breaker"
 	"github.com/kluis-dev/kluis/banklink/plaid"
 	"github.com/kluis-dev/kluis/banklink/sandbox"
+	"github.com/kluis-dev/kluis/breaker"
 	"github.com/kluis-dev/kluis/jobs"
 	"github.com/kluis-dev/kluis/vault"
 )
@@ -55,7 +55,7 @@ func (a *app) warnUnconfiguredProviders(ctx context.Context, svc *banklink.Servi
 // aggregator gets a circuit breaker of its own, so that one that is dead is
 // not hammered and its callers get their 503 at once while the others
 // serve on; one institution being down does not open it
-// (banklink/breaker). The sandbox lives in kluis's own database and needs
+// (banklink.GuardProvider). The sandbox lives in kluis's own database and needs
 // none.
 func (a *app) bankProviders() (banklink.Providers, error) {
 	var list []banklink.Provider
@@ -65,7 +65,7 @@ func (a *app) bankProviders() (banklink.Providers, error) {
 			return nil, err
 		}
 		if name != "sandbox" {
-			b := bankbreaker.New(p, bankbreaker.Options{})
+			b := banklink.GuardProvider(p, breaker.Options{})
 			a.bankBreaker = append(a.bankBreaker, b)
 			p = b
 		}

@@ -12,7 +12,6 @@ import (
 
 	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/compliance"
-	"github.com/kluis-dev/kluis/config"
 	"github.com/kluis-dev/kluis/jobs"
 	"github.com/kluis-dev/kluis/vault"
 )
@@ -164,29 +163,18 @@ func (a *app) verifyAuditJob(ctx context.Context, run *jobs.Run) error {
 }
 
 // withScheduler builds kluis and its scheduler for a one-off command.
-func withScheduler(ctx context.Context, getenv func(string) string, out io.Writer, fn func(*app, *jobs.Scheduler) error) error {
-	cfg, err := config.Load(getenv)
-	if err != nil {
-		return err
-	}
-	logger, err := newLogger(cfg, io.Discard)
-	if err != nil {
-		return err
-	}
-	a, err := build(ctx, cfg, logger)
-	if err != nil {
-		return err
-	}
-	defer a.close()
-	s, err := a.scheduler()
-	if err != nil {
-		return err
-	}
-	return fn(a, s)
+func withScheduler(ctx context.Context, getenv func(string) string, fn func(*app, *jobs.Scheduler) error) error {
+	return withApp(ctx, getenv, func(a *app) error {
+		s, err := a.scheduler()
+		if err != nil {
+			return err
+		}
+		return fn(a, s)
+	})
 }
 
 func jobsList(ctx context.Context, getenv func(string) string, out io.Writer) error {
-	return withScheduler(ctx, getenv, out, func(_ *app, s *jobs.Scheduler) error {
+	return withScheduler(ctx, getenv, func(_ *app, s *jobs.Scheduler) error {
 		infos, err := s.List(ctx)
 		if err != nil {
 			return err
@@ -206,7 +194,7 @@ func jobsList(ctx context.Context, getenv func(string) string, out io.Writer) er
 }
 
 func jobsRun(ctx context.Context, getenv func(string) string, out io.Writer, name string) error {
-	return withScheduler(ctx, getenv, out, func(_ *app, s *jobs.Scheduler) error {
+	return withScheduler(ctx, getenv, func(_ *app, s *jobs.Scheduler) error {
 		return runJob(ctx, s, out, name)
 	})
 }
@@ -220,7 +208,7 @@ func retentionDryRun(ctx context.Context, getenv func(string) string, out io.Wri
 		}
 		return getenv(name)
 	}
-	return withScheduler(ctx, dry, out, func(a *app, s *jobs.Scheduler) error {
+	return withScheduler(ctx, dry, func(a *app, s *jobs.Scheduler) error {
 		res, err := s.RunNow(ctx, "retention-purge")
 		if err != nil {
 			return err
@@ -290,7 +278,7 @@ func keysRotate(ctx context.Context, getenv func(string) string, out io.Writer, 
 		}
 		newEpoch = true
 	}
-	return withScheduler(ctx, getenv, out, func(a *app, s *jobs.Scheduler) error {
+	return withScheduler(ctx, getenv, func(a *app, s *jobs.Scheduler) error {
 		a.rotationOut, a.newEpoch = out, newEpoch
 		return runJob(ctx, s, out, "key-rotation")
 	})

@@ -13,6 +13,7 @@ import (
 
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/api/jwtauth/jwttest"
+	"github.com/kluis-dev/kluis/banklink"
 	"github.com/kluis-dev/kluis/config"
 	"github.com/kluis-dev/kluis/postgres/pgtest"
 	"github.com/kluis-dev/kluis/vault"
@@ -84,7 +85,7 @@ func (k *servingKluis) seal(ctx context.Context, sub string) (string, error) {
 			return err
 		}
 		ref, err = k.app.store.Seal(ctx, tx, vault.ItemOwner(kluis.NewID(kluis.PrefixItem)), subjectID,
-			vault.KindBankAccessToken, []byte(`{"access_token":"t"}`), "")
+			banklink.KindAccessToken, []byte(`{"access_token":"t"}`), "")
 		return err
 	})
 	return ref, err
@@ -100,7 +101,8 @@ func waitUntil(t *testing.T, within time.Duration, what string, cond func() bool
 	}
 }
 
-// checkKeyringOutage is the contract of API.md's "Key-provider outages":
+// checkKeyringOutage is the contract for key-provider outages
+// (docs/SECURITY.md, "Dependencies down"):
 // with the provider gone (down or refusing), kluis serves on until the
 // keyring key's recheck bound, then answers 503 (with Retry-After on
 // /readyz) and writes nothing; it recovers by itself within seconds of the

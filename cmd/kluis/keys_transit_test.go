@@ -14,6 +14,7 @@ import (
 
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/api/jwtauth/jwttest"
+	"github.com/kluis-dev/kluis/banklink"
 	"github.com/kluis-dev/kluis/config"
 	"github.com/kluis-dev/kluis/postgres/pgtest"
 	"github.com/kluis-dev/kluis/vault"
@@ -63,7 +64,7 @@ func (k *transitKluis) seal(t testing.TB, sub string) string {
 			return err
 		}
 		ref, err = k.app.store.Seal(ctx, tx, vault.ItemOwner(kluis.NewID(kluis.PrefixItem)), subjectID,
-			vault.KindBankAccessToken, []byte(`{"access_token":"t"}`), "")
+			banklink.KindAccessToken, []byte(`{"access_token":"t"}`), "")
 		return err
 	})
 	if err != nil {

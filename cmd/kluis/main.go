@@ -3,7 +3,7 @@
 //
 //	kluis serve | console | migrate | jobs list | jobs run NAME | audit verify [--head FILE] | audit head | keys rotate [--new-epoch] | dev | version
 //
-// Configuration comes from the environment (API.md, README).
+// Configuration comes from the environment (README).
 package main
 
 import (

@@ -26,7 +26,7 @@ import (
 	"github.com/kluis-dev/kluis/compliance"
 	"github.com/kluis-dev/kluis/config"
 	"github.com/kluis-dev/kluis/hosted"
-	"github.com/kluis-dev/kluis/vault/breaker"
+	"github.com/kluis-dev/kluis/vault"
 )
 
 // serve runs both listeners, the audit sealer and the scheduler until ctx
@@ -125,7 +125,7 @@ func (a *app) deps(ctx context.Context) (*api.Deps, error) {
 	}
 	registry := prometheus.NewRegistry()
 	a.registry = registry
-	if b, ok := a.keys.(*breaker.Provider); ok {
+	if b, ok := a.keys.(*vault.GuardedKeyProvider); ok {
 		registry.MustRegister(b.Collector())
 	}
 	registry.MustRegister(a.rotation)

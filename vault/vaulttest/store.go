@@ -20,9 +20,10 @@ type Vault struct {
 	Store  *vault.Store
 }
 
-// Open builds a Vault over db (a migrated database, from pgtest.Open); it
-// is closed when tb ends.
-func Open(tb testing.TB, db *postgres.DB) Vault {
+// Open builds a Vault over db (a migrated database, from pgtest.Open) that
+// seals the credential kinds given (the features register their own, so the
+// test names the ones it needs); it is closed when tb ends.
+func Open(tb testing.TB, db *postgres.DB, kinds ...vault.Kind) Vault {
 	tb.Helper()
 	path := filepath.Join(tb.TempDir(), "kek.b64")
 	if err := localkek.Generate(path); err != nil {
@@ -42,5 +43,5 @@ func Open(tb testing.TB, db *postgres.DB) Vault {
 	if err := ring.LoadKeyring(ctx, db.Pool); err != nil {
 		tb.Fatalf("vaulttest: keyring: %v", err)
 	}
-	return Vault{Keys: keys, System: sys, Store: vault.NewStore(db, ring, sys)}
+	return Vault{Keys: keys, System: sys, Store: vault.NewStore(db, ring, sys, vault.MustKinds(kinds...))}
 }

@@ -7,7 +7,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
-	"sort"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -17,7 +16,8 @@ import (
 	"github.com/kluis-dev/kluis/vault"
 )
 
-// Error codes of the Idempotency-Key rules (API.md).
+// Error codes of the Idempotency-Key rules (docs/SECURITY.md,
+// "Idempotency-Key").
 const (
 	EIdempotencyKeyReused = "idempotency_key_reused"
 	EIdempotencyKeyInUse  = "idempotency_key_in_use"
@@ -39,13 +39,13 @@ const (
 // the rest (no-store and friends) every answer gets anyway.
 var replayedHeaders = []string{echo.HeaderContentType, echo.HeaderLocation}
 
-// idempotent applies API.md's Idempotency-Key rules to POSTs: the first
+// idempotent applies the Idempotency-Key rules (docs/SECURITY.md) to POSTs: the first
 // request with a key runs and its answer (below 500) is stored sealed; the
 // same key with the same request replays it; with another request, 422;
 // while the first runs, 409. Keys are scoped to the caller, so one caller's
 // key never meets another's. A 5xx releases the key, so that a retry runs.
 //
-// Reveal takes a key like every POST (API.md), but its answer is a secret:
+// Reveal takes a key like every POST (api/openapi.yaml), but its answer is a secret:
 // a stored copy would outlive the credential's erasure. So for reveal only
 // the claim is stored (for 409 and 422), never the answer, and a repeat with
 // the same key and body reveals afresh: audited again, and a 404 once the
@@ -57,7 +57,7 @@ func (d *Deps) idempotent(next echo.HandlerFunc) echo.HandlerFunc {
 		if r.Method != http.MethodPost || len(values) == 0 {
 			return next(c)
 		}
-		if len(values) > 1 || !validIdempotencyKey(values[0]) {
+		if len(values) > 1 || !idempotency.ValidKey(values[0]) {
 			return kluis.Errorf(kluis.EInvalid, "Idempotency-Key must be one header of 1 to 255 printable ASCII characters")
 		}
 		if d.idem == nil {
@@ -189,20 +189,13 @@ func replay(c echo.Context, r *idempotency.Response) error {
 	return err
 }
 
-// claimFor names the caller's key and fingerprints the request, all under
-// the idempotency system key: the caller and the key are stored only as
-// keyed hashes, and the fingerprint is an HMAC bound to the caller and the
-// key, so that a copy of the table cannot test guesses of a body (an
-// account number whose mask it knows, say) nor tell that two callers sent
-// the same request. The body key is derived from the raw key, which is not
-// stored, so a copy of the table opens no stored answer either. Without the
-// system key there is no claim: the request fails closed (503), since a
-// weaker hash would bring the guessing back.
+// claimFor makes the request's claim under the idempotency system key
+// (idempotency.NewClaim says how). Without the system key there is no
+// claim: the request fails closed (503).
 func (d *Deps) claimFor(c echo.Context, key string, body []byte) (*idempotency.Claim, error) {
 	if d.MACs == nil {
 		return nil, kluis.Unavailable("key store", errors.New("idempotency: no system keys configured"))
 	}
-	scope := idempotencyScope(c)
 	mac := func(label string, parts ...[]byte) ([]byte, error) {
 		m, err := d.MACs.MAC(vault.SystemKeyIdempotency, append([][]byte{[]byte(label)}, parts...)...)
 		if err != nil {
@@ -215,37 +208,10 @@ func (d *Deps) claimFor(c echo.Context, key string, body []byte) (*idempotency.C
 	for i, n := range names {
 		params = append(params, n+"="+c.ParamValues()[i])
 	}
-	sort.Strings(params)
-	request := [][]byte{[]byte(scope), []byte(key), []byte(c.Request().Method), []byte(c.Path())}
-	for _, p := range params {
-		request = append(request, []byte(p))
-	}
-	request = append(request, body)
-	claim := &idempotency.Claim{LockFor: d.RequestTimeout + storeTimeout + 5*time.Second, TTL: d.IdempotencyTTL}
-	var err error
-	if claim.ScopeHash, err = mac(labelIdemScope, []byte(scope)); err != nil {
-		return nil, err
-	}
-	if claim.KeyHash, err = mac(labelIdemKey, []byte(scope), []byte(key)); err != nil {
-		return nil, err
-	}
-	if claim.Fingerprint, err = mac(labelIdemRequest, request...); err != nil {
-		return nil, err
-	}
-	if claim.BodyKey, err = mac(labelIdemBody, []byte(scope), []byte(key)); err != nil {
-		return nil, err
-	}
-	return claim, nil
+	return idempotency.NewClaim(mac, idempotency.Request{
+		Scope: idempotencyScope(c), Key: key, Method: c.Request().Method, Path: c.Path(), Params: params, Body: body,
+	}, d.RequestTimeout+storeTimeout+5*time.Second, d.IdempotencyTTL)
 }
-
-// Labels of the idempotency MACs. They are v2: the v1 forms were unkeyed
-// SHA-256 hashes, and migration 00009 deleted every row made with them.
-const (
-	labelIdemScope   = "kluis/idempotency/scope/v2"
-	labelIdemKey     = "kluis/idempotency/key/v2"
-	labelIdemRequest = "kluis/idempotency/request/v2"
-	labelIdemBody    = "kluis/idempotency/body/v2"
-)
 
 // MACer computes keyed MACs under a named system key (vault.SystemKeys).
 // MAC fails when the key cannot be had; callers fail closed.
@@ -288,19 +254,6 @@ func idempotencyScope(c echo.Context) string {
 		return "user:" + s
 	}
 	return "service:" + serviceName(c)
-}
-
-// validIdempotencyKey: 1 to 255 printable ASCII characters (API.md).
-func validIdempotencyKey(k string) bool {
-	if len(k) < 1 || len(k) > 255 {
-		return false
-	}
-	for i := 0; i < len(k); i++ {
-		if k[i] < 0x20 || k[i] > 0x7e {
-			return false
-		}
-	}
-	return true
 }
 
 // captureWriter copies what the handler writes, for the store.

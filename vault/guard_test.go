@@ -1,4 +1,4 @@
-package breaker_test
+package vault_test
 
 import (
 	"context"
@@ -12,20 +12,20 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/kluis-dev/kluis/breaker"
 	"github.com/kluis-dev/kluis/vault"
-	"github.com/kluis-dev/kluis/vault/breaker"
 )
 
-// fake is a provider whose Describe returns err and counts calls.
-type fake struct {
+// flakyKeys is a provider whose Describe returns err and counts calls.
+type flakyKeys struct {
 	vault.KeyProvider
 	calls atomic.Int64
 	err   atomic.Value // error
 }
 
-func (f *fake) set(err error) { f.err.Store(&err) }
+func (f *flakyKeys) set(err error) { f.err.Store(&err) }
 
-func (f *fake) Describe(context.Context) (vault.RootKeyInfo, error) {
+func (f *flakyKeys) Describe(context.Context) (vault.RootKeyInfo, error) {
 	f.calls.Add(1)
 	if e, _ := f.err.Load().(*error); e != nil && *e != nil {
 		return vault.RootKeyInfo{}, *e
@@ -42,9 +42,9 @@ func describeN(p vault.KeyProvider, n int) error {
 }
 
 func TestUnavailabilityOpensTheBreakerAndCallsStop(t *testing.T) {
-	f := &fake{}
+	f := &flakyKeys{}
 	f.set(fmt.Errorf("%w: connection refused", vault.ErrKeyUnavailable))
-	p := breaker.New(f, breaker.Options{Failures: 3, OpenFor: time.Hour})
+	p := vault.GuardKeyProvider(f, breaker.Options{Failures: 3, OpenFor: time.Hour})
 	err := describeN(p, 10)
 	if !errors.Is(err, vault.ErrKeyUnavailable) {
 		t.Fatalf("err = %v, want ErrKeyUnavailable", err)
@@ -58,9 +58,9 @@ func TestUnavailabilityOpensTheBreakerAndCallsStop(t *testing.T) {
 }
 
 func TestRefusalsDoNotOpenTheBreaker(t *testing.T) {
-	f := &fake{}
+	f := &flakyKeys{}
 	f.set(fmt.Errorf("%w: access denied", vault.ErrKeyRefused))
-	p := breaker.New(f, breaker.Options{Failures: 3, OpenFor: time.Hour})
+	p := vault.GuardKeyProvider(f, breaker.Options{Failures: 3, OpenFor: time.Hour})
 	err := describeN(p, 10)
 	if !errors.Is(err, vault.ErrKeyRefused) || f.calls.Load() != 10 || p.State() != 0 {
 		t.Fatalf("err %v, calls %d, state %d; want every refusal passed through and the breaker closed", err, f.calls.Load(), p.State())
@@ -68,18 +68,18 @@ func TestRefusalsDoNotOpenTheBreaker(t *testing.T) {
 }
 
 func TestCallersThatGiveUpDoNotCount(t *testing.T) {
-	f := &fake{}
+	f := &flakyKeys{}
 	f.set(fmt.Errorf("%w: %w", vault.ErrKeyUnavailable, context.Canceled))
-	p := breaker.New(f, breaker.Options{Failures: 3, OpenFor: time.Hour})
+	p := vault.GuardKeyProvider(f, breaker.Options{Failures: 3, OpenFor: time.Hour})
 	if describeN(p, 10); p.State() != 0 {
 		t.Fatalf("state = %d, want closed: cancelled callers are not provider failures", p.State())
 	}
 }
 
 func TestTheBreakerClosesAgainWhenTheProviderRecovers(t *testing.T) {
-	f := &fake{}
+	f := &flakyKeys{}
 	f.set(fmt.Errorf("%w: timeout", vault.ErrKeyUnavailable))
-	p := breaker.New(f, breaker.Options{Failures: 2, OpenFor: 20 * time.Millisecond})
+	p := vault.GuardKeyProvider(f, breaker.Options{Failures: 2, OpenFor: 20 * time.Millisecond})
 	describeN(p, 2)
 	if p.State() != 2 {
 		t.Fatalf("state = %d, want open", p.State())
@@ -101,9 +101,9 @@ func TestTheBreakerClosesAgainWhenTheProviderRecovers(t *testing.T) {
 }
 
 func TestTheStateIsAGauge(t *testing.T) {
-	f := &fake{}
+	f := &flakyKeys{}
 	f.set(fmt.Errorf("%w: down", vault.ErrKeyUnavailable))
-	p := breaker.New(f, breaker.Options{Failures: 1, OpenFor: time.Hour})
+	p := vault.GuardKeyProvider(f, breaker.Options{Failures: 1, OpenFor: time.Hour})
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(p.Collector())
 	describeN(p, 1)

@@ -1,9 +1,6 @@
 package api
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
-	"net/netip"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -32,7 +29,7 @@ type RateLimits struct {
 	// bounds token guessing.
 	Address ratelimit.Limit
 	// IPv6Prefix is how many leading bits of an IPv6 address the address
-	// limit counts by (0: DefaultIPv6Prefix, 64). One subscriber commonly
+	// limit counts by (0: ratelimit.DefaultIPv6Prefix, 64). One subscriber commonly
 	// holds a whole /64 (or more) and may send from any address in it, so
 	// counting per /128 would give one client 2^64 budgets. IPv4 addresses,
 	// IPv4-mapped IPv6 ones included, count per address.
@@ -48,7 +45,7 @@ type RateLimits struct {
 }
 
 // DefaultRateLimits leave room for an app's and a service's steady traffic
-// (reveal: 2,000 a second per service, API.md asks for at least 1,000; one
+// (reveal: 2,000 a second per service, the contract asks for at least 1,000; one
 // address may front many users behind a NAT) and stop sustained guessing on
 // the sensitive routes. Guessing micro-deposits is bounded by the
 // verification's own attempts (3) as well; the confirm limit is the second
@@ -71,31 +68,6 @@ func DefaultRateLimits() RateLimits {
 	}
 }
 
-// DefaultIPv6Prefix is the IPv6 prefix length the address limit counts by.
-const DefaultIPv6Prefix = 64
-
-// addressKey is what the address limit counts a client address under: an
-// IPv4 address itself (IPv4-mapped IPv6 addresses are IPv4), an IPv6
-// address's /bits prefix (zone dropped), and anything unparsable as it is.
-func addressKey(ip string, bits int) string {
-	addr, err := netip.ParseAddr(ip)
-	if err != nil {
-		return ip
-	}
-	addr = addr.Unmap().WithZone("")
-	if addr.Is4() {
-		return addr.String()
-	}
-	if bits <= 0 || bits > 128 {
-		bits = DefaultIPv6Prefix
-	}
-	p, err := addr.Prefix(bits)
-	if err != nil {
-		return addr.String()
-	}
-	return p.String()
-}
-
 // limitAddress counts every public request against its client's address
 // (an IPv6 client by its prefix, RateLimits.IPv6Prefix).
 // The internal listener's callers are services, limited per service after
@@ -110,7 +82,7 @@ func (d *Deps) limitAddress(listener string) echo.MiddlewareFunc {
 			if ip == "" {
 				ip = "unknown"
 			}
-			if err := d.allow(c, "address", "address", addressKey(ip, d.RateLimits.IPv6Prefix), d.RateLimits.Address); err != nil {
+			if err := d.allow(c, "address", "address", ratelimit.AddressKey(ip, d.RateLimits.IPv6Prefix), d.RateLimits.Address); err != nil {
 				return err
 			}
 			return next(c)
@@ -150,7 +122,7 @@ func (d *Deps) allow(c echo.Context, policy, name, identity string, limit rateli
 	if limit.IsZero() {
 		return nil
 	}
-	res, err := d.RateLimiter.Allow(c.Request().Context(), name+":"+d.limitKey(name, identity), limit)
+	res, err := d.RateLimiter.Allow(c.Request().Context(), name+":"+ratelimit.IdentityKey(d.Pseudonyms, name, identity), limit)
 	if err != nil {
 		return kluis.Unavailable("rate limiter", err)
 	}
@@ -160,17 +132,4 @@ func (d *Deps) allow(c echo.Context, policy, name, identity string, limit rateli
 	}
 	return kluis.Errorf(kluis.ERateLimited, "too many requests, try again later").
 		With(retryAfterSecondsField, ratelimit.RetryAfterSeconds(res.RetryAfter))
-}
-
-// limitKey pseudonymizes an identity for the limiter's store: keyed when a
-// pseudonymizer is configured (addresses are too few to hide behind a plain
-// hash), and the same on every instance that shares the system keys.
-func (d *Deps) limitKey(name, identity string) string {
-	if d.Pseudonyms != nil {
-		if p := d.Pseudonyms.Pseudonym("ratelimit:"+name, identity); p != "" {
-			return p
-		}
-	}
-	sum := sha256.Sum256([]byte("kluis/ratelimit/v1\x00" + name + "\x00" + identity))
-	return hex.EncodeToString(sum[:16])
 }
