@@ -27,6 +27,7 @@ import (
 	"github.com/kluis-dev/kluis/config"
 	"github.com/kluis-dev/kluis/hosted"
 	"github.com/kluis-dev/kluis/vault/breaker"
+	"github.com/kluis-dev/kluis/vault/reveal"
 )
 
 // serve runs both listeners, the audit sealer and the scheduler until ctx
@@ -141,6 +142,7 @@ func (a *app) deps(ctx context.Context) (*api.Deps, error) {
 	return &api.Deps{
 		DB: a.db, Auditor: a.auditor, Pseudonyms: a.sys, MACs: a.sys, Auth: api.JWTAuthenticator{Verifier: verifier, Users: users},
 		Apps: a.apps, OnReplay: a.worker.Wake, Policy: policy, Vault: a.store, Logger: a.log, Registry: registry,
+		Reveal:      a.reveal(policy),
 		RateLimiter: limiter, RateLimits: &limits, IdempotencyTTL: a.cfg.IdempotencyTTL,
 		AuditHeads: a.sys, AuditSealInterval: a.cfg.AuditSealInterval,
 		Ready: map[string]func(context.Context) error{
@@ -159,6 +161,17 @@ func (a *app) deps(ctx context.Context) (*api.Deps, error) {
 		Hosted: hosted.NewStore(a.db, a.sys, nil), PublicURL: a.cfg.PublicURL,
 		Origins: api.StaticOrigins(a.cfg.AppOrigins), HostedPageTTL: a.cfg.HostedPageTTL,
 	}, nil
+}
+
+// reveal wires the vault's reveal use case to its ports' owners: the
+// service policy, bank linking's pointers and usable secrets (Stitch's
+// renewal), and the audit log's group commit (each reveal still waits for
+// its own entry's commit before its secret leaves).
+func (a *app) reveal(policy *api.Policy) *reveal.Service {
+	return reveal.New(reveal.Options{
+		Records: a.store, Policy: policy, Pointers: a.bank, Secrets: api.BankSecrets(a.bank),
+		Audit: a.revealAudit, Logger: a.log,
+	})
 }
 
 // listen binds the public listener and, when configured, the internal one
