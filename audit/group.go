@@ -3,6 +3,7 @@ package audit
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -162,6 +163,12 @@ func recordError(err error) error {
 	return kluis.Unavailable("audit log", err)
 }
 
+// errNoPseudonym: the pseudonym key is not usable (the key provider has
+// not confirmed it within its bound). An entry naming a person is then not
+// written at all, rather than written without the name compliance finds
+// it by: the caller fails closed (503).
+var errNoPseudonym = kluis.Unavailable("audit log", errors.New("audit: the pseudonym key is unavailable"))
+
 // entryRow is an entry as its row's columns.
 type entryRow struct {
 	actorKind, actor, action, target, outcome string
@@ -178,11 +185,16 @@ func (a *Auditor) encode(e Entry, subject *string) (entryRow, error) {
 	}
 	if subject == nil && e.Subject != "" {
 		p := a.Pseudonym(e.Subject)
+		if p == "" {
+			return entryRow{}, errNoPseudonym
+		}
 		subject = &p
 	}
 	actor := e.Actor
 	if e.ActorKind == ActorUser && actor != "" {
-		actor = a.Pseudonym(actor)
+		if actor = a.Pseudonym(actor); actor == "" {
+			return entryRow{}, errNoPseudonym
+		}
 	}
 	details := e.Details
 	if details == nil {

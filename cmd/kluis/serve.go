@@ -150,7 +150,13 @@ func (a *app) deps(ctx context.Context) (*api.Deps, error) {
 			// Readiness means "can serve": the keyring key confirmed
 			// within KLUIS_KEYRING_RECHECK, not "the provider answered a
 			// ping" (a provider down for a minute does not stop kluis).
-			"key_provider": a.ring.Ready,
+			// The system keys are under the same bound.
+			"key_provider": func(ctx context.Context) error {
+				if err := a.ring.Ready(ctx); err != nil {
+					return err
+				}
+				return a.sys.Ready(ctx)
+			},
 		},
 		Refusals: compliance.NewRefusals(a.auditor, compliance.RefusalOptions{Logger: a.log}), Clock: kluis.SystemClock{},
 		StaffMFAMaxAge: a.cfg.StaffMFAMaxAge, StaffTokenMaxLifetime: a.cfg.StaffTokenMaxLifetime,
@@ -217,14 +223,19 @@ func (a *app) listen(deps *api.Deps) ([]*http.Server, []net.Listener, error) {
 }
 
 // background starts the long-running parts that stop with ctx: the audit
-// sealer, the subject-key cache janitor, the keyring's recheck and the
+// sealer, the subject-key cache janitor, the keyring's and the system
+// keys' rechecks and the
 // event outbox's delivery worker.
 func (a *app) background(ctx context.Context, wg *sync.WaitGroup) {
 	sealer := audit.NewSealer(a.db, 0)
-	wg.Add(4)
+	wg.Add(5)
 	go func() {
 		defer wg.Done()
 		a.ring.RunKeyringRecheck(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		a.sys.RunRecheck(ctx)
 	}()
 	go func() {
 		defer wg.Done()
