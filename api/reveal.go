@@ -8,6 +8,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/banklink"
 	"github.com/kluis-dev/kluis/vault"
 	"github.com/kluis-dev/kluis/vault/reveal"
@@ -104,11 +105,15 @@ func (d *Deps) revealFor(c echo.Context, r reveal.Request) error {
 }
 
 // newReveal builds the reveal use case over Deps' parts, for a Deps built
-// without one (tests): the service policy, bank linking's pointers and
-// usable secrets, and the audit writer.
+// without one (tests), as cmd/kluis wires it: the service policy, bank
+// linking's pointers and usable secrets, and the audit writer's group
+// commit (which runs no goroutine, so there is nothing to stop).
 func (d *Deps) newReveal() *reveal.Service {
 	// A nil *Policy allows nothing, so it is a policy too.
-	opts := reveal.Options{Records: d.Vault, Policy: d.Policy, Audit: d.Auditor, Logger: d.Logger}
+	opts := reveal.Options{Records: d.Vault, Policy: d.Policy, Logger: d.Logger}
+	if d.Auditor != nil {
+		opts.Audit = audit.NewGroup(d.Auditor, audit.GroupOptions{})
+	}
 	if d.BankLink != nil {
 		opts.Pointers = d.BankLink
 		opts.Secrets = BankSecrets(d.BankLink)
