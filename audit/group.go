@@ -116,13 +116,27 @@ func (g *Group) leadOnce(ctx context.Context) {
 	g.queue = append(g.queue[:0:0], g.queue[n:]...)
 	g.mu.Unlock()
 
+	// Whatever happens below (a panic included), every caller in the batch
+	// gets an answer and the lead passes on: no caller waits forever.
+	defer g.handOff()
+	defer func() {
+		for _, w := range batch {
+			select {
+			case w.done <- kluis.Unavailable("audit log", errors.New("audit: group commit did not finish")):
+			default: // answered already
+			}
+		}
+	}()
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.timeout)
 	defer cancel()
 	if g.beforeCommit != nil {
 		g.beforeCommit(len(batch))
 	}
 	g.commit(cctx, batch)
+}
 
+// handOff gives the lead to the first caller waiting, or gives it up.
+func (g *Group) handOff() {
 	g.mu.Lock()
 	if len(g.queue) == 0 {
 		g.leading = false

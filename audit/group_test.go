@@ -159,3 +159,26 @@ func TestAGroupRefusesAnInvalidEntryWithoutQueueingIt(t *testing.T) {
 		t.Errorf("%d queued", n)
 	}
 }
+
+// TestAPanicInACommitStrandsNoCaller: a leader whose commit panics still
+// answers its batch (unavailable) and hands the lead on, so the next caller
+// is served.
+func TestAPanicInACommitStrandsNoCaller(t *testing.T) {
+	a, _ := audittest.NewAuditor(t)
+	g := audit.NewGroup(a, audit.GroupOptions{})
+	var once sync.Once
+	audit.OnGroupCommit(g, func(int) {
+		once.Do(func() { panic("commit exploded") })
+	})
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Error("the leader's panic did not reach its caller")
+			}
+		}()
+		_ = g.Record(context.Background(), groupEntry(1))
+	}()
+	if err := g.Record(context.Background(), groupEntry(2)); err != nil {
+		t.Fatalf("the next caller: %v", err)
+	}
+}
