@@ -34,7 +34,7 @@ func BenchmarkRevealKMS25ms(b *testing.B) { benchmarkReveal(b, 25*time.Milliseco
 func benchmarkReveal(b *testing.B, latency time.Duration) {
 	kms := kmstest.NewServer(b)
 	kms.SetLatency(latency)
-	env := apitest.StartWith(b, kmstest.Provider(b, kms))
+	env := apitest.StartWith(b, kmstest.Provider(b, kms), withGroupCommit, withBenchLimits)
 	const subjects = 50
 	refs := make([]string, 0, subjects)
 	for i := 0; i < subjects; i++ {

@@ -10,6 +10,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/kluis-dev/kluis/vault/reveal"
 )
 
 // httpMetrics counts requests by listener, method, route template and
@@ -39,7 +41,7 @@ func newHTTPMetrics(reg *prometheus.Registry) *httpMetrics {
 		Help: "Reveals refused because a pointer and its credential disagreed or a sealed record did not authenticate, by route.",
 	}, []string{"route"})
 	reg.MustRegister(m.requests, m.duration, m.revealIntegrity)
-	for _, route := range []string{revealViaCredential, revealViaAccount, revealViaItem} {
+	for _, route := range []string{reveal.ViaCredential, reveal.ViaAccount, reveal.ViaItem} {
 		m.revealIntegrity.WithLabelValues(route) // shown as 0 until the first failure
 	}
 	// Registering the runtime collectors twice (two listeners, one registry)

@@ -3,8 +3,6 @@ package api
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"fmt"
 	"net/http"
 
 	"github.com/labstack/echo/v4"
@@ -12,16 +10,8 @@ import (
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/banklink"
-	"github.com/kluis-dev/kluis/banklink/accountnumber"
 	"github.com/kluis-dev/kluis/vault"
-)
-
-// The three ways to name what to reveal: the metric's route label and the
-// audit entry's "via".
-const (
-	revealViaCredential = "credential"
-	revealViaAccount    = "account"
-	revealViaItem       = "item"
+	"github.com/kluis-dev/kluis/vault/reveal"
 )
 
 // Every route that answers a secret, by method and route template. They are
@@ -66,38 +56,27 @@ type revealResponse struct {
 	Secret json.RawMessage `json:"secret"`
 }
 
-// revealTarget is what a reveal names: a credential by its ref, or an owner
-// whose pointer leads to one.
-type revealTarget struct {
-	via   string
-	ref   string      // the credential route's ref
-	owner vault.Owner // the owner routes' owner
-}
-
 // reveal decrypts a credential for an internal service whose policy allows
 // its kind and the purpose given.
 func (d *Deps) reveal(c echo.Context) error {
-	return d.revealFor(c, revealTarget{via: revealViaCredential, ref: c.Param("ref")})
+	return d.revealFor(c, reveal.Request{Via: reveal.ViaCredential, Ref: c.Param("ref")})
 }
 
 // revealAccount reveals the numbers of an account, in one round trip.
 func (d *Deps) revealAccount(c echo.Context) error {
-	return d.revealFor(c, revealTarget{via: revealViaAccount, owner: vault.AccountOwner(c.Param("id"))})
+	return d.revealFor(c, reveal.Request{Via: reveal.ViaAccount, Owner: vault.AccountOwner(c.Param("id"))})
 }
 
 // revealItem reveals the access token of an item, in one round trip.
 func (d *Deps) revealItem(c echo.Context) error {
-	return d.revealFor(c, revealTarget{via: revealViaItem, owner: vault.ItemOwner(c.Param("id"))})
+	return d.revealFor(c, reveal.Request{Via: reveal.ViaItem, Owner: vault.ItemOwner(c.Param("id"))})
 }
 
-// revealFor reveals what t names. Every reveal, allowed or refused, is
-// audited, and the secret leaves only after its audit entry is committed: if
-// the audit log cannot take the entry, the answer is 503 and no secret. A
-// credential that is not its pointer's owner's is 500 integrity, audited and
-// counted, and its secret never leaves.
-func (d *Deps) revealFor(c echo.Context, t revealTarget) error {
-	ctx := c.Request().Context()
-	svc := serviceName(c)
+// revealFor decodes the request, runs the vault's reveal use case
+// (vault/reveal: policy, integrity, open, audit committed before the
+// secret leaves) and encodes its answer. An integrity failure is counted
+// in kluis_reveal_integrity_failures_total by the route's way.
+func (d *Deps) revealFor(c echo.Context, r reveal.Request) error {
 	var req revealRequest
 	if err := DecodeJSON(c, &req); err != nil {
 		return err
@@ -105,63 +84,19 @@ func (d *Deps) revealFor(c echo.Context, t revealTarget) error {
 	if !namePattern.MatchString(req.Purpose) {
 		return kluis.Errorf(kluis.EInvalid, "purpose is required: a name of up to 128 letters, digits, '.', '_', '/' or '-'")
 	}
-	entry := audit.Entry{
-		ActorKind: audit.ActorService, Actor: svc, Action: "credential.reveal",
-		RequestID: requestID(c), Details: map[string]any{"purpose": req.Purpose, "via": t.via},
-	}
-	ref := t.ref
-	if t.via != revealViaCredential {
-		entry.Details["kind"] = kindOwnedBy(t.owner)
-		if t.owner.Valid() {
-			// Only a well-formed id is worth keeping: the rest is the caller's noise.
-			entry.Details["owner"] = t.owner.String()
-		}
-		var err error
-		if ref, err = d.followPointer(c, entry, t, req.Purpose); err != nil {
-			return err
-		}
-	}
-	info, err := d.Vault.Describe(ctx, ref)
+	r.Service, r.Purpose, r.RequestID = serviceName(c), req.Purpose, requestID(c)
+	out, err := d.Reveal.Reveal(c.Request().Context(), r)
 	if err != nil {
-		if kluis.ErrorCode(err) == kluis.ENotFound {
-			return d.refuseReveal(c, entry, "", "not found", kluis.Errorf(kluis.ENotFound, "not found"))
+		if kluis.ErrorCode(err) == vault.EIntegrity {
+			d.metrics.revealIntegrity.WithLabelValues(r.Via).Inc()
 		}
 		return err
 	}
-	entry.Target, entry.Subject = info.Ref, info.ExternalSubjectID
-	entry.Details["kind"] = info.Kind
-	if t.via != revealViaCredential && info.Owner != t.owner {
-		return d.integrityFailure(c, entry, t, info.Owner,
-			fmt.Errorf("api: %s points at credential %s of %s", t.owner, ref, info.Owner))
-	}
-	if !d.Policy.MayReveal(svc, info.Kind, req.Purpose) {
-		return d.refuseReveal(c, entry, info.Ref, "the policy does not allow this kind or purpose",
-			kluis.Errorf(kluis.EForbidden, "this service may not reveal this credential for this purpose"))
-	}
-	entry.Details["app"] = info.App
-	if !d.Policy.MayRevealApp(svc, info.App) {
-		return d.refuseReveal(c, entry, info.Ref, "the policy does not allow this app",
-			kluis.Errorf(kluis.EForbidden, "this service may not reveal this credential for this purpose"))
-	}
-	cred, err := d.openFor(ctx, t, ref)
-	if err != nil {
-		return d.failedOpen(c, entry, t, info.Owner, err)
-	}
-	defer cred.Zero()
-	secret, err := d.serviceSecret(ctx, cred)
-	if err != nil {
-		return err
-	}
-	defer clear(secret)
-	entry.Details["owner"] = cred.Owner.String()
-	entry.Outcome = audit.OutcomeSuccess
-	if err := d.Auditor.Record(ctx, entry); err != nil {
-		return err
-	}
+	defer clear(out.Secret)
 	// The body is encoded here, so that the secret's only other copy is the
-	// zeroed one above, and written with no-store (set for every answer).
-	body, err := json.Marshal(revealResponse{Ref: cred.Ref, Kind: cred.Kind,
-		Owner: ownerJSON{Type: cred.Owner.Type, ID: cred.Owner.ID}, Secret: secret})
+	// one cleared above, and written with no-store (set for every answer).
+	body, err := json.Marshal(revealResponse{Ref: out.Ref, Kind: out.Kind,
+		Owner: ownerJSON{Type: out.Owner.Type, ID: out.Owner.ID}, Secret: out.Secret})
 	if err != nil {
 		return err
 	}
@@ -169,135 +104,32 @@ func (d *Deps) revealFor(c echo.Context, t revealTarget) error {
 	return c.Blob(http.StatusOK, echo.MIMEApplicationJSON, body)
 }
 
-// serviceSecret is the secret a service gets for cred: an access token
-// whose provider's tokens expire (Stitch) is the usable token alone, renewed
-// first when near its expiry, with its expires_at (banklink.ServiceCredential);
-// anything else is the sealed secret. The caller clears it.
-func (d *Deps) serviceSecret(ctx context.Context, cred vault.Credential) ([]byte, error) {
-	if d.BankLink == nil || cred.Kind != banklink.KindAccessToken {
-		return append([]byte(nil), cred.Secret...), nil
+// newReveal builds the reveal use case over Deps' parts, for a Deps built
+// without one (tests), as cmd/kluis wires it: the service policy, bank
+// linking's pointers and usable secrets, and the audit writer's group
+// commit (which runs no goroutine, so there is nothing to stop).
+func (d *Deps) newReveal() *reveal.Service {
+	// A nil *Policy allows nothing, so it is a policy too.
+	opts := reveal.Options{Records: d.Vault, Policy: d.Policy, Logger: d.Logger}
+	if d.Auditor != nil {
+		opts.Audit = audit.NewGroup(d.Auditor, audit.GroupOptions{})
 	}
-	ss, err := d.BankLink.ServiceCredential(ctx, cred)
-	if err != nil {
-		return nil, err
-	}
-	return ss.Secret, nil
-}
-
-// followPointer returns the credential ref that the owner's pointer names.
-// The route fixes the kind, so the policy is asked before anything is read;
-// an unknown owner, or one with no credential, is 404 like an unknown ref.
-func (d *Deps) followPointer(c echo.Context, e audit.Entry, t revealTarget, purpose string) (string, error) {
-	if !d.Policy.MayReveal(serviceName(c), kindOwnedBy(t.owner), purpose) {
-		return "", d.refuseReveal(c, e, "", "the policy does not allow this kind or purpose",
-			kluis.Errorf(kluis.EForbidden, "this service may not reveal this credential for this purpose"))
-	}
-	ref, err := d.BankLink.OwnerCredential(c.Request().Context(), t.owner)
-	if kluis.ErrorCode(err) == kluis.ENotFound {
-		return "", d.refuseReveal(c, e, "", "not found", kluis.Errorf(kluis.ENotFound, "not found"))
-	}
-	return ref, err
-}
-
-// kindOwnedBy is the credential kind an owner route reveals.
-func kindOwnedBy(o vault.Owner) string {
-	if o.Type == vault.OwnerAccount {
-		return accountnumber.Kind
-	}
-	return banklink.KindAccessToken
-}
-
-// openFor opens ref for t. Through an owner's pointer, the credential must
-// be that owner's (vault.OpenOwned). A record whose format binds no owner
-// (version 1, until the rotation job re-seals it) is believed only if its
-// owner is the one and only owner pointing at it: otherwise an edited owner
-// column and a second pointer together could pass for the owner's own.
-func (d *Deps) openFor(ctx context.Context, t revealTarget, ref string) (vault.Credential, error) {
-	var (
-		cred vault.Credential
-		err  error
-	)
-	if t.via == revealViaCredential {
-		cred, err = d.Vault.Open(ctx, ref)
-	} else {
-		cred, err = d.Vault.OpenOwned(ctx, t.owner, ref)
-	}
-	if err != nil || cred.OwnerBound {
-		return cred, err
-	}
-	var pointers vault.OwnerPointers
 	if d.BankLink != nil {
-		pointers = d.BankLink
+		opts.Pointers = d.BankLink
+		opts.Secrets = BankSecrets(d.BankLink)
 	}
-	if err := vault.CheckPointers(ctx, pointers, nil, ref, cred.Owner); err != nil {
-		cred.Zero()
-		return vault.Credential{}, err
-	}
-	return cred, nil
+	return reveal.New(opts)
 }
 
-// refuseReveal audits a refused reveal and returns the refusal; if the audit
-// log cannot take the entry, the caller gets 503 instead.
-func (d *Deps) refuseReveal(c echo.Context, e audit.Entry, target, reason string, refusal error) error {
-	e.Outcome, e.Target = audit.OutcomeDenied, target
-	e.Details["reason"] = reason
-	if err := d.Auditor.Record(c.Request().Context(), e); err != nil {
-		return err
-	}
-	return refusal
-}
-
-// failedOpen audits a reveal the policy allowed but whose credential did not
-// open. Not found means its subject's keys were destroyed (an erasure under
-// way): a refusal like any unknown ref, with the same 404. A record that is
-// not where it claims (integrity) is audited and counted as such. Any other
-// internal error is recorded as a failure, for whoever investigates; the
-// caller gets the 500 either way. A provider that cannot be reached is no
-// reveal and is not recorded.
-func (d *Deps) failedOpen(c echo.Context, e audit.Entry, t revealTarget, found vault.Owner, err error) error {
-	switch kluis.ErrorCode(err) {
-	case kluis.ENotFound:
-		return d.refuseReveal(c, e, e.Target, "credential erased", kluis.Errorf(kluis.ENotFound, "not found"))
-	case vault.EIntegrity:
-		return d.integrityFailure(c, e, t, found, err)
-	case vault.CodeCredentialRevoked:
-		// The owner withdrew consent at the provider: 410, audited.
-		return d.refuseReveal(c, e, e.Target, "credential revoked", err)
-	case kluis.EInternal:
-		e.Outcome = audit.OutcomeFailure
-		e.Details["reason"] = "credential does not open"
-		d.recordFailure(c, e)
-	}
-	return err
-}
-
-// integrityFailure answers a pointer and a credential that disagree, or a
-// record that does not authenticate where it lies: 500 with reason
-// integrity and a message that says nothing more. It is audited (the refs
-// and owners involved, no secret) and counted in
-// kluis_reveal_integrity_failures_total; the cause goes to the log.
-func (d *Deps) integrityFailure(c echo.Context, e audit.Entry, t revealTarget, found vault.Owner, cause error) error {
-	d.metrics.revealIntegrity.WithLabelValues(t.via).Inc()
-	e.Outcome = audit.OutcomeFailure
-	e.Details["reason"] = "integrity"
-	e.Details["credential_ref"] = e.Target
-	if !found.IsZero() && found.Valid() {
-		e.Details["credential_owner"] = found.String()
-	}
-	d.recordFailure(c, e)
-	var ke *kluis.Error
-	if errors.As(cause, &ke) && ke.Code == vault.EIntegrity {
-		return cause
-	}
-	return kluis.Wrap(vault.EIntegrity, "internal error", cause)
-}
-
-// recordFailure writes the audit entry of a failed reveal. The caller is
-// answering 500 whatever happens here, so a log that cannot take the entry
-// is logged rather than turned into a 503.
-func (d *Deps) recordFailure(c echo.Context, e audit.Entry) {
-	if aerr := d.Auditor.Record(c.Request().Context(), e); aerr != nil {
-		d.Logger.ErrorContext(c.Request().Context(), "audit of a failed reveal not written",
-			"request_id", requestID(c), "cause", aerr.Error())
-	}
+// BankSecrets is bank linking's usable secret for a revealed credential
+// (banklink.Service.ServiceCredential: a Stitch token renewed near its
+// expiry), as the reveal use case's Secrets port.
+func BankSecrets(b *banklink.Service) reveal.Secrets {
+	return reveal.SecretsFunc(func(ctx context.Context, cred vault.Credential) ([]byte, error) {
+		ss, err := b.ServiceCredential(ctx, cred)
+		if err != nil {
+			return nil, err
+		}
+		return ss.Secret, nil
+	})
 }

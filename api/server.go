@@ -23,6 +23,7 @@ import (
 	"github.com/kluis-dev/kluis/hosted"
 	"github.com/kluis-dev/kluis/postgres"
 	"github.com/kluis-dev/kluis/vault"
+	"github.com/kluis-dev/kluis/vault/reveal"
 	"github.com/kluis-dev/kluis/verification"
 )
 
@@ -34,7 +35,11 @@ type Deps struct {
 	Auth       Authenticator
 	Policy     *Policy
 	// Vault seals and opens credentials.
-	Vault  *vault.Store
+	Vault *vault.Store
+	// Reveal is the vault's reveal use case (vault/reveal), wired by
+	// cmd/kluis with the group-committing audit log; built over Vault,
+	// Policy, BankLink and Auditor if nil.
+	Reveal *reveal.Service
 	Logger *slog.Logger
 	// Registry collects kluis's metrics; /metrics serves it.
 	Registry *prometheus.Registry
@@ -146,6 +151,9 @@ func (d *Deps) defaults() {
 	}
 	if d.Apps == nil {
 		d.Apps = apps.Static(apps.None())
+	}
+	if d.Reveal == nil && d.Vault != nil {
+		d.Reveal = d.newReveal()
 	}
 	if d.Refusals == nil {
 		d.Refusals = compliance.NewRefusals(d.Auditor, compliance.RefusalOptions{Clock: d.Clock, Logger: d.Logger})

@@ -7,8 +7,6 @@ package audit
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -128,12 +126,7 @@ func (a *Auditor) PseudonymOf(kind, value string) string {
 // Append writes e in tx. The entry is durable when tx commits and is chained
 // by the sealer shortly after.
 func (a *Auditor) Append(ctx context.Context, tx pgx.Tx, e Entry) error {
-	var subject *string
-	if e.Subject != "" {
-		p := a.Pseudonym(e.Subject)
-		subject = &p
-	}
-	return a.appendEntry(ctx, tx, e, subject)
+	return a.appendEntry(ctx, tx, e, nil)
 }
 
 // AppendPseudonymous is Append for an entry about a subject known only by
@@ -145,31 +138,11 @@ func (a *Auditor) AppendPseudonymous(ctx context.Context, tx pgx.Tx, e Entry, ps
 }
 
 func (a *Auditor) appendEntry(ctx context.Context, tx pgx.Tx, e Entry, subject *string) error {
-	if err := validate(e); err != nil {
+	row, err := a.encode(e, subject)
+	if err != nil {
 		return err
 	}
-	actor := e.Actor
-	if e.ActorKind == ActorUser && actor != "" {
-		actor = a.Pseudonym(actor)
-	}
-	details := e.Details
-	if details == nil {
-		details = map[string]any{}
-	}
-	raw, err := json.Marshal(details)
-	if err != nil {
-		return fmt.Errorf("audit: encode details: %w", err)
-	}
-	// occurred_at is the database's (a trigger sets it, whatever is sent):
-	// no writer dates an entry.
-	_, err = tx.Exec(ctx, `
-		INSERT INTO audit_entries (actor_kind, actor, action, target, outcome, subject_pseudonym, request_id, details)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-		e.ActorKind, actor, e.Action, e.Target, e.Outcome, subject, e.RequestID, raw)
-	if err != nil {
-		return kluis.Unavailable("audit log", postgres.Translate(err))
-	}
-	return nil
+	return insertRows(ctx, tx, []entryRow{row})
 }
 
 // Record writes e in a transaction of its own, for actions that change

@@ -24,7 +24,10 @@ type Config struct {
 	Method string
 	URL    string
 	// URLs, if set, are used in turn instead of URL (many records, say).
-	URLs    []string
+	URLs []string
+	// URLFor, if set, names the i-th request's URL instead (a uniformly
+	// random record among a million, say, without a million strings).
+	URLFor  func(i int) string
 	Header  http.Header
 	Body    []byte
 	Clients int           // concurrent callers
@@ -126,7 +129,10 @@ func withDefaults(cfg Config) Config {
 
 func once(ctx context.Context, cfg Config, i int) (int, time.Duration) {
 	url := cfg.URL
-	if len(cfg.URLs) > 0 {
+	switch {
+	case cfg.URLFor != nil:
+		url = cfg.URLFor(i)
+	case len(cfg.URLs) > 0:
 		url = cfg.URLs[i%len(cfg.URLs)]
 	}
 	var body io.Reader

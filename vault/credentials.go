@@ -69,6 +69,9 @@ type Store struct {
 	kinds *Kinds
 }
 
+// Kinds is the registry of credential kinds the store seals.
+func (s *Store) Kinds() *Kinds { return s.kinds }
+
 // NewStore returns a credential store for the registered kinds (a kind
 // not in kinds is refused). sys gives the blind-index key; it may be nil
 // if no caller seals with a blind index.

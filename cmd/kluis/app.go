@@ -41,6 +41,9 @@ type app struct {
 	ring    *vault.KeyRing
 	store   *vault.Store
 	auditor *audit.Auditor
+	// revealAudit commits reveals' audit entries, several callers' in one
+	// transaction (it runs no goroutine: nothing to stop).
+	revealAudit *audit.Group
 	// worker delivers every feature's events (the outbox) to the apps'
 	// endpoints; serve starts and stops it.
 	worker *events.Worker
@@ -128,7 +131,7 @@ func (a *app) openKeys(ctx context.Context) error {
 	if c, ok := a.keys.(interface{ Close() error }); ok {
 		a.closers = append(a.closers, func() { _ = c.Close() })
 	}
-	if a.sys, err = loadSystemKeys(ctx, a.db, a.keys, a.log); err != nil {
+	if a.sys, err = loadSystemKeys(ctx, a.db, a.keys, a.cfg.KeyringRecheck, a.log); err != nil {
 		return err
 	}
 	a.closers = append(a.closers, a.sys.Close)
@@ -155,9 +158,10 @@ func (a *app) openVault(ctx context.Context) error {
 }
 
 // openAudit builds the audit writer, naming people by the system keys'
-// pseudonyms.
+// pseudonyms, and the group commit that reveals' entries go through.
 func (a *app) openAudit(context.Context) error {
 	a.auditor = audit.NewAuditor(a.db, a.sys, nil)
+	a.revealAudit = audit.NewGroup(a.auditor, audit.GroupOptions{})
 	return nil
 }
 
@@ -199,12 +203,14 @@ func (a *app) close() {
 var errKeysRefused = errors.New("the key provider refused to unwrap kluis's stored keys (are they from another root key?)")
 
 // loadSystemKeys retries while the key provider is unavailable, up to
-// startupWait: kluis does not start without its keys.
-func loadSystemKeys(ctx context.Context, db *postgres.DB, keys vault.KeyProvider, logger *slog.Logger) (*vault.SystemKeys, error) {
+// startupWait: kluis does not start without its keys. They are confirmed
+// with the provider within recheck (KLUIS_KEYRING_RECHECK), as keyring
+// keys are.
+func loadSystemKeys(ctx context.Context, db *postgres.DB, keys vault.KeyProvider, recheck time.Duration, logger *slog.Logger) (*vault.SystemKeys, error) {
 	var sys *vault.SystemKeys
 	err := waitForProvider(ctx, logger, "load system keys", func() error {
 		var err error
-		sys, err = vault.LoadSystemKeys(ctx, db, keys)
+		sys, err = vault.LoadSystemKeysWith(ctx, db, keys, vault.SystemKeyOptions{Recheck: recheck})
 		return err
 	})
 	return sys, err

@@ -13,6 +13,7 @@ import (
 
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/api/jwtauth/jwttest"
+	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/banklink"
 	"github.com/kluis-dev/kluis/config"
 	"github.com/kluis-dev/kluis/postgres/pgtest"
@@ -125,6 +126,21 @@ func checkKeyringOutage(t *testing.T, k *servingKluis, down, up func()) {
 	if _, err := k.app.store.Open(ctx, ref); kluis.ErrorCode(err) != kluis.EUnavailable {
 		t.Fatalf("open past the bound = %v, want unavailable", err)
 	}
+	// The system keys are under the same bound: MACs (idempotency, hosted
+	// pages, verification answers) and pseudonyms stop too, and an audit
+	// entry naming a person is refused rather than written without its
+	// pseudonym.
+	waitUntil(t, 20*time.Second, "system keys unavailable past the bound", func() bool {
+		_, err := k.app.sys.MAC(vault.SystemKeyIdempotency, []byte("x"))
+		return kluis.ErrorCode(err) == kluis.EUnavailable
+	})
+	if err := k.app.sys.Ready(ctx); kluis.ErrorCode(err) != kluis.EUnavailable {
+		t.Fatalf("system keys ready past the bound = %v", err)
+	}
+	entry := audit.Entry{ActorKind: audit.ActorSystem, Actor: "test", Action: "test.outage", Outcome: audit.OutcomeSuccess, Subject: "user-before"}
+	if err := k.app.auditor.Record(ctx, entry); kluis.ErrorCode(err) != kluis.EUnavailable {
+		t.Fatalf("audit entry naming a person past the bound = %v, want unavailable", err)
+	}
 	var before int
 	count := `SELECT (SELECT count(*) FROM credentials) + (SELECT count(*) FROM keystore.subject_keys)`
 	if err := k.app.db.Pool.QueryRow(ctx, count).Scan(&before); err != nil {
@@ -149,6 +165,12 @@ func checkKeyringOutage(t *testing.T, k *servingKluis, down, up func()) {
 	}
 	if _, err := k.seal(ctx, "user-after"); err != nil {
 		t.Fatalf("seal after recovery: %v", err)
+	}
+	if _, err := k.app.sys.MAC(vault.SystemKeyIdempotency, []byte("x")); err != nil {
+		t.Fatalf("system key after recovery: %v", err)
+	}
+	if err := k.app.auditor.Record(ctx, entry); err != nil {
+		t.Fatalf("audit entry after recovery: %v", err)
 	}
 }
 
@@ -190,7 +212,9 @@ func TestNewSubjectsAndRevealsMakeNoKMSCall(t *testing.T) {
 	}
 	k := serveKluis(t, map[string]string{"KLUIS_KEY_PROVIDER": "awskms", "KLUIS_AWSKMS_KEY_ID": kms.KeyID()})
 	ctx := context.Background()
-	before := kms.TotalCalls()
+	// The system keys' confirmations (at half the 2 s bound) are the
+	// recheck loop's, not the subjects' or the reveals'.
+	before, sysBefore := kms.TotalCalls(), k.app.sys.ProviderCalls()
 	var refs []string
 	for i := range 100 {
 		ref, err := k.seal(ctx, fmt.Sprintf("user-%d", i))
@@ -206,7 +230,7 @@ func TestNewSubjectsAndRevealsMakeNoKMSCall(t *testing.T) {
 	}
 	// The recheck loop confirms the key at half its 2 s bound: allow for
 	// those calls, and nothing per subject or per reveal.
-	if got := kms.TotalCalls() - before; got > 10 {
+	if got := kms.TotalCalls() - before - int(k.app.sys.ProviderCalls()-sysBefore); got > 10 {
 		t.Fatalf("100 new subjects and 100 reveals made %d KMS calls", got)
 	}
 
@@ -214,12 +238,12 @@ func TestNewSubjectsAndRevealsMakeNoKMSCall(t *testing.T) {
 	// the number of subjects: at most 10 calls (the recheck loop's own
 	// confirmations aside).
 	kms.Rotate(kms.KeyID())
-	before, loop := kms.TotalCalls(), k.app.ring.KeyringProviderCalls()
+	before, loop, sysLoop := kms.TotalCalls(), k.app.ring.KeyringProviderCalls(), k.app.sys.ProviderCalls()
 	res, err := k.app.store.Rotate(ctx, k.app.db, vault.RotationOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	calls := kms.TotalCalls() - before - int(k.app.ring.KeyringProviderCalls()-loop)
+	calls := kms.TotalCalls() - before - int(k.app.ring.KeyringProviderCalls()-loop) - int(k.app.sys.ProviderCalls()-sysLoop)
 	if calls > 10 || res.RootRewrapped != 1+len(vault.DefaultSystemKeys) || res.Rewrapped != 0 {
 		t.Fatalf("root rotation over 100 subjects: %d KMS calls, %+v", calls, res)
 	}

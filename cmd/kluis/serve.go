@@ -27,6 +27,7 @@ import (
 	"github.com/kluis-dev/kluis/config"
 	"github.com/kluis-dev/kluis/hosted"
 	"github.com/kluis-dev/kluis/vault"
+	"github.com/kluis-dev/kluis/vault/reveal"
 )
 
 // serve runs both listeners, the audit sealer and the scheduler until ctx
@@ -141,6 +142,7 @@ func (a *app) deps(ctx context.Context) (*api.Deps, error) {
 	return &api.Deps{
 		DB: a.db, Auditor: a.auditor, Pseudonyms: a.sys, MACs: a.sys, Auth: api.JWTAuthenticator{Verifier: verifier, Users: users},
 		Apps: a.apps, OnReplay: a.worker.Wake, Policy: policy, Vault: a.store, Logger: a.log, Registry: registry,
+		Reveal:      a.reveal(policy),
 		RateLimiter: limiter, RateLimits: &limits, IdempotencyTTL: a.cfg.IdempotencyTTL,
 		AuditHeads: a.sys, AuditSealInterval: a.cfg.AuditSealInterval,
 		Ready: map[string]func(context.Context) error{
@@ -148,7 +150,13 @@ func (a *app) deps(ctx context.Context) (*api.Deps, error) {
 			// Readiness means "can serve": the keyring key confirmed
 			// within KLUIS_KEYRING_RECHECK, not "the provider answered a
 			// ping" (a provider down for a minute does not stop kluis).
-			"key_provider": a.ring.Ready,
+			// The system keys are under the same bound.
+			"key_provider": func(ctx context.Context) error {
+				if err := a.ring.Ready(ctx); err != nil {
+					return err
+				}
+				return a.sys.Ready(ctx)
+			},
 		},
 		Refusals: compliance.NewRefusals(a.auditor, compliance.RefusalOptions{Logger: a.log}), Clock: kluis.SystemClock{},
 		StaffMFAMaxAge: a.cfg.StaffMFAMaxAge, StaffTokenMaxLifetime: a.cfg.StaffTokenMaxLifetime,
@@ -160,6 +168,17 @@ func (a *app) deps(ctx context.Context) (*api.Deps, error) {
 		Origins: api.StaticOrigins(a.cfg.AppOrigins), HostedPageTTL: a.cfg.HostedPageTTL,
 		PlaidLink: api.PlaidLink{ScriptURL: a.cfg.PlaidLinkScriptURL, Integrity: a.cfg.PlaidLinkScriptIntegrity},
 	}, nil
+}
+
+// reveal wires the vault's reveal use case to its ports' owners: the
+// service policy, bank linking's pointers and usable secrets (Stitch's
+// renewal), and the audit log's group commit (each reveal still waits for
+// its own entry's commit before its secret leaves).
+func (a *app) reveal(policy *api.Policy) *reveal.Service {
+	return reveal.New(reveal.Options{
+		Records: a.store, Policy: policy, Pointers: a.bank, Secrets: api.BankSecrets(a.bank),
+		Audit: a.revealAudit, Logger: a.log,
+	})
 }
 
 // listen binds the public listener and, when configured, the internal one
@@ -205,14 +224,19 @@ func (a *app) listen(deps *api.Deps) ([]*http.Server, []net.Listener, error) {
 }
 
 // background starts the long-running parts that stop with ctx: the audit
-// sealer, the subject-key cache janitor, the keyring's recheck and the
+// sealer, the subject-key cache janitor, the keyring's and the system
+// keys' rechecks and the
 // event outbox's delivery worker.
 func (a *app) background(ctx context.Context, wg *sync.WaitGroup) {
 	sealer := audit.NewSealer(a.db, 0)
-	wg.Add(4)
+	wg.Add(5)
 	go func() {
 		defer wg.Done()
 		a.ring.RunKeyringRecheck(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		a.sys.RunRecheck(ctx)
 	}()
 	go func() {
 		defer wg.Done()
