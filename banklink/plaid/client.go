@@ -16,6 +16,7 @@ import (
 
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/banklink"
+	"github.com/kluis-dev/kluis/banklink/plaidwebhook"
 )
 
 // endpoint is one Plaid operation. idempotent says whether it may be
@@ -277,7 +278,7 @@ var messages = map[string]string{
 
 // kindOf decides the kluis code of an answer that was not 200.
 func kindOf(status int, perr plaidError) string {
-	if k, ok := errorKinds[safeCode(perr.ErrorCode)]; ok {
+	if k, ok := errorKinds[plaidwebhook.SafeCode(perr.ErrorCode)]; ok {
 		return k
 	}
 	if status >= 500 && perr.ErrorType != "RATE_LIMIT_EXCEEDED" {
@@ -306,8 +307,8 @@ func classify(ep endpoint, o outcome) error {
 	ae := &apiError{
 		Endpoint:  ep.path,
 		Status:    o.status,
-		Type:      safeCode(o.perr.ErrorType),
-		Code:      safeCode(o.perr.ErrorCode),
+		Type:      plaidwebhook.SafeCode(o.perr.ErrorType),
+		Code:      plaidwebhook.SafeCode(o.perr.ErrorCode),
 		RequestID: safeRequestID(o.perr.RequestID),
 	}
 	kind := kindOf(o.status, o.perr)
@@ -344,36 +345,6 @@ func providerError(code, msg string, cause error) *kluis.Error {
 		causes = append(causes, cause)
 	}
 	return kluis.Wrap(code, msg, errors.Join(causes...))
-}
-
-// safeToken passes identifiers such as webhook codes and item ids, and
-// drops anything else, so that a strange body cannot smuggle text into what
-// kluis records.
-func safeToken(s string) string {
-	if len(s) == 0 || len(s) > 64 {
-		return ""
-	}
-	for _, c := range s {
-		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_' || c == '-' || c == '.') {
-			return ""
-		}
-	}
-	return s
-}
-
-// safeCode passes Plaid's error types and codes, which are upper-case
-// words joined by underscores, and drops anything else (digits too: an
-// account number echoed back must not pass).
-func safeCode(s string) string {
-	if len(s) > 64 {
-		return ""
-	}
-	for _, c := range s {
-		if !(c >= 'A' && c <= 'Z' || c == '_') {
-			return ""
-		}
-	}
-	return s
 }
 
 // safeRequestID passes Plaid's request ids (15 alphanumerics, with

@@ -33,6 +33,7 @@ import (
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/banklink"
 	"github.com/kluis-dev/kluis/banklink/plaid/plaidlink"
+	"github.com/kluis-dev/kluis/banklink/plaidwebhook"
 )
 
 // APIVersion is the Plaid API version every request names in the
@@ -430,7 +431,7 @@ func (p *Provider) GetAccounts(ctx context.Context, accessToken string) (banklin
 			Subtype:           deref(a.Subtype),
 			// An unexpected value passes only if it is a plain word:
 			// kluis treats anything it does not know as unverified.
-			VerificationStatus: safeToken(deref(a.VerificationStatus)),
+			VerificationStatus: plaidwebhook.SafeToken(deref(a.VerificationStatus)),
 		})
 	}
 	return res, nil

@@ -139,9 +139,9 @@ func Decode(body []byte) (banklink.WebhookEvent, error) {
 	}
 	ev := banklink.WebhookEvent{
 		Kind:           banklink.EventUnknown,
-		ProviderType:   safeToken(b.WebhookType),
-		ProviderCode:   safeToken(b.WebhookCode),
-		ProviderItemID: safeToken(b.ItemID),
+		ProviderType:   SafeToken(b.WebhookType),
+		ProviderCode:   SafeToken(b.WebhookCode),
+		ProviderItemID: SafeToken(b.ItemID),
 	}
 	classify(&ev, b)
 	return ev, nil
@@ -152,7 +152,7 @@ func Decode(body []byte) (banklink.WebhookEvent, error) {
 func classify(ev *banklink.WebhookEvent, b Body) {
 	switch b.WebhookType + "/" + b.WebhookCode {
 	case TypeItem + "/" + CodeError:
-		code := safeCode(b.errorCode())
+		code := SafeCode(b.errorCode())
 		if loginErrorCodes[code] {
 			ev.Kind = banklink.EventLoginRequired
 		} else {
@@ -172,7 +172,7 @@ func classify(ev *banklink.WebhookEvent, b Body) {
 	case TypeItem + "/" + CodeUserPermissionRevoked:
 		ev.Kind = banklink.EventRevoked
 	case TypeItem + "/" + CodeUserAccountRevoked:
-		if id := safeToken(b.AccountID); id != "" {
+		if id := SafeToken(b.AccountID); id != "" {
 			ev.Kind, ev.ProviderAccountID = banklink.EventAccountRevoked, id
 		}
 	case TypeItem + "/" + CodeNewAccountsAvailable:
@@ -180,7 +180,7 @@ func classify(ev *banklink.WebhookEvent, b Body) {
 	case TypeItem + "/" + CodeWebhookUpdateAcknowledged:
 		ev.Kind = banklink.EventWebhookUpdated
 	case TypeAuth + "/" + CodeAutomaticallyVerified, TypeAuth + "/" + CodeVerificationExpired:
-		id := safeToken(b.AccountID)
+		id := SafeToken(b.AccountID)
 		if id == "" {
 			return // an AUTH event naming no account: unknown, recorded
 		}
@@ -194,7 +194,7 @@ func classify(ev *banklink.WebhookEvent, b Body) {
 	case TypeAuth + "/" + CodeSMSMicrodepositsVerification:
 		// The user confirmed (or failed to confirm) Same Day deposits
 		// through Plaid's SMS flow rather than Link's update mode.
-		id := safeToken(b.AccountID)
+		id := SafeToken(b.AccountID)
 		switch {
 		case id == "":
 		case b.Status == "MANUALLY_VERIFIED":
@@ -207,10 +207,10 @@ func classify(ev *banklink.WebhookEvent, b Body) {
 	}
 }
 
-// safeToken passes identifiers such as webhook codes and item ids, and
+// SafeToken passes identifiers such as webhook codes and item ids, and
 // drops anything else, so that a strange body cannot smuggle text into what
 // kluis records.
-func safeToken(s string) string {
+func SafeToken(s string) string {
 	if len(s) == 0 || len(s) > 64 {
 		return ""
 	}
@@ -222,10 +222,10 @@ func safeToken(s string) string {
 	return s
 }
 
-// safeCode passes Plaid's error codes, which are upper-case words joined by
-// underscores, and drops anything else (digits too: an account number
-// echoed back must not pass).
-func safeCode(s string) string {
+// SafeCode passes Plaid's error types and codes, which are upper-case
+// words joined by underscores, and drops anything else (digits too: an
+// account number echoed back must not pass).
+func SafeCode(s string) string {
 	if len(s) > 64 {
 		return ""
 	}
