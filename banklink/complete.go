@@ -279,6 +279,12 @@ func (s *Service) recheckWaiting(ctx context.Context, tx pgx.Tx, it Item, accts 
 // markLoginRequiredPending moves a pending item whose login the provider
 // says needs repair to login_required (update mode then completes it).
 func (s *Service) markLoginRequiredPending(ctx context.Context, it Item) error {
+	return s.markLoginBroke(ctx, it, audit.Actor{Kind: audit.ActorSystem, Name: "item-completion"})
+}
+
+// markLoginBroke moves the item to login_required, if its machine allows,
+// with the app's event and actor's audit entry in the same transaction.
+func (s *Service) markLoginBroke(ctx context.Context, it Item, actor audit.Actor) error {
 	return s.inEventTx(ctx, func(tx pgx.Tx) error {
 		_, changed, err := setItemStatus(ctx, tx, it.ID, ItemEventLoginBroke, s.now())
 		if err != nil || !changed {
@@ -291,8 +297,8 @@ func (s *Service) markLoginRequiredPending(ctx context.Context, it Item) error {
 		if err != nil {
 			return err
 		}
-		return s.appendAudit(ctx, tx, audit.Actor{Kind: audit.ActorSystem, Name: "item-completion"}, "item.login_required",
-			it.ID, ext, map[string]any{"from": ItemActive, "to": ItemLoginRequired})
+		return s.appendAudit(ctx, tx, actor, "item.login_required", it.ID, ext,
+			map[string]any{"from": ItemActive, "to": ItemLoginRequired})
 	})
 }
 

@@ -8,8 +8,6 @@ import (
 
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/audit"
-	"github.com/kluis-dev/kluis/events"
-	"github.com/kluis-dev/kluis/vault"
 )
 
 // JobTokenKeepAlive is the job that renews idle refresh tokens.
@@ -141,21 +139,7 @@ func (s *Service) useRenewed(ctx context.Context, id string) bool {
 		s.log.Warn("a renewed token could not be used; the next reveal uses it", "item_id", id, "code", kluis.ErrorCode(err))
 		return false
 	}
-	err = s.inEventTx(ctx, func(tx pgx.Tx) error {
-		_, changed, err := setItemStatus(ctx, tx, it.ID, ItemEventLoginBroke, s.now())
-		if err != nil || !changed {
-			return err
-		}
-		if err := itemEvent(ctx, tx, events.ItemLoginRequired, it.SubjectID, it.ID, ItemLoginRequired); err != nil {
-			return err
-		}
-		ext, err := vault.SubjectKey(ctx, tx, it.SubjectID)
-		if err != nil {
-			return err
-		}
-		return s.appendAudit(ctx, tx, keepAliveActor, "item.login_required", it.ID, ext,
-			map[string]any{"from": ItemActive, "to": ItemLoginRequired})
-	})
+	err = s.markLoginBroke(ctx, it, keepAliveActor)
 	if err != nil {
 		s.log.Error("mark item login_required", "item_id", id, "cause", err.Error())
 	}
