@@ -133,17 +133,6 @@ func jitter(step time.Duration) time.Duration {
 	return step/2 + time.Duration(n.Int64())
 }
 
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
-
 // NewIdempotencyKey makes a fresh Idempotency-Key: 24 random bytes in
 // unpadded base64url (32 printable characters). The client sets one on
 // every POST by itself; set your own (kluisapi's Params, or the header in a
