@@ -298,13 +298,15 @@ func (d *Deps) sandboxPublicToken(c echo.Context) error {
 }
 
 // fireWebhookRequest names a webhook in Plaid's terms: its webhook_type
-// (default: the code's own), webhook_code, an ERROR's error_code, and the
-// account of a USER_ACCOUNT_REVOKED.
+// (default: the code's own), webhook_code, an ERROR's error_code, the
+// account of a USER_ACCOUNT_REVOKED, and an SMS_MICRODEPOSITS_VERIFICATION's
+// status.
 type fireWebhookRequest struct {
 	WebhookType string `json:"webhook_type"`
 	Code        string `json:"code"`
 	ErrorCode   string `json:"error_code"`
 	AccountID   string `json:"account_id"`
+	Status      string `json:"status"`
 }
 
 func (d *Deps) sandboxFireWebhook(c echo.Context) error {
@@ -313,7 +315,7 @@ func (d *Deps) sandboxFireWebhook(c echo.Context) error {
 		return err
 	}
 	res, err := d.BankLink.SandboxFireWebhook(c.Request().Context(), actorOf(c), c.Param("id"), banklink.SandboxFire{
-		Type: req.WebhookType, Code: req.Code, ErrorCode: req.ErrorCode, AccountID: req.AccountID})
+		Type: req.WebhookType, Code: req.Code, ErrorCode: req.ErrorCode, AccountID: req.AccountID, Status: req.Status})
 	if err != nil {
 		return err
 	}

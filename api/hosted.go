@@ -126,6 +126,9 @@ type pageView struct {
 	// Origin is the app's origin (checked) the page posts to; Mode how
 	// the drop-in opened it; Event an onEvent name to report.
 	Origin, Mode, Event string
+	// Update says the session repairs an item the app has (update mode)
+	// rather than linking a new one: the pages say "reconnect".
+	Update bool
 	// Action is the form's target (the page's own path); FormToken the
 	// one-time token its forms carry.
 	Action, FormToken string

@@ -31,7 +31,7 @@ type linkPage struct {
 // view starts the page's view with what every step carries.
 func (lp *linkPage) view(title string) pageView {
 	return pageView{Title: title, Origin: lp.page.State.Origin, Mode: lp.page.State.Mode,
-		Action: "/link/" + lp.page.ObjectID, FormToken: lp.form}
+		Action: "/link/" + lp.page.ObjectID, FormToken: lp.form, Update: lp.session.Mode == banklink.ModeUpdate}
 }
 
 // linkStep is one provider's part of the hosted link page. Each provider
@@ -168,6 +168,11 @@ func (d *Deps) handoff(c echo.Context, lp *linkPage, kind, publicToken string, i
 	v := lp.view("Bank linked")
 	v.FormToken = ""
 	v.Message = "Your account is linked. You can go back to the app."
+	if v.Update {
+		// Update mode repaired an item the app already has (once the
+		// app exchanges the token): nothing new was linked.
+		v.Title, v.Message = "Bank reconnected", "Your bank connection works again. You can go back to the app."
+	}
 	if kind == "exit" {
 		v.Title, v.Message = "Linking cancelled", "Nothing was linked. You can go back to the app."
 	}

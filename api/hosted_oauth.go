@@ -61,6 +61,9 @@ func (s oauthStep) start(d *Deps, c echo.Context, lp *linkPage) error {
 // kluis in a popup or by redirect.
 func (s oauthStep) page(d *Deps, c echo.Context, lp *linkPage, event string) error {
 	v := lp.view("Continue to your bank")
+	if v.Update {
+		v.Title = "Reconnect your bank"
+	}
 	v.Institution, v.Event = s.inst(lp), event
 	if lp.page.State.Mode == modeIframe {
 		v.Error = "This bank connection cannot open inside the app's page. Go back to the app and choose to open it in a new window."

@@ -155,6 +155,12 @@ func TestOnePlaidShapedWebhookIsHandledAlikeForASandboxItemAndAPlaidItem(t *test
 			webhookTrace{"login_repaired", "applied", "active", []string{"item.login_repaired:success"}, []string{"item.repaired"}}},
 		{"NEW_ACCOUNTS_AVAILABLE with none shared yet", "ITEM", "NEW_ACCOUNTS_AVAILABLE", "",
 			webhookTrace{"new_accounts", "no_change", "active", nil, nil}},
+		{"WEBHOOK_UPDATE_ACKNOWLEDGED", "ITEM", "WEBHOOK_UPDATE_ACKNOWLEDGED", `,"new_webhook_url":"https://kluis.test/webhooks/{provider}"`,
+			webhookTrace{"webhook_updated", "ignored", "active", nil, nil}},
+		{"SMS_MICRODEPOSITS_VERIFICATION", "AUTH", "SMS_MICRODEPOSITS_VERIFICATION", `,"account_id":"{account}","status":"MANUALLY_VERIFIED"`,
+			webhookTrace{"auth_verified", "applied", "active", []string{"account.provider_verification:success"}, nil}},
+		{"SMS_MICRODEPOSITS_VERIFICATION again", "AUTH", "SMS_MICRODEPOSITS_VERIFICATION", `,"account_id":"{account}","status":"MANUALLY_VERIFIED"`,
+			webhookTrace{"auth_verified", "no_change", "active", nil, nil}},
 		{"USER_ACCOUNT_REVOKED", "ITEM", "USER_ACCOUNT_REVOKED", `,"account_id":"{account}"`,
 			webhookTrace{Kind: "account_revoked", Outcome: "applied", Status: "active"}},
 		{"USER_PERMISSION_REVOKED", "ITEM", "USER_PERMISSION_REVOKED", itemErr("USER_PERMISSION_REVOKED"),
@@ -165,7 +171,7 @@ func TestOnePlaidShapedWebhookIsHandledAlikeForASandboxItemAndAPlaidItem(t *test
 	for _, st := range steps {
 		var traces []webhookTrace
 		for _, sd := range sides {
-			extra := strings.ReplaceAll(st.extra, "{account}", sd.providerAccountID)
+			extra := strings.NewReplacer("{account}", sd.providerAccountID, "{provider}", sd.provider).Replace(st.extra)
 			body := []byte(fmt.Sprintf(`{"webhook_type":%q,"webhook_code":%q,"item_id":%q%s,"environment":"sandbox"}`,
 				st.typ, st.code, sd.providerItemID, extra))
 			if st.code != "SOMETHING_NEW" {

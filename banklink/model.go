@@ -171,4 +171,10 @@ type SandboxWebhook struct {
 	ErrorCode string
 	// ProviderAccountID names the account of a USER_ACCOUNT_REVOKED.
 	ProviderAccountID string
+	// Status is an SMS_MICRODEPOSITS_VERIFICATION's outcome, as Plaid
+	// names it: MANUALLY_VERIFIED ("") or VERIFICATION_FAILED.
+	Status string
+	// WebhookURL is the URL a WEBHOOK_UPDATE_ACKNOWLEDGED names as the
+	// item's new one (new_webhook_url): kluis's configured webhook URL.
+	WebhookURL string
 }

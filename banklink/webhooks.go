@@ -276,9 +276,11 @@ func (s *Service) fetchNewAccounts(ctx context.Context, p Provider, providerItem
 
 // SandboxFire names the webhook SandboxFireWebhook fires, in Plaid's
 // terms (SandboxWebhook); AccountID is kluis's id of the item's account a
-// USER_ACCOUNT_REVOKED is about (required for it only).
+// USER_ACCOUNT_REVOKED is about (required for it only); Status an
+// SMS_MICRODEPOSITS_VERIFICATION's outcome (MANUALLY_VERIFIED by default,
+// or VERIFICATION_FAILED).
 type SandboxFire struct {
-	Type, Code, ErrorCode, AccountID string
+	Type, Code, ErrorCode, AccountID, Status string
 }
 
 // SandboxFireWebhook has the sandbox fire a webhook in Plaid's shape about
@@ -294,7 +296,10 @@ func (s *Service) SandboxFireWebhook(ctx context.Context, actor audit.Actor, ite
 	if err != nil {
 		return WebhookResult{}, err
 	}
-	w := SandboxWebhook{ProviderItemID: it.ProviderItemID, Type: f.Type, Code: f.Code, ErrorCode: f.ErrorCode}
+	// A WEBHOOK_UPDATE_ACKNOWLEDGED names the URL the item's webhooks now
+	// go to, as Plaid's does after /item/webhook/update: kluis's own.
+	w := SandboxWebhook{ProviderItemID: it.ProviderItemID, Type: f.Type, Code: f.Code, ErrorCode: f.ErrorCode,
+		Status: f.Status, WebhookURL: s.webhookURL(it.Provider)}
 	if f.AccountID != "" || f.Code == sandboxAccountRevoked {
 		for _, a := range it.Accounts {
 			if a.ID == f.AccountID {

@@ -473,9 +473,17 @@ var codePattern = regexp.MustCompile(`^[A-Z][A-Z0-9_]{0,63}$`)
 //   - ITEM/USER_ACCOUNT_REVOKED (with the account): nothing (the token
 //     still works for the item's other accounts);
 //   - ITEM/NEW_ACCOUNTS_AVAILABLE: one more account;
+//   - ITEM/WEBHOOK_UPDATE_ACKNOWLEDGED: nothing (the sandbox delivers
+//     to kluis in-process); it names kluis's webhook URL as the item's new
+//     one (without a configured URL, EConflict: Plaid sends it only after
+//     /item/webhook/update gave it one);
 //   - AUTH/AUTOMATICALLY_VERIFIED, AUTH/VERIFICATION_EXPIRED: the
 //     ins_sandbox_automated item's account is verified or expired (another
-//     item is EConflict).
+//     item is EConflict);
+//   - AUTH/SMS_MICRODEPOSITS_VERIFICATION: the ins_sandbox_same_day item's
+//     account was confirmed through Plaid's SMS flow instead of Link:
+//     MANUALLY_VERIFIED (the default status) or VERIFICATION_FAILED
+//     (another item, or one no longer waiting, is EConflict).
 //
 // Any other code (upper case, digits and underscores) is signed and sent as
 // is, with no fields of its own: an event kluis records and ignores.
@@ -483,6 +491,9 @@ func (p *Provider) SignedWebhook(ctx context.Context, w banklink.SandboxWebhook)
 	if !codePattern.MatchString(w.Code) || (w.Type != "" && !codePattern.MatchString(w.Type)) ||
 		(w.ErrorCode != "" && !codePattern.MatchString(w.ErrorCode)) {
 		return nil, nil, kluis.Errorf(kluis.EInvalid, "webhook_type, code and error_code must be Plaid's upper-case names, such as ITEM, ERROR and ITEM_LOGIN_REQUIRED")
+	}
+	if w.Status != "" && (w.Code != plaidwebhook.CodeSMSMicrodepositsVerification || !smsStatuses[w.Status]) {
+		return nil, nil, kluis.Errorf(kluis.EInvalid, "status: only SMS_MICRODEPOSITS_VERIFICATION takes one, MANUALLY_VERIFIED or VERIFICATION_FAILED")
 	}
 	b := plaidwebhook.Body{WebhookType: w.Type, WebhookCode: w.Code, ItemID: w.ProviderItemID, Environment: "sandbox"}
 	if b.WebhookType == "" {
@@ -533,10 +544,22 @@ func (p *Provider) playWebhook(ctx context.Context, b *plaidwebhook.Body, w bank
 		b.AccountID = w.ProviderAccountID
 	case item + plaidwebhook.CodeNewAccountsAvailable:
 		sql = `UPDATE sandbox_items SET new_accounts = new_accounts + 1 WHERE provider_item_id = $1 AND removed_at IS NULL`
+	case item + plaidwebhook.CodeWebhookUpdateAcknowledged:
+		if w.WebhookURL == "" {
+			return kluis.Errorf(kluis.EConflict, "WEBHOOK_UPDATE_ACKNOWLEDGED names the item's new webhook URL, and kluis has none configured (KLUIS_BANK_WEBHOOK_URL)")
+		}
+		b.NewWebhookURL = w.WebhookURL
 	case auth + plaidwebhook.CodeAutomaticallyVerified, auth + plaidwebhook.CodeVerificationExpired:
 		// About the Automated Micro-deposits item's one account.
 		b.AccountID = p.accountID(w.ProviderItemID, 0)
 		return p.endAutomated(ctx, w.ProviderItemID, b.WebhookCode)
+	case auth + plaidwebhook.CodeSMSMicrodepositsVerification:
+		// About the Same Day Micro-deposits item's one account.
+		b.AccountID, b.Status = p.accountID(w.ProviderItemID, 0), w.Status
+		if b.Status == "" {
+			b.Status = smsVerified
+		}
+		return p.endSameDayBySMS(ctx, w.ProviderItemID, b.Status)
 	}
 	if sql == "" {
 		return nil
@@ -560,6 +583,33 @@ func (p *Provider) endAutomated(ctx context.Context, providerItemID, code string
 	}
 	if tag.RowsAffected() == 0 {
 		return kluis.Errorf(kluis.EConflict, "the item has no automated micro-deposit waiting: link ins_sandbox_automated")
+	}
+	return nil
+}
+
+// SMS_MICRODEPOSITS_VERIFICATION's statuses (Plaid's), with the
+// verification_status each leaves on the account.
+const (
+	smsVerified = "MANUALLY_VERIFIED"
+	smsFailed   = "VERIFICATION_FAILED"
+)
+
+var smsStatuses = map[string]bool{smsVerified: true, smsFailed: true}
+
+// endSameDayBySMS ends a Same Day Micro-deposits item's wait as Plaid's
+// SMS verification does: the user confirmed the deposit by text message
+// (MANUALLY_VERIFIED) or used up their attempts (VERIFICATION_FAILED),
+// as a code typed in Link's update mode would (confirmCode).
+func (p *Provider) endSameDayBySMS(ctx context.Context, providerItemID, status string) error {
+	tag, err := p.db.Pool.Exec(ctx, `UPDATE sandbox_items
+		SET md_status = $2, md_attempts = CASE WHEN $2 = 'verification_failed' THEN 0 ELSE md_attempts END
+		WHERE provider_item_id = $1 AND md_flow = 'same_day' AND md_status = 'pending_manual_verification' AND removed_at IS NULL`,
+		providerItemID, strings.ToLower(status))
+	if err != nil {
+		return dbFail(err)
+	}
+	if tag.RowsAffected() == 0 {
+		return kluis.Errorf(kluis.EConflict, "the item has no Same Day micro-deposit waiting: link ins_sandbox_same_day")
 	}
 	return nil
 }

@@ -267,6 +267,53 @@ func TestSandboxWebhooksAreInPlaidsShapes(t *testing.T) {
 	if ev := fire(t, banklink.SandboxWebhook{ProviderItemID: expiring.ProviderItemID, Code: "VERIFICATION_EXPIRED"}); ev.Kind != banklink.EventAuthExpired {
 		t.Fatalf("VERIFICATION_EXPIRED = %+v", ev)
 	}
+	// Plaid's SMS flow ends a Same Day item's wait (with its status and
+	// account, as Plaid's body has them), and no other item's.
+	if _, _, err := p.SignedWebhook(ctx, banklink.SandboxWebhook{ProviderItemID: item, Code: "SMS_MICRODEPOSITS_VERIFICATION"}); kluis.ErrorCode(err) != kluis.EConflict {
+		t.Fatalf("SMS_MICRODEPOSITS_VERIFICATION for an instant-auth item = %v, want conflict", err)
+	}
+	for _, tc := range []struct{ status, kind, verification string }{
+		{"", banklink.EventAuthVerified, "manually_verified"},
+		{"MANUALLY_VERIFIED", banklink.EventAuthVerified, "manually_verified"},
+		{"VERIFICATION_FAILED", banklink.EventAuthFailed, "verification_failed"},
+	} {
+		sameDay := link(t, p, sandbox.InstitutionSameDay)
+		before, err := p.GetAccounts(ctx, sameDay.AccessToken)
+		if err != nil || before.Accounts[0].VerificationStatus != "pending_manual_verification" {
+			t.Fatalf("a Same Day item's account: %+v %v", before.Accounts, err)
+		}
+		w := banklink.SandboxWebhook{ProviderItemID: sameDay.ProviderItemID, Code: "SMS_MICRODEPOSITS_VERIFICATION", Status: tc.status}
+		ev := fire(t, w)
+		if ev.Kind != tc.kind || ev.ProviderAccountID != before.Accounts[0].ProviderAccountID || ev.VerificationStatus != tc.verification {
+			t.Fatalf("SMS_MICRODEPOSITS_VERIFICATION %q = %+v", tc.status, ev)
+		}
+		if after, err := p.GetAccounts(ctx, sameDay.AccessToken); err != nil || after.Accounts[0].VerificationStatus != tc.verification {
+			t.Fatalf("after SMS %q the account is %+v, %v", tc.status, after.Accounts, err)
+		}
+		if _, _, err := p.SignedWebhook(ctx, w); kluis.ErrorCode(err) != kluis.EConflict {
+			t.Fatalf("SMS_MICRODEPOSITS_VERIFICATION for an item no longer waiting = %v, want conflict", err)
+		}
+	}
+	for _, w := range []banklink.SandboxWebhook{{Code: "SMS_MICRODEPOSITS_VERIFICATION", Status: "VERIFIED"},
+		{Code: "LOGIN_REPAIRED", Status: "MANUALLY_VERIFIED"}} {
+		w.ProviderItemID = item
+		if _, _, err := p.SignedWebhook(ctx, w); kluis.ErrorCode(err) != kluis.EInvalid {
+			t.Fatalf("%+v = %v, want invalid", w, err)
+		}
+	}
+	// WEBHOOK_UPDATE_ACKNOWLEDGED names the item's new webhook URL, which
+	// Plaid's always carries: without kluis's, the sandbox refuses it.
+	if ev := fire(t, banklink.SandboxWebhook{ProviderItemID: item, Code: "WEBHOOK_UPDATE_ACKNOWLEDGED",
+		WebhookURL: "https://kluis.example/webhooks/sandbox"}); ev.Kind != banklink.EventWebhookUpdated {
+		t.Fatalf("WEBHOOK_UPDATE_ACKNOWLEDGED = %+v", ev)
+	}
+	if _, body, err := p.SignedWebhook(ctx, banklink.SandboxWebhook{ProviderItemID: item, Code: "WEBHOOK_UPDATE_ACKNOWLEDGED",
+		WebhookURL: "https://kluis.example/webhooks/sandbox"}); err != nil || !strings.Contains(string(body), `"new_webhook_url":"https://kluis.example/webhooks/sandbox"`) {
+		t.Fatalf("WEBHOOK_UPDATE_ACKNOWLEDGED's body %s, %v", body, err)
+	}
+	if _, _, err := p.SignedWebhook(ctx, banklink.SandboxWebhook{ProviderItemID: item, Code: "WEBHOOK_UPDATE_ACKNOWLEDGED"}); kluis.ErrorCode(err) != kluis.EConflict {
+		t.Fatalf("WEBHOOK_UPDATE_ACKNOWLEDGED without a URL = %v, want conflict", err)
+	}
 	// Consent withdrawn: the access token dies.
 	fire(t, banklink.SandboxWebhook{ProviderItemID: item, Code: "USER_PERMISSION_REVOKED"})
 	if _, err := p.GetAccounts(ctx, ex.AccessToken); kluis.ErrorCode(err) != banklink.CodeInvalidToken {

@@ -305,6 +305,12 @@ const (
 	Transactions CreateLinkSessionJSONBodyProducts = "transactions"
 )
 
+// Defines values for FireSandboxWebhookJSONBodyStatus.
+const (
+	MANUALLYVERIFIED   FireSandboxWebhookJSONBodyStatus = "MANUALLY_VERIFIED"
+	VERIFICATIONFAILED FireSandboxWebhookJSONBodyStatus = "VERIFICATION_FAILED"
+)
+
 // Defines values for OpenHostedVerifyPageParamsMode.
 const (
 	OpenHostedVerifyPageParamsModeIframe   OpenHostedVerifyPageParamsMode = "iframe"
@@ -1400,6 +1406,9 @@ type FireSandboxWebhookJSONBody struct {
 	// ErrorCode the error.error_code of an `ERROR` (default ITEM_LOGIN_REQUIRED)
 	ErrorCode *string `json:"error_code,omitempty"`
 
+	// Status an SMS_MICRODEPOSITS_VERIFICATION's outcome (default MANUALLY_VERIFIED); no other code takes one
+	Status *FireSandboxWebhookJSONBodyStatus `json:"status,omitempty"`
+
 	// WebhookType Plaid's webhook_type; default `AUTH` for the codes only AUTH has (AUTOMATICALLY_VERIFIED, VERIFICATION_EXPIRED, PRODUCT_PERMISSIONS_REQUIRED, SMS_MICRODEPOSITS_VERIFICATION), `ITEM` otherwise
 	WebhookType *string `json:"webhook_type,omitempty"`
 }
@@ -1413,6 +1422,9 @@ type FireSandboxWebhookParams struct {
 	// `idempotency_key_in_use`. A 5xx is not kept, so a retry with the key runs again.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
+
+// FireSandboxWebhookJSONBodyStatus defines parameters for FireSandboxWebhook.
+type FireSandboxWebhookJSONBodyStatus string
 
 // CreateSandboxPublicTokenJSONBody defines parameters for CreateSandboxPublicToken.
 type CreateSandboxPublicTokenJSONBody struct {

@@ -82,13 +82,7 @@ func dev(ctx context.Context, getenv func(string) string, out io.Writer) error {
 	if _, err := migrations.GrantServing(ctx, owner, env["KLUIS_DATABASE_URL"]); err != nil {
 		return err
 	}
-	lookup := func(k string) string {
-		if v := getenv(k); v != "" && k != "KLUIS_ENV" {
-			return v
-		}
-		return env[k]
-	}
-	cfg, err := config.Load(lookup)
+	cfg, err := config.Load(devLookup(getenv, env))
 	if err != nil {
 		return err
 	}
@@ -109,9 +103,26 @@ func dev(ctx context.Context, getenv func(string) string, out io.Writer) error {
 	go func() {
 		addrs := <-ready
 		printSamples(out, dir, addrs, signer)
-		serveDevApp(ctx, out, addrs[0], signer)
+		serveDevApp(ctx, out, addrs[0], signer, cfg.BankProviders)
 	}()
 	return a.serve(ctx, ready)
+}
+
+// devLookup is the environment `kluis dev` runs with: the operator's own
+// settings (getenv) over the development ones (env), except KLUIS_ENV.
+// An operator who lists bank providers (KLUIS_BANK_PROVIDERS, such as
+// "sandbox,stitch") replaces the development KLUIS_BANK_PROVIDER, which
+// config refuses beside it.
+func devLookup(getenv func(string) string, env map[string]string) func(string) string {
+	return func(k string) string {
+		if v := getenv(k); v != "" && k != "KLUIS_ENV" {
+			return v
+		}
+		if k == "KLUIS_BANK_PROVIDER" && getenv("KLUIS_BANK_PROVIDERS") != "" {
+			return ""
+		}
+		return env[k]
+	}
 }
 
 // devFiles makes (once) and returns the development environment: a local

@@ -9,7 +9,8 @@ import (
 // `make dev`'s samples show of Plaid's own micro-deposits (issue 14
 // point 2): an account at ins_sandbox_same_day is verified by the code the
 // user types in Link's update mode, and one at ins_sandbox_automated by the
-// provider's AUTOMATICALLY_VERIFIED webhook, each through kluis's one
+// provider's AUTOMATICALLY_VERIFIED webhook, and Same Day ones by Plaid's
+// SMS_MICRODEPOSITS_VERIFICATION webhook, each through kluis's one
 // verification state machine.
 func TestDevShowsThePlaidMicroDepositFlowOnTheSandbox(t *testing.T) {
 	call := serveForTest(t, "user_dev_microdeposits")
@@ -63,4 +64,26 @@ func TestDevShowsThePlaidMicroDepositFlowOnTheSandbox(t *testing.T) {
 		t.Fatalf("after AUTOMATICALLY_VERIFIED: %s, want verified", got)
 	}
 	call("POST", "/v1/sandbox/items/"+item+"/fire-webhook", `{"code":"AUTOMATICALLY_VERIFIED"}`, 409)
+
+	// Same Day confirmed through Plaid's SMS flow instead of Link: the
+	// sandbox fires Plaid's AUTH webhook with its status and account, and
+	// kluis handles it as Plaid's.
+	for _, tc := range []struct{ status, kind, want string }{
+		{"", "auth_verified", "verified"}, {`,"status":"VERIFICATION_FAILED"`, "auth_failed", "failed"},
+	} {
+		item, account = link("ins_sandbox_same_day")
+		ver = open(account)
+		res := call("POST", "/v1/sandbox/items/"+item+"/fire-webhook", `{"code":"SMS_MICRODEPOSITS_VERIFICATION"`+tc.status+`}`, 200)
+		if res["kind"] != tc.kind || res["outcome"] != "applied" {
+			t.Fatalf("SMS_MICRODEPOSITS_VERIFICATION%s: %v", tc.status, res)
+		}
+		if got := status(ver); got != tc.want {
+			t.Fatalf("after SMS_MICRODEPOSITS_VERIFICATION%s: %s, want %s", tc.status, got, tc.want)
+		}
+		call("POST", "/v1/sandbox/items/"+item+"/fire-webhook", `{"code":"SMS_MICRODEPOSITS_VERIFICATION"`+tc.status+`}`, 409)
+	}
+	call("POST", "/v1/sandbox/items/"+item+"/fire-webhook", `{"code":"LOGIN_REPAIRED","status":"MANUALLY_VERIFIED"}`, 400)
+	// Plaid sends WEBHOOK_UPDATE_ACKNOWLEDGED only to a new URL: without
+	// KLUIS_BANK_WEBHOOK_URL there is none to name.
+	call("POST", "/v1/sandbox/items/"+item+"/fire-webhook", `{"code":"WEBHOOK_UPDATE_ACKNOWLEDGED"}`, 409)
 }

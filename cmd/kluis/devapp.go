@@ -26,14 +26,13 @@ import (
 const devAppAddr = "127.0.0.1:8090"
 
 // serveDevApp serves the example app until ctx ends, acting for the dev
-// user, and prints its URL and a hosted link URL to open directly.
-func serveDevApp(ctx context.Context, out io.Writer, public string, signer *ecdsa.PrivateKey) {
+// user and offering the bank providers kluis is configured with
+// (providers, the default first), and prints its URL and a hosted link URL
+// to open directly.
+func serveDevApp(ctx context.Context, out io.Writer, public string, signer *ecdsa.PrivateKey, providers []string) {
 	kluisURL := "http://" + public
-	token := func() (string, error) {
-		return mintDev(signer, jwt.MapClaims{"sub": "user_dev_1", "aud": "kluis"}), nil
-	}
-	h := exampleapp.Handler(exampleapp.Options{KluisURL: kluisURL, AppURL: "http://" + devAppAddr,
-		Integrity: api.LinkJSIntegrity, Token: token})
+	token := devUserToken(signer)
+	h := devApp(kluisURL, providers, token)
 	ln, err := net.Listen("tcp", devAppAddr)
 	if err != nil {
 		fmt.Fprintf(out, "\nThe example app could not listen on %s: %v\n", devAppAddr, err)
@@ -46,6 +45,23 @@ func serveDevApp(ctx context.Context, out io.Writer, public string, signer *ecds
 	if link, err := devHostedLink(ctx, kluisURL, token); err == nil {
 		fmt.Fprintf(out, "A hosted link page for user_dev_1 (opens once, for %s): %s\n", "30 minutes", link)
 	}
+}
+
+// devUserToken mints tokens for the dev user, as the app's identity
+// provider would.
+func devUserToken(signer *ecdsa.PrivateKey) func() (string, error) {
+	return func() (string, error) {
+		return mintDev(signer, jwt.MapClaims{"sub": "user_dev_1", "aud": "kluis"}), nil
+	}
+}
+
+// devApp is the example app as `kluis dev` serves it: its page offers the
+// providers kluis links through (a menu when there are several) and its
+// backend names the user's choice when it creates the link session, so
+// every configured provider's hosted step can be tried with clicks.
+func devApp(kluisURL string, providers []string, token func() (string, error)) http.Handler {
+	return exampleapp.Handler(exampleapp.Options{KluisURL: kluisURL, AppURL: "http://" + devAppAddr,
+		Integrity: api.LinkJSIntegrity, Token: token, Providers: providers})
 }
 
 // devHostedLink starts a link session for the dev user and returns its
@@ -81,6 +97,8 @@ func devHostedLink(ctx context.Context, kluisURL string, token func() (string, e
 //   - KLUIS_EXAMPLE_APP_URL: its own origin as browsers reach it (default http:// and the address)
 //   - KLUIS_EXAMPLE_KLUIS_URL: kluis's public listener as browsers reach it (default http://127.0.0.1:8080)
 //   - KLUIS_EXAMPLE_API_URL: kluis as the app's backend reaches it (default KLUIS_EXAMPLE_KLUIS_URL)
+//   - KLUIS_EXAMPLE_PROVIDERS: the bank providers its page offers, as kluis's
+//     KLUIS_BANK_PROVIDERS lists them (default: none named, so kluis's default)
 func exampleApp(ctx context.Context, getenv func(string) string, out io.Writer) error {
 	if getenv("KLUIS_ENV") == "production" {
 		return fmt.Errorf("kluis example-app is for development only and refuses KLUIS_ENV=production")
@@ -94,9 +112,7 @@ func exampleApp(ctx context.Context, getenv func(string) string, out io.Writer) 
 	kluisURL := firstSet(getenv("KLUIS_EXAMPLE_KLUIS_URL"), "http://127.0.0.1:8080")
 	h := exampleapp.Handler(exampleapp.Options{KluisURL: kluisURL, APIURL: getenv("KLUIS_EXAMPLE_API_URL"),
 		AppURL: firstSet(getenv("KLUIS_EXAMPLE_APP_URL"), "http://"+addr), Integrity: api.LinkJSIntegrity,
-		Token: func() (string, error) {
-			return mintDev(signer, jwt.MapClaims{"sub": "user_dev_1", "aud": "kluis"}), nil
-		}})
+		Token: devUserToken(signer), Providers: splitList(getenv("KLUIS_EXAMPLE_PROVIDERS"))})
 	srv := &http.Server{Addr: addr, Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	go func() { <-ctx.Done(); _ = srv.Close() }()
 	fmt.Fprintf(out, "example app on http://%s/\n", addr)
@@ -117,4 +133,16 @@ func readDevSigner(keyFile string) (*ecdsa.PrivateKey, error) {
 		return nil, fmt.Errorf("%s is not PEM", keyFile)
 	}
 	return x509.ParseECPrivateKey(block.Bytes)
+}
+
+// splitList splits a comma-separated list, trimming spaces and dropping
+// empty names.
+func splitList(s string) []string {
+	var out []string
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
 }

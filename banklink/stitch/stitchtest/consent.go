@@ -47,10 +47,24 @@ func (s *Server) decide(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, loc, http.StatusFound)
 		return
 	}
-	loc, status := s.consent(q, "")
+	s.mu.Lock()
+	user := s.signInAs
+	s.signInAs = ""
+	s.mu.Unlock()
+	loc, status := s.consent(q, user)
 	if status != http.StatusFound {
 		http.Error(w, loc, status)
 		return
 	}
 	http.Redirect(w, r, loc, http.StatusFound)
+}
+
+// SignInAs makes the consent page's next Allow authorize the existing
+// user userID, as a user who signs in at their bank with the same login
+// again does (Stitch's reauthorization: the code is for the same user, the
+// id token's sub unchanged); Allow makes new users again after it.
+func (s *Server) SignInAs(userID string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.signInAs = userID
 }

@@ -77,6 +77,8 @@ type Server struct {
 	bank    string // the bank the next user links at
 	// consentPage: the authorize endpoint shows a consent page.
 	consentPage bool
+	// signInAs: the consent page's next Allow is this existing user's.
+	signInAs string
 	// faults
 	down        bool
 	loseRefresh int
