@@ -133,6 +133,9 @@ func jitter(step time.Duration) time.Duration {
 	return step/2 + time.Duration(n.Int64())
 }
 
+// sleepCtx waits d or until ctx ends. It is the client's own, not
+// kluis.Sleep: the client is what apps import, and must not pull in the
+// server's root package.
 func sleepCtx(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
 	defer t.Stop()
