@@ -41,7 +41,8 @@ type env struct {
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	db, _ := pgtest.Open(t)
-	v := vaulttest.Open(t, db, slices.Concat(banklink.CredentialKinds(), verification.CredentialKinds())...)
+	v := vaulttest.OpenWithKeys(t, db, slices.Concat(banklink.SystemKeys(), verification.SystemKeys()),
+		slices.Concat(banklink.CredentialKinds(), verification.CredentialKinds())...)
 	secret := make([]byte, 32)
 	if _, err := rand.Read(secret); err != nil {
 		t.Fatal(err)

@@ -86,13 +86,13 @@ func TestASystemKeyTheProviderRefusesIsDroppedAtOnce(t *testing.T) {
 	if err := sys.confirm(ctx); err == nil {
 		t.Fatal("a refused confirmation succeeded")
 	}
-	if _, err := sys.MAC(SystemKeyVerification, []byte("x")); kluis.ErrorCode(err) != kluis.EUnavailable {
+	if _, err := sys.MAC(SystemKeyIdempotency, []byte("x")); kluis.ErrorCode(err) != kluis.EUnavailable {
 		t.Fatalf("after a refusal: %v, want unavailable", err)
 	}
 	calls := sys.ProviderCalls()
 	// Uses within the second do not ask the provider again.
 	for range 10 {
-		_, _ = sys.MAC(SystemKeyVerification, []byte("x"))
+		_, _ = sys.MAC(SystemKeyIdempotency, []byte("x"))
 	}
 	if got := sys.ProviderCalls(); got != calls {
 		t.Fatalf("10 uses within a second made %d provider calls", got-calls)

@@ -279,7 +279,7 @@ const codeLen = 6
 // verification system key, of a label, the verification id (so a MAC is
 // worth nothing on another verification) and the normalized answer.
 func (s *Service) answerMACFor(id, kind, normalized string) ([]byte, error) {
-	m, err := s.keys.MAC(vault.SystemKeyVerification, []byte("kluis/verification/answer/v1"), []byte(id), []byte(kind), []byte(normalized))
+	m, err := s.keys.MAC(SystemKey, []byte("kluis/verification/answer/v1"), []byte(id), []byte(kind), []byte(normalized))
 	if err != nil {
 		return nil, kluis.Unavailable("key store", err)
 	}

@@ -144,7 +144,7 @@ func start(t testing.TB, db *postgres.DB, u string, keys vault.KeyProvider, opts
 	ctx := context.Background()
 	logs := &SyncBuffer{}
 	logger := logging.New(io.MultiWriter(logs, testWriter{t}), slog.LevelDebug)
-	sys, err := vault.LoadSystemKeys(ctx, db, keys)
+	sys, err := vault.LoadSystemKeys(ctx, db, keys, SystemKeyNames()...)
 	if err != nil {
 		t.Fatalf("apitest: system keys: %v", err)
 	}
@@ -314,6 +314,12 @@ func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// SystemKeyNames are the system keys cmd/kluis loads: the vault's own and
+// each feature's.
+func SystemKeyNames() []string {
+	return slices.Concat(vault.DefaultSystemKeys, verification.SystemKeys(), banklink.SystemKeys())
 }
 
 // CredentialKinds is the registry of credential kinds cmd/kluis builds

@@ -202,6 +202,17 @@ func (a *app) close() {
 // stored keys: they were wrapped under another root key.
 var errKeysRefused = errors.New("the key provider refused to unwrap kluis's stored keys (are they from another root key?)")
 
+// systemKeyNames are the system keys kluis loads: the vault's own and each
+// feature's, which name their keys as they register their credential kinds
+// (the vault knows none of the features' names). Two features may name one
+// stored key (banklink.SystemKeyHeld is verification.SystemKey's key); it
+// is loaded once, and it lists once here.
+func systemKeyNames() []string {
+	names := slices.Concat(vault.DefaultSystemKeys, verification.SystemKeys(), banklink.SystemKeys())
+	slices.Sort(names)
+	return slices.Compact(names)
+}
+
 // loadSystemKeys retries while the key provider is unavailable, up to
 // startupWait: kluis does not start without its keys. They are confirmed
 // with the provider within recheck (KLUIS_KEYRING_RECHECK), as keyring
@@ -210,7 +221,7 @@ func loadSystemKeys(ctx context.Context, db *postgres.DB, keys vault.KeyProvider
 	var sys *vault.SystemKeys
 	err := waitForProvider(ctx, logger, "load system keys", func() error {
 		var err error
-		sys, err = vault.LoadSystemKeysWith(ctx, db, keys, vault.SystemKeyOptions{Recheck: recheck})
+		sys, err = vault.LoadSystemKeysWith(ctx, db, keys, vault.SystemKeyOptions{Recheck: recheck}, systemKeyNames()...)
 		return err
 	})
 	return sys, err
