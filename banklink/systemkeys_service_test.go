@@ -16,14 +16,7 @@ func TestASessionThatSucceededBeforeTheUpgradeIsStillExchanged(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	actor := audit.User("user_bl_upgrade", "req_1")
-	ls, err := e.svc.CreateLinkSession(ctx, actor, nil, "", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := e.svc.SandboxPublicToken(ctx, actor, ls.ID, goodLogin)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ls, tok := e.succeeded(t, actor)
 	// What the earlier release stored: the hash under the held key.
 	held, err := e.vault.System.MAC(banklink.SystemKeyHeld, []byte("kluis/banklink/public-token"), []byte(tok))
 	if err != nil {

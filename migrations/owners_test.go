@@ -255,30 +255,14 @@ func returnedSQL(body *ast.BlockStmt) []string {
 }
 
 // sqlTablesIn returns the tables of tableOwners that the string literals
-// under n name as SQL.
+// under n name as SQL, leaving out the SQL that n runs (runsSQL).
 func sqlTablesIn(n ast.Node) []string {
 	var out []string
-	ast.Inspect(n, func(n ast.Node) bool {
-		if call, ok := n.(*ast.CallExpr); ok {
-			if sel, ok := call.Fun.(*ast.SelectorExpr); ok && runsSQL[sel.Sel.Name] {
-				return false
-			}
+	for _, table := range literalTables(n, true) {
+		if _, owned := tableOwners[table]; owned {
+			out = append(out, table)
 		}
-		lit, ok := n.(*ast.BasicLit)
-		if !ok || lit.Kind != token.STRING {
-			return true
-		}
-		s, err := strconv.Unquote(lit.Value)
-		if err != nil {
-			return true
-		}
-		for _, m := range sqlTable.FindAllStringSubmatch(s, -1) {
-			if _, owned := tableOwners[strings.TrimPrefix(m[1], "public.")]; owned {
-				out = append(out, strings.TrimPrefix(m[1], "public."))
-			}
-		}
-		return true
-	})
+	}
 	return out
 }
 
@@ -290,8 +274,19 @@ func namedTables(t *testing.T, path string) []string {
 	if err != nil {
 		t.Fatalf("parse %s: %v", path, err)
 	}
+	return literalTables(f, false)
+}
+
+// literalTables returns the tables the string literals under n name as
+// SQL; with skipRuns, not those in the SQL argument of a call that runs it.
+func literalTables(n ast.Node, skipRuns bool) []string {
 	var out []string
-	ast.Inspect(f, func(n ast.Node) bool {
+	ast.Inspect(n, func(n ast.Node) bool {
+		if call, ok := n.(*ast.CallExpr); ok && skipRuns {
+			if sel, ok := call.Fun.(*ast.SelectorExpr); ok && runsSQL[sel.Sel.Name] {
+				return false
+			}
+		}
 		lit, ok := n.(*ast.BasicLit)
 		if !ok || lit.Kind != token.STRING {
 			return true
