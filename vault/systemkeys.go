@@ -20,8 +20,10 @@ import (
 	"github.com/kluis-dev/kluis/postgres"
 )
 
-// Names of the system keys the vault and the parts below the features use.
-// A feature names its own keys (verification.SystemKey, banklink.SystemKey)
+// Names of the system keys the vault's own functions use (blind indexes,
+// Pseudonym, SignAuditHead). Every other part names its own keys
+// (verification.SystemKey, banklink.SystemKey, idempotency.SystemKey,
+// hosted.SystemKey)
 // and cmd/kluis gathers them, as it gathers credential kinds: the vault
 // loads any name it is given and knows none of the features'.
 const (
@@ -31,22 +33,14 @@ const (
 	// SystemKeyAuditPseudonym keys the pseudonyms audit entries carry in
 	// place of personal data.
 	SystemKeyAuditPseudonym = "audit-pseudonym"
-	// SystemKeyIdempotency keys the Idempotency-Key rows: the caller's and
-	// key's hashes, the request fingerprints (which would otherwise let a
-	// copy of the table test guesses of a request's body, such as an
-	// account number) and the keys that seal stored answers.
-	SystemKeyIdempotency = "idempotency"
 	// SystemKeyAuditHead signs the audit chain's anchored heads.
 	SystemKeyAuditHead = "audit-head"
-	// SystemKeyHostedPage keys the hashes of hosted pages' page and form
-	// tokens (docs/HOSTED.md): a copy of the table cannot test guesses.
-	SystemKeyHostedPage = "hosted-page"
 )
 
 // DefaultSystemKeys are the keys LoadSystemKeys loads when given no names,
 // and the ones named here: a caller that names keys of features adds these
 // (cmd/kluis: vault.DefaultSystemKeys and each feature's SystemKeys()).
-var DefaultSystemKeys = []string{SystemKeyBlindIndex, SystemKeyAuditPseudonym, SystemKeyIdempotency, SystemKeyAuditHead, SystemKeyHostedPage}
+var DefaultSystemKeys = []string{SystemKeyBlindIndex, SystemKeyAuditPseudonym, SystemKeyAuditHead}
 
 // Domain-separation labels, so that one key's MACs for one purpose are never
 // valid for another.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/api/idempotency"
 	"github.com/kluis-dev/kluis/apps"
 	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/banklink"
@@ -19,6 +20,7 @@ import (
 	"github.com/kluis-dev/kluis/compliance"
 	"github.com/kluis-dev/kluis/config"
 	"github.com/kluis-dev/kluis/events"
+	"github.com/kluis-dev/kluis/hosted"
 	"github.com/kluis-dev/kluis/logging"
 	"github.com/kluis-dev/kluis/migrations"
 	"github.com/kluis-dev/kluis/postgres"
@@ -208,7 +210,8 @@ var errKeysRefused = errors.New("the key provider refused to unwrap kluis's stor
 // stored key (banklink.SystemKeyHeld is verification.SystemKey's key); it
 // is loaded once, and it lists once here.
 func systemKeyNames() []string {
-	names := slices.Concat(vault.DefaultSystemKeys, verification.SystemKeys(), banklink.SystemKeys())
+	names := slices.Concat(vault.DefaultSystemKeys, verification.SystemKeys(), banklink.SystemKeys(),
+		idempotency.SystemKeys(), hosted.SystemKeys())
 	slices.Sort(names)
 	return slices.Compact(names)
 }

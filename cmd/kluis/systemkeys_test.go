@@ -5,7 +5,9 @@ import (
 	"testing"
 
 	"github.com/kluis-dev/kluis/api/apitest"
+	"github.com/kluis-dev/kluis/api/idempotency"
 	"github.com/kluis-dev/kluis/banklink"
+	"github.com/kluis-dev/kluis/hosted"
 	"github.com/kluis-dev/kluis/vault"
 	"github.com/kluis-dev/kluis/verification"
 )
@@ -16,13 +18,16 @@ import (
 // same list the api tests load.
 func TestKluisLoadsEveryPartsSystemKeysOnce(t *testing.T) {
 	names := systemKeyNames()
-	for _, want := range slices.Concat(vault.DefaultSystemKeys, verification.SystemKeys(), banklink.SystemKeys()) {
+	for _, want := range slices.Concat(vault.DefaultSystemKeys, verification.SystemKeys(), banklink.SystemKeys(),
+		idempotency.SystemKeys(), hosted.SystemKeys()) {
 		if !slices.Contains(names, want) {
 			t.Errorf("system key %q is not loaded", want)
 		}
 	}
-	if slices.Contains(vault.DefaultSystemKeys, verification.SystemKey) || slices.Contains(vault.DefaultSystemKeys, banklink.SystemKey) {
-		t.Error("the vault names a feature's system key")
+	for _, feature := range []string{verification.SystemKey, banklink.SystemKey, banklink.SystemKeyHeld, idempotency.SystemKey, hosted.SystemKey} {
+		if slices.Contains(vault.DefaultSystemKeys, feature) {
+			t.Errorf("the vault names the system key %q of another part", feature)
+		}
 	}
 	if len(slices.Compact(slices.Clone(names))) != len(names) {
 		t.Errorf("a name is listed twice: %v", names)
