@@ -23,9 +23,8 @@ import (
 // Names of the system keys the vault's own functions use (blind indexes,
 // Pseudonym, SignAuditHead). Every other part names its own keys
 // (verification.SystemKey, banklink.SystemKey, idempotency.SystemKey,
-// hosted.SystemKey)
-// and cmd/kluis gathers them, as it gathers credential kinds: the vault
-// loads any name it is given and knows none of the features'.
+// hosted.SystemKey) and cmd/kluis gathers them, as it gathers credential
+// kinds: the vault loads any name it is given and knows none of theirs.
 const (
 	// SystemKeyBlindIndex keys the blind indexes of the credential kinds
 	// that have one (Kind.Index).
