@@ -118,8 +118,8 @@ func makeSubjectData(t *testing.T, env *apitest.Env, sub string) subjectData {
 				VALUES ($1, $2, $3, 'pa_1', 'Cheque', '4567', $4)`, []any{acc, d.subjectID, item, d.numberRef}},
 			{`INSERT INTO link_sessions (id, subject_id, provider, mode, status, expires_at, exchanged_item_id, public_token_hash)
 				VALUES ($1, $2, 'sandbox', 'new', 'exchanged', now(), $3, $4)`, []any{kluis.NewID(kluis.PrefixLinkSession), d.subjectID, item, make([]byte, 32)}},
-			{`INSERT INTO verifications (id, subject_id, account_id, requested_method, method, status, attempts_remaining, expires_at, created_at, updated_at)
-				VALUES ($1, $2, $3, 'auto', 'instant', 'verified', 3, now(), now(), now())`, []any{ver, d.subjectID, acc}},
+			{`INSERT INTO verifications (id, subject_id, account_id, requested_method, method, status, attempts_remaining, expires_at, created_at, updated_at, app_id)
+				VALUES ($1, $2, $3, 'auto', 'instant', 'verified', 3, now(), now(), now(), 'default')`, []any{ver, d.subjectID, acc}},
 			{`INSERT INTO provider_webhook_events (provider, event_id, kind, item_id, outcome) VALUES ('sandbox', $1, 'new_accounts', $2, 'applied')`,
 				[]any{kluis.NewID("evt_"), item}},
 		}

@@ -12,7 +12,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/kluis-dev/kluis"
-	"github.com/kluis-dev/kluis/vault"
+	"github.com/kluis-dev/kluis/api/idempotency"
 )
 
 // Page sizes of the list routes (api/openapi.yaml: at most 100).
@@ -133,7 +133,7 @@ func (d *Deps) cursorMAC(c echo.Context, payload []byte) ([]byte, error) {
 	if d.MACs == nil {
 		return nil, kluis.Errorf(kluis.EUnavailable, "key store unavailable, try again later")
 	}
-	m, err := d.MACs.MAC(vault.SystemKeyIdempotency, append(cursorBinding(c), payload)...)
+	m, err := d.MACs.MAC(idempotency.SystemKey, append(cursorBinding(c), payload)...)
 	if err != nil {
 		return nil, kluis.Unavailable("key store", err)
 	}

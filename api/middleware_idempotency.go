@@ -197,7 +197,7 @@ func (d *Deps) claimFor(c echo.Context, key string, body []byte) (*idempotency.C
 		return nil, kluis.Unavailable("key store", errors.New("idempotency: no system keys configured"))
 	}
 	mac := func(label string, parts ...[]byte) ([]byte, error) {
-		m, err := d.MACs.MAC(vault.SystemKeyIdempotency, append([][]byte{[]byte(label)}, parts...)...)
+		m, err := d.MACs.MAC(idempotency.SystemKey, append([][]byte{[]byte(label)}, parts...)...)
 		if err != nil {
 			return nil, kluis.Unavailable("key store", err)
 		}

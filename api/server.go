@@ -118,7 +118,7 @@ type Deps struct {
 	// worker's Wake, so that the replay goes out at once).
 	OnReplay func()
 
-	// MACs keys the Idempotency-Key rows (vault.SystemKeyIdempotency);
+	// MACs keys the Idempotency-Key rows (idempotency.SystemKey);
 	// without it, a POST with an Idempotency-Key answers 503.
 	MACs MACer
 }

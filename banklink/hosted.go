@@ -226,10 +226,11 @@ func selectAccounts(accts []ProviderAccount, names []string) []ProviderAccount {
 }
 
 // publicTokenKey is the AES-256 key that seals one session's public token:
-// an HMAC under banklink's system key of the session id, so a sealed token
-// moved to another session does not open, and the key is never stored.
-func (s *Service) publicTokenKey(sessionID string) (cipher.AEAD, error) {
-	key, err := s.mac("public-token-seal", []byte(sessionID))
+// an HMAC under the named system key (SystemKey; SystemKeyHeld for what an
+// earlier release sealed) of the session id, so a sealed token moved to
+// another session does not open, and the key is never stored.
+func (s *Service) publicTokenKey(name, sessionID string) (cipher.AEAD, error) {
+	key, err := s.mac(name, "public-token-seal", []byte(sessionID))
 	if err != nil {
 		return nil, err
 	}
@@ -244,7 +245,7 @@ func (s *Service) publicTokenKey(sessionID string) (cipher.AEAD, error) {
 // sealPublicToken seals tok for the session: nonce and AES-256-GCM
 // ciphertext, the session id as additional data.
 func (s *Service) sealPublicToken(sessionID, tok string) ([]byte, error) {
-	gcm, err := s.publicTokenKey(sessionID)
+	gcm, err := s.publicTokenKey(SystemKey, sessionID)
 	if err != nil {
 		return nil, err
 	}
@@ -253,10 +254,19 @@ func (s *Service) sealPublicToken(sessionID, tok string) ([]byte, error) {
 	return gcm.Seal(nonce, nonce, []byte(tok), []byte(sessionID)), nil
 }
 
-// openPublicToken opens what sealPublicToken sealed; anything else is an
+// openPublicToken opens what sealPublicToken sealed (or, acceptHeld, what
+// an earlier release sealed under SystemKeyHeld); anything else is an
 // internal error (integrity).
 func (s *Service) openPublicToken(sessionID string, sealed []byte) (string, error) {
-	gcm, err := s.publicTokenKey(sessionID)
+	plain, err := s.openPublicTokenUnder(SystemKey, sessionID, sealed)
+	if err != nil && acceptHeld && kluis.ErrorCode(err) == vault.EIntegrity {
+		plain, err = s.openPublicTokenUnder(SystemKeyHeld, sessionID, sealed)
+	}
+	return plain, err
+}
+
+func (s *Service) openPublicTokenUnder(key, sessionID string, sealed []byte) (string, error) {
+	gcm, err := s.publicTokenKey(key, sessionID)
 	if err != nil {
 		return "", err
 	}

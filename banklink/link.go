@@ -235,12 +235,16 @@ func (s *Service) Exchange(ctx context.Context, actor audit.Actor, sessionID, pu
 	if publicToken == "" || len(publicToken) > maxPublicTokenLen {
 		return Item{}, false, kluis.Errorf(kluis.EInvalid, "public_token is required")
 	}
-	hash, err := s.publicTokenHash(publicToken)
+	fresh, err := s.publicTokenHash(publicToken)
 	if err != nil {
 		return Item{}, false, err
 	}
 	for {
 		row, subjectID, err := s.openSession(ctx, s.db.Pool, actor.Name, sessionID)
+		if err != nil {
+			return Item{}, false, err
+		}
+		hash, err := s.storedTokenHash(row.PublicTokenHash, fresh, publicToken)
 		if err != nil {
 			return Item{}, false, err
 		}

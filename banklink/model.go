@@ -110,7 +110,9 @@ type Item struct {
 
 // Account is a bank account: linked through an item, or (ItemID empty)
 // entered by hand. AccountNumberRef is the sealed numbers' reference, for
-// the internal API only.
+// the internal API only. Verification sees accounts through its own view,
+// verification.Account, which AccountStore (the verification.Accounts
+// port) fills.
 type Account struct {
 	ID                 string
 	SubjectID          string

@@ -2,8 +2,6 @@ package banklink
 
 import (
 	"context"
-	"crypto/subtle"
-	"encoding/base64"
 	"net/url"
 	"strings"
 	"time"
@@ -62,11 +60,7 @@ func oauthProvider(p Provider) (OAuthProvider, bool) {
 // lookup table and nobody can make a state for a session of their own
 // choosing. The provider derives the PKCE verifier from it.
 func (s *Service) oauthState(sessionID string) (string, error) {
-	m, err := s.mac("oauth-state", []byte(sessionID))
-	if err != nil {
-		return "", err
-	}
-	return sessionID + "." + base64.RawURLEncoding.EncodeToString(m[:24]), nil
+	return s.oauthStateUnder(SystemKey, sessionID)
 }
 
 // sessionOfState checks a callback's state and returns its session id.
@@ -75,11 +69,11 @@ func (s *Service) sessionOfState(state string) (string, error) {
 	if !ok || !kluis.ValidID(kluis.PrefixLinkSession, id) {
 		return "", errBadState()
 	}
-	want, err := s.oauthState(id)
+	valid, err := s.validState(id, state)
 	if err != nil {
 		return "", err
 	}
-	if subtle.ConstantTimeCompare([]byte(want), []byte(state)) != 1 {
+	if !valid {
 		return "", errBadState()
 	}
 	return id, nil

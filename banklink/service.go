@@ -3,7 +3,6 @@ package banklink
 import (
 	"context"
 	"crypto/hmac"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,8 +20,9 @@ import (
 )
 
 // MACer computes keyed MACs under a named system key (vault.SystemKeys).
-// The Service uses it for the public-token hash and the pseudonymous
-// client_user_id it shows providers.
+// The Service uses it for the public-token hash and seal key, the OAuth
+// state and the pseudonymous client_user_id it shows providers, under the
+// keys SystemKeys names (systemkeys.go).
 type MACer interface {
 	MAC(name string, parts ...[]byte) ([]byte, error)
 }
@@ -39,11 +39,8 @@ type Options struct {
 	// Provider is shorthand for Providers with this one provider.
 	Provider Provider
 	Keys     MACer
-	// KeyName is the system key Keys uses (default vault.SystemKeyVerification);
-	// every MAC is domain-separated by a label of its own.
-	KeyName string
-	Clock   kluis.Clock
-	Logger  *slog.Logger
+	Clock    kluis.Clock
+	Logger   *slog.Logger
 	// WebhookURL is given to the provider in link tokens: where it should
 	// send item events (https://…/webhooks/<provider>; a "{provider}" in
 	// it is replaced by the provider's name). Empty: none.
@@ -77,7 +74,6 @@ type Service struct {
 	// looks its own provider up in.
 	providers Providers
 	keys      MACer
-	keyName   string
 	clock     kluis.Clock
 	log       *slog.Logger
 	webhook   string
@@ -109,15 +105,12 @@ func New(opts Options) (*Service, error) {
 		return nil, err
 	}
 	s := &Service{db: opts.DB, vault: opts.Vault, audit: opts.Auditor, providers: providers, keys: opts.Keys,
-		keyName: opts.KeyName, clock: opts.Clock, log: opts.Logger, webhook: opts.WebhookURL,
+		clock: opts.Clock, log: opts.Logger, webhook: opts.WebhookURL,
 		orphanRevokeFor: opts.OrphanRevokeFor, notify: opts.Notify, bankVerificationDone: opts.BankVerificationDone}
 	if s.orphanRevokeFor <= 0 {
 		s.orphanRevokeFor = DefaultOrphanRevokeFor
 	}
 	s.timeouts = opts.CallTimeouts.withDefaults()
-	if s.keyName == "" {
-		s.keyName = vault.SystemKeyVerification
-	}
 	if s.clock == nil {
 		s.clock = kluis.SystemClock{}
 	}
@@ -155,27 +148,13 @@ func (s *Service) webhookURL(provider string) string {
 
 func (s *Service) now() time.Time { return s.clock.Now().UTC() }
 
-// mac is a keyed MAC with a label of its own.
-func (s *Service) mac(label string, parts ...[]byte) ([]byte, error) {
-	m, err := s.keys.MAC(s.keyName, append([][]byte{[]byte("kluis/banklink/" + label)}, parts...)...)
+// mac is a keyed MAC under the named system key with a label of its own.
+func (s *Service) mac(key, label string, parts ...[]byte) ([]byte, error) {
+	m, err := s.keys.MAC(key, append([][]byte{[]byte("kluis/banklink/" + label)}, parts...)...)
 	if err != nil {
 		return nil, kluis.Wrap(kluis.EUnavailable, "key store unavailable, try again later", errors.Join(kluis.ErrUnavailable, err))
 	}
 	return m, nil
-}
-
-// publicTokenHash is what link_sessions keeps of a public token.
-func (s *Service) publicTokenHash(token string) ([]byte, error) {
-	return s.mac("public-token", []byte(token))
-}
-
-// clientUserID is the pseudonym a provider knows the subject by.
-func (s *Service) clientUserID(subjectID string) (string, error) {
-	m, err := s.mac("client-user-id", []byte(subjectID))
-	if err != nil {
-		return "", err
-	}
-	return "kluis-" + hex.EncodeToString(m[:16]), nil
 }
 
 // sameHash compares two hashes in constant time.

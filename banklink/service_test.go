@@ -41,7 +41,8 @@ type env struct {
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	db, _ := pgtest.Open(t)
-	v := vaulttest.Open(t, db, slices.Concat(banklink.CredentialKinds(), verification.CredentialKinds())...)
+	v := vaulttest.OpenWithKeys(t, db, slices.Concat(banklink.SystemKeys(), verification.SystemKeys()),
+		slices.Concat(banklink.CredentialKinds(), verification.CredentialKinds())...)
 	secret := make([]byte, 32)
 	if _, err := rand.Read(secret); err != nil {
 		t.Fatal(err)
@@ -61,8 +62,9 @@ func newEnv(t *testing.T) *env {
 
 var goodLogin = banklink.SandboxLink{InstitutionID: sandbox.InstitutionAuth, Username: sandbox.GoodUsername, Password: sandbox.GoodPassword}
 
-// link runs a new link to its item: session, the user's login, exchange.
-func (e *env) link(t *testing.T, actor audit.Actor) banklink.Item {
+// succeeded runs a new link session to its public token: session, the
+// user's login.
+func (e *env) succeeded(t *testing.T, actor audit.Actor) (banklink.LinkSession, string) {
 	t.Helper()
 	ctx := context.Background()
 	ls, err := e.svc.CreateLinkSession(ctx, actor, nil, "", "")
@@ -73,7 +75,14 @@ func (e *env) link(t *testing.T, actor audit.Actor) banklink.Item {
 	if err != nil {
 		t.Fatal(err)
 	}
-	it, created, err := e.svc.Exchange(ctx, actor, ls.ID, tok)
+	return ls, tok
+}
+
+// link runs a new link to its item: session, the user's login, exchange.
+func (e *env) link(t *testing.T, actor audit.Actor) banklink.Item {
+	t.Helper()
+	ls, tok := e.succeeded(t, actor)
+	it, created, err := e.svc.Exchange(context.Background(), actor, ls.ID, tok)
 	if err != nil || !created {
 		t.Fatalf("exchange: created %v, %v", created, err)
 	}

@@ -21,7 +21,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/client/kluisapi"
 )
 
@@ -74,7 +73,7 @@ func New(cfg Config) (*Client, error) {
 		}
 		hc = &http.Client{Transport: tr, Timeout: timeout}
 	}
-	opts := []kluisapi.ClientOption{kluisapi.WithHTTPClient(&doer{hc: hc, policy: cfg.Retry.withDefaults(), sleep: kluis.Sleep})}
+	opts := []kluisapi.ClientOption{kluisapi.WithHTTPClient(&doer{hc: hc, policy: cfg.Retry.withDefaults(), sleep: sleepCtx})}
 	if cfg.BearerToken != nil {
 		opts = append(opts, kluisapi.WithRequestEditorFn(func(ctx context.Context, req *http.Request) error {
 			tok, err := cfg.BearerToken(ctx)

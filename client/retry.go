@@ -133,6 +133,20 @@ func jitter(step time.Duration) time.Duration {
 	return step/2 + time.Duration(n.Int64())
 }
 
+// sleepCtx waits d or until ctx ends. It is the client's own, not
+// kluis.Sleep: the client is what apps import, and must not pull in the
+// server's root package.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
 // NewIdempotencyKey makes a fresh Idempotency-Key: 24 random bytes in
 // unpadded base64url (32 printable characters). The client sets one on
 // every POST by itself; set your own (kluisapi's Params, or the header in a

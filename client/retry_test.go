@@ -9,8 +9,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/kluis-dev/kluis"
 )
 
 // answers is a server that gives the queued answers in order (the last one
@@ -116,7 +114,7 @@ func TestACallersOwnIdempotencyKeyIsKept(t *testing.T) {
 	srv := &answers{queue: []func(http.ResponseWriter){status(200, "")}}
 	ts := httptest.NewServer(srv)
 	defer ts.Close()
-	d := &doer{hc: ts.Client(), policy: RetryPolicy{}.withDefaults(), sleep: kluis.Sleep}
+	d := &doer{hc: ts.Client(), policy: RetryPolicy{}.withDefaults(), sleep: sleepCtx}
 	req, _ := http.NewRequest(http.MethodPost, ts.URL, strings.NewReader("{}"))
 	req.Header.Set("Idempotency-Key", "mine-1")
 	resp, err := d.Do(req)
@@ -134,7 +132,7 @@ func TestAWaitEndsWithTheContext(t *testing.T) {
 	srv := &answers{queue: []func(http.ResponseWriter){status(503, "5")}}
 	ts := httptest.NewServer(srv)
 	defer ts.Close()
-	d := &doer{hc: ts.Client(), policy: RetryPolicy{}.withDefaults(), sleep: kluis.Sleep}
+	d := &doer{hc: ts.Client(), policy: RetryPolicy{}.withDefaults(), sleep: sleepCtx}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, ts.URL, nil)

@@ -76,7 +76,7 @@ func TestRowsAnotherFeatureStillRefersToAreKeptByTheCatalog(t *testing.T) {
 	exec(t, db, `INSERT INTO accounts (id, subject_id, name, mask, status, revoked_at) VALUES ($1, $2, 'cheque', '1234', 'revoked', $3)`, acc, sid, old)
 	ver := kluis.NewID(kluis.PrefixVerification)
 	exec(t, db, `INSERT INTO verifications (id, subject_id, account_id, requested_method, method, status, attempts_remaining,
-		expires_at, created_at, updated_at) VALUES ($1, $2, $3, 'instant', 'instant', 'pending', 3, $4, $4, $4)`, ver, sid, acc, now)
+		expires_at, created_at, updated_at, app_id) VALUES ($1, $2, $3, 'instant', 'instant', 'pending', 3, $4, $4, $4, 'default')`, ver, sid, acc, now)
 	purger := compliance.NewPurger(db, audit.NewAuditor(db, audittest.Pseudonyms{}, nil), fixedClock{now}, nil, classes)
 	if _, err := purger.Purge(ctx, compliance.PurgeOptions{}); err != nil {
 		t.Fatal(err)

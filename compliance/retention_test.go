@@ -96,14 +96,14 @@ var fixtures = map[string]func(t *testing.T, db *postgres.DB, at time.Time, subj
 		exec(t, db, `INSERT INTO accounts (id, subject_id, name, mask) VALUES ($1, $2, 'cheque', '1234')`, acc, subject)
 		id := kluis.NewID(kluis.PrefixVerification)
 		exec(t, db, `INSERT INTO verifications (id, subject_id, account_id, requested_method, method, status, attempts_remaining,
-			expires_at, created_at, updated_at, finished_at) VALUES ($1, $2, $3, 'instant', 'instant', 'verified', 3, $4, $4, $4, $4)`,
+			expires_at, created_at, updated_at, finished_at, app_id) VALUES ($1, $2, $3, 'instant', 'instant', 'verified', 3, $4, $4, $4, $4, 'default')`,
 			id, subject, acc, at)
 		return row{"verifications", "id = $1", id}
 	},
 	compliance.VerificationFailuresClass: func(t *testing.T, db *postgres.DB, at time.Time, subject string) row {
 		id := kluis.NewID(kluis.PrefixVerification)
-		exec(t, db, `INSERT INTO verification_failures (verification_id, subject_id, account_id, failed_at)
-			VALUES ($1, $2, $3, $4)`, id, subject, kluis.NewID(kluis.PrefixAccount), at)
+		exec(t, db, `INSERT INTO verification_failures (verification_id, subject_id, account_id, failed_at, app_id)
+			VALUES ($1, $2, $3, $4, 'default')`, id, subject, kluis.NewID(kluis.PrefixAccount), at)
 		return row{"verification_failures", "verification_id = $1", id}
 	},
 	"removed_accounts": func(t *testing.T, db *postgres.DB, at time.Time, subject string) row {

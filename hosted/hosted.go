@@ -26,7 +26,6 @@ import (
 
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/postgres"
-	"github.com/kluis-dev/kluis/vault"
 )
 
 // Purposes: what a page token opens.
@@ -116,10 +115,18 @@ func newToken(prefix string) string {
 	return prefix + base64.RawURLEncoding.EncodeToString(b[:])
 }
 
+// SystemKey is the system key the hashes of hosted pages' tokens are keyed
+// under (vault.SystemKeys; cmd/kluis gathers every part's names,
+// SystemKeys, and loads them): a copy of the table cannot test guesses.
+const SystemKey = "hosted-page"
+
+// SystemKeys are the names of the system keys hosted pages need loaded.
+func SystemKeys() []string { return []string{SystemKey} }
+
 // hash is what hosted_pages keeps of a token: an HMAC under the hosted-page
 // system key, bound to the token's kind. A key that cannot be had is a 503.
 func (s *Store) hash(kind, token string) ([]byte, error) {
-	m, err := s.macs.MAC(vault.SystemKeyHostedPage, []byte("kluis/hosted/"+kind), []byte(token))
+	m, err := s.macs.MAC(SystemKey, []byte("kluis/hosted/"+kind), []byte(token))
 	if err != nil {
 		return nil, kluis.Wrap(kluis.EUnavailable, "key store unavailable, try again later", errors.Join(kluis.ErrUnavailable, err))
 	}

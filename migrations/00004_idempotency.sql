@@ -1,4 +1,4 @@
--- Idempotency keys (API.md: every POST takes an optional Idempotency-Key).
+-- Idempotency keys (docs/SECURITY.md, "Idempotency-Key": every POST takes an optional one).
 
 -- +goose Up
 

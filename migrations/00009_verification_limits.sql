@@ -1,4 +1,4 @@
--- Verification limits (API.md "Verification limits") and keyed
+-- Verification limits (docs/SECURITY.md, "Verification limits") and keyed
 -- Idempotency-Key fingerprints (docs/SECURITY.md).
 
 -- +goose Up

@@ -61,9 +61,10 @@ BEGIN
 END $$;
 -- +goose StatementEnd
 
--- The erasure statuses of API.md. needs_attention: the provider kept
--- refusing to revoke; completed_with_exceptions: two staff completed such a
--- run (its receipt names the items the provider did not revoke).
+-- The erasure statuses (docs/COMPLIANCE.md, "The workflow").
+-- needs_attention: the provider kept refusing to revoke;
+-- completed_with_exceptions: two staff completed such a run (its receipt
+-- names the items the provider did not revoke).
 ALTER TABLE erasure_requests DROP CONSTRAINT IF EXISTS erasure_requests_status_check;
 ALTER TABLE erasure_requests ADD CONSTRAINT erasure_requests_status_check CHECK (status IN (
     'pending_approval', 'rejected', 'cancelled', 'approved', 'needs_attention', 'completed', 'completed_with_exceptions'));

@@ -1,4 +1,4 @@
--- South African manual accounts (API.md "South Africa"): the country and
+-- South African manual accounts (README; api/openapi.yaml): the country and
 -- bank of a manual account, and the holder's identity number, sealed as its
 -- own credential kind (id_number) so that a bank account verification can
 -- later send it to the bank without anything else storing it.

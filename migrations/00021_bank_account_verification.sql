@@ -1,4 +1,4 @@
--- Bank account verification (issue 15, API.md "South Africa"): a
+-- Bank account verification (issue 15; README, `KLUIS_BAV_REQUIRED_CHECKS`): a
 -- verification of method bank_account_verification asks the bank, through
 -- a verifier (Stitch's verifyBankAccountDetails, or the sandbox's), whether
 -- the account exists, is open, takes debits and credits, and whether the

@@ -111,23 +111,7 @@ func TestNoPackageNamesAnotherPackagesTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	strangers := map[string][]string{} // "pkg table" → where
-	err = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(root, path)
-		rel = filepath.ToSlash(rel)
-		if d.IsDir() {
-			name := d.Name()
-			if rel != "." && (strings.HasPrefix(name, ".") || name == "node_modules" || name == "testdata" ||
-				name == "tools" || name == "client" || strings.HasSuffix(name, "test")) {
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		if !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
-			return nil
-		}
+	err = walkGo(root, func(rel, path string) {
 		pkg := filepath.ToSlash(filepath.Dir(rel))
 		for _, table := range namedTables(t, path) {
 			owner, ok := tableOwners[table]
@@ -137,7 +121,6 @@ func TestNoPackageNamesAnotherPackagesTable(t *testing.T) {
 			key := pkg + " " + table
 			strangers[key] = append(strangers[key], rel)
 		}
-		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -162,6 +145,127 @@ func TestNoPackageNamesAnotherPackagesTable(t *testing.T) {
 	}
 }
 
+// TestNoPackageExportsSQL fails when a package hands SQL text that names
+// one of its tables to other packages: an exported function returning a
+// string, or an exported constant or variable, whose string literals name
+// a table as SQL. TestNoPackageNamesAnotherPackagesTable reads literals
+// where they are written, so SQL built by the owner and placed by a
+// caller (vault.SubjectInAppSQL, gone with migration 00029) would pass
+// it; the caller's query would still name the owner's table. An owner
+// answers through functions that run the query, never by lending its SQL.
+func TestNoPackageExportsSQL(t *testing.T) {
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = walkGo(root, func(rel, path string) {
+		f, err := parser.ParseFile(token.NewFileSet(), path, nil, parser.SkipObjectResolution)
+		if err != nil {
+			t.Fatalf("parse %s: %v", path, err)
+		}
+		for _, d := range f.Decls {
+			switch d := d.(type) {
+			case *ast.FuncDecl:
+				if d.Name.IsExported() && returnsString(d.Type) && d.Body != nil {
+					if tables := returnedSQL(d.Body); len(tables) > 0 {
+						t.Errorf("%s: %s returns SQL naming %v: run the query in its package instead", rel, d.Name.Name, tables)
+					}
+				}
+			case *ast.GenDecl:
+				for _, spec := range d.Specs {
+					vs, ok := spec.(*ast.ValueSpec)
+					if !ok {
+						continue
+					}
+					for i, name := range vs.Names {
+						if name.IsExported() && i < len(vs.Values) {
+							if tables := sqlTablesIn(vs.Values[i]); len(tables) > 0 {
+								t.Errorf("%s: %s holds SQL naming %v: run the query in its package instead", rel, name.Name, tables)
+							}
+						}
+					}
+				}
+			}
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// walkGo calls fn for every non-test Go file of kluis below root, skipping
+// what TestNoPackageNamesAnotherPackagesTable skips.
+func walkGo(root string, fn func(rel, path string)) error {
+	return filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, path)
+		rel = filepath.ToSlash(rel)
+		if d.IsDir() {
+			name := d.Name()
+			if rel != "." && (strings.HasPrefix(name, ".") || name == "node_modules" || name == "testdata" ||
+				name == "tools" || name == "client" || strings.HasSuffix(name, "test")) {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if strings.HasSuffix(path, ".go") && !strings.HasSuffix(path, "_test.go") {
+			fn(rel, path)
+		}
+		return nil
+	})
+}
+
+// returnsString says whether a function's results include a string.
+func returnsString(ft *ast.FuncType) bool {
+	if ft.Results == nil {
+		return false
+	}
+	for _, r := range ft.Results.List {
+		if id, ok := r.Type.(*ast.Ident); ok && id.Name == "string" {
+			return true
+		}
+	}
+	return false
+}
+
+// runsSQL are the methods (of pgx and postgres.Querier) whose SQL argument
+// is run, not handed on.
+var runsSQL = map[string]bool{"Exec": true, "Query": true, "QueryRow": true, "Queue": true}
+
+// returnedSQL returns the tables that SQL in the return statements of body
+// names: text the function hands back, not the queries it runs (a
+// return of q.QueryRow(…).Scan(…) runs its SQL; so does a closure's).
+func returnedSQL(body *ast.BlockStmt) []string {
+	var out []string
+	ast.Inspect(body, func(n ast.Node) bool {
+		switch n := n.(type) {
+		case *ast.FuncLit:
+			return false
+		case *ast.ReturnStmt:
+			for _, r := range n.Results {
+				out = append(out, sqlTablesIn(r)...)
+			}
+			return false
+		}
+		return true
+	})
+	return out
+}
+
+// sqlTablesIn returns the tables of tableOwners that the string literals
+// under n name as SQL, leaving out the SQL that n runs (runsSQL).
+func sqlTablesIn(n ast.Node) []string {
+	var out []string
+	for _, table := range literalTables(n, true) {
+		if _, owned := tableOwners[table]; owned {
+			out = append(out, table)
+		}
+	}
+	return out
+}
+
 // namedTables returns the tables the string literals of a Go file name as
 // SQL.
 func namedTables(t *testing.T, path string) []string {
@@ -170,8 +274,19 @@ func namedTables(t *testing.T, path string) []string {
 	if err != nil {
 		t.Fatalf("parse %s: %v", path, err)
 	}
+	return literalTables(f, false)
+}
+
+// literalTables returns the tables the string literals under n name as
+// SQL; with skipRuns, not those in the SQL argument of a call that runs it.
+func literalTables(n ast.Node, skipRuns bool) []string {
 	var out []string
-	ast.Inspect(f, func(n ast.Node) bool {
+	ast.Inspect(n, func(n ast.Node) bool {
+		if call, ok := n.(*ast.CallExpr); ok && skipRuns {
+			if sel, ok := call.Fun.(*ast.SelectorExpr); ok && runsSQL[sel.Sel.Name] {
+				return false
+			}
+		}
 		lit, ok := n.(*ast.BasicLit)
 		if !ok || lit.Kind != token.STRING {
 			return true

@@ -649,7 +649,7 @@ func TestPseudonymsAreKeyedAndSeparatedByKind(t *testing.T) {
 	if p == v.sys.Pseudonym("subjects", "ub_x") {
 		t.Fatal("shifting a byte from value to kind gave the same pseudonym")
 	}
-	m, err := v.sys.MAC(SystemKeyVerification, []byte("0.32"), []byte("0.45"))
+	m, err := v.sys.MAC(SystemKeyBlindIndex, []byte("0.32"), []byte("0.45"))
 	if err != nil || len(m) != 32 {
 		t.Fatalf("MAC: %v", err)
 	}

@@ -141,13 +141,3 @@ func DormantSubjects(ctx context.Context, q postgres.Querier, before time.Time, 
 	}
 	return out, nil
 }
-
-// SubjectInAppSQL is the condition that the subject whose internal id is
-// the SQL expression subjectCol belongs to the app in the SQL parameter
-// appParam ("$5"): for a feature that counts its own rows across one app's
-// subjects (verification's velocity limit). The vault writes the SQL on its
-// table; the caller only places it. Checked per row by the subjects'
-// primary key.
-func SubjectInAppSQL(subjectCol, appParam string) string {
-	return `EXISTS (SELECT 1 FROM subjects s WHERE s.id = ` + subjectCol + ` AND s.app_id = ` + appParam + `)`
-}

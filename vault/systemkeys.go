@@ -20,7 +20,11 @@ import (
 	"github.com/kluis-dev/kluis/postgres"
 )
 
-// Names of the system keys kluis uses.
+// Names of the system keys the vault's own functions use (blind indexes,
+// Pseudonym, SignAuditHead). Every other part names its own keys
+// (verification.SystemKey, banklink.SystemKey, idempotency.SystemKey,
+// hosted.SystemKey) and cmd/kluis gathers them, as it gathers credential
+// kinds: the vault loads any name it is given and knows none of theirs.
 const (
 	// SystemKeyBlindIndex keys the blind indexes of the credential kinds
 	// that have one (Kind.Index).
@@ -28,23 +32,14 @@ const (
 	// SystemKeyAuditPseudonym keys the pseudonyms audit entries carry in
 	// place of personal data.
 	SystemKeyAuditPseudonym = "audit-pseudonym"
-	// SystemKeyVerification keys the HMACs of micro-deposit amounts and
-	// verification codes.
-	SystemKeyVerification = "verification"
-	// SystemKeyIdempotency keys the Idempotency-Key rows: the caller's and
-	// key's hashes, the request fingerprints (which would otherwise let a
-	// copy of the table test guesses of a request's body, such as an
-	// account number) and the keys that seal stored answers.
-	SystemKeyIdempotency = "idempotency"
 	// SystemKeyAuditHead signs the audit chain's anchored heads.
 	SystemKeyAuditHead = "audit-head"
-	// SystemKeyHostedPage keys the hashes of hosted pages' page and form
-	// tokens (docs/HOSTED.md): a copy of the table cannot test guesses.
-	SystemKeyHostedPage = "hosted-page"
 )
 
-// DefaultSystemKeys are the keys LoadSystemKeys loads when given no names.
-var DefaultSystemKeys = []string{SystemKeyBlindIndex, SystemKeyAuditPseudonym, SystemKeyVerification, SystemKeyIdempotency, SystemKeyAuditHead, SystemKeyHostedPage}
+// DefaultSystemKeys are the keys LoadSystemKeys loads when given no names,
+// and the ones named here: a caller that names keys of features adds these
+// (cmd/kluis: vault.DefaultSystemKeys and each feature's SystemKeys()).
+var DefaultSystemKeys = []string{SystemKeyBlindIndex, SystemKeyAuditPseudonym, SystemKeyAuditHead}
 
 // Domain-separation labels, so that one key's MACs for one purpose are never
 // valid for another.
@@ -99,7 +94,8 @@ type SystemKeyOptions struct {
 // keystore.system_keys and unwraps it; a name with no key yet gets version 1
 // from the provider, stored wrapped. Two instances starting at once make one
 // key (ON CONFLICT), and both use it. With no names, DefaultSystemKeys. The
-// keys are confirmed every DefaultKeyringRecheck (LoadSystemKeysWith).
+// keys are confirmed every DefaultKeyringRecheck (LoadSystemKeysWith). A
+// name given twice (two features naming one stored key) is loaded once.
 func LoadSystemKeys(ctx context.Context, db *postgres.DB, provider KeyProvider, names ...string) (*SystemKeys, error) {
 	return LoadSystemKeysWith(ctx, db, provider, SystemKeyOptions{}, names...)
 }
@@ -112,6 +108,9 @@ func LoadSystemKeysWith(ctx context.Context, db *postgres.DB, provider KeyProvid
 	s := &SystemKeys{keys: make(map[string]systemKey, len(names)), db: db.Pool, provider: provider,
 		opts: KeyringOptions{Recheck: opts.Recheck, Clock: opts.Clock}.withDefaults()}
 	for _, name := range names {
+		if _, done := s.keys[name]; done {
+			continue
+		}
 		k, err := loadSystemKey(ctx, db.Pool, provider, name)
 		s.providerHit.Add(1)
 		if err != nil {

@@ -23,7 +23,7 @@ func TestSystemKeysPastTheRecheckBoundAreUnavailableUntilConfirmed(t *testing.T)
 		t.Fatal(err)
 	}
 	t.Cleanup(sys.Close)
-	want, err := sys.MAC(SystemKeyIdempotency, []byte("x"))
+	want, err := sys.MAC(SystemKeyBlindIndex, []byte("x"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,13 +32,13 @@ func TestSystemKeysPastTheRecheckBoundAreUnavailableUntilConfirmed(t *testing.T)
 	// Within the bound the provider is not needed.
 	p.unavailable.Store(true)
 	clk.Advance(59 * time.Second)
-	if got, err := sys.MAC(SystemKeyIdempotency, []byte("x")); err != nil || string(got) != string(want) {
+	if got, err := sys.MAC(SystemKeyBlindIndex, []byte("x")); err != nil || string(got) != string(want) {
 		t.Fatalf("within the bound: %v", err)
 	}
 	// Past it, every use fails closed, and readiness says so.
 	clk.Advance(2 * time.Second)
 	sys.expire()
-	if _, err := sys.MAC(SystemKeyIdempotency, []byte("x")); kluis.ErrorCode(err) != kluis.EUnavailable {
+	if _, err := sys.MAC(SystemKeyBlindIndex, []byte("x")); kluis.ErrorCode(err) != kluis.EUnavailable {
 		t.Fatalf("past the bound: MAC = %v, want unavailable", err)
 	}
 	if sys.Pseudonym("subject", "user-1") != "" || testKinds.blindIndex(sys, KindAccountNumber, "0001234567") != nil {
@@ -55,7 +55,7 @@ func TestSystemKeysPastTheRecheckBoundAreUnavailableUntilConfirmed(t *testing.T)
 	// confirms the keys, and they are the same keys.
 	p.unavailable.Store(false)
 	clk.Advance(2 * time.Second)
-	if got, err := sys.MAC(SystemKeyIdempotency, []byte("x")); err != nil || string(got) != string(want) {
+	if got, err := sys.MAC(SystemKeyBlindIndex, []byte("x")); err != nil || string(got) != string(want) {
 		t.Fatalf("after the provider's return: %v", err)
 	}
 	if err := sys.Ready(ctx); err != nil {
@@ -86,13 +86,13 @@ func TestASystemKeyTheProviderRefusesIsDroppedAtOnce(t *testing.T) {
 	if err := sys.confirm(ctx); err == nil {
 		t.Fatal("a refused confirmation succeeded")
 	}
-	if _, err := sys.MAC(SystemKeyVerification, []byte("x")); kluis.ErrorCode(err) != kluis.EUnavailable {
+	if _, err := sys.MAC(SystemKeyBlindIndex, []byte("x")); kluis.ErrorCode(err) != kluis.EUnavailable {
 		t.Fatalf("after a refusal: %v, want unavailable", err)
 	}
 	calls := sys.ProviderCalls()
 	// Uses within the second do not ask the provider again.
 	for range 10 {
-		_, _ = sys.MAC(SystemKeyVerification, []byte("x"))
+		_, _ = sys.MAC(SystemKeyBlindIndex, []byte("x"))
 	}
 	if got := sys.ProviderCalls(); got != calls {
 		t.Fatalf("10 uses within a second made %d provider calls", got-calls)

@@ -9,7 +9,6 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/kluis-dev/kluis"
-	"github.com/kluis-dev/kluis/vault"
 )
 
 // Limits on guessing (docs/SECURITY.md, "Verification limits"). Each micro-deposit
@@ -54,23 +53,25 @@ func lockNumber(ctx context.Context, tx pgx.Tx, idx []byte) error {
 	return nil
 }
 
-// checkLimits refuses the new verification v (already inserted in tx) when
-// its account, the user's accounts of its number, or its number has failed
-// too often within the lockout.
-func (s *Service) checkLimits(ctx context.Context, tx pgx.Tx, v Verification, idx []byte) error {
+// checkLimits refuses the new verification v (already inserted in tx, its
+// subject in app) when its account, the user's accounts of its number, or
+// its number within the app has failed too often within the lockout.
+//
+// The velocity limit counts an account number's failures across the users
+// of one app (docs/SECURITY.md), so that one app's users cannot lock a
+// number for another app's: every verification and failure row records its
+// subject's app (app_id, written at the start from the vault's answer), so
+// that no count here reads the vault's subjects.
+func (s *Service) checkLimits(ctx context.Context, tx pgx.Tx, v Verification, app string, idx []byte) error {
 	since := s.now().Add(-s.lockout)
-	app, err := vault.SubjectApp(ctx, tx, v.SubjectID)
-	if err != nil {
-		return err
-	}
 	var n failureCounts
-	err = tx.QueryRow(ctx, `
+	err := tx.QueryRow(ctx, `
 		SELECT
 		  (SELECT count(*) FROM verification_failures WHERE account_id = $1 AND failed_at > $4),
 		  (SELECT count(*) FROM verification_failures WHERE subject_id = $2 AND number_index = $3 AND failed_at > $4),
 		  (SELECT count(*) FROM verifications WHERE subject_id = $2 AND number_index = $3 AND status IN ('pending', 'sent', 'posted')),
-		  (SELECT count(*) FROM verification_failures f WHERE number_index = $3 AND failed_at > $4 AND `+inApp("f", "$5")+`),
-		  (SELECT count(*) FROM verifications f WHERE number_index = $3 AND status IN ('pending', 'sent', 'posted') AND `+inApp("f", "$5")+`)`,
+		  (SELECT count(*) FROM verification_failures WHERE app_id = $5 AND number_index = $3 AND failed_at > $4),
+		  (SELECT count(*) FROM verifications WHERE app_id = $5 AND number_index = $3 AND status IN ('pending', 'sent', 'posted'))`,
 		v.AccountID, v.SubjectID, idx, since, app).
 		Scan(&n.account, &n.userNumber, &n.userNumberOpen, &n.number, &n.numberOpen)
 	if err != nil {
@@ -87,16 +88,6 @@ func (s *Service) checkLimits(ctx context.Context, tx pgx.Tx, v Verification, id
 		return s.velocity(ctx, tx, v.ID, app, idx, n)
 	}
 	return nil
-}
-
-// inApp is the condition that a row of table (its alias) belongs to a
-// subject of the app in param: the velocity limit counts an account
-// number's failures across the users of one app (docs/SECURITY.md), so that one
-// app's users cannot lock a number for another app's. Checked per row by
-// the subjects' primary key, after the number's own index found the few
-// rows. The vault owns subjects and writes the condition.
-func inApp(table, param string) string {
-	return vault.SubjectInAppSQL(table+".subject_id", param)
 }
 
 // locked is the 409 for a locked account, saying when the lock lifts: when
@@ -123,15 +114,15 @@ func (s *Service) velocity(ctx context.Context, tx pgx.Tx, newID, app string, id
 	// Slots used besides the new verification: failures, and opens
 	// other than it. One must go: the (limit - opens)-th newest failure.
 	if k := s.numberFails - (n.numberOpen - 1); k >= 1 && k <= n.number {
-		at, err := nthNewestFailure(ctx, tx, `number_index = $1 AND `+inApp("verification_failures", "$2"), k, idx, app)
+		at, err := nthNewestFailure(ctx, tx, `app_id = $2 AND number_index = $1`, k, idx, app)
 		if err != nil {
 			return err
 		}
 		free = at.Add(s.lockout)
 	}
 	var soonest *time.Time
-	if err := tx.QueryRow(ctx, `SELECT min(expires_at) FROM verifications f WHERE number_index = $1 AND id <> $2
-		AND status IN ('pending', 'sent', 'posted') AND `+inApp("f", "$3"), idx, newID, app).Scan(&soonest); err != nil {
+	if err := tx.QueryRow(ctx, `SELECT min(expires_at) FROM verifications WHERE app_id = $3 AND number_index = $1 AND id <> $2
+		AND status IN ('pending', 'sent', 'posted')`, idx, newID, app).Scan(&soonest); err != nil {
 		return dbErr("read open verifications", err)
 	}
 	if soonest != nil && (free.IsZero() || soonest.Before(free)) {
@@ -162,8 +153,8 @@ func nthNewestFailure(ctx context.Context, tx pgx.Tx, where string, n int, args 
 // verification is failed, and only once.
 func (s *Service) recordFailure(ctx context.Context, tx pgx.Tx, v Verification) error {
 	_, err := tx.Exec(ctx, `
-		INSERT INTO verification_failures (verification_id, subject_id, account_id, number_index, failed_at)
-		SELECT id, subject_id, account_id, number_index, $2 FROM verifications WHERE id = $1
+		INSERT INTO verification_failures (verification_id, subject_id, account_id, number_index, app_id, failed_at)
+		SELECT id, subject_id, account_id, number_index, app_id, $2 FROM verifications WHERE id = $1
 		ON CONFLICT (verification_id) DO NOTHING`, v.ID, s.now())
 	if err != nil {
 		return dbErr("record failed verification", err)

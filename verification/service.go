@@ -223,7 +223,13 @@ func (s *Service) Sandbox() SandboxRail {
 
 func (s *Service) now() time.Time { return s.clock.Now().UTC() }
 
-// Account is a bank account as verification sees it.
+// Account is a bank account as verification sees it: the view type of the
+// Accounts port. It is not a copy of banklink.Account (bank linking's own
+// row, which verification never imports): it carries what verification
+// needs and banklink's row lacks (a manual account's country, bank and
+// holder's ID number; the item's provider) and leaves out what only bank
+// linking uses (the provider's account id). banklink.AccountStore fills
+// it from the accounts and items tables it owns.
 type Account struct {
 	ID                 string
 	SubjectID          string

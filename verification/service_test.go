@@ -33,7 +33,8 @@ type verifyEnv struct {
 func newVerifyEnv(t *testing.T) *verifyEnv {
 	t.Helper()
 	db, _ := pgtest.Open(t)
-	v := vaulttest.Open(t, db, slices.Concat(banklink.CredentialKinds(), verification.CredentialKinds())...)
+	v := vaulttest.OpenWithKeys(t, db, slices.Concat(banklink.SystemKeys(), verification.SystemKeys()),
+		slices.Concat(banklink.CredentialKinds(), verification.CredentialKinds())...)
 	e := &verifyEnv{db: db, vault: v, auditor: audit.NewAuditor(db, v.System, nil), accounts: banklink.NewAccountStore(db),
 		rail: sandboxrail.New(db, v.System, 0, nil)}
 	var err error

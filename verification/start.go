@@ -129,17 +129,23 @@ func (s *Service) newVerification(a Account, requested, method string) Verificat
 
 // insert writes a new pending verification with its audit entry.
 func (s *Service) insert(ctx context.Context, tx pgx.Tx, actor audit.Actor, v Verification, mac []byte) error {
-	if err := s.insertRow(ctx, tx, v, mac, nil); err != nil {
+	if _, err := s.insertRow(ctx, tx, v, mac, nil); err != nil {
 		return err
 	}
 	return s.auditStarted(ctx, tx, actor, v)
 }
 
-// insertRow writes a new pending verification; idx is the blind index of
-// the account's number, if it has one (the limits count by it).
-func (s *Service) insertRow(ctx context.Context, tx pgx.Tx, v Verification, mac, idx []byte) error {
+// insertRow writes a new pending verification and returns its subject's
+// app; idx is the blind index of the account's number, if it has one. The
+// row records both, so that the limits count a number's rows within one
+// app from verification's own tables (limits.go).
+func (s *Service) insertRow(ctx context.Context, tx pgx.Tx, v Verification, mac, idx []byte) (string, error) {
 	if err := vault.FenceSubject(ctx, tx, v.SubjectID); err != nil {
-		return err
+		return "", err
+	}
+	app, err := vault.SubjectApp(ctx, tx, v.SubjectID)
+	if err != nil {
+		return "", err
 	}
 	var kind *string
 	if v.AnswerKind != "" {
@@ -151,18 +157,18 @@ func (s *Service) insertRow(ctx context.Context, tx pgx.Tx, v Verification, mac,
 	// only lock waiters hold.
 	tag, err := tx.Exec(ctx, `
 		INSERT INTO verifications (id, subject_id, account_id, requested_method, method, answer_kind, status,
-			attempts_remaining, answer_mac, rail, expires_at, created_at, updated_at, number_index, provider_checked)
-		VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9, $10, $11, $11, $12, $13)
+			attempts_remaining, answer_mac, rail, expires_at, created_at, updated_at, number_index, provider_checked, app_id)
+		VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9, $10, $11, $11, $12, $13, $14)
 		ON CONFLICT (account_id) WHERE status IN ('pending', 'sent', 'posted') DO NOTHING`,
 		v.ID, v.SubjectID, v.AccountID, v.RequestedMethod, v.Method, kind, v.AttemptsRemaining, mac,
-		railColumn(v.Rail), v.ExpiresAt, v.CreatedAt, idx, v.ProviderChecked)
+		railColumn(v.Rail), v.ExpiresAt, v.CreatedAt, idx, v.ProviderChecked, app)
 	if err != nil {
-		return dbErr("insert verification", err)
+		return "", dbErr("insert verification", err)
 	}
 	if tag.RowsAffected() == 0 {
-		return s.inProgress(ctx, tx, v.AccountID)
+		return "", s.inProgress(ctx, tx, v.AccountID)
 	}
-	return nil
+	return app, nil
 }
 
 // insertLimited writes a new verification of a method that can fail (the
@@ -174,10 +180,11 @@ func (s *Service) insertLimited(ctx context.Context, tx pgx.Tx, actor audit.Acto
 	if err := lockNumber(ctx, tx, idx); err != nil {
 		return err
 	}
-	if err := s.insertRow(ctx, tx, v, mac, idx); err != nil {
+	app, err := s.insertRow(ctx, tx, v, mac, idx)
+	if err != nil {
 		return err
 	}
-	if err := s.checkLimits(ctx, tx, v, idx); err != nil {
+	if err := s.checkLimits(ctx, tx, v, app, idx); err != nil {
 		return err
 	}
 	return s.auditStarted(ctx, tx, actor, v)
@@ -272,7 +279,7 @@ const codeLen = 6
 // verification system key, of a label, the verification id (so a MAC is
 // worth nothing on another verification) and the normalized answer.
 func (s *Service) answerMACFor(id, kind, normalized string) ([]byte, error) {
-	m, err := s.keys.MAC(vault.SystemKeyVerification, []byte("kluis/verification/answer/v1"), []byte(id), []byte(kind), []byte(normalized))
+	m, err := s.keys.MAC(SystemKey, []byte("kluis/verification/answer/v1"), []byte(id), []byte(kind), []byte(normalized))
 	if err != nil {
 		return nil, kluis.Unavailable("key store", err)
 	}

@@ -23,11 +23,13 @@ import (
 
 	"github.com/kluis-dev/kluis/api"
 	"github.com/kluis-dev/kluis/api/devpki"
+	"github.com/kluis-dev/kluis/api/idempotency"
 	"github.com/kluis-dev/kluis/api/jwtauth"
 	"github.com/kluis-dev/kluis/api/jwtauth/jwttest"
 	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/banklink"
 	"github.com/kluis-dev/kluis/compliance"
+	"github.com/kluis-dev/kluis/hosted"
 	"github.com/kluis-dev/kluis/logging"
 	"github.com/kluis-dev/kluis/postgres"
 	"github.com/kluis-dev/kluis/postgres/pgtest"
@@ -144,7 +146,7 @@ func start(t testing.TB, db *postgres.DB, u string, keys vault.KeyProvider, opts
 	ctx := context.Background()
 	logs := &SyncBuffer{}
 	logger := logging.New(io.MultiWriter(logs, testWriter{t}), slog.LevelDebug)
-	sys, err := vault.LoadSystemKeys(ctx, db, keys)
+	sys, err := vault.LoadSystemKeys(ctx, db, keys, SystemKeyNames()...)
 	if err != nil {
 		t.Fatalf("apitest: system keys: %v", err)
 	}
@@ -314,6 +316,13 @@ func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// SystemKeyNames are the system keys cmd/kluis loads: the vault's own and
+// each feature's.
+func SystemKeyNames() []string {
+	return slices.Concat(vault.DefaultSystemKeys, verification.SystemKeys(), banklink.SystemKeys(),
+		idempotency.SystemKeys(), hosted.SystemKeys())
 }
 
 // CredentialKinds is the registry of credential kinds cmd/kluis builds

@@ -14,9 +14,17 @@ const (
 	labelBody    = "kluis/idempotency/body/v2"
 )
 
+// SystemKey is the system key the Idempotency-Key rows are keyed under
+// (vault.SystemKeys; cmd/kluis gathers every part's names, SystemKeys, and
+// loads them). api's list cursors are MAC'd under it too (api/cursor.go).
+const SystemKey = "idempotency"
+
+// SystemKeys are the names of the system keys idempotency needs loaded.
+func SystemKeys() []string { return []string{SystemKey} }
+
 // MAC is HMAC-SHA256 under the idempotency system key of a label and
-// parts (vault.SystemKeys.MAC with vault.SystemKeyIdempotency). It fails
-// when the key cannot be had.
+// parts (vault.SystemKeys.MAC with SystemKey). It fails when the key
+// cannot be had.
 type MAC func(label string, parts ...[]byte) ([]byte, error)
 
 // Request is what a claim is made of: who asks (Scope: "staff:…",

@@ -34,7 +34,7 @@ func FuzzDecoders(f *testing.F) {
 				t.Fatalf("a public token does not round-trip")
 			}
 		}
-		_ = subjectOf(s)
+		_ = idTokenSubject(s)
 		_ = maskOf(s)
 		p := &Provider{}
 		if q, err := url.ParseQuery(s); err == nil {

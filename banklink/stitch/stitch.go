@@ -261,7 +261,7 @@ func (p *Provider) bundleOf(ans tokenAnswer, user string) (bundle, error) {
 		return bundle{}, providerError(banklink.CodeProviderError, "stitch: the token answer lacks a user token, a refresh token or an expiry", nil)
 	}
 	if user == "" {
-		user = subjectOf(ans.IDToken)
+		user = idTokenSubject(ans.IDToken)
 		if user == "" {
 			return bundle{}, providerError(banklink.CodeProviderError, "stitch: the token answer lacks an id token with a subject", nil)
 		}
@@ -270,10 +270,10 @@ func (p *Provider) bundleOf(ans tokenAnswer, user string) (bundle, error) {
 	return bundle{Access: ans.AccessToken, Refresh: ans.RefreshToken, Expires: exp.Unix(), User: user}, nil
 }
 
-// subjectOf reads the sub claim of an id token. The token came straight
+// idTokenSubject reads the sub claim of an id token. The token came straight
 // from Stitch's token endpoint over TLS, which OpenID Connect Core 3.1.3.7
 // accepts in place of checking its signature; its sub only names the item.
-func subjectOf(idToken string) string {
+func idTokenSubject(idToken string) string {
 	parts := strings.Split(idToken, ".")
 	if len(parts) != 3 {
 		return ""

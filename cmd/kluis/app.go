@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/api/idempotency"
 	"github.com/kluis-dev/kluis/apps"
 	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/banklink"
@@ -19,6 +20,7 @@ import (
 	"github.com/kluis-dev/kluis/compliance"
 	"github.com/kluis-dev/kluis/config"
 	"github.com/kluis-dev/kluis/events"
+	"github.com/kluis-dev/kluis/hosted"
 	"github.com/kluis-dev/kluis/logging"
 	"github.com/kluis-dev/kluis/migrations"
 	"github.com/kluis-dev/kluis/postgres"
@@ -202,6 +204,18 @@ func (a *app) close() {
 // stored keys: they were wrapped under another root key.
 var errKeysRefused = errors.New("the key provider refused to unwrap kluis's stored keys (are they from another root key?)")
 
+// systemKeyNames are the system keys kluis loads: the vault's own and each
+// feature's, which name their keys as they register their credential kinds
+// (the vault knows none of the features' names). Two features may name one
+// stored key (banklink.SystemKeyHeld is verification.SystemKey's key); it
+// is loaded once, and it lists once here.
+func systemKeyNames() []string {
+	names := slices.Concat(vault.DefaultSystemKeys, verification.SystemKeys(), banklink.SystemKeys(),
+		idempotency.SystemKeys(), hosted.SystemKeys())
+	slices.Sort(names)
+	return slices.Compact(names)
+}
+
 // loadSystemKeys retries while the key provider is unavailable, up to
 // startupWait: kluis does not start without its keys. They are confirmed
 // with the provider within recheck (KLUIS_KEYRING_RECHECK), as keyring
@@ -210,7 +224,7 @@ func loadSystemKeys(ctx context.Context, db *postgres.DB, keys vault.KeyProvider
 	var sys *vault.SystemKeys
 	err := waitForProvider(ctx, logger, "load system keys", func() error {
 		var err error
-		sys, err = vault.LoadSystemKeysWith(ctx, db, keys, vault.SystemKeyOptions{Recheck: recheck})
+		sys, err = vault.LoadSystemKeysWith(ctx, db, keys, vault.SystemKeyOptions{Recheck: recheck}, systemKeyNames()...)
 		return err
 	})
 	return sys, err

@@ -10,7 +10,6 @@ import (
 	"github.com/kluis-dev/kluis/banklink/sandbox"
 	"github.com/kluis-dev/kluis/breaker"
 	"github.com/kluis-dev/kluis/jobs"
-	"github.com/kluis-dev/kluis/vault"
 )
 
 // openBankLink builds the providers the configuration names and the
@@ -76,11 +75,13 @@ func (a *app) bankProviders() (banklink.Providers, error) {
 
 // bankProvider builds the sandbox or the Plaid adapter. The sandbox's
 // secret is derived from the system keys, so that every instance signs
-// and derives alike without another secret to configure.
+// and derives alike without another secret to configure; from
+// banklink.SystemKeyHeld, because the sandbox items already linked hold
+// account numbers derived from it.
 func (a *app) bankProvider(name string) (banklink.Provider, error) {
 	switch name {
 	case "sandbox":
-		secret, err := a.sys.MAC(vault.SystemKeyVerification, []byte("kluis/banklink/sandbox-secret"))
+		secret, err := a.sys.MAC(banklink.SystemKeyHeld, []byte("kluis/banklink/sandbox-secret"))
 		if err != nil {
 			return nil, fmt.Errorf("sandbox secret: %w", err)
 		}

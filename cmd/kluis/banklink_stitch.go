@@ -8,14 +8,16 @@ import (
 	"github.com/kluis-dev/kluis/banklink"
 	"github.com/kluis-dev/kluis/banklink/stitch"
 	"github.com/kluis-dev/kluis/jobs"
-	"github.com/kluis-dev/kluis/vault"
 )
 
 // stitchProvider builds the Stitch adapter. Its PKCE key (from which each
 // link session's verifier is derived) comes from the system keys, so every
-// instance derives the same verifier for a session without storing it.
+// instance derives the same verifier for a session without storing it;
+// from banklink.SystemKeyHeld, because Stitch holds the code challenge of
+// each authorization under way, and a verifier derived under another key
+// would not answer it.
 func (a *app) stitchProvider() (*stitch.Provider, error) {
-	key, err := a.sys.MAC(vault.SystemKeyVerification, []byte("kluis/banklink/stitch-pkce"))
+	key, err := a.sys.MAC(banklink.SystemKeyHeld, []byte("kluis/banklink/stitch-pkce"))
 	if err != nil {
 		return nil, fmt.Errorf("stitch PKCE key: %w", err)
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/kluis-dev/kluis"
+	"github.com/kluis-dev/kluis/api/idempotency"
 	"github.com/kluis-dev/kluis/api/jwtauth/jwttest"
 	"github.com/kluis-dev/kluis/audit"
 	"github.com/kluis-dev/kluis/banklink"
@@ -131,7 +132,7 @@ func checkKeyringOutage(t *testing.T, k *servingKluis, down, up func()) {
 	// entry naming a person is refused rather than written without its
 	// pseudonym.
 	waitUntil(t, 20*time.Second, "system keys unavailable past the bound", func() bool {
-		_, err := k.app.sys.MAC(vault.SystemKeyIdempotency, []byte("x"))
+		_, err := k.app.sys.MAC(idempotency.SystemKey, []byte("x"))
 		return kluis.ErrorCode(err) == kluis.EUnavailable
 	})
 	if err := k.app.sys.Ready(ctx); kluis.ErrorCode(err) != kluis.EUnavailable {
@@ -166,7 +167,7 @@ func checkKeyringOutage(t *testing.T, k *servingKluis, down, up func()) {
 	if _, err := k.seal(ctx, "user-after"); err != nil {
 		t.Fatalf("seal after recovery: %v", err)
 	}
-	if _, err := k.app.sys.MAC(vault.SystemKeyIdempotency, []byte("x")); err != nil {
+	if _, err := k.app.sys.MAC(idempotency.SystemKey, []byte("x")); err != nil {
 		t.Fatalf("system key after recovery: %v", err)
 	}
 	if err := k.app.auditor.Record(ctx, entry); err != nil {
@@ -244,7 +245,7 @@ func TestNewSubjectsAndRevealsMakeNoKMSCall(t *testing.T) {
 		t.Fatal(err)
 	}
 	calls := kms.TotalCalls() - before - int(k.app.ring.KeyringProviderCalls()-loop) - int(k.app.sys.ProviderCalls()-sysLoop)
-	if calls > 10 || res.RootRewrapped != 1+len(vault.DefaultSystemKeys) || res.Rewrapped != 0 {
+	if calls > 10 || res.RootRewrapped != 1+len(systemKeyNames()) || res.Rewrapped != 0 {
 		t.Fatalf("root rotation over 100 subjects: %d KMS calls, %+v", calls, res)
 	}
 }

@@ -3,6 +3,7 @@ package vaulttest
 import (
 	"context"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/kluis-dev/kluis/postgres"
@@ -25,6 +26,14 @@ type Vault struct {
 // test names the ones it needs); it is closed when tb ends.
 func Open(tb testing.TB, db *postgres.DB, kinds ...vault.Kind) Vault {
 	tb.Helper()
+	return OpenWithKeys(tb, db, nil, kinds...)
+}
+
+// OpenWithKeys is Open whose system keys are vault.DefaultSystemKeys and
+// the features' systemKeys (verification.SystemKeys(), say): the vault
+// knows no feature's key names, so the test names the ones it needs.
+func OpenWithKeys(tb testing.TB, db *postgres.DB, systemKeys []string, kinds ...vault.Kind) Vault {
+	tb.Helper()
 	path := filepath.Join(tb.TempDir(), "kek.b64")
 	if err := localkek.Generate(path); err != nil {
 		tb.Fatal(err)
@@ -34,7 +43,7 @@ func Open(tb testing.TB, db *postgres.DB, kinds ...vault.Kind) Vault {
 		tb.Fatal(err)
 	}
 	ctx := context.Background()
-	sys, err := vault.LoadSystemKeys(ctx, db, keys)
+	sys, err := vault.LoadSystemKeys(ctx, db, keys, slices.Concat(vault.DefaultSystemKeys, systemKeys)...)
 	if err != nil {
 		tb.Fatalf("vaulttest: system keys: %v", err)
 	}

@@ -19,7 +19,6 @@ import (
 
 	"github.com/kluis-dev/kluis"
 	"github.com/kluis-dev/kluis/postgres"
-	"github.com/kluis-dev/kluis/vault"
 	"github.com/kluis-dev/kluis/verification"
 )
 
@@ -57,7 +56,7 @@ type sealed struct {
 }
 
 func (r *Rail) aead() (cipher.AEAD, error) {
-	key, err := r.keys.MAC(vault.SystemKeyVerification, []byte("kluis/sandbox-rail/seal-key/v1"))
+	key, err := r.keys.MAC(verification.SystemKey, []byte("kluis/sandbox-rail/seal-key/v1"))
 	if err != nil {
 		return nil, kluis.Unavailable("key store", err)
 	}
