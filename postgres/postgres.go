@@ -26,7 +26,18 @@ type Querier interface {
 // DB is kluis's handle on Postgres: a pgx pool plus the transaction helper.
 type DB struct {
 	Pool *pgxpool.Pool
+	// Side is a small pool of its own for the reads kluis's key hierarchy
+	// makes from inside a caller's work (the keyring's epoch rows, a system
+	// key's confirmation), which may run while that caller holds one of
+	// Pool's connections in a transaction. Were they taken from Pool, enough
+	// such callers at once would each hold a connection while waiting for
+	// another that only their own commits can free: a deadlock. Side's
+	// reads never wait on Pool, so they always finish.
+	Side *pgxpool.Pool
 }
+
+// sideConns is the size of DB.Side: its reads are rare and short.
+const sideConns = 2
 
 // Open connects to the database at url and checks that it answers. The pool
 // is sized for a small service; pgx's defaults apply otherwise.
@@ -53,11 +64,19 @@ func Open(ctx context.Context, url string) (*DB, error) {
 		cfg.ConnConfig.RuntimeParams["timezone"] = "UTC"
 	}
 	cfg.AfterConnect = scanTimesInUTC
+	sideCfg := cfg.Copy()
+	sideCfg.MaxConns = sideConns
+	sideCfg.MinConns = 0
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: open pool: %w", Translate(err))
 	}
-	return &DB{Pool: pool}, nil
+	side, err := pgxpool.NewWithConfig(ctx, sideCfg)
+	if err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("postgres: open side pool: %w", Translate(err))
+	}
+	return &DB{Pool: pool, Side: side}, nil
 }
 
 // scanTimesInUTC makes timestamptz values scan as UTC times; pgx otherwise
@@ -70,8 +89,22 @@ func scanTimesInUTC(_ context.Context, conn *pgx.Conn) error {
 	return nil
 }
 
-// Close closes every connection of the pool.
-func (db *DB) Close() { db.Pool.Close() }
+// Aside is the pool for reads made from inside a caller's work (Side), or
+// Pool for a DB built without one.
+func (db *DB) Aside() Querier {
+	if db.Side != nil {
+		return db.Side
+	}
+	return db.Pool
+}
+
+// Close closes every connection of both pools.
+func (db *DB) Close() {
+	db.Pool.Close()
+	if db.Side != nil {
+		db.Side.Close()
+	}
+}
 
 // Ping checks that the database answers a query; /readyz uses it.
 func (db *DB) Ping(ctx context.Context) error {

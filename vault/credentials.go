@@ -77,7 +77,7 @@ func (s *Store) Kinds() *Kinds { return s.kinds }
 // if no caller seals with a blind index.
 func NewStore(db *postgres.DB, ring *KeyRing, sys *SystemKeys, kinds *Kinds) *Store {
 	if ring != nil && db != nil {
-		ring.keyring.setDB(db.Pool) // keyring keys are read outside callers' transactions
+		ring.keyring.setDB(db.Aside()) // on the side pool: these reads happen while callers hold Pool connections
 	}
 	return &Store{db: db, ring: ring, sys: sys, kinds: kinds}
 }

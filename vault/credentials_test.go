@@ -49,7 +49,7 @@ func newTestVault(t *testing.T, opts CacheOptions) *testVault {
 // any transaction needs them.
 func (v *testVault) loadKeyring(t *testing.T) {
 	t.Helper()
-	if err := v.ring.LoadKeyring(context.Background(), v.db.Pool); err != nil {
+	if err := v.ring.LoadKeyring(context.Background(), v.db.Aside()); err != nil {
 		t.Fatal(err)
 	}
 }

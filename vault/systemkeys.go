@@ -105,7 +105,7 @@ func LoadSystemKeysWith(ctx context.Context, db *postgres.DB, provider KeyProvid
 	if len(names) == 0 {
 		names = DefaultSystemKeys
 	}
-	s := &SystemKeys{keys: make(map[string]systemKey, len(names)), db: db.Pool, provider: provider,
+	s := &SystemKeys{keys: make(map[string]systemKey, len(names)), db: db.Aside(), provider: provider,
 		opts: KeyringOptions{Recheck: opts.Recheck, Clock: opts.Clock}.withDefaults()}
 	for _, name := range names {
 		if _, done := s.keys[name]; done {

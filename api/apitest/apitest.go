@@ -155,7 +155,7 @@ func start(t testing.TB, db *postgres.DB, u string, keys vault.KeyProvider, opts
 	store := vault.NewStore(db, ring, sys, CredentialKinds())
 	// As `kluis serve` does at start: the keyring keys are loaded before any
 	// request's transaction needs them.
-	if err := ring.LoadKeyring(ctx, db.Pool); err != nil {
+	if err := ring.LoadKeyring(ctx, db.Aside()); err != nil {
 		t.Fatalf("apitest: keyring: %v", err)
 	}
 	verifier, err := jwtauth.New(ctx, jwtauth.Options{

@@ -156,7 +156,7 @@ func (a *app) openVault(ctx context.Context) error {
 	a.closers = append(a.closers, a.ring.Purge)
 	a.store = vault.NewStore(a.db, a.ring, a.sys, kinds)
 	a.rotation = vault.NewRotationMetrics(a.ring)
-	return waitForProvider(ctx, a.log, "load keyring keys", func() error { return a.ring.LoadKeyring(ctx, a.db.Pool) })
+	return waitForProvider(ctx, a.log, "load keyring keys", func() error { return a.ring.LoadKeyring(ctx, a.db.Aside()) })
 }
 
 // openAudit builds the audit writer, naming people by the system keys'

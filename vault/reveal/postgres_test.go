@@ -50,7 +50,7 @@ func newPGWorld(t *testing.T, records int) *pgWorld {
 	ring := vault.NewKeyRing(keys, vault.CacheOptions{})
 	t.Cleanup(ring.Purge)
 	store := vault.NewStore(db, ring, sys, testKinds)
-	if err := ring.LoadKeyring(ctx, db.Pool); err != nil {
+	if err := ring.LoadKeyring(ctx, db.Aside()); err != nil {
 		t.Fatal(err)
 	}
 	w := &pgWorld{db: db, dbURL: dbURL, store: store, ring: ring, auditor: audit.NewAuditor(db, sys, nil),

@@ -49,7 +49,7 @@ func OpenWithKeys(tb testing.TB, db *postgres.DB, systemKeys []string, kinds ...
 	}
 	tb.Cleanup(sys.Close)
 	ring := vault.NewKeyRing(keys, vault.CacheOptions{})
-	if err := ring.LoadKeyring(ctx, db.Pool); err != nil {
+	if err := ring.LoadKeyring(ctx, db.Aside()); err != nil {
 		tb.Fatalf("vaulttest: keyring: %v", err)
 	}
 	return Vault{Keys: keys, System: sys, Store: vault.NewStore(db, ring, sys, vault.MustKinds(kinds...))}
