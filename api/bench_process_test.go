@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -60,6 +61,22 @@ func freeAddr(b *testing.B) string {
 type kluisProcess struct {
 	cmd      *exec.Cmd
 	internal string
+	exited   chan error
+	stopOnce sync.Once
+}
+
+// stop sends SIGTERM (kluis drains and exits) and waits up to 30 s, then
+// kills it.
+func (p *kluisProcess) stop() {
+	p.stopOnce.Do(func() {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.exited:
+		case <-time.After(30 * time.Second):
+			_ = p.cmd.Process.Kill()
+			<-p.exited
+		}
+	})
 }
 
 // startKluisProcess runs `kluis serve` over env's (seeded) database, with
@@ -110,24 +127,16 @@ func (h *honest) startKluisProcess(b *testing.B, env *apitest.Env, kms *kmstest.
 	if err := cmd.Start(); err != nil {
 		b.Fatalf("start kluis: %v", err)
 	}
-	p := &kluisProcess{cmd: cmd, internal: "https://" + internal}
 	exited := make(chan error, 1)
+	p := &kluisProcess{cmd: cmd, internal: "https://" + internal, exited: exited}
 	go func() { exited <- cmd.Wait() }()
-	b.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			_ = cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-exited:
-			case <-time.After(30 * time.Second):
-				_ = cmd.Process.Kill()
-			}
-		}
-	})
+	b.Cleanup(p.stop)
 	client := env.ServiceClient(b, "payments")
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		select {
 		case err := <-exited:
+			exited <- err // for stop
 			b.Fatalf("kluis serve ended: %v\n%s", err, errs.String())
 		default:
 		}
@@ -186,7 +195,7 @@ func (h *honest) ownProcess(b *testing.B, env *apitest.Env, kms *kmstest.Server,
 	h.printf("floor right after, %d subjects: %s; reveal/floor %.2f", len(refs.ids), f, r.PerSecond/f.PerSecond)
 	h.printf("kluis serve's own resident memory, %d subjects: peak (VmHWM) %s (%s when ready, before any load), now %s",
 		len(refs.ids), peak, peak0, now)
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	p.stop()
 	return r
 }
 
