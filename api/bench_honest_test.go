@@ -41,9 +41,14 @@ import (
 // calls per 1,000 reveals and per new subject through the KMS and Transit
 // test servers at 0 and 25 ms; a new keyring epoch over every subject key
 // while the API serves (its time, provider calls and the API's p99 beside
-// idle); and the process's peak resident memory. It prints one line per
-// figure and reports the main ratios as metrics. It asserts nothing about
-// time.
+// idle); a root-key rotation (what `kluis keys rotate` runs without
+// --new-epoch) and its provider calls, apart from the epoch's; `kluis
+// serve` built and run in its own process over the same seeded database,
+// driven from here, with that process's peak resident memory; and the
+// shared buffers reveal's read and the floor's touch (EXPLAIN ANALYZE,
+// BUFFERS) at each size. It prints one line per figure and reports the main
+// ratios as metrics. It asserts nothing about time, and `go test` without
+// -bench never runs it.
 //
 // The floor is a server doing reveal's I/O and nothing else: the same
 // mutual-TLS round trip with the same client certificate, one indexed read
@@ -223,7 +228,9 @@ func (h *honest) kms(b *testing.B) {
 
 	f1 := h.load(ctx, b, client, floor.URL, refs, honestClients, h.dur)
 	before := kms.TotalCalls()
+	done := h.cpuProfile("reveal-10k")
 	r10k := h.load(ctx, b, client, env.Internal.URL, refs, honestClients, h.dur)
+	done()
 	calls := kms.TotalCalls() - before
 	f2 := h.load(ctx, b, client, floor.URL, refs, honestClients, h.dur)
 	floorRate := (f1.PerSecond + f2.PerSecond) / 2
@@ -250,7 +257,9 @@ func (h *honest) kms(b *testing.B) {
 		warm(env.Internal.URL)
 		f3 := h.load(ctx, b, client, floor.URL, refs, honestClients, h.dur)
 		before := kms.TotalCalls()
+		done := h.cpuProfile("reveal-1m")
 		r1m := h.load(ctx, b, client, env.Internal.URL, refs, honestClients, h.dur)
+		done()
 		calls := kms.TotalCalls() - before
 		h.printf("floor at 1,000,000: %s", f3)
 		h.printf("reveal, 1,000,000 subjects, KMS 0 ms: %s", r1m)

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -270,4 +271,32 @@ func (h *honest) explain(b *testing.B, env *apitest.Env, refs *refTable) {
 	var buffers string
 	_ = env.DB.Pool.QueryRow(ctx, `SHOW shared_buffers`).Scan(&buffers)
 	h.printf("relation sizes at %d subjects: %s; shared_buffers %s", len(refs.ids), sizes, buffers)
+}
+
+// cpuProfile, with KLUIS_BENCH_PROFILE set to a directory, writes a CPU
+// profile of this process (kluis in process, its load generator, and the
+// Postgres client) to <dir>/<name>.cpu until the returned func is called:
+// the 10,000- and 1,000,000-subject reveal loads are profiled alike, so
+// that `go tool pprof -top -diff_base` shows what differs between them.
+func (h *honest) cpuProfile(name string) func() {
+	dir := os.Getenv("KLUIS_BENCH_PROFILE")
+	if dir == "" {
+		return func() {}
+	}
+	path := filepath.Join(dir, name+".cpu")
+	f, err := os.Create(path)
+	if err != nil {
+		h.printf("CPU profile %s: %v", path, err)
+		return func() {}
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		h.printf("CPU profile %s: %v", path, err)
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+		h.printf("CPU profile of the %s load: %s", name, path)
+	}
 }
