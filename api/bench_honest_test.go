@@ -41,9 +41,14 @@ import (
 // calls per 1,000 reveals and per new subject through the KMS and Transit
 // test servers at 0 and 25 ms; a new keyring epoch over every subject key
 // while the API serves (its time, provider calls and the API's p99 beside
-// idle); and the process's peak resident memory. It prints one line per
-// figure and reports the main ratios as metrics. It asserts nothing about
-// time.
+// idle); a root-key rotation (what `kluis keys rotate` runs without
+// --new-epoch) and its provider calls, apart from the epoch's; `kluis
+// serve` built and run in its own process over the same seeded database,
+// driven from here, with that process's peak resident memory; and the
+// shared buffers reveal's read and the floor's touch (EXPLAIN ANALYZE,
+// BUFFERS) at each size. It prints one line per figure and reports the main
+// ratios as metrics. It asserts nothing about time, and `go test` without
+// -bench never runs it.
 //
 // The floor is a server doing reveal's I/O and nothing else: the same
 // mutual-TLS round trip with the same client certificate, one indexed read
@@ -66,6 +71,7 @@ const honestClients = 32
 type honest struct {
 	dur   time.Duration
 	out   io.Writer
+	bin   string // cmd/kluis built for the own-process runs
 	mu    sync.Mutex
 	lines []string
 }
@@ -222,7 +228,9 @@ func (h *honest) kms(b *testing.B) {
 
 	f1 := h.load(ctx, b, client, floor.URL, refs, honestClients, h.dur)
 	before := kms.TotalCalls()
+	done := h.cpuProfile("reveal-10k")
 	r10k := h.load(ctx, b, client, env.Internal.URL, refs, honestClients, h.dur)
+	done()
 	calls := kms.TotalCalls() - before
 	f2 := h.load(ctx, b, client, floor.URL, refs, honestClients, h.dur)
 	floorRate := (f1.PerSecond + f2.PerSecond) / 2
@@ -237,7 +245,11 @@ func (h *honest) kms(b *testing.B) {
 	ratio := h.latencyRatio(b, "KMS", kms.SetLatency, kms.TotalCalls, client, env.Internal.URL, refs)
 	b.ReportMetric(ratio, "kms25ms/0ms")
 
+	h.explain(b, env, refs)
+	own10k := h.ownProcess(b, env, kms, client, floor.URL, refs)
+
 	h.rotate(b, env, client, refs, kms.TotalCalls)
+	h.rootRotation(b, env, "KMS", func() { kms.Rotate(kms.KeyID()) }, kms.TotalCalls, len(refs.ids))
 
 	if os.Getenv("KLUIS_BENCH_1M") == "1" {
 		took := seed(b, env, refs, 1000000-len(refs.ids))
@@ -245,14 +257,21 @@ func (h *honest) kms(b *testing.B) {
 		warm(env.Internal.URL)
 		f3 := h.load(ctx, b, client, floor.URL, refs, honestClients, h.dur)
 		before := kms.TotalCalls()
+		done := h.cpuProfile("reveal-1m")
 		r1m := h.load(ctx, b, client, env.Internal.URL, refs, honestClients, h.dur)
+		done()
 		calls := kms.TotalCalls() - before
 		h.printf("floor at 1,000,000: %s", f3)
 		h.printf("reveal, 1,000,000 subjects, KMS 0 ms: %s", r1m)
 		h.printf("reveal at 1,000,000 / at 10,000: %.2f (goal >= 0.9); reveal/floor at 1,000,000: %.2f", r1m.PerSecond/r10k.PerSecond, r1m.PerSecond/f3.PerSecond)
 		h.printf("KMS calls per 1,000 reveals at 1,000,000 subjects: %.2f (goal <= 1)", perThousand(calls, r1m.Requests))
+		h.printf("floor at 1,000,000 / at 10,000: %.2f; kluis's 1m/10k against the floor's: %.2f", f3.PerSecond/floorRate, (r1m.PerSecond/r10k.PerSecond)/(f3.PerSecond/floorRate))
 		b.ReportMetric(r1m.PerSecond/r10k.PerSecond, "1m/10k")
+		h.explain(b, env, refs)
+		own1m := h.ownProcess(b, env, kms, client, floor.URL, refs)
+		h.printf("kluis serve in its own process, 1,000,000 / 10,000 subjects: %.2f (goal >= 0.9)", own1m.PerSecond/own10k.PerSecond)
 		h.rotate(b, env, client, refs, kms.TotalCalls)
+		h.rootRotation(b, env, "KMS", func() { kms.Rotate(kms.KeyID()) }, kms.TotalCalls, len(refs.ids))
 	}
 	h.printf("peak resident memory of the bench process (kluis, the floor, the KMS test server, the load generator and the seeded refs): %s", peakRSS())
 }
@@ -274,6 +293,7 @@ func (h *honest) transit(b *testing.B) {
 	ratio := h.latencyRatio(b, "Transit", srv.SetLatency, srv.TotalCalls, client, env.Internal.URL, refs)
 	b.ReportMetric(ratio, "transit25ms/0ms")
 	h.newSubjects(b, env, "Transit", srv.TotalCalls)
+	h.rootRotation(b, env, "Transit", func() { srv.Rotate(transittest.DefaultKey) }, srv.TotalCalls, len(refs.ids))
 }
 
 // latencyRatio compares reveals with 25 ms of provider latency against
