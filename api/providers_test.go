@@ -422,6 +422,21 @@ func TestAnItemOfAProviderNoLongerConfiguredFailsClosed(t *testing.T) {
 		nil, plItem.ID, ""); kluis.ErrorCode(err) != kluis.EUnavailable {
 		t.Fatalf("update mode of an item of an unconfigured provider = %v, want unavailable", err)
 	}
+	// A service revealing its token gets nothing: without the provider's
+	// adapter kluis cannot tell what of the sealed secret may leave (for
+	// Stitch, the refresh token must not).
+	ref, err := sandboxOnly.OwnerCredential(context.Background(), vault.ItemOwner(plItem.ID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cred, err := be.Deps.Vault.OpenOwned(context.Background(), vault.ItemOwner(plItem.ID), ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer clear(cred.Secret)
+	if ss, err := sandboxOnly.ServiceCredential(context.Background(), cred); kluis.ErrorCode(err) != kluis.EUnavailable || ss.Secret != nil {
+		t.Fatalf("the usable secret of an item of an unconfigured provider = %q, %v; want unavailable and nothing", ss.Secret, err)
+	}
 }
 
 // webhookURLOf reads the webhook URL kluis recorded for an item.

@@ -55,18 +55,28 @@ type sealedToken struct {
 // spends the refresh token and the others wait for its committed result.
 // A renewal that fails while the current token still has time left gives
 // the current token; past its expiry the error stands (503, or 409
-// CodeItemRelinkRequired once kluis knows it lost the token). The caller
-// zeroes cred.
+// CodeItemRelinkRequired once kluis knows it lost the token). An item of a
+// provider that is not configured is 503: kluis cannot tell which part of
+// its sealed secret a service may have. The caller zeroes cred.
 func (s *Service) ServiceCredential(ctx context.Context, cred vault.Credential) (ServiceSecret, error) {
 	plain := ServiceSecret{Secret: append([]byte(nil), cred.Secret...)}
 	if cred.Kind != KindAccessToken || cred.Owner.Type != vault.OwnerItem {
 		return plain, nil
 	}
 	var sec sealedToken
-	if err := json.Unmarshal(cred.Secret, &sec); err != nil {
+	if err := json.Unmarshal(cred.Secret, &sec); err != nil || sec.Provider == "" {
 		return plain, nil
 	}
-	et, ok := s.expiringTokens(sec.Provider)
+	p, err := s.providers.Provider(sec.Provider)
+	if err != nil {
+		// Only the provider's adapter can tell the usable token from what
+		// must never leave (a Stitch bundle holds its refresh token): with
+		// the provider no longer configured, refuse (503) rather than hand
+		// out the sealed secret whole.
+		clear(plain.Secret)
+		return ServiceSecret{}, err
+	}
+	et, ok := unwrapped(p).(ExpiringTokens)
 	if !ok {
 		return plain, nil
 	}

@@ -20,6 +20,27 @@ ALTER TABLE verification_failures ADD COLUMN app_id text
 UPDATE verification_failures f SET app_id = s.app_id FROM subjects s WHERE s.id = f.subject_id;
 ALTER TABLE verification_failures ALTER COLUMN app_id SET NOT NULL;
 
+-- During a rolling upgrade, instances of the release before this one still
+-- insert rows without an app_id; NOT NULL would refuse them (a failed
+-- verification start, and a last wrong guess whose failure row cannot be
+-- written rolling back the attempt it spent). Until every instance runs
+-- this release, such a row takes its subject's app here. The trigger can
+-- go in a later release.
+-- +goose StatementBegin
+CREATE FUNCTION verification_app_default() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.app_id IS NULL THEN
+        SELECT s.app_id INTO NEW.app_id FROM subjects s WHERE s.id = NEW.subject_id;
+    END IF;
+    RETURN NEW;
+END
+$$;
+-- +goose StatementEnd
+CREATE TRIGGER verifications_app_default BEFORE INSERT ON verifications
+    FOR EACH ROW EXECUTE FUNCTION verification_app_default();
+CREATE TRIGGER verification_failures_app_default BEFORE INSERT ON verification_failures
+    FOR EACH ROW EXECUTE FUNCTION verification_app_default();
+
 -- The limits find a number's rows within one app by these.
 DROP INDEX verifications_open_number;
 CREATE INDEX verifications_open_number ON verifications (app_id, number_index)
@@ -29,6 +50,9 @@ CREATE INDEX verification_failures_number ON verification_failures (app_id, numb
     WHERE number_index IS NOT NULL;
 
 -- +goose Down
+DROP TRIGGER verification_failures_app_default ON verification_failures;
+DROP TRIGGER verifications_app_default ON verifications;
+DROP FUNCTION verification_app_default();
 DROP INDEX verification_failures_number;
 CREATE INDEX verification_failures_number ON verification_failures (number_index, failed_at)
     WHERE number_index IS NOT NULL;
