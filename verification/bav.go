@@ -243,15 +243,7 @@ func (s *Service) applyBankAnswer(ctx context.Context, actor audit.Actor, v Veri
 			v, err = getVerification(ctx, tx, v.ID, "")
 			return err
 		}
-		got, ok, err := s.applyTransition(ctx, tx, v, ev, ans.Ref, actor)
-		if err != nil {
-			return err
-		}
-		if ok {
-			v, changed = got, true
-			return nil
-		}
-		v, err = getVerification(ctx, tx, v.ID, "")
+		v, changed, err = s.applyOrReread(ctx, tx, v, ev, ans.Ref, actor)
 		return err
 	})
 	if err != nil {

@@ -163,14 +163,8 @@ func (s *Service) Confirm(ctx context.Context, actor audit.Actor, id string, ans
 func (s *Service) expire(ctx context.Context, actor audit.Actor, v Verification) (Verification, error) {
 	changed := false
 	err := s.db.InTx(ctx, func(tx pgx.Tx) error {
-		got, ok, err := s.applyTransition(ctx, tx, v, EventDeadline, "", actor)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			got, err = getVerification(ctx, tx, v.ID, "")
-		}
-		v, changed = got, ok
+		var err error
+		v, changed, err = s.applyOrReread(ctx, tx, v, EventDeadline, "", actor)
 		return err
 	})
 	if err == nil && changed {

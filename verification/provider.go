@@ -57,12 +57,9 @@ func (s *Service) openProviderChecked(ctx context.Context, tx pgx.Tx, actor audi
 // again and left where it stands.
 func (s *Service) advanceProvider(ctx context.Context, tx pgx.Tx, actor audit.Actor, v Verification, target Status) (Verification, error) {
 	for _, ev := range ProviderPath(v.Status, target) {
-		got, ok, err := s.applyTransition(ctx, tx, v, ev, providerRailRef, actor)
-		if err != nil {
-			return v, err
-		}
-		if !ok {
-			return getVerification(ctx, tx, v.ID, "")
+		got, ok, err := s.applyOrReread(ctx, tx, v, ev, providerRailRef, actor)
+		if err != nil || !ok {
+			return got, err
 		}
 		v = got
 	}

@@ -399,15 +399,7 @@ func (s *Service) refresh(ctx context.Context, actor audit.Actor, v Verification
 	}
 	changed := false
 	err = s.db.InTx(ctx, func(tx pgx.Tx) error {
-		got, ok, err := s.applyTransition(ctx, tx, v, ev, "", actor)
-		if err != nil {
-			return err
-		}
-		if ok {
-			v, changed = got, true
-			return nil
-		}
-		v, err = getVerification(ctx, tx, v.ID, "")
+		v, changed, err = s.applyOrReread(ctx, tx, v, ev, "", actor)
 		return err
 	})
 	if err != nil {

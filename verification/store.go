@@ -55,6 +55,24 @@ func answerMAC(ctx context.Context, q postgres.Querier, id string) ([]byte, erro
 
 var terminal = []string{string(StatusVerified), string(StatusFailed), string(StatusExpired), string(StatusReturned)}
 
+// applyOrReread applies ev to v in tx, as applyTransition does; when
+// another writer moved the verification first, it reads it as it now is
+// instead. It reports whether ev was applied; on an error it gives v back
+// unchanged (a retried transaction starts again from it).
+func (s *Service) applyOrReread(ctx context.Context, tx pgx.Tx, v Verification, ev EventKind, railRef string, actor audit.Actor) (Verification, bool, error) {
+	got, ok, err := s.applyTransition(ctx, tx, v, ev, railRef, actor)
+	switch {
+	case err != nil:
+		return v, false, err
+	case ok:
+		return got, true, nil
+	}
+	if got, err = getVerification(ctx, tx, v.ID, ""); err != nil {
+		return v, false, err
+	}
+	return got, false, nil
+}
+
 // applyTransition moves the verification from v.Status by ev as one
 // conditional UPDATE (WHERE status = the expected one; for a right answer
 // also attempts left and the window open), then carries out the effects
